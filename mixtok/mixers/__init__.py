@@ -1,0 +1,20 @@
+"""Token mixers, one file per family, looked up by name.
+
+    mixer_cls = mixtok.mixers.get("pooling")
+    y = mixer_cls(dim=64).apply(variables, x)      # x: [B, H, W, C] -> [B, H, W, C]
+
+Every mixer follows the contract of DESIGN.md: `Mixer(dim=C, **options)` and
+`__call__(x, *, train=False)` on NHWC input; norms and residuals belong to the block around it.
+"""
+
+from mixtok.mixers.registry import MIXERS, get, list_mixers, register
+from mixtok.mixers.identity import Identity
+from mixtok.mixers.pooling import Pooling, avg_pool_exclude_padding
+from mixtok.mixers.conv import SepConv
+from mixtok.mixers.attention import Attention
+from mixtok.mixers.mlp import RandomMixing
+
+__all__ = [
+    "MIXERS", "Attention", "Identity", "Pooling", "RandomMixing", "SepConv",
+    "avg_pool_exclude_padding", "get", "list_mixers", "register",
+]

@@ -1,0 +1,48 @@
+"""ConvFormer's separable-convolution token mixer (MetaFormer Baselines for Vision, Yu et al. 2022).
+
+Official: sail-sg/metaformer: metaformer_baselines.py `SepConv`; timm: timm/models/metaformer.py
+`SepConv` (which writes the pointwise layers as 1x1 Conv2d on NCHW; the map is the same Linear):
+
+    pwconv1: Linear(C -> 2C, no bias) -> StarReLU -> dwconv 7x7, padding 3 (2C, no bias)
+    -> Identity -> pwconv2: Linear(2C -> C, no bias)
+
+The inverted-bottleneck layout is MobileNetV2's.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from mixtok.layers.activations import get_activation
+from mixtok.layers.partitioning import conv_kernel_init, dense_kernel_init, zeros_with_axes
+from mixtok.mixers.registry import register
+
+
+@register("sepconv")
+class SepConv(nn.Module):
+    """Pointwise expand -> activation -> depthwise k x k -> activation -> pointwise project."""
+
+    dim: int
+    expansion_ratio: float = 2.0
+    kernel_size: int = 7
+    activation1: str = "star_relu"
+    activation2: str = "identity"
+    use_bias: bool = False
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False):
+        hidden = int(self.expansion_ratio * self.dim)
+        common = dict(use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype)
+        x = nn.Dense(hidden, kernel_init=dense_kernel_init(("embed", "mlp")),
+                     bias_init=zeros_with_axes(("mlp",)), name="pwconv1", **common)(x)
+        x = get_activation(self.activation1, dtype=self.dtype, param_dtype=self.param_dtype, name="act1")(x)
+        pad = self.kernel_size // 2
+        x = nn.Conv(hidden, (self.kernel_size, self.kernel_size), padding=((pad, pad), (pad, pad)),
+                    feature_group_count=hidden, kernel_init=conv_kernel_init((None, None, None, "conv_out")),
+                    bias_init=zeros_with_axes(("conv_out",)), name="dwconv", **common)(x)
+        x = get_activation(self.activation2, dtype=self.dtype, param_dtype=self.param_dtype, name="act2")(x)
+        return nn.Dense(self.dim, kernel_init=dense_kernel_init(("mlp", "embed")),
+                        bias_init=zeros_with_axes(("embed",)), name="pwconv2", **common)(x)

@@ -1,0 +1,24 @@
+"""The identity token mixer of IdentityFormer (MetaFormer Baselines for Vision, Yu et al. 2022).
+
+sail-sg/metaformer: metaformer_baselines.py uses `nn.Identity` as the mixer: the block reduces to
+norm + MLP with residuals, the paper's lower bound of what the MetaFormer skeleton gives alone.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from mixtok.mixers.registry import register
+
+
+@register("identity")
+class Identity(nn.Module):
+    """Returns its input: no token mixing at all."""
+
+    dim: int
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    def __call__(self, x, *, train: bool = False):
+        return x

@@ -1,0 +1,46 @@
+"""PoolFormer's pooling token mixer (MetaFormer Is Actually What You Need for Vision, Yu et al. 2022).
+
+Official: sail-sg/poolformer: models/poolformer.py `Pooling` and sail-sg/metaformer:
+metaformer_baselines.py `Pooling`; timm: timm/models/metaformer.py `Pooling`:
+
+    y = AvgPool2d(pool_size, stride=1, padding=pool_size // 2, count_include_pad=False)(x) - x
+
+`count_include_pad=False` means a border position averages only the positions that exist: a corner
+of a 3x3 window divides by 4, an edge by 6, the interior by 9. The subtraction of x is there
+because the block adds the input back through its residual.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mixtok.mixers.registry import register
+
+
+def avg_pool_exclude_padding(x: jax.Array, pool_size: int) -> jax.Array:
+    """Stride-1 'same' average pooling over H, W of NHWC `x` whose divisor counts real positions only."""
+    if pool_size % 2 != 1:
+        raise ValueError(f"pool_size must be odd so the output keeps the input size; got {pool_size}.")
+    window = (1, pool_size, pool_size, 1)
+    pad = pool_size // 2
+    padding = ((0, 0), (pad, pad), (pad, pad), (0, 0))
+    summed = jax.lax.reduce_window(x, jnp.array(0, x.dtype), jax.lax.add, window, (1, 1, 1, 1), padding)
+    # The divisor depends only on the position; reduce_window over ones gives it exactly.
+    ones = jnp.ones((1, x.shape[1], x.shape[2], 1), x.dtype)
+    count = jax.lax.reduce_window(ones, jnp.array(0, x.dtype), jax.lax.add, window, (1, 1, 1, 1), padding)
+    return summed / count
+
+
+@register("pooling")
+class Pooling(nn.Module):
+    """y = AvgPool(pool_size, stride 1, padding excluded from the divisor)(x) - x. No parameters."""
+
+    dim: int
+    pool_size: int = 3
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    def __call__(self, x, *, train: bool = False):
+        return avg_pool_exclude_padding(x, self.pool_size) - x

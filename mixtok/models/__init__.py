@@ -1,0 +1,13 @@
+"""Backbones assembled from token mixers, and the zoo of named paper variants.
+
+    mixtok.models.list_models("caformer_*")
+    model = mixtok.models.create_model("caformer_s18", num_classes=1000)
+"""
+
+from mixtok.models.metaformer import MetaFormer
+from mixtok.models.registry import (MODELS, ModelSpec, count_params, create_model, list_models, model_spec,
+                                    register_model)
+from mixtok.models import metaformer_variants  # noqa: F401  (registers the variants)
+
+__all__ = ["MODELS", "MetaFormer", "ModelSpec", "count_params", "create_model", "list_models", "model_spec",
+           "register_model"]

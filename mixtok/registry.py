@@ -1,0 +1,42 @@
+"""Name -> object registries with errors that suggest the closest valid names."""
+
+import difflib
+from typing import Callable, Dict, Generic, Iterable, List, Optional, TypeVar
+
+T = TypeVar("T")
+
+
+def unknown_name_error(kind: str, name: object, valid: Iterable[str]) -> ValueError:
+    """A ValueError naming the bad `name`, the close matches and every valid name."""
+    valid = sorted(valid)
+    close = difflib.get_close_matches(str(name), valid, n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return ValueError(f"Unknown {kind} {name!r}.{hint} Valid {kind}s: {', '.join(valid)}.")
+
+
+class Registry(Generic[T]):
+    """A dictionary of named entries; `get` raises `unknown_name_error` for a missing name."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: Dict[str, T] = {}
+
+    def register(self, name: str, entry: Optional[T] = None) -> Callable[[T], T]:
+        """Registers `entry` under `name`; used bare (`register(name, obj)`) or as a decorator."""
+        def add(obj: T) -> T:
+            if name in self._entries:
+                raise ValueError(f"{self.kind} {name!r} is registered twice.")
+            self._entries[name] = obj
+            return obj
+        return add(entry) if entry is not None else add
+
+    def get(self, name: str) -> T:
+        if name not in self._entries:
+            raise unknown_name_error(self.kind, name, self._entries)
+        return self._entries[name]
+
+    def names(self) -> List[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries

@@ -1,0 +1,42 @@
+"""mixtok: token mixers and visual tokenizers in JAX/Flax."""
+
+from setuptools import find_packages, setup
+
+INSTALL_REQUIRES = [
+    "jax>=0.6",
+    "flax>=0.10",
+    "optax>=0.2.4",
+    "orbax-checkpoint>=0.11",
+    "grain>=0.2.10",
+    "ml-collections>=1.0",
+    "numpy>=1.26",
+    "einops>=0.8",
+    "absl-py>=2.1",
+    "tqdm>=4.66",
+    "tensorboardX>=2.6",
+    "scikit-learn>=1.4",  # the bundled handwritten-digits dataset
+    "scikit-image>=0.22",
+    "scipy>=1.11",
+    "pillow>=10.0",
+    "array-record>=0.5",
+    "msgpack>=1.0",
+]
+
+EXTRAS_REQUIRE = {
+    "test": ["pytest>=8.0", "pytest-xdist>=3.5"],
+    # Reading timm's pretrained checkpoints (.safetensors) without PyTorch.
+    "weights": ["safetensors>=0.4"],
+    # The PyTorch references that the parity tests compare against. timm needs torchvision,
+    # which PyPI only ships beside the CUDA build of torch (about 5 GB), so it is opt-in.
+    "timm": ["torch>=2.1", "timm>=1.0.20", "safetensors>=0.4"],
+}
+
+setup(
+    name="mixtok",
+    version="0.1.0",
+    description="Vision token mixers and visual tokenizers in JAX/Flax: faithful, fast, sharded.",
+    packages=find_packages(include=["mixtok", "mixtok.*"]),
+    python_requires=">=3.11",
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+)
