@@ -15,22 +15,28 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mixtok.mixers.registry import register
+
+
+def valid_counts(size: int, pool_size: int) -> np.ndarray:
+    """How many real positions a centred window of `pool_size` covers at each of `size` positions."""
+    pad = pool_size // 2
+    index = np.arange(size)
+    return np.minimum(index + pad, size - 1) - np.maximum(index - pad, 0) + 1
 
 
 def avg_pool_exclude_padding(x: jax.Array, pool_size: int) -> jax.Array:
     """Stride-1 'same' average pooling over H, W of NHWC `x` whose divisor counts real positions only."""
     if pool_size % 2 != 1:
         raise ValueError(f"pool_size must be odd so the output keeps the input size; got {pool_size}.")
-    window = (1, pool_size, pool_size, 1)
     pad = pool_size // 2
-    padding = ((0, 0), (pad, pad), (pad, pad), (0, 0))
-    summed = jax.lax.reduce_window(x, jnp.array(0, x.dtype), jax.lax.add, window, (1, 1, 1, 1), padding)
-    # The divisor depends only on the position; reduce_window over ones gives it exactly.
-    ones = jnp.ones((1, x.shape[1], x.shape[2], 1), x.dtype)
-    count = jax.lax.reduce_window(ones, jnp.array(0, x.dtype), jax.lax.add, window, (1, 1, 1, 1), padding)
-    return summed / count
+    summed = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, pool_size, pool_size, 1), (1, 1, 1, 1),
+                                   ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    # The divisor depends only on the position and is separable: count(h, w) = count(h) * count(w).
+    count = np.outer(valid_counts(x.shape[1], pool_size), valid_counts(x.shape[2], pool_size))
+    return summed / jnp.asarray(count[None, :, :, None], x.dtype)
 
 
 @register("pooling")

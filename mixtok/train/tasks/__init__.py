@@ -1,0 +1,14 @@
+"""Tasks: what the trainer optimises and evaluates for one kind of model (one small object each)."""
+
+from mixtok.registry import Registry
+from mixtok.train.tasks.classification import ClassificationTask
+
+TASKS = Registry("task")
+TASKS.register("classification", ClassificationTask)
+
+
+def get_task(name: str):
+    return TASKS.get(name)
+
+
+__all__ = ["ClassificationTask", "TASKS", "get_task"]

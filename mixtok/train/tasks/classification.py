@@ -1,0 +1,55 @@
+"""Image classification: softmax cross-entropy with label smoothing, accuracy on a masked eval set."""
+
+from typing import Any, Dict, Mapping
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+class ClassificationTask:
+    """Loss and metrics for a model that maps images [B, H, W, 3] to logits [B, classes].
+
+    Model variables other than `params` (e.g. RandFormer's `frozen` matrices) are passed through
+    unchanged; the trainer never differentiates or updates them.
+    """
+
+    def __init__(self, model, num_classes: int, label_smoothing: float = 0.0):
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1); got {label_smoothing}.")
+        self.model = model
+        self.num_classes = num_classes
+        self.label_smoothing = label_smoothing
+
+    def dummy_batch(self, image_size: int, batch_size: int = 1) -> Dict[str, jax.Array]:
+        return {"image": jnp.zeros((batch_size, image_size, image_size, 3), jnp.float32),
+                "label": jnp.zeros((batch_size,), jnp.int32)}
+
+    def init(self, rng: jax.Array, batch: Mapping[str, Any]):
+        return self.model.init({"params": rng}, batch["image"], train=False)
+
+    def _cross_entropy(self, logits, labels):
+        targets = optax.smooth_labels(jax.nn.one_hot(labels, self.num_classes), self.label_smoothing)
+        return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+
+    def train_loss(self, params, other_variables, batch, rng):
+        """Mean smoothed cross-entropy of a training batch, with dropout and stochastic depth on."""
+        dropout_rng, drop_path_rng = jax.random.split(rng)
+        logits = self.model.apply({"params": params, **other_variables}, batch["image"], train=True,
+                                  rngs={"dropout": dropout_rng, "drop_path": drop_path_rng})
+        loss = jnp.mean(self._cross_entropy(logits, batch["label"]))
+        accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+        return loss, {"accuracy": accuracy}
+
+    def eval_sums(self, params, other_variables, batch) -> Dict[str, jax.Array]:
+        """Sums over the real (mask == 1) examples of a padded eval batch."""
+        logits = self.model.apply({"params": params, **other_variables}, batch["image"], train=False)
+        mask = batch["mask"].astype(jnp.float32)
+        loss = self._cross_entropy(logits, batch["label"])
+        correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
+        return {"loss": jnp.sum(loss * mask), "correct": jnp.sum(correct * mask), "count": jnp.sum(mask)}
+
+    @staticmethod
+    def summarize_eval(sums: Mapping[str, float]) -> Dict[str, float]:
+        count = max(float(sums["count"]), 1.0)
+        return {"eval/loss": float(sums["loss"]) / count, "eval/accuracy": float(sums["correct"]) / count}
