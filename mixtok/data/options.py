@@ -1,0 +1,202 @@
+"""Reads the `config.data` block into validated, fully defaulted options.
+
+Every field is optional except `name`; the defaults depend on the source (a
+digits run wants 32-pixel images and a `test` split, an ImageNet folder wants
+224 pixels and `val`). Validation happens here, once, so that the sources,
+transforms and pipeline can trust what they are given and a typo in a config
+fails before any data is read.
+
+Fields of `config.data` (all but `name` optional):
+
+  name               digits | synthetic | imagefolder | array_record
+  root               folder / file / glob of the data (imagefolder, array_record)
+  train_split        default 'train'
+  eval_split         default 'test' (digits, synthetic) or 'val' (folders, records)
+  image_size         output side S; default 32 (digits, synthetic) or 224
+  num_classes        synthetic: how many classes to draw (default 10); other
+                     sources derive it (array_record may set it to avoid a scan)
+  num_examples       synthetic: training examples (default 512)
+  num_eval_examples  synthetic: evaluation examples (default 128)
+  crop_scale         random-resized-crop area range, default (0.08, 1.0)
+  crop_ratio         random-resized-crop aspect range, default (3/4, 4/3)
+  hflip              True / False or a probability; default True (p = 0.5)
+  crop_pct           eval centre-crop fraction, default 0.875
+  mean, std          per-channel normalisation in 0..1 units (ImageNet defaults)
+  skip_undecodable   default False: an undecodable image stops the run
+  read_threads       threads that read and transform examples in each process
+                     (0 = in the calling thread); default 0 for the in-memory
+                     sources (digits, synthetic), 16 for files
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import logging
+import os
+from typing import Any, Mapping
+
+_log = logging.getLogger(__name__)
+
+SOURCE_NAMES = ("digits", "synthetic", "imagefolder", "array_record")
+IN_MEMORY_SOURCES = ("digits", "synthetic")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_FIELDS = (
+    "name",
+    "root",
+    "train_split",
+    "eval_split",
+    "image_size",
+    "num_classes",
+    "num_examples",
+    "num_eval_examples",
+    "crop_scale",
+    "crop_ratio",
+    "hflip",
+    "crop_pct",
+    "mean",
+    "std",
+    "skip_undecodable",
+    "read_threads",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataOptions:
+    """The `config.data` block with every default filled in and checked."""
+
+    name: str
+    root: str | None
+    train_split: str
+    eval_split: str
+    image_size: int
+    num_classes: int | None
+    num_examples: int
+    num_eval_examples: int
+    crop_scale: tuple[float, float]
+    crop_ratio: tuple[float, float]
+    hflip: float
+    crop_pct: float
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    skip_undecodable: bool
+    read_threads: int
+
+
+def close_matches_hint(value: str, valid: tuple[str, ...] | list[str]) -> str:
+    """Returns ' Did you mean ...?' for near misses of `value`, else ''."""
+    matches = difflib.get_close_matches(str(value), list(valid), n=3, cutoff=0.6)
+    if not matches:
+        return ""
+    return " Did you mean " + " or ".join(repr(m) for m in matches) + "?"
+
+
+def check_source_name(name: Any) -> str:
+    """Returns `name` if it names a source, else raises listing the valid ones."""
+    if name not in SOURCE_NAMES:
+        raise ValueError(
+            f"Unknown data source name {name!r}; valid names are "
+            f"{', '.join(SOURCE_NAMES)}.{close_matches_hint(name, SOURCE_NAMES)}"
+        )
+    return name
+
+
+def _as_dict(data_config: Any) -> dict[str, Any]:
+    if hasattr(data_config, "to_dict"):  # ml_collections.ConfigDict
+        return data_config.to_dict()
+    if isinstance(data_config, Mapping):
+        return dict(data_config)
+    raise TypeError(
+        "data_config must be an ml_collections.ConfigDict or a mapping, got " f"{type(data_config).__name__}."
+    )
+
+
+def _pair(field: str, value: Any, low: float, high: float) -> tuple[float, float]:
+    try:
+        a, b = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"data.{field} must be a pair of numbers (min, max), got {value!r}.") from None
+    if not low < a <= b <= high:
+        raise ValueError(f"data.{field} must satisfy {low} < min <= max <= {high}, got " f"{value!r}.")
+    return a, b
+
+
+def _triple(field: str, value: Any, positive: bool) -> tuple[float, ...]:
+    try:
+        triple = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        triple = ()
+    if len(triple) != 3 or (positive and min(triple) <= 0):
+        what = "three positive numbers" if positive else "three numbers"
+        raise ValueError(
+            f"data.{field} must be {what} (one per RGB channel, in 0..1 units), " f"got {value!r}."
+        )
+    return triple
+
+
+def _positive_int(field: str, value: Any, allow_zero: bool = False) -> int:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or (value < 0 or (value == 0 and not allow_zero))
+    ):
+        bound = "a non-negative" if allow_zero else "a positive"
+        raise ValueError(f"data.{field} must be {bound} integer, got {value!r}.")
+    return value
+
+
+def _flip_probability(value: Any) -> float:
+    if isinstance(value, bool):
+        return 0.5 if value else 0.0
+    if isinstance(value, (int, float)) and 0.0 <= value <= 1.0:
+        return float(value)
+    raise ValueError("data.hflip must be True, False or a probability in [0, 1], got " f"{value!r}.")
+
+
+def data_options(data_config: Any) -> DataOptions:
+    """Validates `config.data` and fills in the defaults for its source."""
+    fields = _as_dict(data_config)
+    if "name" not in fields:
+        raise ValueError("data.name is required; valid names are " + ", ".join(SOURCE_NAMES))
+    name = check_source_name(fields["name"])
+    for key in fields:
+        if key not in _FIELDS:
+            # Warn rather than fail: other parts of the project may keep their own
+            # fields under config.data.
+            _log.warning(
+                "data.%s is not a field the data pipeline reads.%s", key, close_matches_hint(key, _FIELDS)
+            )
+    in_memory = name in IN_MEMORY_SOURCES
+    root = fields.get("root")
+    if not in_memory and not root:
+        raise ValueError(f"data.root is required for data.name={name!r}.")
+    num_classes = fields.get("num_classes")
+    if num_classes is None and name == "synthetic":
+        num_classes = 10
+    if num_classes is not None:
+        num_classes = _positive_int("num_classes", num_classes)
+    crop_pct = fields.get("crop_pct", 0.875)
+    if not isinstance(crop_pct, (int, float)) or not 0 < crop_pct <= 1:
+        raise ValueError(f"data.crop_pct must be in (0, 1], got {crop_pct!r}.")
+    return DataOptions(
+        name=name,
+        root=None if root is None else os.path.expanduser(str(root)),
+        train_split=str(fields.get("train_split", "train")),
+        eval_split=str(fields.get("eval_split", "test" if in_memory else "val")),
+        image_size=_positive_int("image_size", fields.get("image_size", 32 if in_memory else 224)),
+        num_classes=num_classes,
+        num_examples=_positive_int("num_examples", fields.get("num_examples", 512)),
+        num_eval_examples=_positive_int("num_eval_examples", fields.get("num_eval_examples", 128)),
+        crop_scale=_pair("crop_scale", fields.get("crop_scale", (0.08, 1.0)), 0.0, 1.0),
+        crop_ratio=_pair("crop_ratio", fields.get("crop_ratio", (3 / 4, 4 / 3)), 0.0, float("inf")),
+        hflip=_flip_probability(fields.get("hflip", True)),
+        crop_pct=float(crop_pct),
+        mean=_triple("mean", fields.get("mean", IMAGENET_MEAN), positive=False),
+        std=_triple("std", fields.get("std", IMAGENET_STD), positive=True),
+        skip_undecodable=bool(fields.get("skip_undecodable", False)),
+        read_threads=_positive_int(
+            "read_threads", fields.get("read_threads", 0 if in_memory else 16), allow_zero=True
+        ),
+    )

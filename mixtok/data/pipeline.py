@@ -1,0 +1,262 @@
+"""Train and eval batch iterators for `config.data`, sharded per process.
+
+    train_it = create_train_iterator(config.data, global_batch_size=256, seed=0)
+    batch = next(train_it)   # {'image': f32 [256 // P, S, S, 3], 'label': i32}
+    for batch in create_eval_iterator(config.data, global_batch_size=256):
+      ...                    # plus 'mask': f32, 0 on padding
+
+Training: each of the P processes reads a disjoint, equal-sized shard of the
+train split (the last `num_train % P` examples are left out so every process
+has the same epoch length), shuffles it with `seed` anew each epoch, repeats
+forever, augments (`transforms.TrainTransform`) and batches. The stream is
+repeated before it is batched, so batches are always full and none are
+dropped: a batch may hold the end of one epoch and the start of the next.
+
+Checkpointing: the train iterator is a `grain.DatasetIterator`; `get_state()`
+returns a JSON-able dict and `set_state(state)` resumes with exactly the batch
+that would have come next. With orbax (grain 0.2.18 registers the handler):
+
+    mngr.save(step, args=ocp.args.Composite(
+        data=grain.checkpoint.CheckpointSave(train_it)))
+    mngr.restore(step, args=ocp.args.Composite(
+        data=grain.checkpoint.CheckpointRestore(train_it)))
+
+(`grain.python.PyGrainCheckpointSave/Restore` are the same classes.) Each
+process writes its own `process_<i>-of-<n>.json` inside the item folder. A
+state restores into an iterator made with the same config, seed,
+global_batch_size, shard_count and worker_count (with workers the state holds
+one entry per worker).
+
+Evaluation: one ordered pass; process i gets a contiguous block of the eval
+split, padded with masked-out zero images so that all processes see the same
+number of batches (no process waits in a collective on another). Iterating
+the returned object again starts a fresh, identical pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Iterator
+
+import grain
+import numpy as np
+
+from mixtok.data import batching, decode, sources
+from mixtok.data.options import DataOptions, data_options
+from mixtok.data.transforms import EvalTransform, TrainTransform
+
+_PREFETCH_BUFFER = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What a model and trainer need to know about the data."""
+
+    num_classes: int
+    num_train: int  # size of the whole train split, all processes together
+    num_eval: int  # size of the whole eval split
+    image_size: int
+
+
+def dataset_info(data_config: Any) -> DatasetInfo:
+    """Sizes and class count of the data described by `data_config`."""
+    options = data_options(data_config)
+    train_source = sources.create_source(options, options.train_split)
+    return DatasetInfo(
+        num_classes=sources.num_classes(options, train_source),
+        num_train=len(train_source),
+        num_eval=len(sources.create_source(options, options.eval_split)),
+        image_size=options.image_size,
+    )
+
+
+def _shard_and_batch(
+    global_batch_size: int, shard_index: int | None, shard_count: int | None
+) -> tuple[int, int, int]:
+    """Returns (shard_index, shard_count, per-process batch size), checked."""
+    if shard_index is None or shard_count is None:
+        import jax  # pylint: disable=g-import-not-at-top
+
+        shard_index = jax.process_index() if shard_index is None else shard_index
+        shard_count = jax.process_count() if shard_count is None else shard_count
+    if not isinstance(shard_count, int) or shard_count < 1:
+        raise ValueError(f"shard_count must be a positive int, got {shard_count!r}.")
+    if not isinstance(shard_index, int) or not 0 <= shard_index < shard_count:
+        raise ValueError(f"shard_index must be in [0, {shard_count}), got {shard_index!r}.")
+    if isinstance(global_batch_size, bool) or not isinstance(global_batch_size, int) or global_batch_size < 1:
+        raise ValueError(f"global_batch_size must be a positive int, got {global_batch_size!r}.")
+    if global_batch_size % shard_count:
+        nearest = shard_count * max(1, round(global_batch_size / shard_count))
+        raise ValueError(
+            f"global_batch_size={global_batch_size} is not divisible by "
+            f"shard_count={shard_count} (the number of processes); use a multiple "
+            f"of {shard_count}, e.g. {nearest}."
+        )
+    return shard_index, shard_count, global_batch_size // shard_count
+
+
+def _read_options(options: DataOptions) -> grain.ReadOptions:
+    return grain.ReadOptions(
+        num_threads=options.read_threads, prefetch_buffer_size=_PREFETCH_BUFFER if options.read_threads else 0
+    )
+
+
+def _multiprocess(ds: grain.IterDataset, worker_count: int) -> grain.IterDataset:
+    if isinstance(worker_count, bool) or not isinstance(worker_count, int) or worker_count < 0:
+        raise ValueError(f"worker_count must be a non-negative int, got {worker_count!r}.")
+    if worker_count == 0:
+        return ds
+    from absl import flags  # pylint: disable=g-import-not-at-top
+
+    if not flags.FLAGS.is_parsed():
+        # grain's worker start-up reads its absl flags, which only absl.app.run
+        # parses; outside it (tests, notebooks, other launchers) use the defaults.
+        flags.FLAGS.mark_as_parsed()
+    return ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+
+
+def create_train_iterator(
+    data_config: Any,
+    *,
+    global_batch_size: int,
+    seed: int,
+    shard_index: int | None = None,
+    shard_count: int | None = None,
+    worker_count: int = 0,
+) -> batching.ReportSkippedIterator:
+    """An endless, shuffled, augmented, checkpointable iterator of train batches.
+
+    Args:
+      data_config: the `config.data` ConfigDict (see `mixtok.data.options`).
+      global_batch_size: examples per step over all processes.
+      seed: shuffle and augmentation seed, in [0, 2**32).
+      shard_index, shard_count: this process and the number of processes;
+        default `jax.process_index()` / `jax.process_count()`.
+      worker_count: grain worker processes (0 reads in this process).
+
+    Returns:
+      a `grain.DatasetIterator` of {'image': float32 [b, S, S, 3], 'label':
+      int32 [b]}, b = global_batch_size // shard_count, with `get_state` /
+      `set_state` and a `num_skipped_undecodable` count.
+    """
+    options = data_options(data_config)
+    shard_index, shard_count, batch_size = _shard_and_batch(global_batch_size, shard_index, shard_count)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be an int in [0, 2**32), got {seed!r}.")
+    source = sources.create_source(options, options.train_split)
+    per_shard = len(source) // shard_count
+    if per_shard == 0:
+        raise ValueError(
+            f"The {options.train_split!r} split has {len(source)} examples, fewer "
+            f"than shard_count={shard_count}: some processes would get none."
+        )
+    start = shard_index * per_shard
+    ds = grain.MapDataset.source(source)[start : start + per_shard]
+    ds = ds.shuffle(seed=int(seed)).repeat()
+    # Augmentations use a seed that differs per shard: the same seed everywhere
+    # would give the k-th example of every process the same crop and flip.
+    augment_seed = int(np.random.SeedSequence([int(seed), shard_index]).generate_state(1)[0])
+    ds = ds.random_map(TrainTransform(options), seed=augment_seed)
+    batches = batching.SkipUndecodableBatchDataset(ds.to_iter_dataset(_read_options(options)), batch_size)
+    batches = _multiprocess(batches, worker_count)
+    return batching.ReportSkippedIterator(batches.__iter__())
+
+
+class _PaddedShard:
+    """Examples [start, stop) of a source, then padding markers up to `length`."""
+
+    def __init__(self, source, start: int, stop: int, length: int):
+        self._source, self._start, self._stop = source, start, stop
+        self._length = length
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        position = self._start + int(index)
+        if position < self._stop:
+            return self._source[position]
+        return {"padding": True}
+
+
+class _EvalExample(grain.transforms.Map):
+    """Eval transform for real examples; a masked zero image for padding."""
+
+    def __init__(self, options: DataOptions):
+        self._transform = EvalTransform(options)
+        self._image_size = options.image_size
+
+    def map(self, element: dict[str, Any]) -> dict[str, Any]:
+        if element.get("padding"):
+            return batching.eval_example({}, self._image_size)
+        return batching.eval_example(self._transform.map(element), self._image_size)
+
+
+class EvalBatches:
+    """A re-iterable single pass over this process's shard of the eval split.
+
+    `len()` is the number of batches, equal on every process. Undecodable
+    images (with data.skip_undecodable) appear as masked-out zero images and
+    are counted in `num_skipped_undecodable`.
+    """
+
+    def __init__(
+        self,
+        dataset: grain.MapDataset,
+        num_batches: int,
+        num_examples: int,
+        options: DataOptions,
+        worker_count: int,
+    ):
+        self._dataset = dataset
+        self._num_batches = num_batches
+        self.num_examples = num_examples  # real (unmasked) examples in this shard
+        self._options = options
+        self._worker_count = worker_count
+        self.num_skipped_undecodable = 0
+
+    def __len__(self) -> int:
+        return self._num_batches
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        ds = _multiprocess(self._dataset.to_iter_dataset(_read_options(self._options)), self._worker_count)
+        iterator = ds.__iter__()
+        try:
+            for batch in iterator:
+                batch = dict(batch)
+                skipped = batch.pop(batching.SKIPPED_KEY, ())
+                if skipped:
+                    self.num_skipped_undecodable += decode.report_skipped(skipped)
+                yield batch
+        finally:
+            iterator.close()
+
+
+def create_eval_iterator(
+    data_config: Any,
+    *,
+    global_batch_size: int,
+    shard_index: int | None = None,
+    shard_count: int | None = None,
+    worker_count: int = 0,
+) -> EvalBatches:
+    """One ordered, padded pass over the eval split; each example once overall.
+
+    Returns:
+      an `EvalBatches` iterable of {'image': float32 [b, S, S, 3], 'label':
+      int32 [b], 'mask': float32 [b]}, b = global_batch_size // shard_count,
+      with mask 0 on padding; every process gets `len()` batches.
+    """
+    options = data_options(data_config)
+    shard_index, shard_count, batch_size = _shard_and_batch(global_batch_size, shard_index, shard_count)
+    source = sources.create_source(options, options.eval_split)
+    total = len(source)
+    start = total * shard_index // shard_count
+    stop = total * (shard_index + 1) // shard_count
+    largest_shard = math.ceil(total / shard_count)
+    num_batches = max(1, math.ceil(largest_shard / batch_size))
+    padded = _PaddedShard(source, start, stop, num_batches * batch_size)
+    ds = grain.MapDataset.source(padded).map(_EvalExample(options))
+    ds = ds.batch(batch_size, batch_fn=batching.stack_eval_batch)
+    return EvalBatches(ds, num_batches, stop - start, options, worker_count)
