@@ -128,7 +128,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *, stop_at_step: Option
         (loss, aux), grads = grad_fn(state.params, state.other_variables, batch, rng)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "learning_rate": schedule(state.step),
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "learning_rate": schedule(state.step),
                    **aux}
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 

@@ -1,0 +1,9 @@
+"""Weight import: pretrained checkpoints of other libraries turned into mixtok variables.
+
+- `mixtok.interop.timm`: timm's MetaFormer family (PoolFormer, PoolFormerV2, ConvFormer, CAFormer),
+  `convert` / `to_timm` and the command `python -m mixtok.interop.timm NAME CHECKPOINT OUTPUT.msgpack`.
+- `mixtok.interop.weight_files`: reading checkpoint files (.safetensors, .pth, .bin) and writing /
+  reading converted variables (flax msgpack).
+
+Submodules are not imported here, so `python -m mixtok.interop.timm` runs its module exactly once.
+"""

@@ -1,0 +1,286 @@
+"""Converts timm's MetaFormer weights (PoolFormer v1/v2, ConvFormer, CAFormer) to mixtok and back.
+
+    state_dict = load_state_dict("model.safetensors")   # huggingface.co/timm/caformer_s18.sail_in1k
+    variables = convert("caformer_s18", state_dict)      # {'params': ...} of create_model("caformer_s18")
+    logits = create_model("caformer_s18").apply(variables, images_nhwc)
+
+or once, from the shell (then `load_variables(OUTPUT)`):
+
+    python -m mixtok.interop.timm caformer_s18.sail_in1k model.safetensors caformer_s18.msgpack
+
+mixtok's parameter tree mirrors timm's module tree (timm `stages.2.blocks.1.mlp.fc1.weight` is
+`params['stages_2']['blocks_1']['mlp']['fc1']['kernel']`); only layouts and a few leaf names differ:
+
+    timm Linear weight [out, in]                          <-> Dense kernel [in, out]
+    timm 1x1 Conv2d weight [out, in, 1, 1] (MLP, SepConv  <-> Dense kernel [in, out]
+      pointwise layers, on timm's channels-first stages)
+    timm Conv2d weight [out, in / groups, kh, kw]         <-> Conv kernel [kh, kw, in / groups, out]
+    a norm's `weight`                                     <-> `scale`
+
+timm runs a stage channels-last (Linear MLP) when its mixer is attention, channels-first otherwise.
+The mapping is derived from the mixtok model's own parameter tree (`jax.eval_shape` of its init), so
+each mixtok parameter has exactly one timm key, and a state dict that does not fit is reported
+with every missing key, unexpected key and wrong shape in one error. The parity tests
+(tests/interop/test_timm.py) run both libraries on randomised weights and agree to 1e-4.
+"""
+
+import argparse
+import dataclasses
+import functools
+import os
+import re
+import sys
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mixtok.interop.weight_files import load_state_dict, load_variables, save_variables, to_numpy
+from mixtok.models import count_params, create_model, list_models, model_spec
+from mixtok.models.metaformer import per_stage
+from mixtok.registry import unknown_name_error
+
+__all__ = ["convert", "load_state_dict", "load_variables", "main", "resolve_name", "save_variables", "to_timm"]
+
+Path = Tuple[str, ...]
+
+
+def timm_backed_models() -> Dict[str, str]:
+    """{mixtok name: timm name} of every registered variant that timm also has."""
+    return {n: model_spec(n).timm_name for n in list_models() if model_spec(n).timm_name}
+
+
+def resolve_name(name: str) -> str:
+    """The mixtok name for a mixtok or timm name, with or without a pretrained tag (`caformer_s18.sail_in1k`)."""
+    base = name.split(".", 1)[0]
+    backed = timm_backed_models()
+    if base in backed:
+        return base
+    for mixtok_name, timm_name in backed.items():
+        if base == timm_name:
+            return mixtok_name
+    if base in list_models():
+        raise ValueError(
+            f"timm has no model {base!r}: mixtok's {base} ({model_spec(base).paper}) has no timm weights, so there "
+            f"is nothing to convert from timm. Variants with timm weights: {', '.join(sorted(backed))}.")
+    raise unknown_name_error("timm-backed model", base, backed)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Entry:
+    """One parameter: its mixtok path and shape, its timm key, and how the layouts relate."""
+
+    path: Path
+    shape: Tuple[int, ...]
+    dtype: Any
+    key: str
+    layout: str  # "same" | "linear" | "pointwise" (1x1 conv in timm) | "conv"
+
+    @property
+    def timm_shape(self) -> Tuple[int, ...]:
+        if self.layout == "linear":
+            return self.shape[::-1]
+        if self.layout == "pointwise":
+            return (self.shape[1], self.shape[0], 1, 1)
+        if self.layout == "conv":
+            kh, kw, cin, cout = self.shape
+            return (cout, cin, kh, kw)
+        return self.shape
+
+    def accepts(self, timm_shape: Tuple[int, ...]) -> bool:
+        # A Dense kernel takes timm's Linear and 1x1-conv forms alike: the same map in either layout.
+        dense_forms = {self.shape[::-1], (self.shape[1], self.shape[0], 1, 1)} if len(self.shape) == 2 else set()
+        return timm_shape == self.timm_shape or (self.layout in ("linear", "pointwise") and timm_shape in dense_forms)
+
+    def from_timm(self, array: np.ndarray) -> np.ndarray:
+        if self.layout in ("linear", "pointwise"):
+            array = array.reshape(array.shape[:2]).T
+        elif self.layout == "conv":
+            array = array.transpose(2, 3, 1, 0)
+        return np.ascontiguousarray(array, dtype=self.dtype)
+
+    def to_timm(self, array: np.ndarray) -> np.ndarray:
+        if self.layout == "linear":
+            array = array.T
+        elif self.layout == "pointwise":
+            array = array.T[:, :, None, None]
+        elif self.layout == "conv":
+            array = array.transpose(3, 2, 0, 1)
+        return np.ascontiguousarray(array)
+
+
+def _walk(tree: Mapping[str, Any], prefix: Path = ()):
+    """(path, leaf) pairs of a nested mapping, in its own order."""
+    for name, value in tree.items():
+        if isinstance(value, Mapping):
+            yield from _walk(value, prefix + (name,))
+        else:
+            yield prefix + (name,), value
+
+
+def _entry(path: Path, leaf: Any, stage_mixers: Sequence[str]) -> _Entry:
+    module, leaf_name = path[:-1], path[-1]
+    timm_module = [re.sub(r"^(stages|blocks)_(\d+)$", r"\1.\2", part) for part in module]
+    if leaf_name == "kernel" or (leaf_name == "scale" and module[-1].startswith("norm")):
+        timm_leaf = "weight"
+    else:
+        timm_leaf = leaf_name
+    layout = "same"
+    if leaf_name == "kernel" and len(leaf.shape) == 4:
+        layout = "conv"
+    elif leaf_name == "kernel":
+        stage = re.fullmatch(r"stages_(\d+)", module[0])
+        channels_first = stage is not None and stage_mixers[int(stage.group(1))] != "attention"
+        layout = "pointwise" if channels_first else "linear"
+    return _Entry(path, tuple(leaf.shape), leaf.dtype, ".".join(timm_module + [timm_leaf]), layout)
+
+
+@functools.lru_cache(maxsize=32)
+def _entries(name: str, num_classes: int) -> Tuple[_Entry, ...]:
+    """The parameters of create_model(name, num_classes) with their timm keys, in timm's order."""
+    model = create_model(name, num_classes=num_classes)
+    size = model.reduction  # the parameter shapes of a timm-backed variant do not depend on the image size
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32))
+    shapes = nn.meta.unbox(shapes)
+    if set(shapes) != {"params"}:
+        raise ValueError(f"{name} has variable collections {sorted(set(shapes) - {'params'})} that timm does not have.")
+    mixers = per_stage(model.token_mixers, len(model.depths), "token_mixers")
+    return tuple(sorted((_entry(path, leaf, mixers) for path, leaf in _walk(shapes["params"])), key=_timm_order))
+
+
+def _timm_order(entry: _Entry):
+    """timm's module order (stem, stages, head) with numbers compared as numbers: blocks.2 < blocks.10."""
+    top = {"stem": 0, "stages": 1, "head": 2}.get(entry.key.split(".")[0], 3)
+    return top, [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", entry.key)]
+
+
+def _num_classes_of_timm(arrays: Mapping[str, np.ndarray]) -> int:
+    for key in ("head.fc.fc2.weight", "head.fc.weight"):  # MlpHead, Linear
+        if key in arrays:
+            return int(arrays[key].shape[0])
+    return 0  # timm's num_classes=0: no classifier, the model returns the pooled features
+
+
+def _num_classes_of_mixtok(params: Mapping[str, Any]) -> int:
+    fc = params.get("head", {}).get("fc", {})
+    kernel = fc.get("fc2", fc).get("kernel")
+    return 0 if kernel is None else int(kernel.shape[-1])
+
+
+def _mismatch_error(what: str, unexpected: List[str], missing: List[str], bad_shapes: List[str],
+                    hint: str = "") -> Optional[ValueError]:
+    if not (unexpected or missing or bad_shapes):
+        return None
+    lines = [f"{what}: {len(unexpected) + len(missing) + len(bad_shapes)} problem(s).{hint}"]
+    for title, items in (("unexpected (no counterpart in the model)", unexpected),
+                         ("missing (parameters left unfilled)", missing), ("shape mismatches", bad_shapes)):
+        if items:
+            lines.append(f"  {title} [{len(items)}]:")
+            lines.extend(f"    {item}" for item in items)
+    return ValueError("\n".join(lines))
+
+
+def _format_hint(keys: Sequence[str]) -> str:
+    """A guess at why a state dict has unexpected `keys`: the wrong checkpoint format."""
+    if not keys:
+        return ""
+    if any(k.startswith(("network.", "downsample_layers.")) for k in keys):
+        return (" The keys look like an official sail-sg checkpoint, not timm's: load it into timm "
+                "(timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=path))) and pass "
+                "model.state_dict(), or download the timm weights.")
+    if all(k.startswith("module.") for k in keys):
+        return " Every key starts with 'module.' (a DistributedDataParallel save): strip that prefix first."
+    return ""
+
+
+def convert(name: str, state_dict: Mapping[str, Any], *, num_classes: Optional[int] = None) -> Dict[str, Any]:
+    """mixtok variables {'params': nested float32 numpy arrays} from a timm MetaFormer state dict.
+
+    `name` is a mixtok or timm name, optionally with timm's pretrained tag (`caformer_s18.sail_in1k`);
+    `state_dict` maps timm names to numpy arrays or torch tensors. `num_classes=None` reads the
+    class count from the classifier's weight (0 when the state dict has no classifier, as timm's
+    num_classes=0 models). Raises one ValueError listing every unexpected key, missing key and wrong
+    shape when the state dict does not fit `create_model(name, num_classes=num_classes)`.
+    """
+    model_name = resolve_name(name)
+    arrays = {key: to_numpy(value, key) for key, value in state_dict.items()}
+    if num_classes is None:
+        num_classes = _num_classes_of_timm(arrays)
+    entries = _entries(model_name, num_classes)
+    known = {e.key for e in entries}
+    unexpected = [k for k in arrays if k not in known]
+    missing = [f"{e.key} (mixtok {'/'.join(e.path)})" for e in entries if e.key not in arrays]
+    bad_shapes = [f"{e.key}: expected {e.timm_shape}, got {tuple(arrays[e.key].shape)} "
+                  f"(mixtok {'/'.join(e.path)} {e.shape})"
+                  for e in entries if e.key in arrays and not e.accepts(tuple(arrays[e.key].shape))]
+    error = _mismatch_error(f"The timm state dict does not fit mixtok's {model_name} (num_classes={num_classes})",
+                            unexpected, missing, bad_shapes,
+                            _format_hint(unexpected) if arrays else " The state dict is empty.")
+    if error:
+        raise error
+    params: Dict[str, Any] = {}
+    for e in entries:
+        node = params
+        for part in e.path[:-1]:
+            node = node.setdefault(part, {})
+        node[e.path[-1]] = e.from_timm(arrays[e.key])
+    return {"params": params}
+
+
+def to_timm(name: str, variables: Mapping[str, Any]) -> Dict[str, np.ndarray]:
+    """timm's state dict (numpy arrays, timm layouts) from mixtok variables; the inverse of `convert`.
+
+    `variables` is {'params': ...} as `model.init` (boxed or not) or `convert` return it; only
+    'params' is exported. `timm.create_model(timm_name, num_classes=...).load_state_dict(
+    {k: torch.from_numpy(v) for k, v in result.items()})` loads it with strict=True.
+    """
+    model_name = resolve_name(name)
+    if "params" not in variables:
+        raise ValueError(f"to_timm takes variables {{'params': ...}}; got a mapping with keys {sorted(variables)}.")
+    params = nn.meta.unbox(variables["params"])
+    leaves = dict(_walk(params))
+    num_classes = _num_classes_of_mixtok(params)
+    entries = _entries(model_name, num_classes)
+    known = {e.path for e in entries}
+    unexpected = ["/".join(p) for p in leaves if p not in known]
+    missing = ["/".join(e.path) for e in entries if e.path not in leaves]
+    bad_shapes = [f"{'/'.join(e.path)}: expected {e.shape}, got {tuple(np.shape(leaves[e.path]))}"
+                  for e in entries if e.path in leaves and tuple(np.shape(leaves[e.path])) != e.shape]
+    error = _mismatch_error(f"The variables do not fit mixtok's {model_name} (num_classes={num_classes})",
+                            unexpected, missing, bad_shapes)
+    if error:
+        raise error
+    return {e.key: e.to_timm(np.asarray(leaves[e.path])) for e in entries}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The command line: converts a downloaded timm checkpoint to a mixtok msgpack file."""
+    parser = argparse.ArgumentParser(
+        prog="python -m mixtok.interop.timm",
+        description="Converts a timm MetaFormer checkpoint (.safetensors, .pth, .bin) to mixtok variables "
+                    "(flax msgpack; read them back with mixtok.interop.timm.load_variables).")
+    parser.add_argument("name", help="mixtok or timm model name, e.g. caformer_s18 or caformer_s18.sail_in1k")
+    parser.add_argument("checkpoint", help="the timm checkpoint file, e.g. model.safetensors")
+    parser.add_argument("output", help="where to write the variables (.msgpack); must not exist yet")
+    parser.add_argument("--num-classes", type=int, default=None,
+                        help="classifier size (default: read from the checkpoint)")
+    args = parser.parse_args(argv)
+    try:
+        if os.path.lexists(args.output):  # say so before the slow part, not after it
+            raise FileExistsError(f"{args.output} already exists; not overwriting it. "
+                                  f"Remove it or choose another output.")
+        variables = convert(args.name, load_state_dict(args.checkpoint), num_classes=args.num_classes)
+        save_variables(args.output, variables)
+    except (FileExistsError, FileNotFoundError, IsADirectoryError, ImportError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    model_name = resolve_name(args.name)
+    classes = _num_classes_of_mixtok(variables["params"])
+    print(f"Wrote {count_params(variables):,} parameters of {model_name} ({classes} classes) to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
