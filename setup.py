@@ -5,7 +5,7 @@ from setuptools import find_packages, setup
 INSTALL_REQUIRES = [
     "jax>=0.6",
     "flax>=0.10",
-    "optax>=0.2.4",
+    "optax>=0.2.5",
     "orbax-checkpoint>=0.11",
     "grain>=0.2.10",
     "ml-collections>=1.0",

@@ -17,6 +17,8 @@ Where timm and the official code differ, we follow timm (its weights are the one
   pooling; timm applies LayerNorm (eps 1e-6) to the pooled vector.
 - MlpHead's LayerNorm eps: official 1e-5, timm 1e-6 (`head_mlp_norm_epsilon`).
 - Stochastic-depth rates rise linearly over all blocks, as in the official code.
+- `head_dropout`: timm drops before an MlpHead and again inside it (before fc2), and never before a
+  Linear head; the official code drops only inside MlpHead. We follow timm.
 The model checks that the image size is a multiple of the total stride (32) and says so otherwise.
 """
 
