@@ -40,6 +40,8 @@ def parse_flags(argv):
         print(f"mixtok.train: error: {_without_traceback(str(error))}", file=sys.stderr)
     except (AttributeError, KeyError, TypeError, ValueError) as error:
         message = str(error).strip("'\"").replace("\\n", " ").replace("\n", " ")
+        if " " not in message:  # ml_collections reports a missing field by its bare name
+            message = f"the config has no field {message!r} (fields can only be overridden, not added)"
         print(f"mixtok.train: error: bad config override: {message}", file=sys.stderr)
     sys.exit(2)
 

@@ -1,0 +1,104 @@
+"""The trainer: exact resume, metrics files, NaN stop, refusing another model's workdir."""
+
+import json
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from ml_collections import ConfigDict
+
+from mixtok.train.metric_writer import read_metrics
+from mixtok.train.trainer import NonFiniteLossError, train_and_evaluate
+
+
+def tiny_config(**overrides) -> ConfigDict:
+    config = ConfigDict(dict(
+        seed=3, task="classification", total_steps=12, batch_size=16, log_every=2, eval_every=6,
+        checkpoint_every=4, keep_checkpoints=10, progress_bar=False, label_smoothing=0.1,
+        data=dict(name="synthetic", image_size=32, num_classes=4, num_examples=96, num_eval_examples=40),
+        model=dict(name="poolformerv2_s12", dtype="float32", kwargs=dict(
+            depths=(1, 1, 1, 1), dims=(8, 8, 16, 16), drop_path_rate=0.1,
+            token_mixers=("pooling", "pooling", "attention", "attention"))),
+        optimizer=dict(name="adamw", lr=2e-3, warmup_steps=2, weight_decay=0.05, grad_clip=1.0),
+    ))
+    for key, value in overrides.items():
+        target = config
+        *path, last = key.split(".")
+        for part in path:
+            target = target[part]
+        target[last] = value
+    return config
+
+
+def _restore_params(workdir, step):
+    manager = ocp.CheckpointManager((workdir / "checkpoints").absolute(), item_names=("state",))
+    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+    return jax.tree_util.tree_map(np.asarray, state["params"])
+
+
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    train_and_evaluate(tiny_config(), straight)
+    # Stop at step 7, between checkpoints (4, 8): the stop itself saves, as SIGTERM does.
+    train_and_evaluate(tiny_config(), interrupted, stop_at_step=7)
+    assert [r["step"] for r in read_metrics(interrupted)] == [2, 4, 6]
+    train_and_evaluate(tiny_config(), interrupted)
+
+    assert read_metrics(interrupted) == read_metrics(straight)
+    params_a, params_b = _restore_params(straight, 12), _restore_params(interrupted, 12)
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(params_a), jax.tree_util.tree_leaves(params_b)):
+        np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
+
+
+def test_metrics_file_has_train_loss_every_log_step_and_eval_at_eval_steps(tmp_path):
+    final = train_and_evaluate(tiny_config(), tmp_path)
+    records = read_metrics(tmp_path)
+    assert [r["step"] for r in records] == [2, 4, 6, 8, 10, 12]
+    assert all(np.isfinite(r["train/loss"]) for r in records)
+    evals = [r for r in records if "eval/accuracy" in r]
+    assert [r["step"] for r in evals] == [6, 12]
+    assert all(0.0 <= r["eval/accuracy"] <= 1.0 and r["eval/loss"] > 0 for r in evals)
+    assert final == {k: v for k, v in records[-1].items() if k != "step"}
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    saved_config = json.loads((tmp_path / "checkpoints" / "12" / "config" / "metadata").read_text())
+    assert saved_config["model"]["name"] == "poolformerv2_s12"
+
+
+def test_finished_run_rerun_returns_without_training(tmp_path):
+    train_and_evaluate(tiny_config(), tmp_path)
+    before = read_metrics(tmp_path)
+    train_and_evaluate(tiny_config(), tmp_path)
+    assert read_metrics(tmp_path) == before
+
+
+def test_nonfinite_loss_stops_training_and_names_the_step(tmp_path):
+    config = tiny_config(**{"optimizer.lr": 1e30, "optimizer.grad_clip": None, "optimizer.warmup_steps": 0})
+    with pytest.raises(NonFiniteLossError, match=r"is (nan|inf|-inf) at step \d+"):
+        train_and_evaluate(config, tmp_path)
+
+
+def test_workdir_of_a_different_model_is_refused_and_left_untouched(tmp_path):
+    train_and_evaluate(tiny_config(total_steps=4), tmp_path)
+    before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    other = tiny_config(total_steps=8, **{"model.kwargs.dims": (8, 8, 16, 24)})
+    with pytest.raises(ValueError, match="were written for model .* Use a new --workdir"):
+        train_and_evaluate(other, tmp_path)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before
+
+
+@pytest.mark.parametrize("override,message", [
+    ({"total_stepz": 3}, "Unknown config field 'total_stepz'. Did you mean 'total_steps'"),
+    ({"batch_size": 0}, "config.batch_size must be a positive integer; got 0"),
+    ({"model.dtype": "bf16"}, "Unknown compute dtype 'bf16'"),
+    ({"data.image_size": 40}, "Image size 40x40 is not divisible by the model's total stride 32"),
+])
+def test_bad_configs_are_rejected_with_the_reason(tmp_path, override, message):
+    config = tiny_config()
+    for key, value in override.items():
+        if key == "total_stepz":
+            config[key] = value
+        else:
+            config = tiny_config(**{key: value})
+    with pytest.raises(ValueError, match=message):
+        train_and_evaluate(config, tmp_path)
