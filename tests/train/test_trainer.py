@@ -23,6 +23,9 @@ def tiny_config(**overrides) -> ConfigDict:
         optimizer=dict(name="adamw", lr=2e-3, warmup_steps=2, weight_decay=0.05, grad_clip=1.0),
     ))
     for key, value in overrides.items():
+        if "." not in key and key not in config:
+            config[key] = value
+            continue
         target = config
         *path, last = key.split(".")
         for part in path:
