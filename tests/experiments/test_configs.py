@@ -1,0 +1,191 @@
+"""Every experiment config loads, validates, builds its model and says how to run it.
+
+Configs are found by glob under experiments/configs/, so a new config file is covered without
+touching this test. Models are built with `jax.eval_shape` (shapes only, nothing compiled); one
+ImageNet config is smoke-trained end to end with `:runlocal`.
+"""
+
+import importlib.util
+import math
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import pytest
+from ml_collections import ConfigDict
+
+from mixtok import data as data_lib
+from mixtok.models import count_params, create_model, list_models, model_spec
+from mixtok.models.metaformer_variants import BASELINES_PAPER, POOLFORMER_PAPER
+from mixtok.train.config import compute_dtype, validate_config
+from mixtok.train.optimizer import create_optimizer
+from mixtok.train.recipes import IMAGENET_TRAIN_IMAGES
+from mixtok.train.trainer import train_and_evaluate
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "experiments" / "configs"
+CONFIGS = sorted(CONFIG_DIR.rglob("*.py"))
+IMAGENET_CONFIGS = sorted((CONFIG_DIR / "imagenet").glob("*.py"))
+IN_MEMORY_SOURCES = ("digits", "synthetic")
+# The config trained for real below: IdentityFormer has no token mixer, so it compiles and steps
+# fastest on a CPU (XLA's depthwise 7x7 convolution is slow there).
+SMOKE_CONFIG = CONFIG_DIR / "imagenet" / "identityformer_s12.py"
+
+
+def config_id(path: Path) -> str:
+    return str(path.relative_to(CONFIG_DIR))
+
+
+def load_module(path: Path):
+    name = "_mixtok_config_" + config_id(path).replace("/", "_").removesuffix(".py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def get_config(path: Path, arg=None):
+    return load_module(path).get_config(arg)
+
+
+def num_classes(config) -> int:
+    """The config's class count, without reading data from disk."""
+    if config.data.name in IN_MEMORY_SOURCES:
+        return data_lib.dataset_info(config.data).num_classes
+    assert config.data.get("num_classes"), (
+        "A config that reads data from disk should set data.num_classes: it is checked against the data at "
+        "start-up and lets the model be built without the data.")
+    return config.data.num_classes
+
+
+def abstract_variables(config, classes: int, image_size: int):
+    model = create_model(config.model.name, num_classes=classes, dtype=compute_dtype(config),
+                         **config.model.get("kwargs", ConfigDict()).to_dict())
+    images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+    logits, variables = jax.eval_shape(model.init_with_output, jax.random.PRNGKey(0), images)
+    assert logits.shape == (1, classes)
+    return variables
+
+
+def imagenet_names():
+    return [p.stem for p in IMAGENET_CONFIGS]
+
+
+def test_the_configs_are_found():
+    assert CONFIG_DIR / "quickstart.py" in CONFIGS
+    assert len(IMAGENET_CONFIGS) >= 28
+
+
+def test_every_metaformer_paper_variant_has_an_imagenet_config():
+    variants = {n for n in list_models() if model_spec(n).paper in (POOLFORMER_PAPER, BASELINES_PAPER)}
+    assert len(variants) == 28
+    assert variants == set(imagenet_names())
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=config_id)
+def test_the_docstring_gives_the_command_that_runs_the_config(path):
+    doc = load_module(path).__doc__ or ""
+    assert "python -m mixtok.train" in doc
+    assert f"--config experiments/configs/{config_id(path)}" in doc
+    assert "--workdir" in doc
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=config_id)
+def test_the_default_config_validates_and_builds_its_model_and_optimizer(path):
+    """ImageNet configs also build the paper's model: 224 px, 1000 classes, the official count."""
+    config = get_config(path)
+    validate_config(config)
+    classes, image_size = num_classes(config), config.data.get("image_size", 32)
+    variables = abstract_variables(config, classes, image_size)
+    tx, _ = create_optimizer(config.optimizer, config.total_steps)
+    jax.eval_shape(tx.init, variables["params"])
+    if path in IMAGENET_CONFIGS:
+        assert (image_size, classes) == (224, 1000)
+        assert count_params(variables) == model_spec(config.model.name).official_params
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=config_id)
+def test_runlocal_is_a_laptop_run_that_validates_and_builds(path):
+    config = get_config(path)
+    if config.data.name in IN_MEMORY_SOURCES:
+        pytest.skip("already a laptop run: its data is in memory")
+    local = get_config(path, "runlocal")
+    validate_config(local)
+    assert local.data.name in IN_MEMORY_SOURCES
+    assert local.data.image_size <= 64 and local.batch_size <= 32 and local.total_steps <= 10
+    assert local.model.name == config.model.name
+    abstract_variables(local, num_classes(local), local.data.image_size)
+
+
+@pytest.mark.parametrize("name", imagenet_names())
+def test_imagenet_recipe_follows_the_official_scripts(name):
+    config = get_config(CONFIG_DIR / "imagenet" / f"{name}.py")
+    v1 = name.startswith("poolformer_")
+    official_batch, official_lr = (1024, 1e-3) if v1 else (4096, 4e-3)
+    optimizer, grad_clip = "adamw", 0.0  # timm's --clip-grad None
+    if name.startswith("caformer"):
+        official_lr, optimizer, grad_clip = 8e-3, "lamb", 1.0  # timm's Lamb clips to 1.0 itself
+    assert config.batch_size == official_batch
+    assert config.optimizer.lr == pytest.approx(official_lr)
+    assert config.optimizer.name == optimizer and config.optimizer.grad_clip == grad_clip
+    assert config.total_steps == 300 * IMAGENET_TRAIN_IMAGES // official_batch
+    warmup_epochs = 20 if name.startswith(("convformer", "caformer")) else 5
+    assert config.optimizer.warmup_steps == warmup_epochs * IMAGENET_TRAIN_IMAGES // official_batch
+    assert config.optimizer.weight_decay == 0.05 and config.label_smoothing == 0.1
+    # timm's pretrained configs: PoolFormer v1 S 0.9, M 0.95, every MetaFormer baseline 1.0.
+    expected_crop = (0.9 if "_s" in name else 0.95) if v1 else 1.0
+    assert config.data.crop_pct == expected_crop
+    # The official train.py passes head dropout to ConvFormer / CAFormer (the MLP heads) only.
+    if config.model.kwargs.head_dropout:
+        assert model_spec(name).kwargs["use_mlp_head"]
+
+
+POOLFORMERV2 = CONFIG_DIR / "imagenet" / "poolformerv2_s12.py"
+
+
+def test_batch_size_option_scales_the_learning_rate_linearly():
+    official = get_config(POOLFORMERV2)
+    half = get_config(POOLFORMERV2, "batch_size=2048")
+    assert half.batch_size == 2048
+    assert half.optimizer.lr == pytest.approx(official.optimizer.lr / 2)
+    assert half.total_steps == 300 * IMAGENET_TRAIN_IMAGES // 2048
+
+
+def test_epochs_option_sets_the_steps_and_keeps_the_warm_up():
+    config = get_config(POOLFORMERV2, "epochs=100")
+    assert config.total_steps == 100 * IMAGENET_TRAIN_IMAGES // 4096
+    assert config.optimizer.warmup_steps == 5 * IMAGENET_TRAIN_IMAGES // 4096
+    with pytest.raises(ValueError, match="warm-up"):
+        get_config(POOLFORMERV2, "epochs=5")
+
+
+def test_data_root_source_and_bf16_options():
+    config = get_config(POOLFORMERV2, "data_root=/data/in1k,source=array_record,bf16")
+    assert config.data.name == "array_record" and config.data.root == "/data/in1k"
+    assert config.model.dtype == "bfloat16"
+    assert get_config(POOLFORMERV2, "data_root=/data/in1k").data.name == "imagefolder"
+
+
+def test_an_unknown_option_names_the_close_match():
+    with pytest.raises(ValueError, match="data_root"):
+        get_config(POOLFORMERV2, "data_rot=/data/in1k")
+
+
+def test_an_unknown_source_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="array_record"):
+        get_config(POOLFORMERV2, "source=arrayrecord")
+
+
+def test_a_missing_data_root_stops_training_at_start_up_with_a_clear_message(tmp_path):
+    config = get_config(POOLFORMERV2)  # loading the config without data_root is fine
+    with pytest.raises(FileNotFoundError, match="data_root=/path/to/imagenet"):
+        train_and_evaluate(config, tmp_path)
+
+
+def test_runlocal_trains_an_imagenet_config_end_to_end(tmp_path):
+    config = get_config(SMOKE_CONFIG, "runlocal")
+    config.progress_bar = False
+    metrics = train_and_evaluate(config, tmp_path)
+    assert math.isfinite(metrics["train/loss"]) and math.isfinite(metrics["eval/loss"])
+    assert 0.0 <= metrics["eval/accuracy"] <= 1.0
+    assert (tmp_path / "metrics.jsonl").exists()
+    assert (tmp_path / "checkpoints" / str(config.total_steps)).exists()
