@@ -1,6 +1,5 @@
 """Meshes and logical-axis rules: FSDP is a config change, and it trains like data parallelism."""
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
