@@ -13,7 +13,22 @@ from mixtok.train.trainer import NonFiniteLossError, train_and_evaluate
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file, optionally with :ARGS.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and TensorBoard logs.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Multi-host run: join the other processes with jax.distributed.initialize() first. "
+    "On TPU pods, SLURM and other clusters JAX detects the coordinator and this process's id itself; "
+    "elsewhere pass --coordinator_address, --num_processes and --process_id.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (with --distributed).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (with --distributed).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (with --distributed).")
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+def initialize_distributed(coordinator_address=None, num_processes=None, process_id=None) -> None:
+    """Joins the processes of a multi-host run; CPU hosts exchange collectives over gloo."""
+    import jax
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                               process_id=process_id)
 
 
 def _without_traceback(message: str) -> str:
@@ -50,6 +65,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     logging.getLogger().setLevel(logging.INFO)
+    if _DISTRIBUTED.value:
+        initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     # Orbax and grain log every checkpoint step at INFO through absl; keep the progress bar readable.
     logging.getLogger("absl").setLevel(logging.WARNING)
     try:

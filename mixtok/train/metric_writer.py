@@ -14,8 +14,15 @@ from tensorboardX import SummaryWriter
 
 
 class MetricWriter:
-    def __init__(self, workdir: Path, resume_step: Optional[int] = None, tensorboard: bool = True):
+    """Appends metrics to metrics.jsonl and TensorBoard; a writer with `enabled=False` (every
+    process but the first of a multi-host run) writes nothing."""
+
+    def __init__(self, workdir: Path, resume_step: Optional[int] = None, tensorboard: bool = True,
+                 enabled: bool = True):
+        self.enabled = enabled
         self.path = Path(workdir) / "metrics.jsonl"
+        if not enabled:
+            return
         if resume_step is not None and self.path.exists():
             kept = [line for line in self.path.read_text().splitlines()
                     if line.strip() and json.loads(line)["step"] <= resume_step]
@@ -27,6 +34,8 @@ class MetricWriter:
         self._tb = SummaryWriter(str(Path(workdir) / "tensorboard"), purge_step=purge) if tensorboard else None
 
     def write(self, step: int, metrics: Mapping[str, float]) -> None:
+        if not self.enabled:
+            return
         record = {"step": int(step), **{k: float(v) for k, v in metrics.items()}}
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
@@ -35,6 +44,8 @@ class MetricWriter:
                 self._tb.add_scalar(key, float(value), int(step))
 
     def close(self) -> None:
+        if not self.enabled:
+            return
         self._file.close()
         if self._tb is not None:
             self._tb.close()

@@ -159,14 +159,15 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *, stop_at_step: Option
             sums = out if sums is None else jax.tree_util.tree_map(jnp.add, sums, out)
         return task.summarize_eval(jax.device_get(sums))
 
+    is_lead = jax.process_index() == 0  # one process of a multi-host run writes logs and shows progress
     writer = MetricWriter(workdir, resume_step=start if start else None,
-                          tensorboard=config.get("tensorboard", True))
+                          tensorboard=config.get("tensorboard", True), enabled=is_lead)
     log_every = config.get("log_every", 50)
     eval_every = config.get("eval_every", 0) or config.total_steps
     total = config.total_steps if stop_at_step is None else min(stop_at_step, config.total_steps)
     history = []  # (step, device metrics) since the last host sync: no per-step device->host wait
     last = {}
-    progress = tqdm(total=config.total_steps, initial=start, disable=not config.get("progress_bar", True),
+    progress = tqdm(total=config.total_steps, initial=start, disable=not (is_lead and config.get("progress_bar", True)),
                     dynamic_ncols=True, desc="train")
     tick, tick_step = time.perf_counter(), start
     step = start

@@ -1,0 +1,38 @@
+"""Two processes with jax.distributed over loopback train one model: 2 hosts x 4 CPU devices."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from mixtok.train.metric_writer import read_metrics
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_train_together_and_only_the_first_writes_metrics(tmp_path):
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    procs = [subprocess.Popen([sys.executable, "-m", "tests.train.multihost_worker", str(i), str(port), str(tmp_path)],
+                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+        results.append(json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:]))
+    assert [(r["process"], r["processes"], r["devices"]) for r in results] == [(0, 2, 8), (1, 2, 8)]
+    # The processes hold shards of one global batch and one replicated model: same metrics.
+    assert results[0]["final"] == results[1]["final"]
+    records = read_metrics(tmp_path)
+    assert [r["step"] for r in records] == [1, 2, 3, 4]  # written once, by process 0
+    assert records[-1]["eval/accuracy"] == results[0]["final"]["eval/accuracy"]
+    assert (tmp_path / "checkpoints" / "4").is_dir()
