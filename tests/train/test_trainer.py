@@ -105,3 +105,15 @@ def test_bad_configs_are_rejected_with_the_reason(tmp_path, override, message):
             config = tiny_config(**{key: value})
     with pytest.raises(ValueError, match=message):
         train_and_evaluate(config, tmp_path)
+
+
+def test_only_the_last_n_checkpoints_are_kept(tmp_path):
+    train_and_evaluate(tiny_config(total_steps=6, checkpoint_every=2, keep_checkpoints=2, eval_every=6), tmp_path)
+    assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [4, 6]
+
+
+def test_bfloat16_compute_trains(tmp_path):
+    final = train_and_evaluate(tiny_config(total_steps=4, eval_every=4, **{"model.dtype": "bfloat16"}), tmp_path)
+    assert np.isfinite(final["train/loss"]) and 0.0 <= final["eval/accuracy"] <= 1.0
+    params = _restore_params(tmp_path, 4)
+    assert all(p.dtype == np.float32 for p in jax.tree_util.tree_leaves(params))  # bf16 compute, f32 weights
