@@ -1,0 +1,106 @@
+r"""Time of `mixtok.kernels.spectral_filter` per implementation, on the shapes of kernels.md section 10.
+
+    python benchmarks/spectral_filter.py --batch 8 --repeats 5               # a CPU run, a few minutes
+    python benchmarks/spectral_filter.py --bandwidth-gbs 3350                # H100 SXM, B = 128
+
+Prints one row per (shape, impl): forward and forward+backward time (median of `--repeats` runs
+after compilation and one warm-up, `block_until_ready`), the achieved bytes/s from the minimum
+traffic of kernels.md 4.1 (forward E*(s_in + s_out) + H*Wf*C*8; backward 3*s*E + 2*H*Wf*C*8, the
+6E of 4.1 at bf16), its % of `--bandwidth-gbs` (the column is left out without it), the speed-up
+over "fft", and the max abs error of the forward vs float32 "fft". Inputs are `--dtype` (bf16 by
+default, as in kernels.md 10) with a static complex64 filter; the 24x24 shape runs at half batch.
+"""
+
+import argparse
+import platform
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mixtok.kernels.spectral_filter import spectral_filter
+
+# (H = W, C, batch factor): kernels.md section 10.
+SHAPES = ([(14, c, 1) for c in (64, 128, 256, 384, 512)]
+          + [(7, 512, 1), (7, 768, 1), (8, 320, 1), (16, 256, 1), (24, 384, 0.5), (28, 128, 1), (28, 192, 1),
+             (32, 128, 1), (56, 64, 1), (56, 96, 1), (56, 128, 1)])
+
+
+def _median_seconds(fn, args, repeats):
+    jax.block_until_ready(fn(*args))  # compile
+    jax.block_until_ready(fn(*args))  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def min_bytes(batch, size, channels, itemsize, backward):
+    elements = batch * size * size * channels
+    filt = size * (size // 2 + 1) * channels * 8
+    forward = elements * 2 * itemsize + filt
+    return forward + (3 * itemsize * elements + 2 * filt if backward else 0)
+
+
+def bench_shape(batch, size, channels, dtype, impls, repeats):
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(batch, size, size, channels)), dtype)
+    shape = (size, size // 2 + 1, channels)
+    filt = jnp.asarray(rng.normal(size=shape) + 1j * rng.normal(size=shape), jnp.complex64)
+    dy = jnp.asarray(rng.normal(size=x.shape), dtype)
+    exact = jax.jit(lambda x, f: spectral_filter(x, f, impl="fft"))(x.astype(jnp.float32), filt)
+    rows = {}
+    for impl in impls:
+        forward = jax.jit(lambda x, f, impl=impl: spectral_filter(x, f, impl=impl))
+        train = jax.jit(lambda x, f, dy, impl=impl: jax.vjp(lambda a, b: spectral_filter(a, b, impl=impl), x, f)[1](dy))
+        error = float(jnp.max(jnp.abs(forward(x, filt).astype(jnp.float32) - exact)))
+        rows[impl] = (_median_seconds(forward, (x, filt), repeats), _median_seconds(train, (x, filt, dy), repeats), error)
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    parser.add_argument("--impls", default="fft,dft")
+    parser.add_argument("--sizes", default="", help="comma-separated H = W to keep, e.g. 7,14; default all")
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--bandwidth-gbs", type=float, default=None, help="memory bandwidth bound, GB/s")
+    args = parser.parse_args()
+    dtype = jnp.dtype(args.dtype)
+    impls = args.impls.split(",")
+    sizes = {int(s) for s in args.sizes.split(",") if s}
+    print(f"# jax {jax.__version__}, {jax.devices()[0].device_kind} ({platform.processor() or platform.machine()}), "
+          f"{args.dtype} x, complex64 static filter, median of {args.repeats}")
+    header = ["B x H x W x C", "impl", "fwd ms", "fwd GB/s", "fwd+bwd ms", "fwd+bwd GB/s"]
+    if args.bandwidth_gbs:
+        header[4:4] = ["fwd % BW"]
+        header.append("fwd+bwd % BW")
+    header += ["fwd speed-up vs fft", "fwd+bwd speed-up vs fft", "max abs err vs fp32 fft"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for size, channels, factor in SHAPES:
+        if sizes and size not in sizes:
+            continue
+        batch = max(1, int(args.batch * factor))
+        rows = bench_shape(batch, size, channels, dtype, impls, args.repeats)
+        for impl, (fwd, train, error) in rows.items():
+            fwd_gbs = min_bytes(batch, size, channels, dtype.itemsize, False) / fwd / 1e9
+            train_gbs = min_bytes(batch, size, channels, dtype.itemsize, True) / train / 1e9
+            cells = [f"{batch}x{size}x{size}x{channels}", impl, f"{fwd * 1e3:.3f}", f"{fwd_gbs:.1f}"]
+            if args.bandwidth_gbs:
+                cells.append(f"{100 * fwd_gbs / args.bandwidth_gbs:.1f}")
+            cells += [f"{train * 1e3:.3f}", f"{train_gbs:.1f}"]
+            if args.bandwidth_gbs:
+                cells.append(f"{100 * train_gbs / args.bandwidth_gbs:.1f}")
+            base_fwd, base_train = rows["fft"][:2] if "fft" in rows else (float("nan"),) * 2
+            cells += [f"{base_fwd / fwd:.2f}x", f"{base_train / train:.2f}x", f"{error:.2e}"]
+            print("| " + " | ".join(cells) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""spectral_filter: every impl against numpy's FFT, its gradients against jax.grad of the reference."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from mixtok.kernels import dft
+from mixtok.kernels.spectral_filter import resolve_impl, spectral_filter, spectral_filter_reference
+
+IMPLS = ["fft", "dft"]  # "auto" resolves to one of these; test_auto_* checks that it does
+# Odd, non-square, even-W non-square, and one grid past the Kronecker form (separable DFT).
+GRIDS = [(7, 7), (14, 14), (13, 17), (8, 6), (32, 32)]
+
+
+def _inputs(batch, height, width, channels, per_sample, seed=0, dtype=jnp.float32):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(batch, height, width, channels))
+    shape = ((batch,) if per_sample else ()) + (height, width // 2 + 1, channels)
+    filt = rng.normal(size=shape) + 1j * rng.normal(size=shape)
+    return jnp.asarray(x, dtype), jnp.asarray(filt, jnp.complex64)
+
+
+# One compilation per shape; eager mode would compile every small op of the transforms separately.
+_filter = jax.jit(spectral_filter, static_argnames=("impl",))
+
+
+def _numpy_filter(x, filt):
+    """The op in float64 numpy: irfft2(rfft2(x, ortho) * filt, s=(H, W), ortho)."""
+    x = np.asarray(x, np.float64)
+    spectrum = np.fft.rfft2(x, axes=(1, 2), norm="ortho") * np.asarray(filt, np.complex128)
+    return np.fft.irfft2(spectrum, s=x.shape[1:3], axes=(1, 2), norm="ortho")
+
+
+def _assert_close(actual, expected, rtol):
+    """Error relative to the largest entry of `expected` (a scale-aware absolute tolerance)."""
+    actual = np.asarray(jnp.asarray(actual).astype(jnp.float32) if actual.dtype == jnp.bfloat16 else actual)
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=rtol * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("height,width", GRIDS)
+def test_matches_numpy_fft_for_static_and_per_sample_filters(impl, height, width):
+    for batch, per_sample in [(1, False), (3, False), (1, True), (3, True)]:
+        x, filt = _inputs(batch, height, width, 4, per_sample)
+        y = _filter(x, filt, impl=impl)
+        assert y.shape == x.shape and y.dtype == jnp.float32
+        _assert_close(y, _numpy_filter(x, filt), 2e-6)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("height,width", [(8, 6), (7, 7), (13, 17), (6, 20)])
+def test_discards_the_imaginary_part_of_the_dc_and_nyquist_columns_like_irfft2(impl, height, width):
+    # A filter that is purely imaginary on the k = 0 and k = W/2 columns is not Hermitian-consistent
+    # there; irfft2 drops what cannot come from a real signal, and so must every impl.
+    x, filt = _inputs(2, height, width, 3, per_sample=False, seed=1)
+    columns = [0, width // 2] if width % 2 == 0 else [0]
+    filt = filt.at[:, columns].set(1j * jnp.abs(filt[:, columns]) + 0.3)
+    _assert_close(_filter(x, filt, impl=impl), _numpy_filter(x, filt), 2e-6)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("height,width", [(14, 14), (13, 17), (32, 32)])
+def test_bfloat16_input_returns_bfloat16_within_one_percent(impl, height, width):
+    x, filt = _inputs(3, height, width, 8, per_sample=False, dtype=jnp.bfloat16)
+    y = _filter(x, filt, impl=impl)
+    assert y.dtype == jnp.bfloat16
+    _assert_close(y, _numpy_filter(x.astype(jnp.float32), filt), 1e-2)
+
+
+@pytest.mark.parametrize("impl", ["fft", "dft"])
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_gradients_pass_numerical_check(impl, per_sample):
+    for height, width in [(4, 6), (5, 5)]:  # even W (a Nyquist column) and odd W
+        x, filt = _inputs(2, height, width, 2, per_sample, seed=2)
+        check_grads(functools.partial(spectral_filter, impl=impl), (x, filt), order=1, modes=["rev"],
+                    eps=1e-2, atol=1e-2, rtol=1e-2)
+
+
+def _grads(fn, x, filt, seed=3):
+    """jax.grad of a real loss <fn(x, filt), r> for a fixed random r, w.r.t. x and filt."""
+    weights = jnp.asarray(np.random.default_rng(seed).normal(size=x.shape), jnp.float32)
+    return jax.jit(jax.grad(lambda a, b: jnp.sum(fn(a, b).astype(jnp.float32) * weights), argnums=(0, 1)))(x, filt)
+
+
+@pytest.mark.parametrize("impl", ["fft", "dft"])
+@pytest.mark.parametrize("height,width", [(7, 7), (8, 6), (13, 17), (32, 32)])
+def test_gradients_equal_jax_grad_of_the_reference(impl, height, width):
+    for batch, per_sample in [(3, False), (3, True)]:
+        x, filt = _inputs(batch, height, width, 3, per_sample, seed=4)
+        dx, dfilt = _grads(functools.partial(spectral_filter, impl=impl), x, filt)
+        dx_ref, dfilt_ref = _grads(spectral_filter_reference, x, filt)
+        assert dfilt.dtype == jnp.complex64 and dfilt.shape == filt.shape
+        _assert_close(dx, np.asarray(dx_ref), 2e-6)
+        _assert_close(dfilt, np.asarray(dfilt_ref), 2e-6)
+
+
+@pytest.mark.parametrize("impl", ["fft", "dft"])
+def test_bfloat16_gradients_are_bfloat16_for_x_and_complex64_for_filt(impl):
+    x, filt = _inputs(3, 14, 14, 4, per_sample=False, seed=5, dtype=jnp.bfloat16)
+    dx, dfilt = _grads(functools.partial(spectral_filter, impl=impl), x, filt)
+    dx_ref, dfilt_ref = _grads(spectral_filter_reference, x.astype(jnp.float32), filt)
+    assert dx.dtype == jnp.bfloat16 and dfilt.dtype == jnp.complex64
+    _assert_close(dx, np.asarray(dx_ref), 1e-2)
+    _assert_close(dfilt, np.asarray(dfilt_ref), 1e-2)
+
+
+@pytest.mark.parametrize("impl", IMPLS + ["auto"])
+def test_runs_eagerly_and_under_jit_alike(impl):
+    x, filt = _inputs(2, 8, 6, 3, per_sample=True, seed=6)
+    jitted = jax.jit(functools.partial(spectral_filter, impl=impl))
+    _assert_close(jitted(x, filt), _numpy_filter(x, filt), 2e-6)
+    _assert_close(spectral_filter(x, filt, impl=impl), np.asarray(jitted(x, filt)), 1e-6)
+
+
+def test_hermitian_weights_are_one_at_dc_and_nyquist_and_two_elsewhere():
+    np.testing.assert_array_equal(dft.half_spectrum_weights(6), [1, 2, 2, 1])
+    np.testing.assert_array_equal(dft.half_spectrum_weights(7), [1, 2, 2, 2])
+
+
+def test_auto_follows_the_measured_cpu_threshold():
+    assert jax.default_backend() == "cpu"
+    assert resolve_impl("auto", 7, 7) == "dft" and resolve_impl("auto", 56, 56) == "fft"
+    assert resolve_impl("fft", 7, 7) == "fft" and resolve_impl("dft", 56, 56) == "dft"
+
+
+def test_wrong_filter_shape_names_the_expected_shapes():
+    x, _ = _inputs(2, 8, 6, 3, per_sample=False)
+    with pytest.raises(ValueError, match=r"\[8, 4, 3\].*\[2, 8, 4, 3\].*got \[8, 6, 3\]"):
+        spectral_filter(x, jnp.zeros((8, 6, 3), jnp.complex64))
+
+
+def test_real_filter_is_rejected():
+    x, filt = _inputs(2, 8, 6, 3, per_sample=False)
+    with pytest.raises(ValueError, match="must be complex"):
+        spectral_filter(x, jnp.real(filt), impl="dft")
+
+
+def test_x_that_is_not_nhwc_is_rejected():
+    with pytest.raises(ValueError, match="NHWC"):
+        spectral_filter(jnp.zeros((8, 6, 3)), jnp.zeros((8, 4, 3), jnp.complex64))
+
+
+def test_unknown_impl_lists_the_valid_ones():
+    x, filt = _inputs(1, 8, 6, 3, per_sample=False)
+    with pytest.raises(ValueError, match="Did you mean 'dft'.*auto, dft, fft"):
+        spectral_filter(x, filt, impl="dtf")
