@@ -21,8 +21,9 @@ a complex parameter of a real loss (the conjugate of dL/dRe + i dL/dIm), i.e. ex
 
 Measured on a 2-core CPU (AMD EPYC, jax 0.10.2, 2026-11-21; table in benchmarks/RESULTS.md):
 "dft" wins clearly on 7x7 and 8x8 (1.4-2.6x), 14x14 to 32x32 is a draw within the run-to-run
-noise, and "fft" wins the fp32 forward at 56x56 (0.7x). Hence "auto" on CPU: "dft" for H*W <= 64 (CPU_DFT_MAX_PIXELS), "fft" above, where the two are
-even or fft is ahead and fft is the exact reference.
+noise, and "fft" wins the fp32 forward at 56x56 (0.7x). Hence "auto" on CPU: "dft" for
+H*W <= 64 (CPU_DFT_MAX_PIXELS), "fft" above, where the two are even or fft is ahead and fft is
+the exact reference.
 """
 
 import jax
