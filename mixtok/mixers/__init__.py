@@ -13,8 +13,9 @@ from mixtok.mixers.pooling import Pooling, avg_pool_exclude_padding
 from mixtok.mixers.conv import SepConv
 from mixtok.mixers.attention import Attention
 from mixtok.mixers.mlp import RandomMixing
+from mixtok.mixers.spectral import GlobalFilter
 
 __all__ = [
-    "MIXERS", "Attention", "Identity", "Pooling", "RandomMixing", "SepConv",
+    "MIXERS", "Attention", "GlobalFilter", "Identity", "Pooling", "RandomMixing", "SepConv",
     "avg_pool_exclude_padding", "get", "list_mixers", "register",
 ]

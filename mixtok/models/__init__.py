@@ -8,6 +8,7 @@ from mixtok.models.metaformer import MetaFormer
 from mixtok.models.registry import (MODELS, ModelSpec, count_params, create_model, list_models, model_spec,
                                     register_model)
 from mixtok.models import metaformer_variants  # noqa: F401  (registers the variants)
+from mixtok.models import gfnet_variants  # noqa: F401  (registers the variants)
 
 __all__ = ["MODELS", "MetaFormer", "ModelSpec", "count_params", "create_model", "list_models", "model_spec",
            "register_model"]

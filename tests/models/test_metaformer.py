@@ -16,7 +16,7 @@ def test_the_zoo_has_every_variant_of_both_papers():
     sizes.update({f: sizes["poolformer"] for f in ("poolformerv2", "identityformer", "randformer")})
     sizes["caformer"] = sizes["convformer"]
     expected = sorted(f"{family}_{size}" for family, family_sizes in sizes.items() for size in family_sizes)
-    assert ALL == expected
+    assert list_models("*former*") == expected
 
 
 @pytest.mark.parametrize("name", ALL)
