@@ -2,11 +2,15 @@
 
 On resume the trainer restarts from its last checkpoint, so lines logged after that checkpoint
 are removed (the resumed run writes them again, identically) and TensorBoard purges the same
-steps; the file is rewritten atomically so an interruption never leaves it half-written.
+steps; the file is rewritten atomically so an interruption never leaves it half-written. A fresh
+run (no checkpoint) that finds a metrics.jsonl, left by a run that stopped before its first
+checkpoint, moves it aside to metrics.jsonl.orphaned-<time> rather than appending to or deleting it.
 """
 
 import json
+import logging
 import os
+import time
 from pathlib import Path
 from typing import Mapping, Optional
 
@@ -23,6 +27,11 @@ class MetricWriter:
         self.path = Path(workdir) / "metrics.jsonl"
         if not enabled:
             return
+        if resume_step is None and self.path.exists() and self.path.stat().st_size:
+            orphan = self.path.with_name(f"metrics.jsonl.orphaned-{int(time.time())}")
+            os.replace(self.path, orphan)
+            logging.getLogger(__name__).warning(
+                "%s came from a run that left no checkpoint; moved it to %s.", self.path, orphan.name)
         if resume_step is not None and self.path.exists():
             kept = [line for line in self.path.read_text().splitlines()
                     if line.strip() and json.loads(line)["step"] <= resume_step]

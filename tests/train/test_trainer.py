@@ -117,3 +117,11 @@ def test_bfloat16_compute_trains(tmp_path):
     assert np.isfinite(final["train/loss"]) and 0.0 <= final["eval/accuracy"] <= 1.0
     params = _restore_params(tmp_path, 4)
     assert all(p.dtype == np.float32 for p in jax.tree_util.tree_leaves(params))  # bf16 compute, f32 weights
+
+
+def test_fresh_run_moves_metrics_of_a_run_without_checkpoints_aside(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"step": 50, "train/loss": 1.0}\n')
+    train_and_evaluate(tiny_config(total_steps=3, log_every=1, eval_every=3, checkpoint_every=3), tmp_path)
+    assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3]
+    (orphan,) = tmp_path.glob("metrics.jsonl.orphaned-*")
+    assert json.loads(orphan.read_text())["step"] == 50  # kept, not deleted
