@@ -6,12 +6,16 @@ from typing import Callable, Dict, Generic, Iterable, List, Optional, TypeVar
 T = TypeVar("T")
 
 
+def close_matches_hint(name: object, valid: Iterable[str]) -> str:
+    """' Did you mean 'a', 'b'?' for the near misses of `name` among `valid`, else ''."""
+    close = difflib.get_close_matches(str(name), list(valid), n=3, cutoff=0.5)
+    return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
 def unknown_name_error(kind: str, name: object, valid: Iterable[str]) -> ValueError:
     """A ValueError naming the bad `name`, the close matches and every valid name."""
     valid = sorted(valid)
-    close = difflib.get_close_matches(str(name), valid, n=3, cutoff=0.5)
-    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    return ValueError(f"Unknown {kind} {name!r}.{hint} Valid {kind}s: {', '.join(valid)}.")
+    return ValueError(f"Unknown {kind} {name!r}.{close_matches_hint(name, valid)} Valid {kind}s: {', '.join(valid)}.")
 
 
 class Registry(Generic[T]):

@@ -31,10 +31,11 @@ Fields of `config.data` (all but `name` optional):
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import logging
 import os
 from typing import Any, Mapping
+
+from mixtok.registry import close_matches_hint
 
 _log = logging.getLogger(__name__)
 
@@ -83,14 +84,6 @@ class DataOptions:
     std: tuple[float, float, float]
     skip_undecodable: bool
     read_threads: int
-
-
-def close_matches_hint(value: str, valid: tuple[str, ...] | list[str]) -> str:
-    """Returns ' Did you mean ...?' for near misses of `value`, else ''."""
-    matches = difflib.get_close_matches(str(value), list(valid), n=3, cutoff=0.6)
-    if not matches:
-        return ""
-    return " Did you mean " + " or ".join(repr(m) for m in matches) + "?"
 
 
 def check_source_name(name: Any) -> str:

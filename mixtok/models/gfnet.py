@@ -43,6 +43,7 @@ from mixtok.layers.norms import LayerNorm
 from mixtok.layers.partitioning import (DEFAULT_KERNEL_INIT, conv_kernel_init, dense_kernel_init, param_with_axes,
                                         zeros_with_axes)
 from mixtok.mixers.spectral import GlobalFilter, resize_bicubic
+from mixtok.models.inputs import check_images
 from mixtok.models.metaformer import Scale
 
 NORM_EPSILON = 1e-6
@@ -124,17 +125,6 @@ class TokenMeanHead(nn.Module):
                         name="fc")(x)
 
 
-def check_image_size(images, stride: int, what: str) -> None:
-    if images.ndim != 4:
-        raise ValueError(f"GFNet takes NHWC images [B, H, W, C]; got shape {images.shape}.")
-    height, width = images.shape[1:3]
-    if height % stride or width % stride:
-        raise ValueError(
-            f"Image size {height}x{width} is not divisible by the model's total stride {stride} ({what}); use a "
-            f"multiple of {stride}, e.g. {max(stride, height // stride * stride)}x"
-            f"{max(stride, width // stride * stride)}.")
-
-
 class GFNet(nn.Module):
     """Isotropic GFNet: `apply(variables, images[B, H, W, 3]) -> logits[B, num_classes]` (float32)."""
 
@@ -152,7 +142,7 @@ class GFNet(nn.Module):
 
     @nn.compact
     def __call__(self, images, *, train: bool = False):
-        check_image_size(images, self.patch_size, f"patch size {self.patch_size}")
+        check_images(images, self.patch_size, "GFNet", f"patch size {self.patch_size}")
         common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         grid = (self.img_size // self.patch_size,) * 2
         x = images.astype(self.dtype) if self.dtype is not None else images
@@ -185,7 +175,7 @@ class GFNetPyramid(nn.Module):
     def __call__(self, images, *, train: bool = False):
         if len(self.depths) != 4 or len(self.dims) != 4:
             raise ValueError(f"GFNetPyramid has 4 stages; got depths {tuple(self.depths)} and dims {tuple(self.dims)}.")
-        check_image_size(images, PYRAMID_STRIDES[-1], "patch 4 x three stride-2 downsamplings")
+        check_images(images, PYRAMID_STRIDES[-1], "GFNetPyramid", "patch 4 x three stride-2 downsamplings")
         common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         drop_rates = np.linspace(0.0, self.drop_path_rate, sum(self.depths)).tolist()
         x = images.astype(self.dtype) if self.dtype is not None else images

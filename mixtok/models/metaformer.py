@@ -33,6 +33,7 @@ from mixtok.layers.drop import DropPath
 from mixtok.layers.mlp import Mlp, MlpHead
 from mixtok.layers.norms import LayerNorm, get_norm
 from mixtok.layers.partitioning import conv_kernel_init, dense_kernel_init, param_with_axes, zeros_with_axes
+from mixtok.models.inputs import check_images
 
 PerStage = Union[Any, Sequence[Any]]
 
@@ -209,19 +210,10 @@ class MetaFormer(nn.Module):
         """The total stride: the stem's 4 times 2 for every further stage."""
         return 4 * 2 ** (len(self.depths) - 1)
 
-    def check_image_size(self, height: int, width: int) -> None:
-        r = self.reduction
-        if height % r or width % r:
-            raise ValueError(
-                f"Image size {height}x{width} is not divisible by the model's total stride {r} "
-                f"(stem 4 x {len(self.depths) - 1} stride-2 downsamplings); use a multiple of {r}, "
-                f"e.g. {max(r, height // r * r)}x{max(r, width // r * r)}.")
-
     @nn.compact
     def __call__(self, images, *, train: bool = False):
-        if images.ndim != 4:
-            raise ValueError(f"MetaFormer takes NHWC images [B, H, W, C]; got shape {images.shape}.")
-        self.check_image_size(images.shape[1], images.shape[2])
+        check_images(images, self.reduction, "MetaFormer",
+                     f"stem 4 x {len(self.depths) - 1} stride-2 downsamplings")
         n = len(self.depths)
         if len(self.dims) != n:
             raise ValueError(f"depths {tuple(self.depths)} and dims {tuple(self.dims)} must have the same length.")
