@@ -181,7 +181,10 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *, stop_at_step: Option
                 progress.update(1)
                 is_log = step % log_every == 0 or step == config.total_steps
                 is_eval = step % eval_every == 0 or step == config.total_steps
-                is_save = checkpointer.should_save(step) or step == total or stop.received
+                # Read the signal flag once: a SIGTERM arriving later in this step is handled at the
+                # next one, never between deciding not to save and stopping.
+                stopping = stop.received is not None
+                is_save = checkpointer.should_save(step) or step == total or stopping
                 if is_log or is_eval or is_save:
                     history = jax.device_get(history)
                     bad = _first_nonfinite(history)
@@ -206,7 +209,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *, stop_at_step: Option
                     history = []
                     if is_save:
                         checkpointer.save(step, state, train_iter, config, force=True)
-                    if stop.received:
+                    if stopping:
                         log.warning("Received signal %d: saved a checkpoint at step %d; rerun the same command "
                                     "to resume.", stop.received, step)
                         break
