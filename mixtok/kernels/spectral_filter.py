@@ -10,8 +10,26 @@ Implementations (`impl=`), each with its own `jax.custom_vjp`:
 - "dft": the same transform as matrix products with constant real DFT matrices (`mixtok.kernels.dft`:
   the Kronecker form up to 256 pixels (16x16), the separable form above), float32 accumulation; bf16
   inputs run the GEMMs in bf16, which is the tensor-core path on GPU/TPU.
-- "auto": on CPU the faster of the two for the grid (table below); on GPU/TPU "dft", since there is
-  no Pallas kernel yet (kernels.md 9.1 plans one; `interpret=` is reserved for it).
+- "pallas": one fused kernel per (batch, channel block), kernels.md 9.1: load the [H*W, Cb] tile of
+  x once, Z = F x (F the real [2*H*Wf, H*W] Kronecker DFT matrix, one GEMM), multiply by the filter
+  with the Hermitian weights m folded in, y = F^T Z' (one GEMM), store NHWC: one pass over HBM. The
+  backward is one more kernel that computes dx (the same filter, conjugated) and dfilt together; for
+  a filter shared by the batch the batch is the grid's inner axis and dfilt is summed in place, so
+  it is written once per channel block. Block sizes: `SpectralFilterBlocks`. Grids up to 32x32.
+- "auto": on CPU the faster XLA form for the grid (table below); on GPU and TPU "dft" for now (see
+  below: the Pallas kernel has not been compiled on either yet).
+
+Pallas backend. The kernel is a `pl.pallas_call` over a (B, C/Cb) grid with BlockSpecs and
+`jnp.dot`, written within Mosaic TPU's rules (a block's last dimension is the full C or a multiple
+of 128; grid semantics parallel/arbitrary) and run in Pallas's interpreter (`interpret=True`, how the
+tests check it on CPU). It has not been compiled on a TPU: none was available, so "auto" does not
+pick it there until a run on one has checked it (`impl="pallas"` asks for it explicitly). On GPU it has no compiled form yet, deliberately: Pallas's Triton
+lowering is deprecated since JAX 0.11 and needs power-of-two blocks (196 pixels would pad to 256),
+and Mosaic GPU, the supported backend, does not lower `jnp.dot` inside a kernel: its GEMMs are
+`plgpu.wgmma` on SMEM operands under `plgpu.kernel`, with M a multiple of 64 and swizzle-aligned K,
+so the GPU kernel is a separate port (kernels.md 9.1: wgmma with channels as N, the DFT matrices
+in SMEM). It was not written because no GPU was available to validate or time it; until it is,
+impl="pallas" on GPU raises a clear error and "auto" picks the tensor-core "dft" form there.
 
 Gradients. With Z = rfft2(x), G = rfft2(dy) and the Hermitian weights m_k of the half spectrum
 (1 at k = 0 and k = W/2, else 2): dx is the same filter applied to dy with conj(filt), and
@@ -26,13 +44,18 @@ H*W <= 64 (CPU_DFT_MAX_PIXELS), "fft" above, where the two are even or fft is ah
 the exact reference.
 """
 
+import dataclasses
+import functools
+
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.experimental import pallas as pl
 
 from mixtok.kernels import dft
 from mixtok.registry import unknown_name_error
 
-IMPLS = ("auto", "fft", "dft")
+IMPLS = ("auto", "fft", "dft", "pallas")
 CPU_DFT_MAX_PIXELS = 64  # measured: "auto" on CPU uses "dft" for H*W up to this, "fft" above
 
 
@@ -102,34 +125,255 @@ def _with_vjp(forward, inverse):
     return op
 
 
+# --------------------------------------------------------------------------------------------------
+# impl="pallas": the fused kernel of kernels.md 9.1 (DFT as a GEMM -> filter -> inverse GEMM, one
+# pass over HBM), written with `pl.pallas_call` and BlockSpecs.
+
+
+@dataclasses.dataclass(frozen=True)
+class SpectralFilterBlocks:
+    """Block sizes of the Pallas kernel.
+
+    channels: channels per program (the GEMMs' N dimension). Each program holds one [H*W, channels]
+      tile of x, the [2*H*Wf, channels] spectrum and the two constant DFT matrices. The block is this
+      many channels when C is a multiple of it, else the largest multiple of 128 that divides C and
+      is not larger, else all C channels (TPU needs a multiple of 128 or the full dimension).
+    max_pixels: the largest grid (H*W) the kernel takes. It uses the Kronecker form only (one
+      [2*H*Wf, H*W] GEMM each way, about 8*H*Wf flop per element), which kernels.md 9.1 shows stays
+      under the memory bound up to ~16x16 and costs 2-11x the bound from 24x24 on; 32x32 is the
+      largest grid whose two matrices (2 x 4.4 MB in float32) fit a TPU core's VMEM with room to spare.
+      Larger grids need the separable or Monarch form, not implemented: use impl="dft" there.
+    """
+
+    channels: int = 128
+    max_pixels: int = 1024
+
+    def channel_block(self, channels: int) -> int:
+        if channels <= self.channels:
+            return channels
+        if channels % self.channels == 0:
+            return self.channels
+        for block in range(self.channels - self.channels % 128, 0, -128):
+            if channels % block == 0:
+                return block
+        return channels
+
+
+DEFAULT_BLOCKS = SpectralFilterBlocks()
+
+
+@functools.lru_cache(maxsize=None)
+def _pallas_matrices(height: int, width: int) -> tuple:
+    """(F [2*H*Wf, H*W], F^T, m [H*Wf, 1]) in float64: rows of F are the real parts of the half
+    spectrum, ordered (p, k), then the imaginary parts; the inverse of a spectrum U whose columns
+    are already scaled by the Hermitian weights m is exactly F^T U (kernels.md 9.1, step 3)."""
+    forward, _ = dft._kronecker_matrices(height, width)  # rows (p, re/im, k)
+    wf = width // 2 + 1
+    forward = forward.reshape(height, 2, wf, height * width).transpose(1, 0, 2, 3).reshape(2 * height * wf, -1)
+    weights = np.tile(dft.half_spectrum_weights(width), height)[:, None]
+    return forward, np.ascontiguousarray(forward.T), weights
+
+
+def _dot(a, b, dtype):
+    """a @ b with float32 accumulation; exact (HIGHEST) for float32 operands, one pass for bf16."""
+    precision = jax.lax.Precision.HIGHEST if dtype == jnp.float32 else jax.lax.Precision.DEFAULT
+    return jnp.dot(a.astype(dtype), b.astype(dtype), precision=precision, preferred_element_type=jnp.float32)
+
+
+def _filter_kernel(x_ref, forward_ref, inverse_ref, filt_real_ref, filt_imag_ref, y_ref):
+    """One (batch, channel-block) tile: y = F^T ((F x) * w), with w = m * filt (complex, split)."""
+    dtype = forward_ref.dtype
+    half = filt_real_ref.shape[0]                                   # H * Wf
+    z = _dot(forward_ref[...], x_ref[...], dtype)                   # [2 H Wf, Cb] float32
+    zr, zi = z[:half], z[half:]
+    wr, wi = filt_real_ref[...], filt_imag_ref[...]
+    u = jnp.concatenate([zr * wr - zi * wi, zr * wi + zi * wr], axis=0)
+    y_ref[...] = _dot(inverse_ref[...], u, dtype).astype(y_ref.dtype)
+
+
+def _gradient_kernel(x_ref, dy_ref, forward_ref, inverse_ref, weights_ref, filt_real_ref, filt_imag_ref,
+                     dx_ref, dfilt_real_ref, dfilt_imag_ref, *, accumulate: bool):
+    """dx = F^T (conj(w) * (F dy)) and dfilt = m * (F x) * conj(F dy) for one tile.
+
+    With `accumulate` (a filter shared by the batch) the dfilt block is the same for every batch
+    index, which is the grid's innermost axis: it is zeroed at b = 0 and summed into, so the
+    filter gradient is written once per channel block instead of once per sample.
+    """
+    dtype = forward_ref.dtype
+    half = filt_real_ref.shape[0]
+    z = _dot(forward_ref[...], x_ref[...], dtype)
+    g = _dot(forward_ref[...], dy_ref[...], dtype)
+    zr, zi, gr, gi = z[:half], z[half:], g[:half], g[half:]
+    wr, wi = filt_real_ref[...], filt_imag_ref[...]
+    u = jnp.concatenate([gr * wr + gi * wi, gi * wr - gr * wi], axis=0)  # conj(w) * G
+    dx_ref[...] = _dot(inverse_ref[...], u, dtype).astype(dx_ref.dtype)
+    m = weights_ref[...]
+    dfilt_real = m * (zr * gr + zi * gi)                            # m * Z * conj(G)
+    dfilt_imag = m * (zi * gr - zr * gi)
+    if accumulate:
+        @pl.when(pl.program_id(1) == 0)
+        def _():
+            dfilt_real_ref[...] = jnp.zeros_like(dfilt_real_ref)
+            dfilt_imag_ref[...] = jnp.zeros_like(dfilt_imag_ref)
+
+        dfilt_real_ref[...] += dfilt_real
+        dfilt_imag_ref[...] += dfilt_imag
+    else:
+        dfilt_real_ref[...] = dfilt_real
+        dfilt_imag_ref[...] = dfilt_imag
+
+
+def _compiler_params(interpret: bool, accumulate: bool):
+    """Mosaic TPU grid semantics: the batch axis accumulates the static filter's gradient."""
+    if interpret or jax.default_backend() != "tpu":
+        return None
+    from jax.experimental.pallas import tpu as pltpu  # noqa: PLC0415 (TPU-only module)
+
+    return pltpu.CompilerParams(dimension_semantics=("parallel", "arbitrary" if accumulate else "parallel"))
+
+
+def _pallas_call(kernel, grid, in_specs, out_specs, out_shape, interpret, accumulate=False):
+    params = _compiler_params(interpret, accumulate)
+    extra = {} if params is None else {"compiler_params": params}
+    return pl.pallas_call(kernel, grid=grid, in_specs=in_specs, out_specs=out_specs, out_shape=out_shape,
+                          interpret=interpret, **extra)
+
+
+def _pallas_layout(x, filt, blocks):
+    """x as [B, H*W, C], the filter as real and imaginary [(B,) H*Wf, C] float32 with m folded in."""
+    batch, height, width, channels = x.shape
+    forward, inverse, weights = _pallas_matrices(height, width)
+    dtype = dft._compute_dtype(x.dtype)
+    matrices = (jnp.asarray(forward, dtype), jnp.asarray(inverse, dtype), jnp.asarray(weights, jnp.float32))
+    filt = filt.reshape(filt.shape[:-3] + (-1, channels))
+    return x.reshape(batch, height * width, channels), filt, matrices, blocks.channel_block(channels)
+
+
+def _tile_specs(pixels, half, cb, per_sample, grid_order):
+    """BlockSpecs of a [B, pixels, C] activation, the constant matrices and a [(B,) half, C] filter.
+
+    grid_order "bc": grid (B, C/cb); "cb": grid (C/cb, B), the batch innermost.
+    """
+    if grid_order == "bc":
+        def index(fn):
+            return lambda b, c: fn(b, c)
+    else:
+        def index(fn):
+            return lambda c, b: fn(b, c)
+    activation = pl.BlockSpec((None, pixels, cb), index(lambda b, c: (b, 0, c)))
+    forward = pl.BlockSpec((2 * half, pixels), index(lambda b, c: (0, 0)))
+    inverse = pl.BlockSpec((pixels, 2 * half), index(lambda b, c: (0, 0)))
+    weights = pl.BlockSpec((half, 1), index(lambda b, c: (0, 0)))
+    if per_sample:
+        filt = pl.BlockSpec((None, half, cb), index(lambda b, c: (b, 0, c)))
+    else:
+        filt = pl.BlockSpec((half, cb), index(lambda b, c: (0, c)))
+    return activation, forward, inverse, weights, filt
+
+
+def _pallas_forward(x, filt_real, filt_imag, matrices, cb, interpret):
+    batch, pixels, channels = x.shape
+    half = filt_real.shape[-2]
+    activation, forward, inverse, _, filt = _tile_specs(pixels, half, cb, filt_real.ndim == 3, "bc")
+    return _pallas_call(
+        _filter_kernel, (batch, channels // cb), [activation, forward, inverse, filt, filt], activation,
+        jax.ShapeDtypeStruct(x.shape, x.dtype), interpret)(x, matrices[0], matrices[1], filt_real, filt_imag)
+
+
+def _pallas_gradients(x, dy, filt_real, filt_imag, matrices, cb, interpret):
+    batch, pixels, channels = x.shape
+    half = filt_real.shape[-2]
+    per_sample = filt_real.ndim == 3
+    activation, forward, inverse, weights, filt = _tile_specs(pixels, half, cb, per_sample, "cb")
+    kernel = functools.partial(_gradient_kernel, accumulate=not per_sample)
+    dfilt_shape = jax.ShapeDtypeStruct(filt_real.shape, jnp.float32)
+    return _pallas_call(
+        kernel, (channels // cb, batch), [activation, activation, forward, inverse, weights, filt, filt],
+        [activation, filt, filt], [jax.ShapeDtypeStruct(x.shape, x.dtype), dfilt_shape, dfilt_shape], interpret,
+        accumulate=not per_sample)(x, dy, *matrices, filt_real, filt_imag)
+
+
+@functools.lru_cache(maxsize=None)
+def _pallas_op(blocks: SpectralFilterBlocks, interpret: bool):
+    """The Pallas filter op with its custom VJP, for one block configuration and mode."""
+
+    def folded(x, filt):
+        x2, filt2, matrices, cb = _pallas_layout(x, filt, blocks)
+        weights = matrices[2]                                       # m, folded into the filter
+        return x2, weights * jnp.real(filt2), weights * jnp.imag(filt2), matrices, cb
+
+    @jax.custom_vjp
+    def op(x, filt):
+        x2, filt_real, filt_imag, matrices, cb = folded(x, filt)
+        return _pallas_forward(x2, filt_real, filt_imag, matrices, cb, interpret).reshape(x.shape)
+
+    def op_fwd(x, filt):
+        return op(x, filt), (x, filt)
+
+    def op_bwd(residuals, dy):
+        x, filt = residuals
+        x2, filt_real, filt_imag, matrices, cb = folded(x, filt)
+        dy2 = dy.astype(x.dtype).reshape(x2.shape)
+        dx, dfilt_real, dfilt_imag = _pallas_gradients(x2, dy2, filt_real, filt_imag, matrices, cb, interpret)
+        dfilt = jax.lax.complex(dfilt_real, dfilt_imag).reshape(filt.shape)
+        return dx.reshape(x.shape), dfilt.astype(filt.dtype)
+
+    op.defvjp(op_fwd, op_bwd)
+    return op
+
+
 _OPS = {
     "fft": _with_vjp(_fft_forward_spectrum, _fft_inverse_spectrum),
     "dft": _with_vjp(dft.forward_spectrum, dft.inverse_spectrum),
 }
 
 
+def _check_pallas(height: int, width: int, interpret: bool, blocks: SpectralFilterBlocks) -> None:
+    if height * width > blocks.max_pixels:
+        raise ValueError(
+            f"impl='pallas' takes grids of at most {blocks.max_pixels} pixels (SpectralFilterBlocks.max_pixels, the "
+            f"Kronecker form); got {height}x{width} = {height * width}. Use impl='dft' or 'fft' (or 'auto') there.")
+    backend = jax.default_backend()
+    if interpret or backend == "tpu":
+        return
+    if backend == "cpu":
+        raise ValueError("impl='pallas' runs on CPU only in Pallas's interpreter: pass interpret=True "
+                         "(or use impl='auto', which picks the faster XLA form on CPU).")
+    raise ValueError(
+        f"impl='pallas' has no compiled {backend} kernel yet: it lowers with Mosaic TPU, and the GPU port to "
+        f"Mosaic GPU (plgpu.kernel + wgmma, kernels.md 9.1) is not written. Use impl='auto' (the tensor-core "
+        f"impl='dft' on GPU) or interpret=True.")
+
+
 def resolve_impl(impl: str, height: int, width: int) -> str:
-    """The implementation `impl` stands for on this backend and grid ("auto" -> "fft" or "dft")."""
+    """The implementation `impl` stands for on this backend and grid ("auto" -> "fft", "dft" or "pallas")."""
     if impl not in IMPLS:
         raise unknown_name_error("spectral_filter impl", impl, IMPLS)
     if impl != "auto":
         return impl
-    if jax.default_backend() == "cpu":
+    backend = jax.default_backend()
+    if backend == "cpu":
         return "dft" if height * width <= CPU_DFT_MAX_PIXELS else "fft"
-    return "dft"  # GPU/TPU: the tensor-core DFT until a Pallas kernel exists
+    # GPU: no compiled Pallas GPU kernel yet; TPU: the kernel's Mosaic TPU lowering is unchecked.
+    return "dft"
 
 
-def spectral_filter(x: jax.Array, filt: jax.Array, *, impl: str = "auto", interpret: bool = False) -> jax.Array:
+def spectral_filter(x: jax.Array, filt: jax.Array, *, impl: str = "auto", interpret: bool = False,
+                    blocks: SpectralFilterBlocks = DEFAULT_BLOCKS) -> jax.Array:
     """Filters every channel of `x` over (H, W) by `filt` in the 2-D Fourier domain.
 
     x: [B, H, W, C], float32 or bfloat16 (the output has x's dtype). filt: complex, [H, W//2+1, C]
-    shared by the batch or [B, H, W//2+1, C] per sample; used as complex64. impl: "auto", "fft" or
-    "dft" (module docstring). interpret: runs a Pallas kernel in interpret mode; it has no effect
-    until a Pallas implementation exists (none yet).
+    shared by the batch or [B, H, W//2+1, C] per sample; used as complex64. impl: "auto", "fft",
+    "dft" or "pallas" (module docstring). interpret: runs the Pallas kernel in Pallas's interpreter
+    (how the tests check it on CPU); only used by impl="pallas". blocks: the Pallas kernel's block
+    sizes.
     """
-    del interpret  # only meaningful for a Pallas implementation, and there is none yet
     if impl not in IMPLS:
         raise unknown_name_error("spectral_filter impl", impl, IMPLS)
     check_shapes(x, filt)
-    name = resolve_impl(impl, x.shape[1], x.shape[2])
+    height, width = x.shape[1:3]
+    name = resolve_impl(impl, height, width)
+    if name == "pallas":
+        _check_pallas(height, width, interpret, blocks)
+        return _pallas_op(blocks, bool(interpret))(x, filt.astype(jnp.complex64))
     return _OPS[name](x, filt.astype(jnp.complex64))

@@ -9,9 +9,12 @@ import pytest
 from jax.test_util import check_grads
 
 from mixtok.kernels import dft
-from mixtok.kernels.spectral_filter import resolve_impl, spectral_filter, spectral_filter_reference
+from mixtok.kernels.spectral_filter import (SpectralFilterBlocks, resolve_impl, spectral_filter,
+                                            spectral_filter_reference)
 
-IMPLS = ["fft", "dft"]  # "auto" resolves to one of these; test_auto_* checks that it does
+# "auto" resolves to one of these; test_auto_* checks that it does. "pallas" runs in Pallas's
+# interpreter here (a CPU machine), which executes the kernel body block by block as written.
+IMPLS = ["fft", "dft", "pallas"]
 # Odd, non-square, even-W non-square, and one grid past the Kronecker form (separable DFT).
 GRIDS = [(7, 7), (14, 14), (13, 17), (8, 6), (32, 32)]
 
@@ -25,7 +28,15 @@ def _inputs(batch, height, width, channels, per_sample, seed=0, dtype=jnp.float3
 
 
 # One compilation per shape; eager mode would compile every small op of the transforms separately.
-_filter = jax.jit(spectral_filter, static_argnames=("impl",))
+_jitted_filter = jax.jit(spectral_filter, static_argnames=("impl", "interpret", "blocks"))
+
+
+def _filter(x, filt, impl, **kwargs):
+    return _jitted_filter(x, filt, impl=impl, interpret=impl == "pallas", **kwargs)
+
+
+def _op(impl):
+    return functools.partial(spectral_filter, impl=impl, interpret=impl == "pallas")
 
 
 def _numpy_filter(x, filt):
@@ -71,12 +82,12 @@ def test_bfloat16_input_returns_bfloat16_within_one_percent(impl, height, width)
     _assert_close(y, _numpy_filter(x.astype(jnp.float32), filt), 1e-2)
 
 
-@pytest.mark.parametrize("impl", ["fft", "dft"])
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("per_sample", [False, True])
 def test_gradients_pass_numerical_check(impl, per_sample):
     for height, width in [(4, 6), (5, 5)]:  # even W (a Nyquist column) and odd W
         x, filt = _inputs(2, height, width, 2, per_sample, seed=2)
-        check_grads(functools.partial(spectral_filter, impl=impl), (x, filt), order=1, modes=["rev"],
+        check_grads(_op(impl), (x, filt), order=1, modes=["rev"],
                     eps=1e-2, atol=1e-2, rtol=1e-2)
 
 
@@ -86,22 +97,22 @@ def _grads(fn, x, filt, seed=3):
     return jax.jit(jax.grad(lambda a, b: jnp.sum(fn(a, b).astype(jnp.float32) * weights), argnums=(0, 1)))(x, filt)
 
 
-@pytest.mark.parametrize("impl", ["fft", "dft"])
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("height,width", [(7, 7), (8, 6), (13, 17), (32, 32)])
 def test_gradients_equal_jax_grad_of_the_reference(impl, height, width):
     for batch, per_sample in [(3, False), (3, True)]:
         x, filt = _inputs(batch, height, width, 3, per_sample, seed=4)
-        dx, dfilt = _grads(functools.partial(spectral_filter, impl=impl), x, filt)
+        dx, dfilt = _grads(_op(impl), x, filt)
         dx_ref, dfilt_ref = _grads(spectral_filter_reference, x, filt)
         assert dfilt.dtype == jnp.complex64 and dfilt.shape == filt.shape
         _assert_close(dx, np.asarray(dx_ref), 2e-6)
         _assert_close(dfilt, np.asarray(dfilt_ref), 2e-6)
 
 
-@pytest.mark.parametrize("impl", ["fft", "dft"])
+@pytest.mark.parametrize("impl", IMPLS)
 def test_bfloat16_gradients_are_bfloat16_for_x_and_complex64_for_filt(impl):
     x, filt = _inputs(3, 14, 14, 4, per_sample=False, seed=5, dtype=jnp.bfloat16)
-    dx, dfilt = _grads(functools.partial(spectral_filter, impl=impl), x, filt)
+    dx, dfilt = _grads(_op(impl), x, filt)
     dx_ref, dfilt_ref = _grads(spectral_filter_reference, x.astype(jnp.float32), filt)
     assert dx.dtype == jnp.bfloat16 and dfilt.dtype == jnp.complex64
     _assert_close(dx, np.asarray(dx_ref), 1e-2)
@@ -111,9 +122,9 @@ def test_bfloat16_gradients_are_bfloat16_for_x_and_complex64_for_filt(impl):
 @pytest.mark.parametrize("impl", IMPLS + ["auto"])
 def test_runs_eagerly_and_under_jit_alike(impl):
     x, filt = _inputs(2, 8, 6, 3, per_sample=True, seed=6)
-    jitted = jax.jit(functools.partial(spectral_filter, impl=impl))
+    jitted = jax.jit(_op(impl))
     _assert_close(jitted(x, filt), _numpy_filter(x, filt), 2e-6)
-    _assert_close(spectral_filter(x, filt, impl=impl), np.asarray(jitted(x, filt)), 1e-6)
+    _assert_close(_op(impl)(x, filt), np.asarray(jitted(x, filt)), 1e-6)
 
 
 def test_hermitian_weights_are_one_at_dc_and_nyquist_and_two_elsewhere():
@@ -148,3 +159,44 @@ def test_unknown_impl_lists_the_valid_ones():
     x, filt = _inputs(1, 8, 6, 3, per_sample=False)
     with pytest.raises(ValueError, match="Did you mean 'dft'.*auto, dft, fft"):
         spectral_filter(x, filt, impl="dtf")
+
+
+@pytest.mark.parametrize("channels,block,expected", [(4, 128, 4), (256, 128, 128), (384, 128, 128),
+                                                     (320, 128, 320), (768, 256, 256), (640, 256, 128)])
+def test_channel_block_divides_the_channels(channels, block, expected):
+    assert SpectralFilterBlocks(channels=block).channel_block(channels) == expected
+
+
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_pallas_with_several_channel_blocks_matches_numpy_and_sums_the_filter_gradient_over_the_batch(per_sample):
+    # 8 channels in blocks of 4 (the 128 rule does not bind below the block size): 2 x 3 programs,
+    # and the static filter's gradient accumulates over the batch, the grid's inner axis.
+    blocks = SpectralFilterBlocks(channels=4)
+    assert blocks.channel_block(8) == 4
+    x, filt = _inputs(3, 7, 6, 8, per_sample, seed=7)
+    _assert_close(_filter(x, filt, "pallas", blocks=blocks), _numpy_filter(x, filt), 2e-6)
+    op = functools.partial(spectral_filter, impl="pallas", interpret=True, blocks=blocks)
+    dx, dfilt = _grads(op, x, filt)
+    dx_ref, dfilt_ref = _grads(spectral_filter_reference, x, filt)
+    _assert_close(dx, np.asarray(dx_ref), 2e-6)
+    _assert_close(dfilt, np.asarray(dfilt_ref), 2e-6)
+
+
+def test_pallas_is_one_kernel_forward_and_one_backward():
+    x, filt = _inputs(2, 7, 7, 4, per_sample=False)
+    forward = jax.make_jaxpr(_op("pallas"))(x, filt)
+    train = jax.make_jaxpr(lambda a, b: jax.vjp(_op("pallas"), a, b)[1](a))(x, filt)
+    assert str(forward).count("pallas_call") == 1
+    assert str(train).count("pallas_call") == 2  # the forward (for the primal) and the gradient kernel
+
+
+def test_pallas_on_cpu_without_interpret_says_to_pass_it():
+    x, filt = _inputs(1, 7, 7, 2, per_sample=False)
+    with pytest.raises(ValueError, match="interpret=True"):
+        spectral_filter(x, filt, impl="pallas")
+
+
+def test_pallas_rejects_grids_past_its_kronecker_form():
+    x, filt = _inputs(1, 40, 40, 2, per_sample=False)
+    with pytest.raises(ValueError, match="at most 1024 pixels.*40x40 = 1600.*impl='dft'"):
+        spectral_filter(x, filt, impl="pallas", interpret=True)
