@@ -9,6 +9,12 @@ traffic of kernels.md 4.1 (forward E*(s_in + s_out) + H*Wf*C*8; backward 3*s*E +
 6E of 4.1 at bf16), its % of `--bandwidth-gbs` (the column is left out without it), the speed-up
 over "fft", and the max abs error of the forward vs float32 "fft". Inputs are `--dtype` (bf16 by
 default, as in kernels.md 10) with a static complex64 filter; the 24x24 shape runs at half batch.
+
+Implementations: by default every one that compiles on this backend: "fft" and "dft" everywhere,
+and "pallas" on TPU (on CPU it only runs in Pallas's interpreter, whose time means nothing; on GPU
+it has no compiled kernel yet, see mixtok/kernels/spectral_filter.py). "pallas" rows are left out
+for grids past its Kronecker form (SpectralFilterBlocks.max_pixels). The bandwidth bound is taken
+from the device kind for H100/H200 when `--bandwidth-gbs` is not given.
 """
 
 import argparse
@@ -20,7 +26,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mixtok.kernels.spectral_filter import spectral_filter
+from mixtok.kernels.spectral_filter import DEFAULT_BLOCKS, spectral_filter
+
+# HBM bandwidth by device kind (kernels.md 2): H100 SXM 3.35 TB/s, H200 4.8 TB/s.
+KNOWN_BANDWIDTH_GBS = {"H100": 3350.0, "H200": 4800.0}
 
 # (H = W, C, batch factor): kernels.md section 10.
 SHAPES = ([(14, c, 1) for c in (64, 128, 256, 384, 512)]
@@ -55,6 +64,8 @@ def bench_shape(batch, size, channels, dtype, impls, repeats):
     exact = jax.jit(lambda x, f: spectral_filter(x, f, impl="fft"))(x.astype(jnp.float32), filt)
     rows = {}
     for impl in impls:
+        if impl == "pallas" and size * size > DEFAULT_BLOCKS.max_pixels:
+            continue
         forward = jax.jit(lambda x, f, impl=impl: spectral_filter(x, f, impl=impl))
         train = jax.jit(lambda x, f, dy, impl=impl: jax.vjp(lambda a, b: spectral_filter(a, b, impl=impl), x, f)[1](dy))
         error = float(jnp.max(jnp.abs(forward(x, filt).astype(jnp.float32) - exact)))
@@ -62,17 +73,24 @@ def bench_shape(batch, size, channels, dtype, impls, repeats):
     return rows
 
 
+def default_impls():
+    return ["fft", "dft", "pallas"] if jax.default_backend() == "tpu" else ["fft", "dft"]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
-    parser.add_argument("--impls", default="fft,dft")
+    parser.add_argument("--impls", default="", help="comma-separated; default: all that compile here")
     parser.add_argument("--sizes", default="", help="comma-separated H = W to keep, e.g. 7,14; default all")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--bandwidth-gbs", type=float, default=None, help="memory bandwidth bound, GB/s")
     args = parser.parse_args()
     dtype = jnp.dtype(args.dtype)
-    impls = args.impls.split(",")
+    impls = args.impls.split(",") if args.impls else default_impls()
+    if not args.bandwidth_gbs:
+        kind = jax.devices()[0].device_kind
+        args.bandwidth_gbs = next((gbs for name, gbs in KNOWN_BANDWIDTH_GBS.items() if name in kind), None)
     sizes = {int(s) for s in args.sizes.split(",") if s}
     print(f"# jax {jax.__version__}, {jax.devices()[0].device_kind} ({platform.processor() or platform.machine()}), "
           f"{args.dtype} x, complex64 static filter, median of {args.repeats}")
