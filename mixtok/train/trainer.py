@@ -125,12 +125,14 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *, stop_at_step: Option
     def train_step(state: TrainState, batch, base_rng):
         rng = jax.random.fold_in(base_rng, state.step)
         grad_fn = jax.value_and_grad(task.train_loss, has_aux=True)
-        (loss, aux), grads = grad_fn(state.params, state.other_variables, batch, rng)
+        (loss, (aux, updated_variables)), grads = grad_fn(state.params, state.other_variables, batch, rng)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "learning_rate": schedule(state.step),
                    **aux}
-        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+        other_variables = {**state.other_variables, **updated_variables}  # e.g. BatchNorm running statistics
+        return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                             other_variables=other_variables), metrics
 
     train_step = jax.jit(train_step, in_shardings=(state_shardings, batch_shard, repl),
                          out_shardings=(state_shardings, repl), donate_argnums=(0,))

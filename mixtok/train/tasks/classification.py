@@ -10,9 +10,13 @@ import optax
 class ClassificationTask:
     """Loss and metrics for a model that maps images [B, H, W, 3] to logits [B, classes].
 
-    Model variables other than `params` (e.g. RandFormer's `frozen` matrices) are passed through
-    unchanged; the trainer never differentiates or updates them.
+    Model variables other than `params` are never differentiated. Those in `UPDATED_COLLECTIONS`
+    (BatchNorm's running statistics, `batch_stats`) are updated by every training step, as
+    PyTorch's train mode updates them; the rest (e.g. RandFormer's `frozen` matrices) are passed
+    through unchanged.
     """
+
+    UPDATED_COLLECTIONS = ("batch_stats",)
 
     def __init__(self, model, num_classes: int, label_smoothing: float = 0.0):
         if not 0.0 <= label_smoothing < 1.0:
@@ -33,13 +37,19 @@ class ClassificationTask:
         return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
 
     def train_loss(self, params, other_variables, batch, rng):
-        """Mean smoothed cross-entropy of a training batch, with dropout and stochastic depth on."""
+        """Mean smoothed cross-entropy of a training batch, with dropout and stochastic depth on.
+
+        Returns (loss, (metrics, updated)): `updated` holds the new values of the collections in
+        UPDATED_COLLECTIONS that the model has (an empty dict for most models).
+        """
         dropout_rng, drop_path_rng = jax.random.split(rng)
-        logits = self.model.apply({"params": params, **other_variables}, batch["image"], train=True,
-                                  rngs={"dropout": dropout_rng, "drop_path": drop_path_rng})
+        mutable = [name for name in self.UPDATED_COLLECTIONS if name in other_variables]
+        logits, updated = self.model.apply({"params": params, **other_variables}, batch["image"], train=True,
+                                           rngs={"dropout": dropout_rng, "drop_path": drop_path_rng},
+                                           mutable=mutable)
         loss = jnp.mean(self._cross_entropy(logits, batch["label"]))
         accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
-        return loss, {"accuracy": accuracy}
+        return loss, ({"accuracy": accuracy}, dict(updated))
 
     def eval_sums(self, params, other_variables, batch) -> Dict[str, jax.Array]:
         """Sums over the real (mask == 1) examples of a padded eval batch."""
