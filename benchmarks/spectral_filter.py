@@ -12,7 +12,8 @@ default, as in kernels.md 10) with a static complex64 filter; the 24x24 shape ru
 
 Implementations: by default every one that compiles on this backend: "fft" and "dft" everywhere,
 and "pallas" on TPU (on CPU it only runs in Pallas's interpreter, whose time means nothing; on GPU
-it has no compiled kernel yet, see mixtok/kernels/spectral_filter.py). "pallas" rows are left out
+its Mosaic GPU forward kernel has never been compiled on hardware, so ask for it with
+`--impls fft,dft,pallas`; see mixtok/kernels/spectral_filter.py). "pallas" rows are left out
 for grids past its Kronecker form (SpectralFilterBlocks.max_pixels). The bandwidth bound is taken
 from the device kind for H100/H200 when `--bandwidth-gbs` is not given.
 """

@@ -23,13 +23,14 @@ Pallas backend. The kernel is a `pl.pallas_call` over a (B, C/Cb) grid with Bloc
 `jnp.dot`, written within Mosaic TPU's rules (a block's last dimension is the full C or a multiple
 of 128; grid semantics parallel/arbitrary) and run in Pallas's interpreter (`interpret=True`, how the
 tests check it on CPU). It has not been compiled on a TPU: none was available, so "auto" does not
-pick it there until a run on one has checked it (`impl="pallas"` asks for it explicitly). On GPU it has no compiled form yet, deliberately: Pallas's Triton
-lowering is deprecated since JAX 0.11 and needs power-of-two blocks (196 pixels would pad to 256),
-and Mosaic GPU, the supported backend, does not lower `jnp.dot` inside a kernel: its GEMMs are
-`plgpu.wgmma` on SMEM operands under `plgpu.kernel`, with M a multiple of 64 and swizzle-aligned K,
-so the GPU kernel is a separate port (kernels.md 9.1: wgmma with channels as N, the DFT matrices
-in SMEM). It was not written because no GPU was available to validate or time it; until it is,
-impl="pallas" on GPU raises a clear error and "auto" picks the tensor-core "dft" form there.
+pick it there until a run on one has checked it (`impl="pallas"` asks for it explicitly). On GPU, `pl.pallas_call` is
+not the way: Pallas's Triton lowering is deprecated since JAX 0.11 and needs power-of-two blocks
+(196 pixels would pad to 256), and Mosaic GPU, the supported backend, does not lower `jnp.dot`
+inside a kernel (its GEMMs are `plgpu.wgmma` on SMEM operands). So on GPU impl="pallas" runs the
+forward pass as `mixtok.kernels.spectral_filter_mgpu` (`plgpu.kernel` + wgmma, bf16 x, C a multiple
+of 64) and its gradient with the "dft" form: the backward kernel is not ported yet. That Mosaic GPU
+kernel has run only in the Mosaic GPU CPU interpreter; it has not been compiled or timed on a GPU
+(none was available), which is why "auto" does not pick it yet.
 
 Gradients. With Z = rfft2(x), G = rfft2(dy) and the Hermitian weights m_k of the half spectrum
 (1 at k = 0 and k = W/2, else 2): dx is the same filter applied to dy with conj(filt), and
@@ -322,6 +323,30 @@ def _pallas_op(blocks: SpectralFilterBlocks, interpret: bool):
     return op
 
 
+@functools.lru_cache(maxsize=None)
+def _mosaic_gpu_op(block_channels: int, interpret: bool = False):
+    """GPU impl="pallas": the Mosaic GPU forward kernel, with the "dft" form's gradient.
+
+    `interpret=True` runs the kernel in the Mosaic GPU CPU interpreter (how the tests check this op).
+    """
+    from mixtok.kernels import spectral_filter_mgpu as mgpu  # noqa: PLC0415 (imports Mosaic GPU)
+
+    @jax.custom_vjp
+    def op(x, filt):
+        filt_real, filt_imag = mgpu.fold_filter(filt, x.shape[2])
+        return mgpu.spectral_filter_forward_mgpu(x, filt_real, filt_imag, block_channels=block_channels,
+                                                 interpret=interpret)
+
+    def op_fwd(x, filt):
+        return op(x, filt), (x, filt)
+
+    def op_bwd(residuals, dy):
+        return jax.vjp(_OPS["dft"], *residuals)[1](dy)
+
+    op.defvjp(op_fwd, op_bwd)
+    return op
+
+
 _OPS = {
     "fft": _with_vjp(_fft_forward_spectrum, _fft_inverse_spectrum),
     "dft": _with_vjp(dft.forward_spectrum, dft.inverse_spectrum),
@@ -339,10 +364,8 @@ def _check_pallas(height: int, width: int, interpret: bool, blocks: SpectralFilt
     if backend == "cpu":
         raise ValueError("impl='pallas' runs on CPU only in Pallas's interpreter: pass interpret=True "
                          "(or use impl='auto', which picks the faster XLA form on CPU).")
-    raise ValueError(
-        f"impl='pallas' has no compiled {backend} kernel yet: it lowers with Mosaic TPU, and the GPU port to "
-        f"Mosaic GPU (plgpu.kernel + wgmma, kernels.md 9.1) is not written. Use impl='auto' (the tensor-core "
-        f"impl='dft' on GPU) or interpret=True.")
+    if backend != "gpu":
+        raise ValueError(f"impl='pallas' has no kernel for the {backend!r} backend; use impl='auto'.")
 
 
 def resolve_impl(impl: str, height: int, width: int) -> str:
@@ -375,5 +398,7 @@ def spectral_filter(x: jax.Array, filt: jax.Array, *, impl: str = "auto", interp
     name = resolve_impl(impl, height, width)
     if name == "pallas":
         _check_pallas(height, width, interpret, blocks)
+        if jax.default_backend() == "gpu" and not interpret:
+            return _mosaic_gpu_op(min(blocks.channels, 64))(x, filt.astype(jnp.complex64))
         return _pallas_op(blocks, bool(interpret))(x, filt.astype(jnp.complex64))
     return _OPS[name](x, filt.astype(jnp.complex64))
