@@ -1,5 +1,6 @@
 """Kernels: each op beside its plain-jnp reference, with an `impl=` switch (DESIGN.md, Kernels)."""
 
+from mixtok.kernels.dct_filter import dct_filter
 from mixtok.kernels.spectral_filter import spectral_filter
 
-__all__ = ["spectral_filter"]
+__all__ = ["dct_filter", "spectral_filter"]

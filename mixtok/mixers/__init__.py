@@ -14,8 +14,10 @@ from mixtok.mixers.conv import SepConv
 from mixtok.mixers.attention import Attention
 from mixtok.mixers.mlp import RandomMixing
 from mixtok.mixers.spectral import GlobalFilter
+from mixtok.mixers.aff import AdaptiveFrequencyFilter
+from mixtok.mixers.dsm import DynamicSpectrumMixer
 
 __all__ = [
-    "MIXERS", "Attention", "GlobalFilter", "Identity", "Pooling", "RandomMixing", "SepConv",
+    "MIXERS", "AdaptiveFrequencyFilter", "Attention", "DynamicSpectrumMixer", "GlobalFilter", "Identity", "Pooling", "RandomMixing", "SepConv",
     "avg_pool_exclude_padding", "get", "list_mixers", "register",
 ]

@@ -9,6 +9,8 @@ from mixtok.models.registry import (MODELS, ModelSpec, count_params, create_mode
                                     register_model)
 from mixtok.models import metaformer_variants  # noqa: F401  (registers the variants)
 from mixtok.models import gfnet_variants  # noqa: F401  (registers the variants)
+from mixtok.models import affnet_variants  # noqa: F401  (registers the variants)
+from mixtok.models import dsm_variants  # noqa: F401  (registers the variants)
 
 __all__ = ["MODELS", "MetaFormer", "ModelSpec", "count_params", "create_model", "list_models", "model_spec",
            "register_model"]

@@ -125,3 +125,31 @@ def test_fresh_run_moves_metrics_of_a_run_without_checkpoints_aside(tmp_path):
     assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3]
     (orphan,) = tmp_path.glob("metrics.jsonl.orphaned-*")
     assert json.loads(orphan.read_text())["step"] == 50  # kept, not deleted
+
+
+def _restore_state(workdir, step):
+    manager = ocp.CheckpointManager((workdir / "checkpoints").absolute(), item_names=("state",))
+    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+    return jax.tree_util.tree_map(np.asarray, state)
+
+
+def test_batchnorm_statistics_are_updated_by_training_and_saved_and_resumed(tmp_path):
+    # AFFNet (BatchNorm): every step updates batch_stats; a resumed run continues from the saved ones.
+    kwargs = dict(mv2_channels=(8, 8), mv2_depths=(1, 1), aff_channels=(16, 16, 16), ffn_dims=(32, 32, 32),
+                  aff_depths=(1, 0, 0), expand_ratio=2.0)
+    config = tiny_config(**{"model.name": "affnet_et", "model.kwargs": kwargs, "total_steps": 4, "eval_every": 4,
+                            "checkpoint_every": 2, "log_every": 2})
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    train_and_evaluate(config, straight)
+    train_and_evaluate(config, interrupted, stop_at_step=2)
+    train_and_evaluate(config, interrupted)
+    first, last = _restore_state(straight, 2), _restore_state(straight, 4)
+    stats = jax.tree_util.tree_leaves_with_path(last["other_variables"]["batch_stats"])
+    assert stats, "AFFNet's BatchNorm statistics should be part of the saved state"
+    moved = [not np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(first["other_variables"]),
+                                                          jax.tree_util.tree_leaves(last["other_variables"]))]
+    assert all(moved), "every running mean / variance should change with every training step"
+    resumed = _restore_state(interrupted, 4)
+    for (path, a), b in zip(stats, jax.tree_util.tree_leaves(resumed["other_variables"]["batch_stats"])):
+        np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
+    assert read_metrics(interrupted) == read_metrics(straight)
