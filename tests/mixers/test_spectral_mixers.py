@@ -123,3 +123,39 @@ def test_global_filter_is_registered_and_rejects_a_wrong_channel_count():
     assert mixers.get("global_filter") is GlobalFilter
     with pytest.raises(ValueError, match=r"GlobalFilter\(dim=3\) takes .*got shape \(1, 4, 4, 2\)"):
         GlobalFilter(dim=3).init(jax.random.PRNGKey(0), jnp.zeros((1, 4, 4, 2)))
+
+
+def test_metaformer_with_a_global_filter_is_an_override_with_one_filter_per_block_and_stage_grid():
+    # PoolFormer-S12 with GFNet's global filter in place of pooling: the only new weights are one
+    # complex filter [H_s, W_s//2+1, C_s] (stored as real pairs) per block, H_s = 224 / stride_s.
+    from mixtok.models import count_params, create_model
+
+    base = create_model("poolformer_s12")
+    spectral = create_model("poolformer_s12", token_mixers="global_filter")
+    x = jnp.zeros((1, 224, 224, 3))
+    base_count = count_params(jax.eval_shape(base.init, jax.random.PRNGKey(0), x))
+    shapes = nn.meta.unbox(jax.eval_shape(spectral.init, jax.random.PRNGKey(0), x))
+    grids, dims, depths = (56, 28, 14, 7), (64, 128, 320, 512), (2, 2, 6, 2)
+    for stage, (grid, dim) in enumerate(zip(grids, dims)):
+        weight = shapes["params"][f"stages_{stage}"]["blocks_0"]["token_mixer"]["complex_weight"]
+        assert weight.shape == (grid, grid // 2 + 1, dim, 2)
+    filters = sum(depth * grid * (grid // 2 + 1) * dim * 2 for depth, grid, dim in zip(depths, grids, dims))
+    assert count_params(shapes) == base_count + filters
+
+
+@pytest.mark.parametrize("mixer", ["global_filter", "adaptive_frequency_filter", "dynamic_spectrum_mixer"])
+def test_metaformer_trains_with_each_spectral_mixer(mixer):
+    from mixtok.models import create_model
+
+    model = create_model("poolformerv2_s12", num_classes=5, depths=(1, 1, 1, 1), dims=(8, 16, 16, 16),
+                         token_mixers=("pooling", "pooling", mixer, mixer))
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 64, 64, 3)), jnp.float32)
+    variables = nn.meta.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), x))
+
+    def loss(params):
+        return jnp.sum(model.apply({**variables, "params": params}, x) ** 2)
+
+    grads = jax.jit(jax.grad(loss))(variables["params"])
+    mixer_grads = jax.tree_util.tree_leaves(grads["stages_3"]["blocks_0"]["token_mixer"])
+    assert mixer_grads and all(bool(jnp.all(jnp.isfinite(g))) for g in mixer_grads)
+    assert sum(float(jnp.abs(g).sum()) for g in mixer_grads) > 0
