@@ -19,7 +19,8 @@ from mixtok.models import count_params, create_model, list_models, model_spec
 from mixtok.models.metaformer_variants import BASELINES_PAPER, POOLFORMER_PAPER
 from mixtok.train.config import compute_dtype, validate_config
 from mixtok.train.optimizer import create_optimizer
-from mixtok.train.recipes import IMAGENET_TRAIN_IMAGES
+from mixtok.models.gfnet_variants import TRAIN_DROP_PATH_RATES
+from mixtok.train.recipes import AFFNET_IMAGE_SIZE, IMAGENET_TRAIN_IMAGES
 from mixtok.train.trainer import train_and_evaluate
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "experiments" / "configs"
@@ -78,7 +79,7 @@ def test_the_configs_are_found():
 def test_every_metaformer_paper_variant_has_an_imagenet_config():
     variants = {n for n in list_models() if model_spec(n).paper in (POOLFORMER_PAPER, BASELINES_PAPER)}
     assert len(variants) == 28
-    assert variants == set(imagenet_names())
+    assert variants == set(metaformer_names())
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=config_id)
@@ -99,8 +100,11 @@ def test_the_default_config_validates_and_builds_its_model_and_optimizer(path):
     tx, _ = create_optimizer(config.optimizer, config.total_steps)
     jax.eval_shape(tx.init, variables["params"])
     if path in IMAGENET_CONFIGS:
-        assert (image_size, classes) == (224, 1000)
-        assert count_params(variables) == model_spec(config.model.name).official_params
+        expected_size = AFFNET_IMAGE_SIZE if config.model.name.startswith("affnet") else 224
+        assert (image_size, classes) == (expected_size, 1000)
+        official = model_spec(config.model.name).official_params
+        if official is not None:  # the DSM stand-ins have no official count
+            assert count_params(variables) == official
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=config_id)
@@ -116,7 +120,11 @@ def test_runlocal_is_a_laptop_run_that_validates_and_builds(path):
     abstract_variables(local, num_classes(local), local.data.image_size)
 
 
-@pytest.mark.parametrize("name", imagenet_names())
+def metaformer_names():
+    return [n for n in imagenet_names() if model_spec(n).paper in (POOLFORMER_PAPER, BASELINES_PAPER)]
+
+
+@pytest.mark.parametrize("name", metaformer_names())
 def test_imagenet_recipe_follows_the_official_scripts(name):
     config = get_config(CONFIG_DIR / "imagenet" / f"{name}.py")
     v1 = name.startswith("poolformer_")
@@ -137,6 +145,39 @@ def test_imagenet_recipe_follows_the_official_scripts(name):
     # The official train.py passes head dropout to ConvFormer / CAFormer (the MLP heads) only.
     if config.model.kwargs.head_dropout:
         assert model_spec(name).kwargs["use_mlp_head"]
+
+
+def test_every_gfnet_and_affnet_variant_has_an_imagenet_config():
+    names = set(imagenet_names())
+    assert set(list_models("gfnet*")) <= names and set(list_models("affnet*")) <= names
+
+
+@pytest.mark.parametrize("name", sorted(TRAIN_DROP_PATH_RATES))
+def test_gfnet_recipe_follows_main_gfnet(name):
+    config = get_config(CONFIG_DIR / "imagenet" / f"{name}.py")
+    # README: --batch-size 128 on 8 GPUs; main_gfnet.py: lr 5e-4 * global batch / 512, clip-grad 1.
+    assert config.batch_size == 1024 and config.optimizer.lr == pytest.approx(1e-3)
+    assert config.optimizer.grad_clip == 1.0 and config.optimizer.weight_decay == 0.05
+    assert config.optimizer.warmup_steps == 5 * IMAGENET_TRAIN_IMAGES // 1024
+    assert config.model.kwargs.drop_path_rate == TRAIN_DROP_PATH_RATES[name]
+    assert config.data.crop_pct == 0.875 and config.label_smoothing == 0.1
+
+
+@pytest.mark.parametrize("name", ["affnet_et", "affnet_t", "affnet"])
+def test_affnet_recipe_is_cvnets_mobilevit_at_256_px(name):
+    config = get_config(CONFIG_DIR / "imagenet" / f"{name}.py")
+    assert config.data.image_size == 256 and config.data.crop_pct == pytest.approx(256 / 288)
+    assert config.batch_size == 1024 and config.optimizer.lr == pytest.approx(2e-3)
+    assert config.optimizer.min_lr == pytest.approx(2e-4) and config.optimizer.weight_decay == 0.01
+    assert config.optimizer.warmup_steps == 20_000  # iterations at batch 1024, as mobilevit.yaml states
+    assert config.model.kwargs.classifier_dropout == 0.1
+
+
+def test_dsm_config_says_it_is_a_stand_in():
+    module = load_module(CONFIG_DIR / "imagenet" / "dsm_s18.py")
+    assert "stand-in" in module.__doc__
+    config = module.get_config()
+    assert config.model.kwargs.drop_path_rate == 0.2 and config.optimizer.lr == pytest.approx(1e-3)
 
 
 POOLFORMERV2 = CONFIG_DIR / "imagenet" / "poolformerv2_s12.py"
