@@ -41,7 +41,7 @@ def get_config(arg=None):
         depths=(1, 1, 2, 1), dims=(32, 48, 64, 96), drop_path_rate=0.0,
         token_mixers=("pooling", "pooling", "attention", "attention")))
 
-    config.optimizer = ConfigDict(dict(name="adamw", lr=3e-3, min_lr=1e-5, warmup_steps=30, weight_decay=0.05,
-                                       b1=0.9, b2=0.999, grad_clip=1.0))
+    config.optimizer = ConfigDict(dict(name="adamw", lr=3e-3, min_lr=1e-5, warmup_steps=min(30, args.steps // 10),
+                                       weight_decay=0.05, b1=0.9, b2=0.999, grad_clip=1.0))
     config.label_smoothing = 0.1
     return config

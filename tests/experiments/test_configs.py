@@ -230,3 +230,10 @@ def test_runlocal_trains_an_imagenet_config_end_to_end(tmp_path):
     assert 0.0 <= metrics["eval/accuracy"] <= 1.0
     assert (tmp_path / "metrics.jsonl").exists()
     assert (tmp_path / "checkpoints" / str(config.total_steps)).exists()
+
+
+def test_spectral_quickstart_trains_end_to_end(tmp_path):
+    config = get_config(CONFIG_DIR / "quickstart_spectral.py", "steps=4")
+    config.eval_every = config.checkpoint_every = 4
+    metrics = train_and_evaluate(config, tmp_path)
+    assert math.isfinite(metrics["train/loss"]) and 0.0 <= metrics["eval/accuracy"] <= 1.0
