@@ -53,6 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mixtok.kernels.dft import compute_dtype, matmul
 from mixtok.registry import unknown_name_error
 
 IMPLS = ("auto", "fft", "dct")
@@ -105,41 +106,30 @@ def _separable_matrices(height: int, width: int) -> tuple:
     return dct_matrix(height), dct_matrix(width)
 
 
-def _compute_dtype(dtype) -> jnp.dtype:
-    return jnp.bfloat16 if jnp.dtype(dtype) == jnp.bfloat16 else jnp.float32
-
-
-def _matmul(subscripts: str, matrix: np.ndarray, operand: jax.Array, dtype) -> jax.Array:
-    """einsum in `dtype` (bf16 or f32) with float32 accumulation; exact float32 for float32."""
-    precision = jax.lax.Precision.HIGHEST if dtype == jnp.float32 else jax.lax.Precision.DEFAULT
-    return jnp.einsum(subscripts, jnp.asarray(matrix, dtype), operand.astype(dtype),
-                      precision=precision, preferred_element_type=jnp.float32)
-
-
 def _dct_forward(x: jax.Array) -> jax.Array:
     """dctn(x, type=2, axes=(1, 2), norm="ortho") as GEMMs; [B, H, W, C] -> float32."""
     batch, height, width, channels = x.shape
-    dtype = _compute_dtype(x.dtype)
+    dtype = compute_dtype(x.dtype)
     if uses_kronecker_form(height, width):
-        z = _matmul("nm,bmc->bnc", _kronecker_matrix(height, width), x.reshape(batch, height * width, channels),
+        z = matmul("nm,bmc->bnc", _kronecker_matrix(height, width), x.reshape(batch, height * width, channels),
                     dtype)
         return z.reshape(batch, height, width, channels)
     c_h, c_w = _separable_matrices(height, width)
-    a = _matmul("kw,bhwc->bhkc", c_w, x, dtype)
-    return _matmul("ph,bhkc->bpkc", c_h, a, dtype)
+    a = matmul("kw,bhwc->bhkc", c_w, x, dtype)
+    return matmul("ph,bhkc->bpkc", c_h, a, dtype)
 
 
 def _dct_inverse(z: jax.Array, out_dtype) -> jax.Array:
     """idctn(z, type=2, axes=(1, 2), norm="ortho") as GEMMs with the transposed matrices."""
     batch, height, width, channels = z.shape
-    dtype = _compute_dtype(out_dtype)
+    dtype = compute_dtype(out_dtype)
     if uses_kronecker_form(height, width):
-        y = _matmul("nm,bnc->bmc", _kronecker_matrix(height, width), z.reshape(batch, height * width, channels),
+        y = matmul("nm,bnc->bmc", _kronecker_matrix(height, width), z.reshape(batch, height * width, channels),
                     dtype)
         return y.reshape(batch, height, width, channels).astype(out_dtype)
     c_h, c_w = _separable_matrices(height, width)
-    u = _matmul("ph,bpkc->bhkc", c_h, z, dtype)
-    return _matmul("kw,bhkc->bhwc", c_w, u, dtype).astype(out_dtype)
+    u = matmul("ph,bpkc->bhkc", c_h, z, dtype)
+    return matmul("kw,bhkc->bhwc", c_w, u, dtype).astype(out_dtype)
 
 
 # --------------------------------------------------------------------------- FFT-based DCT

@@ -86,11 +86,11 @@ def _separable_matrices(height: int, width: int) -> tuple:
     return w_forward, h_forward, h_inverse, w_inverse
 
 
-def _compute_dtype(dtype) -> jnp.dtype:
+def compute_dtype(dtype) -> jnp.dtype:
     return jnp.bfloat16 if jnp.dtype(dtype) == jnp.bfloat16 else jnp.float32
 
 
-def _matmul(subscripts: str, matrix: np.ndarray, operand: jax.Array, dtype) -> jax.Array:
+def matmul(subscripts: str, matrix: np.ndarray, operand: jax.Array, dtype) -> jax.Array:
     """einsum in `dtype` (bf16 or f32) with float32 accumulation; exact float32 for float32."""
     precision = jax.lax.Precision.HIGHEST if dtype == jnp.float32 else jax.lax.Precision.DEFAULT
     return jnp.einsum(subscripts, jnp.asarray(matrix, dtype), operand.astype(dtype),
@@ -100,29 +100,29 @@ def _matmul(subscripts: str, matrix: np.ndarray, operand: jax.Array, dtype) -> j
 def forward_spectrum(x: jax.Array) -> tuple:
     """rfft2(x, axes=(1, 2), norm="ortho") as (real, imag), each [B, H, W//2+1, C] float32."""
     batch, height, width, channels = x.shape
-    dtype = _compute_dtype(x.dtype)
+    dtype = compute_dtype(x.dtype)
     if uses_kronecker_form(height, width):
         forward, _ = _kronecker_matrices(height, width)
-        z = _matmul("nm,bmc->bnc", forward, x.reshape(batch, height * width, channels), dtype)
+        z = matmul("nm,bmc->bnc", forward, x.reshape(batch, height * width, channels), dtype)
         z = z.reshape(batch, height, 2, width // 2 + 1, channels)
     else:
         w_forward, h_forward, _, _ = _separable_matrices(height, width)
-        a = _matmul("wrk,bhwc->bhrkc", w_forward, x, dtype)
-        z = _matmul("pqhr,bhrkc->bpqkc", h_forward, a, dtype)
+        a = matmul("wrk,bhwc->bhrkc", w_forward, x, dtype)
+        z = matmul("pqhr,bhrkc->bpqkc", h_forward, a, dtype)
     return z[:, :, 0], z[:, :, 1]
 
 
 def inverse_spectrum(real: jax.Array, imag: jax.Array, width: int, out_dtype) -> jax.Array:
     """irfft2(real + i imag, s=(H, width), axes=(1, 2), norm="ortho") for [B, H, width//2+1, C] parts."""
     batch, height, wf, channels = real.shape
-    dtype = _compute_dtype(out_dtype)
+    dtype = compute_dtype(out_dtype)
     z = jnp.stack([real, imag], axis=2)                                   # [B, H, 2, Wf, C]
     if uses_kronecker_form(height, width):
         _, inverse = _kronecker_matrices(height, width)
-        y = _matmul("mn,bnc->bmc", inverse, z.reshape(batch, height * 2 * wf, channels), dtype)
+        y = matmul("mn,bnc->bmc", inverse, z.reshape(batch, height * 2 * wf, channels), dtype)
         y = y.reshape(batch, height, width, channels)
     else:
         _, _, h_inverse, w_inverse = _separable_matrices(height, width)
-        u = _matmul("hqpr,bprkc->bhqkc", h_inverse, z, dtype)
-        y = _matmul("rkw,bhrkc->bhwc", w_inverse, u, dtype)
+        u = matmul("hqpr,bprkc->bhqkc", h_inverse, z, dtype)
+        y = matmul("rkw,bhrkc->bhwc", w_inverse, u, dtype)
     return y.astype(out_dtype)

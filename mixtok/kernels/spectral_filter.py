@@ -244,7 +244,7 @@ def _pallas_layout(x, filt, blocks):
     """x as [B, H*W, C], the filter as real and imaginary [(B,) H*Wf, C] float32 with m folded in."""
     batch, height, width, channels = x.shape
     forward, inverse, weights = _pallas_matrices(height, width)
-    dtype = dft._compute_dtype(x.dtype)
+    dtype = dft.compute_dtype(x.dtype)
     matrices = (jnp.asarray(forward, dtype), jnp.asarray(inverse, dtype), jnp.asarray(weights, jnp.float32))
     filt = filt.reshape(filt.shape[:-3] + (-1, channels))
     return x.reshape(batch, height * width, channels), filt, matrices, blocks.channel_block(channels)
