@@ -3,15 +3,18 @@
     state_dict = load_state_dict("model.safetensors")   # or pytorch_model.bin / .pth
     save_variables("caformer_s18.msgpack", variables)    # atomic; refuses to overwrite
     variables = load_variables("caformer_s18.msgpack")
+    state_dict = unwrap_state_dict(torch_checkpoint)     # {'model': sd} -> sd, 'module.' prefixes dropped
 
 Neither torch nor safetensors is a dependency of mixtok: each is imported only when a file of its
 format is read. `.safetensors` needs `pip install mixtok[weights]`; `.pth` / `.bin` need PyTorch.
 """
 
+import argparse
+import contextlib
 import os
 import pickle
 import tempfile
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Sequence
 
 import flax.serialization
 import numpy as np
@@ -20,6 +23,8 @@ SAFETENSORS_SUFFIXES = (".safetensors",)
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 # Training scripts often save {"model": state_dict, "optimizer": ...}; these keys hold the weights.
 _WRAPPER_KEYS = ("state_dict", "model")
+# What a DistributedDataParallel model's state_dict() puts before every key.
+DDP_PREFIX = "module."
 
 
 def to_numpy(value: Any, key: str = "") -> np.ndarray:
@@ -44,17 +49,41 @@ def _check_file(path: str) -> None:
         raise FileNotFoundError(f"No checkpoint file at {path!r}.")
 
 
-def _unwrap(checkpoint: Any, path: str) -> Mapping[str, Any]:
+def _unwrap(checkpoint: Any, path: str, wrapper_keys: Sequence[str] = _WRAPPER_KEYS) -> Mapping[str, Any]:
     if not isinstance(checkpoint, Mapping):
         raise ValueError(f"{path} holds a {type(checkpoint).__name__}, not a state dict.")
-    for key in _WRAPPER_KEYS:
+    for key in wrapper_keys:
         if isinstance(checkpoint.get(key), Mapping):
             return checkpoint[key]
     return checkpoint
 
 
-def load_state_dict(path: str | os.PathLike) -> Dict[str, np.ndarray]:
-    """Reads a checkpoint file into {name: numpy array}: `.safetensors` or a torch `.pth/.pt/.bin/.ckpt`."""
+def unwrap_state_dict(checkpoint: Mapping[str, Any], wrapper_keys: Sequence[str] = _WRAPPER_KEYS) -> Dict[str, Any]:
+    """The flat state dict inside a training checkpoint, with the keys the model's own state_dict() has.
+
+    `checkpoint[k]` for the first of `wrapper_keys` that holds a mapping (a training script's
+    {"model": state_dict, "optimizer": ...}), else `checkpoint` itself; and without the "module."
+    prefix when every key has it (the state_dict() of a DistributedDataParallel wrapper).
+    """
+    state_dict = _unwrap(checkpoint, "the checkpoint", wrapper_keys)
+    if state_dict and all(isinstance(k, str) and k.startswith(DDP_PREFIX) for k in state_dict):
+        return {k[len(DDP_PREFIX):]: v for k, v in state_dict.items()}
+    return dict(state_dict)
+
+
+def _torch_safe_globals(torch):
+    """Lets torch.load(weights_only=True) read the argparse.Namespace that training scripts save as
+    checkpoint['args'] (DeiT-style scripts such as GFNet's main_gfnet.py); it holds plain values only."""
+    safe_globals = getattr(torch.serialization, "safe_globals", None)
+    return safe_globals([argparse.Namespace]) if safe_globals else contextlib.nullcontext()
+
+
+def load_state_dict(path: str | os.PathLike, *, wrapper_keys: Sequence[str] = _WRAPPER_KEYS) -> Dict[str, np.ndarray]:
+    """Reads a checkpoint file into {name: numpy array}: `.safetensors` or a torch `.pth/.pt/.bin/.ckpt`.
+
+    A torch file that holds a training checkpoint gives the state dict under the first of
+    `wrapper_keys` that holds one ("state_dict", then "model", by default).
+    """
     path = os.fspath(path)
     _check_file(path)
     suffix = os.path.splitext(path)[1].lower()
@@ -72,12 +101,13 @@ def load_state_dict(path: str | os.PathLike) -> Dict[str, np.ndarray]:
             raise ImportError(f"Reading {path} ({suffix}) needs PyTorch: pip install torch. Without it, download "
                               f"the .safetensors file of the same weights and pip install mixtok[weights].") from e
         try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+            with _torch_safe_globals(torch):
+                checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
             raise ValueError(f"{path} holds more than tensors, which torch.load(weights_only=True) refuses to "
                              f"unpickle. If you trust the file, load it with torch.load(path, weights_only=False) "
                              f"and pass its state dict to convert().") from e
-        return {k: to_numpy(v, k) for k, v in _unwrap(checkpoint, path).items()}
+        return {k: to_numpy(v, k) for k, v in _unwrap(checkpoint, path, wrapper_keys).items()}
     raise ValueError(f"Cannot tell the format of {path} from its suffix {suffix!r}; expected one of "
                      f"{', '.join(SAFETENSORS_SUFFIXES + TORCH_SUFFIXES)}.")
 

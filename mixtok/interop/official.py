@@ -1,0 +1,192 @@
+"""What the importers of the papers' official checkpoints share: a key table and the conversions through it.
+
+An importer (`mixtok.interop.gfnet`, `mixtok.interop.affnet`) names, for every leaf of a mixtok
+model's variables, the official PyTorch key and how the two layouts relate. The leaves come from
+`jax.eval_shape` of the model's init, so the table covers exactly the model's variables and makes
+no weights. This module turns the table into both directions of conversion, reports a state dict
+that does not fit with every missing key, unexpected key and wrong shape in one error (the timm
+importer's format), and runs the command line the importers share:
+
+    python -m mixtok.interop.<family> NAME CHECKPOINT OUTPUT.msgpack [--num-classes N]
+
+Layouts (mixtok <-> official):
+
+    "same"    the same array (norm weights, biases, filters, BatchNorm statistics)
+    "linear"  Dense kernel [in, out]          <-> Linear weight [out, in]
+    "conv"    Conv kernel [kh, kw, in/g, out] <-> Conv2d weight [out, in/g, kh, kw]
+    "tokens"  [1, h, w, C] (a grid)           <-> [1, h * w, C] (row-major tokens)
+"""
+
+import argparse
+import dataclasses
+import math
+import os
+import re
+import sys
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from mixtok.interop.timm import _mismatch_error, _walk
+from mixtok.interop.weight_files import load_state_dict, save_variables
+from mixtok.models import count_params
+
+Path = Tuple[str, ...]
+LAYOUTS = ("same", "linear", "conv", "tokens")
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One variable: its mixtok collection, path and shape, its official key, and how the layouts relate."""
+
+    collection: str  # "params" or "batch_stats"
+    path: Path
+    shape: Tuple[int, ...]
+    dtype: Any
+    key: str
+    layout: str
+
+    def __post_init__(self):
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"Unknown layout {self.layout!r} for {self.key}; valid layouts: {', '.join(LAYOUTS)}.")
+
+    @property
+    def where(self) -> str:
+        """The mixtok name of the variable, e.g. `blocks_0/mlp/fc1/kernel` or `batch_stats:conv_1/norm/mean`."""
+        return _where((self.collection,) + self.path)
+
+    @property
+    def official_shape(self) -> Tuple[int, ...]:
+        if self.layout == "linear":
+            return self.shape[::-1]
+        if self.layout == "conv":
+            kh, kw, cin, cout = self.shape
+            return (cout, cin, kh, kw)
+        if self.layout == "tokens":
+            return (self.shape[0], math.prod(self.shape[1:-1]), self.shape[-1])
+        return self.shape
+
+    def from_official(self, array: np.ndarray) -> np.ndarray:
+        if self.layout == "linear":
+            array = array.T
+        elif self.layout == "conv":
+            array = array.transpose(2, 3, 1, 0)
+        elif self.layout == "tokens":
+            array = array.reshape(self.shape)
+        return np.ascontiguousarray(array, dtype=self.dtype)
+
+    def to_official(self, array: np.ndarray) -> np.ndarray:
+        if self.layout == "linear":
+            array = array.T
+        elif self.layout == "conv":
+            array = array.transpose(3, 2, 0, 1)
+        elif self.layout == "tokens":
+            array = array.reshape(self.official_shape)
+        return np.ascontiguousarray(array)
+
+
+KeyFunction = Callable[[str, Path, Any], Tuple[str, str]]
+
+
+def build_table(shapes: Mapping[str, Any], official_key: KeyFunction) -> Tuple[Entry, ...]:
+    """Entries for every leaf of `shapes` ({collection: tree of ShapeDtypeStructs}), ordered by official key.
+
+    `official_key(collection, path, leaf)` returns (official key, layout).
+    """
+    entries = []
+    for collection, tree in shapes.items():
+        for path, leaf in _walk(tree):
+            key, layout = official_key(collection, path, leaf)
+            entries.append(Entry(collection, path, tuple(leaf.shape), np.dtype(leaf.dtype), key, layout))
+    keys = [e.key for e in entries]
+    if len(set(keys)) != len(keys):
+        twice = sorted(k for k in set(keys) if keys.count(k) > 1)
+        raise AssertionError(f"Two mixtok variables map to one official key: {twice}")
+    return tuple(sorted(entries, key=lambda e: natural_order(e.key)))
+
+
+def natural_order(key: str):
+    """Sort key that compares the numbers in a dotted key as numbers: blocks.2 < blocks.10."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", key)]
+
+
+def variables_from_state_dict(entries: Sequence[Entry], arrays: Mapping[str, np.ndarray], what: str, *,
+                              ignored: Iterable[str] = (), hint: str = "") -> Dict[str, Any]:
+    """{collection: nested arrays} from official `arrays`; one ValueError lists every misfit.
+
+    Keys in `ignored` are accepted and dropped (e.g. BatchNorm's num_batches_tracked).
+    """
+    known = {e.key for e in entries} | set(ignored)
+    unexpected = [k for k in arrays if k not in known]
+    missing = [f"{e.key} (mixtok {e.where})" for e in entries if e.key not in arrays]
+    bad_shapes = [f"{e.key}: expected {e.official_shape}, got {tuple(arrays[e.key].shape)} (mixtok {e.where} {e.shape})"
+                  for e in entries if e.key in arrays and tuple(arrays[e.key].shape) != e.official_shape]
+    error = _mismatch_error(what, unexpected, missing, bad_shapes, hint if arrays else " The state dict is empty.")
+    if error:
+        raise error
+    variables: Dict[str, Any] = {"params": {}} if any(e.collection == "params" for e in entries) else {}
+    for e in entries:
+        node = variables.setdefault(e.collection, {})
+        for part in e.path[:-1]:
+            node = node.setdefault(part, {})
+        node[e.path[-1]] = e.from_official(arrays[e.key])
+    return variables
+
+
+def state_dict_from_variables(entries: Sequence[Entry], variables: Mapping[str, Any],
+                              what: str) -> Dict[str, np.ndarray]:
+    """The official state dict (numpy arrays, official layouts) from mixtok `variables`; the inverse."""
+    collections = sorted({e.collection for e in entries})
+    leaves = {(c,) + path: leaf for c in collections if c in variables for path, leaf in _walk(variables[c])}
+    expected = {(e.collection,) + e.path: e for e in entries}
+    unexpected = [_where(p) for p in leaves if p not in expected]
+    missing = [e.where for p, e in expected.items() if p not in leaves]
+    bad_shapes = [f"{e.where}: expected {e.shape}, got {tuple(np.shape(leaves[p]))}"
+                  for p, e in expected.items() if p in leaves and tuple(np.shape(leaves[p])) != e.shape]
+    absent = [c for c in collections if c not in variables]
+    hint = f" The variables have no {' or '.join(repr(c) for c in absent)} collection." if absent else ""
+    error = _mismatch_error(what, unexpected, missing, bad_shapes, hint)
+    if error:
+        raise error
+    return {e.key: e.to_official(np.asarray(leaves[(e.collection,) + e.path])) for e in entries}
+
+
+def _where(path: Path) -> str:
+    """`blocks_0/mlp/fc1/kernel` for a parameter, `batch_stats:conv_1/norm/mean` for another collection's variable."""
+    name = "/".join(path[1:])
+    return name if path[0] == "params" else f"{path[0]}:{name}"
+
+
+def freeze(value: Any) -> Any:
+    """A hashable form of a model override (lists become tuples), for caching tables by configuration."""
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze(v) for v in value)
+    if isinstance(value, Mapping):
+        return tuple(sorted((k, freeze(v)) for k, v in value.items()))
+    return value
+
+
+def run_cli(argv: Optional[Sequence[str]], *, prog: str, description: str, name_help: str,
+            convert: Callable[..., Dict[str, Any]], resolve_name: Callable[[str], str],
+            wrapper_keys: Sequence[str], summary: Callable[[Dict[str, Any]], str] = lambda v: "") -> int:
+    """The command line of an importer: checkpoint file -> mixtok msgpack (atomic, never overwrites)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("name", help=name_help)
+    parser.add_argument("checkpoint", help="the official checkpoint file (.pth / .pt; .safetensors)")
+    parser.add_argument("output", help="where to write the variables (.msgpack); must not exist yet")
+    parser.add_argument("--num-classes", type=int, default=None,
+                        help="classifier size (default: read from the checkpoint)")
+    args = parser.parse_args(argv)
+    try:
+        model_name = resolve_name(args.name)
+        if os.path.lexists(args.output):  # say so before the slow part, not after it
+            raise FileExistsError(f"{args.output} already exists; not overwriting it. "
+                                  f"Remove it or choose another output.")
+        state_dict = load_state_dict(args.checkpoint, wrapper_keys=wrapper_keys)
+        variables = convert(model_name, state_dict, num_classes=args.num_classes)
+        save_variables(args.output, variables)
+    except (FileExistsError, FileNotFoundError, IsADirectoryError, ImportError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"Wrote {count_params(variables):,} parameters of {model_name}{summary(variables)} to {args.output}")
+    return 0
