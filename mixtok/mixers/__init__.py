@@ -16,8 +16,11 @@ from mixtok.mixers.mlp import RandomMixing
 from mixtok.mixers.spectral import GlobalFilter
 from mixtok.mixers.aff import AdaptiveFrequencyFilter
 from mixtok.mixers.dsm import DynamicSpectrumMixer
+from mixtok.mixers.cas_vit import AdditiveTokenMixer
+from mixtok.mixers.ffnet import FFNifiedAttention
 
 __all__ = [
-    "MIXERS", "AdaptiveFrequencyFilter", "Attention", "DynamicSpectrumMixer", "GlobalFilter", "Identity", "Pooling", "RandomMixing", "SepConv",
+    "MIXERS", "AdaptiveFrequencyFilter", "AdditiveTokenMixer", "Attention", "DynamicSpectrumMixer",
+    "FFNifiedAttention", "GlobalFilter", "Identity", "Pooling", "RandomMixing", "SepConv",
     "avg_pool_exclude_padding", "get", "list_mixers", "register",
 ]

@@ -11,6 +11,8 @@ from mixtok.models import metaformer_variants  # noqa: F401  (registers the vari
 from mixtok.models import gfnet_variants  # noqa: F401  (registers the variants)
 from mixtok.models import affnet_variants  # noqa: F401  (registers the variants)
 from mixtok.models import dsm_variants  # noqa: F401  (registers the variants)
+from mixtok.models import cas_vit_variants  # noqa: F401  (registers the variants)
+from mixtok.models import ffnet_variants  # noqa: F401  (registers the variants)
 
 __all__ = ["MODELS", "MetaFormer", "ModelSpec", "count_params", "create_model", "list_models", "model_spec",
            "register_model"]
