@@ -18,9 +18,10 @@ from mixtok.mixers.aff import AdaptiveFrequencyFilter
 from mixtok.mixers.dsm import DynamicSpectrumMixer
 from mixtok.mixers.cas_vit import AdditiveTokenMixer
 from mixtok.mixers.ffnet import FFNifiedAttention
+from mixtok.mixers.linear_attention import LinearAttention
 
 __all__ = [
     "MIXERS", "AdaptiveFrequencyFilter", "AdditiveTokenMixer", "Attention", "DynamicSpectrumMixer",
-    "FFNifiedAttention", "GlobalFilter", "Identity", "Pooling", "RandomMixing", "SepConv",
+    "FFNifiedAttention", "GlobalFilter", "Identity", "LinearAttention", "Pooling", "RandomMixing", "SepConv",
     "avg_pool_exclude_padding", "get", "list_mixers", "register",
 ]
