@@ -1,4 +1,4 @@
-"""Converts timm's MetaFormer weights (PoolFormer v1/v2, ConvFormer, CAFormer) to mixtok and back.
+"""Converts timm's MetaFormer (PoolFormer v1/v2, ConvFormer, CAFormer) and DaViT weights to mixtok and back.
 
     state_dict = load_state_dict("model.safetensors")   # huggingface.co/timm/caformer_s18.sail_in1k
     variables = convert("caformer_s18", state_dict)      # {'params': ...} of create_model("caformer_s18")
@@ -17,7 +17,8 @@ mixtok's parameter tree mirrors timm's module tree (timm `stages.2.blocks.1.mlp.
     timm Conv2d weight [out, in / groups, kh, kw]         <-> Conv kernel [kh, kw, in / groups, out]
     a norm's `weight`                                     <-> `scale`
 
-timm runs a stage channels-last (Linear MLP) when its mixer is attention, channels-first otherwise.
+timm's MetaFormer runs a stage channels-last (Linear MLP) when its mixer is attention, channels-first
+otherwise; timm's DaViT is channels-last throughout (its family rules live in `mixtok.interop.timm_davit`).
 The mapping is derived from the mixtok model's own parameter tree (`jax.eval_shape` of its init), so
 each mixtok parameter has exactly one timm key, and a state dict that does not fit is reported
 with every missing key, unexpected key and wrong shape in one error. The parity tests
@@ -30,13 +31,14 @@ import functools
 import os
 import re
 import sys
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mixtok.interop import timm_davit
 from mixtok.interop.weight_files import load_state_dict, load_variables, save_variables, to_numpy
 from mixtok.models import count_params, create_model, list_models, model_spec
 from mixtok.models.metaformer import per_stage
@@ -120,7 +122,7 @@ def _walk(tree: Mapping[str, Any], prefix: Path = ()):
             yield prefix + (name,), value
 
 
-def _entry(path: Path, leaf: Any, stage_mixers: Sequence[str]) -> _Entry:
+def _entry(path: Path, leaf: Any, dense_is_pointwise: Callable[[Path], bool]) -> _Entry:
     module, leaf_name = path[:-1], path[-1]
     timm_module = [re.sub(r"^(stages|blocks)_(\d+)$", r"\1.\2", part) for part in module]
     if leaf_name == "kernel" or (leaf_name == "scale" and module[-1].startswith("norm")):
@@ -131,10 +133,19 @@ def _entry(path: Path, leaf: Any, stage_mixers: Sequence[str]) -> _Entry:
     if leaf_name == "kernel" and len(leaf.shape) == 4:
         layout = "conv"
     elif leaf_name == "kernel":
-        stage = re.fullmatch(r"stages_(\d+)", module[0])
-        channels_first = stage is not None and stage_mixers[int(stage.group(1))] != "attention"
-        layout = "pointwise" if channels_first else "linear"
+        layout = "pointwise" if dense_is_pointwise(module) else "linear"
     return _Entry(path, tuple(leaf.shape), leaf.dtype, ".".join(timm_module + [timm_leaf]), layout)
+
+
+def _metaformer_dense_is_pointwise(model) -> Callable[[Path], bool]:
+    """timm's MetaFormer holds a stage's Dense layers as 1x1 convs unless the stage's mixer is attention."""
+    stage_mixers = per_stage(model.token_mixers, len(model.depths), "token_mixers")
+
+    def dense_is_pointwise(module: Path) -> bool:
+        stage = re.fullmatch(r"stages_(\d+)", module[0])
+        return stage is not None and stage_mixers[int(stage.group(1))] != "attention"
+
+    return dense_is_pointwise
 
 
 @functools.lru_cache(maxsize=32)
@@ -146,8 +157,12 @@ def _entries(name: str, num_classes: int) -> Tuple[_Entry, ...]:
     shapes = nn.meta.unbox(shapes)
     if set(shapes) != {"params"}:
         raise ValueError(f"{name} has variable collections {sorted(set(shapes) - {'params'})} that timm does not have.")
-    mixers = per_stage(model.token_mixers, len(model.depths), "token_mixers")
-    return tuple(sorted((_entry(path, leaf, mixers) for path, leaf in _walk(shapes["params"])), key=_timm_order))
+    if timm_davit.is_davit(model):
+        dense_is_pointwise = timm_davit.dense_is_pointwise
+    else:
+        dense_is_pointwise = _metaformer_dense_is_pointwise(model)
+    return tuple(sorted((_entry(path, leaf, dense_is_pointwise) for path, leaf in _walk(shapes["params"])),
+                        key=_timm_order))
 
 
 def _timm_order(entry: _Entry):
@@ -190,13 +205,15 @@ def _format_hint(keys: Sequence[str]) -> str:
         return (" The keys look like an official sail-sg checkpoint, not timm's: load it into timm "
                 "(timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=path))) and pass "
                 "model.state_dict(), or download the timm weights.")
+    if timm_davit.looks_official(keys):
+        return timm_davit.OFFICIAL_CHECKPOINT_HINT
     if all(k.startswith("module.") for k in keys):
         return " Every key starts with 'module.' (a DistributedDataParallel save): strip that prefix first."
     return ""
 
 
 def convert(name: str, state_dict: Mapping[str, Any], *, num_classes: Optional[int] = None) -> Dict[str, Any]:
-    """mixtok variables {'params': nested float32 numpy arrays} from a timm MetaFormer state dict.
+    """mixtok variables {'params': nested float32 numpy arrays} from a timm MetaFormer or DaViT state dict.
 
     `name` is a mixtok or timm name, optionally with timm's pretrained tag (`caformer_s18.sail_in1k`);
     `state_dict` maps timm names to numpy arrays or torch tensors. `num_classes=None` reads the
@@ -259,7 +276,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """The command line: converts a downloaded timm checkpoint to a mixtok msgpack file."""
     parser = argparse.ArgumentParser(
         prog="python -m mixtok.interop.timm",
-        description="Converts a timm MetaFormer checkpoint (.safetensors, .pth, .bin) to mixtok variables "
+        description="Converts a timm MetaFormer or DaViT checkpoint (.safetensors, .pth, .bin) to mixtok variables "
                     "(flax msgpack; read them back with mixtok.interop.timm.load_variables).")
     parser.add_argument("name", help="mixtok or timm model name, e.g. caformer_s18 or caformer_s18.sail_in1k")
     parser.add_argument("checkpoint", help="the timm checkpoint file, e.g. model.safetensors")

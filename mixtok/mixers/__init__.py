@@ -19,9 +19,16 @@ from mixtok.mixers.dsm import DynamicSpectrumMixer
 from mixtok.mixers.cas_vit import AdditiveTokenMixer
 from mixtok.mixers.ffnet import FFNifiedAttention
 from mixtok.mixers.linear_attention import LinearAttention
+from mixtok.mixers.s2aformer import StripSelfAttention
+from mixtok.mixers.davit import ChannelAttention, MultiHeadAttention, WindowAttention
+from mixtok.mixers.transnext import AggregatedAttention, ConvGLU, LengthScaledCosineAttention
+from mixtok.mixers.inception import InceptionMixer
+from mixtok.mixers.lsnet import LSConv
 
 __all__ = [
-    "MIXERS", "AdaptiveFrequencyFilter", "AdditiveTokenMixer", "Attention", "DynamicSpectrumMixer",
-    "FFNifiedAttention", "GlobalFilter", "Identity", "LinearAttention", "Pooling", "RandomMixing", "SepConv",
-    "avg_pool_exclude_padding", "get", "list_mixers", "register",
+    "AdaptiveFrequencyFilter", "AdditiveTokenMixer", "AggregatedAttention", "Attention", "ChannelAttention",
+    "ConvGLU", "DynamicSpectrumMixer", "FFNifiedAttention", "GlobalFilter", "Identity", "InceptionMixer",
+    "LSConv", "LengthScaledCosineAttention", "LinearAttention", "MIXERS", "MultiHeadAttention", "Pooling",
+    "RandomMixing", "SepConv", "StripSelfAttention", "WindowAttention", "avg_pool_exclude_padding", "get",
+    "list_mixers", "register",
 ]

@@ -13,6 +13,11 @@ from mixtok.models import affnet_variants  # noqa: F401  (registers the variants
 from mixtok.models import dsm_variants  # noqa: F401  (registers the variants)
 from mixtok.models import cas_vit_variants  # noqa: F401  (registers the variants)
 from mixtok.models import ffnet_variants  # noqa: F401  (registers the variants)
+from mixtok.models import s2aformer_variants  # noqa: F401  (registers the stand-ins)
+from mixtok.models import davit_variants  # noqa: F401  (registers the variants)
+from mixtok.models import transnext_variants  # noqa: F401  (registers the variants)
+from mixtok.models import iformer_variants  # noqa: F401  (registers the variants)
+from mixtok.models import lsnet_variants  # noqa: F401  (registers the variants)
 
 __all__ = ["MODELS", "MetaFormer", "ModelSpec", "count_params", "create_model", "list_models", "model_spec",
            "register_model"]

@@ -23,7 +23,7 @@ from mixtok.models import create_model, list_models, model_spec
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TIMM_BACKED = [n for n in list_models() if model_spec(n).timm_name]
 FAST = ["poolformer_s12", "poolformerv2_s12", "convformer_s18", "caformer_s18"]
-SLOW = [n for n in TIMM_BACKED if n not in FAST]
+SLOW = [n for n in TIMM_BACKED if n not in FAST and not n.startswith("davit")]  # DaViT: tests/models/test_davit.py
 # tests/conftest.py belongs to the whole suite, so the slow tier's switch lives here.
 SLOW_MARKS = [pytest.mark.slow, pytest.mark.skipif(os.environ.get("MIXTOK_SLOW_TESTS") != "1",
                                                    reason="slow tier: set MIXTOK_SLOW_TESTS=1 to run")]
@@ -50,8 +50,8 @@ def assert_trees_equal(actual, expected):
 # --- the mapping, without torch ---------------------------------------------------------------
 
 def test_every_timm_family_is_covered():
-    assert len(TIMM_BACKED) == 18
-    assert {n.split("_")[0] for n in TIMM_BACKED} == {"poolformer", "poolformerv2", "convformer", "caformer"}
+    assert len(TIMM_BACKED) == 21
+    assert {n.split("_")[0] for n in TIMM_BACKED} == {"poolformer", "poolformerv2", "convformer", "caformer", "davit"}
 
 
 @pytest.mark.parametrize("name", FAST)

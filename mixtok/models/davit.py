@@ -1,0 +1,293 @@
+"""DaViT: a four-stage pyramid whose blocks alternate window (spatial) attention and channel attention.
+
+Paper: "DaViT: Dual Attention Vision Transformers" (Ding et al., ECCV 2022), https://arxiv.org/abs/2204.03645.
+Official code: dingmyu/davit @ fc79470d: timm/models/davit.py (`DaViT`, `SpatialBlock`, `ChannelBlock`,
+`PatchEmbed`, `ConvPosEnc`). Structure and parameter names follow timm's port (huggingface/
+pytorch-image-models: timm/models/davit.py, `DaVit`, timm 1.0.31), whose converted weights
+`mixtok.interop.timm` loads; the mixers are `mixtok.mixers.davit`.
+
+    stem:        zero-pad bottom/right to a multiple of 4 -> conv 7x7 stride 4 padding 3 -> LayerNorm
+    stage i > 0: LayerNorm -> zero-pad bottom/right to even -> conv 2x2 stride 2
+    unit:        spatial block, then channel block (timm `blocks.j.0`, `blocks.j.1`); `depths` counts units
+    block:       x = x + dwconv3x3(x)                                   (cpe1, ConvPosEnc, with bias, no act)
+                 x = x + drop_path(mixer(LayerNorm(x)))                  (window or channel attention)
+                 x = x + dwconv3x3(x)                                   (cpe2)
+                 x = x + drop_path(Mlp(LayerNorm(x)))                    (C -> 4C -> C, exact GELU, biases)
+    head:        global average pool -> LayerNorm -> [dropout] -> Linear
+
+Every LayerNorm has eps 1e-5 and a bias; qkv projections have biases (`qkv_bias=True`). The model
+takes images of any size, as the official one does (the stem, the downsamplings and the windows pad).
+Parameter paths mirror timm's module paths: timm `stages.2.blocks.1.0.attn.qkv.weight` is
+`params['stages_2']['blocks_1']['0']['attn']['qkv']['kernel']`.
+
+`mixers` names the mixer of each block of a unit (default `("window_attention", "channel_attention")`),
+so "DaViT with global attention instead of windows" is `create_model("davit_tiny",
+mixers=("multi_head_attention", "channel_attention"))`; the three DaViT mixers get `num_heads`,
+`qkv_bias` (and `window_size`) from the model, any other registered mixer only `mixer_kwargs[name]`.
+
+Initialisation as in timm / the official code: Linear weights truncated normal (std 0.02) with zero
+biases; convolutions keep PyTorch's default, weight and bias U(+-1/sqrt(fan_in)); LayerNorm 1 / 0.
+
+Differences from the official code and timm:
+- Stochastic depth follows the official code: rates rise linearly from 0 to `drop_path_rate` over all
+  2 * sum(depths) blocks, each block its own rate. timm instead gives both blocks of unit u the rate
+  linspace(0, drop_path_rate, sum(depths))[u]. (Only training differs; the default rate is 0.)
+- NHWC layout; the official code keeps tokens [B, N, C] and timm NCHW between blocks (the same maths).
+- The official head (`norms`, `head`) and patch embeddings (`patch_embeds`) are timm's `head.norm`,
+  `head.fc`, `stem` and `stages.i.downsample`, as timm's checkpoint filter renames them.
+Stage outputs are sown into `intermediates` as `stage0` ... `stage3`, the pooled and normalised features as
+`head/pre_logits`.
+"""
+
+from typing import Any, Mapping, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mixtok import mixers as mixer_registry
+from mixtok.layers.drop import DropPath
+from mixtok.layers.mlp import Mlp
+from mixtok.layers.norms import LayerNorm
+from mixtok.layers.partitioning import dense_kernel_init, param_with_axes, zeros_with_axes
+from mixtok.mixers.davit import ChannelAttention, MultiHeadAttention, WindowAttention
+from mixtok.models.inputs import check_images
+
+NORM_EPSILON = 1e-5  # timm DaVit norm_eps; the official nn.LayerNorm default
+DAVIT_MIXERS = ("window_attention", "channel_attention")
+
+
+def torch_conv_init(fan_in: int, axes: Sequence[Optional[str]]):
+    """PyTorch's default Conv2d init of weights and biases alike: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = 1.0 / np.sqrt(fan_in)
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return param_with_axes(init, axes)
+
+
+def _conv(features: int, kernel: int, stride: int, padding: int, fan_in: int, groups: int, name: str,
+          dtype: Any, param_dtype: Any) -> nn.Conv:
+    in_axis = None if groups > 1 else "conv_in"  # a depthwise kernel has a size-1 input axis
+    return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=((padding, padding),) * 2,
+                   feature_group_count=groups, dtype=dtype, param_dtype=param_dtype,
+                   kernel_init=torch_conv_init(fan_in, (None, None, in_axis, "conv_out")),
+                   bias_init=torch_conv_init(fan_in, ("conv_out",)), name=name)
+
+
+def _pad_bottom_right(x, multiple: int):
+    return jnp.pad(x, ((0, 0), (0, -x.shape[1] % multiple), (0, -x.shape[2] % multiple), (0, 0)))
+
+
+def block_drop_path_rates(drop_path_rate: float, depths: Sequence[int], blocks_per_unit: int = 2):
+    """Stochastic-depth rate of every block, [stage][unit][block]: the official schedule, rising linearly from
+    0 to `drop_path_rate` over all blocks in order (dingmyu/davit `DaViT.__init__`, `dpr`)."""
+    rates = np.linspace(0.0, drop_path_rate, blocks_per_unit * sum(depths)).tolist()
+    nested, start = [], 0
+    for depth in depths:
+        nested.append([rates[start + blocks_per_unit * j:start + blocks_per_unit * (j + 1)] for j in range(depth)])
+        start += blocks_per_unit * depth
+    return nested
+
+
+class ConvPosEnc(nn.Module):
+    """x + depthwise conv3x3(x) (with bias, no activation): DaViT's convolutional position encoding."""
+
+    kernel_size: int = 3
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        channels, k = x.shape[-1], self.kernel_size
+        return x + _conv(channels, k, 1, k // 2, k * k, channels, "proj", self.dtype, self.param_dtype)(x)
+
+
+class DaViTBlock(nn.Module):
+    """cpe1 -> pre-norm mixer with residual -> cpe2 -> pre-norm MLP with residual (`SpatialBlock` /
+    `ChannelBlock`, which differ only in their mixer)."""
+
+    mixer: str
+    mixer_kwargs: Mapping[str, Any]
+    mlp_ratio: float = 4.0
+    drop_path: float = 0.0
+    norm_epsilon: float = NORM_EPSILON
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False):
+        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        x = ConvPosEnc(name="cpe1", **common)(x)
+        y = LayerNorm(epsilon=self.norm_epsilon, name="norm1", **common)(x)
+        y = mixer_registry.get(self.mixer)(dim=x.shape[-1], name="attn", **common, **self.mixer_kwargs)(
+            y, train=train)
+        x = x + DropPath(self.drop_path)(y, train=train)
+        x = ConvPosEnc(name="cpe2", **common)(x)
+        y = LayerNorm(epsilon=self.norm_epsilon, name="norm2", **common)(x)
+        y = Mlp(mlp_ratio=self.mlp_ratio, activation="gelu", use_bias=True, name="mlp", **common)(y, train=train)
+        return x + DropPath(self.drop_path)(y, train=train)
+
+
+class DualAttentionUnit(nn.Module):
+    """One unit of a stage: a block per entry of `blocks` (block options), named "0", "1", ... as in timm."""
+
+    blocks: Sequence[Mapping[str, Any]]
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False):
+        for k, options in enumerate(self.blocks):
+            x = DaViTBlock(**options, name=str(k), dtype=self.dtype, param_dtype=self.param_dtype)(x, train=train)
+        return x
+
+
+class Downsample(nn.Module):
+    """LayerNorm -> zero-pad bottom/right to even -> conv 2x2 stride 2 (timm `Downsample`, official
+    `PatchEmbed` with patch 2)."""
+
+    features: int
+    norm_epsilon: float = NORM_EPSILON
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        x = LayerNorm(epsilon=self.norm_epsilon, name="norm", **common)(x)
+        x = _pad_bottom_right(x, 2)
+        return _conv(self.features, 2, 2, 0, 4 * x.shape[-1], 1, "conv", **common)(x)
+
+
+class Stem(nn.Module):
+    """Zero-pad bottom/right to a multiple of 4 -> conv 7x7 stride 4 padding 3 -> LayerNorm."""
+
+    features: int
+    norm_epsilon: float = NORM_EPSILON
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        x = _pad_bottom_right(x, 4)
+        x = _conv(self.features, 7, 4, 3, 49 * x.shape[-1], 1, "conv", **common)(x)
+        return LayerNorm(epsilon=self.norm_epsilon, name="norm", **common)(x)
+
+
+class DaViTStage(nn.Module):
+    """[Downsample] followed by one `DualAttentionUnit` per entry of `units` (each a tuple of block options)."""
+
+    features: int
+    downsample: bool
+    units: Sequence[Sequence[Mapping[str, Any]]]
+    norm_epsilon: float = NORM_EPSILON
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False):
+        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        if self.downsample:
+            x = Downsample(self.features, self.norm_epsilon, name="downsample", **common)(x)
+        for j, blocks in enumerate(self.units):
+            x = DualAttentionUnit(blocks, name=f"blocks_{j}", **common)(x, train=train)
+        return x
+
+
+class Head(nn.Module):
+    """Global average pool -> LayerNorm -> [dropout] -> Linear (timm `NormMlpClassifierHead` without hidden layer)."""
+
+    num_classes: int
+    norm_epsilon: float = NORM_EPSILON
+    dropout: float = 0.0
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False):
+        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        x = jnp.mean(x.astype(jnp.float32), axis=(1, 2)).astype(x.dtype)
+        x = LayerNorm(epsilon=self.norm_epsilon, name="norm", **common)(x)
+        self.sow("intermediates", "pre_logits", x)
+        if self.num_classes <= 0:
+            return x
+        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        return nn.Dense(self.num_classes, kernel_init=dense_kernel_init(("embed", None)),
+                        bias_init=zeros_with_axes((None,)), name="fc", **common)(x)
+
+
+class DaViT(nn.Module):
+    """A DaViT classifier: `apply(variables, images[B, H, W, 3]) -> logits[B, num_classes]`, any H and W."""
+
+    depths: Sequence[int] = (1, 1, 3, 1)
+    dims: Sequence[int] = (96, 192, 384, 768)
+    num_heads: Sequence[int] = (3, 6, 12, 24)
+    window_size: int = 7
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    mixers: Sequence[str] = DAVIT_MIXERS
+    mixer_kwargs: Optional[Mapping[str, Mapping[str, Any]]] = None
+    norm_epsilon: float = NORM_EPSILON
+    attention_implementation: Optional[str] = None
+    num_classes: int = 1000
+    drop_path_rate: float = 0.0
+    head_dropout: float = 0.0
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @property
+    def reduction(self) -> int:
+        """The total stride: the stem's 4 times 2 for every further stage."""
+        return 4 * 2 ** (len(self.depths) - 1)
+
+    def _mixer_options(self, mixer: str, stage: int) -> dict:
+        """The keyword arguments of `mixer` in stage `stage`."""
+        cls = mixer_registry.get(mixer)
+        options = {}
+        if cls in (WindowAttention, ChannelAttention, MultiHeadAttention):
+            options = dict(num_heads=self.num_heads[stage], qkv_bias=self.qkv_bias)
+        if cls is WindowAttention:
+            options["window_size"] = self.window_size
+        if cls in (WindowAttention, MultiHeadAttention):
+            options["attention_implementation"] = self.attention_implementation
+        return {**options, **dict((self.mixer_kwargs or {}).get(mixer, {}))}
+
+    def _check_options(self) -> None:
+        n = len(self.depths)
+        if not (len(self.dims) == len(self.num_heads) == n):
+            raise ValueError(f"depths {tuple(self.depths)}, dims {tuple(self.dims)} and num_heads "
+                             f"{tuple(self.num_heads)} must have one entry per stage (the same length).")
+        for dim, heads in zip(self.dims, self.num_heads):
+            if heads < 1 or dim % heads:
+                raise ValueError(f"dims {tuple(self.dims)} must be multiples of num_heads {tuple(self.num_heads)} "
+                                 f"stage by stage; {dim} is not a multiple of {heads}.")
+        if not self.mixers:
+            raise ValueError("mixers must name at least one mixer per unit, e.g. "
+                             f"{DAVIT_MIXERS} (DaViT's spatial then channel block).")
+        for name in self.mixers:
+            mixer_registry.get(name)  # fail before building anything, with the close matches
+
+    @nn.compact
+    def __call__(self, images, *, train: bool = False):
+        check_images(images, 1, "DaViT", "any size works")
+        self._check_options()
+        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        drop_rates = block_drop_path_rates(self.drop_path_rate, self.depths, len(self.mixers))
+
+        x = images.astype(self.dtype) if self.dtype is not None else images
+        x = Stem(self.dims[0], self.norm_epsilon, name="stem", **common)(x)
+        for i, depth in enumerate(self.depths):
+            units = tuple(
+                tuple(dict(mixer=mixer, mixer_kwargs=self._mixer_options(mixer, i), mlp_ratio=self.mlp_ratio,
+                           drop_path=drop_rates[i][j][k], norm_epsilon=self.norm_epsilon)
+                      for k, mixer in enumerate(self.mixers))
+                for j in range(depth))
+            x = DaViTStage(self.dims[i], i > 0, units, self.norm_epsilon, name=f"stages_{i}", **common)(
+                x, train=train)
+            self.sow("intermediates", f"stage{i}", x)
+        logits = Head(self.num_classes, self.norm_epsilon, self.head_dropout, name="head", **common)(x, train=train)
+        return logits.astype(jnp.float32)

@@ -1,0 +1,219 @@
+"""LSNet: a lightweight BatchNorm backbone whose token mixers are LS convolutions and, last, LeViT attention.
+
+Paper: "LSNet: See Large, Focus Small" (Wang et al., CVPR 2025). Official code: jameslahm/lsnet @ cbe737c9,
+model/lsnet.py (`LSNet`, `Block`, `RepVGGDW`, `Attention`, `FFN`, `Conv2d_BN`, `BN_Linear`) with timm's
+`SqueezeExcite` (`SEModule`). The LS convolution is `mixtok.mixers.lsnet.LSConv`.
+
+    patch_embed:  ConvBN3x3 s2 (3 -> C1/4) - ReLU - ConvBN3x3 s2 (-> C1/2) - ReLU - ConvBN3x3 s2 (-> C1)   (stride 8)
+    stage i > 1 starts with ConvBN dw3x3 s2 - ConvBN1x1 (C_{i-1} -> C_i)
+    Block at depth d within its stage:
+        d even:  x = ConvBN_dw3x3(x) + ConvBN_dw1x1(x) + x  (RepVGGDW);  x = x * sigmoid(fc2(ReLU(fc1(mean_hw x))))
+        d odd:   x = LSConv(x) (stages 1-3)  or  x = x + Attention(x) (stage 4)
+        then     x = x + ConvBN1x1(ReLU(ConvBN1x1(x, C -> 2C)), 2C -> C; BN weight init 0)
+    head: mean over (H, W) - BatchNorm1d - Linear
+
+    Attention (LeViT-style, stage 4): qkv = ConvBN1x1(x) split by channel into q, k (heads x key_dim each) and
+    v (heads x d, d = C / heads); q = ConvBN_dw3x3(q); per head a = softmax(q^T k / sqrt(key_dim) + B[|dy|, |dx|]);
+    out = ConvBN1x1(ReLU(v a^T), BN weight init 0). B (`attention_biases`, [heads, R * R]) is indexed by the
+    offset between two positions of the R x R stage-4 map, R fixed by `img_size` (7 -> 4 at 224).
+
+The SE block reduces to make_divisible(C / 4, 8) channels (timm's rounding with round_limit 0), with biases.
+Initialisation is the official one: PyTorch's default for every conv (U(+-1/sqrt(fan_in)), biases likewise),
+BatchNorm 1 / 0 except the FFN's and attention projection's last BN weight (0), classifier trunc-normal(0.02)
+with zero bias, attention biases 0.
+
+Differences from the official code:
+- NHWC; parameter names follow the official module paths with `_` for `.` at the model level (`blocks3_4` for
+  `blocks3.4`; a later stage's downsampling layers are its `blocks{i}_0` and `blocks{i}_1`, as in the official
+  Sequential, and the blocks follow from index 2), while a block keeps nested names: `mixer` (RepVGGDW `conv`,
+  `conv1`; LSConv `lkp`, `bn`; Attention `qkv`, `dw`, `proj`, `attention_biases` for the official
+  `mixer.m.qkv`, `mixer.m.dw`, `mixer.m.proj.1`), `se` (`fc1`, `fc2`), `pw1`, `pw2` (for `ffn.m.pw1`, ...).
+  ConvBN's `conv`/`bn` stand for Conv2d_BN's `c`/`bn`; `head_bn`, `head_l` for BN_Linear's `head.bn`, `head.l`.
+- BatchNorm under a sharded `jit` uses the global batch's statistics; flax's running variance uses the biased
+  batch variance where PyTorch uses the unbiased one (factor N / (N - 1)).
+- The distillation head (`distillation=True`, a second BN_Linear averaged in eval) and the inference-time
+  fusion (`replace_batchnorm`) are not ported; the model is the training-time form the official counts use.
+- Like the official model, the attention biases fit one resolution: images whose stage-4 map is not R x R
+  (R from `img_size`) are rejected with a ValueError instead of failing inside an index.
+Stage outputs are sown into `intermediates` as `stage1` ... `stage4` (absent for an empty stage 1, as in LSNet-T,
+whose stage-1 output is the stem's) and `pre_logits`.
+"""
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mixtok.layers.conv_bn import ConvBN, batch_norm
+from mixtok.layers.partitioning import DEFAULT_KERNEL_INIT, param_with_axes, zeros_with_axes
+from mixtok.mixers.lsnet import TORCH_CONV_INIT, LSConv, _torch_bias_init
+from mixtok.models.inputs import check_images
+
+PATCH_SIZE = 8  # the stem's stride
+
+
+def _conv_bn(features, kernel_size=1, stride=1, groups=1, bn_scale_init=1.0, name=None, **common):
+    return ConvBN(features, kernel_size, stride, groups, bn_scale_init=bn_scale_init, kernel_init=TORCH_CONV_INIT,
+                  name=name, **common)
+
+
+def make_divisible(value: float, divisor: int = 8) -> int:
+    """timm's make_divisible with round_limit 0 (as its SEModule calls it): nearest multiple, at least `divisor`."""
+    return max(divisor, int(value + divisor / 2) // divisor * divisor)
+
+
+def attention_bias_index(resolution: int) -> np.ndarray:
+    """[N, N] indices into the bias table: |dy| * R + |dx|, the order in which the official loop meets offsets."""
+    ys, xs = np.divmod(np.arange(resolution * resolution), resolution)
+    return np.abs(ys[:, None] - ys[None, :]) * resolution + np.abs(xs[:, None] - xs[None, :])
+
+
+class RepVGGDW(nn.Module):
+    """ConvBN dw3x3 + ConvBN dw1x1 + identity (re-parameterisable into one dw3x3 conv)."""
+
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False):
+        dim = x.shape[-1]
+        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        return (_conv_bn(dim, 3, groups=dim, name="conv", **common)(x, train=train)
+                + _conv_bn(dim, 1, groups=dim, name="conv1", **common)(x, train=train) + x)
+
+
+class SqueezeExcite(nn.Module):
+    """timm's SEModule(C, rd_ratio): x * sigmoid(fc2(ReLU(fc1(mean_hw(x))))), 1x1 convs with biases."""
+
+    rd_ratio: float = 0.25
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        dim = x.shape[-1]
+        reduced = make_divisible(dim * self.rd_ratio)
+        s = jnp.mean(x, axis=(1, 2), keepdims=True)
+        kernel = param_with_axes(TORCH_CONV_INIT, (None, None, "conv_in", "conv_out"))
+        s = nn.Conv(reduced, (1, 1), dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=kernel,
+                    bias_init=param_with_axes(_torch_bias_init(dim), ("conv_out",)), name="fc1")(s)
+        s = nn.Conv(dim, (1, 1), dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=kernel,
+                    bias_init=param_with_axes(_torch_bias_init(reduced), ("conv_out",)), name="fc2")(nn.relu(s))
+        return x * jax.nn.sigmoid(s)
+
+
+class LeViTAttention(nn.Module):
+    """LSNet's stage-4 attention (without its residual): LeViT attention with a dw3x3 on the queries."""
+
+    num_heads: int
+    key_dim: int = 16
+    resolution: int = 4
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False):
+        batch, height, width, dim = x.shape
+        if (height, width) != (self.resolution, self.resolution):
+            raise ValueError(f"LSNet attention: its biases fit a {self.resolution}x{self.resolution} map (from "
+                             f"img_size); got {height}x{width}. Build the model with the img_size of the images.")
+        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        heads, key_dim = self.num_heads, self.key_dim
+        value_dim = int(dim / (key_dim * heads) * key_dim)  # the official int(attn_ratio * key_dim)
+        qk_channels = heads * key_dim
+        qkv = _conv_bn(2 * qk_channels + heads * value_dim, name="qkv", **common)(x, train=train)
+        q, k, v = jnp.split(qkv, [qk_channels, 2 * qk_channels], axis=-1)
+        q = _conv_bn(qk_channels, 3, groups=qk_channels, name="dw", **common)(q, train=train)
+        tokens = height * width
+        q = q.reshape(batch, tokens, heads, key_dim)
+        k = k.reshape(batch, tokens, heads, key_dim)
+        v = v.reshape(batch, tokens, heads, value_dim)
+        biases = self.param("attention_biases", param_with_axes(jax.nn.initializers.zeros, ("heads", None)),
+                            (heads, self.resolution ** 2), self.param_dtype)
+        logits = jnp.einsum("bnhd,bmhd->bhnm", q, k) * key_dim ** -0.5
+        logits = logits + biases[:, attention_bias_index(self.resolution)].astype(logits.dtype)
+        weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
+        out = jnp.einsum("bhnm,bmhe->bnhe", weights, v).reshape(batch, height, width, heads * value_dim)
+        return _conv_bn(dim, bn_scale_init=0.0, name="proj", **common)(nn.relu(out), train=train)
+
+
+class LSNetBlock(nn.Module):
+    """One LSNet block: (RepVGGDW + SE) or (LSConv / attention), then a residual Conv-BN FFN."""
+
+    depth_index: int
+    use_attention: bool = False
+    num_heads: int = 4
+    key_dim: int = 16
+    resolution: int = 4
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False):
+        dim = x.shape[-1]
+        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        if self.depth_index % 2 == 0:
+            x = RepVGGDW(name="mixer", **common)(x, train=train)
+            x = SqueezeExcite(0.25, name="se", **common)(x)
+        elif self.use_attention:
+            x = x + LeViTAttention(self.num_heads, self.key_dim, self.resolution, name="mixer", **common)(
+                x, train=train)
+        else:
+            x = LSConv(dim, name="mixer", **common)(x, train=train)
+        h = nn.relu(_conv_bn(2 * dim, name="pw1", **common)(x, train=train))
+        return x + _conv_bn(dim, bn_scale_init=0.0, name="pw2", **common)(h, train=train)
+
+
+class LSNet(nn.Module):
+    """LSNet: stride-8 Conv-BN stem, four stages of LS-conv blocks (attention in the last), BN-Linear head."""
+
+    embed_dims: Sequence[int] = (64, 128, 256, 384)
+    depths: Sequence[int] = (0, 2, 8, 10)
+    num_heads: Sequence[int] = (3, 3, 3, 4)
+    key_dim: int = 16
+    img_size: int = 224  # fixes the stage-4 attention's bias table (R x R map)
+    num_classes: int = 1000
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    def _check_config(self):
+        if not (len(self.embed_dims) == len(self.depths) == len(self.num_heads) == 4):
+            raise ValueError(f"LSNet has 4 stages; got embed_dims {tuple(self.embed_dims)}, depths "
+                             f"{tuple(self.depths)}, num_heads {tuple(self.num_heads)}.")
+        for dim in self.embed_dims:
+            if dim % 8:
+                raise ValueError(f"LSNet: embed_dims must be multiples of 8 (LSConv shares a kernel per C/8 "
+                                 f"group and the stem needs C/4); got {tuple(self.embed_dims)}.")
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False):
+        self._check_config()
+        check_images(x, 1, "LSNet", "any size")
+        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        x = x.astype(self.dtype or x.dtype)
+        first = self.embed_dims[0]
+        x = nn.relu(_conv_bn(first // 4, 3, 2, name="patch_embed_0", **common)(x, train=train))
+        x = nn.relu(_conv_bn(first // 2, 3, 2, name="patch_embed_2", **common)(x, train=train))
+        x = _conv_bn(first, 3, 2, name="patch_embed_4", **common)(x, train=train)
+        resolution = self.img_size // PATCH_SIZE
+        for stage, (dim, depth, heads) in enumerate(zip(self.embed_dims, self.depths, self.num_heads)):
+            offset = 0
+            if stage > 0:
+                previous = self.embed_dims[stage - 1]
+                x = _conv_bn(previous, 3, 2, groups=previous, name=f"blocks{stage + 1}_0", **common)(x, train=train)
+                x = _conv_bn(dim, name=f"blocks{stage + 1}_1", **common)(x, train=train)
+                resolution = (resolution - 1) // 2 + 1
+                offset = 2
+            for d in range(depth):
+                x = LSNetBlock(d, stage == 3, heads, self.key_dim, resolution, name=f"blocks{stage + 1}_{offset + d}",
+                               **common)(x, train=train)
+            if stage > 0 or depth:
+                self.sow("intermediates", f"stage{stage + 1}", x)
+        x = jnp.mean(x, axis=(1, 2))
+        self.sow("intermediates", "pre_logits", x)
+        x = batch_norm("head_bn", train=train, **common)(x)
+        return nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
+                        kernel_init=param_with_axes(DEFAULT_KERNEL_INIT, ("embed", None)),
+                        bias_init=zeros_with_axes((None,)), name="head_l")(x)
