@@ -246,3 +246,117 @@ def dsm_imagenet(model_name: str, arg: str | None = None, *, drop_path_rate: flo
     return imagenet_recipe(model_name, arg, lr=1e-3, batch_size=1024, warmup_epochs=20,
                            model_kwargs=dict(drop_path_rate=drop_path_rate),
                            runlocal_model_kwargs=dict(depths=(1, 1, 1, 1)), eval_crop_pct=1.0)
+
+
+def _one_block_per_stage(model_name: str, field: str = "depths") -> dict:
+    return {field: tuple(1 for _ in model_spec(model_name).kwargs[field])}
+
+
+DAVIT_DROP_PATH = 0.1
+
+
+def davit_imagenet(model_name: str, arg: str | None = None) -> ConfigDict:
+    """DaViT's ImageNet-1k recipe (dingmyu/davit: README training command and train.py defaults).
+
+    AdamW (eps 1e-8), lr 1e-3 at global batch 1024 (128 x 8 GPUs; not scaled by the code), weight
+    decay 0.05, gradient clipping 1.0, cosine to 1e-5 after 5 warm-up epochs, 300 epochs, label
+    smoothing 0.1, drop path 0.1 (train.py's default; the repository states no per-variant rate, so
+    Small and Base use it too), eval crop 0.9 (the official config; timm's weights use 0.95). Not
+    implemented: RandAugment, colour jitter, Mixup / CutMix, random erasing 0.25, the 10 cool-down epochs.
+    """
+    return imagenet_recipe(model_name, arg, lr=1e-3, batch_size=1024, warmup_epochs=5,
+                           model_kwargs=dict(drop_path_rate=DAVIT_DROP_PATH),
+                           runlocal_model_kwargs=_one_block_per_stage(model_name), eval_crop_pct=0.9, grad_clip=1.0)
+
+
+def cas_vit_imagenet(model_name: str, arg: str | None = None) -> ConfigDict:
+    """CAS-ViT's ImageNet-1k recipe (Tianfang-Zhang/CAS-ViT: classification/main.py defaults, README).
+
+    AdamW, lr 6e-3 at global batch 2048 (128 x 8 GPUs x update_freq 2), weight decay 0.05, cosine to
+    1e-6 after 20 warm-up epochs, 300 epochs, label smoothing 0.1, drop path 0.1 (the default and the
+    README's command; no per-variant rate is given), eval crop 0.875. Not implemented: RandAugment,
+    weight EMA (0.9995), the multi-scale sampler. Trains without the distillation head, as main.py does.
+    """
+    return imagenet_recipe(model_name, arg, lr=6e-3, batch_size=2048, warmup_epochs=20,
+                           model_kwargs=dict(drop_path_rate=0.1),
+                           runlocal_model_kwargs=_one_block_per_stage(model_name), eval_crop_pct=0.875, min_lr=1e-6)
+
+
+FFNET_IMAGE_SIZE = 256
+FFNET_TRAIN = {"ffnet_1": (0.1, 0.9), "ffnet_2": (0.15, 0.9), "ffnet_3": (0.35, 0.95), "ffnet_4": (0.4, 0.95)}
+
+
+def ffnet_imagenet(model_name: str, arg: str | None = None) -> ConfigDict:
+    """FFNet's ImageNet-1k recipe at 256 px (ysj9909/FFNet: train.py defaults, README, default_cfgs).
+
+    AdamW, lr 1e-3 at global batch 1024 (128 x 8 GPUs), weight decay 0.05, cosine to 1e-5 after 5
+    warm-up epochs, 300 epochs, label smoothing 0.1; drop path 0.1 / 0.15 / 0.35 (README) and 0.4
+    (FFNet-4: the code's default; the README gives only its 384-px fine-tune); eval crop 0.9 (1, 2) or
+    0.95 (3, 4). Not implemented: RandAugment, colour jitter, Mixup (0.2 for FFNet-1/2 in the README,
+    0.8 default) / CutMix 1.0, random erasing 0.25, weight EMA (0.9995), the 20 cool-down epochs.
+    """
+    drop_path, crop = FFNET_TRAIN[model_name]
+    return imagenet_recipe(model_name, arg, lr=1e-3, batch_size=1024, warmup_epochs=5,
+                           model_kwargs=dict(drop_path_rate=drop_path),
+                           runlocal_model_kwargs=_one_block_per_stage(model_name), image_size=FFNET_IMAGE_SIZE,
+                           eval_crop_pct=crop)
+
+
+IFORMER_TRAIN = {"iformer_s": (0.2, 0.0, 1e-6), "iformer_b": (0.4, 1.0, 1e-5), "iformer_l": (0.5, 1.0, 1e-5)}
+
+
+def iformer_imagenet(model_name: str, arg: str | None = None) -> ConfigDict:
+    """iFormer's ImageNet-1k recipe (sail-sg/iFormer: README command, checkpoint/iformer_*/args.yaml).
+
+    AdamW, lr 1e-3 at global batch 1024 (README: -b 128 on 8 GPUs; the released args.yaml records
+    64 per GPU), weight decay 0.05, cosine after 5 warm-up epochs to min lr 1e-6 (S) or 1e-5 (B, L),
+    300 epochs, label smoothing 0.1, drop path 0.2 / 0.4 / 0.5, gradient clipping none (S) or 1.0
+    (B, L), eval crop 0.9. Not implemented: RandAugment, Mixup / CutMix, random erasing 0.25, cool-down.
+    """
+    drop_path, clip, min_lr = IFORMER_TRAIN[model_name]
+    spec = model_spec(model_name).kwargs
+    starts = [sum(spec["depths"][:i]) for i in range(len(spec["depths"]))]
+    runlocal = dict(depths=(1, 1, 1, 1), attention_heads=tuple(spec["attention_heads"][s] for s in starts),
+                    img_size=RUNLOCAL["image_size"])
+    return imagenet_recipe(model_name, arg, lr=1e-3, batch_size=1024, warmup_epochs=5,
+                           model_kwargs=dict(drop_path_rate=drop_path), runlocal_model_kwargs=runlocal,
+                           eval_crop_pct=0.9, grad_clip=clip, min_lr=min_lr)
+
+
+LSNET_WEIGHT_DECAY = {"lsnet_t": 0.025, "lsnet_s": 0.025, "lsnet_b": 0.05}
+
+
+def lsnet_imagenet(model_name: str, arg: str | None = None) -> ConfigDict:
+    """LSNet's ImageNet-1k recipe (jameslahm/lsnet: main.py defaults and README).
+
+    AdamW (eps 1e-8), lr 1e-3 x batch / 512 = 4e-3 at global batch 2048 (256 x 8 GPUs), weight decay
+    0.025 (T, S) or 0.05 (B), cosine to 1e-5 after 5 warm-up epochs, 300 epochs, label smoothing 0.1,
+    no drop path (the model has none), eval resize 256 and crop 224 (0.875). Not implemented:
+    adaptive gradient clipping (AGC 0.02), weight EMA (0.99996), repeated augmentation, RandAugment,
+    Mixup / CutMix, random erasing 0.25.
+    """
+    # Two blocks per stage after the first keep one LSConv (odd depth) and, in stage 4, attention.
+    runlocal = dict(depths=(0, 2, 2, 2), img_size=RUNLOCAL["image_size"])
+    return imagenet_recipe(model_name, arg, lr=4e-3, batch_size=2048, warmup_epochs=5, model_kwargs={},
+                           runlocal_model_kwargs=runlocal, eval_crop_pct=0.875,
+                           weight_decay=LSNET_WEIGHT_DECAY[model_name])
+
+
+TRANSNEXT_DROP_PATH = {"transnext_micro": 0.15, "transnext_tiny": 0.25, "transnext_small": 0.45,
+                       "transnext_base": 0.6}
+
+
+def transnext_imagenet(model_name: str, arg: str | None = None) -> ConfigDict:
+    """TransNeXt's ImageNet-1k recipe (DaiShiResearch/TransNeXt: classification/main.py, configs/*.py).
+
+    AdamW (eps 1e-8), lr 1e-3 at global batch 1024 (not scaled), weight decay 0.05, gradient clipping
+    1.0, cosine to 1e-5 after 5 warm-up epochs, 300 epochs, label smoothing 0.1, drop path 0.15 / 0.25
+    / 0.45 / 0.6, eval resize 256 and crop 224 (0.875). Not implemented: no weight decay on the
+    query embedding, relative position bias, CPB and temperature (mixtok decays every weight with two
+    or more dimensions, so of these the CPB MLP kernels are decayed), RandAugment, colour jitter,
+    Mixup / CutMix, random erasing 0.25, repeated augmentation, the 10 cool-down epochs.
+    """
+    return imagenet_recipe(model_name, arg, lr=1e-3, batch_size=1024, warmup_epochs=5,
+                           model_kwargs=dict(drop_path_rate=TRANSNEXT_DROP_PATH[model_name]),
+                           runlocal_model_kwargs=_one_block_per_stage(model_name), eval_crop_pct=0.875,
+                           grad_clip=1.0)

@@ -20,7 +20,7 @@ from mixtok.models.metaformer_variants import BASELINES_PAPER, POOLFORMER_PAPER
 from mixtok.train.config import compute_dtype, validate_config
 from mixtok.train.optimizer import create_optimizer
 from mixtok.models.gfnet_variants import TRAIN_DROP_PATH_RATES
-from mixtok.train.recipes import AFFNET_IMAGE_SIZE, IMAGENET_TRAIN_IMAGES
+from mixtok.train.recipes import AFFNET_IMAGE_SIZE, FFNET_IMAGE_SIZE, IMAGENET_TRAIN_IMAGES
 from mixtok.train.trainer import train_and_evaluate
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "experiments" / "configs"
@@ -100,7 +100,9 @@ def test_the_default_config_validates_and_builds_its_model_and_optimizer(path):
     tx, _ = create_optimizer(config.optimizer, config.total_steps)
     jax.eval_shape(tx.init, variables["params"])
     if path in IMAGENET_CONFIGS:
-        expected_size = AFFNET_IMAGE_SIZE if config.model.name.startswith("affnet") else 224
+        # The papers' training resolutions: AFFNet and FFNet train at 256 px, the rest at 224.
+        family = config.model.name.split("_")[0]
+        expected_size = {"affnet": AFFNET_IMAGE_SIZE, "ffnet": FFNET_IMAGE_SIZE}.get(family, 224)
         assert (image_size, classes) == (expected_size, 1000)
         official = model_spec(config.model.name).official_params
         if official is not None:  # the DSM stand-ins have no official count
@@ -173,6 +175,31 @@ def test_affnet_recipe_is_cvnets_mobilevit_at_256_px(name):
     assert config.model.kwargs.classifier_dropout == 0.1
 
 
+ATTENTION_FAMILIES = ("davit", "cas_vit", "ffnet", "iformer", "lsnet", "transnext")
+
+
+def test_every_attention_family_variant_has_an_imagenet_config():
+    names = set(imagenet_names())
+    for family in ATTENTION_FAMILIES:
+        variants = set(list_models(f"{family}_*"))
+        assert variants and variants <= names, family
+
+
+@pytest.mark.parametrize("name,batch,lr,drop_path", [
+    ("davit_tiny", 1024, 1e-3, 0.1), ("cas_vit_m", 2048, 6e-3, 0.1), ("ffnet_3", 1024, 1e-3, 0.35),
+    ("iformer_b", 1024, 1e-3, 0.4), ("transnext_small", 1024, 1e-3, 0.45)])
+def test_attention_family_recipes_follow_the_official_scripts(name, batch, lr, drop_path):
+    config = get_config(CONFIG_DIR / "imagenet" / f"{name}.py")
+    assert config.batch_size == batch and config.optimizer.lr == pytest.approx(lr)
+    assert config.model.kwargs.drop_path_rate == drop_path and config.label_smoothing == 0.1
+
+
+def test_lsnet_recipe_scales_the_learning_rate_by_batch_over_512_and_has_no_drop_path():
+    config = get_config(CONFIG_DIR / "imagenet" / "lsnet_b.py")
+    assert config.batch_size == 2048 and config.optimizer.lr == pytest.approx(1e-3 * 2048 / 512)
+    assert config.optimizer.weight_decay == 0.05 and "drop_path_rate" not in config.model.kwargs
+
+
 def test_dsm_config_says_it_is_a_stand_in():
     module = load_module(CONFIG_DIR / "imagenet" / "dsm_s18.py")
     assert "stand-in" in module.__doc__
@@ -237,3 +264,11 @@ def test_spectral_quickstart_trains_end_to_end(tmp_path):
     config.eval_every = config.checkpoint_every = 4
     metrics = train_and_evaluate(config, tmp_path)
     assert math.isfinite(metrics["train/loss"]) and 0.0 <= metrics["eval/accuracy"] <= 1.0
+
+
+def test_attention_quickstart_has_a_measured_result_for_every_family_and_rejects_unknown_ones():
+    module = load_module(CONFIG_DIR / "quickstart_attention.py")
+    assert set(module.MEASURED) == set(module.FAMILIES)
+    assert all(accuracy >= 0.95 for accuracy, _ in module.MEASURED.values())
+    with pytest.raises(ValueError, match="Did you mean 'davit'"):
+        module.get_config("family=davitt")
