@@ -23,32 +23,21 @@ see mixtok/kernels/linear_attention.py). `--impls` overrides.
 
 import argparse
 import platform
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from timing import device_bandwidth_gbs, median_seconds
+
 from mixtok.kernels.linear_attention import linear_attention
 
-KNOWN_BANDWIDTH_GBS = {"H100": 3350.0, "H200": 4800.0}  # HBM bandwidth by device kind (kernels.md 2)
 
 # (B, heads, L, d, causal): kernels.md section 10.
 SHAPES = ([(128, 2, 3136, 32, False), (128, 4, 784, 32, False), (128, 8, 196, 32, False),
            (128, 16, 49, 32, False), (128, 2, 3136, 64, False), (2, 16, 16384, 64, False)]
           + [(4, 8, length, 256, True) for length in (1024, 4096, 16384)])
 
-
-def _median_seconds(fn, args, repeats):
-    jax.block_until_ready(fn(*args))  # compile
-    jax.block_until_ready(fn(*args))  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def min_bytes(batch, heads, length, d, itemsize, backward):
@@ -70,7 +59,7 @@ def bench_shape(batch, heads, length, d, causal, dtype, impls, repeats):
     for name, op in ops.items():
         forward = jax.jit(op)
         train = jax.jit(lambda q, k, v, do, op=op: jax.vjp(op, q, k, v)[1](do))
-        rows[name] = (_median_seconds(forward, (q, k, v), repeats), _median_seconds(train, (q, k, v, do), repeats))
+        rows[name] = (median_seconds(forward, (q, k, v), repeats), median_seconds(train, (q, k, v, do), repeats))
     return rows
 
 
@@ -92,7 +81,7 @@ def main():
     impls = args.impls.split(",") if args.impls else default_impls()
     kind = jax.devices()[0].device_kind
     if not args.bandwidth_gbs:
-        args.bandwidth_gbs = next((gbs for name, gbs in KNOWN_BANDWIDTH_GBS.items() if name in kind), None)
+        args.bandwidth_gbs = device_bandwidth_gbs()
     print(f"# jax {jax.__version__}, {kind} ({platform.processor() or platform.machine()}), {args.dtype} q/k/v, "
           f"elu+1 normalised, median of {args.repeats}; batch cap {args.batch}, length scale {args.scale}")
     for batch, heads, length, d, causal in SHAPES:

@@ -20,33 +20,21 @@ from the device kind for H100/H200 when `--bandwidth-gbs` is not given.
 
 import argparse
 import platform
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from timing import device_bandwidth_gbs, median_seconds
+
 from mixtok.kernels.spectral_filter import DEFAULT_BLOCKS, spectral_filter
 
-# HBM bandwidth by device kind (kernels.md 2): H100 SXM 3.35 TB/s, H200 4.8 TB/s.
-KNOWN_BANDWIDTH_GBS = {"H100": 3350.0, "H200": 4800.0}
 
 # (H = W, C, batch factor): kernels.md section 10.
 SHAPES = ([(14, c, 1) for c in (64, 128, 256, 384, 512)]
           + [(7, 512, 1), (7, 768, 1), (8, 320, 1), (16, 256, 1), (24, 384, 0.5), (28, 128, 1), (28, 192, 1),
              (32, 128, 1), (56, 64, 1), (56, 96, 1), (56, 128, 1)])
 
-
-def _median_seconds(fn, args, repeats):
-    jax.block_until_ready(fn(*args))  # compile
-    jax.block_until_ready(fn(*args))  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def min_bytes(batch, size, channels, itemsize, backward):
@@ -70,7 +58,7 @@ def bench_shape(batch, size, channels, dtype, impls, repeats):
         forward = jax.jit(lambda x, f, impl=impl: spectral_filter(x, f, impl=impl))
         train = jax.jit(lambda x, f, dy, impl=impl: jax.vjp(lambda a, b: spectral_filter(a, b, impl=impl), x, f)[1](dy))
         error = float(jnp.max(jnp.abs(forward(x, filt).astype(jnp.float32) - exact)))
-        rows[impl] = (_median_seconds(forward, (x, filt), repeats), _median_seconds(train, (x, filt, dy), repeats), error)
+        rows[impl] = (median_seconds(forward, (x, filt), repeats), median_seconds(train, (x, filt, dy), repeats), error)
     return rows
 
 
@@ -90,8 +78,7 @@ def main():
     dtype = jnp.dtype(args.dtype)
     impls = args.impls.split(",") if args.impls else default_impls()
     if not args.bandwidth_gbs:
-        kind = jax.devices()[0].device_kind
-        args.bandwidth_gbs = next((gbs for name, gbs in KNOWN_BANDWIDTH_GBS.items() if name in kind), None)
+        args.bandwidth_gbs = device_bandwidth_gbs()
     sizes = {int(s) for s in args.sizes.split(",") if s}
     print(f"# jax {jax.__version__}, {jax.devices()[0].device_kind} ({platform.processor() or platform.machine()}), "
           f"{args.dtype} x, complex64 static filter, median of {args.repeats}")

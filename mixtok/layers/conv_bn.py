@@ -39,6 +39,20 @@ def batch_norm(name: str, *, train: bool, epsilon: float = BN_EPSILON, scale_ini
         bias_init=zeros_with_axes(("conv_out",)), name=name)
 
 
+def conv2d(features: int, kernel_size: int, *, stride: int = 1, groups: int = 1, padding: Optional[int] = None,
+           use_bias: bool = True, kernel_init: Optional[Callable] = None, dtype: Any = None,
+           param_dtype: Any = jnp.float32, name: Optional[str] = None) -> nn.Conv:
+    """An NHWC conv as PyTorch's Conv2d builds it: padding (k - 1) // 2 per side unless given, `groups`,
+    a zero bias, and `kernel_init` (default trunc-normal 0.02) with logical axes (a grouped kernel's
+    input axis, C / groups, is never sharded)."""
+    pad = (kernel_size - 1) // 2 if padding is None else padding
+    in_axis = None if groups > 1 else "conv_in"
+    init = param_with_axes(kernel_init or DEFAULT_KERNEL_INIT, (None, None, in_axis, "conv_out"))
+    return nn.Conv(features, (kernel_size, kernel_size), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
+                   feature_group_count=groups, use_bias=use_bias, kernel_init=init,
+                   bias_init=zeros_with_axes(("conv_out",)), dtype=dtype, param_dtype=param_dtype, name=name)
+
+
 class ConvBN(nn.Module):
     """conv (no bias) -> BatchNorm: PyTorch's `Conv2d_BN` (LeViT, EfficientViT, CAS-ViT, FFNet, LSNet)."""
 
@@ -54,16 +68,12 @@ class ConvBN(nn.Module):
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
-        k = self.kernel_size
-        pad = (k - 1) // 2 if self.padding is None else self.padding
         if x.shape[-1] % self.groups or self.features % self.groups:
             raise ValueError(f"ConvBN: groups={self.groups} must divide the input channels ({x.shape[-1]}) and "
                              f"features ({self.features}).")
-        in_axis = None if self.groups > 1 else "conv_in"  # a grouped kernel's input axis is C / groups
-        init = param_with_axes(self.kernel_init or DEFAULT_KERNEL_INIT, (None, None, in_axis, "conv_out"))
-        x = nn.Conv(self.features, (k, k), strides=(self.stride, self.stride), padding=((pad, pad), (pad, pad)),
-                    feature_group_count=self.groups, use_bias=False, kernel_init=init, dtype=self.dtype,
-                    param_dtype=self.param_dtype, name="conv")(x)
+        x = conv2d(self.features, self.kernel_size, stride=self.stride, groups=self.groups, padding=self.padding,
+                   use_bias=False, kernel_init=self.kernel_init, dtype=self.dtype, param_dtype=self.param_dtype,
+                   name="conv")(x)
         return batch_norm("bn", train=train, scale_init=self.bn_scale_init, dtype=self.dtype,
                           param_dtype=self.param_dtype)(x)
 

@@ -15,7 +15,21 @@ import jax
 # effectively never reach; the small difference in spread only matters for from-scratch training.
 DEFAULT_KERNEL_INIT = jax.nn.initializers.truncated_normal(stddev=0.02)
 
+# PyTorch's default Conv2d / Linear weight init, kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in)):
+# for models whose official code keeps it (no init of its own).
+TORCH_DEFAULT_INIT = jax.nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
 Axes = Sequence[Optional[str]]
+
+
+def torch_uniform_init(fan_in: int) -> Callable:
+    """U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for any shape: PyTorch's default bias init (and weight init)."""
+    bound = fan_in ** -0.5
+
+    def init(key, shape, dtype=jax.numpy.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
 
 
 def param_with_axes(init: Callable, axes: Axes) -> Callable:

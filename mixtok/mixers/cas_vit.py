@@ -25,26 +25,15 @@ Differences from the official code:
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
-from mixtok.layers.conv_bn import batch_norm
-from mixtok.layers.partitioning import param_with_axes, zeros_with_axes
+from mixtok.layers.conv_bn import batch_norm, conv2d
+from mixtok.layers.partitioning import TORCH_DEFAULT_INIT
 from mixtok.mixers.registry import register
 
-# PyTorch's default conv init, kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in)).
-TORCH_CONV_INIT = jax.nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
-
-
-def torch_conv(features: int, kernel_size: int, *, stride: int = 1, groups: int = 1, use_bias: bool = True,
-               dtype: Any = None, param_dtype: Any = jnp.float32, name: str) -> nn.Conv:
-    """A Conv2d as PyTorch builds it: padding (k - 1) // 2 per side, PyTorch's default kernel init."""
-    pad = (kernel_size - 1) // 2
-    in_axis = None if groups > 1 else "conv_in"
-    return nn.Conv(features, (kernel_size, kernel_size), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
-                   feature_group_count=groups, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
-                   kernel_init=param_with_axes(TORCH_CONV_INIT, (None, None, in_axis, "conv_out")),
-                   bias_init=zeros_with_axes(("conv_out",)), name=name)
+def torch_conv(features: int, kernel_size: int, **kwargs) -> nn.Conv:
+    """A Conv2d as PyTorch builds it, with PyTorch's default kernel init (CAS-ViT keeps it)."""
+    return conv2d(features, kernel_size, kernel_init=TORCH_DEFAULT_INIT, **kwargs)
 
 
 class SpatialOperation(nn.Module):

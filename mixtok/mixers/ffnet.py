@@ -33,22 +33,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mixtok.layers.conv_bn import ConvBN, fuse_conv_bn, pad_kernel
-from mixtok.layers.partitioning import DEFAULT_KERNEL_INIT, param_with_axes, zeros_with_axes
+from mixtok.layers.conv_bn import ConvBN, conv2d, fuse_conv_bn, pad_kernel
 from mixtok.mixers.registry import register
 
 REPVGG_KERNEL = 7  # the official builds a RepVGGDW exactly when the kernel size is 7
 
 
-def plain_conv(features: int, kernel_size: int, *, stride: int = 1, groups: int = 1, use_bias: bool = True,
-               dtype: Any = None, param_dtype: Any = jnp.float32, name: str) -> nn.Conv:
-    """A Conv2d with padding (k - 1) // 2 per side, trunc-normal 0.02 kernel and zero bias (FFNet's init)."""
-    pad = (kernel_size - 1) // 2
-    in_axis = None if groups > 1 else "conv_in"
-    return nn.Conv(features, (kernel_size, kernel_size), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
-                   feature_group_count=groups, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
-                   kernel_init=param_with_axes(DEFAULT_KERNEL_INIT, (None, None, in_axis, "conv_out")),
-                   bias_init=zeros_with_axes(("conv_out",)), name=name)
+# A Conv2d with padding (k - 1) // 2 per side, trunc-normal 0.02 kernel and zero bias (FFNet's init).
+plain_conv = conv2d
 
 
 class RepVGGDW(nn.Module):

@@ -34,17 +34,15 @@ import jax
 import jax.numpy as jnp
 
 from mixtok.layers.conv_bn import ConvBN, batch_norm
-from mixtok.layers.partitioning import ones_with_axes, param_with_axes, zeros_with_axes
+from mixtok.layers.partitioning import (TORCH_DEFAULT_INIT, ones_with_axes, param_with_axes, torch_uniform_init,
+                                        zeros_with_axes)
 from mixtok.mixers.registry import register
 
-# PyTorch's default Conv2d init: kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in)).
-TORCH_CONV_INIT = jax.nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+TORCH_CONV_INIT = TORCH_DEFAULT_INIT  # LSNet keeps PyTorch's default Conv2d init
 GROUP_NORM_EPSILON = 1e-5
 
 
-def _torch_bias_init(fan_in: int):
-    bound = fan_in ** -0.5
-    return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
+_torch_bias_init = torch_uniform_init
 
 
 def small_kernel_aggregation(x: jax.Array, kernels: jax.Array) -> jax.Array:

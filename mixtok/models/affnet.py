@@ -75,7 +75,7 @@ import numpy as np
 from mixtok.layers.activations import get_activation
 from mixtok.layers.drop import DropPath
 from mixtok.layers.norms import GroupNorm1
-from mixtok.layers.partitioning import ones_with_axes, param_with_axes, zeros_with_axes
+from mixtok.layers.partitioning import TORCH_DEFAULT_INIT, ones_with_axes, param_with_axes, zeros_with_axes
 from mixtok.mixers.aff import ACTIVATION_ALIASES, AdaptiveFrequencyFilter
 from mixtok.models.inputs import check_images
 from mixtok.registry import unknown_name_error
@@ -88,7 +88,7 @@ BN_MOMENTUM = 0.9  # flax convention: 1 - PyTorch's momentum 0.1
 ATTN_NORMS = ("layer_norm_2d", "layer_norm")
 
 # PyTorch's default init: conv kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in)); Linear (cvnets) Xavier uniform.
-TORCH_CONV_INIT = jax.nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+TORCH_CONV_INIT = TORCH_DEFAULT_INIT
 XAVIER_UNIFORM = jax.nn.initializers.xavier_uniform()
 
 

@@ -42,7 +42,6 @@ Stage outputs are sown into `intermediates` as `stage0` ... `stage3`, the pooled
 from typing import Any, Mapping, Optional, Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -50,7 +49,7 @@ from mixtok import mixers as mixer_registry
 from mixtok.layers.drop import DropPath
 from mixtok.layers.mlp import Mlp
 from mixtok.layers.norms import LayerNorm
-from mixtok.layers.partitioning import dense_kernel_init, param_with_axes, zeros_with_axes
+from mixtok.layers.partitioning import dense_kernel_init, param_with_axes, torch_uniform_init, zeros_with_axes
 from mixtok.mixers.davit import ChannelAttention, MultiHeadAttention, WindowAttention
 from mixtok.models.inputs import check_images
 
@@ -60,12 +59,7 @@ DAVIT_MIXERS = ("window_attention", "channel_attention")
 
 def torch_conv_init(fan_in: int, axes: Sequence[Optional[str]]):
     """PyTorch's default Conv2d init of weights and biases alike: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
-    bound = 1.0 / np.sqrt(fan_in)
-
-    def init(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-    return param_with_axes(init, axes)
+    return param_with_axes(torch_uniform_init(fan_in), axes)
 
 
 def _conv(features: int, kernel: int, stride: int, padding: int, fan_in: int, groups: int, name: str,

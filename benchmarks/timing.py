@@ -1,0 +1,31 @@
+"""What the kernel benchmarks share: timing a jitted function, and the device's memory-bandwidth bound.
+
+The benchmarks are run as scripts (`python benchmarks/NAME.py`), so this module is imported by its
+plain name from the benchmarks folder.
+"""
+
+import statistics
+import time
+
+import jax
+
+# HBM bandwidth by device kind (kernels.md section 2): H100 SXM 3.35 TB/s, H200 4.8 TB/s.
+KNOWN_BANDWIDTH_GBS = {"H100": 3350.0, "H200": 4800.0}
+
+
+def median_seconds(fn, args, repeats):
+    """Median wall time of `fn(*args)` over `repeats` runs, after compilation and one warm-up run."""
+    jax.block_until_ready(fn(*args))  # compile
+    jax.block_until_ready(fn(*args))  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def device_bandwidth_gbs():
+    """The memory-bandwidth bound of the first device in GB/s, if its kind is known; else None."""
+    kind = jax.devices()[0].device_kind
+    return next((gbs for name, gbs in KNOWN_BANDWIDTH_GBS.items() if name in kind), None)
