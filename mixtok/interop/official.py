@@ -27,8 +27,7 @@ from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, T
 
 import numpy as np
 
-from mixtok.interop.timm import _mismatch_error, _walk
-from mixtok.interop.weight_files import load_state_dict, save_variables
+from mixtok.interop.weight_files import load_state_dict, mismatch_error, save_variables, walk_leaves
 from mixtok.models import count_params
 
 Path = Tuple[str, ...]
@@ -95,7 +94,7 @@ def build_table(shapes: Mapping[str, Any], official_key: KeyFunction) -> Tuple[E
     """
     entries = []
     for collection, tree in shapes.items():
-        for path, leaf in _walk(tree):
+        for path, leaf in walk_leaves(tree):
             key, layout = official_key(collection, path, leaf)
             entries.append(Entry(collection, path, tuple(leaf.shape), np.dtype(leaf.dtype), key, layout))
     keys = [e.key for e in entries]
@@ -121,7 +120,7 @@ def variables_from_state_dict(entries: Sequence[Entry], arrays: Mapping[str, np.
     missing = [f"{e.key} (mixtok {e.where})" for e in entries if e.key not in arrays]
     bad_shapes = [f"{e.key}: expected {e.official_shape}, got {tuple(arrays[e.key].shape)} (mixtok {e.where} {e.shape})"
                   for e in entries if e.key in arrays and tuple(arrays[e.key].shape) != e.official_shape]
-    error = _mismatch_error(what, unexpected, missing, bad_shapes, hint if arrays else " The state dict is empty.")
+    error = mismatch_error(what, unexpected, missing, bad_shapes, hint if arrays else " The state dict is empty.")
     if error:
         raise error
     variables: Dict[str, Any] = {"params": {}} if any(e.collection == "params" for e in entries) else {}
@@ -137,7 +136,7 @@ def state_dict_from_variables(entries: Sequence[Entry], variables: Mapping[str, 
                               what: str) -> Dict[str, np.ndarray]:
     """The official state dict (numpy arrays, official layouts) from mixtok `variables`; the inverse."""
     collections = sorted({e.collection for e in entries})
-    leaves = {(c,) + path: leaf for c in collections if c in variables for path, leaf in _walk(variables[c])}
+    leaves = {(c,) + path: leaf for c in collections if c in variables for path, leaf in walk_leaves(variables[c])}
     expected = {(e.collection,) + e.path: e for e in entries}
     unexpected = [_where(p) for p in leaves if p not in expected]
     missing = [e.where for p, e in expected.items() if p not in leaves]
@@ -145,7 +144,7 @@ def state_dict_from_variables(entries: Sequence[Entry], variables: Mapping[str, 
                   for p, e in expected.items() if p in leaves and tuple(np.shape(leaves[p])) != e.shape]
     absent = [c for c in collections if c not in variables]
     hint = f" The variables have no {' or '.join(repr(c) for c in absent)} collection." if absent else ""
-    error = _mismatch_error(what, unexpected, missing, bad_shapes, hint)
+    error = mismatch_error(what, unexpected, missing, bad_shapes, hint)
     if error:
         raise error
     return {e.key: e.to_official(np.asarray(leaves[(e.collection,) + e.path])) for e in entries}

@@ -31,7 +31,7 @@ import functools
 import os
 import re
 import sys
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -39,7 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from mixtok.interop import timm_davit
-from mixtok.interop.weight_files import load_state_dict, load_variables, save_variables, to_numpy
+from mixtok.interop.weight_files import (load_state_dict, load_variables, mismatch_error, save_variables, to_numpy,
+                                         walk_leaves)
 from mixtok.models import count_params, create_model, list_models, model_spec
 from mixtok.models.metaformer import per_stage
 from mixtok.registry import unknown_name_error
@@ -113,15 +114,6 @@ class _Entry:
         return np.ascontiguousarray(array)
 
 
-def _walk(tree: Mapping[str, Any], prefix: Path = ()):
-    """(path, leaf) pairs of a nested mapping, in its own order."""
-    for name, value in tree.items():
-        if isinstance(value, Mapping):
-            yield from _walk(value, prefix + (name,))
-        else:
-            yield prefix + (name,), value
-
-
 def _entry(path: Path, leaf: Any, dense_is_pointwise: Callable[[Path], bool]) -> _Entry:
     module, leaf_name = path[:-1], path[-1]
     timm_module = [re.sub(r"^(stages|blocks)_(\d+)$", r"\1.\2", part) for part in module]
@@ -161,7 +153,7 @@ def _entries(name: str, num_classes: int) -> Tuple[_Entry, ...]:
         dense_is_pointwise = timm_davit.dense_is_pointwise
     else:
         dense_is_pointwise = _metaformer_dense_is_pointwise(model)
-    return tuple(sorted((_entry(path, leaf, dense_is_pointwise) for path, leaf in _walk(shapes["params"])),
+    return tuple(sorted((_entry(path, leaf, dense_is_pointwise) for path, leaf in walk_leaves(shapes["params"])),
                         key=_timm_order))
 
 
@@ -182,19 +174,6 @@ def _num_classes_of_mixtok(params: Mapping[str, Any]) -> int:
     fc = params.get("head", {}).get("fc", {})
     kernel = fc.get("fc2", fc).get("kernel")
     return 0 if kernel is None else int(kernel.shape[-1])
-
-
-def _mismatch_error(what: str, unexpected: List[str], missing: List[str], bad_shapes: List[str],
-                    hint: str = "") -> Optional[ValueError]:
-    if not (unexpected or missing or bad_shapes):
-        return None
-    lines = [f"{what}: {len(unexpected) + len(missing) + len(bad_shapes)} problem(s).{hint}"]
-    for title, items in (("unexpected (no counterpart in the model)", unexpected),
-                         ("missing (parameters left unfilled)", missing), ("shape mismatches", bad_shapes)):
-        if items:
-            lines.append(f"  {title} [{len(items)}]:")
-            lines.extend(f"    {item}" for item in items)
-    return ValueError("\n".join(lines))
 
 
 def _format_hint(keys: Sequence[str]) -> str:
@@ -232,7 +211,7 @@ def convert(name: str, state_dict: Mapping[str, Any], *, num_classes: Optional[i
     bad_shapes = [f"{e.key}: expected {e.timm_shape}, got {tuple(arrays[e.key].shape)} "
                   f"(mixtok {'/'.join(e.path)} {e.shape})"
                   for e in entries if e.key in arrays and not e.accepts(tuple(arrays[e.key].shape))]
-    error = _mismatch_error(f"The timm state dict does not fit mixtok's {model_name} (num_classes={num_classes})",
+    error = mismatch_error(f"The timm state dict does not fit mixtok's {model_name} (num_classes={num_classes})",
                             unexpected, missing, bad_shapes,
                             _format_hint(unexpected) if arrays else " The state dict is empty.")
     if error:
@@ -257,7 +236,7 @@ def to_timm(name: str, variables: Mapping[str, Any]) -> Dict[str, np.ndarray]:
     if "params" not in variables:
         raise ValueError(f"to_timm takes variables {{'params': ...}}; got a mapping with keys {sorted(variables)}.")
     params = nn.meta.unbox(variables["params"])
-    leaves = dict(_walk(params))
+    leaves = dict(walk_leaves(params))
     num_classes = _num_classes_of_mixtok(params)
     entries = _entries(model_name, num_classes)
     known = {e.path for e in entries}
@@ -265,7 +244,7 @@ def to_timm(name: str, variables: Mapping[str, Any]) -> Dict[str, np.ndarray]:
     missing = ["/".join(e.path) for e in entries if e.path not in leaves]
     bad_shapes = [f"{'/'.join(e.path)}: expected {e.shape}, got {tuple(np.shape(leaves[e.path]))}"
                   for e in entries if e.path in leaves and tuple(np.shape(leaves[e.path])) != e.shape]
-    error = _mismatch_error(f"The variables do not fit mixtok's {model_name} (num_classes={num_classes})",
+    error = mismatch_error(f"The variables do not fit mixtok's {model_name} (num_classes={num_classes})",
                             unexpected, missing, bad_shapes)
     if error:
         raise error

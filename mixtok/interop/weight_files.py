@@ -14,7 +14,7 @@ import contextlib
 import os
 import pickle
 import tempfile
-from typing import Any, Dict, Mapping, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import flax.serialization
 import numpy as np
@@ -151,3 +151,26 @@ def load_variables(path: str | os.PathLike) -> Dict[str, Any]:
     _check_file(path)
     with open(path, "rb") as f:
         return flax.serialization.msgpack_restore(f.read())
+
+
+def walk_leaves(tree: Mapping[str, Any], prefix: Tuple[str, ...] = ()):
+    """(path, leaf) pairs of a nested mapping, in its own order."""
+    for name, value in tree.items():
+        if isinstance(value, Mapping):
+            yield from walk_leaves(value, prefix + (name,))
+        else:
+            yield prefix + (name,), value
+
+
+def mismatch_error(what: str, unexpected: List[str], missing: List[str], bad_shapes: List[str],
+                   hint: str = "") -> Optional[ValueError]:
+    """One error listing every unexpected, missing and wrong-shape key of a state dict (None if all fit)."""
+    if not (unexpected or missing or bad_shapes):
+        return None
+    lines = [f"{what}: {len(unexpected) + len(missing) + len(bad_shapes)} problem(s).{hint}"]
+    for title, items in (("unexpected (no counterpart in the model)", unexpected),
+                         ("missing (parameters left unfilled)", missing), ("shape mismatches", bad_shapes)):
+        if items:
+            lines.append(f"  {title} [{len(items)}]:")
+            lines.extend(f"    {item}" for item in items)
+    return ValueError("\n".join(lines))
