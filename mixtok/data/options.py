@@ -8,15 +8,15 @@ fails before any data is read.
 
 Fields of `config.data` (all but `name` optional):
 
-  name               digits | synthetic | imagefolder | array_record
+  name               digits | synthetic | sample_photos | imagefolder | array_record
   root               folder / file / glob of the data (imagefolder, array_record)
   train_split        default 'train'
-  eval_split         default 'test' (digits, synthetic) or 'val' (folders, records)
-  image_size         output side S; default 32 (digits, synthetic) or 224
+  eval_split         default 'test' (in-memory sources) or 'val' (folders, records)
+  image_size         output side S; default 32 (in-memory sources) or 224
   num_classes        synthetic: how many classes to draw (default 10); other
                      sources derive it (array_record may set it to avoid a scan)
-  num_examples       synthetic: training examples (default 512)
-  num_eval_examples  synthetic: evaluation examples (default 128)
+  num_examples       synthetic, sample_photos: training examples (default 512)
+  num_eval_examples  synthetic, sample_photos: evaluation examples (default 128)
   crop_scale         random-resized-crop area range, default (0.08, 1.0)
   crop_ratio         random-resized-crop aspect range, default (3/4, 4/3)
   hflip              True / False or a probability; default True (p = 0.5)
@@ -25,7 +25,7 @@ Fields of `config.data` (all but `name` optional):
   skip_undecodable   default False: an undecodable image stops the run
   read_threads       threads that read and transform examples in each process
                      (0 = in the calling thread); default 0 for the in-memory
-                     sources (digits, synthetic), 16 for files
+                     sources (digits, synthetic, sample_photos), 16 for files
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ from mixtok.registry import close_matches_hint
 
 _log = logging.getLogger(__name__)
 
-SOURCE_NAMES = ("digits", "synthetic", "imagefolder", "array_record")
-IN_MEMORY_SOURCES = ("digits", "synthetic")
+SOURCE_NAMES = ("digits", "synthetic", "sample_photos", "imagefolder", "array_record")
+IN_MEMORY_SOURCES = ("digits", "synthetic", "sample_photos")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

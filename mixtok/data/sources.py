@@ -1,8 +1,8 @@
-"""Random-access data sources: digits, synthetic, imagefolder, array_record.
+"""Random-access data sources: digits, synthetic, sample_photos, imagefolder, array_record.
 
 A source has `__len__` and `__getitem__(i) -> {"image": ..., "label": int}`,
 which is what grain's `MapDataset.source` needs. The in-memory sources
-(digits, synthetic) return uint8 [H, W, 3] arrays; the file sources return
+(digits, synthetic, sample_photos) return uint8 [H, W, 3] arrays; the file sources return
 encoded bytes plus a `path`, decoded later by the transforms (see `decode`).
 
 `create_source(options, split)` picks the source from `data.name`;
@@ -21,6 +21,14 @@ from mixtok.data.options import DataOptions, check_source_name
 DIGITS_SPLITS = ("train", "test")
 DIGITS_NUM_TRAIN = 1497  # of 1797; the other 300 are the test split
 SYNTHETIC_SPLITS = ("train", "test")
+SAMPLE_PHOTOS_SPLITS = ("train", "test")
+# The photographs that ship inside scikit-image's wheel (skimage/data/*.png|jpg; no download).
+# Eval photos are held out: no crop of them is ever a training example.
+SAMPLE_PHOTOS = {
+    "train": ("astronaut", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina",
+              "camera", "moon", "brick", "grass", "gravel", "page"),
+    "test": ("chelsea", "motorcycle_left", "coins"),
+}
 
 
 def _check_split(source: str, split: str, valid: tuple[str, ...]) -> None:
@@ -123,6 +131,62 @@ class SyntheticSource:
         )
 
 
+@functools.lru_cache(maxsize=None)
+def _sample_photo(name: str) -> np.ndarray:
+    """One of scikit-image's bundled photographs as uint8 [H, W, 3] (grey ones repeated to RGB)."""
+    from skimage import data  # pylint: disable=g-import-not-at-top
+
+    image = data.stereo_motorcycle()[0] if name == "motorcycle_left" else getattr(data, name)()
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=-1)
+    image = np.ascontiguousarray(image[..., :3], dtype=np.uint8)
+    image.setflags(write=False)
+    return image
+
+
+class SamplePhotosSource:
+    """Square crops cut from the photographs bundled with scikit-image, for tokenizer training.
+
+    The `train` split cuts from 12 photographs (`SAMPLE_PHOTOS["train"]`: astronaut, coffee,
+    rocket, Hubble deep field, immunohistochemistry, retina, and six grey ones as RGB); `test`
+    from three others that are never trained on (chelsea the cat, the left motorcycle of the
+    stereo pair, coins). Example i is photo `i % n` cut at a side and position drawn from
+    `default_rng([split_id, i])`: the side is uniform in [image_size, min(3 * image_size, photo
+    side)], so crops range from full detail to 3x zoomed out, and the transforms resize them to
+    `data.image_size`. Labels are the photo's index (they mean nothing to a tokenizer).
+    """
+
+    def __init__(self, split: str, num_examples: int, image_size: int):
+        _check_split("sample_photos", split, SAMPLE_PHOTOS_SPLITS)
+        self._split_id = SAMPLE_PHOTOS_SPLITS.index(split)
+        self._photos = [_sample_photo(name) for name in SAMPLE_PHOTOS[split]]
+        self._num_examples = num_examples
+        self._size = image_size
+        smallest = min(min(p.shape[:2]) for p in self._photos)
+        if image_size > smallest:
+            raise ValueError(f"data.image_size={image_size} is larger than the smallest sample photo "
+                             f"({smallest} px); use image_size <= {smallest}.")
+
+    def __len__(self) -> int:
+        return self._num_examples
+
+    def __getitem__(self, index: int) -> dict[str, object]:
+        index = int(index)
+        if not 0 <= index < self._num_examples:
+            raise IndexError(f"index {index} out of range [0, {self._num_examples}).")
+        label = index % len(self._photos)
+        photo = self._photos[label]
+        rng = np.random.default_rng([3, self._split_id, index])
+        height, width = photo.shape[:2]
+        side = int(rng.integers(self._size, min(3 * self._size, height, width) + 1))
+        top = int(rng.integers(0, height - side + 1))
+        left = int(rng.integers(0, width - side + 1))
+        return {"image": photo[top:top + side, left:left + side], "label": label}
+
+    def __repr__(self) -> str:
+        return f"SamplePhotosSource(num_examples={self._num_examples}, photos={len(self._photos)})"
+
+
 def _imagefolder_classes(options: DataOptions) -> list[str] | None:
     # Labels must mean the same in every split, so all splits use the class list
     # of the training split when it exists.
@@ -137,6 +201,9 @@ def create_source(options: DataOptions, split: str):
     if name == "synthetic":
         num_examples = options.num_examples if split == "train" else options.num_eval_examples
         return SyntheticSource(split, num_examples, options.num_classes, options.image_size)
+    if name == "sample_photos":
+        num_examples = options.num_examples if split == "train" else options.num_eval_examples
+        return SamplePhotosSource(split, num_examples, options.image_size)
     if name == "imagefolder":
         return imagefolder.ImageFolderSource(options.root, split, classes=_imagefolder_classes(options))
     return array_record.ArrayRecordSource(options.root, split)
@@ -153,6 +220,8 @@ def num_classes(options: DataOptions, train_source=None) -> int:
         return options.num_classes
     if name == "digits":
         derived = 10
+    elif name == "sample_photos":
+        derived = len(SAMPLE_PHOTOS["train"])
     elif name == "imagefolder":
         if train_source is None:
             train_source = create_source(options, options.train_split)

@@ -11,7 +11,7 @@ def test_unknown_source_name_lists_valid_names_and_close_matches():
         data_options(dict(name="digit"))
     message = str(error.value)
     assert "'digit'" in message
-    assert "digits, synthetic, imagefolder, array_record" in message
+    assert "digits, synthetic, sample_photos, imagefolder, array_record" in message
     assert "Did you mean 'digits'" in message
 
 

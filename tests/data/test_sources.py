@@ -62,3 +62,31 @@ def test_synthetic_sizes_come_from_the_config():
     assert len(sources.create_source(options, "train")) == 30
     assert len(sources.create_source(options, "test")) == 7
     assert sources.num_classes(options) == 3
+
+
+def test_sample_photos_are_deterministic_held_out_crops_of_the_bundled_photos():
+    from mixtok.data.sources import SAMPLE_PHOTOS, SamplePhotosSource, _sample_photo
+
+    assert not set(SAMPLE_PHOTOS["train"]) & set(SAMPLE_PHOTOS["test"])
+    train = SamplePhotosSource("train", 40, 32)
+    again = SamplePhotosSource("train", 40, 32)
+    for i in (0, 7, 39):
+        example = train[i]
+        np.testing.assert_array_equal(example["image"], again[i]["image"])
+        image = example["image"]
+        assert image.dtype == np.uint8 and image.shape[2] == 3 and image.shape[0] == image.shape[1]
+        assert 32 <= image.shape[0] <= 96
+        # The crop is a window of its photo: find it by its top-left pixel row.
+        photo = _sample_photo(SAMPLE_PHOTOS["train"][example["label"]])
+        side = image.shape[0]
+        windows = np.lib.stride_tricks.sliding_window_view(photo, (side, side, 3))[..., 0, :, :, :]
+        assert np.any(np.all(windows == image, axis=(-3, -2, -1)))
+    test = SamplePhotosSource("test", 6, 32)
+    assert {test[i]["label"] for i in range(6)} == {0, 1, 2}
+
+
+def test_sample_photos_reject_an_image_size_larger_than_the_photos():
+    from mixtok.data.sources import SamplePhotosSource
+
+    with pytest.raises(ValueError, match="image_size=400 is larger than the smallest sample photo"):
+        SamplePhotosSource("test", 4, 400)
