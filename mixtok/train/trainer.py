@@ -2,8 +2,9 @@
 
     train_and_evaluate(config, workdir)
 
-It builds the mesh, the data iterators, the model (`create_model(config.model.name,
-**config.model.kwargs)`) and the task, creates the train state already sharded, resumes from
+It builds the mesh, the data iterators and the task (`mixtok.train.tasks`), which builds the model
+from `config.model` (`create_model(config.model.name, **config.model.kwargs)` for classification,
+`create_tokenizer(...)` for tokenizers), creates the train state already sharded, resumes from
 the latest checkpoint in `workdir` if there is one, and then trains to `config.total_steps`,
 logging to `workdir/metrics.jsonl` and TensorBoard, evaluating every `eval_every` steps and
 checkpointing every `checkpoint_every` steps, on SIGTERM, and at the end.
@@ -29,10 +30,9 @@ from ml_collections import ConfigDict
 from tqdm import tqdm
 
 from mixtok import data as data_lib
-from mixtok.models import create_model
 from mixtok.parallel import batch_sharding, create_mesh, logical_shardings, replicated, rules_from_config
 from mixtok.train.checkpointing import Checkpointer, check_same_model
-from mixtok.train.config import compute_dtype, validate_config
+from mixtok.train.config import validate_config
 from mixtok.train.metric_writer import MetricWriter
 from mixtok.train.optimizer import create_optimizer
 from mixtok.train.tasks import get_task
@@ -102,11 +102,9 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *, stop_at_step: Option
     repl = replicated(mesh)
 
     info = data_lib.dataset_info(config.data)
-    model = create_model(config.model.name, num_classes=info.num_classes, dtype=compute_dtype(config),
-                         **config.model.get("kwargs", ConfigDict()).to_dict())
-    task = get_task(config.get("task", "classification"))(model, info.num_classes,
-                                                          config.get("label_smoothing", 0.0))
-    tx, schedule = create_optimizer(config.optimizer, config.total_steps)
+    task = get_task(config.get("task", "classification")).from_config(config, info)
+    tx, schedule = task.create_optimizer(config) if hasattr(task, "create_optimizer") else \
+        create_optimizer(config.optimizer, config.total_steps)
 
     def init_state(rng):
         variables = task.init(rng, task.dummy_batch(info.image_size))
@@ -125,7 +123,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *, stop_at_step: Option
     def train_step(state: TrainState, batch, base_rng):
         rng = jax.random.fold_in(base_rng, state.step)
         grad_fn = jax.value_and_grad(task.train_loss, has_aux=True)
-        (loss, (aux, updated_variables)), grads = grad_fn(state.params, state.other_variables, batch, rng)
+        (loss, (aux, updated_variables)), grads = grad_fn(state.params, state.other_variables, batch, rng,
+                                                          state.step)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "learning_rate": schedule(state.step),
@@ -138,6 +137,12 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *, stop_at_step: Option
                          out_shardings=(state_shardings, repl), donate_argnums=(0,))
     eval_step = jax.jit(task.eval_sums, in_shardings=(state_shardings.params, state_shardings.other_variables,
                                                       batch_shard), out_shardings=repl)
+
+    eval_images_step = None
+    if hasattr(task, "eval_images"):
+        eval_images_step = jax.jit(task.eval_images, in_shardings=(state_shardings.params,
+                                                                   state_shardings.other_variables, batch_shard),
+                                   out_shardings=repl)
 
     train_iter = data_lib.create_train_iterator(config.data, global_batch_size=config.batch_size, seed=config.seed)
     checkpointer = Checkpointer(workdir / "checkpoints", keep=config.get("keep_checkpoints", 3),
@@ -159,7 +164,13 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *, stop_at_step: Option
         for batch in eval_iter:
             out = eval_step(state.params, state.other_variables, _put_batch(batch, batch_shard))
             sums = out if sums is None else jax.tree_util.tree_map(jnp.add, sums, out)
-        return task.summarize_eval(jax.device_get(sums))
+        metrics = task.summarize_eval(jax.device_get(sums))
+        if eval_images_step is not None:  # e.g. originals beside reconstructions, from the first eval batch
+            batch = _put_batch(next(iter(eval_iter)), batch_shard)
+            images = jax.device_get(eval_images_step(state.params, state.other_variables, batch))
+            if is_lead:
+                task.write_eval_images(images, workdir / "images", int(jax.device_get(state.step)))
+        return metrics
 
     is_lead = jax.process_index() == 0  # one process of a multi-host run writes logs and shows progress
     writer = MetricWriter(workdir, resume_step=start if start else None,
@@ -205,8 +216,9 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *, stop_at_step: Option
                         speed = record.pop("train/images_per_second")
                         writer.write(step, record)
                         last = record
-                        progress.set_postfix(loss=f"{record['train/loss']:.4f}", img_s=f"{speed:.0f}",
-                                             **({"eval_acc": f"{record['eval/accuracy']:.4f}"} if is_eval else {}))
+                        shown = {key.split("/")[-1]: f"{record[key]:.4f}" for key in task.PROGRESS_METRICS
+                                 if key in record}
+                        progress.set_postfix(loss=f"{record['train/loss']:.4f}", img_s=f"{speed:.0f}", **shown)
                         tick, tick_step = time.perf_counter(), step
                     history = []
                     if is_save:

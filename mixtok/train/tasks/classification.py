@@ -5,6 +5,10 @@ from typing import Any, Dict, Mapping
 import jax
 import jax.numpy as jnp
 import optax
+from ml_collections import ConfigDict
+
+from mixtok.models import create_model
+from mixtok.train.config import compute_dtype
 
 
 class ClassificationTask:
@@ -17,6 +21,7 @@ class ClassificationTask:
     """
 
     UPDATED_COLLECTIONS = ("batch_stats",)
+    PROGRESS_METRICS = ("eval/accuracy",)  # shown beside the progress bar after an eval
 
     def __init__(self, model, num_classes: int, label_smoothing: float = 0.0):
         if not 0.0 <= label_smoothing < 1.0:
@@ -24,6 +29,13 @@ class ClassificationTask:
         self.model = model
         self.num_classes = num_classes
         self.label_smoothing = label_smoothing
+
+    @classmethod
+    def from_config(cls, config, info) -> "ClassificationTask":
+        """The task of a training config: `create_model(config.model.name, **config.model.kwargs)`."""
+        model = create_model(config.model.name, num_classes=info.num_classes, dtype=compute_dtype(config),
+                             **config.model.get("kwargs", ConfigDict()).to_dict())
+        return cls(model, info.num_classes, config.get("label_smoothing", 0.0))
 
     def dummy_batch(self, image_size: int, batch_size: int = 1) -> Dict[str, jax.Array]:
         return {"image": jnp.zeros((batch_size, image_size, image_size, 3), jnp.float32),
@@ -36,7 +48,7 @@ class ClassificationTask:
         targets = optax.smooth_labels(jax.nn.one_hot(labels, self.num_classes), self.label_smoothing)
         return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
 
-    def train_loss(self, params, other_variables, batch, rng):
+    def train_loss(self, params, other_variables, batch, rng, step=None):
         """Mean smoothed cross-entropy of a training batch, with dropout and stochastic depth on.
 
         Returns (loss, (metrics, updated)): `updated` holds the new values of the collections in
