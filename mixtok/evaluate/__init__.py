@@ -1,0 +1,35 @@
+"""Metrics for tokenizers and models: PSNR, SSIM, Frechet distance (rFID), codebook statistics (mixtok.evaluate)."""
+
+from mixtok.evaluate.codebook import (
+    CodebookCounter,
+    code_counts,
+    codebook_entropy_bits,
+    codebook_perplexity,
+    codebook_usage,
+)
+from mixtok.evaluate.frechet import (
+    FeatureStatistics,
+    compute_rfid,
+    feature_statistics,
+    frechet_distance,
+    frechet_distance_from_features,
+    trace_sqrt_product,
+)
+from mixtok.evaluate.image_metrics import gaussian_taps, psnr, ssim
+
+__all__ = [
+    "CodebookCounter",
+    "FeatureStatistics",
+    "code_counts",
+    "codebook_entropy_bits",
+    "codebook_perplexity",
+    "codebook_usage",
+    "compute_rfid",
+    "feature_statistics",
+    "frechet_distance",
+    "frechet_distance_from_features",
+    "gaussian_taps",
+    "psnr",
+    "ssim",
+    "trace_sqrt_product",
+]

@@ -1,0 +1,106 @@
+"""How a tokenizer uses its codebook: usage, perplexity and entropy of the token indices.
+
+    codebook_usage(indices, K)         # |unique indices| / K
+    codebook_perplexity(indices, K)    # exp(H), H = -sum p ln p
+    codebook_entropy_bits(indices, K)  # -sum p log2 p
+    counter = CodebookCounter(K); counter.update(indices) ...; counter.usage(), counter.entropy_bits()
+
+p is the empirical frequency of each of the K codes among all indices given. The one-call functions are jnp and
+jit-able (per batch, e.g. as training diagnostics); TiTok reports usage over the whole evaluation set, which a batch
+underestimates, so evaluation accumulates counts with `CodebookCounter` (numpy int64 bincounts).
+
+Follows TiTok's evaluator (bytedance/1d-tokenizer @ 942a96f: evaluator/evaluator.py, VQGANEvaluator's
+`CodebookUsage` = len(set of indices) / num_codebook_entries and `CodebookEntropy` = sum(-log2(p + 1e-8) * p)).
+Difference: the entropy here is exact, 0 * log 0 = 0, without the 1e-8 inside the log (which changes the value by
+~1e-8 per code).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _check_size(codebook_size, name: str) -> int:
+    if int(codebook_size) != codebook_size or codebook_size < 1:
+        raise ValueError(f"{name}: codebook_size must be a positive integer, got {codebook_size!r}.")
+    return int(codebook_size)
+
+
+def code_counts(indices, codebook_size: int):
+    """Occurrences of each code, [K] int32, over all entries of an integer array of indices.
+
+    Under jit, indices outside [0, K) cannot be checked: jnp.bincount drops those >= K and counts negative ones as 0.
+    """
+    codebook_size = _check_size(codebook_size, "code_counts")
+    return jnp.bincount(jnp.ravel(jnp.asarray(indices)).astype(jnp.int32), length=codebook_size)
+
+
+def _entropy_nats(counts):
+    probabilities = counts / jnp.maximum(jnp.sum(counts), 1)
+    return jnp.sum(jax.scipy.special.entr(probabilities))  # entr(p) = -p ln p, 0 at p = 0
+
+
+def codebook_usage(indices, codebook_size: int):
+    """Fraction of the K codes that occur at least once in `indices` (float32 scalar)."""
+    counts = code_counts(indices, codebook_size)
+    return jnp.mean((counts > 0).astype(jnp.float32))
+
+
+def codebook_perplexity(indices, codebook_size: int):
+    """exp of the natural-log entropy of the code frequencies: K for uniform use, 1 for a single code."""
+    return jnp.exp(_entropy_nats(code_counts(indices, codebook_size).astype(jnp.float32)))
+
+
+def codebook_entropy_bits(indices, codebook_size: int):
+    """-sum p log2 p of the code frequencies, in bits (TiTok's CodebookEntropy): log2 K at most."""
+    return _entropy_nats(code_counts(indices, codebook_size).astype(jnp.float32)) / jnp.log(2.0)
+
+
+class CodebookCounter:
+    """Code frequencies accumulated over many batches (numpy int64), for usage and entropy over a whole eval set."""
+
+    def __init__(self, codebook_size: int):
+        self.codebook_size = _check_size(codebook_size, "CodebookCounter")
+        self.counts = np.zeros(self.codebook_size, np.int64)
+
+    def update(self, indices) -> None:
+        """Counts every entry of an integer array of indices (any shape)."""
+        flat = np.ravel(np.asarray(indices))
+        if flat.size == 0:
+            return
+        if not np.issubdtype(flat.dtype, np.integer):
+            raise ValueError(f"CodebookCounter.update: indices must be integers, got dtype {flat.dtype}.")
+        if flat.min() < 0 or flat.max() >= self.codebook_size:
+            raise ValueError(f"CodebookCounter.update: indices must lie in [0, {self.codebook_size}), got values "
+                             f"from {flat.min()} to {flat.max()}.")
+        self.counts += np.bincount(flat, minlength=self.codebook_size)
+
+    def reset(self) -> None:
+        self.counts[:] = 0
+
+    @property
+    def total(self) -> int:
+        return int(self.counts.sum())
+
+    def probabilities(self) -> np.ndarray:
+        if self.total == 0:
+            raise ValueError("CodebookCounter: no indices were counted.")
+        return self.counts / self.total
+
+    def usage(self) -> float:
+        return float(np.count_nonzero(self.counts)) / self.codebook_size
+
+    def entropy_bits(self) -> float:
+        p = self.probabilities()
+        p = p[p > 0]
+        return float(-(p * np.log2(p)).sum())
+
+    def perplexity(self) -> float:
+        p = self.probabilities()
+        p = p[p > 0]
+        return float(np.exp(-(p * np.log(p)).sum()))
+
+    def results(self) -> dict:
+        """{"codebook_usage", "codebook_entropy_bits", "codebook_perplexity"} as floats."""
+        return {"codebook_usage": self.usage(), "codebook_entropy_bits": self.entropy_bits(),
+                "codebook_perplexity": self.perplexity()}

@@ -1,0 +1,67 @@
+"""The contracts every quantizer and tokenizer in mixtok.tokenizers follows.
+
+Quantizers (VectorQuantizer, FSQ, LFQ, BSQ, ResidualQuantizer, DiagonalGaussian) are linen modules
+
+    out = quantizer(z, train=False)        # z [..., code_dim] -> QuantizerOutput
+    codes = quantizer.decode_indices(out.indices)   # the values the decoder saw, [..., code_dim]
+
+and all return a `QuantizerOutput`. Tokenizers (VQGAN, TiTok, One-D-Piece, FlexTok-style) are linen
+modules with
+
+    out = tokenizer(images, train=False, num_tokens=None)   # -> TokenizerOutput
+    q = tokenizer.encode(images, train=False)               # -> QuantizerOutput; q.indices are the tokens
+    images = tokenizer.decode(q.quantized, num_tokens=None) # from quantized values
+    images = tokenizer.decode_indices(q.indices, num_tokens=None)
+
+Images are NHWC in the data pipeline's normalised space (the tokenizer configs use mean = std = 0.5,
+so pixels are in [-1, 1]); reconstructions are in the same space. `num_tokens=k` decodes from the
+first k tokens only (prefix decoding), where the tokenizer supports it (`PREFIX_DECODING = True`).
+
+Randomness: quantizers and tokenizers draw from the `noise` rng stream (stochastic codes, the
+number of kept tokens in tail-token drop and nested dropout) and only when `train=True`.
+State: EMA codebooks and usage counters live in the `quantizer_state` collection, which the
+tokenizer task updates every training step (as `batch_stats` is for BatchNorm).
+"""
+
+from typing import Any, Dict, Optional
+
+import flax
+import jax
+
+QUANTIZER_STATE = "quantizer_state"  # mutable collection of EMA codebooks / usage counters
+
+
+@flax.struct.dataclass
+class QuantizerOutput:
+    """What every quantizer returns.
+
+    quantized: [..., code_dim] the values passed on to the decoder, with straight-through (or
+      rotation-trick) gradients to the input; for the Gaussian bottleneck, the sample.
+    indices: integer codes, [...] (int32); [..., depth] for a ResidualQuantizer; None for the
+      continuous (Gaussian) bottleneck.
+    loss: scalar float32, the quantizer's own auxiliary loss with its weights applied (commitment
+      + codebook, entropy, KL); add it to the reconstruction loss.
+    stats: dict of scalar float32 diagnostics (e.g. "commitment_loss", "codebook_usage",
+      "perplexity"); logged, never differentiated.
+    """
+
+    quantized: jax.Array
+    indices: Optional[jax.Array]
+    loss: jax.Array
+    stats: Dict[str, jax.Array]
+
+
+@flax.struct.dataclass
+class TokenizerOutput:
+    """What a tokenizer's `__call__` returns.
+
+    reconstruction: [B, H, W, 3] in the input's normalised space.
+    quantizer: the QuantizerOutput of the tokens the decoder saw.
+    num_tokens: int32 scalar, how many tokens the decoder used (K unless tokens were dropped).
+    extra: model-specific outputs (e.g. logits), may be empty.
+    """
+
+    reconstruction: jax.Array
+    quantizer: QuantizerOutput
+    num_tokens: Any
+    extra: Dict[str, Any] = flax.struct.field(default_factory=dict)

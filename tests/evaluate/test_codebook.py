@@ -1,0 +1,63 @@
+"""Codebook usage, perplexity and entropy against numpy and scipy.stats.entropy."""
+
+import jax
+import numpy as np
+import pytest
+
+from mixtok.evaluate.codebook import (CodebookCounter, code_counts, codebook_entropy_bits, codebook_perplexity,
+                                      codebook_usage)
+
+stats = pytest.importorskip("scipy.stats")
+
+K = 37
+
+
+def skewed_indices(seed, shape=(8, 32)):
+    rng = np.random.default_rng(seed)
+    probabilities = rng.dirichlet(np.full(K, 0.3))
+    return rng.choice(K, size=shape, p=probabilities).astype(np.int32)
+
+
+def test_one_call_metrics_equal_numpy_and_scipy():
+    indices = skewed_indices(0)
+    counts = np.bincount(indices.ravel(), minlength=K)
+    np.testing.assert_array_equal(np.asarray(code_counts(indices, K)), counts)
+    usage = jax.jit(codebook_usage, static_argnums=1)(indices, K)
+    assert float(usage) == pytest.approx(len(np.unique(indices)) / K)
+    np.testing.assert_allclose(float(jax.jit(codebook_perplexity, static_argnums=1)(indices, K)),
+                               np.exp(stats.entropy(counts)), rtol=1e-5)
+    np.testing.assert_allclose(float(codebook_entropy_bits(indices, K)), stats.entropy(counts, base=2), rtol=1e-5)
+
+
+def test_uniform_and_single_code_extremes():
+    uniform = np.arange(4 * K) % K
+    assert float(codebook_usage(uniform, K)) == 1.0
+    np.testing.assert_allclose(float(codebook_perplexity(uniform, K)), K, rtol=1e-5)
+    np.testing.assert_allclose(float(codebook_entropy_bits(uniform, K)), np.log2(K), rtol=1e-5)
+    single = np.full((5,), 3)
+    assert float(codebook_perplexity(single, K)) == pytest.approx(1.0)
+    assert float(codebook_entropy_bits(single, K)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_counter_over_batches_equals_the_whole_set():
+    batches = [skewed_indices(seed, shape=(3, 7)) for seed in range(5)]
+    everything = np.concatenate([b.ravel() for b in batches])
+    counter = CodebookCounter(K)
+    for batch in batches:
+        counter.update(batch)
+    counts = np.bincount(everything, minlength=K)
+    np.testing.assert_array_equal(counter.counts, counts)
+    results = counter.results()
+    assert results["codebook_usage"] == len(np.unique(everything)) / K
+    np.testing.assert_allclose(results["codebook_entropy_bits"], stats.entropy(counts, base=2), rtol=1e-12)
+    np.testing.assert_allclose(results["codebook_perplexity"], np.exp(stats.entropy(counts)), rtol=1e-12)
+    # A single batch sees fewer codes than the whole set: why evaluation accumulates.
+    assert float(codebook_usage(batches[0], K)) <= results["codebook_usage"]
+
+
+def test_counter_rejects_indices_outside_the_codebook():
+    counter = CodebookCounter(4)
+    with pytest.raises(ValueError, match=r"\[0, 4\)"):
+        counter.update(np.array([0, 4]))
+    with pytest.raises(ValueError, match="codebook_size"):
+        CodebookCounter(0)
