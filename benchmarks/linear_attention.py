@@ -16,9 +16,10 @@ dk, dv (7 L d, with the normaliser recomputed), so forward+backward is 11 L d el
 `--batch N` caps every shape's batch at N and `--scale s` multiplies every length by s (at least 1),
 to shrink the set on a CPU. Inputs are `--dtype` (bf16 by default, as in kernels.md 10).
 
-Implementations: every one that compiles on this backend: "xla" everywhere and "pallas" on TPU only
-(on CPU it runs only in Pallas's interpreter, whose time means nothing, and it has no GPU lowering;
-see mixtok/kernels/linear_attention.py). `--impls` overrides.
+Implementations: every one that compiles on this backend: "xla" everywhere and "pallas" on TPU and
+GPU (on GPU the Mosaic GPU forward kernels, bf16 with d in {64, 128}: other shapes are skipped with
+the reason; on CPU Pallas runs only in its interpreter, whose time means nothing; see
+mixtok/kernels/linear_attention.py). `--impls` overrides.
 """
 
 import argparse
@@ -57,6 +58,11 @@ def bench_shape(batch, heads, length, d, causal, dtype, impls, repeats):
     ops["softmax"] = lambda q, k, v: _softmax_attention(q, k, v, causal)
     rows = {}
     for name, op in ops.items():
+        try:
+            jax.eval_shape(op, q, k, v)
+        except ValueError as error:  # e.g. the Mosaic GPU kernels take d in {64, 128} only
+            print(f"# {name} skipped at B={batch} heads={heads} L={length} d={d}: {error}")
+            continue
         forward = jax.jit(op)
         train = jax.jit(lambda q, k, v, do, op=op: jax.vjp(op, q, k, v)[1](do))
         rows[name] = (median_seconds(forward, (q, k, v), repeats), median_seconds(train, (q, k, v, do), repeats))
@@ -64,7 +70,7 @@ def bench_shape(batch, heads, length, d, causal, dtype, impls, repeats):
 
 
 def default_impls():
-    return ["xla", "pallas"] if jax.default_backend() == "tpu" else ["xla"]
+    return ["xla", "pallas"] if jax.default_backend() in ("tpu", "gpu") else ["xla"]
 
 
 def main():

@@ -49,8 +49,12 @@ parallel over B*H, arbitrary over the pass and L axes) and run in Pallas's inter
 pass Pallas's Mosaic TPU lowering (`jax.export(..., platforms=["tpu"])` on a CPU machine, 2026-11-21),
 but they have not been compiled by Mosaic or run on a TPU (none was available), so "auto" does not
 pick them there. On GPU `pl.pallas_call` is not the way (Pallas Triton is deprecated since JAX 0.11,
-and Mosaic GPU does not lower `jnp.dot` inside a kernel), so "auto" picks "xla" on CPU and GPU, and
-impl="pallas" without interpret=True is a ValueError there.
+and Mosaic GPU does not lower `jnp.dot` inside a kernel): there impl="pallas" runs the Mosaic GPU
+forward kernels of mixtok/kernels/linear_attention_mgpu.py (`plgpu.kernel`, Hopper wgmma, TMA;
+bfloat16, d in {64, 128}; non-causal two-loop and causal chunk-64 forms) with the "xla" backward.
+They match the reference in the Mosaic GPU interpreter and pass the Mosaic GPU lowering on a CPU
+(`jax.export(..., platforms=["cuda"])`), but have not been compiled to PTX or run on a GPU (none
+was available), so "auto" picks "xla" on CPU and GPU, and impl="pallas" on CPU needs interpret=True.
 Not done: packing several heads into one program for short sequences (kernels.md 9.2, N <= 196).
 """
 
@@ -509,6 +513,15 @@ def _op(impl, causal, feature_map, eps, blocks, interpret):
 
         def backward(q, k, v, g, h):
             return _xla_backward(q, k, v, g, h, causal, feature_map, blocks.chunk)
+    elif impl == "mosaic_gpu":  # impl="pallas" on a GPU: the Mosaic GPU forward, the XLA backward
+        from mixtok.kernels.linear_attention_mgpu import linear_attention_mgpu_forward
+
+        def forward(q, k, v):
+            return linear_attention_mgpu_forward(q, k, v, causal=causal, feature_map=feature_map, eps=eps,
+                                                 interpret=interpret)
+
+        def backward(q, k, v, g, h):
+            return _xla_backward(q, k, v, g, h, causal, feature_map, blocks.chunk)
     else:
         def forward(q, k, v):
             return _pallas_forward(q, k, v, causal, feature_map, eps, blocks, interpret)
@@ -543,12 +556,12 @@ def resolve_impl(impl: str) -> str:
 
 def _check_pallas(interpret: bool) -> None:
     backend = jax.default_backend()
-    if interpret or backend == "tpu":
+    if interpret or backend in ("tpu", "gpu"):
         return
-    if backend in ("cpu", "gpu"):
+    if backend == "cpu":
         raise ValueError(
-            f"impl='pallas' runs on {backend.upper()} only in Pallas's interpreter: pass interpret=True, or use "
-            "impl='auto' / 'xla' (the kernels are written for Mosaic TPU; see mixtok/kernels/linear_attention.py).")
+            "impl='pallas' runs on CPU only in Pallas's interpreter: pass interpret=True, or use impl='auto' / "
+            "'xla' (the kernels are written for Mosaic TPU and Mosaic GPU; see mixtok/kernels/linear_attention.py).")
     raise ValueError(f"impl='pallas' has no kernel for the {backend!r} backend; use impl='auto'.")
 
 
@@ -569,4 +582,9 @@ def linear_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, causal: bool =
         raise ValueError(f"blocks must be a LinearAttentionBlocks; got {type(blocks).__name__}.")
     if name == "pallas":
         _check_pallas(interpret)
+        if jax.default_backend() == "gpu" and not interpret:
+            from mixtok.kernels.linear_attention_mgpu import check_mgpu_inputs
+
+            check_mgpu_inputs(q, k, v, feature_map)
+            name = "mosaic_gpu"
     return _op(name, bool(causal), feature_map, float(eps), blocks, bool(interpret) and name == "pallas")(q, k, v)
