@@ -4,8 +4,10 @@
     quantizer = make_quantizer("fsq", levels="fsq_64000")
 """
 
+from mixtok.tokenizers import titok_variants  # noqa: F401  (registers the variants)
 from mixtok.tokenizers import vqgan_variants  # noqa: F401  (registers the variants)
 from mixtok.tokenizers.base import QUANTIZER_STATE, QuantizerOutput, TokenizerOutput
+from mixtok.tokenizers.flextok import FlexTok
 from mixtok.tokenizers.losses import (
     LogitPerceptualLoss,
     PatchGANDiscriminator,
@@ -42,6 +44,7 @@ from mixtok.tokenizers.registry import (
     register_tokenizer,
     tokenizer_spec,
 )
+from mixtok.tokenizers.titok import TiTok
 from mixtok.tokenizers.vqgan import VQGAN, VQGANDecoder, VQGANEncoder
 
 __all__ = [
@@ -49,6 +52,7 @@ __all__ = [
     "DiagonalGaussian",
     "FSQ",
     "FSQ_PRESETS",
+    "FlexTok",
     "LFQ",
     "LogitPerceptualLoss",
     "PatchGANDiscriminator",
@@ -59,6 +63,7 @@ __all__ = [
     "ResidualQuantizer",
     "SmallFeatureNet",
     "TOKENIZERS",
+    "TiTok",
     "TiTokDiscriminator",
     "TokenizerOutput",
     "TokenizerSpec",

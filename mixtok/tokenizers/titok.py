@@ -1,0 +1,344 @@
+"""TiTok, a 1D tokenizer (K learned latent tokens read out of a ViT), and One-D-Piece's tail token drop.
+
+Papers: "An Image is Worth 32 Tokens for Reconstruction and Generation" (Yu et al., NeurIPS 2024);
+"One-D-Piece: Image Tokenizer Meets Quality-Controllable Compression" (Miwa et al., 2025).
+Official code: bytedance/1d-tokenizer @ 942a96f: modeling/titok.py (`TiTok`), modeling/modules/blocks.py
+(`TiTokEncoder`, `TiTokDecoder`, `ResidualAttentionBlock`); turingmotors/One-D-Piece @ 473665d:
+modeling/one_d_piece.py (`OneDPiece`).
+
+With patch size p, grid g = image_size / p, width W and K latent tokens:
+
+    encoder  x = [cls, PatchEmbed(image) (g^2 tokens)] + pos_embed;  l = latent_tokens + latent_pos_embed
+             h = ln_post(Transformer(ln_pre([x, l]))[-K:]);  z = conv_out(h)        [B, K, quantizer.input_dim]
+    quantize q = quantizer(z)                                                      [B, K, code_dim]
+    decoder  m = [cls, mask_token x g^2] + pos_embed;  t = decoder_embed(q[:, :k]) + latent_pos_embed[:k]
+             y = ln_post(Transformer(ln_pre([m, t]))[1 : 1 + g^2])
+             image = Conv3x3(DepthToSpace_p(Linear(W -> p * p * 3)(y)))
+
+Transformer blocks are pre-LN, x += MHA(LN(x)); x += MLP(LN(x)) with a 4x GELU (erf) MLP, attention
+parameterised as `torch.nn.MultiheadAttention` (a fused `in_proj` W -> 3W and `out_proj` W -> W, both with
+biases; the fused output is ordered (q | k | v), each split into heads of W / heads channels), so that
+parameter counts and converted weights match one to one. LayerNorm eps is PyTorch's 1e-5.
+
+This is the single-stage RGB TiTok (`is_legacy: False` in the official configs): the encoder permutes
+(B, K, W) correctly before `conv_out` and the decoder head predicts RGB patches. The legacy two-stage
+path (channel-scrambling reshape, a head over 1024 MaskGIT-VQGAN proxy codes, a frozen MaskGIT pixel
+decoder) is not implemented.
+
+Initialisation follows the official code: `latent_tokens`, `class_embedding`, `positional_embedding`,
+`latent_token_positional_embedding` and the decoder's `mask_token` are W^-0.5 * N(0, 1); every Linear and
+Conv weight is trunc_normal(0.02) with zero bias (TiTok._init_weights); the attention's fused `in_proj`
+keeps nn.MultiheadAttention's xavier_uniform with zero bias (it is a bare Parameter, which
+_init_weights does not touch), its `out_proj` (an nn.Linear) gets trunc_normal(0.02); LayerNorms are
+(1, 0). Difference: jax's truncated normal cuts at +-2 std, PyTorch's trunc_normal_ at +-2.0 absolute.
+
+Parameter names follow the official ones except: blocks `transformer/block_{i}` (official `transformer.{i}`),
+MLP `fc1` / `fc2` (`c_fc` / `c_proj`), LayerNorm `scale` (`weight`), the quantizer's `codebook`
+(`quantize.embedding.weight`); 1x1 convs are Dense kernels. tests/tokenizers/test_titok.py
+(`torch_state_dict_to_flax`) maps an official state dict onto these. With weights copied from the official
+`TiTok` (is_legacy=False, small widths, 32 px images, K = 8, its VectorQuantizer) the token indices are
+identical and the reconstructions agree within 1.1e-7.
+
+Prefix decoding. The decoder slices the latent positional embedding to the number of tokens it gets
+(official `latent_token_positional_embedding[:seq_len]`), so `decode(q[:, :k])` decodes from the first
+k tokens. Under `jit` a data-dependent k cannot change shapes, so a traced k (or a per-sample [B] array
+of them) keeps all K tokens and masks tokens k.. out of the decoder's attention as keys: the patch
+outputs then equal those of the sliced sequence up to float rounding (the masked tokens' own outputs are
+discarded, and LayerNorm and the MLP act per token). A Python int k slices, exactly as the official code.
+`TokenizerOutput.num_tokens` is the int32 k the decoder used (a scalar, or [B] for a per-sample k).
+
+One-D-Piece (`tail_token_drop=True`): in training the decoder keeps only the first k tokens, with ONE
+k ~ U{1..K} per step for the whole batch, drawn from the `noise` rng stream (official
+`OneDPiece.apply_tail_token_drop`, torch.randint per call of `decode`); here in the masked form.
+The quantizer loss is computed over all K tokens, before the drop, as in the official code.
+"""
+
+from typing import Any, Mapping, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mixtok.layers.mlp import Mlp
+from mixtok.layers.norms import LayerNorm
+from mixtok.layers.partitioning import (
+    conv_kernel_init,
+    dense_kernel_init,
+    param_with_axes,
+    zeros_with_axes,
+)
+from mixtok.mixers.davit import dot_product_attention
+from mixtok.tokenizers.base import QuantizerOutput, TokenizerOutput
+from mixtok.tokenizers.quantizers import make_quantizer
+
+TORCH_LAYER_NORM_EPS = 1e-5
+
+
+def scaled_normal_init(scale: float, axes):
+    """scale * N(0, 1): the official init of TiTok's embeddings and latent tokens (scale = width^-0.5)."""
+    return param_with_axes(jax.nn.initializers.normal(stddev=scale), axes)
+
+
+def sample_tail_token_drop_length(rng: jax.Array, num_tokens: int) -> jax.Array:
+    """One-D-Piece's tail token drop: how many head tokens to keep, k ~ U{1..num_tokens}, int32 scalar."""
+    return jax.random.randint(rng, (), 1, num_tokens + 1, dtype=jnp.int32)
+
+
+def prefix_key_mask(keep: jax.Array, num_tokens: int, num_prefix: int = 0) -> jax.Array:
+    """Attention mask (True = may attend) hiding latent tokens >= keep from every query, as keys.
+
+    `keep` is a scalar or [B] int array; the sequence is `num_prefix` always-visible tokens followed by
+    `num_tokens` latent tokens. Returns a bool array broadcastable to [B, heads, queries, keys].
+    """
+    keep = jnp.asarray(keep, jnp.int32).reshape(-1, 1)  # [B or 1, 1]
+    latent_visible = jnp.arange(num_tokens, dtype=jnp.int32)[None, :] < keep
+    visible = jnp.concatenate([jnp.ones((keep.shape[0], num_prefix), bool), latent_visible], axis=1)
+    return visible[:, None, None, :]
+
+
+class MultiheadSelfAttention(nn.Module):
+    """Self-attention parameterised as torch.nn.MultiheadAttention: `in_proj` W -> 3W, `out_proj` W -> W."""
+
+    num_heads: int
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, mask=None):
+        width = x.shape[-1]
+        if width % self.num_heads:
+            raise ValueError(f"width {width} must be a multiple of num_heads {self.num_heads}.")
+        qkv = nn.Dense(3 * width, dtype=self.dtype, param_dtype=self.param_dtype,
+                       kernel_init=param_with_axes(jax.nn.initializers.xavier_uniform(), ("embed", "heads")),
+                       bias_init=zeros_with_axes(("heads",)), name="in_proj")(x)
+        qkv = qkv.reshape(x.shape[:-1] + (3, self.num_heads, width // self.num_heads))
+        out = dot_product_attention(qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :], mask=mask)
+        return nn.Dense(width, dtype=self.dtype, param_dtype=self.param_dtype,
+                        kernel_init=dense_kernel_init(("heads", "embed")), bias_init=zeros_with_axes(("embed",)),
+                        name="out_proj")(out.reshape(x.shape))
+
+
+class ResidualAttentionBlock(nn.Module):
+    """Pre-LN transformer block: x += MHA(ln_1(x)); x += MLP(ln_2(x)), MLP 4x with exact GELU."""
+
+    num_heads: int
+    mlp_ratio: float = 4.0
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, mask=None):
+        norm = dict(epsilon=TORCH_LAYER_NORM_EPS, dtype=self.dtype, param_dtype=self.param_dtype)
+        x = x + MultiheadSelfAttention(self.num_heads, dtype=self.dtype, param_dtype=self.param_dtype,
+                                       name="attn")(LayerNorm(**norm, name="ln_1")(x), mask)
+        return x + Mlp(self.mlp_ratio, activation="gelu", use_bias=True, dtype=self.dtype,
+                       param_dtype=self.param_dtype, name="mlp")(LayerNorm(**norm, name="ln_2")(x))
+
+
+class Transformer(nn.Module):
+    """`depth` ResidualAttentionBlocks, named block_0 ... block_{depth-1}."""
+
+    depth: int
+    num_heads: int
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, mask=None):
+        for index in range(self.depth):
+            x = ResidualAttentionBlock(self.num_heads, dtype=self.dtype, param_dtype=self.param_dtype,
+                                       name=f"block_{index}")(x, mask)
+        return x
+
+
+def _grid_size(image_size: int, patch_size: int) -> int:
+    if image_size % patch_size:
+        raise ValueError(f"image_size {image_size} must be a multiple of patch_size {patch_size}.")
+    return image_size // patch_size
+
+
+class TiTokEncoder(nn.Module):
+    """Images [B, H, W, 3] and latent tokens [K, W] -> [B, K, output_dim] (official `TiTokEncoder`)."""
+
+    image_size: int
+    patch_size: int
+    width: int
+    depth: int
+    num_heads: int
+    num_latent_tokens: int
+    output_dim: int
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, images, latent_tokens):
+        grid = _grid_size(self.image_size, self.patch_size)
+        if images.shape[1:] != (self.image_size, self.image_size, 3):
+            raise ValueError(f"images have shape {images.shape}; expected [B, {self.image_size}, "
+                             f"{self.image_size}, 3] (image_size {self.image_size}, RGB, NHWC).")
+        batch, scale = images.shape[0], self.width ** -0.5
+        dtype = self.dtype or images.dtype
+        x = nn.Conv(self.width, (self.patch_size, self.patch_size), strides=self.patch_size, padding="VALID",
+                    dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=conv_kernel_init(),
+                    bias_init=zeros_with_axes(("conv_out",)), name="patch_embed")(images)
+        x = x.reshape(batch, grid * grid, self.width)
+        class_embedding = self.param("class_embedding", scaled_normal_init(scale, (None, "embed")),
+                                     (1, self.width), self.param_dtype)
+        positional_embedding = self.param("positional_embedding", scaled_normal_init(scale, (None, "embed")),
+                                          (grid * grid + 1, self.width), self.param_dtype)
+        latent_positional_embedding = self.param(
+            "latent_token_positional_embedding", scaled_normal_init(scale, (None, "embed")),
+            (self.num_latent_tokens, self.width), self.param_dtype)
+        x = jnp.concatenate([jnp.broadcast_to(class_embedding.astype(dtype), (batch, 1, self.width)),
+                             x.astype(dtype)], axis=1)
+        x = x + positional_embedding.astype(dtype)
+        latents = (latent_tokens + latent_positional_embedding).astype(dtype)
+        x = jnp.concatenate([x, jnp.broadcast_to(latents, (batch,) + latents.shape)], axis=1)
+        norm = dict(epsilon=TORCH_LAYER_NORM_EPS, dtype=self.dtype, param_dtype=self.param_dtype)
+        x = LayerNorm(**norm, name="ln_pre")(x)
+        x = Transformer(self.depth, self.num_heads, dtype=self.dtype, param_dtype=self.param_dtype,
+                        name="transformer")(x)
+        x = LayerNorm(**norm, name="ln_post")(x[:, 1 + grid * grid:])
+        # The official 1x1 Conv2d over the (fake 2-D) latent grid is this linear map.
+        return nn.Dense(self.output_dim, dtype=self.dtype, param_dtype=self.param_dtype,
+                        kernel_init=dense_kernel_init(("embed", None)), bias_init=zeros_with_axes((None,)),
+                        name="conv_out")(x)
+
+
+class TiTokDecoder(nn.Module):
+    """Quantized tokens [B, K', code_dim] (K' <= K) -> images [B, H, W, 3] (official `TiTokDecoder`, RGB head).
+
+    `keep` (None, a scalar or [B] int array) masks latent tokens >= keep out of the attention as keys.
+    """
+
+    image_size: int
+    patch_size: int
+    width: int
+    depth: int
+    num_heads: int
+    num_latent_tokens: int
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, quantized, keep=None):
+        grid = _grid_size(self.image_size, self.patch_size)
+        batch, num_tokens, _ = quantized.shape
+        if not 1 <= num_tokens <= self.num_latent_tokens:
+            raise ValueError(f"the decoder got {num_tokens} tokens; it takes 1 to num_latent_tokens = "
+                             f"{self.num_latent_tokens} (a prefix of the encoder's tokens).")
+        scale = self.width ** -0.5
+        x = nn.Dense(self.width, dtype=self.dtype, param_dtype=self.param_dtype,
+                     kernel_init=dense_kernel_init((None, "embed")), bias_init=zeros_with_axes(("embed",)),
+                     name="decoder_embed")(quantized)
+        dtype = x.dtype
+        class_embedding = self.param("class_embedding", scaled_normal_init(scale, (None, "embed")),
+                                     (1, self.width), self.param_dtype)
+        positional_embedding = self.param("positional_embedding", scaled_normal_init(scale, (None, "embed")),
+                                          (grid * grid + 1, self.width), self.param_dtype)
+        mask_token = self.param("mask_token", scaled_normal_init(scale, (None, None, "embed")),
+                                (1, 1, self.width), self.param_dtype)
+        latent_positional_embedding = self.param(
+            "latent_token_positional_embedding", scaled_normal_init(scale, (None, "embed")),
+            (self.num_latent_tokens, self.width), self.param_dtype)
+        queries = jnp.concatenate([class_embedding[None], jnp.broadcast_to(mask_token, (1, grid * grid, self.width))],
+                                  axis=1) + positional_embedding
+        queries = jnp.broadcast_to(queries.astype(dtype), (batch, grid * grid + 1, self.width))
+        x = x + latent_positional_embedding[:num_tokens].astype(dtype)
+        x = jnp.concatenate([queries, x], axis=1)
+        mask = None if keep is None else prefix_key_mask(keep, num_tokens, num_prefix=grid * grid + 1)
+        norm = dict(epsilon=TORCH_LAYER_NORM_EPS, dtype=self.dtype, param_dtype=self.param_dtype)
+        x = LayerNorm(**norm, name="ln_pre")(x)
+        x = Transformer(self.depth, self.num_heads, dtype=self.dtype, param_dtype=self.param_dtype,
+                        name="transformer")(x, mask)
+        x = LayerNorm(**norm, name="ln_post")(x[:, 1:1 + grid * grid])
+        patch = self.patch_size
+        x = nn.Dense(patch * patch * 3, dtype=self.dtype, param_dtype=self.param_dtype,
+                     kernel_init=dense_kernel_init(("embed", None)), bias_init=zeros_with_axes((None,)),
+                     name="ffn")(x)
+        # Official Rearrange('b (p1 p2 c) h w -> b c (h p1) (w p2)'): channels ordered (p1, p2, c).
+        x = x.reshape(batch, grid, grid, patch, patch, 3).transpose(0, 1, 3, 2, 4, 5)
+        x = x.reshape(batch, grid * patch, grid * patch, 3)
+        return nn.Conv(3, (3, 3), padding=1, dtype=self.dtype, param_dtype=self.param_dtype,
+                       kernel_init=conv_kernel_init((None, None, None, None)), bias_init=zeros_with_axes((None,)),
+                       name="conv_out")(x)
+
+
+class TiTok(nn.Module):
+    """TiTok (single-stage RGB), optionally with One-D-Piece's tail token drop; see the module docstring.
+
+    quantizer: keyword arguments of `make_quantizer`, e.g. {"name": "vq", "codebook_size": 4096,
+      "code_dim": 12, "l2_normalize": True}; the encoder outputs the quantizer's `input_dim` channels.
+    tail_token_drop: One-D-Piece training (one k ~ U{1..K} per step, `noise` rng stream); also makes the
+      tokenizer advertise prefix decoding (`PREFIX_DECODING`), which the decoder supports either way.
+    """
+
+    image_size: int = 256
+    patch_size: int = 16
+    encoder_width: int = 512
+    encoder_depth: int = 8
+    encoder_heads: int = 8
+    decoder_width: int = 512
+    decoder_depth: int = 8
+    decoder_heads: int = 8
+    num_latent_tokens: int = 128
+    quantizer: Mapping[str, Any] = None
+    tail_token_drop: bool = False
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @property
+    def PREFIX_DECODING(self) -> bool:  # noqa: N802 (the contract's class-attribute name)
+        return self.tail_token_drop
+
+    def setup(self):
+        if self.quantizer is None or "name" not in self.quantizer:
+            raise ValueError(f"quantizer must be a mapping with a 'name' (make_quantizer's arguments), "
+                             f"got {self.quantizer!r}.")
+        if self.num_latent_tokens < 1:
+            raise ValueError(f"num_latent_tokens must be >= 1, got {self.num_latent_tokens}.")
+        self.quantize = make_quantizer(**dict(self.quantizer))
+        self.latent_tokens = self.param(
+            "latent_tokens", scaled_normal_init(self.encoder_width ** -0.5, (None, "embed")),
+            (self.num_latent_tokens, self.encoder_width), self.param_dtype)
+        self.encoder = TiTokEncoder(self.image_size, self.patch_size, self.encoder_width, self.encoder_depth,
+                                    self.encoder_heads, self.num_latent_tokens, self.quantize.input_dim,
+                                    dtype=self.dtype, param_dtype=self.param_dtype)
+        self.decoder = TiTokDecoder(self.image_size, self.patch_size, self.decoder_width, self.decoder_depth,
+                                    self.decoder_heads, self.num_latent_tokens, dtype=self.dtype,
+                                    param_dtype=self.param_dtype)
+
+    def encode(self, images, *, train: bool = False) -> QuantizerOutput:
+        """Images [B, H, W, 3] in [-1, 1] -> QuantizerOutput with quantized [B, K, code_dim], indices [B, K]."""
+        latents = self.encoder(images, self.latent_tokens)
+        return self.quantize(latents, train=train)
+
+    def _decode(self, quantized, num_tokens, train: bool) -> Tuple[jax.Array, jax.Array]:
+        if num_tokens is None and train and self.tail_token_drop:
+            num_tokens = sample_tail_token_drop_length(self.make_rng("noise"), quantized.shape[1])
+        if num_tokens is None:
+            return self.decoder(quantized), jnp.asarray(quantized.shape[1], jnp.int32)
+        if isinstance(num_tokens, int):
+            if not 1 <= num_tokens <= quantized.shape[1]:
+                raise ValueError(f"num_tokens {num_tokens} must be in 1..{quantized.shape[1]} "
+                                 f"(the number of tokens given).")
+            return self.decoder(quantized[:, :num_tokens]), jnp.asarray(num_tokens, jnp.int32)
+        keep = jnp.clip(jnp.asarray(num_tokens, jnp.int32), 1, quantized.shape[1])
+        return self.decoder(quantized, keep), keep
+
+    def decode(self, quantized, *, num_tokens=None, train: bool = False):
+        """Quantized tokens [B, K', code_dim] -> images; `num_tokens=k` decodes from the first k tokens only.
+
+        k is a Python int (the tokens are sliced) or an int array, scalar or [B] (tokens >= k are masked).
+        """
+        return self._decode(quantized, num_tokens, train)[0]
+
+    def decode_indices(self, indices, *, num_tokens=None):
+        """Token indices [B, K'] -> images, through the quantizer's codebook."""
+        return self.decode(self.quantize.decode_indices(indices), num_tokens=num_tokens)
+
+    def __call__(self, images, *, train: bool = False, num_tokens=None) -> TokenizerOutput:
+        quantizer_output = self.encode(images, train=train)
+        reconstruction, used = self._decode(quantizer_output.quantized, num_tokens, train)
+        return TokenizerOutput(reconstruction=reconstruction, quantizer=quantizer_output, num_tokens=used)
+
