@@ -11,6 +11,8 @@ REQUIRED = ("model", "data", "batch_size", "total_steps", "seed", "optimizer")
 KNOWN_TOP_LEVEL = REQUIRED + (
     "task", "label_smoothing", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
     "mesh", "sharding_rules", "progress_bar", "tensorboard", "async_checkpointing", "eval_batch_size",
+    # the tokenizer task (mixtok.train.tasks.tokenizer)
+    "loss", "discriminator_optimizer", "eval_num_tokens",
 )
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 

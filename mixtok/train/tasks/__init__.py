@@ -2,13 +2,15 @@
 
 from mixtok.registry import Registry
 from mixtok.train.tasks.classification import ClassificationTask
+from mixtok.train.tasks.tokenizer import TokenizerTask
 
 TASKS = Registry("task")
 TASKS.register("classification", ClassificationTask)
+TASKS.register("tokenizer", TokenizerTask)
 
 
 def get_task(name: str):
     return TASKS.get(name)
 
 
-__all__ = ["ClassificationTask", "TASKS", "get_task"]
+__all__ = ["ClassificationTask", "TASKS", "TokenizerTask", "get_task"]
