@@ -20,13 +20,14 @@ from mixtok.models.metaformer_variants import BASELINES_PAPER, POOLFORMER_PAPER
 from mixtok.train.config import compute_dtype, validate_config
 from mixtok.train.optimizer import create_optimizer
 from mixtok.models.gfnet_variants import TRAIN_DROP_PATH_RATES
+from mixtok.tokenizers import create_tokenizer, list_tokenizers, tokenizer_spec
 from mixtok.train.recipes import AFFNET_IMAGE_SIZE, FFNET_IMAGE_SIZE, IMAGENET_TRAIN_IMAGES
 from mixtok.train.trainer import train_and_evaluate
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "experiments" / "configs"
 CONFIGS = sorted(CONFIG_DIR.rglob("*.py"))
 IMAGENET_CONFIGS = sorted((CONFIG_DIR / "imagenet").glob("*.py"))
-IN_MEMORY_SOURCES = ("digits", "synthetic")
+IN_MEMORY_SOURCES = ("digits", "synthetic", "sample_photos")
 # The config trained for real below: IdentityFormer has no token mixer, so it compiles and steps
 # fastest on a CPU (XLA's depthwise 7x7 convolution is slow there).
 SMOKE_CONFIG = CONFIG_DIR / "imagenet" / "identityformer_s12.py"
@@ -58,10 +59,20 @@ def num_classes(config) -> int:
     return config.data.num_classes
 
 
+def is_tokenizer(config) -> bool:
+    return config.get("task", "classification") == "tokenizer"
+
+
 def abstract_variables(config, classes: int, image_size: int):
+    images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+    if is_tokenizer(config):
+        tokenizer = create_tokenizer(config.model.name, dtype=compute_dtype(config),
+                                     **config.model.get("kwargs", ConfigDict()).to_dict())
+        out, variables = jax.eval_shape(tokenizer.init_with_output, jax.random.PRNGKey(0), images)
+        assert out.reconstruction.shape == images.shape
+        return variables
     model = create_model(config.model.name, num_classes=classes, dtype=compute_dtype(config),
                          **config.model.get("kwargs", ConfigDict()).to_dict())
-    images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
     logits, variables = jax.eval_shape(model.init_with_output, jax.random.PRNGKey(0), images)
     assert logits.shape == (1, classes)
     return variables
@@ -69,6 +80,20 @@ def abstract_variables(config, classes: int, image_size: int):
 
 def imagenet_names():
     return [p.stem for p in IMAGENET_CONFIGS]
+
+
+def test_every_titok_and_one_d_piece_variant_has_an_imagenet_config_with_the_official_optimizer():
+    variants = set(list_tokenizers("titok_*")) | set(list_tokenizers("one_d_piece_*"))
+    assert len(variants) == 6 and variants <= set(imagenet_names())
+    for name in variants:
+        config = get_config(CONFIG_DIR / "imagenet" / f"{name}.py")
+        batch = 1024 if name.startswith("one_d_piece") else 256
+        assert config.task == "tokenizer" and config.batch_size == batch
+        # TiTok stage 1: AdamW 1e-4, betas (0.9, 0.99), wd 1e-4, 10k warm-up, cosine to 1e-5, clip 1.
+        assert (config.optimizer.lr, config.optimizer.b2, config.optimizer.weight_decay) == (1e-4, 0.99, 1e-4)
+        assert config.optimizer.warmup_steps == 10_000 and config.optimizer.grad_clip == 1.0
+        # Stage 2 losses: L2 1.0, GAN 0.01 from step 20k with LeCam 0.001.
+        assert (config.loss.gan_weight, config.loss.gan_start_step, config.loss.lecam_weight) == (0.01, 20_000, 0.001)
 
 
 def test_the_configs_are_found():
@@ -99,7 +124,10 @@ def test_the_default_config_validates_and_builds_its_model_and_optimizer(path):
     variables = abstract_variables(config, classes, image_size)
     tx, _ = create_optimizer(config.optimizer, config.total_steps)
     jax.eval_shape(tx.init, variables["params"])
-    if path in IMAGENET_CONFIGS:
+    if path in IMAGENET_CONFIGS and is_tokenizer(config):
+        assert (image_size, classes) == (256, 1000)
+        assert count_params(variables) == tokenizer_spec(config.model.name).official_params
+    elif path in IMAGENET_CONFIGS:
         # The papers' training resolutions: AFFNet and FFNet train at 256 px, the rest at 224.
         family = config.model.name.split("_")[0]
         expected_size = {"affnet": AFFNET_IMAGE_SIZE, "ffnet": FFNET_IMAGE_SIZE}.get(family, 224)
@@ -123,7 +151,8 @@ def test_runlocal_is_a_laptop_run_that_validates_and_builds(path):
 
 
 def metaformer_names():
-    return [n for n in imagenet_names() if model_spec(n).paper in (POOLFORMER_PAPER, BASELINES_PAPER)]
+    models = set(list_models())
+    return [n for n in imagenet_names() if n in models and model_spec(n).paper in (POOLFORMER_PAPER, BASELINES_PAPER)]
 
 
 @pytest.mark.parametrize("name", metaformer_names())

@@ -1,0 +1,19 @@
+r"""TiTok-B-64 (ViT-B encoder and decoder, 64 tokens) on ImageNet-1k at 256 px, single-stage RGB.
+
+    python -m mixtok.train \
+        --config experiments/configs/imagenet/titok_b64.py:data_root=/data/imagenet \
+        --workdir /tmp/mixtok/titok_b64
+
+Expect: the official rFID 1.70 (two-stage, paper); mixtok's single-stage recipe without a pretrained perceptual network
+has not reproduced it (no run has been made). Eval reports PSNR, SSIM and codebook usage; rFID needs
+Inception weights you supply (mixtok.evaluate.compute_rfid).
+
+Recipe and its differences from the official two-stage one: mixtok.train.tokenizer_recipes. Global
+batch 256, 1,000,000 steps. `:runlocal` smoke-tests it on a laptop (sample photos, 32 px, 4 steps).
+"""
+
+from mixtok.train.tokenizer_recipes import titok_imagenet
+
+
+def get_config(arg=None):
+    return titok_imagenet("titok_b64", arg, batch_size=256)
