@@ -295,6 +295,9 @@ def resolve_fsq_levels(levels: Union[str, Sequence[int]]) -> Tuple[int, ...]:
     if not levels or any(level < 3 for level in levels):
         raise ValueError(f"FSQ: levels={levels}: every level must be >= 3 (lucidrains' FSQ refuses 2 levels "
                          f"without preserve_symmetry); presets: {FSQ_PRESETS}.")
+    if math.prod(levels) > 2 ** 31 - 1:
+        raise ValueError(f"FSQ: levels={levels} give {math.prod(levels):,} codes, more than int32 indices hold "
+                         f"(2**31 - 1); use fewer or smaller levels.")
     return levels
 
 

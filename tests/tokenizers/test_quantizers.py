@@ -447,3 +447,11 @@ def test_ema_statistics_of_a_sharded_batch_are_global_without_pmean():
     for name in ("codebook", "cluster_size", "embed_sum", "usage"):
         np.testing.assert_allclose(unboxed(sharded)[QUANTIZER_STATE][name], unboxed(single)[QUANTIZER_STATE][name],
                                    rtol=1e-5, atol=1e-6)
+
+
+def test_fsq_levels_whose_indices_overflow_int32_are_refused():
+    from mixtok.tokenizers.quantizers import resolve_fsq_levels
+
+    assert resolve_fsq_levels((8, 8, 8, 5, 5, 5)) == (8, 8, 8, 5, 5, 5)
+    with pytest.raises(ValueError, match="4,228,250,625 codes, more than int32 indices hold"):
+        resolve_fsq_levels((255,) * 4)
