@@ -22,11 +22,12 @@ DIGITS_SPLITS = ("train", "test")
 DIGITS_NUM_TRAIN = 1497  # of 1797; the other 300 are the test split
 SYNTHETIC_SPLITS = ("train", "test")
 SAMPLE_PHOTOS_SPLITS = ("train", "test")
-# The photographs that ship inside scikit-image's wheel (skimage/data/*.png|jpg; no download).
-# Eval photos are held out: no crop of them is ever a training example.
+# The photographs that ship inside scikit-image's wheel (skimage/data/*.png|jpg) and scikit-learn's
+# (sklearn/datasets/images: china, flower); nothing is downloaded. Eval photos are held out: no crop
+# of them is ever a training example.
 SAMPLE_PHOTOS = {
     "train": ("astronaut", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina",
-              "camera", "moon", "brick", "grass", "gravel", "page"),
+              "china", "flower", "camera", "moon", "brick", "grass", "gravel", "page"),
     "test": ("chelsea", "motorcycle_left", "coins"),
 }
 
@@ -136,7 +137,14 @@ def _sample_photo(name: str) -> np.ndarray:
     """One of scikit-image's bundled photographs as uint8 [H, W, 3] (grey ones repeated to RGB)."""
     from skimage import data  # pylint: disable=g-import-not-at-top
 
-    image = data.stereo_motorcycle()[0] if name == "motorcycle_left" else getattr(data, name)()
+    if name in ("china", "flower"):
+        from sklearn.datasets import load_sample_image  # pylint: disable=g-import-not-at-top
+
+        image = load_sample_image(f"{name}.jpg")
+    elif name == "motorcycle_left":
+        image = data.stereo_motorcycle()[0]
+    else:
+        image = getattr(data, name)()
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=-1)
     image = np.ascontiguousarray(image[..., :3], dtype=np.uint8)
@@ -145,10 +153,11 @@ def _sample_photo(name: str) -> np.ndarray:
 
 
 class SamplePhotosSource:
-    """Square crops cut from the photographs bundled with scikit-image, for tokenizer training.
+    """Square crops cut from the photographs bundled with scikit-image and scikit-learn, for tokenizers.
 
-    The `train` split cuts from 12 photographs (`SAMPLE_PHOTOS["train"]`: astronaut, coffee,
-    rocket, Hubble deep field, immunohistochemistry, retina, and six grey ones as RGB); `test`
+    The `train` split cuts from 14 photographs (`SAMPLE_PHOTOS["train"]`: astronaut, coffee,
+    rocket, Hubble deep field, immunohistochemistry, retina, scikit-learn's china and flower, and
+    six grey ones as RGB); `test`
     from three others that are never trained on (chelsea the cat, the left motorcycle of the
     stereo pair, coins). Example i is photo `i % n` cut at a side and position drawn from
     `default_rng([split_id, i])`: the side is uniform in [image_size, min(3 * image_size, photo
