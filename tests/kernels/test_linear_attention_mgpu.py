@@ -44,7 +44,8 @@ def _wgmma_with_transposed_operands(callbacks):
             if transforms and isinstance(transforms[-1], TransposeTransform):
                 permutation, transforms = transforms[-1].permutation, transforms[:-1]
             if any(isinstance(t, TransposeTransform) for t in transforms):
-                raise NotImplementedError(f"only a trailing transpose is interpreted; got {transforms}")
+                raise ValueError(f"this interpreter rule reads a transpose only as the last transform (the "
+                                 f"kernels' only use); got {transforms}")
             key = callbacks.HostAllocationKey.from_array(key_as_array)
             rnge = interpret_utils.to_range(jax.tree.map(int, transforms))
             value, _, _ = shared_memory.get_buffer_content(key, rnge, global_thread_id, logging_info=logging_info)
