@@ -19,12 +19,13 @@ an existing output is an error.
 import argparse
 import hashlib
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
+
+from mixtok.files import write_atomically
 
 FORMAT_VERSION = 1
 
@@ -150,16 +151,6 @@ def _refuse_existing(path: Path, what: str) -> None:
         raise TokenizeError(f"{what} {str(path)!r} already exists; choose another path (nothing was overwritten).")
 
 
-def _write_atomically(path: Path, write) -> None:
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(temporary)
-        os.link(temporary, path)  # fails if `path` appeared meanwhile: never replaces a file
-    finally:
-        if temporary.exists():
-            temporary.unlink()
-
-
 def encode_command(workdir: str, image_paths: Sequence[str], out: str, step: Optional[int] = None,
                    batch_size: int = 32) -> Path:
     out_path = Path(out)
@@ -178,7 +169,7 @@ def encode_command(workdir: str, image_paths: Sequence[str], out: str, step: Opt
                      header=np.asarray(json.dumps(header, sort_keys=True)))
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomically(out_path, write)
+    write_atomically(out_path, write)
     return out_path
 
 
@@ -235,7 +226,7 @@ def decode_command(workdir: str, tokens_path: str, out: str, num_tokens: Optiona
     for i in range(0, len(tokens), batch_size):
         images = run.decode(tokens[i:i + batch_size], num_tokens)
         for image, path in zip(images, paths[i:i + batch_size]):
-            _write_atomically(path, lambda p, image=image: Image.fromarray(image, "RGB").save(p, format="PNG"))
+            write_atomically(path, lambda p, image=image: Image.fromarray(image, "RGB").save(p, format="PNG"))
     return paths
 
 

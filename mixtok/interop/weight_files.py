@@ -13,11 +13,12 @@ import argparse
 import contextlib
 import os
 import pickle
-import tempfile
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import flax.serialization
 import numpy as np
+
+from mixtok.files import write_atomically
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
@@ -118,31 +119,13 @@ def save_variables(path: str | os.PathLike, variables: Mapping[str, Any], *, ove
     With `overwrite=False` an existing `path` raises FileExistsError and nothing is written, even
     when the file appears while we write (the final step is a hard link, which never replaces).
     """
-    path = os.fspath(path)
-    if not overwrite and os.path.lexists(path):
-        raise FileExistsError(f"{path} already exists; not overwriting it. Remove it or choose another output.")
     data = flax.serialization.msgpack_serialize(flax.serialization.to_state_dict(dict(variables)))
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-            return
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            raise FileExistsError(f"{path} appeared while writing; not overwriting it.") from None
-        except OSError:  # a file system without hard links: the check above is the best we can do
-            if os.path.lexists(path):
-                raise FileExistsError(f"{path} appeared while writing; not overwriting it.") from None
-            os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+    write_atomically(path, write, overwrite=overwrite)
 
 
 def load_variables(path: str | os.PathLike) -> Dict[str, Any]:

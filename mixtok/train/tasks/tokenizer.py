@@ -49,7 +49,8 @@ import optax
 from ml_collections import ConfigDict
 
 from mixtok.data.options import data_options
-from mixtok.evaluate import psnr, ssim
+from mixtok.evaluate import perplexity_from_counts, psnr, ssim, usage_from_counts
+from mixtok.files import write_atomically
 from mixtok.registry import unknown_name_error
 from mixtok.tokenizers import create_tokenizer, losses
 from mixtok.tokenizers.base import QUANTIZER_STATE
@@ -282,11 +283,8 @@ class TokenizerTask:
         out = {f"eval/{key}": float(value) / count for key, value in sums.items()
                if key not in ("count", "code_counts")}
         if "code_counts" in sums:
-            counts = np.asarray(sums["code_counts"], np.float64)
-            probs = counts / max(counts.sum(), 1.0)
-            nonzero = probs[probs > 0]
-            out["eval/codebook_usage"] = float(np.mean(counts > 0))
-            out["eval/perplexity"] = float(np.exp(-np.sum(nonzero * np.log(nonzero))))
+            out["eval/codebook_usage"] = float(usage_from_counts(sums["code_counts"]))
+            out["eval/perplexity"] = float(perplexity_from_counts(sums["code_counts"]))
         return out
 
     def eval_images(self, params, other_variables, batch) -> Dict[str, jax.Array]:
@@ -359,11 +357,9 @@ def image_grid(columns, padding: int = 2) -> np.ndarray:
 
 
 def write_png(image: np.ndarray, path: Path) -> None:
-    """Writes an RGB uint8 image atomically (a temporary file renamed into place)."""
+    """Writes an RGB uint8 image atomically (replacing an earlier image of the same step)."""
     from PIL import Image
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(image, "RGB").save(temporary, format="PNG")
-    os.replace(temporary, path)
+    write_atomically(path, lambda tmp: Image.fromarray(image, "RGB").save(tmp, format="PNG"), overwrite=True)
