@@ -6,6 +6,8 @@ from mixtok.evaluate.codebook import (
     codebook_entropy_bits,
     codebook_perplexity,
     codebook_usage,
+    perplexity_from_counts,
+    usage_from_counts,
 )
 from mixtok.evaluate.frechet import (
     FeatureStatistics,
@@ -29,7 +31,9 @@ __all__ = [
     "frechet_distance",
     "frechet_distance_from_features",
     "gaussian_taps",
+    "perplexity_from_counts",
     "psnr",
     "ssim",
     "trace_sqrt_product",
+    "usage_from_counts",
 ]

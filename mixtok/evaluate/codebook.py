@@ -40,15 +40,24 @@ def _entropy_nats(counts):
     return jnp.sum(jax.scipy.special.entr(probabilities))  # entr(p) = -p ln p, 0 at p = 0
 
 
+def usage_from_counts(counts):
+    """Fraction of the codes whose count is positive (float32 scalar); counts [K] may be weighted."""
+    return jnp.mean((jnp.asarray(counts) > 0).astype(jnp.float32))
+
+
+def perplexity_from_counts(counts):
+    """exp of the natural-log entropy of the frequencies `counts` [K] (which may be weighted)."""
+    return jnp.exp(_entropy_nats(jnp.asarray(counts, jnp.float32)))
+
+
 def codebook_usage(indices, codebook_size: int):
     """Fraction of the K codes that occur at least once in `indices` (float32 scalar)."""
-    counts = code_counts(indices, codebook_size)
-    return jnp.mean((counts > 0).astype(jnp.float32))
+    return usage_from_counts(code_counts(indices, codebook_size))
 
 
 def codebook_perplexity(indices, codebook_size: int):
     """exp of the natural-log entropy of the code frequencies: K for uniform use, 1 for a single code."""
-    return jnp.exp(_entropy_nats(code_counts(indices, codebook_size).astype(jnp.float32)))
+    return perplexity_from_counts(code_counts(indices, codebook_size))
 
 
 def codebook_entropy_bits(indices, codebook_size: int):

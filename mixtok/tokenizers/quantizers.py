@@ -27,6 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mixtok.evaluate.codebook import code_counts, perplexity_from_counts, usage_from_counts
 from mixtok.layers.partitioning import param_with_axes
 from mixtok.registry import Registry, unknown_name_error
 from mixtok.tokenizers.base import QUANTIZER_STATE, QuantizerOutput
@@ -68,11 +69,8 @@ def _entropy(probs: jax.Array, axis: int = -1, log_floor: Optional[float] = None
 def code_usage_stats(indices: jax.Array, codebook_size: int) -> Dict[str, jax.Array]:
     """"codebook_usage" (fraction of the K codes used in the batch) and "perplexity" (exp of the
     entropy of the batch's code histogram), as TiTok's evaluator and OmniTokenizer's Codebook log."""
-    flat = indices.reshape(-1)
-    counts = jnp.zeros((codebook_size,), jnp.float32).at[flat].add(1.0)
-    probs = counts / max(flat.size, 1)
-    return {"codebook_usage": jnp.mean((counts > 0).astype(jnp.float32)),
-            "perplexity": jnp.exp(_entropy(probs))}
+    counts = code_counts(indices, codebook_size)
+    return {"codebook_usage": usage_from_counts(counts), "perplexity": perplexity_from_counts(counts)}
 
 
 def _check_last_dim(name: str, z: jax.Array, expected: int) -> None:
