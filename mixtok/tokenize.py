@@ -85,30 +85,34 @@ class TokenizerRun:
                          "kwargs": json.loads(self.config.model.get("kwargs", ConfigDict()).to_json_best_effort()),
                          "image_size": self.image_size, "step": self.step,
                          "weights_sha256": weights_digest(state["params"]["tokenizer"])}
+        self._compile()
 
     # ------------------------------------------------------------------------------------------ tokens
 
     def encode(self, images: np.ndarray) -> np.ndarray:
         """uint8 [N, S, S, 3] -> tokens (indices, or codes for a continuous bottleneck)."""
-        import jax
-        import jax.numpy as jnp
-
         x = (images.astype(np.float32) / 255.0 - self.mean) / self.std
-        out = jax.jit(lambda v, x: self.model.apply(v, x, train=False, method="encode"))(self.variables, jnp.asarray(x))
-        tokens = out.indices if out.indices is not None else out.quantized
-        return np.asarray(tokens)
+        out = self._encode(self.variables, x)
+        return np.asarray(out.indices if out.indices is not None else out.quantized)
 
     def decode(self, tokens: np.ndarray, num_tokens: Optional[int] = None) -> np.ndarray:
         """tokens -> uint8 [N, S, S, 3]."""
-        import jax
-        import jax.numpy as jnp
-
-        kwargs = {} if num_tokens is None else {"num_tokens": num_tokens}
         method = "decode_indices" if np.issubdtype(tokens.dtype, np.integer) else "decode"
-        images = jax.jit(lambda v, t: self.model.apply(v, t, method=method, **kwargs))(self.variables,
-                                                                                        jnp.asarray(tokens))
+        images = self._decode(self.variables, tokens, method, num_tokens)
         pixels = np.asarray(images, np.float32) * self.std + self.mean
         return np.rint(np.clip(pixels, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+    def _compile(self):
+        """One jitted encode and decode per run, reused by every batch (a batch of another size retraces)."""
+        import jax
+
+        self._encode = jax.jit(lambda v, x: self.model.apply(v, x, train=False, method="encode"))
+
+        def decode(variables, tokens, method, num_tokens):
+            kwargs = {} if num_tokens is None else {"num_tokens": num_tokens}
+            return self.model.apply(variables, tokens, method=method, **kwargs)
+
+        self._decode = jax.jit(decode, static_argnums=(2, 3))
 
 
 def weights_digest(params: Any) -> str:
