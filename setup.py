@@ -23,7 +23,9 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS_REQUIRE = {
-    "test": ["pytest>=8.0", "pytest-xdist>=3.5"],
+    # pytest-timeout: a test that hangs fails on its own (its worker is replaced) instead of
+    # stalling the whole run until CI's limit.
+    "test": ["pytest>=8.0", "pytest-xdist>=3.5", "pytest-timeout>=2.3"],
     # Reading timm's pretrained checkpoints (.safetensors) without PyTorch.
     "weights": ["safetensors>=0.4"],
     # The PyTorch references that the parity tests compare against. timm needs torchvision,

@@ -434,7 +434,9 @@ def linear_attention_mgpu_forward(q: jax.Array, k: jax.Array, v: jax.Array, *, c
     causal: output i sums over j <= i. feature_map: "elu1", "relu" or "identity" (normaliser off).
     eps: added to the denominator. interpret: True runs the kernels in the Mosaic GPU CPU
     interpreter (private JAX API; a RuntimeError says so if this JAX lacks it), or pass an
-    `InterpretGPUParams` (e.g. detect_races=True). Returns o [B, heads, L, dv] bfloat16 and
+    `InterpretGPUParams` (e.g. detect_races=True); differentiate an interpreted op under `jax.jit`,
+    since the interpreter's io_callbacks run eager JAX ops that can deadlock against an eager grad's
+    backward ops on a small CPU (seen on 2 cores). Returns o [B, heads, L, dv] bfloat16 and
     den [B, heads, L] float32 (phi(Q_i) . z_i + eps; ones for "identity"), as `_pallas_forward`.
     Compiled (interpret=False) it needs an sm_90 GPU and has never run on one (module docstring).
     """

@@ -328,6 +328,8 @@ def _mosaic_gpu_op(block_channels: int, interpret: bool = False):
     """GPU impl="pallas": the Mosaic GPU forward kernel, with the "dft" form's gradient.
 
     `interpret=True` runs the kernel in the Mosaic GPU CPU interpreter (how the tests check this op).
+    Call it under `jax.jit` then: the interpreter's io_callbacks run eager JAX ops, and with eager
+    (un-jitted) grad they can deadlock against the backward's ops on a small CPU (seen on 2 cores).
     """
     from mixtok.kernels import spectral_filter_mgpu as mgpu  # noqa: PLC0415 (imports Mosaic GPU)
 

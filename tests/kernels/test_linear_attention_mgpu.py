@@ -150,7 +150,10 @@ def test_the_ops_mosaic_gpu_impl_gives_reference_outputs_and_gradients(interpret
     reference = functools.partial(linear_attention_reference, causal=causal, feature_map=feature_map)
     expected_out = reference(*(x.astype(jnp.float32) for x in (q, k, v)))
     assert _relative_error(op(q, k, v), expected_out) < 1e-2
-    grads = jax.grad(loss(op), argnums=(0, 1, 2))(q, k, v)
+    # Jitted: eager grad dispatches the backward's ops while the interpreted forward is still running,
+    # and the interpreter's io_callbacks (which run eager JAX ops themselves) then deadlock with them
+    # on a 2-core CPU (5 hangs in 24 runs of the eager form, 0 in 30 jitted).
+    grads = jax.jit(jax.grad(loss(op), argnums=(0, 1, 2)))(q, k, v)
     expected = jax.grad(loss(reference), argnums=(0, 1, 2))(*(x.astype(jnp.float32) for x in (q, k, v)))
     for grad, grad_ref in zip(grads, expected):   # the bf16 impl="xla" op is off by up to 1.2e-2 here too
         assert grad.dtype == jnp.bfloat16 and _relative_error(grad, grad_ref) < 2e-2
