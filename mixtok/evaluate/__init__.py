@@ -7,6 +7,7 @@ from mixtok.evaluate.codebook import (
     codebook_perplexity,
     codebook_usage,
     perplexity_from_counts,
+    present_code_counts,
     usage_from_counts,
 )
 from mixtok.evaluate.frechet import (
@@ -32,6 +33,7 @@ __all__ = [
     "frechet_distance_from_features",
     "gaussian_taps",
     "perplexity_from_counts",
+    "present_code_counts",
     "psnr",
     "ssim",
     "trace_sqrt_product",

@@ -7,7 +7,9 @@
 
 p is the empirical frequency of each of the K codes among all indices given. The one-call functions are jnp and
 jit-able (per batch, e.g. as training diagnostics); TiTok reports usage over the whole evaluation set, which a batch
-underestimates, so evaluation accumulates counts with `CodebookCounter` (numpy int64 bincounts).
+underestimates, so evaluation accumulates counts with `CodebookCounter` (numpy int64 bincounts). When a batch has
+fewer indices N than codes K (FSQ / LFQ / BSQ codebooks run to 2^16 ... 2^24 and beyond), the one-call functions
+count by sorting the N indices (`present_code_counts`) instead of building a K-long histogram every step.
 
 Follows TiTok's evaluator (bytedance/1d-tokenizer @ 942a96f: evaluator/evaluator.py, VQGANEvaluator's
 `CodebookUsage` = len(set of indices) / num_codebook_entries and `CodebookEntropy` = sum(-log2(p + 1e-8) * p)).
@@ -35,6 +37,24 @@ def code_counts(indices, codebook_size: int):
     return jnp.bincount(jnp.ravel(jnp.asarray(indices)).astype(jnp.int32), length=codebook_size)
 
 
+def present_code_counts(indices, codebook_size: int):
+    """Counts whose positive entries are the occurrences of each code present in `indices`, as `code_counts`'s.
+
+    Length min(N, K) for N indices: the K-long histogram (`code_counts`) when N >= K, else the N run lengths of
+    the sorted indices (zero-padded), which costs O(N log N) however large K is. Usage is
+    count_nonzero / K (`usage_from_counts` assumes the K-long form); entropy and perplexity are the same from
+    either form.
+    """
+    codebook_size = _check_size(codebook_size, "present_code_counts")
+    flat = jnp.ravel(jnp.asarray(indices)).astype(jnp.int32)
+    if flat.shape[0] >= codebook_size or flat.shape[0] == 0:
+        return code_counts(flat, codebook_size)
+    ordered = jnp.sort(flat)
+    starts = jnp.concatenate([jnp.ones((1,), bool), ordered[1:] != ordered[:-1]])
+    run = jnp.cumsum(starts) - 1                           # which distinct code each sorted index belongs to
+    return jax.ops.segment_sum(jnp.ones_like(flat), run, num_segments=flat.shape[0])
+
+
 def _entropy_nats(counts):
     probabilities = counts / jnp.maximum(jnp.sum(counts), 1)
     return jnp.sum(jax.scipy.special.entr(probabilities))  # entr(p) = -p ln p, 0 at p = 0
@@ -52,17 +72,18 @@ def perplexity_from_counts(counts):
 
 def codebook_usage(indices, codebook_size: int):
     """Fraction of the K codes that occur at least once in `indices` (float32 scalar)."""
-    return usage_from_counts(code_counts(indices, codebook_size))
+    counts = present_code_counts(indices, codebook_size)
+    return jnp.count_nonzero(counts).astype(jnp.float32) / codebook_size
 
 
 def codebook_perplexity(indices, codebook_size: int):
     """exp of the natural-log entropy of the code frequencies: K for uniform use, 1 for a single code."""
-    return perplexity_from_counts(code_counts(indices, codebook_size))
+    return perplexity_from_counts(present_code_counts(indices, codebook_size))
 
 
 def codebook_entropy_bits(indices, codebook_size: int):
     """-sum p log2 p of the code frequencies, in bits (TiTok's CodebookEntropy): log2 K at most."""
-    return _entropy_nats(code_counts(indices, codebook_size).astype(jnp.float32)) / jnp.log(2.0)
+    return _entropy_nats(present_code_counts(indices, codebook_size).astype(jnp.float32)) / jnp.log(2.0)
 
 
 class CodebookCounter:

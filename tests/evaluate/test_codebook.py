@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from mixtok.evaluate.codebook import (CodebookCounter, code_counts, codebook_entropy_bits, codebook_perplexity,
-                                      codebook_usage)
+                                      codebook_usage, present_code_counts)
 
 stats = pytest.importorskip("scipy.stats")
 
@@ -27,6 +27,24 @@ def test_one_call_metrics_equal_numpy_and_scipy():
     np.testing.assert_allclose(float(jax.jit(codebook_perplexity, static_argnums=1)(indices, K)),
                                np.exp(stats.entropy(counts)), rtol=1e-5)
     np.testing.assert_allclose(float(codebook_entropy_bits(indices, K)), stats.entropy(counts, base=2), rtol=1e-5)
+
+
+@pytest.mark.parametrize("codebook_size", [37, 300, 1 << 24])
+def test_fewer_indices_than_codes_are_counted_by_sorting_with_the_same_results(codebook_size):
+    # 64 indices from few distinct codes (with repeats), spread over the whole codebook.
+    rng = np.random.default_rng(codebook_size)
+    codes = rng.choice(codebook_size, size=9, replace=False)
+    indices = rng.choice(codes, size=(4, 16), p=rng.dirichlet(np.ones(9))).astype(np.int32)
+    values, counts = np.unique(indices, return_counts=True)
+    present = np.asarray(jax.jit(present_code_counts, static_argnums=1)(indices, codebook_size))
+    assert present.shape == (min(indices.size, codebook_size),)
+    np.testing.assert_array_equal(np.sort(present[present > 0]), np.sort(counts))
+    assert float(jax.jit(codebook_usage, static_argnums=1)(indices, codebook_size)) == pytest.approx(
+        len(values) / codebook_size)
+    np.testing.assert_allclose(float(codebook_perplexity(indices, codebook_size)), np.exp(stats.entropy(counts)),
+                               rtol=1e-5)
+    np.testing.assert_allclose(float(codebook_entropy_bits(indices, codebook_size)), stats.entropy(counts, base=2),
+                               rtol=1e-5)
 
 
 def test_uniform_and_single_code_extremes():
