@@ -42,8 +42,7 @@ def present_code_counts(indices, codebook_size: int):
 
     Length min(N, K) for N indices: the K-long histogram (`code_counts`) when N >= K, else the N run lengths of
     the sorted indices (zero-padded), which costs O(N log N) however large K is. Usage is
-    count_nonzero / K (`usage_from_counts` assumes the K-long form); entropy and perplexity are the same from
-    either form.
+    `usage_from_counts(counts, K)`; entropy and perplexity are the same from either form.
     """
     codebook_size = _check_size(codebook_size, "present_code_counts")
     flat = jnp.ravel(jnp.asarray(indices)).astype(jnp.int32)
@@ -60,9 +59,14 @@ def _entropy_nats(counts):
     return jnp.sum(jax.scipy.special.entr(probabilities))  # entr(p) = -p ln p, 0 at p = 0
 
 
-def usage_from_counts(counts):
-    """Fraction of the codes whose count is positive (float32 scalar); counts [K] may be weighted."""
-    return jnp.mean((jnp.asarray(counts) > 0).astype(jnp.float32))
+def usage_from_counts(counts, codebook_size=None):
+    """Fraction of the K codes whose count is positive (float32 scalar); counts may be weighted.
+
+    counts: the K-long histogram, or `present_code_counts`'s shorter form with `codebook_size` = K given.
+    """
+    counts = jnp.asarray(counts)
+    total = counts.shape[-1] if codebook_size is None else _check_size(codebook_size, "usage_from_counts")
+    return jnp.count_nonzero(counts > 0).astype(jnp.float32) / total
 
 
 def perplexity_from_counts(counts):
@@ -72,8 +76,7 @@ def perplexity_from_counts(counts):
 
 def codebook_usage(indices, codebook_size: int):
     """Fraction of the K codes that occur at least once in `indices` (float32 scalar)."""
-    counts = present_code_counts(indices, codebook_size)
-    return jnp.count_nonzero(counts).astype(jnp.float32) / codebook_size
+    return usage_from_counts(present_code_counts(indices, codebook_size), codebook_size)
 
 
 def codebook_perplexity(indices, codebook_size: int):

@@ -27,7 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mixtok.evaluate.codebook import codebook_perplexity, codebook_usage
+from mixtok.evaluate.codebook import perplexity_from_counts, present_code_counts, usage_from_counts
 from mixtok.layers.partitioning import param_with_axes
 from mixtok.registry import Registry, unknown_name_error
 from mixtok.tokenizers.base import QUANTIZER_STATE, QuantizerOutput
@@ -71,8 +71,8 @@ def code_usage_stats(indices: jax.Array, codebook_size: int) -> Dict[str, jax.Ar
     entropy of the batch's code histogram), as TiTok's evaluator and OmniTokenizer's Codebook log.
     Counts by sorting the batch's indices when they are fewer than the K codes, so an FSQ of 2^24 codes
     does not build a 2^24-long histogram every step."""
-    return {"codebook_usage": codebook_usage(indices, codebook_size),
-            "perplexity": codebook_perplexity(indices, codebook_size)}
+    counts = present_code_counts(indices, codebook_size)
+    return {"codebook_usage": usage_from_counts(counts, codebook_size), "perplexity": perplexity_from_counts(counts)}
 
 
 def _check_last_dim(name: str, z: jax.Array, expected: int) -> None:
