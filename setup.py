@@ -10,7 +10,6 @@ INSTALL_REQUIRES = [
     "grain>=0.2.10",
     "ml-collections>=1.0",
     "numpy>=1.26",
-    "einops>=0.8",
     "absl-py>=2.1",
     "tqdm>=4.66",
     "tensorboardX>=2.6",
@@ -23,9 +22,10 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS_REQUIRE = {
+    # ruff: lint and format, checked by .ci/run (configured in pyproject.toml).
     # pytest-timeout: a test that hangs fails on its own (its worker is replaced) instead of
     # stalling the whole run until CI's limit.
-    "test": ["pytest>=8.0", "pytest-xdist>=3.5", "pytest-timeout>=2.3"],
+    "test": ["pytest>=8.0", "pytest-xdist>=3.5", "pytest-timeout>=2.3", "ruff>=0.6"],
     # Reading timm's pretrained checkpoints (.safetensors) without PyTorch.
     "weights": ["safetensors>=0.4"],
     # The PyTorch references that the parity tests compare against. timm needs torchvision,
