@@ -1,4 +1,4 @@
-"""Test set-up: eight simulated CPU devices, so sharding code runs on a laptop (DESIGN.md, Tests).
+"""Test set-up: eight simulated CPU devices, so sharding code runs on a laptop (docs/architecture.md, "Tests").
 
 The flag must be set before JAX is imported anywhere, which is why it lives here.
 """

@@ -1,4 +1,4 @@
-"""Initialisers that carry the logical axis names of DESIGN.md, so sharding is data, not code.
+"""Initialisers that carry the logical axis names of docs/contracts.md, "Parallelism": sharding is data.
 
 Parameters use the names `embed, mlp, heads, kv, conv_in, conv_out, freq, codebook`; `None`
 means "never sharded". Rules in the config map these names to mesh axes

@@ -3,7 +3,7 @@
     mixer_cls = mixtok.mixers.get("pooling")
     y = mixer_cls(dim=64).apply(variables, x)      # x: [B, H, W, C] -> [B, H, W, C]
 
-Every mixer follows the contract of DESIGN.md: `Mixer(dim=C, **options)` and
+Every mixer follows the contract of docs/contracts.md, "Mixer": `Mixer(dim=C, **options)` and
 `__call__(x, *, train=False)` on NHWC input; norms and residuals belong to the block around it.
 """
 

@@ -1,4 +1,4 @@
-"""Device meshes with the axes `data`, `fsdp`, `tensor` (DESIGN.md), sized from the config."""
+"""Device meshes with the axes `data`, `fsdp`, `tensor` (docs/contracts.md, "Parallelism"), sized from the config."""
 
 from typing import Mapping, Optional, Sequence
 
