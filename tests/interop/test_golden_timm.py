@@ -170,3 +170,14 @@ def test_a_tiny_state_dict_does_not_fit_the_full_variant():
         timm_interop.convert("caformer_s18", state_dict("caformer"))
     assert "stem.conv.weight: expected (64, 3, 7, 7), got (16, 3, 7, 7)" in str(info.value)
     assert "stages.2.blocks.8.mlp.fc1.weight" in str(info.value)  # S18's ninth block of stage 3 is missing
+
+
+def test_unhashable_overrides_convert_the_same():
+    """Mixer options are dicts (unhashable); the converter builds its key table without its cache for them."""
+    name, num_classes, overrides = architecture("caformer")
+    default_heads = dict(overrides, mixer_kwargs=(None, None, {"head_dim": 32}, {"head_dim": 32}))
+    variables = timm_interop.convert(name, state_dict("caformer"), num_classes=num_classes, **default_heads)
+    expected = convert("caformer")
+    assert jax.tree.structure(variables) == jax.tree.structure(expected)
+    for actual, wanted in zip(jax.tree.leaves(variables), jax.tree.leaves(expected)):
+        np.testing.assert_array_equal(actual, wanted)
