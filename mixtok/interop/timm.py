@@ -22,7 +22,9 @@ otherwise; timm's DaViT is channels-last throughout (its family rules live in `m
 The mapping is derived from the mixtok model's own parameter tree (`jax.eval_shape` of its init), so
 each mixtok parameter has exactly one timm key, and a state dict that does not fit is reported
 with every missing key, unexpected key and wrong shape in one error. The parity tests
-(tests/interop/test_timm.py) run both libraries on randomised weights and agree to 1e-4.
+(tests/interop/test_timm.py) run both libraries on randomised weights and agree to 1e-4; without torch,
+tests/interop/test_golden_timm.py checks tiny models of each family against the logits and stage outputs
+timm itself computed (tests/fixtures/timm, made by tools/make_timm_fixtures.py) to 1e-5.
 """
 
 import argparse
@@ -140,10 +142,19 @@ def _metaformer_dense_is_pointwise(model) -> Callable[[Path], bool]:
     return dense_is_pointwise
 
 
+def _entries(name: str, num_classes: int, overrides: Mapping[str, Any]) -> Tuple[_Entry, ...]:
+    """The parameters of create_model(name, num_classes, **overrides) with their timm keys, in timm's order."""
+    items = tuple(sorted(overrides.items()))
+    try:
+        hash(items)
+    except TypeError:  # an unhashable override (a dict of mixer options): build the table uncached
+        return _cached_entries.__wrapped__(name, num_classes, items)
+    return _cached_entries(name, num_classes, items)
+
+
 @functools.lru_cache(maxsize=32)
-def _entries(name: str, num_classes: int) -> Tuple[_Entry, ...]:
-    """The parameters of create_model(name, num_classes) with their timm keys, in timm's order."""
-    model = create_model(name, num_classes=num_classes)
+def _cached_entries(name: str, num_classes: int, overrides: Tuple[Tuple[str, Any], ...]) -> Tuple[_Entry, ...]:
+    model = create_model(name, num_classes=num_classes, **dict(overrides))
     size = model.reduction  # the parameter shapes of a timm-backed variant do not depend on the image size
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32))
     shapes = nn.meta.unbox(shapes)
@@ -191,7 +202,8 @@ def _format_hint(keys: Sequence[str]) -> str:
     return ""
 
 
-def convert(name: str, state_dict: Mapping[str, Any], *, num_classes: Optional[int] = None) -> Dict[str, Any]:
+def convert(name: str, state_dict: Mapping[str, Any], *, num_classes: Optional[int] = None,
+            **overrides) -> Dict[str, Any]:
     """mixtok variables {'params': nested float32 numpy arrays} from a timm MetaFormer or DaViT state dict.
 
     `name` is a mixtok or timm name, optionally with timm's pretrained tag (`caformer_s18.sail_in1k`);
@@ -204,7 +216,7 @@ def convert(name: str, state_dict: Mapping[str, Any], *, num_classes: Optional[i
     arrays = {key: to_numpy(value, key) for key, value in state_dict.items()}
     if num_classes is None:
         num_classes = _num_classes_of_timm(arrays)
-    entries = _entries(model_name, num_classes)
+    entries = _entries(model_name, num_classes, overrides)
     known = {e.key for e in entries}
     unexpected = [k for k in arrays if k not in known]
     missing = [f"{e.key} (mixtok {'/'.join(e.path)})" for e in entries if e.key not in arrays]
@@ -225,11 +237,12 @@ def convert(name: str, state_dict: Mapping[str, Any], *, num_classes: Optional[i
     return {"params": params}
 
 
-def to_timm(name: str, variables: Mapping[str, Any]) -> Dict[str, np.ndarray]:
+def to_timm(name: str, variables: Mapping[str, Any], **overrides) -> Dict[str, np.ndarray]:
     """timm's state dict (numpy arrays, timm layouts) from mixtok variables; the inverse of `convert`.
 
     `variables` is {'params': ...} as `model.init` (boxed or not) or `convert` return it; only
-    'params' is exported. `timm.create_model(timm_name, num_classes=...).load_state_dict(
+    'params' is exported; `overrides` are the model's arguments that differ from the variant's, as in
+    `convert`. `timm.create_model(timm_name, num_classes=...).load_state_dict(
     {k: torch.from_numpy(v) for k, v in result.items()})` loads it with strict=True.
     """
     model_name = resolve_name(name)
@@ -238,7 +251,7 @@ def to_timm(name: str, variables: Mapping[str, Any]) -> Dict[str, np.ndarray]:
     params = nn.meta.unbox(variables["params"])
     leaves = dict(walk_leaves(params))
     num_classes = _num_classes_of_mixtok(params)
-    entries = _entries(model_name, num_classes)
+    entries = _entries(model_name, num_classes, overrides)
     known = {e.path for e in entries}
     unexpected = ["/".join(p) for p in leaves if p not in known]
     missing = ["/".join(e.path) for e in entries if e.path not in leaves]
