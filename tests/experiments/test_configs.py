@@ -16,10 +16,10 @@ from ml_collections import ConfigDict
 from mixtok import data as data_lib
 from mixtok.models import count_params, create_model, list_models, model_spec
 from mixtok.models.metaformer_variants import BASELINES_PAPER, POOLFORMER_PAPER
-from mixtok.train.config import compute_dtype, validate_config
-from mixtok.train.optimizer import create_optimizer
 from mixtok.tokenizers import create_tokenizer, list_tokenizers, tokenizer_spec
 from mixtok.train import config_files
+from mixtok.train.config import compute_dtype, validate_config
+from mixtok.train.optimizer import create_optimizer
 from mixtok.train.trainer import train_and_evaluate
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "experiments" / "configs"

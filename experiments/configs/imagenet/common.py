@@ -110,6 +110,8 @@ def parse_arg(arg: str | None, *, batch_size: int, epochs: int | None = None, st
     Pass `epochs=` (classification) or `steps=` (tokenizers); `extra` adds config-specific options,
     typed by their defaults. Unknown options and bad values raise a ValueError naming the valid ones.
     """
+    if (epochs is None) == (steps is None):
+        raise TypeError(f"parse_arg takes one run length, epochs= or steps=; got epochs={epochs}, steps={steps}.")
     length = dict(epochs=epochs) if steps is None else dict(steps=steps)
     arg = parse_config_arg(arg, data_root="", source="imagefolder", batch_size=batch_size, **length,
                            bf16=False, runlocal=False, **extra)
@@ -127,6 +129,7 @@ def steps(epochs: float, batch_size: int) -> int:
 
 
 def _loop(config: ConfigDict) -> ConfigDict:
+    """Adds the fields every ImageNet run shares: checkpoints kept, progress bar, mesh and sharding rules."""
     config.keep_checkpoints = 3
     config.progress_bar = True  # --config.progress_bar=False for batch jobs' logs
     # Data parallel by default; `--config.mesh.fsdp=8` shards every weight's `embed` axis 8 ways (FSDP).
@@ -136,7 +139,7 @@ def _loop(config: ConfigDict) -> ConfigDict:
 
 
 def classification_loop(arg: ConfigDict) -> ConfigDict:
-    """seed, task, global batch, steps from epochs, logging / eval / checkpoint cadence and mesh."""
+    """A classification config's loop fields: seed, task, batch, steps from `epochs=`, log, eval and save cadence."""
     config = ConfigDict(dict(seed=0, task="classification"))
     if arg.runlocal:
         config.batch_size, config.total_steps, config.log_every = 16, RUNLOCAL_STEPS, 1
@@ -151,7 +154,7 @@ def classification_loop(arg: ConfigDict) -> ConfigDict:
 
 
 def tokenizer_loop(arg: ConfigDict) -> ConfigDict:
-    """seed, task, global batch, `steps=` steps, logging / eval / checkpoint cadence and mesh."""
+    """A tokenizer config's loop fields: seed, task, batch, `steps=` steps, log / eval / save cadence, mesh."""
     config = ConfigDict(dict(seed=0, task="tokenizer"))
     if arg.runlocal:
         config.batch_size, config.total_steps, config.log_every = 8, RUNLOCAL_STEPS, 1
