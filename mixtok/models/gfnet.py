@@ -16,7 +16,7 @@ architectures of main_gfnet.py. The mixer is `mixtok.mixers.GlobalFilter`.
 Norms are LayerNorm (eps 1e-6, with bias), the MLP is Linear-GELU(erf)-Linear with biases, drop
 path rates rise linearly over all blocks (the official `uniform_drop=False`). The default
 `drop_path_rate` is 0, as the official model constructors default it; main_gfnet.py's training
-rates are listed in `gfnet_variants.TRAIN_DROP_PATH_RATES`.
+rates are in the recipes, experiments/configs/imagenet/gfnet_*.py.
 
 Resolution. The official model is built for one `img_size` (its PatchEmbed asserts the input
 size); filters are (img_size / stride) x (that // 2 + 1) per stage and the position embedding has

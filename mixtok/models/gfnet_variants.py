@@ -21,10 +21,8 @@ PYRAMID_SIZES = {  # name: (depths, dims, layer_scale_init, official params)
     "h_s": ((3, 3, 10, 3), (96, 192, 384, 768), 1e-5, 32_162_632),
     "h_b": ((3, 3, 27, 3), (96, 192, 384, 768), 1e-6, 53_744_200),
 }
-# The stochastic-depth rates main_gfnet.py trains with (it ignores its --drop-path flag for GFNet).
-# gfnet_ti and gfnet_xs are built without one, so they train with none.
-TRAIN_DROP_PATH_RATES = {"gfnet_ti": 0.0, "gfnet_xs": 0.0, "gfnet_s": 0.15, "gfnet_b": 0.25,
-                         "gfnet_h_ti": 0.1, "gfnet_h_s": 0.2, "gfnet_h_b": 0.4}
+# The stochastic-depth rates main_gfnet.py trains each architecture with are part of its recipe:
+# experiments/configs/imagenet/gfnet_*.py.
 
 
 def _register_all() -> None:

@@ -12,7 +12,8 @@ LayerNorm eps 1e-6:
 Counts are the official `sum(p.numel() for p in model.parameters())` at img_size 224 with 1000 classes and the
 native attention (the relative position tables, padding masks and length scales are non-persistent buffers and
 not counted; here they are trace-time constants). Top-1 are the README's ImageNet-1k 224-px results.
-Training drop path rates (classification/configs/*.py) are in `TRAIN_DROP_PATH_RATES`; the model default is 0.
+Training drop path rates (classification/configs/*.py) are in experiments/configs/imagenet/transnext_*.py;
+the model default is 0.
 """
 
 from mixtok.models.registry import ModelSpec, register_model
@@ -27,8 +28,6 @@ SIZES = {
     "transnext_small": ((72, 144, 288, 576), (3, 6, 12, 24), (5, 5, 22, 5), 49_741_564),
     "transnext_base": ((96, 192, 384, 768), (4, 8, 16, 32), (5, 5, 23, 5), 89_721_496),
 }
-TRAIN_DROP_PATH_RATES = {"transnext_micro": 0.15, "transnext_tiny": 0.25, "transnext_small": 0.45,
-                         "transnext_base": 0.6}
 
 
 def _register_all() -> None:

@@ -5,7 +5,6 @@ touching this test. Models are built with `jax.eval_shape` (shapes only, nothing
 ImageNet config is smoke-trained end to end with `:runlocal`.
 """
 
-import importlib.util
 import math
 from pathlib import Path
 
@@ -17,16 +16,23 @@ from ml_collections import ConfigDict
 from mixtok import data as data_lib
 from mixtok.models import count_params, create_model, list_models, model_spec
 from mixtok.models.metaformer_variants import BASELINES_PAPER, POOLFORMER_PAPER
+from mixtok.tokenizers import create_tokenizer, list_tokenizers, tokenizer_spec
+from mixtok.train import config_files
 from mixtok.train.config import compute_dtype, validate_config
 from mixtok.train.optimizer import create_optimizer
-from mixtok.models.gfnet_variants import TRAIN_DROP_PATH_RATES
-from mixtok.tokenizers import create_tokenizer, list_tokenizers, tokenizer_spec
-from mixtok.train.recipes import AFFNET_IMAGE_SIZE, FFNET_IMAGE_SIZE, IMAGENET_TRAIN_IMAGES
 from mixtok.train.trainer import train_and_evaluate
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "experiments" / "configs"
-CONFIGS = sorted(CONFIG_DIR.rglob("*.py"))
-IMAGENET_CONFIGS = sorted((CONFIG_DIR / "imagenet").glob("*.py"))
+# Helper modules beside the configs (imported by them, not run by --config).
+HELPER_MODULES = ("common.py",)
+CONFIGS = sorted(p for p in CONFIG_DIR.rglob("*.py") if p.name not in HELPER_MODULES)
+IMAGENET_CONFIGS = sorted(p for p in (CONFIG_DIR / "imagenet").glob("*.py") if p.name not in HELPER_MODULES)
+IMAGENET_TRAIN_IMAGES = 1_281_167  # ImageNet-1k's training split
+# The papers' training resolutions: AFFNet (its README) and FFNet (its default_cfgs) train at 256 px.
+TRAINING_IMAGE_SIZE = {"affnet": 256, "ffnet": 256}
+# The stochastic depth main_gfnet.py builds each architecture with (raoyongming/GFNet).
+GFNET_DROP_PATH = {"gfnet_ti": 0.0, "gfnet_xs": 0.0, "gfnet_s": 0.15, "gfnet_b": 0.25,
+                   "gfnet_h_ti": 0.1, "gfnet_h_s": 0.2, "gfnet_h_b": 0.4}
 IN_MEMORY_SOURCES = ("digits", "synthetic", "sample_photos")
 # The config trained for real below: IdentityFormer has no token mixer, so it compiles and steps
 # fastest on a CPU (XLA's depthwise 7x7 convolution is slow there).
@@ -38,11 +44,7 @@ def config_id(path: Path) -> str:
 
 
 def load_module(path: Path):
-    name = "_mixtok_config_" + config_id(path).replace("/", "_").removesuffix(".py")
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return config_files.load_module(path)
 
 
 def get_config(path: Path, arg=None):
@@ -128,9 +130,8 @@ def test_the_default_config_validates_and_builds_its_model_and_optimizer(path):
         assert (image_size, classes) == (256, 1000)
         assert count_params(variables) == tokenizer_spec(config.model.name).official_params
     elif path in IMAGENET_CONFIGS:
-        # The papers' training resolutions: AFFNet and FFNet train at 256 px, the rest at 224.
         family = config.model.name.split("_")[0]
-        expected_size = {"affnet": AFFNET_IMAGE_SIZE, "ffnet": FFNET_IMAGE_SIZE}.get(family, 224)
+        expected_size = TRAINING_IMAGE_SIZE.get(family, 224)
         assert (image_size, classes) == (expected_size, 1000)
         official = model_spec(config.model.name).official_params
         if official is not None:  # the DSM stand-ins have no official count
@@ -183,14 +184,18 @@ def test_every_gfnet_and_affnet_variant_has_an_imagenet_config():
     assert set(list_models("gfnet*")) <= names and set(list_models("affnet*")) <= names
 
 
-@pytest.mark.parametrize("name", sorted(TRAIN_DROP_PATH_RATES))
+def test_every_gfnet_variant_has_its_official_drop_path():
+    assert set(GFNET_DROP_PATH) == set(list_models("gfnet*"))
+
+
+@pytest.mark.parametrize("name", sorted(GFNET_DROP_PATH))
 def test_gfnet_recipe_follows_main_gfnet(name):
     config = get_config(CONFIG_DIR / "imagenet" / f"{name}.py")
     # README: --batch-size 128 on 8 GPUs; main_gfnet.py: lr 5e-4 * global batch / 512, clip-grad 1.
     assert config.batch_size == 1024 and config.optimizer.lr == pytest.approx(1e-3)
     assert config.optimizer.grad_clip == 1.0 and config.optimizer.weight_decay == 0.05
     assert config.optimizer.warmup_steps == 5 * IMAGENET_TRAIN_IMAGES // 1024
-    assert config.model.kwargs.drop_path_rate == TRAIN_DROP_PATH_RATES[name]
+    assert config.model.kwargs.drop_path_rate == GFNET_DROP_PATH[name]
     assert config.data.crop_pct == 0.875 and config.label_smoothing == 0.1
 
 

@@ -10,10 +10,15 @@ on ImageNet-1k val at 256 x 256 (1.4M parameters, 0.4G FLOPs). mixtok has not re
 Recipe: AFFNet's own training configs are not in the official repository (its README links them
 off-repo), so this is the MobileViT recipe of apple/ml-cvnets, the framework AFFNet's code is built
 on: AdamW, cosine 2e-3 -> 2e-4 over 300 epochs after a 20,000-iteration warm-up, global batch 1024,
-weight decay 0.01, label smoothing 0.1, classifier dropout 0.1; eval resize 288, crop 256. Its
-multi-scale sampler, weight EMA and BatchNorm weight decay are not implemented yet:
-`mixtok.train.recipes.affnet_imagenet`. BatchNorm statistics are global-batch (synchronised) under
-mixtok's sharded jit.
+weight decay 0.01, label smoothing 0.1, classifier dropout 0.1; eval resize 288, crop 256. BatchNorm
+statistics are global-batch (synchronised) under mixtok's sharded jit.
+
+Not implemented beyond common.py's list, all of which the MobileViT recipe uses: the multi-scale
+variable-batch sampler (160-320 px), EMA of the weights (momentum 5e-4), the warm-up starting at
+2e-4 instead of 0, and weight decay on the BatchNorm and bias weights (`no_decay_bn_filter_bias:
+false`; mixtok decays only weights with two or more dimensions). Sources: apple/ml-cvnets
+config/classification/imagenet/mobilevit.yaml (global batch 1024 = 128 x 8 GPUs, AdamW betas (0.9,
+0.999)); AFFNet's README (microsoft/TokenMixers) for the 256-px train / eval resolution.
 
 Compute: 375,341 steps of 1,024 images (300 epochs). Time: not measured by mixtok.
 
@@ -21,8 +26,32 @@ Compute: 375,341 steps of 1,024 images (300 epochs). Time: not measured by mixto
 steps). Run the same command with the same --workdir to resume.
 """
 
-from mixtok.train.recipes import affnet_imagenet
+from ml_collections import ConfigDict
+
+from mixtok.train.config_files import import_beside
+
+common = import_beside(__file__, "common")
 
 
 def get_config(arg=None):
-    return affnet_imagenet("affnet_et", arg)
+    arg = common.parse_arg(arg, batch_size=1024, epochs=300)  # mobilevit.yaml: 128 x 8 GPUs
+    config = common.classification_loop(arg)  # steps from epochs; eval and checkpoint once per epoch
+    config.data = common.imagenet_data(arg, image_size=256, crop_pct=256 / 288)  # eval: resize 288, crop 256
+
+    config.model = ConfigDict(dict(name="affnet_et", dtype=common.compute_dtype(arg)))
+    config.model.kwargs = ConfigDict(dict(classifier_dropout=0.1))  # mobilevit.yaml's classifier dropout
+    if arg.runlocal:
+        # The same layers, fewer.
+        config.model.kwargs.update(common.one_block_per_stage("affnet_et", field="aff_depths"))
+
+    config.optimizer = ConfigDict(dict(
+        name="adamw", lr=2e-3 * config.batch_size / 1024,  # mobilevit.yaml at batch 1024, scaled linearly
+        # 20,000 iterations at batch 1024.
+        warmup_steps=common.warmup_steps(arg, epochs=20_000 * 1024 / common.IMAGENET_TRAIN_IMAGES),
+        min_lr=2e-4,  # cosine decay to min_lr; mobilevit.yaml: cosine 2e-3 -> 2e-4
+        weight_decay=0.01,
+        b1=0.9, b2=0.999, eps=1e-8,
+        grad_clip=0.0,  # global-norm clipping; 0 disables it
+    ))
+    config.label_smoothing = 0.1
+    return config

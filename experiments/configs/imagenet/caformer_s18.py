@@ -7,8 +7,8 @@ r"""CAFormer-S18 on ImageNet-1k at 224 px: SepConv in stages 1-2, attention in s
 Expect: MetaFormer Baselines for Vision (Yu et al., TPAMI 2024) reports 83.6% top-1 on ImageNet-1k
 val at 224 px, trained on ImageNet-1k only (sail-sg/metaformer README, "Models with common token
 mixers trained on ImageNet-1K"). mixtok has not reproduced it: parts of the official recipe listed
-in mixtok/train/recipes.py (RandAugment, Mixup / CutMix, random erasing, ...) are not implemented
-yet, so expect a lower top-1 until they are.
+in common.py's docstring (RandAugment, Mixup / CutMix, random erasing, ...) are not implemented yet,
+so expect a lower top-1 until they are.
 
 Official recipe, from sail-sg/metaformer: scripts/caformer/train_caformer_s18.sh and train.py's
 defaults: LAMB, lr 8e-3 at global batch 4096, 20 warm-up epochs, drop path 0.15, head dropout 0.0,
@@ -16,7 +16,10 @@ defaults: LAMB, lr 8e-3 at global batch 4096, 20 warm-up epochs, drop path 0.15,
 
 timm's Lamb, which the official script uses, clips the global gradient norm to 1.0 itself: here that
 is grad_clip=1.0. optax's LAMB also applies the trust ratio to the weights without weight decay,
-which timm's does not (see mixtok/train/recipes.py).
+which timm's does not (not implemented by mixtok yet).
+
+Head dropout: mixtok's MLP head follows timm, which drops out before the MLP head and again
+inside it; the official model drops out inside the MLP head only.
 
 Compute: 93,835 steps of 4,096 images (300 epochs, 384M images at 224 px); 4.1 GMACs per image
 forward (official README), so about 4.7e18 multiply-adds to train (3x forward). The official script
@@ -28,9 +31,31 @@ steps): about half a minute on a 2-core CPU, mostly compilation (measured 15-42 
 configs). Run the same command with the same --workdir to resume.
 """
 
-from mixtok.train.recipes import metaformer_imagenet
+from ml_collections import ConfigDict
+
+from mixtok.train.config_files import import_beside
+
+common = import_beside(__file__, "common")
 
 
 def get_config(arg=None):
-    return metaformer_imagenet("caformer_s18", arg, lr=8e-3, batch_size=4096, warmup_epochs=20,
-                               optimizer="lamb", grad_clip=1.0, drop_path_rate=0.15)
+    arg = common.parse_arg(arg, batch_size=4096, epochs=300)  # 8 GPUs x 128 x 4 gradient-accumulation steps
+    config = common.classification_loop(arg)  # steps from epochs; eval and checkpoint once per epoch
+    config.data = common.imagenet_data(arg, image_size=224, crop_pct=1.0)  # timm's pretrained config
+
+    config.model = ConfigDict(dict(name="caformer_s18", dtype=common.compute_dtype(arg)))
+    # Sail-sg/metaformer scripts/caformer/train_caformer_s18.sh.
+    config.model.kwargs = ConfigDict(dict(drop_path_rate=0.15, head_dropout=0.0))
+    if arg.runlocal:
+        config.model.kwargs.update(common.one_block_per_stage("caformer_s18"))  # the same layers, fewer
+
+    config.optimizer = ConfigDict(dict(
+        name="lamb", lr=8e-3 * config.batch_size / 4096,  # official at batch 4096, scaled linearly
+        warmup_steps=common.warmup_steps(arg, epochs=20),  # linear warm-up, then cosine
+        min_lr=1e-5,  # cosine decay to min_lr
+        weight_decay=0.05,
+        b1=0.9, b2=0.999, eps=1e-6,
+        grad_clip=1.0,  # timm's Lamb clips the global gradient norm to 1.0 itself
+    ))
+    config.label_smoothing = 0.1
+    return config

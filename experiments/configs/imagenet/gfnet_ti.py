@@ -4,15 +4,22 @@ r"""GFNet-Ti (isotropic, 12 blocks, width 256) on ImageNet-1k at 224 px: a globa
         --config experiments/configs/imagenet/gfnet_ti.py:data_root=/data/imagenet \
         --workdir /tmp/mixtok/gfnet_ti
 
-Expect: the official README (raoyongming/GFNet) reports 74.6% top-1 on ImageNet-1k val at 224 px
-(7M parameters, 1.3G FLOPs), trained on ImageNet-1k only. mixtok has not reproduced it: the
-augmentations of the official recipe listed in mixtok/train/recipes.py (RandAugment, Mixup / CutMix)
+Expect: the official README (raoyongming/GFNet) reports 74.6% top-1 on ImageNet-1k val at 224 px (7M
+parameters, 1.3G FLOPs), trained on ImageNet-1k only. mixtok has not reproduced it: the
+augmentations of the official recipe listed in common.py's docstring (RandAugment, Mixup / CutMix)
 are not implemented yet, so expect a lower top-1 until they are.
 
 Official recipe (main_gfnet.py --arch gfnet-ti --batch-size 128 on 8 GPUs): AdamW, lr 5e-4 x 1024 / 512
 = 1e-3 at global batch 1024, 5 warm-up epochs, cosine to 1e-5, 300 epochs, weight decay 0.05,
 gradient clipping 1.0, label smoothing 0.1, the architecture's drop path; eval resize 256, crop 224.
-Details and what is not implemented: `mixtok.train.recipes.gfnet_imagenet`.
+
+Sources: raoyongming/GFNet main_gfnet.py (defaults) and README (the training command, `--batch-size
+128` on 8 GPUs for every variant). main_gfnet.py scales `--lr 5e-4` by global batch / 512, clips
+gradients at `--clip-grad 1`, keeps no EMA, and builds each architecture with its own stochastic
+depth, ignoring its --drop-path flag: gfnet-ti and gfnet-xs none, gfnet-s 0.15, gfnet-b 0.25,
+gfnet-h-ti 0.1, gfnet-h-s 0.2, gfnet-h-b 0.4. Its evaluation resizes to 256 bicubically. Not
+implemented beyond common.py's list: the script's DeiT-style RandAugment and Mixup 0.8 / CutMix 1.0
+(random erasing is off there, `--reprob 0`).
 
 Compute: 375,341 steps of 1,024 images (300 epochs). Time: not measured by mixtok.
 
@@ -20,8 +27,31 @@ Compute: 375,341 steps of 1,024 images (300 epochs). Time: not measured by mixto
 steps). Run the same command with the same --workdir to resume.
 """
 
-from mixtok.train.recipes import gfnet_imagenet
+from ml_collections import ConfigDict
+
+from mixtok.train.config_files import import_beside
+
+common = import_beside(__file__, "common")
 
 
 def get_config(arg=None):
-    return gfnet_imagenet("gfnet_ti", arg)
+    arg = common.parse_arg(arg, batch_size=1024, epochs=300)  # README: --batch-size 128 on 8 GPUs
+    config = common.classification_loop(arg)  # steps from epochs; eval and checkpoint once per epoch
+    config.data = common.imagenet_data(arg, image_size=224, crop_pct=0.875)  # eval: resize 256, crop 224
+
+    config.model = ConfigDict(dict(name="gfnet_ti", dtype=common.compute_dtype(arg)))
+    config.model.kwargs = ConfigDict(dict(drop_path_rate=0.0))  # as main_gfnet.py builds this architecture
+    if arg.runlocal:
+        config.model.kwargs.update(common.one_block_per_stage("gfnet_ti", field="depth"))  # the same layers, fewer
+        config.model.kwargs.img_size = common.RUNLOCAL_IMAGE_SIZE  # the filters' size follows the image's
+
+    config.optimizer = ConfigDict(dict(
+        name="adamw", lr=1e-3 * config.batch_size / 1024,  # 5e-4 x 1024 / 512, scaled linearly
+        warmup_steps=common.warmup_steps(arg, epochs=5),  # linear warm-up, then cosine
+        min_lr=1e-5,  # cosine decay to min_lr
+        weight_decay=0.05,
+        b1=0.9, b2=0.999, eps=1e-8,
+        grad_clip=1.0,  # main_gfnet.py's --clip-grad default
+    ))
+    config.label_smoothing = 0.1
+    return config

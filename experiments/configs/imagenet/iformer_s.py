@@ -4,11 +4,17 @@ r"""iformer_s on ImageNet-1k at 224 px: inception mixers (high-frequency conv / 
         --config experiments/configs/imagenet/iformer_s.py:data_root=/data/imagenet \
         --workdir /tmp/mixtok/iformer_s
 
-Expect: the official README (sail-sg/iFormer) reports 83.4% top-1 on ImageNet-1k val at 224 px, trained on
-ImageNet-1k only. mixtok has not reproduced it: the augmentations and other parts of the official recipe
-listed in `mixtok.train.recipes.iformer_imagenet` are not implemented yet, so expect a lower top-1 until they are.
+Expect: the official README (sail-sg/iFormer) reports 83.4% top-1 on ImageNet-1k val at 224 px,
+trained on ImageNet-1k only. mixtok has not reproduced it: the augmentations and other parts of the
+official recipe listed in common.py's docstring and below are not implemented yet, so expect a lower
+top-1 until they are.
 
-Paper: Inception Transformer (Si et al., NeurIPS 2022). Official recipe and its sources: `mixtok.train.recipes.iformer_imagenet`.
+Paper: Inception Transformer (Si et al., NeurIPS 2022).
+
+Official recipe (sail-sg/iFormer: README command, checkpoint/iformer_*/args.yaml): AdamW, lr 1e-3
+at global batch 1024 (README: -b 128 on 8 GPUs; the released args.yaml records 64 per GPU), weight
+decay 0.05, cosine after 5 warm-up epochs to min lr 1e-6 (S) or 1e-5 (B, L), 300 epochs, label
+smoothing 0.1, drop path 0.2 / 0.4 / 0.5, gradient clipping none (S) or 1.0 (B, L), eval crop 0.9.
 
 Compute: 375,341 steps of 1,024 images (300 epochs). Time: not measured by mixtok.
 
@@ -16,8 +22,32 @@ Compute: 375,341 steps of 1,024 images (300 epochs). Time: not measured by mixto
 steps). Run the same command with the same --workdir to resume.
 """
 
-from mixtok.train.recipes import iformer_imagenet
+from ml_collections import ConfigDict
+
+from mixtok.train.config_files import import_beside
+
+common = import_beside(__file__, "common")
 
 
 def get_config(arg=None):
-    return iformer_imagenet("iformer_s", arg)
+    arg = common.parse_arg(arg, batch_size=1024, epochs=300)  # README: -b 128 on 8 GPUs
+    config = common.classification_loop(arg)  # steps from epochs; eval and checkpoint once per epoch
+    config.data = common.imagenet_data(arg, image_size=224, crop_pct=0.9)  # args.yaml
+
+    config.model = ConfigDict(dict(name="iformer_s", dtype=common.compute_dtype(arg)))
+    config.model.kwargs = ConfigDict(dict(drop_path_rate=0.2))  # args.yaml
+    if arg.runlocal:
+        config.model.kwargs.update(common.one_block_per_stage("iformer_s"))  # the same layers, fewer
+        config.model.kwargs.update(common.first_block_of_each_stage("iformer_s", "attention_heads"))
+        config.model.kwargs.img_size = common.RUNLOCAL_IMAGE_SIZE
+
+    config.optimizer = ConfigDict(dict(
+        name="adamw", lr=1e-3 * config.batch_size / 1024,  # official at batch 1024, scaled linearly
+        warmup_steps=common.warmup_steps(arg, epochs=5),  # linear warm-up, then cosine
+        min_lr=1e-6,  # cosine decay to min_lr
+        weight_decay=0.05,
+        b1=0.9, b2=0.999, eps=1e-8,
+        grad_clip=0.0,  # args.yaml
+    ))
+    config.label_smoothing = 0.1
+    return config

@@ -4,11 +4,18 @@ r"""lsnet_t on ImageNet-1k at 224 px: LS convolutions (large-kernel perception, 
         --config experiments/configs/imagenet/lsnet_t.py:data_root=/data/imagenet \
         --workdir /tmp/mixtok/lsnet_t
 
-Expect: the official README (jameslahm/lsnet) reports 74.9% top-1 on ImageNet-1k val at 224 px, trained on
-ImageNet-1k only. mixtok has not reproduced it: the augmentations and other parts of the official recipe
-listed in `mixtok.train.recipes.lsnet_imagenet` are not implemented yet, so expect a lower top-1 until they are.
+Expect: the official README (jameslahm/lsnet) reports 74.9% top-1 on ImageNet-1k val at 224 px,
+trained on ImageNet-1k only. mixtok has not reproduced it: the augmentations and other parts of the
+official recipe listed in common.py's docstring and below are not implemented yet, so expect a lower
+top-1 until they are.
 
-Paper: LSNet: See Large, Focus Small (Wang et al., CVPR 2025). Official recipe and its sources: `mixtok.train.recipes.lsnet_imagenet`.
+Paper: LSNet: See Large, Focus Small (Wang et al., CVPR 2025).
+
+Official recipe (jameslahm/lsnet: main.py defaults and README): AdamW (eps 1e-8), lr 1e-3 x batch /
+512 = 4e-3 at global batch 2048 (256 x 8 GPUs), weight decay 0.025 (T, S) or 0.05 (B), cosine to
+1e-5 after 5 warm-up epochs, 300 epochs, label smoothing 0.1, no drop path (the model has none),
+eval resize 256 and crop 224 (0.875). Not implemented beyond common.py's list: adaptive gradient
+clipping (AGC 0.02), weight EMA (0.99996), repeated augmentation.
 
 Compute: 187,670 steps of 2,048 images (300 epochs). Time: not measured by mixtok.
 
@@ -16,8 +23,31 @@ Compute: 187,670 steps of 2,048 images (300 epochs). Time: not measured by mixto
 steps). Run the same command with the same --workdir to resume.
 """
 
-from mixtok.train.recipes import lsnet_imagenet
+from ml_collections import ConfigDict
+
+from mixtok.train.config_files import import_beside
+
+common = import_beside(__file__, "common")
 
 
 def get_config(arg=None):
-    return lsnet_imagenet("lsnet_t", arg)
+    arg = common.parse_arg(arg, batch_size=2048, epochs=300)  # 256 x 8 GPUs
+    config = common.classification_loop(arg)  # steps from epochs; eval and checkpoint once per epoch
+    config.data = common.imagenet_data(arg, image_size=224, crop_pct=0.875)  # eval: resize 256, crop 224
+
+    config.model = ConfigDict(dict(name="lsnet_t", dtype=common.compute_dtype(arg)))
+    config.model.kwargs = ConfigDict(dict())  # LSNet has no stochastic depth
+    if arg.runlocal:
+        # Two blocks per stage after the first keep one LSConv (odd depth) and, in stage 4, attention.
+        config.model.kwargs.update(depths=(0, 2, 2, 2), img_size=common.RUNLOCAL_IMAGE_SIZE)
+
+    config.optimizer = ConfigDict(dict(
+        name="adamw", lr=4e-3 * config.batch_size / 2048,  # main.py: 1e-3 x batch / 512
+        warmup_steps=common.warmup_steps(arg, epochs=5),  # linear warm-up, then cosine
+        min_lr=1e-5,  # cosine decay to min_lr
+        weight_decay=0.025,  # main.py / README
+        b1=0.9, b2=0.999, eps=1e-8,
+        grad_clip=0.0,  # global-norm clipping; 0 disables it
+    ))
+    config.label_smoothing = 0.1
+    return config

@@ -6,14 +6,16 @@ r"""PoolFormer-M36 on ImageNet-1k at 224 px: PoolFormer v1, pooling token mixer.
 
 Expect: MetaFormer Is Actually What You Need for Vision (Yu et al., CVPR 2022) reports 82.1% top-1
 on ImageNet-1k val at 224 px, trained on ImageNet-1k only (sail-sg/poolformer README, "PoolFormer
-Models"). mixtok has not reproduced it: parts of the official recipe listed in
-mixtok/train/recipes.py (RandAugment, Mixup / CutMix, random erasing, ...) are not implemented yet,
-so expect a lower top-1 until they are.
+Models"). mixtok has not reproduced it: parts of the official recipe listed in common.py's docstring
+(RandAugment, Mixup / CutMix, random erasing, ...) are not implemented yet, so expect a lower top-1
+until they are.
 
 Official recipe, from sail-sg/poolformer: README.md "Train" and train.py's defaults: AdamW, lr 1e-3
 at global batch 1024 (8 GPUs x 128; the README's rule is lr = batch / 1024 * 1e-3), 5 warm-up
 epochs, drop path 0.3, 300 epochs, weight decay 0.05, label smoothing 0.1, apex mixed precision;
 eval crop_pct 0.95 (timm's pretrained config).
+
+The official PoolFormer runs used apex mixed precision (fp16); `bf16` is mixtok's nearest option.
 
 Compute: 375,341 steps of 1,024 images (300 epochs, 384M images at 224 px); 8.8 GMACs per image
 forward (official README), so about 1.0e19 multiply-adds to train (3x forward). The official command
@@ -24,9 +26,31 @@ steps): about half a minute on a 2-core CPU, mostly compilation (measured 15-42 
 configs). Run the same command with the same --workdir to resume.
 """
 
-from mixtok.train.recipes import metaformer_imagenet
+from ml_collections import ConfigDict
+
+from mixtok.train.config_files import import_beside
+
+common = import_beside(__file__, "common")
 
 
 def get_config(arg=None):
-    return metaformer_imagenet("poolformer_m36", arg, lr=1e-3, batch_size=1024, warmup_epochs=5,
-                               drop_path_rate=0.3, eval_crop_pct=0.95)
+    arg = common.parse_arg(arg, batch_size=1024, epochs=300)  # 8 GPUs x 128
+    config = common.classification_loop(arg)  # steps from epochs; eval and checkpoint once per epoch
+    config.data = common.imagenet_data(arg, image_size=224, crop_pct=0.95)  # timm's pretrained config
+
+    config.model = ConfigDict(dict(name="poolformer_m36", dtype=common.compute_dtype(arg)))
+    # Sail-sg/poolformer README "Train": lr = batch / 1024 * 1e-3.
+    config.model.kwargs = ConfigDict(dict(drop_path_rate=0.3, head_dropout=0.0))
+    if arg.runlocal:
+        config.model.kwargs.update(common.one_block_per_stage("poolformer_m36"))  # the same layers, fewer
+
+    config.optimizer = ConfigDict(dict(
+        name="adamw", lr=1e-3 * config.batch_size / 1024,  # official at batch 1024, scaled linearly
+        warmup_steps=common.warmup_steps(arg, epochs=5),  # linear warm-up, then cosine
+        min_lr=1e-5,  # cosine decay to min_lr
+        weight_decay=0.05,
+        b1=0.9, b2=0.999, eps=1e-8,
+        grad_clip=0.0,  # timm's --clip-grad None
+    ))
+    config.label_smoothing = 0.1
+    return config

@@ -7,8 +7,8 @@ r"""RandFormer-M36 on ImageNet-1k at 224 px: frozen random token mixing in stage
 Expect: MetaFormer Baselines for Vision (Yu et al., TPAMI 2024) reports 81.2% top-1 on ImageNet-1k
 val at 224 px, trained on ImageNet-1k only (sail-sg/metaformer README, "Models with basic token
 mixers trained on ImageNet-1K"). mixtok has not reproduced it: parts of the official recipe listed
-in mixtok/train/recipes.py (RandAugment, Mixup / CutMix, random erasing, ...) are not implemented
-yet, so expect a lower top-1 until they are.
+in common.py's docstring (RandAugment, Mixup / CutMix, random erasing, ...) are not implemented yet,
+so expect a lower top-1 until they are.
 
 Official recipe, from sail-sg/metaformer: scripts/randformer/train_randformer_m36.sh and train.py's
 defaults: AdamW, lr 4e-3 at global batch 4096, 5 warm-up epochs, drop path 0.3, 300 epochs, weight
@@ -27,9 +27,31 @@ steps): about half a minute on a 2-core CPU, mostly compilation (measured 15-42 
 configs). Run the same command with the same --workdir to resume.
 """
 
-from mixtok.train.recipes import metaformer_imagenet
+from ml_collections import ConfigDict
+
+from mixtok.train.config_files import import_beside
+
+common = import_beside(__file__, "common")
 
 
 def get_config(arg=None):
-    return metaformer_imagenet("randformer_m36", arg, lr=4e-3, batch_size=4096, warmup_epochs=5,
-                               drop_path_rate=0.3)
+    arg = common.parse_arg(arg, batch_size=4096, epochs=300)  # 8 GPUs x 128 x 4 gradient-accumulation steps
+    config = common.classification_loop(arg)  # steps from epochs; eval and checkpoint once per epoch
+    config.data = common.imagenet_data(arg, image_size=224, crop_pct=1.0)  # timm's pretrained config
+
+    config.model = ConfigDict(dict(name="randformer_m36", dtype=common.compute_dtype(arg)))
+    # Sail-sg/metaformer scripts/randformer/train_randformer_m36.sh.
+    config.model.kwargs = ConfigDict(dict(drop_path_rate=0.3, head_dropout=0.0))
+    if arg.runlocal:
+        config.model.kwargs.update(common.one_block_per_stage("randformer_m36"))  # the same layers, fewer
+
+    config.optimizer = ConfigDict(dict(
+        name="adamw", lr=4e-3 * config.batch_size / 4096,  # official at batch 4096, scaled linearly
+        warmup_steps=common.warmup_steps(arg, epochs=5),  # linear warm-up, then cosine
+        min_lr=1e-5,  # cosine decay to min_lr
+        weight_decay=0.05,
+        b1=0.9, b2=0.999, eps=1e-8,
+        grad_clip=0.0,  # timm's --clip-grad None
+    ))
+    config.label_smoothing = 0.1
+    return config

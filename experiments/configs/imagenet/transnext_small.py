@@ -4,11 +4,20 @@ r"""transnext_small on ImageNet-1k at 224 px: aggregated (pixel-focused) attenti
         --config experiments/configs/imagenet/transnext_small.py:data_root=/data/imagenet \
         --workdir /tmp/mixtok/transnext_small
 
-Expect: the official README (DaiShiResearch/TransNeXt) reports 84.7% top-1 on ImageNet-1k val at 224 px, trained on
-ImageNet-1k only. mixtok has not reproduced it: the augmentations and other parts of the official recipe
-listed in `mixtok.train.recipes.transnext_imagenet` are not implemented yet, so expect a lower top-1 until they are.
+Expect: the official README (DaiShiResearch/TransNeXt) reports 84.7% top-1 on ImageNet-1k val at 224
+px, trained on ImageNet-1k only. mixtok has not reproduced it: the augmentations and other parts of
+the official recipe listed in common.py's docstring and below are not implemented yet, so expect a
+lower top-1 until they are.
 
-Paper: TransNeXt: Robust Foveal Visual Perception for Vision Transformers (Shi, CVPR 2024). Official recipe and its sources: `mixtok.train.recipes.transnext_imagenet`.
+Paper: TransNeXt: Robust Foveal Visual Perception for Vision Transformers (Shi, CVPR 2024).
+
+Official recipe (DaiShiResearch/TransNeXt: classification/main.py, configs/*.py): AdamW (eps 1e-8),
+lr 1e-3 at global batch 1024 (not scaled), weight decay 0.05, gradient clipping 1.0, cosine to 1e-5
+after 5 warm-up epochs, 300 epochs, label smoothing 0.1, drop path 0.15 / 0.25 / 0.45 / 0.6
+(classification/configs/transnext_{micro,tiny,small,base}.py), eval resize 256 and crop 224 (0.875).
+Not implemented beyond common.py's list: no weight decay on the query embedding, relative position
+bias, CPB and temperature (mixtok decays every weight with two or more dimensions, so of these the
+CPB MLP kernels are decayed), colour jitter, repeated augmentation.
 
 Compute: 375,341 steps of 1,024 images (300 epochs). Time: not measured by mixtok.
 
@@ -16,8 +25,30 @@ Compute: 375,341 steps of 1,024 images (300 epochs). Time: not measured by mixto
 steps). Run the same command with the same --workdir to resume.
 """
 
-from mixtok.train.recipes import transnext_imagenet
+from ml_collections import ConfigDict
+
+from mixtok.train.config_files import import_beside
+
+common = import_beside(__file__, "common")
 
 
 def get_config(arg=None):
-    return transnext_imagenet("transnext_small", arg)
+    arg = common.parse_arg(arg, batch_size=1024, epochs=300)  # the configs' global batch
+    config = common.classification_loop(arg)  # steps from epochs; eval and checkpoint once per epoch
+    config.data = common.imagenet_data(arg, image_size=224, crop_pct=0.875)  # eval: resize 256, crop 224
+
+    config.model = ConfigDict(dict(name="transnext_small", dtype=common.compute_dtype(arg)))
+    config.model.kwargs = ConfigDict(dict(drop_path_rate=0.45))  # classification/configs/<variant>.py
+    if arg.runlocal:
+        config.model.kwargs.update(common.one_block_per_stage("transnext_small"))  # the same layers, fewer
+
+    config.optimizer = ConfigDict(dict(
+        name="adamw", lr=1e-3 * config.batch_size / 1024,  # official at batch 1024, scaled linearly
+        warmup_steps=common.warmup_steps(arg, epochs=5),  # linear warm-up, then cosine
+        min_lr=1e-5,  # cosine decay to min_lr
+        weight_decay=0.05,
+        b1=0.9, b2=0.999, eps=1e-8,
+        grad_clip=1.0,  # the configs' clip grad
+    ))
+    config.label_smoothing = 0.1
+    return config

@@ -1,0 +1,245 @@
+r"""Plumbing shared by the ImageNet-1k configs in this folder: options, data, training loop, runlocal.
+
+Not a config: each config file beside it states its paper's recipe itself (model and its arguments,
+optimizer, schedule, batch, epochs, label smoothing, eval crop) and calls this module only for what
+every ImageNet config does the same way. A config imports it by path, because ml_collections'
+config_flags runs config files by path without putting their folder on sys.path:
+
+    from mixtok.train.config_files import import_beside
+    common = import_beside(__file__, "common")
+
+so the configs work from any working directory once mixtok is installed (`pip install -e .`).
+
+Options after a config's colon (`caformer_s18.py:data_root=/data/imagenet,bf16`), parsed by `parse_arg`:
+
+    data_root=PATH        the ImageNet root: for imagefolder, PATH/train/<class>/*.JPEG and PATH/val/...;
+                          for array_record, a folder of {train,val}*.array_record files or a glob.
+                          Required: without it, training stops at start-up with a message saying so.
+    source=imagefolder    or array_record (see `python -m mixtok.data.imagefolder_to_array_record`)
+    batch_size=N          global batch; each config scales its learning rate linearly from the official one
+    epochs=N              classification configs, default 300 (warm-up stays at the official number of epochs)
+    steps=N               tokenizer configs, default 1,000,000
+    perceptual_network=pkg.module:Class, perceptual_weights=FILE.msgpack
+                          tokenizer configs: the perceptual loss's network and its weights (together)
+    bf16                  compute in bfloat16 (parameters and optimizer state stay float32)
+    runlocal              a laptop smoke test: in-memory data (synthetic, 10 classes, 64 px; sample photos
+                          at 32 px for tokenizers), a small batch, 4 steps, the named model with one block
+                          per stage (its dims, mixers and norms); about half a minute on a 2-core CPU
+
+Steps come from epochs: total_steps = epochs * 1,281,167 // batch_size (93,835 at 4096). The official
+loaders (timm's train.py and its descendants) drop each epoch's last partial batch (312 steps per epoch
+at 4096, 93,600 in all); mixtok's stream never drops a batch, so the same number of images is seen in
+slightly more steps.
+
+The training pipeline, as in timm's train.py that most official classification scripts build on:
+random resized crop (area 0.08-1, aspect 3/4-4/3), horizontal flip (p 0.5), ImageNet mean / std;
+evaluation resizes to image_size / crop_pct and centre-crops image_size. Not implemented yet by mixtok,
+all of which timm's recipe uses and which matter for reaching the papers' accuracy (expect a run to land
+below the reported top-1 until they are; each config names its family's further gaps):
+
+- RandAugment (timm `rand-m9-mstd0.5-inc1`);
+- Mixup (alpha 0.8) and CutMix (alpha 1.0), switched per batch with p 0.5, with soft-target loss;
+- random erasing (p 0.25, per-pixel noise);
+- the cool-down epochs at min_lr that timm's scheduler appends (10: 310 epochs in all), the warm-up
+  starting at 1e-6 rather than 0, and timm's once-per-epoch (not per-step) learning-rate updates;
+- bicubic resizing at evaluation and a random (bilinear / bicubic) interpolation per training crop
+  (mixtok resizes bilinearly).
+
+Weight decay applies to the weights with two or more dimensions only, as timm's does (no decay on
+norms, biases and scales); where an official recipe excludes more by name, its config says so.
+
+1D tokenizers (titok_*.py, one_d_piece_*.py): the papers train in two stages (bytedance/1d-tokenizer
+@ 942a96f configs/training/TiTok/stage{1,2}/*.yaml; turingmotors/One-D-Piece @ 473665d
+configs/training/stage{1,2}/*.yaml): stage 1 predicts the codes of a frozen MaskGIT-VQGAN (proxy
+codes, cross-entropy over 1024 classes); stage 2 freezes the encoder and quantizer and fine-tunes the
+decoder to pixels. mixtok's TiTok is the single-stage RGB model (no MaskGIT weights can be downloaded
+here), so those configs combine the two into one stage:
+
+- the stage-1 optimizer for the tokenizer: AdamW lr 1e-4 at global batch 256 (One-D-Piece: 1024),
+  betas (0.9, 0.99), weight decay 1e-4, eps 1e-8, 10,000 warm-up steps then cosine to 1e-5, gradient
+  clipping 1.0, 1,000,000 steps;
+- the stage-2 losses: L2 reconstruction 1.0, quantizer 1.0 (beta 0.25), perceptual 0.1, TiTok's
+  discriminator (hinge) with generator weight 0.01 from step 20,000 and LeCam 0.001 (EMA 0.999);
+  the discriminator's own AdamW: lr 1e-4, betas (0.9, 0.999), weight decay 1e-4, 5,000 warm-up steps;
+- data: ImageNet train at 256 px, random square crop + horizontal flip; eval on val, resize 256 and
+  centre crop 256 (PSNR, SSIM, codebook usage).
+
+Differences that matter, all unimplemented or impossible offline (expect worse rFID until closed):
+- the perceptual loss: TiTok's is ConvNeXt-S logits (0.1), plus LPIPS in some configs. mixtok
+  downloads no weights, so the perceptual weight is 0 unless you pass `perceptual_network=pkg.mod:Class`
+  and `perceptual_weights=FILE.msgpack` (a linen network mapping [-1, 1] images to feature maps);
+- weight EMA (decay 0.999) of the tokenizer, fp16 / bf16 mixed precision (`bf16` computes in bf16);
+- TiTok's weight-decay exclusions by name (embeddings, latent tokens, mask token, codebook): mixtok
+  exempts only weights with fewer than two dimensions;
+- the crop: official "resize shorter side to 256, random crop 256"; mixtok's random-resized crop with
+  area 60-100% and aspect 1 (then resized to 256) is the nearest its transforms give.
+"""
+
+from ml_collections import ConfigDict
+
+from mixtok.data.options import IMAGENET_MEAN, IMAGENET_STD
+from mixtok.models import model_spec
+from mixtok.registry import unknown_name_error
+from mixtok.train.config import parse_config_arg
+
+IMAGENET_TRAIN_IMAGES = 1_281_167
+IMAGENET_CLASSES = 1000
+IMAGENET_SOURCES = ("imagefolder", "array_record")
+# What data.root holds until the user names the data: training stops at once on it with this
+# message (the data pipeline reports the root as a missing folder), while importing and inspecting
+# the config still works.
+MISSING_DATA_ROOT = ("UNSET: add :data_root=/path/to/imagenet to --config "
+                     "(or pass --config.data.root=/path/to/imagenet)")
+HALF = (0.5, 0.5, 0.5)  # mean and std that map pixels to [-1, 1], as the tokenizers see them
+
+# `runlocal`: a run small enough for a laptop that still builds every layer of the named model.
+RUNLOCAL_STEPS = 4
+RUNLOCAL_IMAGE_SIZE = 64
+RUNLOCAL_SYNTHETIC = dict(name="synthetic", image_size=RUNLOCAL_IMAGE_SIZE, num_classes=10, num_examples=64,
+                          num_eval_examples=32)
+RUNLOCAL_PHOTOS = dict(name="sample_photos", image_size=32, num_examples=64, num_eval_examples=16)
+# A TiTok / One-D-Piece shrunk to width 32, one block and 8 tokens: 32-px photos in 8-px patches.
+RUNLOCAL_TOKENIZER = dict(image_size=32, patch_size=8, encoder_width=32, encoder_depth=1, encoder_heads=2,
+                          decoder_width=32, decoder_depth=1, decoder_heads=2, num_latent_tokens=8)
+
+
+def parse_arg(arg: str | None, *, batch_size: int, epochs: int | None = None, steps: int | None = None,
+              **extra) -> ConfigDict:
+    """The options after the config's colon (module docstring), with the official batch and length as defaults.
+
+    Pass `epochs=` (classification) or `steps=` (tokenizers); `extra` adds config-specific options,
+    typed by their defaults. Unknown options and bad values raise a ValueError naming the valid ones.
+    """
+    if (epochs is None) == (steps is None):
+        raise TypeError(f"parse_arg takes one run length, epochs= or steps=; got epochs={epochs}, steps={steps}.")
+    length = dict(epochs=epochs) if steps is None else dict(steps=steps)
+    arg = parse_config_arg(arg, data_root="", source="imagefolder", batch_size=batch_size, **length,
+                           bf16=False, runlocal=False, **extra)
+    if arg.source not in IMAGENET_SOURCES:
+        raise unknown_name_error("ImageNet data source (source=)", arg.source, IMAGENET_SOURCES)
+    for key in ("batch_size", *length):
+        if arg[key] <= 0:
+            raise ValueError(f"{key} must be positive; got {key}={arg[key]}.")
+    return arg
+
+
+def steps(epochs: float, batch_size: int) -> int:
+    """Optimizer steps in `epochs` passes over ImageNet-1k's training images at `batch_size`."""
+    return int(epochs * IMAGENET_TRAIN_IMAGES // batch_size)
+
+
+def _loop(config: ConfigDict) -> ConfigDict:
+    """Adds the fields every ImageNet run shares: checkpoints kept, progress bar, mesh and sharding rules."""
+    config.keep_checkpoints = 3
+    config.progress_bar = True  # --config.progress_bar=False for batch jobs' logs
+    # Data parallel by default; `--config.mesh.fsdp=8` shards every weight's `embed` axis 8 ways (FSDP).
+    config.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+    config.sharding_rules = [["batch", ["data", "fsdp"]], ["embed", "fsdp"]]
+    return config
+
+
+def classification_loop(arg: ConfigDict) -> ConfigDict:
+    """A classification config's loop fields: seed, task, batch, steps from `epochs=`, log, eval and save cadence."""
+    config = ConfigDict(dict(seed=0, task="classification"))
+    if arg.runlocal:
+        config.batch_size, config.total_steps, config.log_every = 16, RUNLOCAL_STEPS, 1
+        config.eval_every = config.checkpoint_every = RUNLOCAL_STEPS
+    else:
+        config.batch_size = arg.batch_size
+        config.total_steps = steps(arg.epochs, arg.batch_size)
+        config.log_every = 100
+        # Once per epoch, as the official scripts validate and save.
+        config.eval_every = config.checkpoint_every = max(1, steps(1, arg.batch_size))
+    return _loop(config)
+
+
+def tokenizer_loop(arg: ConfigDict) -> ConfigDict:
+    """A tokenizer config's loop fields: seed, task, batch, `steps=` steps, log / eval / save cadence, mesh."""
+    config = ConfigDict(dict(seed=0, task="tokenizer"))
+    if arg.runlocal:
+        config.batch_size, config.total_steps, config.log_every = 8, RUNLOCAL_STEPS, 1
+        config.eval_every = config.checkpoint_every = RUNLOCAL_STEPS
+    else:
+        config.batch_size, config.total_steps, config.log_every = arg.batch_size, arg.steps, 100
+        config.eval_every = config.checkpoint_every = 10_000
+    return _loop(config)
+
+
+def warmup_steps(arg: ConfigDict, *, epochs: float) -> int:
+    """The steps of an `epochs`-long linear warm-up at the run's batch (1 under runlocal)."""
+    if arg.runlocal:
+        return 1
+    if arg.epochs <= epochs:
+        raise ValueError(f"epochs={arg.epochs} leaves no training after the recipe's {epochs} warm-up "
+                         f"epochs; use epochs > {epochs}.")
+    return steps(epochs, arg.batch_size)
+
+
+def check_steps_cover(arg: ConfigDict, **milestones: int) -> None:
+    """Raises when `steps=` ends before a schedule's milestone (warm-up, GAN start ...), runlocal aside."""
+    late = {name: step for name, step in milestones.items() if step >= arg.steps}
+    if late and not arg.runlocal:
+        raise ValueError(f"steps={arg.steps} ends before the recipe's {late}; use more steps than "
+                         f"{max(late.values())}.")
+
+
+def imagenet_data(arg: ConfigDict, *, image_size: int, crop_pct: float, crop_scale=(0.08, 1.0),
+                  crop_ratio=(3 / 4, 4 / 3), mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                  runlocal_data: dict | None = None) -> ConfigDict:
+    """The data section: ImageNet from `data_root=` in `source=` format, or in-memory data under runlocal.
+
+    Training crops are random resized crops (area `crop_scale`, aspect `crop_ratio`) flipped
+    horizontally; evaluation resizes to image_size / crop_pct and centre-crops image_size.
+    `runlocal_data` replaces the synthetic 10-class images of a runlocal run (tokenizers: photos).
+    """
+    transforms = dict(crop_scale=crop_scale, crop_ratio=crop_ratio, hflip=True, crop_pct=crop_pct, mean=mean,
+                      std=std)
+    if arg.runlocal:
+        return ConfigDict(dict(runlocal_data or RUNLOCAL_SYNTHETIC, **transforms))
+    # num_classes is checked against the class folders (a wrong root fails early) and spares
+    # array_record a scan of every label.
+    return ConfigDict(dict(name=arg.source, root=arg.data_root or MISSING_DATA_ROOT, train_split="train",
+                           eval_split="val", image_size=image_size, num_classes=IMAGENET_CLASSES, read_threads=16,
+                           **transforms))
+
+
+def compute_dtype(arg: ConfigDict) -> str:
+    """config.model.dtype: "bfloat16" under the `bf16` option, else "float32"."""
+    return "bfloat16" if arg.bf16 else "float32"
+
+
+def one_block_per_stage(model_name: str, field: str = "depths") -> dict:
+    """Model kwargs that give `model_name` one block per stage: its dims, mixers and norms, but fewer layers.
+
+    Reads the variant's `field` (a per-stage tuple, or an int for an isotropic model) from the zoo.
+    One block per stage about halves the compile time on a CPU (measured: CAFormer-S18 43 s instead of 79 s).
+    """
+    kwargs = model_spec(model_name).kwargs
+    if field not in kwargs:
+        raise ValueError(f"{model_name} has no {field!r} argument to shrink; its arguments are {sorted(kwargs)}.")
+    depths = kwargs[field]
+    return {field: 1 if isinstance(depths, int) else tuple(1 for _ in depths)}
+
+
+def first_block_of_each_stage(model_name: str, field: str, depths_field: str = "depths") -> dict:
+    """`field`, a per-block tuple of `model_name` (iFormer's attention heads), cut to each stage's first block.
+
+    Goes with `one_block_per_stage`: a model shrunk to one block per stage keeps its stages' first blocks.
+    """
+    kwargs = model_spec(model_name).kwargs
+    starts = [sum(kwargs[depths_field][:i]) for i in range(len(kwargs[depths_field]))]
+    return {field: tuple(kwargs[field][s] for s in starts)}
+
+
+def perceptual_network(arg: ConfigDict) -> dict:
+    """The tokenizer loss's perceptual network and weights file from `perceptual_network=`, `perceptual_weights=`.
+
+    mixtok downloads no weights: without both options the perceptual network is the untrained stand-in
+    (the configs then set its weight to 0).
+    """
+    if bool(arg.perceptual_network) != bool(arg.perceptual_weights):
+        raise ValueError("perceptual_network= and perceptual_weights= go together: the network's class "
+                         f"(pkg.module:Class) and the file of its weights; got perceptual_network="
+                         f"{arg.perceptual_network!r}, perceptual_weights={arg.perceptual_weights!r}.")
+    return dict(perceptual_network=arg.perceptual_network or "small_feature_net",
+                perceptual_weights=arg.perceptual_weights or None)
