@@ -16,7 +16,7 @@ interpreter of jax 0.10.2 (private `jax._src.pallas.mosaic_gpu.interpret`) and m
 `linear_attention_reference`; the test adds the interpreter's missing rule for wgmma operands made
 with `plgpu.transpose_ref`. (2) Pallas's Mosaic GPU lowering accepts them: `jax.export(...,
 platforms=["cuda"])` on a CPU machine produces the `mosaic_gpu_v2` custom call for both kernels,
-every feature map and d in {64, 128} (tests/kernels/test_linear_attention_mgpu.py). They have NOT
+every feature map and d in {64, 128} (tests/kernels/test_linear_attention_mosaic_gpu.py). They have NOT
 been through the rest of the compilation (Mosaic GPU's MLIR passes, ptxas), run or timed on a GPU.
 
 Backend. Mosaic GPU through `plgpu.kernel` (jax.experimental.pallas.mosaic_gpu), the GPU path of
