@@ -1,4 +1,4 @@
-r"""Time of `mixtok.kernels.linear_attention` per implementation, on the shapes of kernels.md section 10.
+r"""Time of `mixtok.kernels.linear_attention` per implementation, on the benchmark set's shapes.
 
     python benchmarks/linear_attention.py --batch 2 --scale 0.0625 --repeats 3   # a CPU run, about a minute
     python benchmarks/linear_attention.py                                         # H100 / H200, full shapes
@@ -10,16 +10,18 @@ warm-up, `block_until_ready`), the achieved bytes/s from the minimum traffic, it
 column is left out when unknown, e.g. on CPU), and the speed-up over softmax attention
 (`jax.nn.dot_product_attention`, [B, L, heads, d] layout, same causality) at the same shape.
 
-Minimum traffic (kernels.md 4.2, on-chip state): forward reads q, k, v and writes o, 4 L d elements
-per (batch, head) (the "8 N d bytes" of 4.2 at bf16); the backward reads q, k, v, dO and writes dq,
-dk, dv (7 L d, with the normaliser recomputed), so forward+backward is 11 L d elements.
-`--batch N` caps every shape's batch at N and `--scale s` multiplies every length by s (at least 1),
-to shrink the set on a CPU. Inputs are `--dtype` (bf16 by default, as in kernels.md 10).
+Minimum traffic (on-chip state; docs/facts/kernels.md, "Roofline formulas: linear attention"):
+forward reads q, k, v and writes o, 4 L d elements per (batch, head) (the "8 N d bytes" there at
+bf16); the backward reads q, k, v, dO and writes dq, dk, dv (7 L d, with the normaliser
+recomputed), so forward+backward is 11 L d elements. `--batch N` caps every shape's batch at N and
+`--scale s` multiplies every length by s (at least 1), to shrink the set on a CPU. Inputs are
+`--dtype` (bf16 by default, as in docs/facts/kernels.md, "Benchmark set").
 
 Implementations: every one that compiles on this backend: "xla" everywhere and "pallas" on TPU and
 GPU (on GPU the Mosaic GPU forward kernels, bf16 with d in {64, 128}: other shapes are skipped with
 the reason; on CPU Pallas runs only in its interpreter, whose time means nothing; see
-mixtok/kernels/linear_attention.py). `--impls` overrides.
+mixtok/kernels/linear_attention/). "reference", the O(L^2) definition, only with `--impls`, which
+overrides.
 """
 
 import argparse
@@ -34,7 +36,7 @@ from timing import device_bandwidth_gbs, median_seconds
 from mixtok.kernels.linear_attention import linear_attention
 
 
-# (B, heads, L, d, causal): kernels.md section 10.
+# (B, heads, L, d, causal): the benchmark set of docs/facts/kernels.md.
 SHAPES = ([(128, 2, 3136, 32, False), (128, 4, 784, 32, False), (128, 8, 196, 32, False),
            (128, 16, 49, 32, False), (128, 2, 3136, 64, False), (2, 16, 16384, 64, False)]
           + [(4, 8, length, 256, True) for length in (1024, 4096, 16384)])

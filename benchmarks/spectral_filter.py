@@ -1,19 +1,21 @@
-r"""Time of `mixtok.kernels.spectral_filter` per implementation, on the shapes of kernels.md section 10.
+r"""Time of `mixtok.kernels.spectral_filter` per implementation, on the benchmark set's shapes.
 
     python benchmarks/spectral_filter.py --batch 8 --repeats 5               # a CPU run, a few minutes
     python benchmarks/spectral_filter.py --bandwidth-gbs 3350                # H100 SXM, B = 128
 
 Prints one row per (shape, impl): forward and forward+backward time (median of `--repeats` runs
 after compilation and one warm-up, `block_until_ready`), the achieved bytes/s from the minimum
-traffic of kernels.md 4.1 (forward E*(s_in + s_out) + H*Wf*C*8; backward 3*s*E + 2*H*Wf*C*8, the
-6E of 4.1 at bf16), its % of `--bandwidth-gbs` (the column is left out without it), the speed-up
-over "fft", and the max abs error of the forward vs float32 "fft". Inputs are `--dtype` (bf16 by
-default, as in kernels.md 10) with a static complex64 filter; the 24x24 shape runs at half batch.
+traffic of the spectral filter's roofline (forward E*(s_in + s_out) + H*Wf*C*8; backward
+3*s*E + 2*H*Wf*C*8, i.e. 6E at bf16; docs/facts/kernels.md, "Roofline formulas: spectral filter"),
+its % of `--bandwidth-gbs` (the column is left out without it), the speed-up over "reference", and
+the max abs error of the forward vs float32 "reference". Inputs are `--dtype` (bf16 by default, as
+in the benchmark set: docs/facts/kernels.md, "Benchmark set") with a static complex64 filter; the
+24x24 shape runs at half batch.
 
-Implementations: by default every one that compiles on this backend: "fft" and "dft" everywhere,
-and "pallas" on TPU (on CPU it only runs in Pallas's interpreter, whose time means nothing; on GPU
-its Mosaic GPU forward kernel has never been compiled on hardware, so ask for it with
-`--impls fft,dft,pallas`; see mixtok/kernels/spectral_filter.py). "pallas" rows are left out
+Implementations: by default every one that compiles on this backend: "reference" and "xla"
+everywhere, and "pallas" on TPU (on CPU it only runs in Pallas's interpreter, whose time means
+nothing; on GPU its Mosaic GPU forward kernel has never been compiled on hardware, so ask for it
+with `--impls reference,xla,pallas`; see mixtok/kernels/spectral_filter/). "pallas" rows are left out
 for grids past its Kronecker form (SpectralFilterBlocks.max_pixels). The bandwidth bound is taken
 from the device kind for H100/H200 when `--bandwidth-gbs` is not given.
 """
@@ -30,7 +32,7 @@ from timing import device_bandwidth_gbs, median_seconds
 from mixtok.kernels.spectral_filter import DEFAULT_BLOCKS, spectral_filter
 
 
-# (H = W, C, batch factor): kernels.md section 10.
+# (H = W, C, batch factor): the benchmark set of docs/facts/kernels.md.
 SHAPES = ([(14, c, 1) for c in (64, 128, 256, 384, 512)]
           + [(7, 512, 1), (7, 768, 1), (8, 320, 1), (16, 256, 1), (24, 384, 0.5), (28, 128, 1), (28, 192, 1),
              (32, 128, 1), (56, 64, 1), (56, 96, 1), (56, 128, 1)])
@@ -50,7 +52,7 @@ def bench_shape(batch, size, channels, dtype, impls, repeats):
     shape = (size, size // 2 + 1, channels)
     filt = jnp.asarray(rng.normal(size=shape) + 1j * rng.normal(size=shape), jnp.complex64)
     dy = jnp.asarray(rng.normal(size=x.shape), dtype)
-    exact = jax.jit(lambda x, f: spectral_filter(x, f, impl="fft"))(x.astype(jnp.float32), filt)
+    exact = jax.jit(lambda x, f: spectral_filter(x, f, impl="reference"))(x.astype(jnp.float32), filt)
     rows = {}
     for impl in impls:
         if impl == "pallas" and size * size > DEFAULT_BLOCKS.max_pixels:
@@ -63,7 +65,7 @@ def bench_shape(batch, size, channels, dtype, impls, repeats):
 
 
 def default_impls():
-    return ["fft", "dft", "pallas"] if jax.default_backend() == "tpu" else ["fft", "dft"]
+    return ["reference", "xla", "pallas"] if jax.default_backend() == "tpu" else ["reference", "xla"]
 
 
 def main():
@@ -86,7 +88,7 @@ def main():
     if args.bandwidth_gbs:
         header[4:4] = ["fwd % BW"]
         header.append("fwd+bwd % BW")
-    header += ["fwd speed-up vs fft", "fwd+bwd speed-up vs fft", "max abs err vs fp32 fft"]
+    header += ["fwd speed-up vs reference", "fwd+bwd speed-up vs reference", "max abs err vs fp32 reference"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for size, channels, factor in SHAPES:
@@ -103,7 +105,7 @@ def main():
             cells += [f"{train * 1e3:.3f}", f"{train_gbs:.1f}"]
             if args.bandwidth_gbs:
                 cells.append(f"{100 * train_gbs / args.bandwidth_gbs:.1f}")
-            base_fwd, base_train = rows["fft"][:2] if "fft" in rows else (float("nan"),) * 2
+            base_fwd, base_train = rows["reference"][:2] if "reference" in rows else (float("nan"),) * 2
             cells += [f"{base_fwd / fwd:.2f}x", f"{base_train / train:.2f}x", f"{error:.2e}"]
             print("| " + " | ".join(cells) + " |", flush=True)
 

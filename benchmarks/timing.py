@@ -9,7 +9,7 @@ import time
 
 import jax
 
-# HBM bandwidth by device kind (docs/facts/kernels.md section 2): H100 SXM 3.35 TB/s, H200 4.8 TB/s.
+# HBM bandwidth by device kind (docs/facts/kernels.md, "H100 SXM limits"): H100 SXM 3.35 TB/s, H200 4.8 TB/s.
 KNOWN_BANDWIDTH_GBS = {"H100": 3350.0, "H200": 4800.0}
 
 

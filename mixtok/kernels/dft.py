@@ -1,4 +1,4 @@
-"""The 2-D real DFT of NHWC maps as matrix products: the transforms behind `impl="dft"`.
+"""The 2-D real DFT of NHWC maps as matrix products: the transforms of spectral_filter's "xla" and "pallas".
 
     zr, zi = forward_spectrum(x)          # x [B, H, W, C] -> half spectrum, 2 x [B, H, W//2+1, C] f32
     y = inverse_spectrum(zr, zi, dtype)   # -> [B, H, W, C], what irfft2(zr + i zi, s=(H, W)) gives
@@ -14,7 +14,7 @@ stand for themselves and their mirror image. Taking the real part of the whole s
 what irfft2 does to a spectrum that is not Hermitian-consistent (it drops the imaginary part of
 the k = 0 and Nyquist columns *after* the inverse transform over H), so the two agree for any
 complex filter. With m folded in, the inverse matrix is the transpose of the forward one with its
-columns scaled by m (kernels.md 9.1).
+columns scaled by m (docs/facts/kernels.md, "Spectral filter: DFT-as-GEMM, one fused pass").
 
 Two forms, chosen per grid (`uses_kronecker_form`):
 - **Kronecker** (H*W <= KRONECKER_MAX_PIXELS = 256): one GEMM each way with the real matrix
@@ -84,6 +84,21 @@ def _separable_matrices(height: int, width: int) -> tuple:
     h_forward = np.stack([np.stack([cos, sin], -1), np.stack([-sin, cos], -1)], axis=1)
     h_inverse = np.stack([np.stack([cos, -sin], -1), np.stack([sin, cos], -1)], axis=1)
     return w_forward, h_forward, h_inverse, w_inverse
+
+
+@functools.lru_cache(maxsize=None)
+def split_kronecker_matrices(height: int, width: int) -> tuple:
+    """(F [2*H*Wf, H*W], F^T, m [H*Wf, 1]) in float64, the fused kernels' layout of the Kronecker form.
+
+    Rows of F are the real parts of the half spectrum, ordered (p, k), then the imaginary parts, so
+    a kernel splits Z = F x into real and imaginary halves by rows; the inverse of a spectrum U whose
+    rows are already scaled by the Hermitian weights m is exactly F^T U.
+    """
+    forward, _ = _kronecker_matrices(height, width)  # rows (p, re/im, k)
+    wf = width // 2 + 1
+    forward = forward.reshape(height, 2, wf, height * width).transpose(1, 0, 2, 3).reshape(2 * height * wf, -1)
+    weights = np.tile(half_spectrum_weights(width), height)[:, None]
+    return forward, np.ascontiguousarray(forward.T), weights
 
 
 def compute_dtype(dtype) -> jnp.dtype:

@@ -23,7 +23,7 @@ Differences from the official code:
 - Layout NHWC instead of NCHW. The channel blocks are the same contiguous slices, so the
   parameters are the official tensors unchanged.
 - The filtering runs through `mixtok.kernels.spectral_filter(x, M)` with the per-sample mask M, the
-  fused kernel path (its "dft" tensor-core form on GPU/TPU, a Pallas kernel later). The mask needs
+  fused kernel path (its "xla" tensor-core form on GPU/TPU, a Pallas kernel later). The mask needs
   the spectrum X first, so X is computed twice: once here by `jnp.fft.rfft2` in float32 for the mask
   MLP, and once inside the op for the product. The op does not return its spectrum (its custom VJP
   and a fused kernel keep it internal), so the price is one extra forward transform beside the op's

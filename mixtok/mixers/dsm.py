@@ -102,7 +102,7 @@ class DynamicSpectrumMixer(nn.Module):
     activation1: str = "star_relu"
     activation2: str = "identity"
     use_bias: bool = False
-    impl: str = "auto"  # dct_filter implementation: "auto", "fft" or "dct"
+    impl: str = "auto"  # dct_filter implementation: "auto", "reference" or "xla"
     dtype: Any = None
     param_dtype: Any = jnp.float32
 

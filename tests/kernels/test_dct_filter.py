@@ -1,7 +1,6 @@
 """dct_filter: every impl against scipy's DCT in float64, its gradients against jax.grad of the reference."""
 
 import functools
-import importlib
 
 import jax
 import jax.numpy as jnp
@@ -11,11 +10,9 @@ import scipy.fft
 from jax.test_util import check_grads
 
 from mixtok.kernels.dct_filter import dct_filter, dct_filter_reference, dct_matrix, resolve_impl
+from mixtok.kernels.dct_filter import xla as dct_xla
 
-# The module itself: `mixtok.kernels.dct_filter` as an attribute is the function it exports.
-dct_filter_module = importlib.import_module("mixtok.kernels.dct_filter")
-
-IMPLS = ["fft", "dct"]  # "auto" resolves to one of these; test_auto_* checks which
+IMPLS = ["reference", "xla"]  # "auto" resolves to one of these; test_auto_* checks which
 # Odd, even, non-square, and one grid past the Kronecker form (the separable GEMMs).
 GRIDS = [(7, 7), (14, 14), (13, 17), (32, 32)]
 
@@ -45,7 +42,7 @@ def _assert_close(actual, expected, rtol, message=""):
 
 CASES = [(1, False), (3, False), (1, True), (3, True)]  # (batch, per-sample filter)
 # Every grid and case in one program per test: compiling jax's FFT-based DCT costs ~1.5 s a program
-# on a 2-core CPU, and one program for all shapes keeps the "fft" tests within seconds.
+# on a 2-core CPU, and one program for all shapes keeps the "reference" tests within seconds.
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -141,7 +138,7 @@ def test_bfloat16_gradients_are_bfloat16_for_x_and_float32_for_filt(impl):
     _assert_close(dfilt, np.asarray(dfilt_ref), 1e-2)
 
 
-@pytest.mark.parametrize("impl", ["dct", "auto"])  # the custom VJP wrapper is the same for "fft"
+@pytest.mark.parametrize("impl", ["xla", "auto"])  # the custom VJP wrapper is the same for "reference"
 def test_runs_eagerly_and_under_jit_alike(impl):
     x, filt = _inputs(2, 8, 6, 3, per_sample=True, seed=6)
     jitted = jax.jit(functools.partial(dct_filter, impl=impl))
@@ -151,20 +148,20 @@ def test_runs_eagerly_and_under_jit_alike(impl):
 
 def test_auto_follows_the_measured_cpu_threshold():
     assert jax.default_backend() == "cpu"
-    assert resolve_impl("auto", 7, 7) == "dct" and resolve_impl("auto", 256, 256) == "dct"
-    assert resolve_impl("auto", 512, 512) == "fft"
-    assert resolve_impl("fft", 7, 7) == "fft" and resolve_impl("dct", 512, 512) == "dct"
+    assert resolve_impl("auto", 7, 7) == "xla" and resolve_impl("auto", 256, 256) == "xla"
+    assert resolve_impl("auto", 512, 512) == "reference"
+    assert resolve_impl("reference", 7, 7) == "reference" and resolve_impl("xla", 512, 512) == "xla"
 
 
 def test_kronecker_and_separable_forms_agree():
     x, filt = _inputs(2, 6, 5, 3, per_sample=True, seed=8)
-    kronecker = dct_filter(x, filt, impl="dct")
-    original = dct_filter_module.KRONECKER_MAX_PIXELS
-    dct_filter_module.KRONECKER_MAX_PIXELS = 0
+    kronecker = dct_filter(x, filt, impl="xla")
+    original = dct_xla.KRONECKER_MAX_PIXELS
+    dct_xla.KRONECKER_MAX_PIXELS = 0
     try:
-        separable = dct_filter(x, filt, impl="dct")
+        separable = dct_filter(x, filt, impl="xla")
     finally:
-        dct_filter_module.KRONECKER_MAX_PIXELS = original
+        dct_xla.KRONECKER_MAX_PIXELS = original
     _assert_close(kronecker, np.asarray(separable), 1e-6)
 
 
@@ -177,7 +174,7 @@ def test_wrong_filter_shape_names_the_expected_shapes():
 def test_complex_filter_is_rejected():
     x, filt = _inputs(2, 8, 6, 3, per_sample=False)
     with pytest.raises(ValueError, match="must be real"):
-        dct_filter(x, filt.astype(jnp.complex64), impl="dct")
+        dct_filter(x, filt.astype(jnp.complex64), impl="xla")
 
 
 def test_integer_input_is_rejected():
@@ -193,5 +190,18 @@ def test_x_that_is_not_nhwc_is_rejected():
 
 def test_unknown_impl_lists_the_valid_ones():
     x, filt = _inputs(1, 8, 6, 3, per_sample=False)
-    with pytest.raises(ValueError, match="Did you mean 'dct'.*auto, dct, fft"):
-        dct_filter(x, filt, impl="dtc")
+    with pytest.raises(ValueError, match="Did you mean 'xla'.*auto, reference, xla"):
+        dct_filter(x, filt, impl="xal")
+
+
+@pytest.mark.parametrize("old,new", [("fft", "reference"), ("dct", "xla")])
+def test_impl_names_of_the_first_layout_name_their_successor(old, new):
+    x, filt = _inputs(1, 8, 6, 3, per_sample=False)
+    with pytest.raises(ValueError, match=f"'{old}' was renamed to '{new}'.*auto, reference, xla"):
+        dct_filter(x, filt, impl=old)
+
+
+def test_pallas_says_there_is_no_kernel_and_names_the_impls_there_are():
+    x, filt = _inputs(1, 8, 6, 3, per_sample=False)
+    with pytest.raises(ValueError, match="no 'pallas' implementation yet.*auto, reference, xla"):
+        dct_filter(x, filt, impl="pallas")

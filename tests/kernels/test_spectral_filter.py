@@ -14,7 +14,7 @@ from mixtok.kernels.spectral_filter import (SpectralFilterBlocks, resolve_impl, 
 
 # "auto" resolves to one of these; test_auto_* checks that it does. "pallas" runs in Pallas's
 # interpreter here (a CPU machine), which executes the kernel body block by block as written.
-IMPLS = ["fft", "dft", "pallas"]
+IMPLS = ["reference", "xla", "pallas"]
 # Odd, non-square, even-W non-square, and one grid past the Kronecker form (separable DFT).
 GRIDS = [(7, 7), (14, 14), (13, 17), (8, 6), (32, 32)]
 
@@ -134,8 +134,8 @@ def test_hermitian_weights_are_one_at_dc_and_nyquist_and_two_elsewhere():
 
 def test_auto_follows_the_measured_cpu_threshold():
     assert jax.default_backend() == "cpu"
-    assert resolve_impl("auto", 7, 7) == "dft" and resolve_impl("auto", 56, 56) == "fft"
-    assert resolve_impl("fft", 7, 7) == "fft" and resolve_impl("dft", 56, 56) == "dft"
+    assert resolve_impl("auto", 7, 7) == "xla" and resolve_impl("auto", 56, 56) == "reference"
+    assert resolve_impl("reference", 7, 7) == "reference" and resolve_impl("xla", 56, 56) == "xla"
 
 
 def test_wrong_filter_shape_names_the_expected_shapes():
@@ -147,7 +147,7 @@ def test_wrong_filter_shape_names_the_expected_shapes():
 def test_real_filter_is_rejected():
     x, filt = _inputs(2, 8, 6, 3, per_sample=False)
     with pytest.raises(ValueError, match="must be complex"):
-        spectral_filter(x, jnp.real(filt), impl="dft")
+        spectral_filter(x, jnp.real(filt), impl="xla")
 
 
 def test_x_that_is_not_nhwc_is_rejected():
@@ -157,8 +157,15 @@ def test_x_that_is_not_nhwc_is_rejected():
 
 def test_unknown_impl_lists_the_valid_ones():
     x, filt = _inputs(1, 8, 6, 3, per_sample=False)
-    with pytest.raises(ValueError, match="Did you mean 'dft'.*auto, dft, fft"):
-        spectral_filter(x, filt, impl="dtf")
+    with pytest.raises(ValueError, match="Did you mean 'xla'.*auto, pallas, reference, xla"):
+        spectral_filter(x, filt, impl="xal")
+
+
+@pytest.mark.parametrize("old,new", [("fft", "reference"), ("dft", "xla"), ("mosaic_gpu", "pallas")])
+def test_impl_names_of_the_first_layout_name_their_successor(old, new):
+    x, filt = _inputs(1, 8, 6, 3, per_sample=False)
+    with pytest.raises(ValueError, match=f"'{old}' was renamed to '{new}'.*auto, pallas, reference, xla"):
+        spectral_filter(x, filt, impl=old)
 
 
 @pytest.mark.parametrize("channels,block,expected", [(4, 128, 4), (256, 128, 128), (384, 128, 128),
@@ -198,5 +205,5 @@ def test_pallas_on_cpu_without_interpret_says_to_pass_it():
 
 def test_pallas_rejects_grids_past_its_kronecker_form():
     x, filt = _inputs(1, 40, 40, 2, per_sample=False)
-    with pytest.raises(ValueError, match="at most 1024 pixels.*40x40 = 1600.*impl='dft'"):
+    with pytest.raises(ValueError, match="at most 1024 pixels.*40x40 = 1600.*impl='xla'"):
         spectral_filter(x, filt, impl="pallas", interpret=True)

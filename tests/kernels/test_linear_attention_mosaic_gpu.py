@@ -18,9 +18,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mixtok.kernels.linear_attention import _pallas_forward, _xla_forward, linear_attention_reference
-from mixtok.kernels.linear_attention_mgpu import (HEAD_DIMS, SMEM_LIMIT, _forward, check_mgpu_inputs,
-                                                  linear_attention_mgpu_forward, smem_bytes)
+from mixtok.kernels.linear_attention import DEFAULT_BLOCKS, DEFAULT_EPS, linear_attention_reference
+from mixtok.kernels.linear_attention.mosaic_gpu import (HEAD_DIMS, _forward, check_mgpu_inputs,
+                                                        linear_attention_mgpu_forward, mosaic_gpu_op, smem_bytes)
+from mixtok.kernels.linear_attention.pallas_tpu import pallas_forward
+from mixtok.kernels.linear_attention.xla import xla_forward
+from mixtok.kernels.mosaic_gpu_common import SMEM_LIMIT
 
 
 def _wgmma_with_transposed_operands(callbacks):
@@ -119,28 +122,24 @@ def test_interpreted_kernel_matches_the_reference(interpreter, causal, feature_m
     f32 = [x.astype(jnp.float32) for x in (q, k, v)]
     expected = linear_attention_reference(*f32, causal=causal, feature_map=feature_map)
     assert _relative_error(o, expected) < 1e-2
-    _, expected_den = _xla_forward(*f32, causal, feature_map, 1e-6, 64)
+    _, expected_den = xla_forward(*f32, causal, feature_map, 1e-6, 64)
     assert _relative_error(den, expected_den) < 1e-2
 
 
 def test_returns_what_the_pallas_forward_returns(interpreter):
-    # The drop-in contract: same shapes, dtypes and values as _pallas_forward (Pallas's interpreter).
-    from mixtok.kernels.linear_attention import DEFAULT_BLOCKS  # noqa: PLC0415
-
+    # The drop-in contract: same shapes, dtypes and values as pallas_forward (Pallas's interpreter).
     q, k, v = _inputs(2, 100, 64, 64, seed=1)
     for causal in (False, True):
         o, den = linear_attention_mgpu_forward(q, k, v, causal=causal, feature_map="elu1", interpret=True)
-        o_ref, den_ref = _pallas_forward(q, k, v, causal, "elu1", 1e-6, DEFAULT_BLOCKS, True)
+        o_ref, den_ref = pallas_forward(q, k, v, causal, "elu1", 1e-6, DEFAULT_BLOCKS, True)
         assert (o.shape, o.dtype, den.shape, den.dtype) == (o_ref.shape, o_ref.dtype, den_ref.shape, den_ref.dtype)
         assert _relative_error(o, o_ref) < 1e-2 and _relative_error(den, den_ref) < 1e-2
 
 
-def test_the_ops_mosaic_gpu_impl_gives_reference_outputs_and_gradients(interpreter):
-    # What linear_attention(impl="pallas") runs on a GPU: _op("mosaic_gpu"), this forward and the XLA backward.
-    from mixtok.kernels.linear_attention import DEFAULT_BLOCKS, DEFAULT_EPS, _op  # noqa: PLC0415
-
+def test_the_gpu_pallas_op_gives_reference_outputs_and_gradients(interpreter):
+    # What linear_attention(impl="pallas") runs on a GPU: mosaic_gpu_op, this forward and the "xla" backward.
     causal, feature_map = True, "elu1"
-    op = _op("mosaic_gpu", causal, feature_map, DEFAULT_EPS, DEFAULT_BLOCKS, True)
+    op = mosaic_gpu_op(causal, feature_map, DEFAULT_EPS, DEFAULT_BLOCKS.chunk, True)
     q, k, v = _inputs(2, 100, 64, 64, seed=3)
     weights = jnp.asarray(np.random.default_rng(4).normal(size=v.shape), jnp.float32)
 

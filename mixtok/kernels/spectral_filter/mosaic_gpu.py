@@ -1,17 +1,20 @@
-"""Forward spectral filter as one fused Mosaic GPU kernel (Hopper wgmma), kernels.md 9.1.
+"""The spectral filter's forward pass as one fused Mosaic GPU kernel (Hopper wgmma): impl="pallas" on GPU.
 
     filt_real, filt_imag = fold_filter(filt, W)   # complex [(B,) H, W//2+1, C] -> 2 x f32 [(B,) H*Wf, C]
     y = spectral_filter_forward_mgpu(x, filt_real, filt_imag, block_channels=64, interpret=False)
+    op = mosaic_gpu_op(64)                        # the op: this forward, the "xla" form's gradient
 
 computes y = irfft2(rfft2(x, ortho) * filt, s=(H, W), ortho) for bf16 NHWC x, the forward pass of
-`mixtok.kernels.spectral_filter(..., impl="pallas")` ported from the portable `pl.pallas_call`
-kernel (`_filter_kernel`, which Mosaic GPU cannot lower: no `jnp.dot`) to `plgpu.kernel` with
-`plgpu.wgmma` on SMEM operands, TMA copies tracked by barriers and TMA stores. Forward only: no
-custom VJP, the backward kernel is not ported.
+`mixtok.kernels.spectral_filter(..., impl="pallas")` on GPU, ported from the `pl.pallas_call`
+kernel of pallas_tpu.py (which Mosaic GPU cannot lower: no `jnp.dot`) to `plgpu.kernel` with
+`plgpu.wgmma` on SMEM operands, TMA copies tracked by barriers and TMA stores (docs/facts/kernels.md,
+"Spectral filter: DFT-as-GEMM, one fused pass"). Forward only: `mosaic_gpu_op` differentiates it
+with the "xla" form's gradient, the backward kernel is not ported.
 
 STATUS: validated only in the Mosaic GPU CPU interpreter of jax 0.10.2
 (`jax._src.pallas.mosaic_gpu.interpret`, `interpret=True`). It has NOT been compiled by Mosaic GPU
-or run or timed on a GPU; see "Known risks" below before relying on it.
+or run or timed on a GPU; see "Known risks" below before relying on it. That is why
+spectral_filter(impl="auto") does not pick it.
 
 Contract
 - x: [B, H, W, C] bfloat16 (float32 and float16 inputs are rejected: see Precision).
@@ -24,7 +27,7 @@ Contract
   and H*Wf >= 8 (the 8-row TMA granularity, below).
 
 Algorithm, per CTA = one (sample b, channel block of Cb channels); grid (B, C/Cb), one warpgroup.
-With F the real Kronecker DFT matrix [2*H*Wf, H*W] of `spectral_filter._pallas_matrices` (real
+With F the real Kronecker DFT matrix [2*H*Wf, H*W] of `dft.split_kronecker_matrices` (real
 rows, then imaginary rows, 'ortho' scale) and w = m * filt:
   1. TMA X = x[b, :, c-block] ([H*W, Cb] bf16, contiguous rows of NHWC) into SMEM once.
   2. For each 64-frequency chunk j: Zr = Fr_j X and Zi = Fi_j X with wgmma (A = the [64, Kx] chunk
@@ -36,7 +39,8 @@ rows, then imaginary rows, 'ortho' scale) and w = m * filt:
   Channel blocks of 128 run every wgmma as two N = 64 halves sharing the A chunk (each matrix
   chunk read once from L2 per 128 channels) and keep the register footprint of Cb = 64.
 
-wgmma orientation and padding (spatial-as-M, channels as N; kernels.md 9.1 step 5):
+wgmma orientation and padding (spatial-as-M, channels as N; docs/facts/kernels.md, "Spectral filter:
+DFT-as-GEMM", step 5):
 - forward: M = 64-row chunks of Hp = pad64(H*Wf) frequency slots, separately for real and
   imaginary parts (so Zr and Zi of one frequency share an accumulator layout and the complex
   multiply is elementwise in registers); K = Kx = pad64(H*W) pixel slots; N = 64.
@@ -60,10 +64,11 @@ wgmma orientation and padding (spatial-as-M, channels as N; kernels.md 9.1 step 
   0, 48); every box lies in bounds of x, filt and y.
 
 Precision: bf16 X, bf16 F/G, fp32 wgmma accumulation, filter multiply in fp32 on the
-accumulators, U rounded to bf16 for the second wgmma (the same as impl="pallas"/"dft" for bf16),
-y rounded to bf16. Relative error ~2^-8 of max|y| (kernels.md 9.1). fp32 inputs are not supported
+accumulators, U rounded to bf16 for the second wgmma (the same as impl="pallas"/"xla" for bf16),
+y rounded to bf16. Relative error ~2^-8 of max|y| (docs/facts/kernels.md, "Spectral filter:
+DFT-as-GEMM"). fp32 inputs are not supported
 (tf32 wgmma would need (8, 32) tiles and twice the SMEM: X, U and the matrix chunks do not fit at
-14x14); use impl="dft" or "fft" for them.
+14x14); use impl="xla" or "reference" for them.
 
 SMEM per CTA (bytes; `smem_plan` computes it and picks the ring depths; limit 227 KiB):
     X [Kx, Cb] bf16 (reused as the 2 x [64, Cb] output staging after step 2)
@@ -120,17 +125,15 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
 from mixtok.kernels import dft
-from mixtok.kernels.spectral_filter import _pallas_matrices
+from mixtok.kernels.dispatch import check_compiles_for_gpu
+from mixtok.kernels.mosaic_gpu_common import (BF16_TRANSFORMS, F32_TRANSFORMS, SMEM_LIMIT, TILE_ROWS, interpret_params,
+                                              static_interpret)
+from mixtok.kernels.mosaic_gpu_common import WGMMA_ROWS as ROWS
+from mixtok.kernels.spectral_filter.xla import xla_op
 
-ROWS = 64                   # wgmma M granularity: every chunk is 64 rows
 NSUB = 64                   # wgmma N per instruction: one 128-byte swizzle row of bf16
-TILE_ROWS = 8               # row tiling of every SMEM operand: TMA boxes are multiples of 8 rows
 MAX_BOX_ROWS = 256          # TMA box dimension limit
-SWIZZLE = 128
-SMEM_LIMIT = 227 * 1024     # H100 dynamic shared memory per CTA
 BLOCK_CHANNELS = (64, 128)
-_BF16_TRANSFORMS = (plgpu.TilingTransform((TILE_ROWS, SWIZZLE // 2)), plgpu.SwizzleTransform(SWIZZLE))
-_F32_TRANSFORMS = (plgpu.TilingTransform((TILE_ROWS, SWIZZLE // 4)), plgpu.SwizzleTransform(SWIZZLE))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -203,7 +206,7 @@ def _mgpu_matrices(height: int, width: int) -> tuple:
     row r is F^T at pixel source[r] (duplicates included: every output slot is stored), columns
     as the forward rows, duplicate frequency slots zero.
     """
-    forward, _, _ = _pallas_matrices(height, width)       # [2*H*Wf, H*W], rows (re: p,k) then (im: p,k)
+    forward, _, _ = dft.split_kronecker_matrices(height, width)       # [2*H*Wf, H*W], rows (re: p,k) then (im: p,k)
     half = height * (width // 2 + 1)
     pixels, freqs = _axis(height * width), _axis(half)
     rows = np.concatenate([freqs.source, half + freqs.source])             # [2*Hp]
@@ -261,7 +264,7 @@ def smem_plan(height: int, width: int, block_channels: int) -> SmemPlan:
     raise ValueError(
         f"spectral_filter_forward_mgpu: a {height}x{width} grid with block_channels={block_channels} needs "
         f"{plan.total_bytes} bytes of SMEM even single-buffered ({plan.bytes()}), over the {SMEM_LIMIT}-byte "
-        f"limit; use block_channels=64 or impl='dft'.")
+        f"limit; use block_channels=64 or impl='xla'.")
 
 
 def fold_filter(filt: jax.Array, width: int) -> tuple:
@@ -399,24 +402,6 @@ def _kernel_body(x_gmem, fr_gmem, fi_gmem, fwd_gmem, inv_gmem, y_gmem,
     assert next(next_barrier, None) is None, "SmemPlan.barriers must count every TMA load"
 
 
-def _interpret_params(interpret):
-    """None (compile with Mosaic GPU), or the Mosaic GPU interpreter's parameters."""
-    if interpret is False or interpret is None:
-        return None
-    try:
-        from jax._src.pallas.mosaic_gpu.interpret.params import InterpretGPUParams  # noqa: PLC0415
-    except ImportError as error:  # private module: only in JAX versions with the Mosaic GPU interpreter
-        raise RuntimeError(
-            "spectral_filter_forward_mgpu(interpret=True) needs the Mosaic GPU CPU interpreter "
-            "(jax._src.pallas.mosaic_gpu.interpret, with wgmma support since jax 0.10.2); this JAX "
-            f"({jax.__version__}) does not provide it: {error}") from error
-    if interpret is True:
-        return InterpretGPUParams()
-    if isinstance(interpret, InterpretGPUParams):
-        return interpret
-    raise TypeError(f"interpret must be a bool or an InterpretGPUParams; got {interpret!r}.")
-
-
 @functools.partial(jax.jit, static_argnames=("block_channels", "interpret"))
 def _forward(x, filt_real, filt_imag, *, block_channels, interpret):
     batch, height, width, channels = x.shape
@@ -431,13 +416,13 @@ def _forward(x, filt_real, filt_imag, *, block_channels, interpret):
         grid=(batch, channels // block_channels),
         grid_names=("b", "c"),
         scratch_types=[
-            plgpu.SMEM((plan.pixel_slots, block_channels), x.dtype, transforms=_BF16_TRANSFORMS),
-            plgpu.SMEM((2 * plan.freq_slots, block_channels), x.dtype, transforms=_BF16_TRANSFORMS),
-            plgpu.SMEM((plan.matrix_slots, ROWS, plan.matrix_cols), x.dtype, transforms=_BF16_TRANSFORMS),
-            plgpu.SMEM((plan.filter_slots, 2, ROWS, block_channels), jnp.float32, transforms=_F32_TRANSFORMS),
+            plgpu.SMEM((plan.pixel_slots, block_channels), x.dtype, transforms=BF16_TRANSFORMS),
+            plgpu.SMEM((2 * plan.freq_slots, block_channels), x.dtype, transforms=BF16_TRANSFORMS),
+            plgpu.SMEM((plan.matrix_slots, ROWS, plan.matrix_cols), x.dtype, transforms=BF16_TRANSFORMS),
+            plgpu.SMEM((plan.filter_slots, 2, ROWS, block_channels), jnp.float32, transforms=F32_TRANSFORMS),
             plgpu.Barrier(num_barriers=plan.barriers),
         ],
-        interpret=_interpret_params(interpret),
+        interpret=interpret_params(interpret, "spectral_filter_forward_mgpu"),
     )
     y = kernel(x.reshape(batch, height * width, channels), filt_real, filt_imag,
                jnp.asarray(forward, x.dtype), jnp.asarray(inverse, x.dtype))
@@ -450,7 +435,7 @@ def check_inputs(x, filt_real, filt_imag, block_channels: int) -> None:
         raise ValueError(f"x must be NHWC [B, H, W, C]; got shape {x.shape}.")
     if x.dtype != jnp.bfloat16:
         raise ValueError(f"spectral_filter_forward_mgpu takes bfloat16 x (bf16 wgmma); got {x.dtype}. "
-                         "Use impl='dft' or 'fft' of mixtok.kernels.spectral_filter for other dtypes.")
+                         "Use impl='xla' or 'reference' of mixtok.kernels.spectral_filter for other dtypes.")
     batch, height, width, channels = x.shape
     half = (height * (width // 2 + 1), channels)
     for name, f in (("filt_real", filt_real), ("filt_imag", filt_imag)):
@@ -477,18 +462,36 @@ def spectral_filter_forward_mgpu(x: jax.Array, filt_real: jax.Array, filt_imag: 
     imaginary parts of m * filt (Hermitian weights folded in; `fold_filter`). block_channels: 64 or
     128 channels per CTA. interpret: True runs the kernel in the Mosaic GPU CPU interpreter (a
     private JAX module, wgmma interpreted since jax 0.10.2; a RuntimeError says so if this JAX
-    lacks it);
-    an `InterpretGPUParams` instance is passed through (e.g. detect_races=True). Returns
+    lacks it); an `InterpretGPUParams` instance is passed through (e.g. detect_races=True). Returns
     [B, H, W, C] bfloat16.
     Compiled (interpret=False) it needs an sm_90 GPU and has never been run on one (module docstring).
     """
     check_inputs(x, filt_real, filt_imag, block_channels)
-    if not interpret and jax.default_backend() != "gpu":
-        raise ValueError(f"spectral_filter_forward_mgpu compiles only for an NVIDIA Hopper (sm_90) GPU; the "
-                         f"backend is {jax.default_backend()!r}. Pass interpret=True to run it in the Mosaic GPU "
-                         "interpreter, or use mixtok.kernels.spectral_filter.")
-    if isinstance(interpret, (bool, int)) or interpret is None:
-        interpret = bool(interpret)
-    else:
-        _interpret_params(interpret)  # validates it before it becomes a static jit argument
+    check_compiles_for_gpu("spectral_filter_forward_mgpu", interpret)
+    interpret = static_interpret(interpret, "spectral_filter_forward_mgpu")
     return _forward(x, filt_real, filt_imag, block_channels=block_channels, interpret=interpret)
+
+
+@functools.lru_cache(maxsize=None)
+def mosaic_gpu_op(block_channels: int, interpret=False):
+    """The op impl="pallas" runs on a GPU: this forward kernel, with the "xla" form's gradient.
+
+    `interpret=True` runs the kernel in the Mosaic GPU CPU interpreter (how the tests check this op).
+    Differentiate it under `jax.jit` then: the interpreter's io_callbacks run eager JAX ops, and with
+    eager (un-jitted) grad they can deadlock against the backward's ops on a small CPU (seen on 2 cores).
+    """
+
+    @jax.custom_vjp
+    def op(x, filt):
+        filt_real, filt_imag = fold_filter(filt, x.shape[2])
+        return spectral_filter_forward_mgpu(x, filt_real, filt_imag, block_channels=block_channels,
+                                            interpret=interpret)
+
+    def op_fwd(x, filt):
+        return op(x, filt), (x, filt)
+
+    def op_bwd(residuals, dy):
+        return jax.vjp(xla_op, *residuals)[1](dy)
+
+    op.defvjp(op_fwd, op_bwd)
+    return op

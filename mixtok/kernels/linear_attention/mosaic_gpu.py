@@ -1,13 +1,14 @@
 """Forward linear attention as Mosaic GPU kernels (Hopper wgmma): the GPU forward of impl="pallas".
 
     o, den = linear_attention_mgpu_forward(q, k, v, causal=False, feature_map="elu1", eps=1e-6)
+    op = mosaic_gpu_op(causal, feature_map, eps, chunk=64)   # the op: this forward, the "xla" backward
 
-computes what `mixtok.kernels.linear_attention._pallas_forward` (and `_xla_forward`) return for
+computes what `pallas_tpu.pallas_forward` (and `xla.xla_forward`) return for
 bfloat16 q, k [B, heads, L, d] and v [B, heads, L, dv]: o [B, heads, L, dv] bfloat16 and
 den [B, heads, L] float32 (phi(Q_i) . z_i + eps; ones for feature_map="identity", whose normaliser
-is off), so it can stand in for `_pallas_forward` as the forward of the op's custom VJP. The
-backward stays the existing one (`_xla_backward`, or `_pallas_backward` in Pallas's interpreter):
-no backward kernel is written here. The maths is linear_attention.py's: phi = elu(x) + 1 ("elu1"),
+is off), so it can stand in for `pallas_forward` as the forward of the op's custom VJP. The
+backward stays the "xla" one (`xla.xla_backward`, in `mosaic_gpu_op`): no backward kernel is
+written here. The maths is reference.py's: phi = elu(x) + 1 ("elu1"),
 relu, or identity; eps added to the denominator; no 1/sqrt(d) scale.
 
 STATUS: checked on CPU only, no GPU was available. (1) The kernels run in the Mosaic GPU CPU
@@ -15,13 +16,14 @@ interpreter of jax 0.10.2 (private `jax._src.pallas.mosaic_gpu.interpret`) and m
 `linear_attention_reference`; the test adds the interpreter's missing rule for wgmma operands made
 with `plgpu.transpose_ref`. (2) Pallas's Mosaic GPU lowering accepts them: `jax.export(...,
 platforms=["cuda"])` on a CPU machine produces the `mosaic_gpu_v2` custom call for both kernels,
-every feature map and d in {64, 128} (tests/kernels/test_linear_attention_mgpu.py). They have NOT
+every feature map and d in {64, 128} (tests/kernels/test_linear_attention_mosaic_gpu.py). They have NOT
 been through the rest of the compilation (Mosaic GPU's MLIR passes, ptxas), run or timed on a GPU.
 
 Backend. Mosaic GPU through `plgpu.kernel` (jax.experimental.pallas.mosaic_gpu), the GPU path of
-current JAX: Pallas's Triton lowering is deprecated since JAX 0.11 (kernels.md 3.1), and
+current JAX: Pallas's Triton lowering is deprecated since JAX 0.11 (docs/facts/kernels.md, "Pallas on
+GPU: backends"), and
 `pl.pallas_call` on Mosaic GPU is deprecated too and cannot lower `jnp.dot`, so the portable kernels
-of linear_attention.py do not run on a GPU. Here every product is a `plgpu.wgmma` on SMEM operands
+of pallas_tpu.py do not run on a GPU. Here every product is a `plgpu.wgmma` on SMEM operands
 with float32 register accumulators; Q, K, V tiles come in by TMA tracked by barriers; outputs leave
 by TMA stores.
 
@@ -32,7 +34,7 @@ thread). With dv = 64, Q, K and V are read once; with dv = 128, Q and K are read
 
 Algorithm (tiles of 64 rows; phi computed in fp32 registers from the bf16 tile and written back over
 it in SMEM in bf16 as the GEMM operand, as the bf16 reference rounds its GEMM operands):
-- non-causal (FBLA's fused form, kernels.md 8.2 / 9.2): pass 1 over the L tiles t:
+- non-causal (FBLA's fused form, docs/facts/kernels.md, "FBLA (non-causal)"): pass 1 over the L tiles t:
   S += phi(K_t)^T V_t (A = the transposed phi(K) tile in 64-row chunks of d, K = 64, N = 64) and
   Zrow += ONES phi(K_t) (A = a [64, 64] ones tile, B = phi(K_t)): every row of Zrow is the key
   normaliser z = sum_j phi(K_j), in fp32, so the denominator needs no column reduction and no
@@ -40,7 +42,8 @@ it in SMEM in bf16 as the GEMM operand, as the bf16 reference rounds its GEMM op
   (zero rows of K and V) add phi(0)^T 0 = 0 to S; for z the last tile uses a ones tile whose
   padded-key columns are zero. S is then stored in SMEM in bf16, and pass 2 over the tiles computes
   O_t = (phi(Q_t) S) / den. The first Q tiles are prefetched during pass 1.
-- causal (FLA's chunk form with the state on chip, kernels.md 8.1 `fused_chunk`, chunk 64): one
+- causal (FLA's chunk form with the state on chip, docs/facts/kernels.md, "FLA (causal chunked linear
+  attention)" `fused_chunk`, chunk 64): one
   sequential loop over chunks c: P = MASK * (phi(Q_c) phi(K_c)^T) (B = the transposed phi(K) tile),
   O_c = (P V_c + phi(Q_c) S_<c) / (rowsum(P) + rowsum(phi(Q_c) * Zrow_<c) + eps), then
   S += phi(K_c)^T V_c and Zrow += ONES phi(K_c). S_<c is carried in fp32 and rounded to a bf16 SMEM
@@ -81,7 +84,7 @@ and TMA stores run synchronously there: a missing wgmma_wait / commit_smem / wai
 not show), register pressure, SMEM capacity or speed; the export checks the lowering only.
 
 Not done: a backward kernel (the backward is the existing XLA one); packing several heads into one
-program for short sequences (kernels.md 9.2: L <= 196 wastes most of a 64-row tile); warp
+program for short sequences (L <= 196 wastes most of a 64-row tile); warp
 specialisation (a producer warpgroup for TMA and two consumer warpgroups, as attention_mgpu.py):
 one warpgroup issues the TMAs, the wgmmas and the feature maths, and every wgmma group is waited on
 at once; reading Q and K once for dv > 64; the FLA two-kernel split when B*H is too small to fill
@@ -97,15 +100,16 @@ import numpy as np
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
-from mixtok.kernels.linear_attention import DEFAULT_EPS, _features, _flat_padded, check_inputs
+from mixtok.kernels.dispatch import check_compiles_for_gpu
+from mixtok.kernels.linear_attention.reference import DEFAULT_EPS, check_inputs, features, flat_padded
+from mixtok.kernels.linear_attention.xla import attention_op, xla_backward
+from mixtok.kernels.mosaic_gpu_common import BF16_TRANSFORMS, interpret_params, static_interpret
+from mixtok.kernels.mosaic_gpu_common import WGMMA_ROWS as ROWS
 
-ROWS = 64                 # L tile / causal chunk, the wgmma M granularity
 VALUE_BLOCK = 64          # columns of V and O per program: one 128-byte swizzle row of bf16
 SLOTS = 2                 # depth of the TMA input rings
 HEAD_DIMS = (64, 128)
 ALL_ONES, LAST_TILE_ONES, CAUSAL_MASK = 0, 1, 2   # the tiles of `_constant_tiles`
-SMEM_LIMIT = 227 * 1024   # H100 dynamic shared memory per CTA
-_BF16_TRANSFORMS = (plgpu.TilingTransform((8, 64)), plgpu.SwizzleTransform(128))
 
 
 def smem_bytes(head_dim: int, causal: bool) -> int:
@@ -178,7 +182,7 @@ def _features_in_place(tile_smem, head_dim, feature_map):
     fp32 pieces."""
     pieces = []
     for m in range(head_dim // ROWS):
-        piece = _features(tile_smem[:, _columns(m)], feature_map)
+        piece = features(tile_smem[:, _columns(m)], feature_map)
         tile_smem[:, _columns(m)] = piece.astype(tile_smem.dtype)
         pieces.append(piece)
     return pieces
@@ -368,7 +372,7 @@ def _causal_body(*refs, head_dim, n_tiles, feature_map, eps):
 
 def _scratch(head_dim, dtype, causal):
     def smem(*shape):
-        return plgpu.SMEM(shape, dtype, transforms=_BF16_TRANSFORMS)
+        return plgpu.SMEM(shape, dtype, transforms=BF16_TRANSFORMS)
 
     scratch = [smem(SLOTS, ROWS, head_dim), smem(SLOTS, ROWS, head_dim), smem(SLOTS, ROWS, VALUE_BLOCK),
                smem(head_dim, VALUE_BLOCK), smem(3, ROWS, ROWS), smem(ROWS, VALUE_BLOCK),
@@ -378,24 +382,6 @@ def _scratch(head_dim, dtype, causal):
     return scratch + [plgpu.Barrier(num_barriers=SLOTS) for _ in range(3)] + [plgpu.Barrier(num_barriers=1)]
 
 
-def _interpret_params(interpret):
-    """None (compile with Mosaic GPU), or the Mosaic GPU interpreter's parameters."""
-    if interpret is False or interpret is None:
-        return None
-    try:
-        from jax._src.pallas.mosaic_gpu.interpret.params import InterpretGPUParams  # noqa: PLC0415
-    except ImportError as error:  # private module: only in JAX versions with the Mosaic GPU interpreter
-        raise RuntimeError(
-            "linear_attention_mgpu_forward(interpret=True) needs the Mosaic GPU CPU interpreter "
-            f"(jax._src.pallas.mosaic_gpu.interpret, jax >= 0.10.2); this JAX ({jax.__version__}) lacks it: "
-            f"{error}") from error
-    if interpret is True:
-        return InterpretGPUParams()
-    if isinstance(interpret, InterpretGPUParams):
-        return interpret
-    raise TypeError(f"interpret must be a bool or an InterpretGPUParams; got {interpret!r}.")
-
-
 @functools.partial(jax.jit, static_argnames=("causal", "feature_map", "eps", "interpret"))
 def _forward(q, k, v, *, causal, feature_map, eps, interpret):
     batch, heads, length, head_dim = q.shape
@@ -403,7 +389,7 @@ def _forward(q, k, v, *, causal, feature_map, eps, interpret):
     padded = -(-length // ROWS) * ROWS
     n_tiles = padded // ROWS
     normalize = feature_map != "identity"
-    q2, k2, v2 = (_flat_padded(x, padded) for x in (q, k, v))
+    q2, k2, v2 = (flat_padded(x, padded) for x in (q, k, v))
     if causal:
         body = functools.partial(_causal_body, head_dim=head_dim, n_tiles=n_tiles, feature_map=feature_map, eps=eps)
     else:
@@ -418,7 +404,7 @@ def _forward(q, k, v, *, causal, feature_map, eps, interpret):
         grid=(batch * heads, value_dim // VALUE_BLOCK),
         grid_names=("bh", "value_block"),
         scratch_types=_scratch(head_dim, q.dtype, causal),
-        interpret=_interpret_params(interpret),
+        interpret=interpret_params(interpret, "linear_attention_mgpu_forward"),
     )(q2, k2, v2, jnp.asarray(_constant_tiles(length), q.dtype))
     o = outputs[0][:, :length].reshape(batch, heads, length, value_dim)
     if not normalize:
@@ -428,7 +414,7 @@ def _forward(q, k, v, *, causal, feature_map, eps, interpret):
 
 def linear_attention_mgpu_forward(q: jax.Array, k: jax.Array, v: jax.Array, *, causal: bool, feature_map: str,
                                   eps: float = DEFAULT_EPS, interpret=False) -> tuple:
-    """(o, den) of linear attention with Mosaic GPU kernels: the drop-in for `_pallas_forward` on GPU.
+    """(o, den) of linear attention with Mosaic GPU kernels: the drop-in for `pallas_forward` on GPU.
 
     q, k: [B, heads, L, d] bfloat16, d in (64, 128); v: [B, heads, L, dv] bfloat16, dv a multiple of 64.
     causal: output i sums over j <= i. feature_map: "elu1", "relu" or "identity" (normaliser off).
@@ -437,16 +423,24 @@ def linear_attention_mgpu_forward(q: jax.Array, k: jax.Array, v: jax.Array, *, c
     `InterpretGPUParams` (e.g. detect_races=True); differentiate an interpreted op under `jax.jit`,
     since the interpreter's io_callbacks run eager JAX ops that can deadlock against an eager grad's
     backward ops on a small CPU (seen on 2 cores). Returns o [B, heads, L, dv] bfloat16 and
-    den [B, heads, L] float32 (phi(Q_i) . z_i + eps; ones for "identity"), as `_pallas_forward`.
+    den [B, heads, L] float32 (phi(Q_i) . z_i + eps; ones for "identity"), as `pallas_forward`.
     Compiled (interpret=False) it needs an sm_90 GPU and has never run on one (module docstring).
     """
     check_mgpu_inputs(q, k, v, feature_map)
-    if not interpret and jax.default_backend() != "gpu":
-        raise ValueError(f"linear_attention_mgpu_forward compiles only for an NVIDIA Hopper (sm_90) GPU; the backend "
-                         f"is {jax.default_backend()!r}. Pass interpret=True to run it in the Mosaic GPU interpreter, "
-                         "or use mixtok.kernels.linear_attention(impl='xla').")
-    if isinstance(interpret, (bool, int)) or interpret is None:
-        interpret = bool(interpret)
-    else:
-        _interpret_params(interpret)  # validates it before it becomes a static jit argument
+    check_compiles_for_gpu("linear_attention_mgpu_forward", interpret)
+    interpret = static_interpret(interpret, "linear_attention_mgpu_forward")
     return _forward(q, k, v, causal=bool(causal), feature_map=feature_map, eps=float(eps), interpret=interpret)
+
+
+@functools.lru_cache(maxsize=None)
+def mosaic_gpu_op(causal: bool, feature_map: str, eps: float, chunk: int, interpret=False):
+    """impl="pallas" on a GPU for one static configuration: these forward kernels, the "xla" backward.
+
+    chunk: the causal chunk of the "xla" backward. `interpret=True` runs the kernels in the Mosaic GPU
+    CPU interpreter; differentiate the op under `jax.jit` then (`linear_attention_mgpu_forward`).
+    """
+    return attention_op(
+        lambda q, k, v: linear_attention_mgpu_forward(q, k, v, causal=causal, feature_map=feature_map, eps=eps,
+                                                      interpret=interpret),
+        lambda q, k, v, g, h: xla_backward(q, k, v, g, h, causal, feature_map, chunk),
+        feature_map != "identity")

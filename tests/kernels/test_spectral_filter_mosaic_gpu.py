@@ -7,12 +7,14 @@ also shows that no unwritten SMEM slot reaches the result. It does not compile o
 Shapes are kept small: the whole file runs in well under a minute on a 2-core CPU.
 """
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mixtok.kernels.spectral_filter_mgpu import (SMEM_LIMIT, _axis, check_inputs, fold_filter, smem_plan,
-                                                 spectral_filter_forward_mgpu)
+from mixtok.kernels.spectral_filter import spectral_filter_reference
+from mixtok.kernels.spectral_filter.mosaic_gpu import (SMEM_LIMIT, _axis, check_inputs, fold_filter, mosaic_gpu_op,
+                                                       smem_plan, spectral_filter_forward_mgpu)
 
 
 @pytest.fixture
@@ -129,15 +131,11 @@ def test_rejects_inputs_outside_the_contract():
         check_inputs(x, filt_real, filt_imag, 32)
 
 
-def test_the_gpu_pallas_op_runs_this_kernel_forward_and_the_dft_gradient_backward(interpreter):
+def test_the_gpu_pallas_op_runs_this_kernel_forward_and_the_xla_gradient_backward(interpreter):
     # What spectral_filter(impl="pallas") runs on a GPU, here with the kernel interpreted.
-    import jax
-
-    from mixtok.kernels.spectral_filter import _mosaic_gpu_op, spectral_filter_reference
-
     x, filt = _inputs(2, 7, 7, 64, per_sample=False, seed=3)
     filt = jnp.asarray(filt, jnp.complex64)
-    op = _mosaic_gpu_op(64, interpret=True)
+    op = mosaic_gpu_op(64, interpret=True)
     y = op(x, filt)
     expected = _numpy_filter(x, filt)
     assert y.dtype == jnp.bfloat16
