@@ -42,49 +42,33 @@ def _log_quietly():
 
 
 class TokenizerRun:
-    """A trained tokenizer restored from a workdir: the task, its variables and the run's facts."""
+    """A trained tokenizer restored from a workdir (`mixtok.train.load_run`), with jitted encode and decode."""
 
     def __init__(self, workdir: str, step: Optional[int] = None):
-        import orbax.checkpoint as ocp
         from ml_collections import ConfigDict
 
-        from mixtok.data.options import data_options
-        from mixtok.data.pipeline import DatasetInfo
-        from mixtok.train.tasks import get_task
+        from mixtok.train import load_run
 
-        directory = Path(workdir).expanduser().absolute() / "checkpoints"
-        if not directory.is_dir():
-            raise TokenizeError(f"--workdir {workdir!r} has no checkpoints/ folder; pass the --workdir of a "
-                                "`python -m mixtok.train` run of a tokenizer config.")
-        manager = ocp.CheckpointManager(directory, item_names=("state", "data", "config"))
-        steps = manager.all_steps()
-        if not steps:
-            raise TokenizeError(f"{directory} holds no finished checkpoint.")
-        if step is None:
-            step = max(steps)
-        elif step not in steps:
-            raise TokenizeError(f"--step {step} is not a checkpoint in {directory}; valid steps: {sorted(steps)}.")
-        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
-                                                                 config=ocp.args.JsonRestore()))
-        manager.close()
-        self.config = ConfigDict(restored["config"])
-        if self.config.get("task", "classification") != "tokenizer":
-            raise TokenizeError(f"--workdir {workdir!r} is a {self.config.get('task', 'classification')!r} run, "
-                                "not a tokenizer run (config.task = 'tokenizer').")
-        options = data_options(self.config.data)
-        self.image_size = options.image_size
-        self.mean = np.asarray(options.mean, np.float32)
-        self.std = np.asarray(options.std, np.float32)
-        info = DatasetInfo(num_classes=0, num_train=0, num_eval=0, image_size=options.image_size)
-        self.task = get_task("tokenizer").from_config(self.config, info)
-        self.model = self.task.model
-        state = restored["state"]
-        self.step = int(step)
-        self.variables = {"params": state["params"]["tokenizer"], **state["other_variables"]["tokenizer"]}
+        try:
+            run = load_run(workdir, step)
+        except ValueError as error:
+            raise TokenizeError(str(error)) from None
+        task = run.config.get("task", "classification")
+        if task != "tokenizer":
+            raise TokenizeError(f"--workdir {workdir!r} is a {task!r} run, not a tokenizer run "
+                                "(config.task = 'tokenizer').")
+        self.config = run.config
+        self.model = run.model
+        self.variables = run.variables
+        self.step = run.step
+        self.image_size = run.info.image_size
+        # The normalisation the tokenizer was trained with, as the trainer saved it with the run.
+        self.mean = np.asarray(run.info.mean, np.float32)
+        self.std = np.asarray(run.info.std, np.float32)
         self.identity = {"tokenizer": self.config.model.name,
                          "kwargs": json.loads(self.config.model.get("kwargs", ConfigDict()).to_json_best_effort()),
                          "image_size": self.image_size, "step": self.step,
-                         "weights_sha256": weights_digest(state["params"]["tokenizer"])}
+                         "weights_sha256": weights_digest(self.variables["params"])}
         self._compile()
 
     # ------------------------------------------------------------------------------------------ tokens
