@@ -20,8 +20,9 @@ import argparse
 import hashlib
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -44,7 +45,7 @@ def _log_quietly():
 class TokenizerRun:
     """A trained tokenizer restored from a workdir (`mixtok.train.load_run`), with jitted encode and decode."""
 
-    def __init__(self, workdir: str, step: Optional[int] = None):
+    def __init__(self, workdir: str, step: int | None = None):
         from ml_collections import ConfigDict
 
         from mixtok.train import load_run
@@ -79,7 +80,7 @@ class TokenizerRun:
         out = self._encode(self.variables, x)
         return np.asarray(out.indices if out.indices is not None else out.quantized)
 
-    def decode(self, tokens: np.ndarray, num_tokens: Optional[int] = None) -> np.ndarray:
+    def decode(self, tokens: np.ndarray, num_tokens: int | None = None) -> np.ndarray:
         """tokens -> uint8 [N, S, S, 3]."""
         method = "decode_indices" if np.issubdtype(tokens.dtype, np.integer) else "decode"
         images = self._decode(self.variables, tokens, method, num_tokens)
@@ -139,7 +140,7 @@ def _refuse_existing(path: Path, what: str) -> None:
         raise TokenizeError(f"{what} {str(path)!r} already exists; choose another path (nothing was overwritten).")
 
 
-def encode_command(workdir: str, image_paths: Sequence[str], out: str, step: Optional[int] = None,
+def encode_command(workdir: str, image_paths: Sequence[str], out: str, step: int | None = None,
                    batch_size: int = 32) -> Path:
     out_path = Path(out)
     if out_path.suffix != ".npz":
@@ -161,7 +162,7 @@ def encode_command(workdir: str, image_paths: Sequence[str], out: str, step: Opt
     return out_path
 
 
-def read_tokens(path: str) -> Dict[str, Any]:
+def read_tokens(path: str) -> dict[str, Any]:
     try:
         with np.load(path, allow_pickle=False) as data:
             if not {"tokens", "files", "header"} <= set(data.files):
@@ -176,7 +177,7 @@ def read_tokens(path: str) -> Dict[str, Any]:
         raise TokenizeError(f"--tokens {path!r} is not a readable .npz file: {error}") from None
 
 
-def check_same_tokenizer(header: Dict[str, Any], run: TokenizerRun, path: str) -> None:
+def check_same_tokenizer(header: dict[str, Any], run: TokenizerRun, path: str) -> None:
     """Tokens decode only with the tokenizer (architecture, image size and weights) that wrote them."""
     mine = run.identity
     for key in ("tokenizer", "kwargs", "image_size"):
@@ -189,8 +190,8 @@ def check_same_tokenizer(header: Dict[str, Any], run: TokenizerRun, path: str) -
                             f"means a different code. Pass --step {header.get('step')} if that checkpoint is kept.")
 
 
-def decode_command(workdir: str, tokens_path: str, out: str, num_tokens: Optional[int] = None,
-                   step: Optional[int] = None, batch_size: int = 32) -> List[Path]:
+def decode_command(workdir: str, tokens_path: str, out: str, num_tokens: int | None = None,
+                   step: int | None = None, batch_size: int = 32) -> list[Path]:
     saved = read_tokens(tokens_path)
     run = TokenizerRun(workdir, step if step is not None else saved["header"].get("step"))
     check_same_tokenizer(saved["header"], run, tokens_path)
@@ -218,7 +219,7 @@ def decode_command(workdir: str, tokens_path: str, out: str, num_tokens: Optiona
     return paths
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mixtok.tokenize", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     encode = commands.add_parser("encode", help="images -> tokens.npz")

@@ -13,8 +13,9 @@ looks whole. The iterator state is read synchronously at save time, before train
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any
 
 import orbax.checkpoint as ocp
 from ml_collections import ConfigDict
@@ -43,7 +44,7 @@ class Checkpointer:
                                                enable_async_checkpointing=async_save)
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
 
-    def latest_step(self) -> Optional[int]:
+    def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
     def should_save(self, step: int) -> bool:
@@ -113,7 +114,7 @@ class Run:
     workdir: Path
 
 
-def load_run(workdir: Any, step: Optional[int] = None) -> Run:
+def load_run(workdir: Any, step: int | None = None) -> Run:
     """The run in `workdir` at checkpoint `step` (default: the latest); errors name what the workdir holds.
 
     The model is rebuilt from the saved config by the run's task (`Task.build_model`), without its

@@ -24,7 +24,8 @@ The state's layout (`abstract_train_state`) is a TrainState of `jax.ShapeDtypeSt
 train step donates the state it is given (use the state it returns).
 """
 
-from typing import Any, Callable, Dict, Iterable, Mapping, Tuple
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import flax
 import flax.linen as nn
@@ -47,13 +48,13 @@ class TrainState:
     other_variables: Any  # model collections that are not trained (e.g. `frozen`, `batch_stats`)
 
 
-def seed_rngs(seed: int) -> Tuple[jax.Array, jax.Array]:
+def seed_rngs(seed: int) -> tuple[jax.Array, jax.Array]:
     """(init_rng, step_rng) of a run: step t's key is `fold_in(step_rng, t)`, so a resumed run repeats it."""
     init_rng, step_rng = jax.random.split(jax.random.PRNGKey(seed))
     return init_rng, step_rng
 
 
-def put_batch(batch: Mapping[str, np.ndarray], sharding) -> Dict[str, jax.Array]:
+def put_batch(batch: Mapping[str, np.ndarray], sharding) -> dict[str, jax.Array]:
     """Assembles the global batch from each process's local shard (what the data iterators yield)."""
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
 
@@ -95,8 +96,8 @@ def create_train_state(task: Task, tx: optax.GradientTransformation, rng: jax.Ar
 
 
 def make_train_step(task: Task, tx: optax.GradientTransformation, schedule: optax.Schedule, layout: TrainState,
-                    batch_sharding) -> Callable[[TrainState, Dict[str, jax.Array], jax.Array],
-                                                Tuple[TrainState, Dict[str, jax.Array]]]:
+                    batch_sharding) -> Callable[[TrainState, dict[str, jax.Array], jax.Array],
+                                                tuple[TrainState, dict[str, jax.Array]]]:
     """The jitted `(state, batch, step_rng) -> (state + 1 step, metrics)`; it donates `state`.
 
     Metrics: the loss, the global gradient norm, the learning rate of this step, and the task's own.
@@ -137,7 +138,7 @@ def make_eval_images_step(task: Task, layout: TrainState, batch_sharding):
 
 
 def evaluate(task: Task, eval_step, eval_images_step, state: TrainState, batches: Iterable[Mapping[str, Any]],
-             batch_sharding) -> Tuple[Dict[str, float], Dict[str, np.ndarray]]:
+             batch_sharding) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """One pass over `batches`: (the task's eval metrics, its eval images of the first batch, on the host)."""
     sums, first = None, None
     for batch in batches:

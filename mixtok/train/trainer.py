@@ -21,7 +21,6 @@ import logging
 import signal
 import time
 from pathlib import Path
-from typing import Dict, Optional
 
 import jax
 import numpy as np
@@ -77,7 +76,7 @@ class _StopSignal:
             signal.signal(signal.SIGTERM, self._previous)
 
 
-def _first_nonfinite(history) -> Optional[tuple]:
+def _first_nonfinite(history) -> tuple | None:
     for step, metrics in history:
         for key in ("loss", "grad_norm"):
             value = float(metrics[key])
@@ -86,7 +85,7 @@ def _first_nonfinite(history) -> Optional[tuple]:
     return None
 
 
-def train_and_evaluate(config: ConfigDict, workdir: str, *, stop_at_step: Optional[int] = None) -> Dict[str, float]:
+def train_and_evaluate(config: ConfigDict, workdir: str, *, stop_at_step: int | None = None) -> dict[str, float]:
     """Trains `config` in `workdir` (resuming if it holds checkpoints); returns the last metrics.
 
     `stop_at_step` stops early as a preemption would (a checkpoint is saved); tests use it.
@@ -119,7 +118,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *, stop_at_step: Option
         start = 0
         state = create_train_state(task, tx, init_rng, info.image_size, layout)
 
-    def run_eval(state: TrainState) -> Dict[str, float]:
+    def run_eval(state: TrainState) -> dict[str, float]:
         eval_batches = data_lib.create_eval_iterator(
             config.data, global_batch_size=config.get("eval_batch_size", config.batch_size))
         metrics, images = evaluate(task, eval_step, eval_images_step, state, eval_batches, batch_shard)

@@ -3,8 +3,6 @@
 `base.Task` is the interface every task implements; `config.task` names one registered here.
 """
 
-from typing import Type
-
 from mixtok.registry import Registry
 from mixtok.train.tasks.base import Task
 from mixtok.train.tasks.classification import ClassificationTask
@@ -16,7 +14,7 @@ TASKS.register("tokenizer", TokenizerTask)
 DEFAULT_TASK = "classification"
 
 
-def get_task(name: str) -> Type[Task]:
+def get_task(name: str) -> type[Task]:
     """The task class registered as `name`; an unknown name is an error listing the registered ones."""
     return TASKS.get(name)
 

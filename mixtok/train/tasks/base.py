@@ -26,7 +26,8 @@ Register a new task in `mixtok.train.tasks.TASKS`; `config.task` names it.
 """
 
 import abc
-from typing import Any, Dict, Mapping, Tuple
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -48,7 +49,7 @@ def compute_dtype(config: ConfigDict) -> Any:
     return DTYPES[name]
 
 
-def image_batch(image_size: int, batch_size: int = 1) -> Dict[str, jax.Array]:
+def image_batch(image_size: int, batch_size: int = 1) -> dict[str, jax.Array]:
     """Zero images and labels of the trainer's batch layout: what `init` traces the model with."""
     return {"image": jnp.zeros((batch_size, image_size, image_size, 3), jnp.float32),
             "label": jnp.zeros((batch_size,), jnp.int32)}
@@ -64,9 +65,9 @@ class Task(abc.ABC):
       PROGRESS_METRICS     metric keys shown beside the progress bar after an eval.
     """
 
-    CONFIG_FIELDS: Tuple[str, ...] = ()
-    UPDATED_COLLECTIONS: Tuple[str, ...] = ()
-    PROGRESS_METRICS: Tuple[str, ...] = ()
+    CONFIG_FIELDS: tuple[str, ...] = ()
+    UPDATED_COLLECTIONS: tuple[str, ...] = ()
+    PROGRESS_METRICS: tuple[str, ...] = ()
 
     model: Any  # the flax module this task trains
 
@@ -78,6 +79,7 @@ class Task(abc.ABC):
 
         The default has nothing to check; the config's top-level field names are checked for it.
         """
+        return
 
     @classmethod
     @abc.abstractmethod
@@ -89,22 +91,22 @@ class Task(abc.ABC):
     def from_config(cls, config: ConfigDict, info: DatasetInfo) -> "Task":
         """The task of a training config, its model built by `build_model(config, info)`."""
 
-    def create_optimizer(self, config: ConfigDict) -> Tuple[optax.GradientTransformation, optax.Schedule]:
+    def create_optimizer(self, config: ConfigDict) -> tuple[optax.GradientTransformation, optax.Schedule]:
         """(optax transformation, learning-rate schedule); the default is that of `config.optimizer`."""
         return create_optimizer(config.optimizer, config.total_steps)
 
     # --------------------------------------------------------------------------------- variables
 
-    def dummy_batch(self, image_size: int, batch_size: int = 1) -> Dict[str, jax.Array]:
+    def dummy_batch(self, image_size: int, batch_size: int = 1) -> dict[str, jax.Array]:
         """A batch of the training layout that `init` traces the model with (zeros)."""
         return image_batch(image_size, batch_size)
 
     @abc.abstractmethod
-    def init(self, rng: jax.Array, batch: Mapping[str, Any]) -> Dict[str, Any]:
+    def init(self, rng: jax.Array, batch: Mapping[str, Any]) -> dict[str, Any]:
         """All of the task's variables, `{"params": ..., <other collections>: ...}`."""
 
     @staticmethod
-    def model_variables(params: Any, other_variables: Mapping[str, Any]) -> Dict[str, Any]:
+    def model_variables(params: Any, other_variables: Mapping[str, Any]) -> dict[str, Any]:
         """The variables `model.apply` takes, from the train state's `params` and `other_variables`."""
         return {"params": params, **other_variables}
 
@@ -112,22 +114,23 @@ class Task(abc.ABC):
 
     @abc.abstractmethod
     def train_loss(self, params: Any, other_variables: Mapping[str, Any], batch: Mapping[str, Any],
-                   rng: jax.Array, step: jax.Array) -> Tuple[jax.Array, Tuple[Dict[str, jax.Array], Dict[str, Any]]]:
+                   rng: jax.Array, step: jax.Array) -> tuple[jax.Array, tuple[dict[str, jax.Array], dict[str, Any]]]:
         """(loss, (metrics, updated)) of a training batch; `updated` holds new values of other_variables."""
 
     @abc.abstractmethod
     def eval_sums(self, params: Any, other_variables: Mapping[str, Any],
-                  batch: Mapping[str, Any]) -> Dict[str, jax.Array]:
+                  batch: Mapping[str, Any]) -> dict[str, jax.Array]:
         """Sums over the real (mask == 1) examples of a padded eval batch; added up over the eval set."""
 
     @abc.abstractmethod
-    def summarize_eval(self, sums: Mapping[str, Any]) -> Dict[str, float]:
+    def summarize_eval(self, sums: Mapping[str, Any]) -> dict[str, float]:
         """The eval metrics ("eval/<name>") from the eval set's summed `eval_sums`."""
 
     def eval_images(self, params: Any, other_variables: Mapping[str, Any],
-                    batch: Mapping[str, Any]) -> Dict[str, jax.Array]:
+                    batch: Mapping[str, Any]) -> dict[str, jax.Array]:
         """Images to write after each eval, from the first eval batch; the default writes none ({})."""
         return {}
 
     def write_eval_images(self, images: Mapping[str, Any], directory: Any, step: int) -> None:
         """Writes what `eval_images` returned (non-empty) under `directory`; the default has nothing to write."""
+        return

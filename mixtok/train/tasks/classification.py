@@ -1,6 +1,7 @@
 """Image classification: softmax cross-entropy with label smoothing, accuracy on a masked eval set."""
 
-from typing import Any, Dict, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -67,7 +68,7 @@ class ClassificationTask(Task):
         accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
         return loss, ({"accuracy": accuracy}, dict(updated))
 
-    def eval_sums(self, params, other_variables, batch) -> Dict[str, jax.Array]:
+    def eval_sums(self, params, other_variables, batch) -> dict[str, jax.Array]:
         """Sums over the real (mask == 1) examples of a padded eval batch."""
         logits = self.model.apply({"params": params, **other_variables}, batch["image"], train=False)
         mask = batch["mask"].astype(jnp.float32)
@@ -75,7 +76,7 @@ class ClassificationTask(Task):
         correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
         return {"loss": jnp.sum(loss * mask), "correct": jnp.sum(correct * mask), "count": jnp.sum(mask)}
 
-    def summarize_eval(self, sums: Mapping[str, float]) -> Dict[str, float]:
+    def summarize_eval(self, sums: Mapping[str, float]) -> dict[str, float]:
         count = max(float(sums["count"]), 1.0)
         return {"eval/loss": float(sums["loss"]) / count, "eval/accuracy": float(sums["correct"]) / count}
 

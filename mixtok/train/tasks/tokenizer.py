@@ -37,8 +37,9 @@ batch's originals and reconstructions are written side by side to `workdir/image
 import importlib
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Dict, Mapping
+from typing import Any
 
 import flax
 import flax.linen as nn
@@ -143,7 +144,8 @@ class TokenizerTask(Task):
         eval_num_tokens = config.get("eval_num_tokens", ())
         if not isinstance(eval_num_tokens, (list, tuple)) or not all(
                 isinstance(k, int) and not isinstance(k, bool) for k in eval_num_tokens):
-            raise ValueError(f"config.eval_num_tokens must be a list of token counts k (ints); got {eval_num_tokens!r}.")
+            raise ValueError(f"config.eval_num_tokens must be a list of token counts k (ints); "
+                             f"got {eval_num_tokens!r}.")
 
     @classmethod
     def build_model(cls, config: ConfigDict, info: DatasetInfo) -> nn.Module:
@@ -184,7 +186,7 @@ class TokenizerTask(Task):
         tokenizer = dict(self.model.init({"params": tok_rng, "noise": tok_rng, "dropout": tok_rng}, images,
                                          train=False))
         params = {"tokenizer": tokenizer.pop("params")}
-        other: Dict[str, Any] = {"tokenizer": tokenizer}
+        other: dict[str, Any] = {"tokenizer": tokenizer}
         if self.discriminator is not None:
             disc = dict(self.discriminator.init(disc_rng, images, train=False))
             params["discriminator"] = disc.pop("params")
@@ -274,7 +276,7 @@ class TokenizerTask(Task):
         kwargs = {} if num_tokens is None else {"num_tokens": num_tokens}
         return self.model.apply(variables, images, train=False, **kwargs)
 
-    def eval_sums(self, params, other_variables, batch) -> Dict[str, jax.Array]:
+    def eval_sums(self, params, other_variables, batch) -> dict[str, jax.Array]:
         """Sums over the real (mask == 1) images of a padded eval batch."""
         images = batch["image"].astype(jnp.float32)
         mask = batch["mask"].astype(jnp.float32)
@@ -295,7 +297,7 @@ class TokenizerTask(Task):
             sums[f"psnr_k{k}"] = jnp.sum(psnr(x, y_k) * mask)
         return sums
 
-    def summarize_eval(self, sums: Mapping[str, Any]) -> Dict[str, float]:
+    def summarize_eval(self, sums: Mapping[str, Any]) -> dict[str, float]:
         count = max(float(sums["count"]), 1.0)
         out = {f"eval/{key}": float(value) / count for key, value in sums.items()
                if key not in ("count", "code_counts")}
@@ -304,7 +306,7 @@ class TokenizerTask(Task):
             out["eval/perplexity"] = float(perplexity_from_counts(sums["code_counts"]))
         return out
 
-    def eval_images(self, params, other_variables, batch) -> Dict[str, jax.Array]:
+    def eval_images(self, params, other_variables, batch) -> dict[str, jax.Array]:
         """The first NUM_EVAL_IMAGES originals and reconstructions as [0, 1] pixels."""
         images = batch["image"][:NUM_EVAL_IMAGES].astype(jnp.float32)
         out = self._reconstruct(params, other_variables, images)
@@ -345,7 +347,7 @@ def _codebook_size(model):
     return None
 
 
-def _load_weights(path: str, target: Mapping[str, Any]) -> Dict[str, Any]:
+def _load_weights(path: str, target: Mapping[str, Any]) -> dict[str, Any]:
     """A flax msgpack file of `{"params": ...}` with exactly `target`'s structure and shapes."""
     path = os.path.expanduser(path)
     if not os.path.isfile(path):
