@@ -6,7 +6,7 @@
 RUN is a `python -m mixtok.train` workdir of a tokenizer config (task "tokenizer"); its latest
 checkpoint is used (`--step` picks another). Images must be RGB and exactly the run's
 `data.image_size` square (resize or crop them first: the tokenizer saw such images in training);
-they are normalised with the run's data mean and std.
+they are normalised with the mean and std the run trained with (its saved `DatasetInfo`).
 
 tokens.npz holds `tokens` ([N, K] int32 for 1D tokenizers, [N, h, w] for 2D ones, float32 codes for
 a continuous bottleneck), the image file names, and the run that wrote them: the tokenizer name and
