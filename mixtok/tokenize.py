@@ -6,7 +6,7 @@
 RUN is a `python -m mixtok.train` workdir of a tokenizer config (task "tokenizer"); its latest
 checkpoint is used (`--step` picks another). Images must be RGB and exactly the run's
 `data.image_size` square (resize or crop them first: the tokenizer saw such images in training);
-they are normalised with the run's data mean and std.
+they are normalised with the mean and std the run trained with (its saved `DatasetInfo`).
 
 tokens.npz holds `tokens` ([N, K] int32 for 1D tokenizers, [N, h, w] for 2D ones, float32 codes for
 a continuous bottleneck), the image file names, and the run that wrote them: the tokenizer name and
@@ -20,8 +20,9 @@ import argparse
 import hashlib
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -42,49 +43,33 @@ def _log_quietly():
 
 
 class TokenizerRun:
-    """A trained tokenizer restored from a workdir: the task, its variables and the run's facts."""
+    """A trained tokenizer restored from a workdir (`mixtok.train.load_run`), with jitted encode and decode."""
 
-    def __init__(self, workdir: str, step: Optional[int] = None):
-        import orbax.checkpoint as ocp
+    def __init__(self, workdir: str, step: int | None = None):
         from ml_collections import ConfigDict
 
-        from mixtok.data.options import data_options
-        from mixtok.data.pipeline import DatasetInfo
-        from mixtok.train.tasks import get_task
+        from mixtok.train import load_run
 
-        directory = Path(workdir).expanduser().absolute() / "checkpoints"
-        if not directory.is_dir():
-            raise TokenizeError(f"--workdir {workdir!r} has no checkpoints/ folder; pass the --workdir of a "
-                                "`python -m mixtok.train` run of a tokenizer config.")
-        manager = ocp.CheckpointManager(directory, item_names=("state", "data", "config"))
-        steps = manager.all_steps()
-        if not steps:
-            raise TokenizeError(f"{directory} holds no finished checkpoint.")
-        if step is None:
-            step = max(steps)
-        elif step not in steps:
-            raise TokenizeError(f"--step {step} is not a checkpoint in {directory}; valid steps: {sorted(steps)}.")
-        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
-                                                                 config=ocp.args.JsonRestore()))
-        manager.close()
-        self.config = ConfigDict(restored["config"])
-        if self.config.get("task", "classification") != "tokenizer":
-            raise TokenizeError(f"--workdir {workdir!r} is a {self.config.get('task', 'classification')!r} run, "
-                                "not a tokenizer run (config.task = 'tokenizer').")
-        options = data_options(self.config.data)
-        self.image_size = options.image_size
-        self.mean = np.asarray(options.mean, np.float32)
-        self.std = np.asarray(options.std, np.float32)
-        info = DatasetInfo(num_classes=0, num_train=0, num_eval=0, image_size=options.image_size)
-        self.task = get_task("tokenizer").from_config(self.config, info)
-        self.model = self.task.model
-        state = restored["state"]
-        self.step = int(step)
-        self.variables = {"params": state["params"]["tokenizer"], **state["other_variables"]["tokenizer"]}
+        try:
+            run = load_run(workdir, step)
+        except ValueError as error:
+            raise TokenizeError(str(error)) from None
+        task = run.config.get("task", "classification")
+        if task != "tokenizer":
+            raise TokenizeError(f"--workdir {workdir!r} is a {task!r} run, not a tokenizer run "
+                                "(config.task = 'tokenizer').")
+        self.config = run.config
+        self.model = run.model
+        self.variables = run.variables
+        self.step = run.step
+        self.image_size = run.info.image_size
+        # The normalisation the tokenizer was trained with, as the trainer saved it with the run.
+        self.mean = np.asarray(run.info.mean, np.float32)
+        self.std = np.asarray(run.info.std, np.float32)
         self.identity = {"tokenizer": self.config.model.name,
                          "kwargs": json.loads(self.config.model.get("kwargs", ConfigDict()).to_json_best_effort()),
                          "image_size": self.image_size, "step": self.step,
-                         "weights_sha256": weights_digest(state["params"]["tokenizer"])}
+                         "weights_sha256": weights_digest(self.variables["params"])}
         self._compile()
 
     # ------------------------------------------------------------------------------------------ tokens
@@ -95,7 +80,7 @@ class TokenizerRun:
         out = self._encode(self.variables, x)
         return np.asarray(out.indices if out.indices is not None else out.quantized)
 
-    def decode(self, tokens: np.ndarray, num_tokens: Optional[int] = None) -> np.ndarray:
+    def decode(self, tokens: np.ndarray, num_tokens: int | None = None) -> np.ndarray:
         """tokens -> uint8 [N, S, S, 3]."""
         method = "decode_indices" if np.issubdtype(tokens.dtype, np.integer) else "decode"
         images = self._decode(self.variables, tokens, method, num_tokens)
@@ -155,7 +140,7 @@ def _refuse_existing(path: Path, what: str) -> None:
         raise TokenizeError(f"{what} {str(path)!r} already exists; choose another path (nothing was overwritten).")
 
 
-def encode_command(workdir: str, image_paths: Sequence[str], out: str, step: Optional[int] = None,
+def encode_command(workdir: str, image_paths: Sequence[str], out: str, step: int | None = None,
                    batch_size: int = 32) -> Path:
     out_path = Path(out)
     if out_path.suffix != ".npz":
@@ -177,7 +162,7 @@ def encode_command(workdir: str, image_paths: Sequence[str], out: str, step: Opt
     return out_path
 
 
-def read_tokens(path: str) -> Dict[str, Any]:
+def read_tokens(path: str) -> dict[str, Any]:
     try:
         with np.load(path, allow_pickle=False) as data:
             if not {"tokens", "files", "header"} <= set(data.files):
@@ -192,7 +177,7 @@ def read_tokens(path: str) -> Dict[str, Any]:
         raise TokenizeError(f"--tokens {path!r} is not a readable .npz file: {error}") from None
 
 
-def check_same_tokenizer(header: Dict[str, Any], run: TokenizerRun, path: str) -> None:
+def check_same_tokenizer(header: dict[str, Any], run: TokenizerRun, path: str) -> None:
     """Tokens decode only with the tokenizer (architecture, image size and weights) that wrote them."""
     mine = run.identity
     for key in ("tokenizer", "kwargs", "image_size"):
@@ -205,8 +190,8 @@ def check_same_tokenizer(header: Dict[str, Any], run: TokenizerRun, path: str) -
                             f"means a different code. Pass --step {header.get('step')} if that checkpoint is kept.")
 
 
-def decode_command(workdir: str, tokens_path: str, out: str, num_tokens: Optional[int] = None,
-                   step: Optional[int] = None, batch_size: int = 32) -> List[Path]:
+def decode_command(workdir: str, tokens_path: str, out: str, num_tokens: int | None = None,
+                   step: int | None = None, batch_size: int = 32) -> list[Path]:
     saved = read_tokens(tokens_path)
     run = TokenizerRun(workdir, step if step is not None else saved["header"].get("step"))
     check_same_tokenizer(saved["header"], run, tokens_path)
@@ -234,7 +219,7 @@ def decode_command(workdir: str, tokens_path: str, out: str, num_tokens: Optiona
     return paths
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mixtok.tokenize", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     encode = commands.add_parser("encode", help="images -> tokens.npz")

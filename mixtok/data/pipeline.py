@@ -51,12 +51,20 @@ _PREFETCH_BUFFER = 256
 
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
-    """What a model and trainer need to know about the data."""
+    """What a model and trainer need to know about the data.
+
+    `mean` and `std` are the per-channel normalisation of the images the model sees,
+    `(pixels / 255 - mean) / std`; whatever turns model outputs back into pixels (a tokenizer's
+    eval, `python -m mixtok.tokenize`) reads them from here. The trainer saves this record with
+    each checkpoint, so a run can be loaded without its data.
+    """
 
     num_classes: int
     num_train: int  # size of the whole train split, all processes together
     num_eval: int  # size of the whole eval split
     image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
 
 
 def dataset_info(data_config: Any) -> DatasetInfo:
@@ -68,6 +76,8 @@ def dataset_info(data_config: Any) -> DatasetInfo:
         num_train=len(train_source),
         num_eval=len(sources.create_source(options, options.eval_split)),
         image_size=options.image_size,
+        mean=options.mean,
+        std=options.std,
     )
 
 

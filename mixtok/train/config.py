@@ -1,20 +1,22 @@
-"""Checks a training config before anything expensive starts, and builds its model."""
+"""Checks a training config before anything expensive starts, and parses config-file arguments.
 
-from typing import Any
+The trainer owns the fields in TRAINER_FIELDS; the task (`config.task`, default "classification")
+owns its own (`Task.CONFIG_FIELDS`, e.g. the tokenizer's `loss`) and checks them (`Task.validate`).
+"""
 
-import jax.numpy as jnp
 from ml_collections import ConfigDict
 
 from mixtok.registry import unknown_name_error
+from mixtok.train.tasks import DEFAULT_TASK, TASKS, get_task
+from mixtok.train.tasks.base import DTYPES, compute_dtype
+
+__all__ = ["DTYPES", "REQUIRED", "TRAINER_FIELDS", "compute_dtype", "parse_config_arg", "validate_config"]
 
 REQUIRED = ("model", "data", "batch_size", "total_steps", "seed", "optimizer")
-KNOWN_TOP_LEVEL = REQUIRED + (
-    "task", "label_smoothing", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
-    "mesh", "sharding_rules", "progress_bar", "tensorboard", "async_checkpointing", "eval_batch_size",
-    # the tokenizer task (mixtok.train.tasks.tokenizer)
-    "loss", "discriminator_optimizer", "eval_num_tokens",
+TRAINER_FIELDS = REQUIRED + (
+    "task", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "mesh", "sharding_rules",
+    "progress_bar", "tensorboard", "async_checkpointing", "eval_batch_size",
 )
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
 def validate_config(config: ConfigDict) -> None:
@@ -23,21 +25,25 @@ def validate_config(config: ConfigDict) -> None:
     if missing:
         raise ValueError(f"The config lacks the required fields {missing}; every training config needs "
                          f"{', '.join(REQUIRED)}.")
+    task_name = config.get("task", DEFAULT_TASK)
+    task = get_task(task_name)
+    known = TRAINER_FIELDS + task.CONFIG_FIELDS
     for key in config.keys():
-        if key not in KNOWN_TOP_LEVEL:
-            raise unknown_name_error("config field", key, KNOWN_TOP_LEVEL)
+        if key in known:
+            continue
+        owners = [name for name in TASKS.names() if key in get_task(name).CONFIG_FIELDS]
+        if owners:
+            raise ValueError(f"config.{key} belongs to the {' / '.join(owners)} task, but config.task is "
+                             f"{task_name!r}; remove it or set config.task.")
+        raise unknown_name_error("config field", key, known)
     for key in ("batch_size", "total_steps"):
-        if not isinstance(config[key], int) or config[key] <= 0:
+        if isinstance(config[key], bool) or not isinstance(config[key], int) or config[key] <= 0:
             raise ValueError(f"config.{key} must be a positive integer; got {config[key]!r}.")
     if "name" not in config.model:
-        raise ValueError("config.model.name is required (a name from mixtok.models.list_models()).")
-    dtype = config.model.get("dtype", "float32")
-    if dtype not in DTYPES:
-        raise unknown_name_error("compute dtype", dtype, DTYPES)
-
-
-def compute_dtype(config: ConfigDict) -> Any:
-    return DTYPES[config.model.get("dtype", "float32")]
+        raise ValueError("config.model.name is required (a name from mixtok.models.list_models() or "
+                         "mixtok.tokenizers.list_tokenizers()).")
+    compute_dtype(config)  # an unknown config.model.dtype is an error naming the valid ones
+    task.validate(config)
 
 
 def parse_config_arg(arg: str | None, **defaults) -> ConfigDict:

@@ -9,6 +9,9 @@ the latest checkpoint in `workdir` if there is one, and then trains to `config.t
 logging to `workdir/metrics.jsonl` and TensorBoard, evaluating every `eval_every` steps and
 checkpointing every `checkpoint_every` steps, on SIGTERM, and at the end.
 
+The pieces it composes (`mixtok.train.steps`: the train state, the jitted train and eval steps)
+are importable, so a notebook can run the same steps by hand and get the same numbers.
+
 Runs are exactly reproducible: the step's random key is `fold_in(seed key, step)`, the data
 iterator's position is checkpointed, and nothing else carries state, so a run that is
 interrupted and resumed ends with the same parameters and metrics as one that never stopped.
@@ -18,38 +21,37 @@ import logging
 import signal
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
 
-import flax
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 from ml_collections import ConfigDict
 from tqdm import tqdm
 
 from mixtok import data as data_lib
-from mixtok.parallel import batch_sharding, create_mesh, logical_shardings, replicated, rules_from_config
-from mixtok.train.checkpointing import Checkpointer, check_same_model
+from mixtok.parallel import batch_sharding, create_mesh, rules_from_config
+from mixtok.train.checkpointing import check_same_model, create_checkpointer
 from mixtok.train.config import validate_config
 from mixtok.train.metric_writer import MetricWriter
-from mixtok.train.optimizer import create_optimizer
-from mixtok.train.tasks import get_task
+from mixtok.train.steps import (
+    TrainState,
+    abstract_train_state,
+    create_train_state,
+    evaluate,
+    make_eval_images_step,
+    make_eval_step,
+    make_train_step,
+    put_batch,
+    seed_rngs,
+)
+from mixtok.train.tasks import DEFAULT_TASK, get_task
+
+__all__ = ["NonFiniteLossError", "TrainState", "train_and_evaluate"]
 
 log = logging.getLogger(__name__)
 
 
-@flax.struct.dataclass
-class TrainState:
-    step: jax.Array
-    params: Any
-    opt_state: Any
-    other_variables: Any  # model collections that are not trained (e.g. `frozen`)
-
-
 class NonFiniteLossError(FloatingPointError):
-    pass
+    """Training stopped because the loss or the gradient norm became NaN or infinite."""
 
 
 class _StopSignal:
@@ -74,12 +76,7 @@ class _StopSignal:
             signal.signal(signal.SIGTERM, self._previous)
 
 
-def _put_batch(batch: Dict[str, np.ndarray], sharding) -> Dict[str, jax.Array]:
-    """Assembles the global batch from each process's local shard."""
-    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
-
-
-def _first_nonfinite(history) -> Optional[tuple]:
+def _first_nonfinite(history) -> tuple | None:
     for step, metrics in history:
         for key in ("loss", "grad_norm"):
             value = float(metrics[key])
@@ -88,7 +85,7 @@ def _first_nonfinite(history) -> Optional[tuple]:
     return None
 
 
-def train_and_evaluate(config: ConfigDict, workdir: str, *, stop_at_step: Optional[int] = None) -> Dict[str, float]:
+def train_and_evaluate(config: ConfigDict, workdir: str, *, stop_at_step: int | None = None) -> dict[str, float]:
     """Trains `config` in `workdir` (resuming if it holds checkpoints); returns the last metrics.
 
     `stop_at_step` stops early as a preemption would (a checkpoint is saved); tests use it.
@@ -99,80 +96,36 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *, stop_at_step: Option
     rules = rules_from_config(config.get("sharding_rules", None))
     mesh = create_mesh(config.get("mesh", None))
     batch_shard = batch_sharding(mesh, rules)
-    repl = replicated(mesh)
+    is_lead = jax.process_index() == 0  # one process of a multi-host run writes logs and shows progress
 
     info = data_lib.dataset_info(config.data)
-    task = get_task(config.get("task", "classification")).from_config(config, info)
-    tx, schedule = task.create_optimizer(config) if hasattr(task, "create_optimizer") else \
-        create_optimizer(config.optimizer, config.total_steps)
-
-    def init_state(rng):
-        variables = task.init(rng, task.dummy_batch(info.image_size))
-        variables = dict(variables)
-        params = variables.pop("params")
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                          other_variables=variables)
-
-    init_rng, train_rng = jax.random.split(jax.random.PRNGKey(config.seed))
-    abstract_boxed = jax.eval_shape(init_state, init_rng)
-    state_shardings = logical_shardings(abstract_boxed, mesh, rules)
-    abstract_state = jax.tree_util.tree_map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), nn.meta.unbox(abstract_boxed),
-        state_shardings)
-
-    def train_step(state: TrainState, batch, base_rng):
-        rng = jax.random.fold_in(base_rng, state.step)
-        grad_fn = jax.value_and_grad(task.train_loss, has_aux=True)
-        (loss, (aux, updated_variables)), grads = grad_fn(state.params, state.other_variables, batch, rng,
-                                                          state.step)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "learning_rate": schedule(state.step),
-                   **aux}
-        other_variables = {**state.other_variables, **updated_variables}  # e.g. BatchNorm running statistics
-        return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                             other_variables=other_variables), metrics
-
-    train_step = jax.jit(train_step, in_shardings=(state_shardings, batch_shard, repl),
-                         out_shardings=(state_shardings, repl), donate_argnums=(0,))
-    eval_step = jax.jit(task.eval_sums, in_shardings=(state_shardings.params, state_shardings.other_variables,
-                                                      batch_shard), out_shardings=repl)
-
-    eval_images_step = None
-    if hasattr(task, "eval_images"):
-        eval_images_step = jax.jit(task.eval_images, in_shardings=(state_shardings.params,
-                                                                   state_shardings.other_variables, batch_shard),
-                                   out_shardings=repl)
+    task = get_task(config.get("task", DEFAULT_TASK)).from_config(config, info)
+    tx, schedule = task.create_optimizer(config)
+    layout = abstract_train_state(task, tx, info.image_size, mesh, rules)
+    init_rng, step_rng = seed_rngs(config.seed)
+    train_step = make_train_step(task, tx, schedule, layout, batch_shard)
+    eval_step = make_eval_step(task, layout, batch_shard)
+    eval_images_step = make_eval_images_step(task, layout, batch_shard)
 
     train_iter = data_lib.create_train_iterator(config.data, global_batch_size=config.batch_size, seed=config.seed)
-    checkpointer = Checkpointer(workdir / "checkpoints", keep=config.get("keep_checkpoints", 3),
-                                save_every=config.get("checkpoint_every", 1000),
-                                async_save=config.get("async_checkpointing", True))
+    checkpointer = create_checkpointer(config, workdir)
     start = checkpointer.latest_step()
     if start is not None:
         check_same_model(checkpointer.restore_config(start), config, checkpointer.directory)
-        state = checkpointer.restore(start, abstract_state, train_iter)
+        state = checkpointer.restore(start, layout, train_iter)
         log.info("Resumed from %s at step %d.", checkpointer.directory, start)
     else:
         start = 0
-        state = jax.jit(lambda rng: nn.meta.unbox(init_state(rng)), out_shardings=state_shardings)(init_rng)
+        state = create_train_state(task, tx, init_rng, info.image_size, layout)
 
-    def evaluate(state):
-        eval_iter = data_lib.create_eval_iterator(config.data,
-                                                  global_batch_size=config.get("eval_batch_size", config.batch_size))
-        sums = None
-        for batch in eval_iter:
-            out = eval_step(state.params, state.other_variables, _put_batch(batch, batch_shard))
-            sums = out if sums is None else jax.tree_util.tree_map(jnp.add, sums, out)
-        metrics = task.summarize_eval(jax.device_get(sums))
-        if eval_images_step is not None:  # e.g. originals beside reconstructions, from the first eval batch
-            batch = _put_batch(next(iter(eval_iter)), batch_shard)
-            images = jax.device_get(eval_images_step(state.params, state.other_variables, batch))
-            if is_lead:
-                task.write_eval_images(images, workdir / "images", int(jax.device_get(state.step)))
+    def run_eval(state: TrainState) -> dict[str, float]:
+        eval_batches = data_lib.create_eval_iterator(
+            config.data, global_batch_size=config.get("eval_batch_size", config.batch_size))
+        metrics, images = evaluate(task, eval_step, eval_images_step, state, eval_batches, batch_shard)
+        if images and is_lead:  # e.g. originals beside reconstructions, from the first eval batch
+            task.write_eval_images(images, workdir / "images", int(jax.device_get(state.step)))
         return metrics
 
-    is_lead = jax.process_index() == 0  # one process of a multi-host run writes logs and shows progress
     writer = MetricWriter(workdir, resume_step=start if start else None,
                           tensorboard=config.get("tensorboard", True), enabled=is_lead)
     log_every = config.get("log_every", 50)
@@ -187,8 +140,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *, stop_at_step: Option
     try:
         with _StopSignal() as stop:
             while step < total:
-                batch = _put_batch(next(train_iter), batch_shard)
-                state, metrics = train_step(state, batch, train_rng)
+                batch = put_batch(next(train_iter), batch_shard)
+                state, metrics = train_step(state, batch, step_rng)
                 step += 1
                 history.append((step, metrics))
                 progress.update(1)
@@ -211,7 +164,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *, stop_at_step: Option
                         record = {f"train/{k}": float(v) for k, v in history[-1][1].items()}
                         record["train/images_per_second"] = (step - tick_step) * config.batch_size / (now - tick)
                         if is_eval:
-                            record.update(evaluate(state))
+                            record.update(run_eval(state))
                         # Throughput is wall time: keep it out of the metrics that must reproduce.
                         speed = record.pop("train/images_per_second")
                         writer.write(step, record)
@@ -222,7 +175,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *, stop_at_step: Option
                         tick, tick_step = time.perf_counter(), step
                     history = []
                     if is_save:
-                        checkpointer.save(step, state, train_iter, config, force=True)
+                        checkpointer.save(step, state, train_iter, config, info, force=True)
                     if stopping:
                         log.warning("Received signal %d: saved a checkpoint at step %d; rerun the same command "
                                     "to resume.", stop.received, step)

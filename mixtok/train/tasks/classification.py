@@ -1,17 +1,19 @@
 """Image classification: softmax cross-entropy with label smoothing, accuracy on a masked eval set."""
 
-from typing import Any, Dict, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 from ml_collections import ConfigDict
 
+from mixtok.data import DatasetInfo
 from mixtok.models import create_model
-from mixtok.train.config import compute_dtype
+from mixtok.train.tasks.base import Task, compute_dtype
 
 
-class ClassificationTask:
+class ClassificationTask(Task):
     """Loss and metrics for a model that maps images [B, H, W, 3] to logits [B, classes].
 
     Model variables other than `params` are never differentiated. Those in `UPDATED_COLLECTIONS`
@@ -20,26 +22,29 @@ class ClassificationTask:
     through unchanged.
     """
 
+    CONFIG_FIELDS = ("label_smoothing",)
     UPDATED_COLLECTIONS = ("batch_stats",)
-    PROGRESS_METRICS = ("eval/accuracy",)  # shown beside the progress bar after an eval
+    PROGRESS_METRICS = ("eval/accuracy",)
 
     def __init__(self, model, num_classes: int, label_smoothing: float = 0.0):
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1); got {label_smoothing}.")
+        _check_label_smoothing(label_smoothing)
         self.model = model
         self.num_classes = num_classes
         self.label_smoothing = label_smoothing
 
     @classmethod
-    def from_config(cls, config, info) -> "ClassificationTask":
-        """The task of a training config: `create_model(config.model.name, **config.model.kwargs)`."""
-        model = create_model(config.model.name, num_classes=info.num_classes, dtype=compute_dtype(config),
-                             **config.model.get("kwargs", ConfigDict()).to_dict())
-        return cls(model, info.num_classes, config.get("label_smoothing", 0.0))
+    def validate(cls, config: ConfigDict) -> None:
+        _check_label_smoothing(config.get("label_smoothing", 0.0))
 
-    def dummy_batch(self, image_size: int, batch_size: int = 1) -> Dict[str, jax.Array]:
-        return {"image": jnp.zeros((batch_size, image_size, image_size, 3), jnp.float32),
-                "label": jnp.zeros((batch_size,), jnp.int32)}
+    @classmethod
+    def build_model(cls, config: ConfigDict, info: DatasetInfo):
+        """`create_model(config.model.name, num_classes=info.num_classes, **config.model.kwargs)`."""
+        return create_model(config.model.name, num_classes=info.num_classes, dtype=compute_dtype(config),
+                            **config.model.get("kwargs", ConfigDict()).to_dict())
+
+    @classmethod
+    def from_config(cls, config: ConfigDict, info: DatasetInfo) -> "ClassificationTask":
+        return cls(cls.build_model(config, info), info.num_classes, config.get("label_smoothing", 0.0))
 
     def init(self, rng: jax.Array, batch: Mapping[str, Any]):
         return self.model.init({"params": rng}, batch["image"], train=False)
@@ -63,7 +68,7 @@ class ClassificationTask:
         accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
         return loss, ({"accuracy": accuracy}, dict(updated))
 
-    def eval_sums(self, params, other_variables, batch) -> Dict[str, jax.Array]:
+    def eval_sums(self, params, other_variables, batch) -> dict[str, jax.Array]:
         """Sums over the real (mask == 1) examples of a padded eval batch."""
         logits = self.model.apply({"params": params, **other_variables}, batch["image"], train=False)
         mask = batch["mask"].astype(jnp.float32)
@@ -71,7 +76,11 @@ class ClassificationTask:
         correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
         return {"loss": jnp.sum(loss * mask), "correct": jnp.sum(correct * mask), "count": jnp.sum(mask)}
 
-    @staticmethod
-    def summarize_eval(sums: Mapping[str, float]) -> Dict[str, float]:
+    def summarize_eval(self, sums: Mapping[str, float]) -> dict[str, float]:
         count = max(float(sums["count"]), 1.0)
         return {"eval/loss": float(sums["loss"]) / count, "eval/accuracy": float(sums["correct"]) / count}
+
+
+def _check_label_smoothing(value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"label_smoothing must be a number in [0, 1); got {value!r}.")

@@ -28,7 +28,7 @@ only for smoke tests) or "package.module:ClassName" of a linen module mapping [-
 sequence of feature maps, whose weights `perceptual_weights` (a flax msgpack file of its
 `{"params": ...}`) you supply: mixtok downloads nothing.
 
-Eval: PSNR and SSIM on [0, 1] pixels (the data's mean / std undone, reconstructions clipped), the
+Eval: PSNR and SSIM on [0, 1] pixels (the data's mean / std, from `DatasetInfo`, undone, reconstructions clipped), the
 mean squared error, and the codebook usage and perplexity over the whole eval set. Tokenizers with
 prefix decoding are also evaluated at each `eval_num_tokens` k (eval/psnr_k{k}). The first eval
 batch's originals and reconstructions are written side by side to `workdir/images/step_<N>.png`.
@@ -37,8 +37,9 @@ batch's originals and reconstructions are written side by side to `workdir/image
 import importlib
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Dict, Mapping
+from typing import Any
 
 import flax
 import flax.linen as nn
@@ -48,14 +49,14 @@ import numpy as np
 import optax
 from ml_collections import ConfigDict
 
-from mixtok.data.options import data_options
+from mixtok.data import DatasetInfo
 from mixtok.evaluate import perplexity_from_counts, psnr, ssim, usage_from_counts
 from mixtok.files import write_atomically
 from mixtok.registry import unknown_name_error
 from mixtok.tokenizers import create_tokenizer, losses
 from mixtok.tokenizers.base import QUANTIZER_STATE
-from mixtok.train.config import compute_dtype
 from mixtok.train.optimizer import create_optimizer
+from mixtok.train.tasks.base import Task, compute_dtype
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +105,10 @@ def _feature_network(name: str, kwargs: Mapping[str, Any]) -> nn.Module:
         raise ValueError(f"config.loss.perceptual_network={name!r} cannot be imported: {error}") from None
 
 
-class TokenizerTask:
+class TokenizerTask(Task):
     """Loss and metrics for a tokenizer that maps images [B, H, W, 3] to reconstructions (module docstring)."""
 
+    CONFIG_FIELDS = ("loss", "discriminator_optimizer", "eval_num_tokens")
     UPDATED_COLLECTIONS = (QUANTIZER_STATE, "batch_stats")
     PROGRESS_METRICS = ("eval/psnr",)
 
@@ -137,7 +139,17 @@ class TokenizerTask:
                 raise ValueError(f"eval_num_tokens has k={k}; valid: 1..{num_latent} (the model's tokens).")
 
     @classmethod
-    def from_config(cls, config: ConfigDict, info) -> "TokenizerTask":
+    def validate(cls, config: ConfigDict) -> None:
+        loss_options(config)
+        eval_num_tokens = config.get("eval_num_tokens", ())
+        if not isinstance(eval_num_tokens, (list, tuple)) or not all(
+                isinstance(k, int) and not isinstance(k, bool) for k in eval_num_tokens):
+            raise ValueError(f"config.eval_num_tokens must be a list of token counts k (ints); "
+                             f"got {eval_num_tokens!r}.")
+
+    @classmethod
+    def build_model(cls, config: ConfigDict, info: DatasetInfo) -> nn.Module:
+        """`create_tokenizer(config.model.name, **config.model.kwargs)`, checked against the data's image size."""
         model = create_tokenizer(config.model.name, dtype=compute_dtype(config),
                                  **config.model.get("kwargs", ConfigDict()).to_dict())
         image_size = getattr(model, "image_size", None)
@@ -145,25 +157,28 @@ class TokenizerTask:
             raise ValueError(f"config.data.image_size={info.image_size} but {config.model.name} is built for "
                              f"{image_size}-px images; set config.model.kwargs.image_size={info.image_size} or "
                              f"data.image_size={image_size}.")
-        options = data_options(config.data)
-        return cls(model, loss=loss_options(config), mean=options.mean, std=options.std,
+        return model
+
+    @classmethod
+    def from_config(cls, config: ConfigDict, info: DatasetInfo) -> "TokenizerTask":
+        return cls(cls.build_model(config, info), loss=loss_options(config), mean=info.mean, std=info.std,
                    eval_num_tokens=tuple(config.get("eval_num_tokens", ())),
                    optimizer=config.optimizer, discriminator_optimizer=config.get("discriminator_optimizer", None),
                    total_steps=config.total_steps)
 
     # ------------------------------------------------------------------------------------------- set-up
 
-    def create_optimizer(self, config: ConfigDict):
-        """(optax transformation, tokenizer learning-rate schedule): one chain per parameter set."""
+    def create_optimizer(self, config: ConfigDict = None):
+        """(optax transformation, tokenizer learning-rate schedule): one chain per parameter set.
+
+        The optimizers are those the task was built with (`config.optimizer` and
+        `config.discriminator_optimizer`), so `config` is not read again.
+        """
         tx, schedule = create_optimizer(self.optimizer_config, self.total_steps)
         transforms = {"tokenizer": tx}
         if self.discriminator is not None:
             transforms["discriminator"], _ = create_optimizer(self.discriminator_optimizer_config, self.total_steps)
         return per_parameter_set(transforms), schedule
-
-    def dummy_batch(self, image_size: int, batch_size: int = 1) -> Dict[str, jax.Array]:
-        return {"image": jnp.zeros((batch_size, image_size, image_size, 3), jnp.float32),
-                "label": jnp.zeros((batch_size,), jnp.int32)}
 
     def init(self, rng: jax.Array, batch: Mapping[str, Any]):
         tok_rng, disc_rng, perc_rng = jax.random.split(rng, 3)
@@ -171,7 +186,7 @@ class TokenizerTask:
         tokenizer = dict(self.model.init({"params": tok_rng, "noise": tok_rng, "dropout": tok_rng}, images,
                                          train=False))
         params = {"tokenizer": tokenizer.pop("params")}
-        other: Dict[str, Any] = {"tokenizer": tokenizer}
+        other: dict[str, Any] = {"tokenizer": tokenizer}
         if self.discriminator is not None:
             disc = dict(self.discriminator.init(disc_rng, images, train=False))
             params["discriminator"] = disc.pop("params")
@@ -186,6 +201,11 @@ class TokenizerTask:
                             "%s features, a stand-in, not a perceptual metric.", self.loss.perceptual_network)
             other["perceptual"] = {"params": perceptual["params"]}
         return {"params": params, **other}
+
+    @staticmethod
+    def model_variables(params, other_variables):
+        """The tokenizer's own variables: the discriminator and perceptual network are the loss's."""
+        return {"params": params["tokenizer"], **other_variables["tokenizer"]}
 
     # ------------------------------------------------------------------------------------------- training
 
@@ -252,11 +272,11 @@ class TokenizerTask:
     # ------------------------------------------------------------------------------------------- evaluation
 
     def _reconstruct(self, params, other_variables, images, num_tokens=None):
-        variables = {"params": params["tokenizer"], **other_variables["tokenizer"]}
+        variables = self.model_variables(params, other_variables)
         kwargs = {} if num_tokens is None else {"num_tokens": num_tokens}
         return self.model.apply(variables, images, train=False, **kwargs)
 
-    def eval_sums(self, params, other_variables, batch) -> Dict[str, jax.Array]:
+    def eval_sums(self, params, other_variables, batch) -> dict[str, jax.Array]:
         """Sums over the real (mask == 1) images of a padded eval batch."""
         images = batch["image"].astype(jnp.float32)
         mask = batch["mask"].astype(jnp.float32)
@@ -277,8 +297,7 @@ class TokenizerTask:
             sums[f"psnr_k{k}"] = jnp.sum(psnr(x, y_k) * mask)
         return sums
 
-    @staticmethod
-    def summarize_eval(sums: Mapping[str, Any]) -> Dict[str, float]:
+    def summarize_eval(self, sums: Mapping[str, Any]) -> dict[str, float]:
         count = max(float(sums["count"]), 1.0)
         out = {f"eval/{key}": float(value) / count for key, value in sums.items()
                if key not in ("count", "code_counts")}
@@ -287,15 +306,14 @@ class TokenizerTask:
             out["eval/perplexity"] = float(perplexity_from_counts(sums["code_counts"]))
         return out
 
-    def eval_images(self, params, other_variables, batch) -> Dict[str, jax.Array]:
+    def eval_images(self, params, other_variables, batch) -> dict[str, jax.Array]:
         """The first NUM_EVAL_IMAGES originals and reconstructions as [0, 1] pixels."""
         images = batch["image"][:NUM_EVAL_IMAGES].astype(jnp.float32)
         out = self._reconstruct(params, other_variables, images)
         return {"original": jnp.clip(self._pixels(images), 0.0, 1.0),
                 "reconstruction": jnp.clip(self._pixels(out.reconstruction), 0.0, 1.0)}
 
-    @staticmethod
-    def write_eval_images(images: Mapping[str, np.ndarray], directory: Path, step: int) -> Path:
+    def write_eval_images(self, images: Mapping[str, np.ndarray], directory: Path, step: int) -> Path:
         """Writes originals (left) beside reconstructions (right), one pair per row, to step_<N>.png."""
         path = Path(directory) / f"step_{step:07d}.png"
         write_png(image_grid([images["original"], images["reconstruction"]]), path)
@@ -329,7 +347,7 @@ def _codebook_size(model):
     return None
 
 
-def _load_weights(path: str, target: Mapping[str, Any]) -> Dict[str, Any]:
+def _load_weights(path: str, target: Mapping[str, Any]) -> dict[str, Any]:
     """A flax msgpack file of `{"params": ...}` with exactly `target`'s structure and shapes."""
     path = os.path.expanduser(path)
     if not os.path.isfile(path):

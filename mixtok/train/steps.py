@@ -1,0 +1,153 @@
+"""The trainer's pieces: the train state, the jitted train and eval steps, and one eval pass.
+
+`train_and_evaluate` composes exactly these, so a notebook that calls them in the same order
+gets bit-for-bit the parameters and metrics the trainer gets:
+
+    from mixtok import data
+    from mixtok.parallel import batch_sharding, create_mesh, rules_from_config
+    from mixtok.train import (abstract_train_state, create_train_state, get_task, make_train_step,
+                              put_batch, seed_rngs)
+
+    info = data.dataset_info(config.data)
+    task = get_task(config.task).from_config(config, info)
+    tx, schedule = task.create_optimizer(config)
+    mesh, rules = create_mesh(config.get("mesh")), rules_from_config(config.get("sharding_rules"))
+    layout = abstract_train_state(task, tx, info.image_size, mesh, rules)
+    init_rng, step_rng = seed_rngs(config.seed)
+    state = create_train_state(task, tx, init_rng, info.image_size, layout)
+    train_step = make_train_step(task, tx, schedule, layout, batch_sharding(mesh, rules))
+    batches = data.create_train_iterator(config.data, global_batch_size=config.batch_size, seed=config.seed)
+    state, metrics = train_step(state, put_batch(next(batches), batch_sharding(mesh, rules)), step_rng)
+
+The state's layout (`abstract_train_state`) is a TrainState of `jax.ShapeDtypeStruct`s whose
+`.sharding` says where each array lives; the steps are jitted with those shardings, and the
+train step donates the state it is given (use the state it returns).
+"""
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mixtok.parallel import logical_shardings, replicated
+from mixtok.train.tasks import Task
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a training step reads and writes; what a checkpoint's `state` item holds."""
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+    other_variables: Any  # model collections that are not trained (e.g. `frozen`, `batch_stats`)
+
+
+def seed_rngs(seed: int) -> tuple[jax.Array, jax.Array]:
+    """(init_rng, step_rng) of a run: step t's key is `fold_in(step_rng, t)`, so a resumed run repeats it."""
+    init_rng, step_rng = jax.random.split(jax.random.PRNGKey(seed))
+    return init_rng, step_rng
+
+
+def put_batch(batch: Mapping[str, np.ndarray], sharding) -> dict[str, jax.Array]:
+    """Assembles the global batch from each process's local shard (what the data iterators yield)."""
+    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
+
+
+def _init_fn(task: Task, tx: optax.GradientTransformation, image_size: int) -> Callable[[jax.Array], TrainState]:
+    """rng -> the step-0 TrainState, its parameters still boxed with their logical axis names."""
+    def init(rng):
+        variables = dict(task.init(rng, task.dummy_batch(image_size)))
+        params = variables.pop("params")
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                          other_variables=variables)
+
+    return init
+
+
+def abstract_train_state(task: Task, tx: optax.GradientTransformation, image_size: int, mesh,
+                         rules) -> TrainState:
+    """The train state's layout: a `jax.ShapeDtypeStruct` per array, its `.sharding` from the logical axes.
+
+    Nothing is allocated; orbax restores a checkpoint into this layout, and the steps are jitted
+    with its shardings.
+    """
+    boxed = jax.eval_shape(_init_fn(task, tx, image_size), jax.random.PRNGKey(0))
+    shardings = logical_shardings(boxed, mesh, rules)
+    return jax.tree_util.tree_map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                                  nn.meta.unbox(boxed), shardings)
+
+
+def shardings_of(layout: Any) -> Any:
+    """The tree of `.sharding`s of a layout (or of a state's arrays)."""
+    return jax.tree_util.tree_map(lambda x: x.sharding, layout)
+
+
+def create_train_state(task: Task, tx: optax.GradientTransformation, rng: jax.Array, image_size: int,
+                       layout: TrainState) -> TrainState:
+    """The step-0 train state, each array created already sharded as `layout` says (never gathered)."""
+    init = _init_fn(task, tx, image_size)
+    return jax.jit(lambda r: nn.meta.unbox(init(r)), out_shardings=shardings_of(layout))(rng)
+
+
+def make_train_step(task: Task, tx: optax.GradientTransformation, schedule: optax.Schedule, layout: TrainState,
+                    batch_sharding) -> Callable[[TrainState, dict[str, jax.Array], jax.Array],
+                                                tuple[TrainState, dict[str, jax.Array]]]:
+    """The jitted `(state, batch, step_rng) -> (state + 1 step, metrics)`; it donates `state`.
+
+    Metrics: the loss, the global gradient norm, the learning rate of this step, and the task's own.
+    """
+    def train_step(state: TrainState, batch, step_rng):
+        rng = jax.random.fold_in(step_rng, state.step)
+        grad_fn = jax.value_and_grad(task.train_loss, has_aux=True)
+        (loss, (aux, updated_variables)), grads = grad_fn(state.params, state.other_variables, batch, rng,
+                                                          state.step)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "learning_rate": schedule(state.step),
+                   **aux}
+        other_variables = {**state.other_variables, **updated_variables}  # e.g. BatchNorm running statistics
+        return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                             other_variables=other_variables), metrics
+
+    shardings, repl = shardings_of(layout), replicated(batch_sharding.mesh)
+    return jax.jit(train_step, in_shardings=(shardings, batch_sharding, repl), out_shardings=(shardings, repl),
+                   donate_argnums=(0,))
+
+
+def _jit_on_state(fn, layout: TrainState, batch_sharding):
+    """`fn(params, other_variables, batch)` jitted with the state's shardings; its output replicated."""
+    shardings = shardings_of(layout)
+    return jax.jit(fn, in_shardings=(shardings.params, shardings.other_variables, batch_sharding),
+                   out_shardings=replicated(batch_sharding.mesh))
+
+
+def make_eval_step(task: Task, layout: TrainState, batch_sharding):
+    """The jitted `task.eval_sums(params, other_variables, batch)`: one eval batch's sums."""
+    return _jit_on_state(task.eval_sums, layout, batch_sharding)
+
+
+def make_eval_images_step(task: Task, layout: TrainState, batch_sharding):
+    """The jitted `task.eval_images(params, other_variables, batch)` ({} for a task that writes none)."""
+    return _jit_on_state(task.eval_images, layout, batch_sharding)
+
+
+def evaluate(task: Task, eval_step, eval_images_step, state: TrainState, batches: Iterable[Mapping[str, Any]],
+             batch_sharding) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """One pass over `batches`: (the task's eval metrics, its eval images of the first batch, on the host)."""
+    sums, first = None, None
+    for batch in batches:
+        batch = put_batch(batch, batch_sharding)
+        first = batch if first is None else first
+        out = eval_step(state.params, state.other_variables, batch)
+        sums = out if sums is None else jax.tree_util.tree_map(jnp.add, sums, out)
+    if first is None:
+        raise ValueError("The eval set yielded no batches; check config.data's eval split.")
+    metrics = task.summarize_eval(jax.device_get(sums))
+    images = jax.device_get(eval_images_step(state.params, state.other_variables, first))
+    return metrics, images
