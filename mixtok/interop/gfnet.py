@@ -27,9 +27,9 @@ mixtok paths (i: block, s: stage, j: block in the stage):
 
 Resolution. The released models are 224 px; a checkpoint fine-tuned at another size (main_gfnet.py
 `--input-size 384 --finetune`) has a larger position embedding and filters, and `convert` builds the
-model with the `img_size` its position embedding implies (pass `img_size=` to override). The class
+model with the `image_size` its position embedding implies (pass `image_size=` to override). The class
 count is read from head.weight (`num_classes=` overrides; no head: 0). Other create_model
-arguments (depth, embed_dim, ...) pass through `**overrides` for non-standard checkpoints.
+arguments (depths, dims, ...) pass through `**overrides` for non-standard checkpoints.
 
 Checked against the official code (gfnet.py @ 2de48b6, unmodified, with main_gfnet.py's arguments):
 random weights (filters and position embedding N(0, 1), so that no branch is negligible) saved as
@@ -104,7 +104,7 @@ def _official_key(pyramid: bool, collection: str, path: Tuple[str, ...], leaf: A
 @functools.lru_cache(maxsize=32)
 def _table(name: str, num_classes: int, overrides: Tuple[Tuple[str, Any], ...]):
     model = create_model(name, num_classes=num_classes, **dict(overrides))
-    # The parameters have the shapes of `img_size` whatever the input, so the smallest input will do.
+    # The parameters have the shapes of `image_size` whatever the input, so the smallest input will do.
     stride = PYRAMID_STRIDE if isinstance(model, GFNetPyramid) else model.patch_size
     shapes = nn.meta.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(0),
                                           jax.ShapeDtypeStruct((1, stride, stride, 3), jnp.float32)))
@@ -117,13 +117,13 @@ def _token_stride(name: str, overrides: Mapping[str, Any]) -> int:
     return overrides.get("patch_size", model_spec(name).kwargs.get("patch_size", 16))
 
 
-def _img_size_of_tokens(name: str, tokens: int, overrides: Mapping[str, Any]) -> Optional[int]:
+def _image_size_of_tokens(name: str, tokens: int, overrides: Mapping[str, Any]) -> Optional[int]:
     """The image side whose token grid has `tokens` entries; None when no size fits the model (the
     shape check then reports the position embedding)."""
     grid = math.isqrt(tokens)
-    img_size = grid * _token_stride(name, overrides)
+    image_size = grid * _token_stride(name, overrides)
     total_stride = PYRAMID_STRIDE if _is_pyramid(name) else _token_stride(name, overrides)
-    return img_size if grid * grid == tokens and grid > 0 and img_size % total_stride == 0 else None
+    return image_size if grid * grid == tokens and grid > 0 and image_size % total_stride == 0 else None
 
 
 def _hint(arrays: Mapping[str, Any], name: str) -> str:
@@ -144,18 +144,18 @@ def convert(name: str, state_dict: Mapping[str, Any], *, num_classes: Optional[i
     `name`: `gfnet_ti` ... `gfnet_h_b` or the official `gfnet-ti` ... `gfnet-h-b`. `state_dict`: the
     model's state dict or a checkpoint that wraps it ({'model': ...}; 'module.' prefixes are
     dropped), values numpy arrays or torch tensors. `num_classes=None` reads the class count from
-    head.weight; `img_size` defaults to the one the position embedding implies; `overrides` go to
+    head.weight; `image_size` defaults to the one the position embedding implies; `overrides` go to
     `create_model`. Raises one ValueError listing every unexpected key, missing key and wrong shape.
     """
     model_name = resolve_name(name)
     arrays = {k: to_numpy(v, k) for k, v in unwrap_state_dict(state_dict).items()}
     if num_classes is None:
         num_classes = int(arrays["head.weight"].shape[0]) if "head.weight" in arrays else 0
-    if "img_size" not in overrides:
+    if "image_size" not in overrides:
         tokens = arrays["pos_embed"].shape[1] if "pos_embed" in arrays and arrays["pos_embed"].ndim == 3 else 0
         spec = model_spec(model_name)
-        overrides["img_size"] = (_img_size_of_tokens(model_name, tokens, overrides)
-                                 or spec.kwargs.get("img_size", spec.cls.img_size))
+        overrides["image_size"] = (_image_size_of_tokens(model_name, tokens, overrides)
+                                 or spec.kwargs.get("image_size", spec.cls.image_size))
     table = _table(model_name, num_classes, freeze(overrides))
     settings = ", ".join(f"{k}={v}" for k, v in {"num_classes": num_classes, **overrides}.items())
     return variables_from_state_dict(table, arrays, f"The GFNet state dict does not fit mixtok's {model_name} "
@@ -165,7 +165,7 @@ def convert(name: str, state_dict: Mapping[str, Any], *, num_classes: Optional[i
 def to_official(name: str, variables: Mapping[str, Any], **overrides) -> Dict[str, Any]:
     """The official state dict (numpy arrays, official layouts) from mixtok variables; the inverse of `convert`.
 
-    `GFNet(...)` / `GFNetPyramid(...)` as main_gfnet.py builds them (with the matching `img_size`)
+    `GFNet(...)` / `GFNetPyramid(...)` as main_gfnet.py builds them (with the matching `image_size`)
     load it with `load_state_dict({k: torch.from_numpy(v) ...}, strict=True)`.
     """
     model_name = resolve_name(name)
@@ -175,8 +175,8 @@ def to_official(name: str, variables: Mapping[str, Any], **overrides) -> Dict[st
     kernel = params.get("head", {}).get("fc", {}).get("kernel")
     num_classes = 0 if kernel is None else int(kernel.shape[-1])
     embedding = params.get("pos_embed", {}).get("pos_embed")
-    if "img_size" not in overrides and embedding is not None and len(embedding.shape) == 4:
-        overrides["img_size"] = int(embedding.shape[1]) * _token_stride(model_name, overrides)
+    if "image_size" not in overrides and embedding is not None and len(embedding.shape) == 4:
+        overrides["image_size"] = int(embedding.shape[1]) * _token_stride(model_name, overrides)
     table = _table(model_name, num_classes, freeze(overrides))
     settings = ", ".join(f"{k}={v}" for k, v in {"num_classes": num_classes, **overrides}.items())
     return state_dict_from_variables(table, {"params": params},

@@ -44,7 +44,7 @@ from mixtok.interop import timm_davit
 from mixtok.interop.weight_files import (load_state_dict, load_variables, mismatch_error, save_variables, to_numpy,
                                          walk_leaves)
 from mixtok.models import count_params, create_model, list_models, model_spec
-from mixtok.models.metaformer import per_stage
+from mixtok.models.backbone import per_stage
 from mixtok.registry import unknown_name_error
 
 __all__ = ["convert", "load_state_dict", "load_variables", "main", "resolve_name", "save_variables", "to_timm"]

@@ -1,4 +1,4 @@
-"""Channel MLPs: the MetaFormer block MLP and the MetaFormer classification head."""
+"""The channel MLP of transformer-style blocks (MetaFormer, GFNet, DaViT, ...); heads are in `mixtok.layers.heads`."""
 
 from typing import Any
 
@@ -6,8 +6,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from mixtok.layers.activations import get_activation
-from mixtok.layers.norms import LayerNorm
-from mixtok.layers.partitioning import dense_kernel_init, zeros_with_axes
+from mixtok.layers.init import dense_kernel_init
+from mixtok.layers.partitioning import zeros_with_axes
 
 
 class Mlp(nn.Module):
@@ -39,30 +39,3 @@ class Mlp(nn.Module):
                      name="fc2")(x)
         return nn.Dropout(self.dropout, deterministic=not train)(x)
 
-
-class MlpHead(nn.Module):
-    """fc1 (C -> 4C) -> SquaredReLU -> LayerNorm -> dropout -> fc2 (-> classes).
-
-    MetaFormer Baselines' `MlpHead` (ConvFormer, CAFormer). The official code uses PyTorch's
-    LayerNorm default eps 1e-5; timm (whose weights we load) uses 1e-6, hence `norm_epsilon`.
-    """
-
-    num_classes: int
-    mlp_ratio: float = 4.0
-    norm_epsilon: float = 1e-6
-    dropout: float = 0.0
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x, *, train: bool = False):
-        hidden = int(self.mlp_ratio * x.shape[-1])
-        x = nn.Dense(hidden, dtype=self.dtype, param_dtype=self.param_dtype,
-                     kernel_init=dense_kernel_init(("embed", "mlp")), bias_init=zeros_with_axes(("mlp",)),
-                     name="fc1")(x)
-        x = jnp.square(nn.relu(x))
-        x = LayerNorm(epsilon=self.norm_epsilon, dtype=self.dtype, param_dtype=self.param_dtype, name="norm")(x)
-        x = nn.Dropout(self.dropout, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
-                        kernel_init=dense_kernel_init(("mlp", None)), bias_init=zeros_with_axes((None,)),
-                        name="fc2")(x)

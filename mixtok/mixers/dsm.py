@@ -38,7 +38,7 @@ leaves open here (all DFFormer's unless said otherwise), so a reader can change 
    (h, w) (DFFormer's `resize_complex_weight`, GFNet's fine-tuning rule), so the parameters keep their
    shape. Note the DCT index k is the frequency pi k / N, and align_corners=True maps the corner
    frequencies onto each other, not every frequency exactly.
-7. No norm, residual or dropout inside: the block around the mixer owns them (DESIGN.md contract).
+7. No norm, residual or dropout inside: the block around the mixer owns them (the mixer contract, docs/contracts.md).
 
 Precision: the DCT runs on the compute dtype (bfloat16 operands with float32 accumulation under
 bf16) with a float32 spectrum and filter; the routing softmax and the weight mixing are float32.

@@ -2,6 +2,13 @@
 
     mixtok.models.list_models("caformer_*")
     model = mixtok.models.create_model("caformer_s18", num_classes=1000)
+    features = model.apply(variables, images, method="features")   # [B, h, w, C]
+
+Every backbone takes the same argument names (`depths`, `dims`, `num_classes`, `drop_path_rate`,
+`head_dropout`, `image_size`, `dtype`, `param_dtype`; `num_heads`, `mlp_ratios`, `token_mixers` where
+the design has them) and has the same feature interface (`method="features"`, `"intermediates"`,
+`"forward_head"`; `mixtok.models.backbone`). mixtok/models/README.md has the table, with what each
+name means in each family.
 """
 
 from mixtok.models.metaformer import MetaFormer

@@ -36,7 +36,7 @@ inside the AFF mask MLP, because the official filter reads the run's global acti
 
 Facts about the official configuration. Its yaml files are not in the repository (README: OneDrive
 links), so normalization, activation and attn_norm are those used for the official parameter counts
-(mixtok reference official_counts.md): batch_norm, swish, layer_norm_2d; any parameter-free
+(docs/facts/official_counts.md): batch_norm, swish, layer_norm_2d; any parameter-free
 activation and any of the norms give the same counts. The argparse default of attn_norm is
 "layer_norm" while the code's fallback is "layer_norm_2d"; which one the released models used is
 unverified. Weight init: the official `reset_parameters` passes a generator to cvnets'
@@ -48,8 +48,8 @@ Differences from the official code:
 - NHWC layout; parameter names follow the official module paths (`layer_3_1/global_rep_0/filter/w1`
   for `layer_3.1.global_rep.0.filter.w1`, BatchNorm `scale`/`bias` for `weight`/`bias`).
 - Dropout. The official AFFBlock takes `dropout`, `attn_dropout`, `ffn_dropout` but never applies them
-  and builds its Blocks with drop_path 0, so the only dropout is the classifier's (`classifier_dropout`,
-  argparse default 0.0). `drop_path_rate` is an addition (default 0, the official behaviour): if set,
+  and builds its Blocks with drop_path 0, so the only dropout is the classifier's (official
+  `classifier_dropout`, argparse default 0.0; `head_dropout` here). `drop_path_rate` is an addition (default 0, the official behaviour): if set,
   the AFF Blocks get rates rising linearly from 0 to it over all of them, in stage order.
 - BatchNorm statistics: under `jit` with the batch sharded over devices they are those of the global
   batch (SyncBatchNorm semantics); PyTorch's BatchNorm2d uses each GPU's batch (cvnets also offers
@@ -61,35 +61,37 @@ Differences from the official code:
   sampler produces them (`check_scale` 32); the official convolutions would accept other sizes.
 - Not ported: segmentation dilation (`output_stride`), the neural augmentor, gradient checkpointing,
   the CoreML variant of the filter, the unreleased "base"/"large" tables.
-Stage outputs are sown into `intermediates` as `stage1` ... `stage5` (the official `out_l1` ...
-`out_l5`) and `pre_logits` (the pooled features).
+Arguments use the zoo's vocabulary (`mixtok.models`): `depths` and `dims` have one entry per layer
+1-5, the MobileNetV2 blocks of layers 1-2 and the AFF Blocks of layers 3-5 (each after its stride-2
+inverted residual); `ffn_dims` and `fuse` one per layer 3-5. `method="intermediates"` returns the
+five layer outputs (the official `out_l1` ... `out_l5`) and `method="features"` layer 5's; the head
+is conv_1x1_exp, the pooling, the dropout and the classifier. The pooled features are sown into
+`intermediates` as `pre_logits`.
 """
 
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
-import numpy as np
 
 from mixtok.layers.activations import get_activation
+from mixtok.layers.conv_bn import batch_norm, conv2d
 from mixtok.layers.drop import DropPath
+from mixtok.layers.heads import pooled_classifier
+from mixtok.layers.init import TORCH_DEFAULT_INIT, XAVIER_UNIFORM_INIT
 from mixtok.layers.norms import GroupNorm1
-from mixtok.layers.partitioning import TORCH_DEFAULT_INIT, ones_with_axes, param_with_axes, zeros_with_axes
+from mixtok.layers.partitioning import ones_with_axes, param_with_axes, zeros_with_axes
 from mixtok.mixers.aff import ACTIVATION_ALIASES, AdaptiveFrequencyFilter
+from mixtok.models.backbone import Backbone, check_image_size, stage_drop_path_rates
 from mixtok.models.inputs import check_images
 from mixtok.registry import unknown_name_error
 
 STEM_CHANNELS = 16
 TOTAL_STRIDE = 32  # the stem and layers 2-5 each halve the resolution
+NUM_LAYERS = 5  # layers 1-2 MobileNetV2, layers 3-5 AFF
 LAST_CHANNELS_CAP = 960
 NORM_EPSILON = 1e-5  # cvnets' BatchNorm2d, LayerNorm2D_NCHW and LayerNorm default
-BN_MOMENTUM = 0.9  # flax convention: 1 - PyTorch's momentum 0.1
 ATTN_NORMS = ("layer_norm_2d", "layer_norm")
-
-# PyTorch's default init: conv kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in)); Linear (cvnets) Xavier uniform.
-TORCH_CONV_INIT = TORCH_DEFAULT_INIT
-XAVIER_UNIFORM = jax.nn.initializers.xavier_uniform()
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:
@@ -112,14 +114,10 @@ class ConvNormAct(nn.Module):
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
-        k, pad = self.kernel_size, (self.kernel_size - 1) // 2
-        in_axis = None if self.groups > 1 else "conv_in"  # a depthwise kernel has a size-1 input axis
-        x = nn.Conv(self.features, (k, k), strides=(self.stride, self.stride), padding=((pad, pad), (pad, pad)),
-                    feature_group_count=self.groups, use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
-                    kernel_init=param_with_axes(TORCH_CONV_INIT, (None, None, in_axis, "conv_out")), name="conv")(x)
-        x = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=NORM_EPSILON, dtype=self.dtype,
-                         param_dtype=self.param_dtype, scale_init=ones_with_axes(("conv_out",)),
-                         bias_init=zeros_with_axes(("conv_out",)), name="norm")(x)
+        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        x = conv2d(self.features, self.kernel_size, stride=self.stride, groups=self.groups, use_bias=False,
+                   kernel_init=TORCH_DEFAULT_INIT, name="conv", **common)(x)
+        x = batch_norm("norm", train=train, epsilon=NORM_EPSILON, **common)(x)
         if self.use_act:
             x = get_activation(ACTIVATION_ALIASES.get(self.activation, self.activation), name="act")(x)
         return x
@@ -227,74 +225,69 @@ class AFFBlock(nn.Module):
         return y
 
 
-class AFFNet(nn.Module):
+class AFFNet(Backbone):
     """AFFNet: `apply(variables, images[B, H, W, 3], train=...) -> logits[B, num_classes]` (float32).
 
     Training needs `mutable=["batch_stats"]` (BatchNorm) and, with dropout or drop path, the `dropout` /
-    `drop_path` rng streams.
+    `drop_path` rng streams. `image_size`, when set, is checked: no parameter depends on the resolution.
     """
 
-    mv2_channels: Sequence[int] = (32, 64)  # layer_1, layer_2
-    mv2_depths: Sequence[int] = (1, 3)
-    aff_channels: Sequence[int] = (128, 256, 320)  # layer_3..5 (= their transformer_channels)
-    ffn_dims: Sequence[int] = (256, 512, 640)
-    aff_depths: Sequence[int] = (2, 4, 3)
-    fuse: Sequence[bool] = (True, True, True)
+    depths: Sequence[int] = (1, 3, 2, 4, 3)  # MobileNetV2 blocks of layers 1-2, AFF Blocks of layers 3-5
+    dims: Sequence[int] = (32, 64, 128, 256, 320)  # layers 1-5 (layers 3-5: their transformer_channels)
+    ffn_dims: Sequence[int] = (256, 512, 640)  # layers 3-5
+    fuse: Sequence[bool] = (True, True, True)  # layers 3-5
     expand_ratio: float = 4.0  # the official mv2_exp_mult: layers 1-2 and the stride-2 block of layers 3-5
     last_layer_exp_factor: int = 4
     attn_norm: str = "layer_norm_2d"
     activation: str = "swish"
     num_classes: int = 1000
-    classifier_dropout: float = 0.0
+    head_dropout: float = 0.0  # the official classifier_dropout
     drop_path_rate: float = 0.0
+    image_size: Optional[int] = None
     dtype: Any = None
     param_dtype: Any = jnp.float32
 
     def _check_config(self):
-        if len(self.mv2_channels) != 2 or len(self.mv2_depths) != 2:
-            raise ValueError(f"AFFNet has 2 MobileNetV2 layers; got mv2_channels {tuple(self.mv2_channels)} and "
-                             f"mv2_depths {tuple(self.mv2_depths)}.")
-        lengths = {len(self.aff_channels), len(self.ffn_dims), len(self.aff_depths), len(self.fuse)}
-        if lengths != {3}:
-            raise ValueError(f"AFFNet has 3 AFF layers; got aff_channels {tuple(self.aff_channels)}, ffn_dims "
-                             f"{tuple(self.ffn_dims)}, aff_depths {tuple(self.aff_depths)}, fuse {tuple(self.fuse)}.")
-        for channels in self.aff_channels:
+        if len(self.depths) != NUM_LAYERS or len(self.dims) != NUM_LAYERS:
+            raise ValueError(f"AFFNet has {NUM_LAYERS} layers (2 MobileNetV2, 3 AFF): give 5 depths and 5 dims; got "
+                             f"depths {tuple(self.depths)} and dims {tuple(self.dims)}.")
+        if {len(self.ffn_dims), len(self.fuse)} != {3}:
+            raise ValueError(f"AFFNet has 3 AFF layers (3-5): give 3 ffn_dims and 3 fuse flags; got ffn_dims "
+                             f"{tuple(self.ffn_dims)}, fuse {tuple(self.fuse)}.")
+        for channels in self.dims[2:]:
             if channels % 8:
-                raise ValueError(f"AFFNet aff_channels must be multiples of 8 (the filter's 8 channel blocks); "
-                                 f"got {tuple(self.aff_channels)}.")
+                raise ValueError(f"AFFNet dims of layers 3-5 must be multiples of 8 (the filter's 8 channel blocks); "
+                                 f"got dims {tuple(self.dims)}.")
         if self.attn_norm not in ATTN_NORMS:
             raise unknown_name_error("AFFNet attn_norm", self.attn_norm, ATTN_NORMS)
 
-    @nn.compact
-    def __call__(self, images, *, train: bool = False):
+    def stage_maps(self, images, *, train: bool):
         self._check_config()
         check_images(images, TOTAL_STRIDE, "AFFNet", "a stride-2 stem and four stride-2 layers")
+        check_image_size(images, self.image_size, "AFFNet")
         common = dict(activation=self.activation, dtype=self.dtype, param_dtype=self.param_dtype)
         x = images.astype(self.dtype) if self.dtype is not None else images
         x = ConvNormAct(STEM_CHANNELS, 3, 2, name="conv_1", **common)(x, train=train)
-        for layer, (channels, depth) in enumerate(zip(self.mv2_channels, self.mv2_depths), start=1):
-            for i in range(depth):
+        maps = []
+        for layer in (1, 2):
+            for i in range(self.depths[layer - 1]):
                 stride = 2 if layer == 2 and i == 0 else 1
-                x = InvertedResidual(channels, stride, self.expand_ratio, name=f"layer_{layer}_{i}", **common)(
-                    x, train=train)
-            self.sow("intermediates", f"stage{layer}", x)
-        rates = np.linspace(0.0, self.drop_path_rate, sum(self.aff_depths)).tolist()
-        start = 0
-        for layer, (channels, ffn_dim, depth, fuse) in enumerate(
-                zip(self.aff_channels, self.ffn_dims, self.aff_depths, self.fuse), start=3):
+                x = InvertedResidual(self.dims[layer - 1], stride, self.expand_ratio, name=f"layer_{layer}_{i}",
+                                     **common)(x, train=train)
+            maps.append(x)
+        rates = stage_drop_path_rates(self.drop_path_rate, self.depths[2:])
+        for layer, (channels, depth, ffn_dim, fuse, drop_paths) in enumerate(
+                zip(self.dims[2:], self.depths[2:], self.ffn_dims, self.fuse, rates), start=3):
             x = InvertedResidual(channels, 2, self.expand_ratio, name=f"layer_{layer}_0", **common)(x, train=train)
-            x = AFFBlock(ffn_dim, depth, bool(fuse), self.attn_norm, drop_paths=tuple(rates[start:start + depth]),
-                         name=f"layer_{layer}_1", **common)(x, train=train)
-            start += depth
-            self.sow("intermediates", f"stage{layer}", x)
-        exp_channels = min(self.last_layer_exp_factor * x.shape[-1], LAST_CHANNELS_CAP)
-        x = ConvNormAct(exp_channels, 1, name="conv_1x1_exp", **common)(x, train=train)
-        x = jnp.mean(x.astype(jnp.float32), axis=(1, 2)).astype(x.dtype)
-        self.sow("intermediates", "pre_logits", x)
-        if self.num_classes <= 0:
-            return x
-        x = nn.Dropout(self.classifier_dropout, deterministic=not train)(x)
-        x = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
-                     kernel_init=param_with_axes(XAVIER_UNIFORM, ("embed", None)), bias_init=zeros_with_axes((None,)),
-                     name="classifier_fc")(x)
-        return x.astype(jnp.float32)
+            x = AFFBlock(ffn_dim, depth, bool(fuse), self.attn_norm, drop_paths=drop_paths, name=f"layer_{layer}_1",
+                         **common)(x, train=train)
+            maps.append(x)
+        return maps
+
+    def classify(self, features, *, train: bool):
+        exp_channels = min(self.last_layer_exp_factor * features.shape[-1], LAST_CHANNELS_CAP)
+        x = ConvNormAct(exp_channels, 1, activation=self.activation, name="conv_1x1_exp", dtype=self.dtype,
+                        param_dtype=self.param_dtype)(features, train=train)
+        return pooled_classifier(self, x, num_classes=self.num_classes, head_dropout=self.head_dropout, train=train,
+                                 name="classifier_fc", kernel_init=param_with_axes(XAVIER_UNIFORM_INIT, ("embed", None)),
+                                 dtype=self.dtype, param_dtype=self.param_dtype)

@@ -20,19 +20,18 @@ from mixtok.models.registry import ModelSpec, register_model
 
 PAPER = "Adaptive Frequency Filters As Efficient Global Token Mixers (Huang et al., ICCV 2023)"
 
-# name: (official mode, mv2_exp_mult, layer_1-2 channels, layer_1-2 depths, layer_3-5 channels,
-#        layer_3-5 ffn dims, layer_3-5 AFF block counts, official params)
+# name: (official mode, mv2_exp_mult, depths of layers 1-5 (MobileNetV2 blocks of 1-2, AFF Blocks of 3-5),
+#        dims of layers 1-5, ffn dims of layers 3-5, official params)
 SIZES = {
-    "affnet_et": ("xx_small", 2, (32, 48), (1, 3), (64, 104, 144), (128, 208, 288), (2, 4, 3), 1_436_264),
-    "affnet_t": ("x_small", 4, (32, 48), (1, 3), (96, 160, 192), (192, 320, 384), (2, 4, 3), 2_654_232),
-    "affnet": ("small", 4, (32, 64), (1, 3), (128, 256, 320), (256, 512, 640), (2, 4, 3), 5_568_696),
+    "affnet_et": ("xx_small", 2, (1, 3, 2, 4, 3), (32, 48, 64, 104, 144), (128, 208, 288), 1_436_264),
+    "affnet_t": ("x_small", 4, (1, 3, 2, 4, 3), (32, 48, 96, 160, 192), (192, 320, 384), 2_654_232),
+    "affnet": ("small", 4, (1, 3, 2, 4, 3), (32, 64, 128, 256, 320), (256, 512, 640), 5_568_696),
 }
 
 
 def _register_all() -> None:
-    for name, (_, expand, mv2_channels, mv2_depths, aff_channels, ffn_dims, aff_depths, count) in SIZES.items():
-        kwargs = dict(mv2_channels=mv2_channels, mv2_depths=mv2_depths, aff_channels=aff_channels, ffn_dims=ffn_dims,
-                      aff_depths=aff_depths, expand_ratio=float(expand))
+    for name, (_, expand, depths, dims, ffn_dims, count) in SIZES.items():
+        kwargs = dict(depths=depths, dims=dims, ffn_dims=ffn_dims, expand_ratio=float(expand))
         register_model(name, ModelSpec(AFFNet, kwargs, PAPER, count))
 
 

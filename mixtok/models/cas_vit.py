@@ -15,7 +15,9 @@ The mixer is `mixtok.mixers.cas_vit.AdditiveTokenMixer`.
         x = x + drop_path(CATM(BN(x)))
         x = x + drop_path(Mlp(BN(x)))     conv1x1 (C -> 4C) - GELU - conv1x1 (-> C), with bias
 
-Drop path of block j of stage i: drop_path_rate * (j + sum(depths[:i])) / (sum(depths) - 1).
+Drop path of block j of stage i: drop_path_rate * (j + sum(depths[:i])) / (sum(depths) - 1). `dropout` is the
+official `drop_rate` (inside the MLP and after the mixer's projection); `head_dropout`, before the
+classifier, is a mixtok addition (default 0, the official behaviour).
 `distillation=True` adds the official `dist_head` (the constructor's default); the official
 classification/main.py builds the models with `distillation=False`, which is the default here. With
 it, evaluation returns the mean of both heads' logits and training returns the pair
@@ -28,11 +30,12 @@ Differences from the official code:
   kernel distribution but zero biases (PyTorch draws conv biases from U(+-1/sqrt(fan_in))).
 - BatchNorm statistics are those of the global batch under a sharded `jit` (SyncBatchNorm semantics),
   and flax's running variance averages the biased batch variance (PyTorch: unbiased).
-- The dense-prediction mode (`fork_feat`) is not ported; stage outputs are sown into `intermediates`
-  as `stage1` ... `stage4`, and the pooled features as `pre_logits`.
+- The dense-prediction mode (`fork_feat`) is not ported; `method="intermediates"` returns the four
+  stage outputs (what it feeds its detection necks) and `method="features"` the last; the pooled
+  features are sown into `intermediates` as `pre_logits`.
 """
 
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -40,8 +43,9 @@ import jax.numpy as jnp
 from mixtok.layers.activations import get_activation
 from mixtok.layers.conv_bn import batch_norm
 from mixtok.layers.drop import DropPath
-from mixtok.layers.partitioning import dense_kernel_init, zeros_with_axes
+from mixtok.layers.heads import classifier, global_avg_pool, pooled_classifier
 from mixtok.mixers.cas_vit import AdditiveTokenMixer, torch_conv
+from mixtok.models.backbone import Backbone, PerStage, check_image_size, per_stage, stage_drop_path_rates
 from mixtok.models.inputs import check_images
 
 
@@ -50,7 +54,7 @@ class AdditiveBlock(nn.Module):
 
     mlp_ratio: float = 4.0
     attn_bias: bool = False
-    drop: float = 0.0
+    dropout: float = 0.0
     drop_path: float = 0.0
     dtype: Any = None
     param_dtype: Any = jnp.float32
@@ -66,35 +70,36 @@ class AdditiveBlock(nn.Module):
         y = gelu(torch_conv(dim, 3, groups=dim, name="local_perception_network_2", **common)(y))
         x = x + torch_conv(dim, 1, name="local_perception_network_4", **common)(y)
         y = batch_norm("norm1", train=train, **common)(x)
-        y = AdditiveTokenMixer(dim, self.attn_bias, self.drop, name="attn", **common)(y, train=train)
+        y = AdditiveTokenMixer(dim, self.attn_bias, self.dropout, name="attn", **common)(y, train=train)
         x = x + DropPath(self.drop_path)(y, train=train)
         y = batch_norm("norm2", train=train, **common)(x)
         y = gelu(torch_conv(int(dim * self.mlp_ratio), 1, name="mlp_fc1", **common)(y))
-        y = nn.Dropout(self.drop, deterministic=not train)(y)
-        y = nn.Dropout(self.drop, deterministic=not train)(torch_conv(dim, 1, name="mlp_fc2", **common)(y))
+        y = nn.Dropout(self.dropout, deterministic=not train)(y)
+        y = nn.Dropout(self.dropout, deterministic=not train)(torch_conv(dim, 1, name="mlp_fc2", **common)(y))
         return x + DropPath(self.drop_path)(y, train=train)
 
 
-class CASViT(nn.Module):
+class CASViT(Backbone):
     """CAS-ViT: `apply(variables, images[B, H, W, 3], train=...) -> logits[B, num_classes]` (float32).
 
     Training needs `mutable=["batch_stats"]` and, with drop path or dropout, the `drop_path` / `dropout`
-    rng streams.
+    rng streams. `image_size`, when set, is checked: no parameter depends on the resolution.
     """
 
     depths: Sequence[int] = (2, 2, 4, 2)
     dims: Sequence[int] = (48, 56, 112, 220)
-    mlp_ratio: float = 4.0
+    mlp_ratios: PerStage = 4.0
     attn_bias: bool = False
     num_classes: int = 1000
-    drop_rate: float = 0.0
+    dropout: float = 0.0  # the official drop_rate: in the MLP and after the mixer
     drop_path_rate: float = 0.0
+    head_dropout: float = 0.0
     distillation: bool = False
+    image_size: Optional[int] = None
     dtype: Any = None
     param_dtype: Any = jnp.float32
 
-    @nn.compact
-    def __call__(self, images, *, train: bool = False):
+    def stage_maps(self, images, *, train: bool):
         if len(self.depths) != len(self.dims) or not self.depths:
             raise ValueError(f"CASViT needs one depth per stage dim; got depths {tuple(self.depths)} and dims "
                              f"{tuple(self.dims)}.")
@@ -102,30 +107,32 @@ class CASViT(nn.Module):
             raise ValueError(f"CASViT dims[0] must be even (the stem's first conv has dims[0] / 2 channels); "
                              f"got {self.dims[0]}.")
         check_images(images, 1, "CASViT", "any size")
+        check_image_size(images, self.image_size, "CASViT")
+        mlp_ratios = per_stage(self.mlp_ratios, len(self.depths), "mlp_ratios")
         common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = images.astype(self.dtype) if self.dtype is not None else images
         x = torch_conv(self.dims[0] // 2, 3, stride=2, name="patch_embed_0", **common)(x)
         x = nn.relu(batch_norm("patch_embed_1", train=train, **common)(x))
         x = torch_conv(self.dims[0], 3, stride=2, name="patch_embed_3", **common)(x)
         x = nn.relu(batch_norm("patch_embed_4", train=train, **common)(x))
-        total = sum(self.depths)
-        for stage, (depth, dim) in enumerate(zip(self.depths, self.dims)):
+        maps = []
+        for stage, (dim, rates) in enumerate(zip(self.dims, stage_drop_path_rates(self.drop_path_rate, self.depths))):
             if stage > 0:  # the official Embedding at network index 2 * stage - 1
                 x = torch_conv(dim, 3, stride=2, name=f"network_{2 * stage - 1}_proj", **common)(x)
                 x = batch_norm(f"network_{2 * stage - 1}_norm", train=train, **common)(x)
-            for block in range(depth):
-                rate = self.drop_path_rate * (block + sum(self.depths[:stage])) / max(total - 1, 1)
-                x = AdditiveBlock(self.mlp_ratio, self.attn_bias, self.drop_rate, rate,
+            for block, rate in enumerate(rates):
+                x = AdditiveBlock(mlp_ratios[stage], self.attn_bias, self.dropout, rate,
                                   name=f"network_{2 * stage}_{block}", **common)(x, train=train)
-            self.sow("intermediates", f"stage{stage + 1}", x)
-        x = batch_norm("norm", train=train, **common)(x)
-        x = jnp.mean(x.astype(jnp.float32), axis=(1, 2)).astype(x.dtype)
-        self.sow("intermediates", "pre_logits", x)
-        if self.num_classes <= 0:
-            return x
-        head = dict(kernel_init=dense_kernel_init(("embed", None)), bias_init=zeros_with_axes((None,)), **common)
-        logits = nn.Dense(self.num_classes, name="head", **head)(x).astype(jnp.float32)
-        if not self.distillation:
+            maps.append(x)
+        return maps
+
+    def classify(self, features, *, train: bool):
+        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        normed = batch_norm("norm", train=train, **common)(features)
+        logits = pooled_classifier(self, normed, num_classes=self.num_classes, head_dropout=self.head_dropout,
+                                   train=train, name="head", **common)
+        if not self.distillation or self.num_classes <= 0:
             return logits
-        distilled = nn.Dense(self.num_classes, name="dist_head", **head)(x).astype(jnp.float32)
+        pooled = nn.Dropout(self.head_dropout, deterministic=not train)(global_avg_pool(normed))
+        distilled = classifier(self.num_classes, name="dist_head", **common)(pooled).astype(jnp.float32)
         return (logits, distilled) if train else (logits + distilled) / 2

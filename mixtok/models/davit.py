@@ -35,8 +35,8 @@ Differences from the official code and timm:
 - NHWC layout; the official code keeps tokens [B, N, C] and timm NCHW between blocks (the same maths).
 - The official head (`norms`, `head`) and patch embeddings (`patch_embeds`) are timm's `head.norm`,
   `head.fc`, `stem` and `stages.i.downsample`, as timm's checkpoint filter renames them.
-Stage outputs are sown into `intermediates` as `stage0` ... `stage3`, the pooled and normalised features as
-`head/pre_logits`.
+`method="features"` / `"intermediates"` return the last / every stage's map (`mixtok.models.backbone`); the
+pooled and normalised features are sown into `intermediates` as `head/pre_logits`.
 """
 
 from typing import Any, Mapping, Optional, Sequence
@@ -47,27 +47,23 @@ import numpy as np
 
 from mixtok import mixers as mixer_registry
 from mixtok.layers.drop import DropPath
+from mixtok.layers.heads import ClassifierHead
+from mixtok.layers.init import conv_axes, torch_conv_init
 from mixtok.layers.mlp import Mlp
 from mixtok.layers.norms import LayerNorm
-from mixtok.layers.partitioning import dense_kernel_init, param_with_axes, torch_uniform_init, zeros_with_axes
 from mixtok.mixers.davit import ChannelAttention, MultiHeadAttention, WindowAttention
+from mixtok.models.backbone import Backbone, PerStage, check_image_size, per_stage
 from mixtok.models.inputs import check_images
 
 NORM_EPSILON = 1e-5  # timm DaVit norm_eps; the official nn.LayerNorm default
 DAVIT_MIXERS = ("window_attention", "channel_attention")
 
 
-def torch_conv_init(fan_in: int, axes: Sequence[Optional[str]]):
-    """PyTorch's default Conv2d init of weights and biases alike: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
-    return param_with_axes(torch_uniform_init(fan_in), axes)
-
-
 def _conv(features: int, kernel: int, stride: int, padding: int, fan_in: int, groups: int, name: str,
           dtype: Any, param_dtype: Any) -> nn.Conv:
-    in_axis = None if groups > 1 else "conv_in"  # a depthwise kernel has a size-1 input axis
     return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=((padding, padding),) * 2,
                    feature_group_count=groups, dtype=dtype, param_dtype=param_dtype,
-                   kernel_init=torch_conv_init(fan_in, (None, None, in_axis, "conv_out")),
+                   kernel_init=torch_conv_init(fan_in, conv_axes(groups)),
                    bias_init=torch_conv_init(fan_in, ("conv_out",)), name=name)
 
 
@@ -139,11 +135,18 @@ class DualAttentionUnit(nn.Module):
         return x
 
 
-class Downsample(nn.Module):
-    """LayerNorm -> zero-pad bottom/right to even -> conv 2x2 stride 2 (timm `Downsample`, official
-    `PatchEmbed` with patch 2)."""
+class PatchEmbed(nn.Module):
+    """[LayerNorm] -> zero-pad bottom/right to a multiple of the stride -> conv -> [LayerNorm] (official `PatchEmbed`).
+
+    The stem is conv 7x7 stride 4 padding 3 with the norm after (`norm_first=False`); each downsampling
+    (timm `Downsample`) is a 2x2 stride-2 conv with the norm before.
+    """
 
     features: int
+    kernel_size: int
+    stride: int
+    padding: int = 0
+    norm_first: bool = True
     norm_epsilon: float = NORM_EPSILON
     dtype: Any = None
     param_dtype: Any = jnp.float32
@@ -151,25 +154,13 @@ class Downsample(nn.Module):
     @nn.compact
     def __call__(self, x):
         common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        x = LayerNorm(epsilon=self.norm_epsilon, name="norm", **common)(x)
-        x = _pad_bottom_right(x, 2)
-        return _conv(self.features, 2, 2, 0, 4 * x.shape[-1], 1, "conv", **common)(x)
-
-
-class Stem(nn.Module):
-    """Zero-pad bottom/right to a multiple of 4 -> conv 7x7 stride 4 padding 3 -> LayerNorm."""
-
-    features: int
-    norm_epsilon: float = NORM_EPSILON
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x):
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        x = _pad_bottom_right(x, 4)
-        x = _conv(self.features, 7, 4, 3, 49 * x.shape[-1], 1, "conv", **common)(x)
-        return LayerNorm(epsilon=self.norm_epsilon, name="norm", **common)(x)
+        norm = LayerNorm(epsilon=self.norm_epsilon, name="norm", **common)
+        if self.norm_first:
+            x = norm(x)
+        x = _pad_bottom_right(x, self.stride)
+        k = self.kernel_size
+        x = _conv(self.features, k, self.stride, self.padding, k * k * x.shape[-1], 1, "conv", **common)(x)
+        return x if self.norm_first else norm(x)
 
 
 class DaViTStage(nn.Module):
@@ -186,42 +177,21 @@ class DaViTStage(nn.Module):
     def __call__(self, x, *, train: bool = False):
         common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         if self.downsample:
-            x = Downsample(self.features, self.norm_epsilon, name="downsample", **common)(x)
+            x = PatchEmbed(self.features, 2, 2, norm_epsilon=self.norm_epsilon, name="downsample", **common)(x)
         for j, blocks in enumerate(self.units):
             x = DualAttentionUnit(blocks, name=f"blocks_{j}", **common)(x, train=train)
         return x
 
 
-class Head(nn.Module):
-    """Global average pool -> LayerNorm -> [dropout] -> Linear (timm `NormMlpClassifierHead` without hidden layer)."""
-
-    num_classes: int
-    norm_epsilon: float = NORM_EPSILON
-    dropout: float = 0.0
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x, *, train: bool = False):
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        x = jnp.mean(x.astype(jnp.float32), axis=(1, 2)).astype(x.dtype)
-        x = LayerNorm(epsilon=self.norm_epsilon, name="norm", **common)(x)
-        self.sow("intermediates", "pre_logits", x)
-        if self.num_classes <= 0:
-            return x
-        x = nn.Dropout(self.dropout, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, kernel_init=dense_kernel_init(("embed", None)),
-                        bias_init=zeros_with_axes((None,)), name="fc", **common)(x)
-
-
-class DaViT(nn.Module):
-    """A DaViT classifier: `apply(variables, images[B, H, W, 3]) -> logits[B, num_classes]`, any H and W."""
+class DaViT(Backbone):
+    """A DaViT classifier: `apply(variables, images[B, H, W, 3]) -> logits[B, num_classes]`, any H and W
+    (`image_size`, when set, is checked: no parameter depends on the resolution)."""
 
     depths: Sequence[int] = (1, 1, 3, 1)
     dims: Sequence[int] = (96, 192, 384, 768)
     num_heads: Sequence[int] = (3, 6, 12, 24)
     window_size: int = 7
-    mlp_ratio: float = 4.0
+    mlp_ratios: PerStage = 4.0
     qkv_bias: bool = True
     mixers: Sequence[str] = DAVIT_MIXERS
     mixer_kwargs: Optional[Mapping[str, Mapping[str, Any]]] = None
@@ -230,6 +200,7 @@ class DaViT(nn.Module):
     num_classes: int = 1000
     drop_path_rate: float = 0.0
     head_dropout: float = 0.0
+    image_size: Optional[int] = None
     dtype: Any = None
     param_dtype: Any = jnp.float32
 
@@ -265,23 +236,30 @@ class DaViT(nn.Module):
         for name in self.mixers:
             mixer_registry.get(name)  # fail before building anything, with the close matches
 
-    @nn.compact
-    def __call__(self, images, *, train: bool = False):
+    def stage_maps(self, images, *, train: bool):
         check_images(images, 1, "DaViT", "any size works")
+        check_image_size(images, self.image_size, "DaViT")
         self._check_options()
+        mlp_ratios = per_stage(self.mlp_ratios, len(self.depths), "mlp_ratios")
         common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         drop_rates = block_drop_path_rates(self.drop_path_rate, self.depths, len(self.mixers))
 
         x = images.astype(self.dtype) if self.dtype is not None else images
-        x = Stem(self.dims[0], self.norm_epsilon, name="stem", **common)(x)
+        x = PatchEmbed(self.dims[0], 7, 4, 3, norm_first=False, norm_epsilon=self.norm_epsilon, name="stem",
+                       **common)(x)
+        maps = []
         for i, depth in enumerate(self.depths):
             units = tuple(
-                tuple(dict(mixer=mixer, mixer_kwargs=self._mixer_options(mixer, i), mlp_ratio=self.mlp_ratio,
+                tuple(dict(mixer=mixer, mixer_kwargs=self._mixer_options(mixer, i), mlp_ratio=mlp_ratios[i],
                            drop_path=drop_rates[i][j][k], norm_epsilon=self.norm_epsilon)
                       for k, mixer in enumerate(self.mixers))
                 for j in range(depth))
             x = DaViTStage(self.dims[i], i > 0, units, self.norm_epsilon, name=f"stages_{i}", **common)(
                 x, train=train)
-            self.sow("intermediates", f"stage{i}", x)
-        logits = Head(self.num_classes, self.norm_epsilon, self.head_dropout, name="head", **common)(x, train=train)
+            maps.append(x)
+        return maps
+
+    def classify(self, features, *, train: bool):
+        logits = ClassifierHead(self.num_classes, norm_epsilon=self.norm_epsilon, head_dropout=self.head_dropout,
+                                name="head", dtype=self.dtype, param_dtype=self.param_dtype)(features, train=train)
         return logits.astype(jnp.float32)

@@ -22,10 +22,10 @@ DFFormer's file, both ours: `head_dropout` follows the MetaFormer module here (t
 the MlpHead and inside it; DFFormer only inside), and a filter stored for one grid is resized in the
 forward pass for another (DFFormer resizes only with `weight_resize=True`).
 
-Grids. Each stage's mixer stores its base filters for the token grid of `img_size` (224 px: 56, 28,
-14, 7), given as per-stage `mixer_kwargs`; `stage_mixer_kwargs(img_size)` builds them for another
-resolution, e.g. `create_model("dsm_s18", mixer_kwargs=stage_mixer_kwargs(384))` for a model whose
-parameters are shaped for 384 px.
+Grids. Each stage's mixer stores its base filters for the token grid of the model's `image_size`
+(224 px: 56, 28, 14, 7; MetaFormer gives every mixer with a `grid_size` its stage's grid), so
+`create_model("dsm_s18", image_size=384)` is a model whose parameters are shaped for 384 px. Grids
+given explicitly in `mixer_kwargs` win (`stage_mixer_kwargs(image_size)` builds them per stage).
 """
 
 from typing import Any, Dict, Sequence, Tuple
@@ -46,23 +46,24 @@ DSM_OPTIONS: Dict[str, Any] = dict(
     head_mlp_norm_epsilon=1e-5)
 
 
-def stage_grids(img_size: int) -> Tuple[Tuple[int, int], ...]:
-    """The token grid (h, w) of every stage for square `img_size` images (a multiple of 32)."""
-    if img_size <= 0 or img_size % STAGE_STRIDES[-1]:
-        raise ValueError(f"img_size must be a positive multiple of the total stride {STAGE_STRIDES[-1]}; "
-                         f"got {img_size}.")
-    return tuple((img_size // s, img_size // s) for s in STAGE_STRIDES)
+def stage_grids(image_size: int) -> Tuple[Tuple[int, int], ...]:
+    """The token grid (h, w) of every stage for square `image_size` images (a multiple of 32)."""
+    if image_size <= 0 or image_size % STAGE_STRIDES[-1]:
+        raise ValueError(f"image_size must be a positive multiple of the total stride {STAGE_STRIDES[-1]}; "
+                         f"got {image_size}.")
+    return tuple((image_size // s, image_size // s) for s in STAGE_STRIDES)
 
 
-def stage_mixer_kwargs(img_size: int = 224, **mixer_options) -> Tuple[Dict[str, Any], ...]:
-    """Per-stage `mixer_kwargs`: each stage's filter grid for `img_size`, plus shared mixer options."""
-    return tuple(dict(mixer_options, grid_size=grid) for grid in stage_grids(img_size))
+def stage_mixer_kwargs(image_size: int = 224, **mixer_options) -> Tuple[Dict[str, Any], ...]:
+    """Per-stage `mixer_kwargs`: each stage's filter grid for `image_size`, plus shared mixer options."""
+    return tuple(dict(mixer_options, grid_size=grid) for grid in stage_grids(image_size))
 
 
-def dsm_kwargs(depths: Sequence[int], dims: Sequence[int], img_size: int = 224, **mixer_options) -> Dict[str, Any]:
-    """MetaFormer arguments of a DSM backbone with these stage depths and widths."""
+def dsm_kwargs(depths: Sequence[int], dims: Sequence[int], image_size: int = 224, **mixer_options) -> Dict[str, Any]:
+    """MetaFormer arguments of a DSM backbone with these stage depths and widths, shaped for `image_size`."""
     if len(depths) != len(STAGE_STRIDES) or len(dims) != len(STAGE_STRIDES):
         raise ValueError(f"A DSM backbone has {len(STAGE_STRIDES)} stages; got depths {tuple(depths)} and dims "
                          f"{tuple(dims)}.")
-    return dict(DSM_OPTIONS, depths=tuple(depths), dims=tuple(dims),
-                mixer_kwargs=stage_mixer_kwargs(img_size, **mixer_options))
+    stage_grids(image_size)  # the same check, before anything is built
+    return dict(DSM_OPTIONS, depths=tuple(depths), dims=tuple(dims), image_size=image_size,
+                mixer_kwargs=dict(mixer_options) or None)

@@ -14,8 +14,10 @@ is `mixtok.mixers.ffnet.FFNifiedAttention`.
                                  -> GELU -> 1x1 (-> C, bias)
     head:          BN (norm) - mean over (H, W) - Linear (head)
 
-Layer scale (ls, init `layer_scale_init_value`) exists only with `use_layer_scale` (FFNet-3 and -4).
-Drop path rises linearly from 0 to `drop_path_rate` over all blocks (torch.linspace).
+Layer scale (ls) exists only when `layer_scale_init` is set (the official `use_layer_scale` with
+`layer_scale_init_value`; FFNet-3 and -4). Drop path rises linearly from 0 to `drop_path_rate` over all
+blocks (torch.linspace). `mlp_ratios` is the official `expansion_ratios` (the channel mixer's hidden
+width); `head_dropout`, before the classifier, is a mixtok addition (default 0, the official behaviour).
 
 Inference fusion: `fuse_ffnet(variables)` maps the training-time variables to those of the same model
 built with `fused=True`, as the official export_model.py `replace_batchnorm` does: every Conv2d_BN
@@ -29,22 +31,23 @@ Differences from the official code:
 - The squeeze-excite option (`use_ses`, off in every variant) and `layer_norm_last` are not ported.
 - BatchNorm statistics are those of the global batch under a sharded `jit` (SyncBatchNorm semantics),
   and flax's running variance averages the biased batch variance (PyTorch: unbiased).
-- Stage outputs are sown into `intermediates` (`stage1` ... `stage4`) and the pooled features as
-  `pre_logits`.
+- `method="intermediates"` returns the four stage outputs and `method="features"` the last; the pooled
+  features are sown into `intermediates` as `pre_logits`.
 """
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from mixtok.layers.conv_bn import BN_EPSILON, ConvBN, batch_norm
 from mixtok.layers.drop import DropPath
-from mixtok.layers.partitioning import dense_kernel_init, param_with_axes, zeros_with_axes
+from mixtok.layers.heads import pooled_classifier
+from mixtok.layers.scale import layer_scale_param
 from mixtok.mixers.ffnet import (REPVGG_KERNEL, FFNifiedAttention, RepVGGDW, fuse_conv_bn_branch, fuse_depthwise,
                                  fuse_ffnified_attention, fuse_repvgg_dw, plain_conv)
+from mixtok.models.backbone import Backbone, PerStage, check_image_size, per_stage, stage_drop_path_rates
 from mixtok.models.inputs import check_images
 
 TOTAL_STRIDE = 32  # stem 4, three PatchMergings
@@ -58,7 +61,7 @@ class ChannelMixer(nn.Module):
     """fc2(GELU(fc1(dw(x)))), dw a RepVGGDW (ks 7) or a ConvBN depthwise conv: the official `Channel_Mixer`."""
 
     kernel_size: int = 3
-    expansion_ratio: float = 3.0
+    mlp_ratio: float = 3.0
     fused: bool = False
     dtype: Any = None
     param_dtype: Any = jnp.float32
@@ -73,7 +76,7 @@ class ChannelMixer(nn.Module):
             y = RepVGGDW(dim, k, name="conv", **common)(x, train=train)
         else:
             y = ConvBN(dim, k, groups=dim, name="conv", **common)(x, train=train)
-        y = _gelu(plain_conv(int(dim * self.expansion_ratio), 1, name="fc1", **common)(y))
+        y = _gelu(plain_conv(int(dim * self.mlp_ratio), 1, name="fc1", **common)(y))
         return plain_conv(dim, 1, name="fc2", **common)(y)
 
 
@@ -83,19 +86,17 @@ class FFBlock(nn.Module):
     kernel_size: int = 3
     kernel_size1: int = 7
     kernel_size2: int = 7
-    expansion_ratio: float = 3.0
+    mlp_ratio: float = 3.0
     drop_path: float = 0.0
-    use_layer_scale: bool = False
-    layer_scale_init_value: float = 1e-5
+    layer_scale_init: Optional[float] = None  # None: no layer scale
     fused: bool = False
     dtype: Any = None
     param_dtype: Any = jnp.float32
 
     def _scale(self, y, name: str):
-        if not self.use_layer_scale:
+        if self.layer_scale_init is None:
             return y
-        init = param_with_axes(jax.nn.initializers.constant(self.layer_scale_init_value), ("embed",))
-        return y * self.param(name, init, (y.shape[-1],), self.param_dtype).astype(y.dtype)
+        return y * layer_scale_param(self, name, self.layer_scale_init, y.shape[-1], self.param_dtype).astype(y.dtype)
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
@@ -103,7 +104,7 @@ class FFBlock(nn.Module):
         y = FFNifiedAttention(x.shape[-1], self.kernel_size1, self.kernel_size2, name="token_mixer_0_main", **common)(
             x, train=train)
         x = x + DropPath(self.drop_path)(self._scale(y, "token_mixer_0_layer_scale"), train=train)
-        y = ChannelMixer(self.kernel_size, self.expansion_ratio, name="channel_mixer_main", **common)(x, train=train)
+        y = ChannelMixer(self.kernel_size, self.mlp_ratio, name="channel_mixer_main", **common)(x, train=train)
         return x + DropPath(self.drop_path)(self._scale(y, "channel_mixer_layer_scale"), train=train)
 
 
@@ -136,11 +137,12 @@ class BNConvSkip(nn.Module):
         return x + BNConv(name="conv", **common)(x, train=train)
 
 
-class FFNet(nn.Module):
+class FFNet(Backbone):
     """FFNet: `apply(variables, images[B, H, W, 3], train=...) -> logits[B, num_classes]` (float32).
 
     Training needs `mutable=["batch_stats"]` and, with drop path, the `drop_path` rng stream. `fused=True`
-    builds the inference form whose variables `fuse_ffnet` makes.
+    builds the inference form whose variables `fuse_ffnet` makes. `image_size`, when set, is checked: no
+    parameter depends on the resolution.
     """
 
     depths: Sequence[int] = (2, 2, 8, 2)
@@ -149,19 +151,19 @@ class FFNet(nn.Module):
     kernel_sizes: Sequence[int] = (3, 3, 3, 3)  # the channel mixer's dw conv
     kernel_sizes1: Sequence[int] = (3, 3, 7, 7)  # the token mixer's conv1
     kernel_sizes2: Sequence[int] = (3, 3, 7, 7)  # the token mixer's conv2
-    expansion_ratios: Sequence[float] = (3, 3, 3, 3)
-    use_layer_scale: bool = False
-    layer_scale_init_value: float = 1e-5
+    mlp_ratios: PerStage = 3.0  # the official expansion_ratios
+    layer_scale_init: Optional[float] = None  # None: no layer scale (the official use_layer_scale=False)
     num_classes: int = 1000
     drop_path_rate: float = 0.1
+    head_dropout: float = 0.0
     fused: bool = False
+    image_size: Optional[int] = None
     dtype: Any = None
     param_dtype: Any = jnp.float32
 
     def _check_config(self):
         tables = dict(depths=self.depths, dims=self.dims, kernel_sizes=self.kernel_sizes,
-                      kernel_sizes1=self.kernel_sizes1, kernel_sizes2=self.kernel_sizes2,
-                      expansion_ratios=self.expansion_ratios)
+                      kernel_sizes1=self.kernel_sizes1, kernel_sizes2=self.kernel_sizes2)
         if len({len(v) for v in tables.values()}) != 1:
             raise ValueError("FFNet needs one entry per stage in every table; got "
                              + ", ".join(f"{k} {tuple(v)}" for k, v in tables.items()) + ".")
@@ -171,10 +173,11 @@ class FFNet(nn.Module):
                                  f"{tuple(self.kernel_sizes)}, kernel_sizes1 {tuple(self.kernel_sizes1)}, "
                                  f"kernel_sizes2 {tuple(self.kernel_sizes2)}.")
 
-    @nn.compact
-    def __call__(self, images, *, train: bool = False):
+    def stage_maps(self, images, *, train: bool):
         self._check_config()
         check_images(images, TOTAL_STRIDE, "FFNet", "a stride-4 stem and three stride-2 patch mergings")
+        check_image_size(images, self.image_size, "FFNet")
+        mlp_ratios = per_stage(self.mlp_ratios, len(self.depths), "mlp_ratios")
         common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = images.astype(self.dtype) if self.dtype is not None else images
         if self.fused:
@@ -183,9 +186,8 @@ class FFNet(nn.Module):
         else:
             x = _gelu(ConvBN(self.in_dim, 3, 2, name="patch_embed_0", **common)(x, train=train))
             x = ConvBN(self.dims[0], 3, 2, name="patch_embed_2", **common)(x, train=train)
-        rates = np.linspace(0.0, self.drop_path_rate, sum(self.depths)).tolist()
-        start = 0
-        for stage, (depth, dim) in enumerate(zip(self.depths, self.dims)):
+        maps = []
+        for stage, (dim, rates) in enumerate(zip(self.dims, stage_drop_path_rates(self.drop_path_rate, self.depths))):
             first = 0
             if stage > 0:  # PatchMerging at stages.i.0
                 if self.fused:
@@ -195,21 +197,17 @@ class FFNet(nn.Module):
                     x = RepVGGDW(dim, REPVGG_KERNEL, 2, name=f"stages_{stage}_0_proj_0", **common)(x, train=train)
                 x = BNConvSkip(self.fused, name=f"stages_{stage}_0_proj_1", **common)(x, train=train)
                 first = 1
-            for block in range(depth):
+            for block, rate in enumerate(rates):
                 x = FFBlock(self.kernel_sizes[stage], self.kernel_sizes1[stage], self.kernel_sizes2[stage],
-                            float(self.expansion_ratios[stage]), rates[start + block], self.use_layer_scale,
-                            self.layer_scale_init_value, self.fused, name=f"stages_{stage}_{first + block}",
-                            **common)(x, train=train)
-            start += depth
-            self.sow("intermediates", f"stage{stage + 1}", x)
-        x = batch_norm("norm", train=train, **common)(x)
-        x = jnp.mean(x.astype(jnp.float32), axis=(1, 2)).astype(x.dtype)
-        self.sow("intermediates", "pre_logits", x)
-        if self.num_classes <= 0:
-            return x
-        x = nn.Dense(self.num_classes, kernel_init=dense_kernel_init(("embed", None)),
-                     bias_init=zeros_with_axes((None,)), name="head", **common)(x)
-        return x.astype(jnp.float32)
+                            float(mlp_ratios[stage]), rate, self.layer_scale_init, self.fused,
+                            name=f"stages_{stage}_{first + block}", **common)(x, train=train)
+            maps.append(x)
+        return maps
+
+    def classify(self, features, *, train: bool):
+        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        return pooled_classifier(self, batch_norm("norm", train=train, **common)(features), num_classes=self.num_classes,
+                                 head_dropout=self.head_dropout, train=train, name="head", **common)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from mixtok.models.registry import ModelSpec, register_model
 
 PAPER = "Global Filter Networks for Image Classification (Rao et al., NeurIPS 2021)"
 
-ISOTROPIC_SIZES = {  # name: (depth, embed_dim, official params)
+ISOTROPIC_SIZES = {  # name: (depth, width (the official embed_dim), official params)
     "ti": (12, 256, 7_511_784),
     "xs": (12, 384, 15_985_768),
     "s": (19, 384, 24_869_608),
@@ -27,8 +27,8 @@ PYRAMID_SIZES = {  # name: (depths, dims, layer_scale_init, official params)
 
 def _register_all() -> None:
     for size, (depth, dim, count) in ISOTROPIC_SIZES.items():
-        register_model(f"gfnet_{size}", ModelSpec(GFNet, dict(depth=depth, embed_dim=dim, patch_size=16), PAPER,
-                                                  count))
+        register_model(f"gfnet_{size}", ModelSpec(GFNet, dict(depths=(depth,), dims=(dim,), patch_size=16),
+                                                  PAPER, count))
     for size, (depths, dims, layer_scale, count) in PYRAMID_SIZES.items():
         register_model(f"gfnet_{size}", ModelSpec(
             GFNetPyramid, dict(depths=depths, dims=dims, layer_scale_init=layer_scale), PAPER, count))

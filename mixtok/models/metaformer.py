@@ -17,38 +17,36 @@ Where timm and the official code differ, we follow timm (its weights are the one
   pooling; timm applies LayerNorm (eps 1e-6) to the pooled vector.
 - MlpHead's LayerNorm eps: official 1e-5, timm 1e-6 (`head_mlp_norm_epsilon`).
 - Stochastic-depth rates rise linearly over all blocks, as in the official code.
-- `head_dropout`: timm drops before an MlpHead and again inside it (before fc2), and never before a
-  Linear head; the official code drops only inside MlpHead. We follow timm.
+- `head_dropout`: timm drops before an MlpHead and again inside it (before fc2); the official code
+  drops only inside MlpHead. We follow timm there, and also drop before a Linear head, where timm
+  does not (`head_dropout` means the dropout before the classifier in every mixtok backbone).
 The model checks that the image size is a multiple of the total stride (32) and says so otherwise.
+
+Resolution. Most mixers have no parameter that depends on the image size. Those that do take it from
+`image_size` when it is set: a mixer with a `grid_size` field (GlobalFilter, DynamicSpectrumMixer)
+gets its stage's token grid (image_size / 4, / 8, / 16, / 32), one with a `num_tokens` field
+(RandFormer's RandomMixing) that grid's token count, unless `mixer_kwargs` sets them; with
+`image_size=None` they size themselves from the input at initialisation. A MetaFormer none of whose
+stages has such a mixer checks that its input is `image_size` pixels when it is set.
 """
 
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
-import numpy as np
 
 from mixtok import mixers
+from mixtok.layers.conv_bn import conv2d
 from mixtok.layers.drop import DropPath
-from mixtok.layers.mlp import Mlp, MlpHead
-from mixtok.layers.norms import LayerNorm, get_norm
-from mixtok.layers.partitioning import conv_kernel_init, dense_kernel_init, param_with_axes, zeros_with_axes
+from mixtok.layers.heads import ClassifierHead
+from mixtok.layers.mlp import Mlp
+from mixtok.layers.norms import get_norm
+from mixtok.layers.scale import LayerScale
+from mixtok.models.backbone import Backbone, PerStage, check_image_size, per_stage, stage_drop_path_rates
 from mixtok.models.inputs import check_images
 
-PerStage = Union[Any, Sequence[Any]]
-
-
-class Scale(nn.Module):
-    """Per-channel learnable scale (LayerScale / ResScale), initialised to `init_value`."""
-
-    init_value: float
-    param_dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x):
-        scale = self.param("scale", param_with_axes(nn.initializers.constant(self.init_value), ("embed",)),
-                           (x.shape[-1],), self.param_dtype)
-        return x * scale.astype(x.dtype)
+__all__ = ["Downsampling", "MetaFormer", "MetaFormerBlock", "MetaFormerStage", "per_stage"]
+STEM_STRIDE = 4
 
 
 class MetaFormerBlock(nn.Module):
@@ -60,6 +58,7 @@ class MetaFormerBlock(nn.Module):
     norm_epsilon: float
     mlp_activation: str
     mlp_bias: bool
+    mlp_ratio: float = 4.0
     drop_path: float = 0.0
     layer_scale_init: Optional[float] = None
     res_scale_init: Optional[float] = None
@@ -76,12 +75,13 @@ class MetaFormerBlock(nn.Module):
                 y = mixers.get(self.token_mixer)(dim=dim, name="token_mixer", **common, **self.mixer_kwargs)(
                     y, train=train)
             else:
-                y = Mlp(activation=self.mlp_activation, use_bias=self.mlp_bias, name="mlp", **common)(y, train=train)
+                y = Mlp(self.mlp_ratio, activation=self.mlp_activation, use_bias=self.mlp_bias, name="mlp", **common)(
+                    y, train=train)
             y = DropPath(self.drop_path)(y, train=train)
             if self.layer_scale_init is not None:
-                y = Scale(self.layer_scale_init, self.param_dtype, name=f"layer_scale{i}")(y)
+                y = LayerScale(self.layer_scale_init, self.param_dtype, name=f"layer_scale{i}")(y)
             if self.res_scale_init is not None:
-                x = Scale(self.res_scale_init, self.param_dtype, name=f"res_scale{i}")(x)
+                x = LayerScale(self.res_scale_init, self.param_dtype, name=f"res_scale{i}")(x)
             x = x + y
         return x
 
@@ -105,10 +105,7 @@ class Downsampling(nn.Module):
         norm = get_norm(self.norm, epsilon=self.norm_epsilon, name="norm", **common) if self.norm else None
         if norm is not None and not self.norm_after:
             x = norm(x)
-        p = self.padding
-        x = nn.Conv(self.features, (self.kernel_size,) * 2, strides=(self.stride,) * 2, padding=((p, p), (p, p)),
-                    kernel_init=conv_kernel_init(), bias_init=zeros_with_axes(("conv_out",)), name="conv",
-                    **common)(x)
+        x = conv2d(self.features, self.kernel_size, stride=self.stride, padding=self.padding, name="conv", **common)(x)
         if norm is not None and self.norm_after:
             x = norm(x)
         return x
@@ -137,57 +134,31 @@ class MetaFormerStage(nn.Module):
         return x
 
 
-class ClassifierHead(nn.Module):
-    """Global average pool -> LayerNorm -> dropout -> Linear or MlpHead."""
-
-    num_classes: int
-    use_mlp_head: bool
-    norm_epsilon: float = 1e-6
-    mlp_norm_epsilon: float = 1e-6
-    dropout: float = 0.0
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x, *, train: bool = False):
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        x = jnp.mean(x.astype(jnp.float32), axis=(1, 2)).astype(x.dtype)
-        x = LayerNorm(epsilon=self.norm_epsilon, name="norm", **common)(x)
-        self.sow("intermediates", "pre_logits", x)
-        if self.num_classes <= 0:
-            return x
-        if self.use_mlp_head:
-            x = nn.Dropout(self.dropout, deterministic=not train)(x)
-            return MlpHead(self.num_classes, norm_epsilon=self.mlp_norm_epsilon, dropout=self.dropout, name="fc",
-                           **common)(x, train=train)
-        return nn.Dense(self.num_classes, kernel_init=dense_kernel_init(("embed", None)),
-                        bias_init=zeros_with_axes((None,)), name="fc", **common)(x)
+def resolution_options(mixer: str, grid: int) -> dict:
+    """The options that size `mixer`'s parameters for a grid x grid token map ({} when none do)."""
+    fields = getattr(mixers.get(mixer), "__dataclass_fields__", {})
+    if "grid_size" in fields:
+        return {"grid_size": (grid, grid)}
+    if "num_tokens" in fields:
+        return {"num_tokens": grid * grid}
+    return {}
 
 
-def per_stage(value: PerStage, num_stages: int, field: str) -> tuple:
-    """Broadcasts a scalar option to every stage, or checks a per-stage list has one entry per stage."""
-    if isinstance(value, (list, tuple)):
-        if len(value) != num_stages:
-            raise ValueError(f"{field} has {len(value)} entries {tuple(value)!r} but the model has {num_stages} "
-                             f"stages; give one value per stage or a single value for all.")
-        return tuple(value)
-    return (value,) * num_stages
-
-
-class MetaFormer(nn.Module):
+class MetaFormer(Backbone):
     """A MetaFormer classifier: `apply(variables, images[B, H, W, 3]) -> logits[B, num_classes]`.
 
-    Per-stage options (`token_mixers`, `mixer_kwargs`, `norms`, `layer_scale_init`,
+    Per-stage options (`token_mixers`, `mixer_kwargs`, `mlp_ratios`, `norms`, `layer_scale_init`,
     `res_scale_init`) take one value for all stages or a list with one per stage, so
     "PoolFormer-S12 with attention in stage 4" is
     `create_model("poolformer_s12", token_mixers=("pooling",) * 3 + ("attention",))`.
-    Stage outputs are sown into the `intermediates` collection (`stage0` ... `stage3`, `pre_logits`).
+    `method="features"` / `"intermediates"` return the last / every stage's map (`mixtok.models.backbone`).
     """
 
     depths: Sequence[int] = (2, 2, 6, 2)
     dims: Sequence[int] = (64, 128, 320, 512)
     token_mixers: PerStage = "pooling"
     mixer_kwargs: PerStage = None
+    mlp_ratios: PerStage = 4.0
     norms: PerStage = "groupnorm1_nobias"
     norm_epsilon: float = 1e-6
     downsample_norm: Optional[str] = "layernorm_nobias"
@@ -202,47 +173,64 @@ class MetaFormer(nn.Module):
     num_classes: int = 1000
     drop_path_rate: float = 0.0
     head_dropout: float = 0.0
+    image_size: Optional[int] = None  # sizes resolution-dependent mixers; otherwise the input size is checked
     dtype: Any = None
     param_dtype: Any = jnp.float32
 
     @property
     def reduction(self) -> int:
         """The total stride: the stem's 4 times 2 for every further stage."""
-        return 4 * 2 ** (len(self.depths) - 1)
+        return STEM_STRIDE * 2 ** (len(self.depths) - 1)
 
-    @nn.compact
-    def __call__(self, images, *, train: bool = False):
-        check_images(images, self.reduction, "MetaFormer",
-                     f"stem 4 x {len(self.depths) - 1} stride-2 downsamplings")
+    def _stage_mixer_kwargs(self, token_mixers: Sequence[str]) -> list:
+        """Each stage's mixer options: `mixer_kwargs`, plus the grid `image_size` gives resolution-dependent mixers."""
+        stage_kwargs = per_stage(self.mixer_kwargs, len(self.depths), "mixer_kwargs")
+        result = []
+        for i, (mixer, kwargs) in enumerate(zip(token_mixers, stage_kwargs)):
+            grid = None if self.image_size is None else self.image_size // (STEM_STRIDE * 2 ** i)
+            sizing = {} if grid is None else resolution_options(mixer, grid)
+            result.append({**sizing, **dict(kwargs or {})})
+        return result
+
+    def stage_maps(self, images, *, train: bool):
+        check_images(images, self.reduction, "MetaFormer", f"stem 4 x {len(self.depths) - 1} stride-2 downsamplings")
         n = len(self.depths)
         if len(self.dims) != n:
             raise ValueError(f"depths {tuple(self.depths)} and dims {tuple(self.dims)} must have the same length.")
         token_mixers = per_stage(self.token_mixers, n, "token_mixers")
-        mixer_kwargs = per_stage(self.mixer_kwargs, n, "mixer_kwargs")
+        for name in token_mixers:
+            mixers.get(name)  # fail before building anything, with the close matches
+        if self.image_size is not None and (self.image_size <= 0 or self.image_size % self.reduction):
+            raise ValueError(f"image_size must be a positive multiple of the total stride {self.reduction} (or None); "
+                             f"got {self.image_size}.")
+        if not any(resolution_options(name, 1) for name in token_mixers):
+            check_image_size(images, self.image_size, "MetaFormer")
+        mixer_kwargs = self._stage_mixer_kwargs(token_mixers)
+        mlp_ratios = per_stage(self.mlp_ratios, n, "mlp_ratios")
         norms = per_stage(self.norms, n, "norms")
         layer_scales = per_stage(self.layer_scale_init, n, "layer_scale_init")
         res_scales = per_stage(self.res_scale_init, n, "res_scale_init")
-        for name in token_mixers:
-            mixers.get(name)  # fail before building anything, with the close matches
-        drop_rates = np.linspace(0.0, self.drop_path_rate, sum(self.depths)).tolist()
+        drop_rates = stage_drop_path_rates(self.drop_path_rate, self.depths)
         common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
 
         x = images.astype(self.dtype) if self.dtype is not None else images
-        x = Downsampling(self.dims[0], 7, 4, 2, norm=self.downsample_norm, norm_after=True,
+        x = Downsampling(self.dims[0], 7, STEM_STRIDE, 2, norm=self.downsample_norm, norm_after=True,
                          norm_epsilon=self.downsample_norm_epsilon, name="stem", **common)(x)
-        block_index = 0
+        maps = []
         for i in range(n):
             x = MetaFormerStage(
                 features=self.dims[i], downsample=i > 0, downsample_norm=self.downsample_norm,
                 downsample_norm_epsilon=self.downsample_norm_epsilon, block=dict(
-                    token_mixer=token_mixers[i], mixer_kwargs=dict(mixer_kwargs[i] or {}), norm=norms[i],
+                    token_mixer=token_mixers[i], mixer_kwargs=mixer_kwargs[i], norm=norms[i],
                     norm_epsilon=self.norm_epsilon, mlp_activation=self.mlp_activation, mlp_bias=self.mlp_bias,
-                    layer_scale_init=layer_scales[i], res_scale_init=res_scales[i]),
-                drop_path_rates=tuple(drop_rates[block_index:block_index + self.depths[i]]),
-                name=f"stages_{i}", **common)(x, train=train)
-            block_index += self.depths[i]
-            self.sow("intermediates", f"stage{i}", x)
-        logits = ClassifierHead(self.num_classes, self.use_mlp_head, norm_epsilon=self.head_norm_epsilon,
-                                mlp_norm_epsilon=self.head_mlp_norm_epsilon, dropout=self.head_dropout,
-                                name="head", **common)(x, train=train)
+                    mlp_ratio=mlp_ratios[i], layer_scale_init=layer_scales[i], res_scale_init=res_scales[i]),
+                drop_path_rates=drop_rates[i], name=f"stages_{i}", **common)(x, train=train)
+            maps.append(x)
+        return maps
+
+    def classify(self, features, *, train: bool):
+        logits = ClassifierHead(self.num_classes, norm_epsilon=self.head_norm_epsilon,
+                                mlp_ratio=4.0 if self.use_mlp_head else None,
+                                mlp_norm_epsilon=self.head_mlp_norm_epsilon, head_dropout=self.head_dropout,
+                                name="head", dtype=self.dtype, param_dtype=self.param_dtype)(features, train=train)
         return logits.astype(jnp.float32)

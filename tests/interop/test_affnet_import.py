@@ -17,8 +17,7 @@ from mixtok.interop.weight_files import load_variables
 from mixtok.models import create_model
 from tests.interop.test_timm import assert_trees_equal
 
-SMALL = dict(mv2_channels=(8, 16), mv2_depths=(1, 2), aff_channels=(16, 24, 32), ffn_dims=(32, 48, 64),
-             aff_depths=(1, 2, 1), expand_ratio=2.0)
+SMALL = dict(depths=(1, 2, 1, 2, 1), dims=(8, 16, 16, 24, 32), ffn_dims=(32, 48, 64), expand_ratio=2.0)
 
 
 def random_variables(name, seed=0, num_classes=10, **overrides):

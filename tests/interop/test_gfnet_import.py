@@ -24,8 +24,8 @@ from tests.interop.test_timm import assert_trees_equal
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMALL = {  # one small configuration per family: (name, create_model overrides)
-    "isotropic": ("gfnet_ti", dict(depth=2, embed_dim=16, img_size=64)),
-    "pyramid": ("gfnet_h_ti", dict(depths=(1, 2, 1, 1), dims=(8, 16, 24, 32), img_size=64)),
+    "isotropic": ("gfnet_ti", dict(depths=(2,), dims=(16,), image_size=64)),
+    "pyramid": ("gfnet_h_ti", dict(depths=(1, 2, 1, 1), dims=(8, 16, 24, 32), image_size=64)),
 }
 
 
@@ -40,7 +40,7 @@ def random_variables(name, seed=0, num_classes=10, **overrides):
 
 def small_state_dict(family):
     name, overrides = SMALL[family]
-    architecture = {k: v for k, v in overrides.items() if k != "img_size"}
+    architecture = {k: v for k, v in overrides.items() if k != "image_size"}
     variables = random_variables(name, **overrides)
     return name, architecture, variables, importer.to_official(name, variables, **architecture)
 
@@ -83,8 +83,8 @@ def test_official_arch_names_are_accepted_and_unknown_names_list_close_matches()
 
 def test_image_size_is_read_from_the_position_embedding_of_a_fine_tuned_checkpoint():
     name, overrides = SMALL["pyramid"]
-    architecture = {k: v for k, v in overrides.items() if k != "img_size"}
-    variables = random_variables(name, **architecture, img_size=96)  # as main_gfnet.py --input-size 96
+    architecture = {k: v for k, v in overrides.items() if k != "image_size"}
+    variables = random_variables(name, **architecture, image_size=96)  # as main_gfnet.py --input-size 96
     state_dict = importer.to_official(name, variables, **architecture)
     assert state_dict["pos_embed"].shape == (1, 24 * 24, 8)
     assert state_dict["blocks.3.0.filter.complex_weight"].shape == (3, 2, 32, 2)
@@ -130,7 +130,7 @@ def test_training_checkpoint_wrappers_and_ddp_prefixes_are_removed():
 def test_to_official_rejects_variables_of_another_configuration():
     name, architecture, variables, _ = small_state_dict("isotropic")
     with pytest.raises(ValueError, match="blocks_1/norm1/scale"):
-        importer.to_official(name, variables, depth=1, embed_dim=16)
+        importer.to_official(name, variables, depths=(1,), dims=(16,))
 
 
 def test_cli_refuses_to_overwrite_the_output(tmp_path, capsys):

@@ -15,8 +15,7 @@ OFFICIAL_COUNTS = {  # microsoft/TokenMixers affnet modes xx_small, x_small, sma
 }
 # One AFF Block (in layer 3) keeps the compile of the training step on a 2-core CPU to seconds; layers 4-5
 # still run their stride-2 block, norm, projection and fusion.
-TINY = dict(mv2_channels=(8, 8), mv2_depths=(1, 1), aff_channels=(16, 16, 16), ffn_dims=(32, 32, 32),
-            aff_depths=(1, 0, 0), expand_ratio=2.0)
+TINY = dict(depths=(1, 1, 1, 0, 0), dims=(8, 8, 16, 16, 16), ffn_dims=(32, 32, 32), expand_ratio=2.0)
 
 
 def _images(height, width=None, batch=2, seed=0):
@@ -48,11 +47,11 @@ def test_parameter_count_equals_the_official_count(name):
     assert count_params(shapes) == OFFICIAL_COUNTS[name] == model_spec(name).official_params
     params = nn.meta.unbox(shapes["params"])
     # Every released variant fuses local and global features in layers 3-5 (a 1x1 conv on 2C channels) ...
-    for layer, channels in zip((3, 4, 5), create_model(name).aff_channels):
+    for layer, channels in zip((3, 4, 5), create_model(name).dims[2:]):
         assert params[f"layer_{layer}_1"]["fusion"]["conv"]["kernel"].shape == (1, 1, 2 * channels, channels)
         assert params[f"layer_{layer}_1"]["conv_proj"]["conv"]["kernel"].shape == (1, 1, channels, channels)
     # ... and expands to min(4 C, 960) channels before pooling.
-    last = create_model(name).aff_channels[-1]
+    last = create_model(name).dims[-1]
     assert params["conv_1x1_exp"]["conv"]["kernel"].shape == (1, 1, last, min(4 * last, 960))
     # BatchNorm running statistics are state, not parameters.
     assert "mean" in nn.meta.unbox(shapes["batch_stats"])["conv_1"]["norm"]
@@ -109,7 +108,7 @@ def test_stages_run_at_strides_4_to_32_on_non_square_images():
     variables = nn.meta.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(0), x))
     logits, state = jax.eval_shape(lambda v, x: model.apply(v, x, mutable=["intermediates"]), variables, x)
     assert logits.shape == (2, 5)
-    stages = [state["intermediates"][f"stage{i}"][0].shape for i in range(1, 6)]
+    stages = [m.shape for m in jax.eval_shape(lambda v, x: model.apply(v, x, method="intermediates"), variables, x)]
     assert stages == [(2, 32, 48, 8), (2, 16, 24, 8), (2, 8, 12, 16), (2, 4, 6, 16), (2, 2, 3, 16)]
     assert state["intermediates"]["pre_logits"][0].shape == (2, 64)
 
@@ -143,7 +142,11 @@ def test_bad_configurations_and_image_sizes_are_rejected_with_the_bad_value():
         init(create_model("affnet_et"), 100)
     with pytest.raises(ValueError, match=r"Unknown AFFNet attn_norm 'layernorm'.*Did you mean 'layer_norm'"):
         init(create_model("affnet_et", attn_norm="layernorm"), 64)
-    with pytest.raises(ValueError, match=r"multiples of 8 .*got \(64, 100, 144\)"):
-        init(create_model("affnet_et", aff_channels=(64, 100, 144)), 64)
-    with pytest.raises(ValueError, match=r"3 AFF layers; got aff_channels \(64, 104\)"):
-        init(create_model("affnet_et", aff_channels=(64, 104)), 64)
+    with pytest.raises(ValueError, match=r"multiples of 8 .*got dims \(32, 48, 64, 100, 144\)"):
+        init(create_model("affnet_et", dims=(32, 48, 64, 100, 144)), 64)
+    with pytest.raises(ValueError, match=r"5 layers .*got depths \(1, 3, 2, 4, 3\) and dims \(32, 48, 64, 104\)"):
+        init(create_model("affnet_et", dims=(32, 48, 64, 104)), 64)
+    with pytest.raises(ValueError, match=r"3 ffn_dims and 3 fuse flags; got ffn_dims \(128, 208\)"):
+        init(create_model("affnet_et", ffn_dims=(128, 208)), 64)
+    with pytest.raises(ValueError, match="built with image_size=256 but got 64x64 images"):
+        init(create_model("affnet_et", image_size=256), 64)

@@ -76,8 +76,7 @@ def test_distillation_head_averages_in_eval_and_returns_both_heads_in_training()
     assert jax.eval_shape(model.apply, variables, x).shape == (2, 3)
     (head, dist), _ = jax.eval_shape(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]), variables, x)
     assert head.shape == dist.shape == (2, 3)
-    _, state = jax.eval_shape(lambda v, x: model.apply(v, x, mutable=["intermediates"]), variables, x)
-    stages = [state["intermediates"][f"stage{i}"][0].shape for i in range(1, 5)]
+    stages = [m.shape for m in jax.eval_shape(lambda v, x: model.apply(v, x, method="intermediates"), variables, x)]
     assert stages == [(2, 16, 8, 8), (2, 8, 4, 8), (2, 4, 2, 16), (2, 2, 1, 16)]
 
 

@@ -67,7 +67,8 @@ def test_stages_pad_odd_sizes_and_run_at_strides_4_to_32():
     x = jax.ShapeDtypeStruct((2, 30, 46, 3), jnp.float32)
     logits, state = jax.eval_shape(lambda v, x: model.apply(v, x, mutable=["intermediates"]), _shapes(model, x), x)
     assert logits.shape == (2, 5)
-    stages = [state["intermediates"][f"stage{i}"][0].shape for i in range(4)]
+    stages = [m.shape for m in jax.eval_shape(lambda v, x: model.apply(v, x, method="intermediates"),
+                                              _shapes(model, x), x)]
     # 30 x 46 -> padded 32 x 48 -> 8 x 12 -> 4 x 6 -> 2 x 3 -> (padded 2 x 4) 1 x 2
     assert stages == [(2, 8, 12, 8), (2, 4, 6, 16), (2, 2, 3, 16), (2, 1, 2, 16)]
     assert state["intermediates"]["head"]["pre_logits"][0].shape == (2, 16)

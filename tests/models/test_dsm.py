@@ -13,7 +13,7 @@ from mixtok.models.dsm_variants import PAPER_PARAMS, SIZES  # importing it regis
 NUM_FILTERS = 4
 
 
-def _formula_count(depths, dims, img_size=224, num_classes=1000, filter_params=None):
+def _formula_count(depths, dims, image_size=224, num_classes=1000, filter_params=None):
     """DFFormer's layout counted by hand (timm-style sum of numel), with a pluggable base-filter size.
 
     `filter_params(h, w)` is the size of one block's base filters: DSM's real [h, w, 4] by default,
@@ -24,7 +24,7 @@ def _formula_count(depths, dims, img_size=224, num_classes=1000, filter_params=N
     for i, (depth, dim) in enumerate(zip(depths, dims)):
         if i > 0:
             total += dims[i - 1] + 3 * 3 * dims[i - 1] * dim + dim       # LayerNorm scale, conv (+ bias)
-        grid = img_size // (4 * 2 ** i)
+        grid = image_size // (4 * 2 ** i)
         med, hidden = 2 * dim, int(0.25 * dim)
         mixer = dim * med + 2 + dim * hidden + 2 + hidden * NUM_FILTERS * med + filter_params(grid, grid) + med * dim
         mlp = dim * 4 * dim + 2 + 4 * dim * dim                          # fc1, StarReLU (scale, bias), fc2
@@ -71,7 +71,7 @@ def test_stage_filters_are_shaped_for_the_224_px_token_grids():
         assert weights["base_filters"].shape == (grid, grid, NUM_FILTERS)
 
 
-def test_tiny_model_returns_logits_and_sows_every_stage():
+def test_tiny_model_returns_logits_and_every_stage_map():
     # Forward only: a four-stage backward pass costs ~10 s to compile on a 2-core CPU, and the
     # mixer's gradients are checked in tests/mixers/test_dsm.py.
     model = create_model("dsm_s18", num_classes=5, depths=(1, 1, 1, 1), dims=(8, 8, 16, 16),
@@ -81,10 +81,11 @@ def test_tiny_model_returns_logits_and_sows_every_stage():
     # Random values in the shapes init gives: compiling the init itself (its RNG) costs ~15 s on CPU.
     shapes = nn.meta.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(0), x))["params"]
     params = jax.tree_util.tree_map(lambda s: jnp.asarray(rng.normal(size=s.shape) * 0.2, jnp.float32), shapes)
-    logits, state = jax.jit(lambda p, x: model.apply({"params": p}, x, mutable=["intermediates"]))(params, x)
+    logits = jax.jit(lambda p, x: model.apply({"params": p}, x))(params, x)
     assert logits.shape == (2, 5) and logits.dtype == jnp.float32
     assert bool(jnp.all(jnp.isfinite(logits)))
-    assert [state["intermediates"][f"stage{i}"][0].shape for i in range(4)] == [
+    maps = jax.eval_shape(lambda p, x: model.apply({"params": p}, x, method="intermediates"), params, x)
+    assert [m.shape for m in maps] == [
         (2, 16, 16, 8), (2, 8, 8, 8), (2, 4, 4, 16), (2, 2, 2, 16)]
 
 
@@ -101,6 +102,14 @@ def test_the_mixer_drops_into_any_metaformer_by_name():
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 224, 224, 3)))
     weights = nn.meta.unbox(shapes)["params"]["stages_3"]["blocks_0"]["token_mixer"]["spectrum_weights"]
     assert weights["base_filters"].shape == (7, 7, NUM_FILTERS)
+
+
+def test_image_size_shapes_every_stage_filter():
+    model = create_model("dsm_s18", depths=(1, 1, 1, 1), dims=(8, 8, 16, 16), image_size=384)
+    shapes = nn.meta.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 384, 384, 3))))["params"]
+    grids = [shapes[f"stages_{i}"]["blocks_0"]["token_mixer"]["spectrum_weights"]["base_filters"].shape[:2]
+             for i in range(4)]
+    assert grids == [(96, 96), (48, 48), (24, 24), (12, 12)]
 
 
 def test_grids_follow_the_image_size_and_bad_sizes_are_rejected():

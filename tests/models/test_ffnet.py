@@ -16,7 +16,7 @@ OFFICIAL_COUNTS = {  # ysj9909/FFNet ffnet_*; 1000 classes; (training-time, afte
 }
 # One block per stage; channel-mixer ks 7 and token-mixer ks (3, 7) exercise both RepVGGDW and plain convs.
 TINY = dict(depths=(1, 1, 1, 1), dims=(8, 16, 16, 32), in_dim=8, kernel_sizes=(3, 7, 3, 7),
-            kernel_sizes1=(3, 3, 7, 7), kernel_sizes2=(3, 7, 7, 7), use_layer_scale=True)
+            kernel_sizes1=(3, 3, 7, 7), kernel_sizes2=(3, 7, 7, 7), layer_scale_init=1e-5)
 
 
 def _shapes(model, size=224):

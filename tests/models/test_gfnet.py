@@ -31,7 +31,7 @@ def _images(size, batch=2, seed=0):
 
 
 def test_isotropic_model_returns_logits_and_has_gradients():
-    model = create_model("gfnet_ti", num_classes=7, depth=1, embed_dim=16, img_size=48)
+    model = create_model("gfnet_ti", num_classes=7, depths=(1,), dims=(16,), image_size=48)
     x = _images(48)
     variables = nn.meta.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), x))
 
@@ -53,9 +53,9 @@ def test_pyramid_stages_run_at_strides_4_8_16_32():
     variables = nn.meta.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(0), x))
     assert variables["params"]["stages_0_blocks_0"]["filter"]["complex_weight"].shape == (56, 29, 8, 2)
     assert variables["params"]["stages_3_blocks_0"]["filter"]["complex_weight"].shape == (7, 4, 16, 2)
-    logits, state = jax.eval_shape(lambda v, x: model.apply(v, x, mutable=["intermediates"]), variables, x)
+    logits = jax.eval_shape(model.apply, variables, x)
     assert logits.shape == (2, 7) and logits.dtype == jnp.float32
-    stages = [state["intermediates"][f"stage{i}"][0].shape for i in range(4)]
+    stages = [m.shape for m in jax.eval_shape(lambda v, x: model.apply(v, x, method="intermediates"), variables, x)]
     assert stages == [(2, 16, 24, 8), (2, 8, 12, 8), (2, 4, 6, 16), (2, 2, 3, 16)]
 
 
@@ -76,8 +76,8 @@ def test_other_resolution_equals_the_official_fine_tuning_conversion():
     # A model shaped for 32 px run on 48 px images computes what a 48-px model computes with the
     # weights converted as main_gfnet.py --finetune converts them: position embedding bicubic
     # (align_corners=False), filters bicubic (align_corners=True).
-    small = create_model("gfnet_ti", num_classes=5, depth=1, embed_dim=8, img_size=32)
-    large = create_model("gfnet_ti", num_classes=5, depth=1, embed_dim=8, img_size=48)
+    small = create_model("gfnet_ti", num_classes=5, depths=(1,), dims=(8,), image_size=32)
+    large = create_model("gfnet_ti", num_classes=5, depths=(1,), dims=(8,), image_size=48)
     x = _images(48)
     params = nn.meta.unbox(jax.jit(small.init)(jax.random.PRNGKey(0), x))["params"]
     pos = np.asarray(params["pos_embed"]["pos_embed"], np.float64)  # [1, 2, 2, C]
@@ -97,7 +97,7 @@ def test_other_resolution_equals_the_official_fine_tuning_conversion():
 
 def test_drop_path_uses_its_rng_stream_in_training():
     # Rates rise linearly from 0, so the second of two blocks drops with probability 0.5.
-    model = create_model("gfnet_ti", num_classes=3, depth=2, embed_dim=8, img_size=32, drop_path_rate=0.5)
+    model = create_model("gfnet_ti", num_classes=3, depths=(2,), dims=(8,), image_size=32, drop_path_rate=0.5)
     x = _images(32, batch=4)
     variables = nn.meta.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), x))
     with pytest.raises(Exception, match="drop_path"):

@@ -69,14 +69,31 @@ def test_per_stage_mixer_is_an_override_not_new_code():
     assert count_params(hybrid_shapes) - count_params(base_shapes) == 2 * (512 * 1536 + 512 * 512)
 
 
-def test_stage_outputs_are_sown_as_intermediates():
+def test_intermediates_are_the_stage_outputs_at_strides_4_to_32():
     model = _small("poolformerv2_s12")
     x = jnp.zeros((1, 64, 64, 3))
     variables = model.init(jax.random.PRNGKey(0), x)
-    _, state = model.apply(variables, x, mutable=["intermediates"])
-    shapes = {k: v[0].shape for k, v in state["intermediates"].items() if k.startswith("stage")}
-    assert shapes == {"stage0": (1, 16, 16, 16), "stage1": (1, 8, 8, 24), "stage2": (1, 4, 4, 32),
-                      "stage3": (1, 2, 2, 32)}
+    maps = model.apply(variables, x, method="intermediates")
+    assert [m.shape for m in maps] == [(1, 16, 16, 16), (1, 8, 8, 24), (1, 4, 4, 32), (1, 2, 2, 32)]
+
+
+def test_image_size_sizes_resolution_dependent_mixers_and_is_checked_otherwise():
+    randformer = _small("randformer_s12", image_size=96)
+    frozen = jax.eval_shape(randformer.init, jax.random.PRNGKey(0), jnp.zeros((1, 96, 96, 3)))["frozen"]
+    assert frozen["stages_3"]["blocks_0"]["token_mixer"]["random_matrix"].shape == (9, 9)  # (96 / 32)^2 tokens
+    pooling = _small("poolformerv2_s12", image_size=64)
+    with pytest.raises(ValueError, match="built with image_size=64 but got 96x96 images"):
+        jax.eval_shape(pooling.init, jax.random.PRNGKey(0), jnp.zeros((1, 96, 96, 3)))
+    with pytest.raises(ValueError, match="image_size must be a positive multiple of the total stride 32 .*got 100"):
+        jax.eval_shape(_small("poolformerv2_s12", image_size=100).init, jax.random.PRNGKey(0),
+                       jnp.zeros((1, 96, 96, 3)))
+
+
+def test_mlp_ratios_widen_each_stage_mlp():
+    shapes = nn.meta.unbox(jax.eval_shape(_small("poolformerv2_s12", mlp_ratios=(1, 2, 3, 4)).init,
+                                          jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3))))["params"]
+    hidden = [shapes[f"stages_{i}"]["blocks_0"]["mlp"]["fc1"]["kernel"].shape for i in range(4)]
+    assert hidden == [(16, 16), (24, 48), (32, 96), (32, 128)]
 
 
 def test_bfloat16_compute_stays_close_to_float32():

@@ -1,0 +1,124 @@
+"""Classifier heads: how a backbone's final feature map [B, h, w, C] becomes logits [B, num_classes].
+
+    logits = ClassifierHead(1000, norm_epsilon=1e-6, head_dropout=0.1, name="head")(features, train=train)
+    pooled = global_avg_pool(features)                       # [B, C], averaged in float32
+    logits = classifier(1000, name="fc")(pooled)             # a Linear with timm's init
+
+The backbones of the zoo end in one of a few heads:
+
+- pool -> LayerNorm -> [dropout] -> Linear: DaViT, PoolFormer (timm's `NormMlpClassifierHead`
+  without hidden layer);
+- pool -> LayerNorm -> dropout -> `MlpHead` (Linear C -> 4C -> SquaredReLU -> LayerNorm -> dropout
+  -> Linear): ConvFormer, CAFormer (MetaFormer Baselines' `MlpHead`);
+- LayerNorm on every token -> pool -> dropout -> Linear: GFNet (`norm_before_pool=True`);
+- [BatchNorm or a 1x1 conv] -> pool -> dropout -> Linear named as the official module (CAS-ViT,
+  FFNet, AFFNet): their parameter paths have no `head` module around the layers, so they call
+  `pooled_classifier(self, ...)`, which builds the Linear in the model's own scope.
+
+`head_dropout` is the dropout right before the classifier (the models' `head_dropout` argument);
+inside an MlpHead it also drops before the last Linear, as timm's does. `num_classes <= 0` returns
+the pooled (and normalised) features, as timm's `num_classes=0`. The pooled features are sown into
+the `intermediates` collection as `pre_logits`.
+"""
+
+from typing import Any, Callable, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mixtok.layers.init import dense_kernel_init
+from mixtok.layers.norms import LayerNorm
+from mixtok.layers.partitioning import zeros_with_axes
+
+
+def global_avg_pool(x: jax.Array) -> jax.Array:
+    """The mean over (h, w) of an NHWC map, accumulated in float32 and returned in the input's dtype."""
+    if x.ndim != 4:
+        raise ValueError(f"global_avg_pool takes an NHWC feature map [B, h, w, C]; got shape {x.shape}.")
+    return jnp.mean(x.astype(jnp.float32), axis=(1, 2)).astype(x.dtype)
+
+
+def classifier(num_classes: int, *, name: str, in_axis: Optional[str] = "embed", kernel_init: Optional[Callable] = None,
+               dtype: Any = None, param_dtype: Any = jnp.float32) -> nn.Dense:
+    """The final Linear (features -> classes): trunc-normal 0.02 kernel (timm's) unless `kernel_init`, zero bias.
+
+    The class axis is never sharded (a class count rarely divides a mesh axis).
+    """
+    init = kernel_init or dense_kernel_init((in_axis, None))
+    return nn.Dense(num_classes, kernel_init=init, bias_init=zeros_with_axes((None,)), dtype=dtype,
+                    param_dtype=param_dtype, name=name)
+
+
+def pooled_classifier(module: nn.Module, features: jax.Array, *, num_classes: int, head_dropout: float, train: bool,
+                      name: str = "head", kernel_init: Optional[Callable] = None, dtype: Any = None,
+                      param_dtype: Any = jnp.float32) -> jax.Array:
+    """pool -> dropout -> Linear `name`, built in `module`'s scope (call it inside its compact method).
+
+    Sows the pooled features as `pre_logits` and returns them when `num_classes <= 0`; otherwise
+    float32 logits.
+    """
+    x = global_avg_pool(features)
+    module.sow("intermediates", "pre_logits", x)
+    if num_classes <= 0:
+        return x
+    x = nn.Dropout(head_dropout, deterministic=not train)(x)
+    x = classifier(num_classes, name=name, kernel_init=kernel_init, dtype=dtype, param_dtype=param_dtype)(x)
+    return x.astype(jnp.float32)
+
+
+class MlpHead(nn.Module):
+    """fc1 (C -> 4C) -> SquaredReLU -> LayerNorm -> dropout -> fc2 (-> classes).
+
+    MetaFormer Baselines' `MlpHead` (ConvFormer, CAFormer). The official code uses PyTorch's
+    LayerNorm default eps 1e-5; timm (whose weights we load) uses 1e-6, hence `norm_epsilon`.
+    """
+
+    num_classes: int
+    mlp_ratio: float = 4.0
+    norm_epsilon: float = 1e-6
+    dropout: float = 0.0
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False):
+        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        hidden = int(self.mlp_ratio * x.shape[-1])
+        x = nn.Dense(hidden, kernel_init=dense_kernel_init(("embed", "mlp")), bias_init=zeros_with_axes(("mlp",)),
+                     name="fc1", **common)(x)
+        x = jnp.square(nn.relu(x))
+        x = LayerNorm(epsilon=self.norm_epsilon, name="norm", **common)(x)
+        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        return classifier(self.num_classes, in_axis="mlp", name="fc2", **common)(x)
+
+
+class ClassifierHead(nn.Module):
+    """Average pool and LayerNorm (in either order) -> dropout -> Linear, or MlpHead when `mlp_ratio` is set.
+
+    Parameters: `norm/{scale,bias}` and `fc/{kernel,bias}` (or `fc/fc1`, `fc/norm`, `fc/fc2`), timm's
+    `head.norm` and `head.fc`.
+    """
+
+    num_classes: int
+    norm_epsilon: float = 1e-6
+    norm_before_pool: bool = False  # GFNet normalises every token, then averages
+    mlp_ratio: Optional[float] = None  # None: a Linear classifier; else MlpHead's hidden ratio
+    mlp_norm_epsilon: float = 1e-6
+    head_dropout: float = 0.0
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False):
+        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        norm = LayerNorm(epsilon=self.norm_epsilon, name="norm", **common)
+        x = global_avg_pool(norm(x)) if self.norm_before_pool else norm(global_avg_pool(x))
+        self.sow("intermediates", "pre_logits", x)
+        if self.num_classes <= 0:
+            return x
+        x = nn.Dropout(self.head_dropout, deterministic=not train)(x)
+        if self.mlp_ratio is not None:
+            return MlpHead(self.num_classes, self.mlp_ratio, norm_epsilon=self.mlp_norm_epsilon,
+                           dropout=self.head_dropout, name="fc", **common)(x, train=train)
+        return classifier(self.num_classes, name="fc", **common)(x)

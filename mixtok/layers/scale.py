@@ -1,0 +1,40 @@
+"""Learned per-channel scales on a residual branch or path: LayerScale (CaiT) and ResScale (MetaFormer).
+
+    y = LayerScale(1e-5, name="layer_scale1")(branch)          # y = gamma * branch, gamma [C] init 1e-5
+    gamma = layer_scale_param(self, "gamma", 1e-6, channels)   # the bare parameter, in the caller's scope
+
+LayerScale ("Going deeper with Image Transformers", Touvron et al., 2021) starts a residual branch
+near zero so that deep stacks train; MetaFormer Baselines' ResScale is the same map on the skip path,
+initialised to 1. Official models store the scale either as a module (`layer_scale1.scale`, timm)
+or as a bare tensor of the block (`gamma`, GFNet's `BlockLayerScale`; FFNet's `layer_scale`):
+`LayerScale` gives the first parameter path, `layer_scale_param` the second, so converted
+checkpoints map one to one. The scale has shape [C] (PyTorch's [C, 1, 1] on NCHW maps is the same
+numbers) and the logical axis `embed`.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mixtok.layers.partitioning import param_with_axes
+
+
+def layer_scale_param(module: nn.Module, name: str, init_value: float, channels: int,
+                      param_dtype: Any = jnp.float32) -> jax.Array:
+    """A [channels] parameter `name` of `module`, initialised to `init_value` (call it inside a compact method)."""
+    return module.param(name, param_with_axes(nn.initializers.constant(init_value), ("embed",)), (channels,),
+                        param_dtype)
+
+
+class LayerScale(nn.Module):
+    """x * gamma with a learned per-channel gamma (parameter `scale`) initialised to `init_value`."""
+
+    init_value: float
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        scale = layer_scale_param(self, "scale", self.init_value, x.shape[-1], self.param_dtype)
+        return x * scale.astype(x.dtype)

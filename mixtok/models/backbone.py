@@ -1,0 +1,102 @@
+"""The interface every backbone shares: logits, the final feature map, per-stage maps, and the head alone.
+
+    model = create_model("caformer_s18")
+    logits = model.apply(variables, images)                              # [B, num_classes], float32
+    features = model.apply(variables, images, method="features")         # [B, h, w, C] NHWC
+    maps = model.apply(variables, images, method="intermediates")        # one NHWC map per stage
+    logits = model.apply(variables, features, method="forward_head")     # the head on given features
+
+(timm's `forward_features`, `forward_intermediates` and `forward_head`.) A backbone subclasses
+`Backbone` and writes two plain methods, which the one compact method `forward` calls, so every
+output comes from the same modules and parameter paths:
+
+    stage_maps(images, train) -> tuple of NHWC maps, one per stage (isotropic models: one per block)
+    classify(features, train) -> logits (the head: pooling, norms, dropout, classifier)
+
+`features` is the last stage's map, before any head pooling or norm; `__call__` is
+`classify(features)`. The helpers below are what the backbones' argument vocabulary shares (see
+`mixtok.models`): per-stage options, stochastic-depth schedules, and the `image_size` check of
+models whose parameters do not depend on the resolution.
+"""
+
+from typing import Any, Optional, Sequence, Tuple, Union
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+OUTPUTS = ("logits", "features", "intermediates", "head")
+PerStage = Union[Any, Sequence[Any]]
+
+
+class Backbone(nn.Module):
+    """Base of the zoo's backbones: `__call__`, `features`, `intermediates`, `forward_head` on one `forward`."""
+
+    def __call__(self, images, *, train: bool = False):
+        return self.forward(images, train=train, output="logits")
+
+    def features(self, images, *, train: bool = False):
+        """The last stage's feature map [B, h, w, C] (NHWC), the input of the head."""
+        return self.forward(images, train=train, output="features")
+
+    def intermediates(self, images, *, train: bool = False):
+        """Every stage's output map, NHWC, in order (isotropic models: every block's); the last is `features`."""
+        return self.forward(images, train=train, output="intermediates")
+
+    def forward_head(self, features, *, train: bool = False):
+        """The head alone on a feature map from `features`: logits as `__call__` returns them."""
+        return self.forward(features, train=train, output="head")
+
+    @nn.compact
+    def forward(self, x, *, train: bool = False, output: str = "logits"):
+        """`output` of the model for `x` (images, or features when output="head"); one of OUTPUTS."""
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}; got {output!r}.")
+        if output == "head":
+            return self.classify(x, train=train)
+        maps = tuple(self.stage_maps(x, train=train))
+        if output == "intermediates":
+            return maps
+        if output == "features":
+            return maps[-1]
+        return self.classify(maps[-1], train=train)
+
+    def stage_maps(self, images, *, train: bool):
+        raise NotImplementedError(f"{type(self).__name__} must define stage_maps(images, train).")
+
+    def classify(self, features, *, train: bool):
+        raise NotImplementedError(f"{type(self).__name__} must define classify(features, train).")
+
+
+def per_stage(value: PerStage, num_stages: int, field: str) -> tuple:
+    """Broadcasts a scalar option to every stage, or checks a per-stage list has one entry per stage."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != num_stages:
+            raise ValueError(f"{field} has {len(value)} entries {tuple(value)!r} but the model has {num_stages} "
+                             f"stages; give one value per stage or a single value for all.")
+        return tuple(value)
+    return (value,) * num_stages
+
+
+def stage_drop_path_rates(drop_path_rate: float, depths: Sequence[int]) -> Tuple[Tuple[float, ...], ...]:
+    """Stochastic-depth rate of every block, per stage: linear from 0 to `drop_path_rate` over all blocks.
+
+    The schedule of DeiT and most of the zoo's official code (`torch.linspace(0, rate, sum(depths))`).
+    """
+    rates = np.linspace(0.0, drop_path_rate, sum(depths)).tolist()
+    starts = np.cumsum((0, *depths)).tolist()
+    return tuple(tuple(rates[start:start + depth]) for start, depth in zip(starts, depths))
+
+
+def check_image_size(images: jax.Array, image_size: Optional[int], model: str) -> None:
+    """Raises a ValueError when `image_size` is set and the images' sides are not that size.
+
+    For models whose parameters do not depend on the resolution: `image_size` states the size the
+    model is meant for (a config's contract), so a mismatched input fails instead of running silently.
+    """
+    if image_size is None:
+        return
+    height, width = images.shape[1:3]
+    if (height, width) != (image_size, image_size):
+        raise ValueError(f"{model} was built with image_size={image_size} but got {height}x{width} images; feed "
+                         f"{image_size}x{image_size} images or build it with image_size=None (any size).")
