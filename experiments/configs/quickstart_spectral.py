@@ -46,9 +46,9 @@ def get_config(arg=None):
     config.model = ConfigDict()
     config.model.name = "gfnet_h_ti"
     config.model.dtype = "float32"
-    # img_size=32 shapes the filters and position embedding for the 32-px digits.
+    # image_size=32 shapes the filters and position embedding for the 32-px digits.
     config.model.kwargs = ConfigDict(dict(depths=(1, 1, 2, 1), dims=(32, 48, 64, 96), drop_path_rate=0.0,
-                                          img_size=32))
+                                          image_size=32))
 
     config.optimizer = ConfigDict(dict(name="adamw", lr=3e-3, min_lr=1e-5, warmup_steps=min(30, args.steps // 10),
                                        weight_decay=0.05, b1=0.9, b2=0.999, grad_clip=1.0))

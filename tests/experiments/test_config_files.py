@@ -77,9 +77,9 @@ def test_loading_a_helper_or_a_missing_file_as_a_config_says_what_went_wrong(tmp
 def test_one_block_per_stage_keeps_the_number_of_stages():
     shrunk = common().one_block_per_stage("caformer_s18")
     assert shrunk == {"depths": (1,) * len(model_spec("caformer_s18").kwargs["depths"])} == {"depths": (1, 1, 1, 1)}
-    assert common().one_block_per_stage("gfnet_ti", field="depth") == {"depth": 1}
-    with pytest.raises(ValueError, match="no 'depths' argument"):
-        common().one_block_per_stage("gfnet_ti")
+    assert common().one_block_per_stage("gfnet_ti") == {"depths": (1,)}  # isotropic: one stage
+    with pytest.raises(ValueError, match="no 'attention_heads' argument"):
+        common().one_block_per_stage("gfnet_ti", field="attention_heads")
 
 
 def test_first_block_of_each_stage_picks_the_blocks_at_the_stage_starts():

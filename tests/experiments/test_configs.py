@@ -206,7 +206,7 @@ def test_affnet_recipe_is_cvnets_mobilevit_at_256_px(name):
     assert config.batch_size == 1024 and config.optimizer.lr == pytest.approx(2e-3)
     assert config.optimizer.min_lr == pytest.approx(2e-4) and config.optimizer.weight_decay == 0.01
     assert config.optimizer.warmup_steps == 20_000  # iterations at batch 1024, as mobilevit.yaml states
-    assert config.model.kwargs.classifier_dropout == 0.1
+    assert config.model.kwargs.head_dropout == 0.1
 
 
 ATTENTION_FAMILIES = ("davit", "cas_vit", "ffnet", "iformer", "lsnet", "transnext")

@@ -39,10 +39,10 @@ def get_config(arg=None):
     config.data = common.imagenet_data(arg, image_size=256, crop_pct=256 / 288)  # eval: resize 288, crop 256
 
     config.model = ConfigDict(dict(name="affnet_et", dtype=common.compute_dtype(arg)))
-    config.model.kwargs = ConfigDict(dict(classifier_dropout=0.1))  # mobilevit.yaml's classifier dropout
+    config.model.kwargs = ConfigDict(dict(head_dropout=0.1))  # mobilevit.yaml's classifier dropout
     if arg.runlocal:
         # The same layers, fewer.
-        config.model.kwargs.update(common.one_block_per_stage("affnet_et", field="aff_depths"))
+        config.model.kwargs.update(common.one_block_per_stage("affnet_et"))
 
     config.optimizer = ConfigDict(dict(
         name="adamw", lr=2e-3 * config.batch_size / 1024,  # mobilevit.yaml at batch 1024, scaled linearly

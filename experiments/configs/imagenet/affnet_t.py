@@ -39,9 +39,9 @@ def get_config(arg=None):
     config.data = common.imagenet_data(arg, image_size=256, crop_pct=256 / 288)  # eval: resize 288, crop 256
 
     config.model = ConfigDict(dict(name="affnet_t", dtype=common.compute_dtype(arg)))
-    config.model.kwargs = ConfigDict(dict(classifier_dropout=0.1))  # mobilevit.yaml's classifier dropout
+    config.model.kwargs = ConfigDict(dict(head_dropout=0.1))  # mobilevit.yaml's classifier dropout
     if arg.runlocal:
-        config.model.kwargs.update(common.one_block_per_stage("affnet_t", field="aff_depths"))  # the same layers, fewer
+        config.model.kwargs.update(common.one_block_per_stage("affnet_t"))  # the same layers, fewer
 
     config.optimizer = ConfigDict(dict(
         name="adamw", lr=2e-3 * config.batch_size / 1024,  # mobilevit.yaml at batch 1024, scaled linearly

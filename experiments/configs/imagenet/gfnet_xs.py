@@ -42,8 +42,8 @@ def get_config(arg=None):
     config.model = ConfigDict(dict(name="gfnet_xs", dtype=common.compute_dtype(arg)))
     config.model.kwargs = ConfigDict(dict(drop_path_rate=0.0))  # as main_gfnet.py builds this architecture
     if arg.runlocal:
-        config.model.kwargs.update(common.one_block_per_stage("gfnet_xs", field="depth"))  # the same layers, fewer
-        config.model.kwargs.img_size = common.RUNLOCAL_IMAGE_SIZE  # the filters' size follows the image's
+        config.model.kwargs.update(common.one_block_per_stage("gfnet_xs"))  # the same layers, fewer
+        config.model.kwargs.image_size = common.RUNLOCAL_IMAGE_SIZE  # the filters' size follows the image's
 
     config.optimizer = ConfigDict(dict(
         name="adamw", lr=1e-3 * config.batch_size / 1024,  # 5e-4 x 1024 / 512, scaled linearly
