@@ -8,11 +8,12 @@ import pytest
 
 from mixtok.models import iformer_variants  # registers the variants (not yet imported by mixtok.models)
 from mixtok.models import count_params, create_model, list_models, model_spec
-from mixtok.models.iformer import IFormerBlock, interpolate_pos_embed
+from mixtok.layers.stems import resize_pos_embed
+from mixtok.models.iformer import IFormerBlock
 
 OFFICIAL_COUNTS = {"iformer_s": 19_866_344, "iformer_b": 47_866_216, "iformer_l": 86_637_096}
-TINY = dict(depths=(1, 1, 1, 1), embed_dims=(16, 32, 48, 64), num_heads=(2, 4, 4, 4),
-            attention_heads=(1, 1, 2, 3), img_size=32)
+TINY = dict(depths=(1, 1, 1, 1), dims=(16, 32, 48, 64), num_heads=(2, 4, 4, 4),
+            attention_heads=(1, 1, 2, 3), image_size=32)
 
 
 def _shapes(model, size):
@@ -30,18 +31,18 @@ def test_parameter_count_equals_the_official_count(name):
     params = shapes["params"]
     model = create_model(name)
     # One position embedding per stage at img_size / 4 ... / 32.
-    for stage, dim in enumerate(model.embed_dims):
+    for stage, dim in enumerate(model.dims):
         side = 224 // (4 * 2 ** stage)
         assert params[f"pos_embed{stage + 1}"].shape == (1, side, side, dim)
     # Layer scale only in stages 3-4; BatchNorm statistics are state, not parameters.
     assert "layer_scale_1" not in params["blocks1_0"] and "layer_scale_1" not in params["blocks2_0"]
-    assert params["blocks3_0"]["layer_scale_1"].shape == (model.embed_dims[2],)
-    assert params["blocks4_0"]["layer_scale_2"].shape == (model.embed_dims[3],)
+    assert params["blocks3_0"]["layer_scale_1"].shape == (model.dims[2],)
+    assert params["blocks4_0"]["layer_scale_2"].shape == (model.dims[3],)
     assert "mean" in shapes["batch_stats"]["patch_embed_norm1"]
     # The frequency ramp: the last block gives more channels to attention than the first.
     first, last = params["blocks1_0"]["attn"], params[f"blocks4_{model.depths[3] - 1}"]["attn"]
-    assert first["low_mixer"]["qkv"]["kernel"].shape[0] == model.embed_dims[0] // model.num_heads[0]
-    assert last["low_mixer"]["qkv"]["kernel"].shape[0] == (model.attention_heads[-1] * model.embed_dims[3]
+    assert first["low_mixer"]["qkv"]["kernel"].shape[0] == model.dims[0] // model.num_heads[0]
+    assert last["low_mixer"]["qkv"]["kernel"].shape[0] == (model.attention_heads[-1] * model.dims[3]
                                                            // model.num_heads[3])
 
 
@@ -98,7 +99,7 @@ def test_position_embedding_interpolation_matches_torch_bilinear():
     for size in [(14, 14), (4, 6), (7, 7)]:
         want = torch.nn.functional.interpolate(torch.from_numpy(pos).permute(0, 3, 1, 2), size=size,
                                                mode="bilinear").permute(0, 2, 3, 1).numpy()
-        np.testing.assert_allclose(np.asarray(interpolate_pos_embed(jnp.asarray(pos), *size)), want, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(resize_pos_embed(jnp.asarray(pos), *size)), want, atol=1e-6)
 
 
 def test_bad_sizes_are_rejected_with_the_bad_value():
@@ -106,5 +107,5 @@ def test_bad_sizes_are_rejected_with_the_bad_value():
         _shapes(create_model("iformer_s", **TINY), 40)
     with pytest.raises(ValueError, match="one entry per block \\(4 for depths"):
         _shapes(create_model("iformer_s", **{**TINY, "attention_heads": (1, 1)}), 32)
-    with pytest.raises(ValueError, match="img_size=48 must be a multiple of 32"):
-        _shapes(create_model("iformer_s", **{**TINY, "img_size": 48}), 32)
+    with pytest.raises(ValueError, match="image_size=48 must be a multiple of 32"):
+        _shapes(create_model("iformer_s", **{**TINY, "image_size": 48}), 32)

@@ -10,10 +10,11 @@ import pytest
 
 from mixtok.models import lsnet_variants  # registers the variants (not yet imported by mixtok.models)
 from mixtok.models import count_params, create_model, list_models, model_spec
-from mixtok.models.lsnet import attention_bias_index, make_divisible
+from mixtok.layers.se import make_divisible
+from mixtok.models.lsnet import attention_bias_index
 
 OFFICIAL_COUNTS = {"lsnet_t": 11_409_832, "lsnet_s": 16_146_304, "lsnet_b": 23_313_608}
-TINY = dict(embed_dims=(16, 16, 24, 32), depths=(0, 2, 0, 2), num_heads=(2, 2, 2, 2), key_dim=4, img_size=128)
+TINY = dict(dims=(16, 16, 24, 32), depths=(0, 2, 0, 2), num_heads=(2, 2, 2, 2), key_dim=4, image_size=128)
 
 
 def _shapes(model, size):
@@ -94,7 +95,7 @@ def test_tiny_model_trains_updates_batch_stats_and_evaluates_with_running_statis
 
 
 def test_images_must_match_the_attention_resolution():
-    with pytest.raises(ValueError, match="biases fit a 2x2 map \\(from img_size\\); got 3x3"):
+    with pytest.raises(ValueError, match="biases fit a 2x2 map \\(from image_size\\); got 3x3"):
         _shapes(create_model("lsnet_t", **TINY), 160)
-    with pytest.raises(ValueError, match="embed_dims must be multiples of 8"):
-        _shapes(create_model("lsnet_t", **{**TINY, "embed_dims": (16, 16, 20, 32)}), 128)
+    with pytest.raises(ValueError, match="dims must be multiples of 8"):
+        _shapes(create_model("lsnet_t", **{**TINY, "dims": (16, 16, 20, 32)}), 128)

@@ -14,7 +14,7 @@ OFFICIAL_COUNTS = {  # DaiShiResearch/TransNeXt classification/transnext.py at i
     "transnext_small": 49_741_564, "transnext_base": 89_721_496,
 }
 # 64 px: grids 16, 8, 4, 2 with pooled grids 2 x 2 in stages 1-3 and full attention in stage 4.
-TINY = dict(embed_dims=(8, 16, 16, 16), depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 2), pretrain_size=64)
+TINY = dict(dims=(8, 16, 16, 16), depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 2), pretrain_size=64)
 
 
 def _images(size, batch=2, seed=0):
@@ -30,7 +30,7 @@ def test_parameter_count_equals_the_official_count(name):
     shapes = jax.eval_shape(create_model(name).init, jax.random.PRNGKey(0), jnp.zeros((1, 224, 224, 3)))
     assert count_params(shapes) == OFFICIAL_COUNTS[name] == model_spec(name).official_params
     params = nn.meta.unbox(shapes["params"])
-    dims = create_model(name).embed_dims
+    dims = create_model(name).dims
     # Stages 1-3 use aggregated attention (pooled branch `sr`, 3x3 learnable tokens); stage 4 full attention.
     assert params["block1_0"]["attn"]["learnable_tokens"].shape[-1] == 9
     assert params["block3_0"]["attn"]["sr"]["kernel"].shape == (dims[2], dims[2])
@@ -63,7 +63,7 @@ def test_tiny_model_forward_sows_every_stage():
 def test_training_step_with_drop_path_gives_finite_gradients():
     # Blocks in stages 3 (aggregated attention) and 4 (full attention) only: XLA's CPU compile of the backward
     # pass dominates this test, and the mixers' gradients are tested on their own.
-    model = create_model("transnext_micro", num_classes=5, drop_path_rate=0.1, drop_rate=0.1,
+    model = create_model("transnext_micro", num_classes=5, drop_path_rate=0.1, dropout=0.1,
                          **{**TINY, "depths": (0, 0, 1, 1)})
     x = _images(64)
 
