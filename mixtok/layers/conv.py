@@ -94,26 +94,6 @@ def conv_norm_act(x: jax.Array, features: int, kernel_size: int = 1, *, stride: 
     return x
 
 
-class ConvBN(nn.Module):
-    """conv (no bias) -> BatchNorm: PyTorch's `Conv2d_BN` (LeViT, EfficientViT, CAS-ViT, FFNet, LSNet)."""
-
-    features: int
-    kernel_size: int = 1
-    stride: int = 1
-    groups: int = 1
-    padding: Optional[int] = None  # per side; None: (kernel_size - 1) // 2
-    bn_scale_init: float = 1.0
-    kernel_init: Optional[Callable] = None  # None: trunc-normal 0.02 (timm's)
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x, *, train: bool = False):
-        return conv_norm_act(x, self.features, self.kernel_size, stride=self.stride, groups=self.groups,
-                             padding=self.padding, bn_scale_init=self.bn_scale_init, kernel_init=self.kernel_init,
-                             train=train, dtype=self.dtype, param_dtype=self.param_dtype)
-
-
 class ConvNormAct(nn.Module):
     """conv -> norm -> activation as one module (`conv`, `norm`): timm's ConvNormAct, cvnets' ConvLayer."""
 
@@ -126,7 +106,9 @@ class ConvNormAct(nn.Module):
     norm: Optional[str] = "batchnorm"
     norm_epsilon: Optional[float] = None  # None: 1e-5 for BatchNorm, 1e-6 otherwise
     activation: Optional[str] = "relu"
-    kernel_init: Optional[Callable] = None
+    bn_scale_init: float = 1.0
+    kernel_init: Optional[Callable] = None  # None: trunc-normal 0.02 (timm's)
+    norm_name: str = "norm"
     dtype: Any = None
     param_dtype: Any = jnp.float32
 
@@ -134,8 +116,17 @@ class ConvNormAct(nn.Module):
     def __call__(self, x, *, train: bool = False):
         return conv_norm_act(x, self.features, self.kernel_size, stride=self.stride, groups=self.groups,
                              padding=self.padding, use_bias=self.use_bias, norm=self.norm,
-                             norm_epsilon=self.norm_epsilon, activation=self.activation, kernel_init=self.kernel_init,
-                             norm_name="norm", train=train, dtype=self.dtype, param_dtype=self.param_dtype)
+                             norm_epsilon=self.norm_epsilon, activation=self.activation,
+                             bn_scale_init=self.bn_scale_init, kernel_init=self.kernel_init, norm_name=self.norm_name,
+                             train=train, dtype=self.dtype, param_dtype=self.param_dtype)
+
+
+class ConvBN(ConvNormAct):
+    """conv (no bias) -> BatchNorm (`conv`, `bn`): PyTorch's `Conv2d_BN` (LeViT, EfficientViT, CAS-ViT, FFNet,
+    LSNet). Positional arguments: features, kernel_size, stride, groups."""
+
+    activation: Optional[str] = None
+    norm_name: str = "bn"
 
 
 def fuse_conv_bn(kernel: jax.Array, bn_params: Mapping[str, jax.Array], bn_stats: Mapping[str, jax.Array],

@@ -102,15 +102,10 @@ class IFormer(Backbone):
     num_heads: Sequence[int] = (3, 6, 10, 12)
     attention_heads: Sequence[int] = (1,) * 3 + (3,) * 3 + (7,) * 4 + (9,) * 5 + (11,) * 3  # one per block
     image_size: int = 224  # sets the position embeddings' size
-    num_classes: int = 1000
     mlp_ratios: Sequence[float] = (4.0, 4.0, 4.0, 4.0)
     layer_scale_init_value: float = 1e-6
     dropout: float = 0.0
     attn_dropout: float = 0.0
-    drop_path_rate: float = 0.0
-    head_dropout: float = 0.0
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     def _check_config(self):
         if not (len(self.depths) == len(self.dims) == len(self.num_heads) == len(self.mlp_ratios) == 4):

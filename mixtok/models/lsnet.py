@@ -163,11 +163,6 @@ class LSNet(Backbone):
     num_heads: Sequence[int] = (3, 3, 3, 4)
     key_dim: int = 16
     image_size: int = 224  # fixes the stage-4 attention's bias table (R x R map)
-    num_classes: int = 1000
-    drop_path_rate: float = 0.0
-    head_dropout: float = 0.0
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     def _check_config(self):
         if not (len(self.dims) == len(self.depths) == len(self.num_heads) == 4):

@@ -98,12 +98,7 @@ class S2AFormer(Backbone):
     stem_dim: int = 32
     lim_kernel_size: int = 3
     norm_epsilon: float = 1e-6
-    num_classes: int = 1000
-    drop_path_rate: float = 0.0
-    head_dropout: float = 0.0
     image_size: Optional[int] = None  # no parameter depends on it; when set, images must have this size
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     def _check_config(self) -> None:
         per_stage = dict(dims=self.dims, depths=self.depths, num_heads=self.num_heads, reductions=self.reductions,

@@ -104,14 +104,9 @@ class TransNeXt(Backbone):
     pretrain_size: Optional[int] = 224
     fixed_pool_size: Optional[int] = None
     qkv_bias: bool = True
-    num_classes: int = 1000
     dropout: float = 0.0
     attn_dropout: float = 0.0
-    drop_path_rate: float = 0.0
-    head_dropout: float = 0.0
     image_size: Optional[int] = None  # no parameter depends on it; when set, images must have this size
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def forward(self, images, *, train: bool, output: str):
