@@ -109,3 +109,42 @@ def test_bad_sizes_are_rejected_with_the_bad_value():
         _shapes(create_model("iformer_s", **{**TINY, "attention_heads": (1, 1)}), 32)
     with pytest.raises(ValueError, match="image_size=48 must be a multiple of 32"):
         _shapes(create_model("iformer_s", **{**TINY, "image_size": 48}), 32)
+
+
+def _layer_norm(x, params, eps):
+    x = np.asarray(x, np.float64)
+    y = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + eps)
+    return y * np.asarray(params["scale"]) + np.asarray(params["bias"])
+
+
+def test_features_feed_the_head_and_intermediates_are_the_stage_maps():
+    model = create_model("iformer_s", num_classes=5, **TINY)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 64, 32, 3)), jnp.float32)
+    variables = _random_variables(model, x)
+    logits, features, stages = jax.jit(lambda v, x: (model.apply(v, x), model.apply(v, x, method="features"),
+                                                     model.apply(v, x, method="intermediates")))(variables, x)
+    assert [s.shape for s in stages] == [(2, 16, 8, 16), (2, 8, 4, 32), (2, 4, 2, 48), (2, 2, 1, 64)]
+    np.testing.assert_array_equal(np.asarray(stages[-1]), np.asarray(features))
+    # The head, in numpy: LayerNorm (eps 1e-6) -> mean over the map -> Linear.
+    params = variables["params"]
+    pooled = _layer_norm(features, params["norm"], 1e-6).mean(axis=(1, 2))
+    want = pooled @ np.asarray(params["head"]["kernel"]) + np.asarray(params["head"]["bias"])
+    np.testing.assert_allclose(np.asarray(logits), want, rtol=1e-4, atol=1e-4)
+
+
+def test_every_shared_argument_name_is_accepted():
+    shared = dict(depths=(1, 0, 0, 1), dims=(16, 32, 48, 64), num_heads=(2, 4, 4, 4), mlp_ratios=(2, 2, 3, 3),
+                  num_classes=7, drop_path_rate=0.1, head_dropout=0.2, image_size=64, dropout=0.1, attn_dropout=0.1,
+                  dtype=jnp.float32, param_dtype=jnp.float32)
+    model = create_model("iformer_s", attention_heads=(1, 3), **shared)
+    params = _shapes(model, 64)["params"]
+    assert params["pos_embed1"].shape == (1, 16, 16, 16)  # image_size shapes the position embeddings
+    assert params["blocks1_0"]["mlp"]["fc1"]["kernel"].shape == (16, 32)  # mlp_ratios per stage
+    assert params["blocks4_0"]["mlp"]["fc1"]["kernel"].shape == (64, 192)
+    assert params["head"]["kernel"].shape == (64, 7)
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 64, 64, 3)), jnp.float32)
+    variables = _random_variables(model, x)
+    run = jax.jit(lambda v, x, key: model.apply(v, x, train=True, mutable=["batch_stats"],
+                                                 rngs={"dropout": key, "drop_path": key})[0])
+    first, second = run(variables, x, jax.random.PRNGKey(0)), run(variables, x, jax.random.PRNGKey(1))
+    assert not np.allclose(np.asarray(first), np.asarray(second))  # the dropouts are live in training
