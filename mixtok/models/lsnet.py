@@ -46,6 +46,7 @@ Stage outputs are also sown into `intermediates` as `stage1` ... `stage4` (absen
 `pre_logits`.
 """
 
+import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -65,10 +66,8 @@ from mixtok.models.inputs import check_images
 PATCH_SIZE = 8  # the stem's stride
 
 
-def _conv_bn(features, kernel_size=1, stride=1, groups=1, bn_scale_init=1.0, name=None, **common):
-    """LSNet's Conv2d_BN: a ConvBN with PyTorch's default conv init (the official code keeps it)."""
-    return ConvBN(features, kernel_size, stride, groups, bn_scale_init=bn_scale_init, kernel_init=TORCH_DEFAULT_INIT,
-                  name=name, **common)
+# LSNet's Conv2d_BN: a ConvBN with PyTorch's default conv init (the official code keeps it).
+_conv_bn = functools.partial(ConvBN, kernel_init=TORCH_DEFAULT_INIT)
 
 
 def attention_bias_index(resolution: int) -> np.ndarray:
@@ -85,10 +84,9 @@ class RepVGGDW(nn.Module):
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
-        dim = x.shape[-1]
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        return (_conv_bn(dim, 3, groups=dim, name="conv", **common)(x, train=train)
-                + _conv_bn(dim, 1, groups=dim, name="conv1", **common)(x, train=train) + x)
+        depthwise = functools.partial(_conv_bn, x.shape[-1], groups=x.shape[-1], dtype=self.dtype,
+                                      param_dtype=self.param_dtype)
+        return depthwise(3, name="conv")(x, train=train) + depthwise(1, name="conv1")(x, train=train) + x
 
 
 class LeViTAttention(nn.Module):
