@@ -33,16 +33,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mixtok.layers.conv_bn import ConvBN, batch_norm
-from mixtok.layers.partitioning import (TORCH_DEFAULT_INIT, ones_with_axes, param_with_axes, torch_uniform_init,
-                                        zeros_with_axes)
+from mixtok.layers.conv import ConvBN, batch_norm, conv2d
+from mixtok.layers.partitioning import TORCH_DEFAULT_INIT, ones_with_axes, torch_uniform_init, zeros_with_axes
 from mixtok.mixers.registry import register
 
-TORCH_CONV_INIT = TORCH_DEFAULT_INIT  # LSNet keeps PyTorch's default Conv2d init
 GROUP_NORM_EPSILON = 1e-5
-
-
-_torch_bias_init = torch_uniform_init
 
 
 def small_kernel_aggregation(x: jax.Array, kernels: jax.Array) -> jax.Array:
@@ -85,13 +80,12 @@ class LargeKernelPerception(nn.Module):
         hidden = dim // 2
         groups = dim // self.channels_per_kernel
         taps = self.small_kernel ** 2
-        common = dict(kernel_init=TORCH_CONV_INIT, dtype=self.dtype, param_dtype=self.param_dtype)
+        # LSNet keeps PyTorch's default Conv2d init (weights and the cv4 bias U(+-1/sqrt(fan_in))).
+        common = dict(kernel_init=TORCH_DEFAULT_INIT, dtype=self.dtype, param_dtype=self.param_dtype)
         h = nn.relu(ConvBN(hidden, name="cv1", **common)(x, train=train))
         h = ConvBN(hidden, self.large_kernel, groups=hidden, name="cv2", **common)(h, train=train)
         h = nn.relu(ConvBN(hidden, name="cv3", **common)(h, train=train))
-        w = nn.Conv(taps * groups, (1, 1), dtype=self.dtype, param_dtype=self.param_dtype,
-                    kernel_init=param_with_axes(TORCH_CONV_INIT, (None, None, "conv_in", "conv_out")),
-                    bias_init=param_with_axes(_torch_bias_init(hidden), ("conv_out",)), name="cv4")(h)
+        w = conv2d(taps * groups, 1, bias_init=torch_uniform_init(hidden), name="cv4", **common)(h)
         # GroupNorm's groups are blocks of k*k consecutive channels: the taps of one kernel group.
         w = nn.GroupNorm(num_groups=groups, epsilon=GROUP_NORM_EPSILON, use_fast_variance=False, dtype=self.dtype,
                          param_dtype=self.param_dtype, scale_init=ones_with_axes(("conv_out",)),

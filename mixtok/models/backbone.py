@@ -23,6 +23,7 @@ from typing import Any, Optional, Sequence, Tuple, Union
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 OUTPUTS = ("logits", "features", "intermediates", "head")
@@ -30,7 +31,18 @@ PerStage = Union[Any, Sequence[Any]]
 
 
 class Backbone(nn.Module):
-    """Base of the zoo's backbones: `__call__`, `features`, `intermediates`, `forward_head` on one `forward`."""
+    """Base of the zoo's backbones: `__call__`, `features`, `intermediates`, `forward_head` on one `forward`.
+
+    It declares the arguments every backbone takes with the same meaning; a family may restate one to
+    change its default (FFNet's official drop path is 0.1). The rest of the vocabulary (`depths`, `dims`,
+    `image_size`, `num_heads`, `mlp_ratios`, `token_mixers`) has family defaults and is declared by each family.
+    """
+
+    num_classes: int = 1000
+    drop_path_rate: float = 0.0  # stochastic depth of the last block, rising linearly from 0 at the first
+    head_dropout: float = 0.0  # dropout on the pooled features, right before the classifier
+    dtype: Any = None  # computation dtype; None: the inputs'
+    param_dtype: Any = jnp.float32
 
     def __call__(self, images, *, train: bool = False):
         return self.forward(images, train=train, output="logits")

@@ -8,9 +8,9 @@ Source: sail-sg/iFormer @ 725d8e7f, models/inception_transformer.py (`iformer_sm
     iformer_l  iFormer-L  86,637,096 parameters   official docstring: 14.048 GFLOPs, 84.752% top-1
 
 The counts are `sum(p.numel() for p in model.parameters())` with 1000 classes at img_size 224; they include
-the 224-specific position embeddings (533,120 / 551,936 / 570,752 parameters), so another `img_size` changes
+the 224-specific position embeddings (533,120 / 551,936 / 570,752 parameters), so another `image_size` changes
 them. BatchNorm running statistics are buffers, not parameters. The official `*_384` models are the same
-tables with img_size=384 (`create_model("iformer_s", img_size=384)`).
+tables with img_size=384 (`create_model("iformer_s", image_size=384)`).
 """
 
 from mixtok.models.iformer import IFormer
@@ -18,7 +18,7 @@ from mixtok.models.registry import ModelSpec, register_model
 
 PAPER = "Inception Transformer (Si et al., NeurIPS 2022)"
 
-# name: (depths, embed_dims, num_heads, attention heads per block, official params at 224)
+# name: (depths, dims, num_heads, attention heads per block, official params at 224)
 SIZES = {
     "iformer_s": ((3, 3, 9, 3), (96, 192, 320, 384), (3, 6, 10, 12),
                   (1,) * 3 + (3,) * 3 + (7,) * 4 + (9,) * 5 + (11,) * 3, 19_866_344),
@@ -31,8 +31,8 @@ SIZES = {
 
 def _register_all() -> None:
     for name, (depths, dims, heads, attention_heads, count) in SIZES.items():
-        kwargs = dict(depths=depths, embed_dims=dims, num_heads=heads, attention_heads=attention_heads,
-                      img_size=224, layer_scale_init_value=1e-6)
+        kwargs = dict(depths=depths, dims=dims, num_heads=heads, attention_heads=attention_heads,
+                      image_size=224, layer_scale_init_value=1e-6)
         register_model(name, ModelSpec(IFormer, kwargs, PAPER, count))
 
 

@@ -15,9 +15,9 @@ model/lsnet.py (`LSNet`, `Block`, `RepVGGDW`, `Attention`, `FFN`, `Conv2d_BN`, `
     Attention (LeViT-style, stage 4): qkv = ConvBN1x1(x) split by channel into q, k (heads x key_dim each) and
     v (heads x d, d = C / heads); q = ConvBN_dw3x3(q); per head a = softmax(q^T k / sqrt(key_dim) + B[|dy|, |dx|]);
     out = ConvBN1x1(ReLU(v a^T), BN weight init 0). B (`attention_biases`, [heads, R * R]) is indexed by the
-    offset between two positions of the R x R stage-4 map, R fixed by `img_size` (7 -> 4 at 224).
+    offset between two positions of the R x R stage-4 map, R fixed by `image_size` (7 -> 4 at 224).
 
-The SE block reduces to make_divisible(C / 4, 8) channels (timm's rounding with round_limit 0), with biases.
+The SE block is `mixtok.layers.SqueezeExcite` (timm's SEModule): make_divisible(C / 4, 8) channels, with biases.
 Initialisation is the official one: PyTorch's default for every conv (U(+-1/sqrt(fan_in)), biases likewise),
 BatchNorm 1 / 0 except the FFN's and attention projection's last BN weight (0), classifier trunc-normal(0.02)
 with zero bias, attention biases 0.
@@ -34,11 +34,19 @@ Differences from the official code:
 - The distillation head (`distillation=True`, a second BN_Linear averaged in eval) and the inference-time
   fusion (`replace_batchnorm`) are not ported; the model is the training-time form the official counts use.
 - Like the official model, the attention biases fit one resolution: images whose stage-4 map is not R x R
-  (R from `img_size`) are rejected with a ValueError instead of failing inside an index.
-Stage outputs are sown into `intermediates` as `stage1` ... `stage4` (absent for an empty stage 1, as in LSNet-T,
-whose stage-1 output is the stem's) and `pre_logits`.
+  (R from `image_size`) are rejected with a ValueError instead of failing inside an index.
+- mixtok additions, both off by default so the model is the official one: stochastic depth (`drop_path_rate`,
+  rising linearly over the blocks from 0) on the branches the official code wraps in `Residual` (the FFN and
+  the stage-4 attention; the official `Residual(m, drop)` has the mechanism but LSNet never sets it), and
+  `head_dropout` before the classifier's Linear.
+- Arguments use the backbones' shared names: `dims` (official `embed_dim`), `image_size` (`img_size`).
+Features: `method="features"` gives the stage-4 map [B, H/64, W/64, C4] (before the head's pooling),
+`method="intermediates"` the four stage maps (an empty stage 1, as in LSNet-T, passes the stem's output on).
+Stage outputs are also sown into `intermediates` as `stage1` ... `stage4` (absent for an empty stage 1) and
+`pre_logits`.
 """
 
+import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -46,22 +54,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mixtok.layers.conv_bn import ConvBN, batch_norm
-from mixtok.layers.partitioning import DEFAULT_KERNEL_INIT, param_with_axes, zeros_with_axes
-from mixtok.mixers.lsnet import TORCH_CONV_INIT, LSConv, _torch_bias_init
+from mixtok.layers.conv import ConvBN, batch_norm
+from mixtok.layers.drop import DropPath
+from mixtok.layers.partitioning import TORCH_DEFAULT_INIT, dense_kernel_init, param_with_axes, zeros_with_axes
+from mixtok.layers.se import SqueezeExcite
+from mixtok.layers.stems import conv_stem
+from mixtok.mixers.lsnet import LSConv
+from mixtok.models.backbone import Backbone
 from mixtok.models.inputs import check_images
 
 PATCH_SIZE = 8  # the stem's stride
 
 
-def _conv_bn(features, kernel_size=1, stride=1, groups=1, bn_scale_init=1.0, name=None, **common):
-    return ConvBN(features, kernel_size, stride, groups, bn_scale_init=bn_scale_init, kernel_init=TORCH_CONV_INIT,
-                  name=name, **common)
-
-
-def make_divisible(value: float, divisor: int = 8) -> int:
-    """timm's make_divisible with round_limit 0 (as its SEModule calls it): nearest multiple, at least `divisor`."""
-    return max(divisor, int(value + divisor / 2) // divisor * divisor)
+# LSNet's Conv2d_BN: a ConvBN with PyTorch's default conv init (the official code keeps it).
+_conv_bn = functools.partial(ConvBN, kernel_init=TORCH_DEFAULT_INIT)
 
 
 def attention_bias_index(resolution: int) -> np.ndarray:
@@ -78,30 +84,9 @@ class RepVGGDW(nn.Module):
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
-        dim = x.shape[-1]
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        return (_conv_bn(dim, 3, groups=dim, name="conv", **common)(x, train=train)
-                + _conv_bn(dim, 1, groups=dim, name="conv1", **common)(x, train=train) + x)
-
-
-class SqueezeExcite(nn.Module):
-    """timm's SEModule(C, rd_ratio): x * sigmoid(fc2(ReLU(fc1(mean_hw(x))))), 1x1 convs with biases."""
-
-    rd_ratio: float = 0.25
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x):
-        dim = x.shape[-1]
-        reduced = make_divisible(dim * self.rd_ratio)
-        s = jnp.mean(x, axis=(1, 2), keepdims=True)
-        kernel = param_with_axes(TORCH_CONV_INIT, (None, None, "conv_in", "conv_out"))
-        s = nn.Conv(reduced, (1, 1), dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=kernel,
-                    bias_init=param_with_axes(_torch_bias_init(dim), ("conv_out",)), name="fc1")(s)
-        s = nn.Conv(dim, (1, 1), dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=kernel,
-                    bias_init=param_with_axes(_torch_bias_init(reduced), ("conv_out",)), name="fc2")(nn.relu(s))
-        return x * jax.nn.sigmoid(s)
+        depthwise = functools.partial(_conv_bn, x.shape[-1], groups=x.shape[-1], dtype=self.dtype,
+                                      param_dtype=self.param_dtype)
+        return depthwise(3, name="conv")(x, train=train) + depthwise(1, name="conv1")(x, train=train) + x
 
 
 class LeViTAttention(nn.Module):
@@ -118,7 +103,7 @@ class LeViTAttention(nn.Module):
         batch, height, width, dim = x.shape
         if (height, width) != (self.resolution, self.resolution):
             raise ValueError(f"LSNet attention: its biases fit a {self.resolution}x{self.resolution} map (from "
-                             f"img_size); got {height}x{width}. Build the model with the img_size of the images.")
+                             f"image_size); got {height}x{width}. Build the model with the image_size of the images.")
         common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         heads, key_dim = self.num_heads, self.key_dim
         value_dim = int(dim / (key_dim * heads) * key_dim)  # the official int(attn_ratio * key_dim)
@@ -147,6 +132,7 @@ class LSNetBlock(nn.Module):
     num_heads: int = 4
     key_dim: int = 16
     resolution: int = 4
+    drop_path: float = 0.0
     dtype: Any = None
     param_dtype: Any = jnp.float32
 
@@ -154,66 +140,70 @@ class LSNetBlock(nn.Module):
     def __call__(self, x, *, train: bool = False):
         dim = x.shape[-1]
         common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        drop_path = DropPath(self.drop_path)
         if self.depth_index % 2 == 0:
             x = RepVGGDW(name="mixer", **common)(x, train=train)
             x = SqueezeExcite(0.25, name="se", **common)(x)
         elif self.use_attention:
-            x = x + LeViTAttention(self.num_heads, self.key_dim, self.resolution, name="mixer", **common)(
-                x, train=train)
+            y = LeViTAttention(self.num_heads, self.key_dim, self.resolution, name="mixer", **common)(x, train=train)
+            x = x + drop_path(y, train=train)
         else:
             x = LSConv(dim, name="mixer", **common)(x, train=train)
         h = nn.relu(_conv_bn(2 * dim, name="pw1", **common)(x, train=train))
-        return x + _conv_bn(dim, bn_scale_init=0.0, name="pw2", **common)(h, train=train)
+        return x + drop_path(_conv_bn(dim, bn_scale_init=0.0, name="pw2", **common)(h, train=train), train=train)
 
 
-class LSNet(nn.Module):
+class LSNet(Backbone):
     """LSNet: stride-8 Conv-BN stem, four stages of LS-conv blocks (attention in the last), BN-Linear head."""
 
-    embed_dims: Sequence[int] = (64, 128, 256, 384)
+    dims: Sequence[int] = (64, 128, 256, 384)
     depths: Sequence[int] = (0, 2, 8, 10)
     num_heads: Sequence[int] = (3, 3, 3, 4)
     key_dim: int = 16
-    img_size: int = 224  # fixes the stage-4 attention's bias table (R x R map)
-    num_classes: int = 1000
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
+    image_size: int = 224  # fixes the stage-4 attention's bias table (R x R map)
 
     def _check_config(self):
-        if not (len(self.embed_dims) == len(self.depths) == len(self.num_heads) == 4):
-            raise ValueError(f"LSNet has 4 stages; got embed_dims {tuple(self.embed_dims)}, depths "
-                             f"{tuple(self.depths)}, num_heads {tuple(self.num_heads)}.")
-        for dim in self.embed_dims:
+        if not (len(self.dims) == len(self.depths) == len(self.num_heads) == 4):
+            raise ValueError(f"LSNet has 4 stages; got dims {tuple(self.dims)}, depths {tuple(self.depths)}, "
+                             f"num_heads {tuple(self.num_heads)}.")
+        for dim in self.dims:
             if dim % 8:
-                raise ValueError(f"LSNet: embed_dims must be multiples of 8 (LSConv shares a kernel per C/8 "
-                                 f"group and the stem needs C/4); got {tuple(self.embed_dims)}.")
+                raise ValueError(f"LSNet: dims must be multiples of 8 (LSConv shares a kernel per C/8 group and the "
+                                 f"stem needs C/4); got {tuple(self.dims)}.")
 
-    @nn.compact
-    def __call__(self, x, *, train: bool = False):
+    def stage_maps(self, x, *, train: bool):
         self._check_config()
         check_images(x, 1, "LSNet", "any size")
         common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = x.astype(self.dtype or x.dtype)
-        first = self.embed_dims[0]
-        x = nn.relu(_conv_bn(first // 4, 3, 2, name="patch_embed_0", **common)(x, train=train))
-        x = nn.relu(_conv_bn(first // 2, 3, 2, name="patch_embed_2", **common)(x, train=train))
-        x = _conv_bn(first, 3, 2, name="patch_embed_4", **common)(x, train=train)
-        resolution = self.img_size // PATCH_SIZE
-        for stage, (dim, depth, heads) in enumerate(zip(self.embed_dims, self.depths, self.num_heads)):
+        first = self.dims[0]
+        x = conv_stem(x, (first // 4, first // 2, first), strides=(2, 2, 2), activation="relu",
+                      names=("patch_embed_0", "patch_embed_2", "patch_embed_4"), kernel_init=TORCH_DEFAULT_INIT,
+                      train=train, **common)
+        resolution = self.image_size // PATCH_SIZE
+        rates = np.linspace(0.0, self.drop_path_rate, sum(self.depths)).tolist()
+        stages = []
+        for stage, (dim, depth, heads) in enumerate(zip(self.dims, self.depths, self.num_heads)):
             offset = 0
             if stage > 0:
-                previous = self.embed_dims[stage - 1]
+                previous = self.dims[stage - 1]
                 x = _conv_bn(previous, 3, 2, groups=previous, name=f"blocks{stage + 1}_0", **common)(x, train=train)
                 x = _conv_bn(dim, name=f"blocks{stage + 1}_1", **common)(x, train=train)
                 resolution = (resolution - 1) // 2 + 1
                 offset = 2
             for d in range(depth):
-                x = LSNetBlock(d, stage == 3, heads, self.key_dim, resolution, name=f"blocks{stage + 1}_{offset + d}",
-                               **common)(x, train=train)
+                x = LSNetBlock(d, stage == 3, heads, self.key_dim, resolution, rates[sum(self.depths[:stage]) + d],
+                               name=f"blocks{stage + 1}_{offset + d}", **common)(x, train=train)
             if stage > 0 or depth:
                 self.sow("intermediates", f"stage{stage + 1}", x)
+            stages.append(x)
+        return tuple(stages)
+
+    def classify(self, x, *, train: bool):
+        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = jnp.mean(x, axis=(1, 2))
         self.sow("intermediates", "pre_logits", x)
         x = batch_norm("head_bn", train=train, **common)(x)
-        return nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
-                        kernel_init=param_with_axes(DEFAULT_KERNEL_INIT, ("embed", None)),
-                        bias_init=zeros_with_axes((None,)), name="head_l")(x)
+        x = nn.Dropout(self.head_dropout, deterministic=not train)(x)
+        return nn.Dense(self.num_classes, kernel_init=dense_kernel_init(("embed", None)),
+                        bias_init=zeros_with_axes((None,)), name="head_l", **common)(x)

@@ -16,7 +16,7 @@ from mixtok.models.registry import ModelSpec, register_model
 
 PAPER = "LSNet: See Large, Focus Small (Wang et al., CVPR 2025)"
 
-# name: (embed_dims, depths, num_heads, official params)
+# name: (dims, depths, num_heads, official params)
 SIZES = {
     "lsnet_t": ((64, 128, 256, 384), (0, 2, 8, 10), (3, 3, 3, 4), 11_409_832),
     "lsnet_s": ((96, 192, 320, 448), (1, 2, 8, 10), (3, 3, 3, 4), 16_146_304),
@@ -26,7 +26,7 @@ SIZES = {
 
 def _register_all() -> None:
     for name, (dims, depths, heads, count) in SIZES.items():
-        kwargs = dict(embed_dims=dims, depths=depths, num_heads=heads, key_dim=16, img_size=224)
+        kwargs = dict(dims=dims, depths=depths, num_heads=heads, key_dim=16, image_size=224)
         register_model(name, ModelSpec(LSNet, kwargs, PAPER, count))
 
 

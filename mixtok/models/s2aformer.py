@@ -28,22 +28,26 @@ SSA and the (stand-in) LIM are in `mixtok.mixers.s2aformer`. Every other choice 
   no layer scale.
 - head: global average pool -> LayerNorm (eps `norm_epsilon`) -> dropout -> Linear(num_classes).
 - init: trunc-normal(0.02) for every conv / linear kernel, zero biases, BN and LN at identity.
-- stage outputs are sown into `intermediates` (`stage0` ... `stage3`, `pre_logits`).
+- no parameter depends on the resolution: `image_size` (default None) only checks that the images have it.
+- features: `method="features"` gives the stage-4 map [B, H/32, W/32, C4] (before the head's pooling),
+  `method="intermediates"` the four stage maps; they are also sown into `intermediates` (`stage0` ...
+  `stage3`, `pre_logits`).
 """
 
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mixtok.layers.conv_bn import ConvBN
+from mixtok.layers.conv import conv2d, conv_norm_act
 from mixtok.layers.drop import DropPath
 from mixtok.layers.mlp import Mlp
 from mixtok.layers.norms import LayerNorm
-from mixtok.layers.partitioning import conv_kernel_init, dense_kernel_init, zeros_with_axes
+from mixtok.layers.partitioning import dense_kernel_init, zeros_with_axes
+from mixtok.layers.stems import conv_stem
 from mixtok.mixers.s2aformer import LocalInteractionModule, StripSelfAttention
+from mixtok.models.backbone import Backbone
 from mixtok.models.inputs import check_images
 
 __all__ = ["HybridPerceptionBlock", "PAPER", "S2AFormer", "TOTAL_STRIDE"]
@@ -69,9 +73,7 @@ class HybridPerceptionBlock(nn.Module):
     @nn.compact
     def __call__(self, x, *, train: bool = False):
         common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        x = x + nn.Conv(self.dim, (3, 3), padding=((1, 1), (1, 1)), feature_group_count=self.dim,
-                        kernel_init=conv_kernel_init((None, None, None, "conv_out")),
-                        bias_init=zeros_with_axes(("conv_out",)), name="local_conv", **common)(x)
+        x = x + conv2d(self.dim, 3, groups=self.dim, name="local_conv", **common)(x)
         branches = (
             ("ssa", StripSelfAttention(self.dim, num_heads=self.num_heads, reduction=self.reduction,
                                        qk_ratio=self.qk_ratio, name="ssa", **common)),
@@ -84,7 +86,7 @@ class HybridPerceptionBlock(nn.Module):
         return x
 
 
-class S2AFormer(nn.Module):
+class S2AFormer(Backbone):
     """Four-stage S2AFormer-layout backbone: `apply(variables, images[B, H, W, 3]) -> logits[B, num_classes]`."""
 
     dims: Sequence[int] = (64, 128, 320, 512)
@@ -96,11 +98,7 @@ class S2AFormer(nn.Module):
     stem_dim: int = 32
     lim_kernel_size: int = 3
     norm_epsilon: float = 1e-6
-    num_classes: int = 1000
-    drop_path_rate: float = 0.0
-    head_dropout: float = 0.0
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
+    image_size: Optional[int] = None  # no parameter depends on it; when set, images must have this size
 
     def _check_config(self) -> None:
         per_stage = dict(dims=self.dims, depths=self.depths, num_heads=self.num_heads, reductions=self.reductions,
@@ -113,21 +111,20 @@ class S2AFormer(nn.Module):
                 raise ValueError(f"num_heads {tuple(self.num_heads)} must divide dims {tuple(self.dims)} "
                                  "stage by stage.")
 
-    @nn.compact
-    def __call__(self, images, *, train: bool = False):
+    def stage_maps(self, images, *, train: bool):
         self._check_config()
-        check_images(images, TOTAL_STRIDE, "S2AFormer", "stem stride 2 and four stride-2 patch embeddings")
+        check_images(images, TOTAL_STRIDE, "S2AFormer", "stem stride 2 and four stride-2 patch embeddings",
+                     self.image_size)
         common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        x = images.astype(self.dtype or images.dtype)
-        for i, stride in enumerate((2, 1, 1)):
-            x = ConvBN(self.stem_dim, kernel_size=3, stride=stride, name=f"stem_{i}", **common)(x, train=train)
-            x = jax.nn.gelu(x, approximate=False)
+        x = conv_stem(images.astype(self.dtype or images.dtype), (self.stem_dim,) * 3, strides=(2, 1, 1),
+                      names=("stem_0", "stem_1", "stem_2"), activation="gelu", final_activation=True, train=train,
+                      **common)
         drop_rates = np.linspace(0.0, self.drop_path_rate, sum(self.depths)).tolist()
-        block_index = 0
+        block_index, stages = 0, []
         for i, (dim, depth) in enumerate(zip(self.dims, self.depths)):
-            x = nn.Conv(dim, (2, 2), strides=(2, 2), padding="VALID", kernel_init=conv_kernel_init(),
-                        bias_init=zeros_with_axes(("conv_out",)), name=f"patch_embed_{i}", **common)(x)
-            x = LayerNorm(epsilon=self.norm_epsilon, name=f"patch_embed_norm_{i}", **common)(x)
+            x = conv_norm_act(x, dim, 2, stride=2, padding=0, use_bias=True, norm="layernorm",
+                              norm_epsilon=self.norm_epsilon, conv_name=f"patch_embed_{i}",
+                              norm_name=f"patch_embed_norm_{i}", **common)
             for j in range(depth):
                 x = HybridPerceptionBlock(
                     dim, num_heads=self.num_heads[i], reduction=self.reductions[i], qk_ratio=self.qk_ratio,
@@ -136,8 +133,12 @@ class S2AFormer(nn.Module):
                     **common)(x, train=train)
                 block_index += 1
             self.sow("intermediates", f"stage{i}", x)
-        x = jnp.mean(x, axis=(1, 2))
-        x = LayerNorm(epsilon=self.norm_epsilon, name="head_norm", **common)(x)
+            stages.append(x)
+        return tuple(stages)
+
+    def classify(self, x, *, train: bool):
+        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        x = LayerNorm(epsilon=self.norm_epsilon, name="head_norm", **common)(jnp.mean(x, axis=(1, 2)))
         self.sow("intermediates", "pre_logits", x)
         if self.num_classes <= 0:
             return x

@@ -22,10 +22,16 @@ Differences from the official code:
   the official checkpoints' value) sets the CPB coordinate scale per stage, pretrain_size // stride, as the
   official `pretrain_size` argument does; at 224 px this is exactly the official model. With
   `pretrain_size=None` the input's own size is used (the official default when `pretrain_size` is unset).
-- Images are NHWC. Stage outputs are sown into `intermediates` (`stage1` ... `stage4`, `pre_logits`).
+- No parameter depends on the resolution: `image_size` (default None) only checks that the images have it.
+- Arguments use the backbones' shared names: `dims` (official `embed_dims`), `dropout` (the official
+  `drop_rate`: projection and ConvGLU dropout), `attn_dropout` (`attn_drop_rate`); `head_dropout` (dropout
+  before the classifier, default 0) is a mixtok addition.
+- Images are NHWC. `method="features"` gives the stage-4 map [B, H/32, W/32, C4] after its LayerNorm (before
+  the head's pooling), `method="intermediates"` the four stage maps; they are also sown into `intermediates`
+  (`stage1` ... `stage4`, `pre_logits`).
 """
 
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -34,38 +40,20 @@ import numpy as np
 
 from mixtok.layers.drop import DropPath
 from mixtok.layers.norms import LayerNorm
-from mixtok.layers.partitioning import dense_kernel_init, param_with_axes, zeros_with_axes
+from mixtok.layers.partitioning import dense_kernel_init, zeros_with_axes
+from mixtok.layers.stems import PatchEmbed
 from mixtok.mixers.transnext import AggregatedAttention, ConvGLU, LengthScaledCosineAttention
+from mixtok.models.backbone import Backbone
 from mixtok.models.inputs import check_images
 
 NORM_EPSILON = 1e-6
 EMBED_NORM_EPSILON = 1e-5  # OverlapPatchEmbed's nn.LayerNorm keeps PyTorch's default eps
 
 
-def conv_fan_out_init(kernel_size: int, features: int, groups: int = 1):
+def conv_fan_out_init(kernel_size: int, features: int, groups: int = 1) -> Callable:
     """The official conv init: normal(0, sqrt(2 / fan_out)), fan_out = k * k * out / groups."""
     fan_out = kernel_size * kernel_size * features // groups
-    return param_with_axes(jax.nn.initializers.normal(float(np.sqrt(2.0 / fan_out))),
-                           (None, None, "conv_in", "conv_out"))
-
-
-class OverlapPatchEmbed(nn.Module):
-    """Overlapping conv patch embedding (kernel k, stride s, padding k // 2) followed by LayerNorm (eps 1e-5)."""
-
-    features: int
-    kernel_size: int
-    stride: int
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x):
-        pad = self.kernel_size // 2
-        x = nn.Conv(self.features, (self.kernel_size,) * 2, strides=self.stride, padding=((pad, pad), (pad, pad)),
-                    kernel_init=conv_fan_out_init(self.kernel_size, self.features),
-                    bias_init=zeros_with_axes(("conv_out",)), dtype=self.dtype, param_dtype=self.param_dtype,
-                    name="proj")(x)
-        return LayerNorm(epsilon=EMBED_NORM_EPSILON, dtype=self.dtype, param_dtype=self.param_dtype, name="norm")(x)
+    return jax.nn.initializers.normal(float(np.sqrt(2.0 / fan_out)))
 
 
 class TransNeXtBlock(nn.Module):
@@ -103,10 +91,10 @@ class TransNeXtBlock(nn.Module):
         return x + drop_path(mlp(LayerNorm(name="norm2", **norm)(x), train=train), train=train)
 
 
-class TransNeXt(nn.Module):
+class TransNeXt(Backbone):
     """The TransNeXt classifier (official `TransNeXt`) on NHWC images; returns logits [B, num_classes]."""
 
-    embed_dims: Sequence[int] = (48, 96, 192, 384)
+    dims: Sequence[int] = (48, 96, 192, 384)
     depths: Sequence[int] = (2, 2, 15, 2)
     num_heads: Sequence[int] = (2, 4, 8, 16)
     mlp_ratios: Sequence[float] = (8, 8, 4, 4)
@@ -116,44 +104,46 @@ class TransNeXt(nn.Module):
     pretrain_size: Optional[int] = 224
     fixed_pool_size: Optional[int] = None
     qkv_bias: bool = True
-    num_classes: int = 1000
-    drop_rate: float = 0.0
-    attn_drop_rate: float = 0.0
-    drop_path_rate: float = 0.0
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
+    dropout: float = 0.0
+    attn_dropout: float = 0.0
+    image_size: Optional[int] = None  # no parameter depends on it; when set, images must have this size
 
-    @nn.compact
-    def __call__(self, images, *, train: bool = False):
-        lengths = {len(self.embed_dims), len(self.depths), len(self.num_heads), len(self.mlp_ratios),
-                   len(self.sr_ratios)}
+    def stage_maps(self, images, *, train: bool):
+        lengths = {len(self.dims), len(self.depths), len(self.num_heads), len(self.mlp_ratios), len(self.sr_ratios)}
         if lengths != {4}:
-            raise ValueError(f"embed_dims, depths, num_heads, mlp_ratios and sr_ratios need 4 entries (one per "
-                             f"stage); got {self.embed_dims}, {self.depths}, {self.num_heads}, {self.mlp_ratios}, "
+            raise ValueError(f"dims, depths, num_heads, mlp_ratios and sr_ratios need 4 entries (one per stage); "
+                             f"got {self.dims}, {self.depths}, {self.num_heads}, {self.mlp_ratios}, "
                              f"{self.sr_ratios}.")
         total_stride = self.patch_size * 8
-        check_images(images, total_stride, "TransNeXt", "the patch embedding then three stride-2 downsamplings")
+        check_images(images, total_stride, "TransNeXt", "the patch embedding then three stride-2 downsamplings",
+                     self.image_size)
+        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         rates = np.linspace(0.0, self.drop_path_rate, sum(self.depths))
-        x, cursor = images, 0
+        x, cursor, stages = images, 0, []
         for stage in range(4):
             stride = self.patch_size * 2 ** stage
-            x = OverlapPatchEmbed(self.embed_dims[stage], 2 * self.patch_size - 1 if stage == 0 else 3,
-                                  self.patch_size if stage == 0 else 2, dtype=self.dtype,
-                                  param_dtype=self.param_dtype, name=f"patch_embed{stage + 1}")(x)
+            kernel = 2 * self.patch_size - 1 if stage == 0 else 3  # odd, so padding (k - 1) // 2 = the official k // 2
+            x = PatchEmbed(self.dims[stage], kernel, self.patch_size if stage == 0 else 2,
+                           norm_epsilon=EMBED_NORM_EPSILON, kernel_init=conv_fan_out_init(kernel, self.dims[stage]),
+                           name=f"patch_embed{stage + 1}", **common)(x)
             pretrain = None if self.pretrain_size is None else (self.pretrain_size // stride,) * 2
             for index in range(self.depths[stage]):
                 x = TransNeXtBlock(
-                    self.embed_dims[stage], self.num_heads[stage], self.sr_ratios[stage], self.mlp_ratios[stage],
+                    self.dims[stage], self.num_heads[stage], self.sr_ratios[stage], self.mlp_ratios[stage],
                     window_size=self.window_size, pretrain_size=pretrain, fixed_pool_size=self.fixed_pool_size,
-                    qkv_bias=self.qkv_bias, dropout=self.drop_rate, attn_dropout=self.attn_drop_rate,
-                    drop_path=float(rates[cursor + index]), dtype=self.dtype, param_dtype=self.param_dtype,
-                    name=f"block{stage + 1}_{index}")(x, train=train)
+                    qkv_bias=self.qkv_bias, dropout=self.dropout, attn_dropout=self.attn_dropout,
+                    drop_path=float(rates[cursor + index]), name=f"block{stage + 1}_{index}", **common)(
+                        x, train=train)
             cursor += self.depths[stage]
-            x = LayerNorm(epsilon=NORM_EPSILON, dtype=self.dtype, param_dtype=self.param_dtype,
-                          name=f"norm{stage + 1}")(x)
+            x = LayerNorm(epsilon=NORM_EPSILON, name=f"norm{stage + 1}", **common)(x)
             self.sow("intermediates", f"stage{stage + 1}", x)
+            stages.append(x)
+        return tuple(stages)
+
+    def classify(self, x, *, train: bool):
+        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         features = jnp.mean(x, axis=(1, 2))
         self.sow("intermediates", "pre_logits", features)
+        features = nn.Dropout(self.head_dropout, deterministic=not train)(features)
         return nn.Dense(self.num_classes, kernel_init=dense_kernel_init(("embed", None)),
-                        bias_init=zeros_with_axes((None,)), dtype=self.dtype, param_dtype=self.param_dtype,
-                        name="head")(features)
+                        bias_init=zeros_with_axes((None,)), name="head", **common)(features)

@@ -21,7 +21,7 @@ from mixtok.models.transnext import TransNeXt
 
 PAPER = "TransNeXt: Robust Foveal Visual Perception for Vision Transformers (Shi, CVPR 2024)"
 
-# name: (embed_dims, num_heads, depths, official params)
+# name: (dims, num_heads, depths, official params)
 SIZES = {
     "transnext_micro": ((48, 96, 192, 384), (2, 4, 8, 16), (2, 2, 15, 2), 12_809_304),
     "transnext_tiny": ((72, 144, 288, 576), (3, 6, 12, 24), (2, 2, 15, 2), 28_258_960),
@@ -32,7 +32,7 @@ SIZES = {
 
 def _register_all() -> None:
     for name, (dims, heads, depths, count) in SIZES.items():
-        kwargs = dict(embed_dims=dims, num_heads=heads, depths=depths, mlp_ratios=(8, 8, 4, 4),
+        kwargs = dict(dims=dims, num_heads=heads, depths=depths, mlp_ratios=(8, 8, 4, 4),
                       sr_ratios=(8, 4, 2, 1), window_size=3, patch_size=4, qkv_bias=True)
         register_model(name, ModelSpec(TransNeXt, kwargs, PAPER, count))
 

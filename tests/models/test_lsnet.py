@@ -10,10 +10,11 @@ import pytest
 
 from mixtok.models import lsnet_variants  # registers the variants (not yet imported by mixtok.models)
 from mixtok.models import count_params, create_model, list_models, model_spec
-from mixtok.models.lsnet import attention_bias_index, make_divisible
+from mixtok.layers.se import make_divisible
+from mixtok.models.lsnet import attention_bias_index
 
 OFFICIAL_COUNTS = {"lsnet_t": 11_409_832, "lsnet_s": 16_146_304, "lsnet_b": 23_313_608}
-TINY = dict(embed_dims=(16, 16, 24, 32), depths=(0, 2, 0, 2), num_heads=(2, 2, 2, 2), key_dim=4, img_size=128)
+TINY = dict(dims=(16, 16, 24, 32), depths=(0, 2, 0, 2), num_heads=(2, 2, 2, 2), key_dim=4, image_size=128)
 
 
 def _shapes(model, size):
@@ -94,7 +95,45 @@ def test_tiny_model_trains_updates_batch_stats_and_evaluates_with_running_statis
 
 
 def test_images_must_match_the_attention_resolution():
-    with pytest.raises(ValueError, match="biases fit a 2x2 map \\(from img_size\\); got 3x3"):
+    with pytest.raises(ValueError, match="biases fit a 2x2 map \\(from image_size\\); got 3x3"):
         _shapes(create_model("lsnet_t", **TINY), 160)
-    with pytest.raises(ValueError, match="embed_dims must be multiples of 8"):
-        _shapes(create_model("lsnet_t", **{**TINY, "embed_dims": (16, 16, 20, 32)}), 128)
+    with pytest.raises(ValueError, match="dims must be multiples of 8"):
+        _shapes(create_model("lsnet_t", **{**TINY, "dims": (16, 16, 20, 32)}), 128)
+
+
+def test_features_feed_the_head_and_intermediates_are_the_stage_maps():
+    model = create_model("lsnet_t", num_classes=5, **TINY)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 128, 128, 3)), jnp.float32)
+    variables = _random_variables(model, x)
+    logits, features, stages = jax.jit(lambda v, x: (model.apply(v, x), model.apply(v, x, method="features"),
+                                                     model.apply(v, x, method="intermediates")))(variables, x)
+    # An empty stage 1 (LSNet-T) passes the stem's stride-8 map on.
+    assert [s.shape for s in stages] == [(2, 16, 16, 16), (2, 8, 8, 16), (2, 4, 4, 24), (2, 2, 2, 32)]
+    np.testing.assert_array_equal(np.asarray(stages[-1]), np.asarray(features))
+    # The head, in numpy: mean over the map -> BatchNorm1d with running statistics (eps 1e-5) -> Linear.
+    params, stats = variables["params"], variables["batch_stats"]
+    pooled = np.asarray(features, np.float64).mean(axis=(1, 2))
+    normed = ((pooled - np.asarray(stats["head_bn"]["mean"])) / np.sqrt(np.asarray(stats["head_bn"]["var"]) + 1e-5)
+              * np.asarray(params["head_bn"]["scale"]) + np.asarray(params["head_bn"]["bias"]))
+    want = normed @ np.asarray(params["head_l"]["kernel"]) + np.asarray(params["head_l"]["bias"])
+    np.testing.assert_allclose(np.asarray(logits), want, rtol=1e-4, atol=1e-4)
+
+
+def test_every_shared_argument_name_is_accepted_and_stochastic_depth_is_off_by_default():
+    shared = dict(depths=(0, 2, 0, 2), dims=(16, 16, 24, 32), num_heads=(2, 2, 2, 2), num_classes=7,
+                  drop_path_rate=0.5, head_dropout=0.5, image_size=64, dtype=jnp.float32, param_dtype=jnp.float32)
+    model = create_model("lsnet_t", key_dim=4, **shared)
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(4, 64, 64, 3)), jnp.float32)
+    variables = _random_variables(model, x)
+    assert variables["params"]["blocks4_3"]["mixer"]["attention_biases"].shape == (2, 1)  # image_size 64: 1x1 map
+    # No parameters of their own: the tree is the one without stochastic depth and head dropout.
+    plain = create_model("lsnet_t", key_dim=4, **{**shared, "drop_path_rate": 0.0, "head_dropout": 0.0})
+    assert jax.tree_util.tree_structure(_shapes(plain, 64)) == jax.tree_util.tree_structure(variables)
+
+    def run(m, key):
+        return m.apply(variables, x, train=True, mutable=["batch_stats"], rngs={"dropout": key, "drop_path": key})[0]
+
+    first, second = run(model, jax.random.PRNGKey(0)), run(model, jax.random.PRNGKey(1))
+    assert not np.allclose(np.asarray(first), np.asarray(second))
+    np.testing.assert_array_equal(np.asarray(run(plain, jax.random.PRNGKey(0))),
+                                  np.asarray(run(plain, jax.random.PRNGKey(1))))

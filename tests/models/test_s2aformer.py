@@ -85,3 +85,40 @@ def test_bad_image_sizes_and_stage_settings_are_rejected_by_name():
         jax.eval_shape(_tiny_model(depths=(1, 1, 1)).init, jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)))
     with pytest.raises(ValueError, match=r"num_heads \(1, 3, 2, 4\) must divide dims"):
         jax.eval_shape(_tiny_model(num_heads=(1, 3, 2, 4)).init, jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)))
+
+
+def _random_variables(model, x, seed=0):
+    rng = np.random.default_rng(seed)
+    shapes = nn.meta.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(0), x))
+    variables = jax.tree_util.tree_map(lambda s: jnp.asarray(rng.normal(size=s.shape) * 0.2, jnp.float32), shapes)
+    variables["batch_stats"] = jax.tree_util.tree_map(jnp.abs, variables["batch_stats"])  # positive variances
+    return variables
+
+
+def test_features_feed_the_head_and_intermediates_are_the_stage_maps():
+    model = _tiny_model()
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 64, 96, 3)), jnp.float32)
+    variables = _random_variables(model, x)
+    logits, features, stages = jax.jit(lambda v, x: (model.apply(v, x), model.apply(v, x, method="features"),
+                                                     model.apply(v, x, method="intermediates")))(variables, x)
+    assert [s.shape for s in stages] == [(2, 16, 24, 8), (2, 8, 12, 8), (2, 4, 6, 16), (2, 2, 3, 16)]
+    np.testing.assert_array_equal(np.asarray(stages[-1]), np.asarray(features))
+    # The head, in numpy: mean over the map -> LayerNorm (eps 1e-6) -> Linear.
+    params = variables["params"]
+    pooled = np.asarray(features, np.float64).mean(axis=(1, 2))
+    normed = ((pooled - pooled.mean(-1, keepdims=True)) / np.sqrt(pooled.var(-1, keepdims=True) + 1e-6)
+              * np.asarray(params["head_norm"]["scale"]) + np.asarray(params["head_norm"]["bias"]))
+    want = normed @ np.asarray(params["head"]["kernel"]) + np.asarray(params["head"]["bias"])
+    np.testing.assert_allclose(np.asarray(logits), want, rtol=1e-4, atol=1e-4)
+
+
+def test_every_shared_argument_name_is_accepted_and_image_size_is_checked():
+    shared = dict(depths=(1, 1, 1, 1), dims=(8, 8, 16, 16), num_heads=(1, 2, 2, 4), mlp_ratios=(2, 2, 2, 2),
+                  num_classes=7, drop_path_rate=0.1, head_dropout=0.1, image_size=64, dtype=jnp.float32,
+                  param_dtype=jnp.float32)
+    model = _tiny_model(**shared)
+    params = nn.meta.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3))))["params"]
+    assert params["stage0_block0"]["mlp"]["fc1"]["kernel"].shape == (8, 16)
+    assert params["head"]["kernel"].shape == (16, 7)
+    with pytest.raises(ValueError, match="built with image_size=64; got 96x96 images"):
+        jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 96, 96, 3)))
