@@ -29,11 +29,11 @@ FAMILIES = {
     "cas_vit": ("cas_vit_xs", dict(depths=(1, 1, 1, 1), dims=DIMS)),
     # FFNet's patch merging is a grouped conv with groups = C_in: each stage doubles its width.
     "ffnet": ("ffnet_1", dict(depths=(1, 1, 1, 1), dims=(24, 48, 96, 192), in_dim=16)),
-    "iformer": ("iformer_s", dict(depths=(1, 1, 1, 1), embed_dims=DIMS, num_heads=(2, 2, 2, 3),
-                                  attention_heads=(1, 1, 1, 2), img_size=32)),
-    "lsnet": ("lsnet_t", dict(depths=(0, 2, 2, 2), embed_dims=DIMS, num_heads=(1, 1, 1, 2), key_dim=16,
-                              img_size=32)),
-    "transnext": ("transnext_micro", dict(depths=(1, 1, 1, 1), embed_dims=DIMS, num_heads=(1, 2, 2, 3))),
+    "iformer": ("iformer_s", dict(depths=(1, 1, 1, 1), dims=DIMS, num_heads=(2, 2, 2, 3),
+                                  attention_heads=(1, 1, 1, 2), image_size=32)),
+    "lsnet": ("lsnet_t", dict(depths=(0, 2, 2, 2), dims=DIMS, num_heads=(1, 1, 1, 2), key_dim=16,
+                              image_size=32)),
+    "transnext": ("transnext_micro", dict(depths=(1, 1, 1, 1), dims=DIMS, num_heads=(1, 2, 2, 3))),
 }
 # family: (eval accuracy after 300 steps, wall seconds), measured with the command above.
 MEASURED = {"davit": (0.9733, 82), "cas_vit": (0.9933, 64), "ffnet": (0.9933, 300), "iformer": (0.9933, 63),

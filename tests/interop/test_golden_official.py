@@ -28,7 +28,7 @@ STATE_DICT = "state_dict/"
 
 # fixture: (the mixtok variant of the same kind, how the manifest's official arguments name mixtok's)
 MODELS = {
-    "gfnet_isotropic": ("gfnet_ti", lambda kw: dict(depth=kw["depth"], embed_dim=kw["embed_dim"],
+    "gfnet_isotropic": ("gfnet_ti", lambda kw: dict(depths=(kw["depth"],), dims=(kw["embed_dim"],),
                                                    patch_size=kw["patch_size"])),
     "gfnet_pyramid": ("gfnet_h_ti", lambda kw: dict(depths=tuple(kw["depth"]), dims=tuple(kw["embed_dim"]))),
 }
@@ -58,10 +58,15 @@ def architecture(model):
 
 def run_mixtok(model, variables):
     name, num_classes, img_size, overrides = architecture(model)
-    module = create_model(name, num_classes=num_classes, img_size=img_size, **overrides)
+    module = create_model(name, num_classes=num_classes, image_size=img_size, **overrides)
     images = jnp.asarray(fixture(model)["input"].transpose(0, 2, 3, 1))  # NCHW -> NHWC
-    logits, state = jax.jit(lambda v, x: module.apply(v, x, mutable=["intermediates"]))(variables, images)
-    return np.asarray(logits), jax.tree.map(np.asarray, state["intermediates"])
+    def forward(v, x):  # logits, sown pooled features, and the stage maps of the feature interface
+        logits, state = module.apply(v, x, mutable=["intermediates"])
+        stages = module.apply(v, x, method="intermediates")
+        return logits, {**state["intermediates"], **{f"stage{i}": (m,) for i, m in enumerate(stages)}}
+
+    logits, intermediates = jax.jit(forward)(variables, images)
+    return np.asarray(logits), jax.tree.map(np.asarray, intermediates)
 
 
 def convert(model):

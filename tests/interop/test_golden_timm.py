@@ -75,13 +75,15 @@ def architecture(family):
 
 @functools.lru_cache(maxsize=None)
 def jitted_forward(family):
-    """images NHWC -> (logits, intermediates): the tiny mixtok model with its sown stage outputs."""
+    """images NHWC -> (logits, intermediates): the tiny mixtok model's logits, its sown pooled features and
+    its stage outputs from the feature interface (`method="intermediates"`), as `stage{i}`."""
     name, num_classes, overrides = architecture(family)
     model = create_model(name, num_classes=num_classes, **overrides)
 
     def forward(variables, images):
         logits, state = model.apply(variables, images, mutable=["intermediates"])
-        return logits, state["intermediates"]
+        stages = model.apply(variables, images, method="intermediates")
+        return logits, {**state["intermediates"], **{f"stage{i}": (m,) for i, m in enumerate(stages)}}
 
     return jax.jit(forward)
 

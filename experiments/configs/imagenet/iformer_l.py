@@ -39,7 +39,7 @@ def get_config(arg=None):
     if arg.runlocal:
         config.model.kwargs.update(common.one_block_per_stage("iformer_l"))  # the same layers, fewer
         config.model.kwargs.update(common.first_block_of_each_stage("iformer_l", "attention_heads"))
-        config.model.kwargs.img_size = common.RUNLOCAL_IMAGE_SIZE
+        config.model.kwargs.image_size = common.RUNLOCAL_IMAGE_SIZE
 
     config.optimizer = ConfigDict(dict(
         name="adamw", lr=1e-3 * config.batch_size / 1024,  # official at batch 1024, scaled linearly

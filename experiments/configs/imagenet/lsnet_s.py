@@ -39,7 +39,7 @@ def get_config(arg=None):
     config.model.kwargs = ConfigDict(dict())  # LSNet has no stochastic depth
     if arg.runlocal:
         # Two blocks per stage after the first keep one LSConv (odd depth) and, in stage 4, attention.
-        config.model.kwargs.update(depths=(0, 2, 2, 2), img_size=common.RUNLOCAL_IMAGE_SIZE)
+        config.model.kwargs.update(depths=(0, 2, 2, 2), image_size=common.RUNLOCAL_IMAGE_SIZE)
 
     config.optimizer = ConfigDict(dict(
         name="adamw", lr=4e-3 * config.batch_size / 2048,  # main.py: 1e-3 x batch / 512
