@@ -82,7 +82,8 @@ from mixtok.layers.init import TORCH_DEFAULT_INIT, XAVIER_UNIFORM_INIT
 from mixtok.layers.norms import GroupNorm1
 from mixtok.layers.partitioning import ones_with_axes, param_with_axes, zeros_with_axes
 from mixtok.mixers.aff import ACTIVATION_ALIASES, AdaptiveFrequencyFilter
-from mixtok.models.backbone import Backbone, check_image_size, stage_drop_path_rates
+from mixtok.models.backbone import Backbone, stage_drop_path_rates
+from mixtok.models.inputs import check_image_size
 from mixtok.models.inputs import check_images
 from mixtok.registry import unknown_name_error
 

@@ -19,12 +19,12 @@ output comes from the same modules and parameter paths:
 models whose parameters do not depend on the resolution.
 """
 
-from typing import Any, Optional, Sequence, Tuple, Union
+from typing import Any, Sequence, Tuple, Union
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
+
 
 OUTPUTS = ("logits", "features", "intermediates", "head")
 PerStage = Union[Any, Sequence[Any]]
@@ -98,17 +98,3 @@ def stage_drop_path_rates(drop_path_rate: float, depths: Sequence[int]) -> Tuple
     rates = np.linspace(0.0, drop_path_rate, sum(depths)).tolist()
     starts = np.cumsum((0, *depths)).tolist()
     return tuple(tuple(rates[start:start + depth]) for start, depth in zip(starts, depths))
-
-
-def check_image_size(images: jax.Array, image_size: Optional[int], model: str) -> None:
-    """Raises a ValueError when `image_size` is set and the images' sides are not that size.
-
-    For models whose parameters do not depend on the resolution: `image_size` states the size the
-    model is meant for (a config's contract), so a mismatched input fails instead of running silently.
-    """
-    if image_size is None:
-        return
-    height, width = images.shape[1:3]
-    if (height, width) != (image_size, image_size):
-        raise ValueError(f"{model} was built with image_size={image_size} but got {height}x{width} images; feed "
-                         f"{image_size}x{image_size} images or build it with image_size=None (any size).")

@@ -45,7 +45,8 @@ from mixtok.layers.conv_bn import batch_norm
 from mixtok.layers.drop import DropPath
 from mixtok.layers.heads import classifier, global_avg_pool, pooled_classifier
 from mixtok.mixers.cas_vit import AdditiveTokenMixer, torch_conv
-from mixtok.models.backbone import Backbone, PerStage, check_image_size, per_stage, stage_drop_path_rates
+from mixtok.models.backbone import Backbone, PerStage, per_stage, stage_drop_path_rates
+from mixtok.models.inputs import check_image_size
 from mixtok.models.inputs import check_images
 
 

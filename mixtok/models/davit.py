@@ -52,7 +52,8 @@ from mixtok.layers.init import conv_axes, torch_conv_init
 from mixtok.layers.mlp import Mlp
 from mixtok.layers.norms import LayerNorm
 from mixtok.mixers.davit import ChannelAttention, MultiHeadAttention, WindowAttention
-from mixtok.models.backbone import Backbone, PerStage, check_image_size, per_stage
+from mixtok.models.backbone import Backbone, PerStage, per_stage
+from mixtok.models.inputs import check_image_size
 from mixtok.models.inputs import check_images
 
 NORM_EPSILON = 1e-5  # timm DaVit norm_eps; the official nn.LayerNorm default

@@ -47,7 +47,8 @@ from mixtok.layers.heads import pooled_classifier
 from mixtok.layers.scale import layer_scale_param
 from mixtok.mixers.ffnet import (REPVGG_KERNEL, FFNifiedAttention, RepVGGDW, fuse_conv_bn_branch, fuse_depthwise,
                                  fuse_ffnified_attention, fuse_repvgg_dw, plain_conv)
-from mixtok.models.backbone import Backbone, PerStage, check_image_size, per_stage, stage_drop_path_rates
+from mixtok.models.backbone import Backbone, PerStage, per_stage, stage_drop_path_rates
+from mixtok.models.inputs import check_image_size
 from mixtok.models.inputs import check_images
 
 TOTAL_STRIDE = 32  # stem 4, three PatchMergings

@@ -69,7 +69,7 @@ class IFormerBlock(nn.Module):
     pool_size: int
     mlp_ratio: float = 4.0
     use_layer_scale: bool = False
-    layer_scale_init_value: float = 1e-6
+    layer_scale_init: float = 1e-6
     drop_path: float = 0.0
     dropout: float = 0.0
     attn_dropout: float = 0.0
@@ -79,7 +79,7 @@ class IFormerBlock(nn.Module):
     def _layer_scale(self, y, name: str):
         if not self.use_layer_scale:
             return y
-        init = param_with_axes(jax.nn.initializers.constant(self.layer_scale_init_value), ("embed",))
+        init = param_with_axes(jax.nn.initializers.constant(self.layer_scale_init), ("embed",))
         return y * self.param(name, init, (y.shape[-1],), self.param_dtype)
 
     @nn.compact
@@ -103,7 +103,7 @@ class IFormer(Backbone):
     attention_heads: Sequence[int] = (1,) * 3 + (3,) * 3 + (7,) * 4 + (9,) * 5 + (11,) * 3  # one per block
     image_size: int = 224  # sets the position embeddings' size
     mlp_ratios: Sequence[float] = (4.0, 4.0, 4.0, 4.0)
-    layer_scale_init_value: float = 1e-6
+    layer_scale_init: float = 1e-6
     dropout: float = 0.0
     attn_dropout: float = 0.0
 
@@ -145,7 +145,7 @@ class IFormer(Backbone):
             x = x + resize_pos_embed(pos_embed, x.shape[1], x.shape[2]).astype(x.dtype)
             for j in range(depth):
                 x = IFormerBlock(heads, self.attention_heads[block_index], POOL_SIZES[stage], self.mlp_ratios[stage],
-                                 LAYER_SCALE_STAGES[stage], self.layer_scale_init_value, rates[block_index],
+                                 LAYER_SCALE_STAGES[stage], self.layer_scale_init, rates[block_index],
                                  self.dropout, self.attn_dropout, name=f"blocks{stage + 1}_{j}", **common)(
                                      x, train=train)
                 block_index += 1

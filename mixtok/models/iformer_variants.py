@@ -32,7 +32,7 @@ SIZES = {
 def _register_all() -> None:
     for name, (depths, dims, heads, attention_heads, count) in SIZES.items():
         kwargs = dict(depths=depths, dims=dims, num_heads=heads, attention_heads=attention_heads,
-                      image_size=224, layer_scale_init_value=1e-6)
+                      image_size=224, layer_scale_init=1e-6)
         register_model(name, ModelSpec(IFormer, kwargs, PAPER, count))
 
 

@@ -42,7 +42,8 @@ from mixtok.layers.heads import ClassifierHead
 from mixtok.layers.mlp import Mlp
 from mixtok.layers.norms import get_norm
 from mixtok.layers.scale import LayerScale
-from mixtok.models.backbone import Backbone, PerStage, check_image_size, per_stage, stage_drop_path_rates
+from mixtok.models.backbone import Backbone, PerStage, per_stage, stage_drop_path_rates
+from mixtok.models.inputs import check_image_size
 from mixtok.models.inputs import check_images
 
 __all__ = ["Downsampling", "MetaFormer", "MetaFormerBlock", "MetaFormerStage", "per_stage"]

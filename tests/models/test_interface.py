@@ -23,7 +23,11 @@ from mixtok.models.cas_vit import CASViT
 from mixtok.models.davit import DaViT
 from mixtok.models.ffnet import FFNet
 from mixtok.models.gfnet import GFNet, GFNetPyramid
+from mixtok.models.iformer import IFormer
+from mixtok.models.lsnet import LSNet
 from mixtok.models.metaformer import MetaFormer
+from mixtok.models.s2aformer import S2AFormer
+from mixtok.models.transnext import TransNeXt
 
 IMAGE = 64
 ONE_BLOCK = (1, 1, 1, 1)
@@ -36,6 +40,13 @@ SMALL = {
     AFFNet: dict(depths=(1, 1, 1, 1, 1), dims=(8, 8, 16, 16, 16), ffn_dims=(16, 16, 16)),
     CASViT: dict(depths=ONE_BLOCK, dims=(8, 8, 16, 16), mlp_ratios=(2, 2, 2, 2)),
     FFNet: dict(depths=ONE_BLOCK, dims=(8, 16, 16, 32), in_dim=8, mlp_ratios=(2, 2, 2, 2)),
+    IFormer: dict(depths=ONE_BLOCK, dims=(16, 32, 48, 64), num_heads=(2, 4, 4, 4), attention_heads=(1, 1, 2, 3),
+                  mlp_ratios=(2, 2, 2, 2)),
+    LSNet: dict(depths=(0, 2, 0, 2), dims=(16, 16, 24, 32), num_heads=(2, 2, 2, 2), key_dim=4),
+    S2AFormer: dict(depths=ONE_BLOCK, dims=(16, 16, 32, 32), num_heads=(1, 1, 2, 2), mlp_ratios=(2, 2, 2, 2),
+                    stem_dim=8),
+    TransNeXt: dict(depths=ONE_BLOCK, dims=(8, 16, 16, 16), num_heads=(1, 2, 2, 2), mlp_ratios=(2, 2, 2, 2),
+                    pretrain_size=64),
 }
 FAMILIES = tuple(SMALL)
 MODELS = [name for name in list_models() if model_spec(name).cls in FAMILIES]
