@@ -82,7 +82,22 @@ class DigitsSource:
         return f"DigitsSource(num_examples={len(self)})"
 
 
-class SyntheticSource:
+class _IndexedSource:
+    """A source whose example i is a pure function of i: its length, and the index check every read makes."""
+
+    _num_examples: int
+
+    def __len__(self) -> int:
+        return self._num_examples
+
+    def _checked_index(self, index: int) -> int:
+        index = int(index)
+        if not 0 <= index < self._num_examples:
+            raise IndexError(f"index {index} out of range [0, {self._num_examples}).")
+        return index
+
+
+class SyntheticSource(_IndexedSource):
     """Procedural images for tests: each example a pure function of its index.
 
     Example i of a split has label `i % num_classes`. Its image is the class's
@@ -107,13 +122,8 @@ class SyntheticSource:
         self._angles = np.pi * np.arange(num_classes) / num_classes
         self._frequencies = 2.0 + class_rng.integers(0, 3, size=num_classes)
 
-    def __len__(self) -> int:
-        return self._num_examples
-
     def __getitem__(self, index: int) -> dict[str, object]:
-        index = int(index)
-        if not 0 <= index < self._num_examples:
-            raise IndexError(f"index {index} out of range [0, {self._num_examples}).")
+        index = self._checked_index(index)
         label = index % self._num_classes
         rng = np.random.default_rng([self._split_id, index])
         angle = self._angles[label]
@@ -152,7 +162,7 @@ def _sample_photo(name: str) -> np.ndarray:
     return image
 
 
-class SamplePhotosSource:
+class SamplePhotosSource(_IndexedSource):
     """Square crops cut from the photographs bundled with scikit-image and scikit-learn, for tokenizers.
 
     The `train` split cuts from 14 photographs (`SAMPLE_PHOTOS["train"]`: astronaut, coffee,
@@ -176,13 +186,8 @@ class SamplePhotosSource:
             raise ValueError(f"data.image_size={image_size} is larger than the smallest sample photo "
                              f"({smallest} px); use image_size <= {smallest}.")
 
-    def __len__(self) -> int:
-        return self._num_examples
-
     def __getitem__(self, index: int) -> dict[str, object]:
-        index = int(index)
-        if not 0 <= index < self._num_examples:
-            raise IndexError(f"index {index} out of range [0, {self._num_examples}).")
+        index = self._checked_index(index)
         label = index % len(self._photos)
         photo = self._photos[label]
         rng = np.random.default_rng([3, self._split_id, index])

@@ -167,11 +167,12 @@ def freeze(value: Any) -> Any:
 
 def run_cli(argv: Optional[Sequence[str]], *, prog: str, description: str, name_help: str,
             convert: Callable[..., Dict[str, Any]], resolve_name: Callable[[str], str],
-            wrapper_keys: Sequence[str], summary: Callable[[Dict[str, Any]], str] = lambda v: "") -> int:
+            wrapper_keys: Sequence[str], summary: Callable[[Dict[str, Any]], str] = lambda v: "",
+            checkpoint_help: str = "the official checkpoint file (.pth / .pt; .safetensors)") -> int:
     """The command line of an importer: checkpoint file -> mixtok msgpack (atomic, never overwrites)."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("name", help=name_help)
-    parser.add_argument("checkpoint", help="the official checkpoint file (.pth / .pt; .safetensors)")
+    parser.add_argument("checkpoint", help=checkpoint_help)
     parser.add_argument("output", help="where to write the variables (.msgpack); must not exist yet")
     parser.add_argument("--num-classes", type=int, default=None,
                         help="classifier size (default: read from the checkpoint)")

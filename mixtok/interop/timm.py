@@ -27,10 +27,8 @@ tests/interop/test_golden_timm.py checks tiny models of each family against the 
 timm itself computed (tests/fixtures/timm, made by tools/make_timm_fixtures.py) to 1e-5.
 """
 
-import argparse
 import dataclasses
 import functools
-import os
 import re
 import sys
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
@@ -41,9 +39,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from mixtok.interop import timm_davit
-from mixtok.interop.weight_files import (load_state_dict, load_variables, mismatch_error, save_variables, to_numpy,
+from mixtok.interop.official import run_cli
+from mixtok.interop.weight_files import (WRAPPER_KEYS, load_state_dict, load_variables, mismatch_error, save_variables, to_numpy,
                                          walk_leaves)
-from mixtok.models import count_params, create_model, list_models, model_spec
+from mixtok.models import create_model, list_models, model_spec
 from mixtok.models.backbone import per_stage
 from mixtok.registry import unknown_name_error
 
@@ -266,29 +265,14 @@ def to_timm(name: str, variables: Mapping[str, Any], **overrides) -> Dict[str, n
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """The command line: converts a downloaded timm checkpoint to a mixtok msgpack file."""
-    parser = argparse.ArgumentParser(
-        prog="python -m mixtok.interop.timm",
+    return run_cli(
+        argv, prog="python -m mixtok.interop.timm",
         description="Converts a timm MetaFormer or DaViT checkpoint (.safetensors, .pth, .bin) to mixtok variables "
-                    "(flax msgpack; read them back with mixtok.interop.timm.load_variables).")
-    parser.add_argument("name", help="mixtok or timm model name, e.g. caformer_s18 or caformer_s18.sail_in1k")
-    parser.add_argument("checkpoint", help="the timm checkpoint file, e.g. model.safetensors")
-    parser.add_argument("output", help="where to write the variables (.msgpack); must not exist yet")
-    parser.add_argument("--num-classes", type=int, default=None,
-                        help="classifier size (default: read from the checkpoint)")
-    args = parser.parse_args(argv)
-    try:
-        if os.path.lexists(args.output):  # say so before the slow part, not after it
-            raise FileExistsError(f"{args.output} already exists; not overwriting it. "
-                                  f"Remove it or choose another output.")
-        variables = convert(args.name, load_state_dict(args.checkpoint), num_classes=args.num_classes)
-        save_variables(args.output, variables)
-    except (FileExistsError, FileNotFoundError, IsADirectoryError, ImportError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    model_name = resolve_name(args.name)
-    classes = _num_classes_of_mixtok(variables["params"])
-    print(f"Wrote {count_params(variables):,} parameters of {model_name} ({classes} classes) to {args.output}")
-    return 0
+                    "(flax msgpack; read them back with mixtok.interop.timm.load_variables).",
+        name_help="mixtok or timm model name, e.g. caformer_s18 or caformer_s18.sail_in1k",
+        checkpoint_help="the timm checkpoint file, e.g. model.safetensors",
+        convert=convert, resolve_name=resolve_name, wrapper_keys=WRAPPER_KEYS,
+        summary=lambda variables: f" ({_num_classes_of_mixtok(variables['params'])} classes)")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from mixtok.files import write_atomically
 SAFETENSORS_SUFFIXES = (".safetensors",)
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 # Training scripts often save {"model": state_dict, "optimizer": ...}; these keys hold the weights.
-_WRAPPER_KEYS = ("state_dict", "model")
+WRAPPER_KEYS = ("state_dict", "model")
 # What a DistributedDataParallel model's state_dict() puts before every key.
 DDP_PREFIX = "module."
 
@@ -50,7 +50,7 @@ def _check_file(path: str) -> None:
         raise FileNotFoundError(f"No checkpoint file at {path!r}.")
 
 
-def _unwrap(checkpoint: Any, path: str, wrapper_keys: Sequence[str] = _WRAPPER_KEYS) -> Mapping[str, Any]:
+def _unwrap(checkpoint: Any, path: str, wrapper_keys: Sequence[str] = WRAPPER_KEYS) -> Mapping[str, Any]:
     if not isinstance(checkpoint, Mapping):
         raise ValueError(f"{path} holds a {type(checkpoint).__name__}, not a state dict.")
     for key in wrapper_keys:
@@ -59,7 +59,7 @@ def _unwrap(checkpoint: Any, path: str, wrapper_keys: Sequence[str] = _WRAPPER_K
     return checkpoint
 
 
-def unwrap_state_dict(checkpoint: Mapping[str, Any], wrapper_keys: Sequence[str] = _WRAPPER_KEYS) -> Dict[str, Any]:
+def unwrap_state_dict(checkpoint: Mapping[str, Any], wrapper_keys: Sequence[str] = WRAPPER_KEYS) -> Dict[str, Any]:
     """The flat state dict inside a training checkpoint, with the keys the model's own state_dict() has.
 
     `checkpoint[k]` for the first of `wrapper_keys` that holds a mapping (a training script's
@@ -79,7 +79,7 @@ def _torch_safe_globals(torch):
     return safe_globals([argparse.Namespace]) if safe_globals else contextlib.nullcontext()
 
 
-def load_state_dict(path: str | os.PathLike, *, wrapper_keys: Sequence[str] = _WRAPPER_KEYS) -> Dict[str, np.ndarray]:
+def load_state_dict(path: str | os.PathLike, *, wrapper_keys: Sequence[str] = WRAPPER_KEYS) -> Dict[str, np.ndarray]:
     """Reads a checkpoint file into {name: numpy array}: `.safetensors` or a torch `.pth/.pt/.bin/.ckpt`.
 
     A torch file that holds a training checkpoint gives the state dict under the first of

@@ -32,17 +32,8 @@ from mixtok.parallel import batch_sharding, create_mesh, rules_from_config
 from mixtok.train.checkpointing import check_same_model, create_checkpointer
 from mixtok.train.config import validate_config
 from mixtok.train.metric_writer import MetricWriter
-from mixtok.train.steps import (
-    TrainState,
-    abstract_train_state,
-    create_train_state,
-    evaluate,
-    make_eval_images_step,
-    make_eval_step,
-    make_train_step,
-    put_batch,
-    seed_rngs,
-)
+from mixtok.train import steps
+from mixtok.train.steps import TrainState
 from mixtok.train.tasks import DEFAULT_TASK, get_task
 
 __all__ = ["NonFiniteLossError", "TrainState", "train_and_evaluate"]
@@ -101,11 +92,11 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *, stop_at_step: int | 
     info = data_lib.dataset_info(config.data)
     task = get_task(config.get("task", DEFAULT_TASK)).from_config(config, info)
     tx, schedule = task.create_optimizer(config)
-    layout = abstract_train_state(task, tx, info.image_size, mesh, rules)
-    init_rng, step_rng = seed_rngs(config.seed)
-    train_step = make_train_step(task, tx, schedule, layout, batch_shard)
-    eval_step = make_eval_step(task, layout, batch_shard)
-    eval_images_step = make_eval_images_step(task, layout, batch_shard)
+    layout = steps.abstract_train_state(task, tx, info.image_size, mesh, rules)
+    init_rng, step_rng = steps.seed_rngs(config.seed)
+    train_step = steps.make_train_step(task, tx, schedule, layout, batch_shard)
+    eval_step = steps.make_eval_step(task, layout, batch_shard)
+    eval_images_step = steps.make_eval_images_step(task, layout, batch_shard)
 
     train_iter = data_lib.create_train_iterator(config.data, global_batch_size=config.batch_size, seed=config.seed)
     checkpointer = create_checkpointer(config, workdir)
@@ -116,12 +107,12 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *, stop_at_step: int | 
         log.info("Resumed from %s at step %d.", checkpointer.directory, start)
     else:
         start = 0
-        state = create_train_state(task, tx, init_rng, info.image_size, layout)
+        state = steps.create_train_state(task, tx, init_rng, info.image_size, layout)
 
     def run_eval(state: TrainState) -> dict[str, float]:
         eval_batches = data_lib.create_eval_iterator(
             config.data, global_batch_size=config.get("eval_batch_size", config.batch_size))
-        metrics, images = evaluate(task, eval_step, eval_images_step, state, eval_batches, batch_shard)
+        metrics, images = steps.evaluate(task, eval_step, eval_images_step, state, eval_batches, batch_shard)
         if images and is_lead:  # e.g. originals beside reconstructions, from the first eval batch
             task.write_eval_images(images, workdir / "images", int(jax.device_get(state.step)))
         return metrics
@@ -140,7 +131,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *, stop_at_step: int | 
     try:
         with _StopSignal() as stop:
             while step < total:
-                batch = put_batch(next(train_iter), batch_shard)
+                batch = steps.put_batch(next(train_iter), batch_shard)
                 state, metrics = train_step(state, batch, step_rng)
                 step += 1
                 history.append((step, metrics))
