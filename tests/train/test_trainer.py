@@ -135,8 +135,8 @@ def _restore_state(workdir, step):
 
 def test_batchnorm_statistics_are_updated_by_training_and_saved_and_resumed(tmp_path):
     # AFFNet (BatchNorm): every step updates batch_stats; a resumed run continues from the saved ones.
-    kwargs = dict(mv2_channels=(8, 8), mv2_depths=(1, 1), aff_channels=(16, 16, 16), ffn_dims=(32, 32, 32),
-                  aff_depths=(1, 0, 0), expand_ratio=2.0)
+    kwargs = dict(depths=(1, 1, 1, 0, 0), dims=(8, 8, 16, 16, 16), ffn_dims=(32, 32, 32),
+                  expand_ratio=2.0)
     config = tiny_config(**{"model.name": "affnet_et", "model.kwargs": kwargs, "total_steps": 4, "eval_every": 4,
                             "checkpoint_every": 2, "log_every": 2})
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
