@@ -201,7 +201,8 @@ def _cudnn_attention(query, key, value, bias, mask, scale):
 
 
 def _pallas_attention(query, key, value, bias, mask, scale):
-    from jax.experimental.pallas.ops.tpu.flash_attention import flash_attention  # TPU-only module
+    # Imported here: loading Pallas' TPU machinery is only worth it for a TPU call.
+    from jax.experimental.pallas.ops.tpu.flash_attention import flash_attention
 
     batch, q_len, heads, _ = query.shape
     groups = heads // key.shape[2]
@@ -215,9 +216,8 @@ def _pallas_attention(query, key, value, bias, mask, scale):
             ab = ab + bias.astype(jnp.float32) / np.float32(scale)
         if mask is not None:
             ab = jnp.where(mask, ab, np.float32(MASKED_LOGIT))
-    to_heads_first = lambda a: a.transpose(0, 2, 1, 3)  # noqa: E731
-    out = flash_attention(to_heads_first(query), to_heads_first(key), to_heads_first(value), ab, sm_scale=scale)
-    return to_heads_first(out)
+    query, key, value = (a.transpose(0, 2, 1, 3) for a in (query, key, value))  # the kernel's [B, heads, T, d]
+    return flash_attention(query, key, value, ab, sm_scale=scale).transpose(0, 2, 1, 3)
 
 
 def _cudnn_max_head_dim() -> int:
@@ -242,6 +242,9 @@ def _check_arrays(query, key, value) -> None:
     if query.shape[0] != key.shape[0] or query.shape[-1] != key.shape[-1]:
         raise ValueError(f"query {query.shape} and key {key.shape} must share the batch (axis 0) and the head "
                          f"width (axis 3).")
+    if not query.dtype == key.dtype == value.dtype:
+        raise ValueError(f"query, key and value must share one dtype (the compute dtype); got {query.dtype}, "
+                         f"{key.dtype}, {value.dtype}.")
     if value.shape[:3] != key.shape[:3]:
         raise ValueError(f"value {value.shape} must match key {key.shape} in batch, length and heads (axes 0-2).")
     if query.shape[2] % key.shape[2]:

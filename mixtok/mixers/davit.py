@@ -80,7 +80,7 @@ class WindowAttention(MultiHeadAttention):
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
-        batch, height, width, channels = x.shape
+        batch, height, width, _ = x.shape
         self.heads()
         ws = self.window_size
         if ws < 1:
@@ -123,8 +123,7 @@ class ChannelAttention(MultiHeadAttention):
         _, head_dim = self.heads()
         tokens = x.reshape(batch, height * width, channels)
         q, k, v = self.project_qkv(tokens)
-        channels_first = lambda a: a.transpose(0, 3, 2, 1)  # noqa: E731  [B, N, h, d] <-> [B, d, h, N]
-        out = self.attend(channels_first(k), channels_first(v), channels_first(q), scale=head_dim ** -0.5,
-                          train=train)
-        out = self.project_out(channels_first(out), train=train)
+        q, k, v = (a.transpose(0, 3, 2, 1) for a in (q, k, v))  # [B, N, h, d] -> [B, d, h, N]
+        out = self.attend(k, v, q, scale=head_dim ** -0.5, train=train)
+        out = self.project_out(out.transpose(0, 3, 2, 1), train=train)
         return out.reshape(batch, height, width, channels)
