@@ -248,3 +248,32 @@ def test_module_attention_dropout_acts_only_in_training():
     np.testing.assert_allclose(np.asarray(module.apply(variables, x)), np.asarray(eval_out))
     train_out = module.apply(variables, x, train=True, rngs={"dropout": jax.random.PRNGKey(1)})
     assert not np.allclose(np.asarray(train_out), np.asarray(eval_out))
+
+
+ON_GPU = jax.default_backend() == "gpu"
+
+
+@pytest.mark.skipif(not ON_GPU, reason="cuDNN's fused attention needs a GPU")
+def test_cudnn_matches_numpy_and_auto_on_a_gpu():
+    q, k, v = (jnp.asarray(a, jnp.bfloat16) for a in _arrays((2, 128, 4, 64), seed=15))
+    rng = np.random.default_rng(16)
+    bias = rng.normal(size=(1, 4, 128, 128)).astype(np.float32)
+    mask = rng.uniform(size=(2, 1, 128, 128)) > 0.2
+    want = numpy_attention(*(np.asarray(a, np.float32) for a in (q, k, v)), bias=bias, mask=mask)
+    for impl in ("cudnn", "auto"):
+        out = jax.jit(lambda q, k, v, impl=impl: dot_product_attention(q, k, v, bias=bias, mask=mask, impl=impl))(
+            q, k, v)
+        np.testing.assert_allclose(np.asarray(out, np.float32), want, rtol=3e-2, atol=3e-2)
+
+
+@pytest.mark.skipif(not ON_GPU, reason="cuDNN's fused attention needs a GPU")
+def test_cudnn_gradients_stay_close_to_the_reference_form():
+    q, k, v = (jnp.asarray(a, jnp.bfloat16) for a in _arrays((1, 64, 2, 32), seed=17))
+
+    def loss(impl):
+        return lambda q, k, v: jnp.sum(dot_product_attention(q, k, v, impl=impl).astype(jnp.float32) ** 2)
+
+    got = jax.jit(jax.grad(loss("cudnn"), argnums=(0, 1, 2)))(q, k, v)
+    want = jax.jit(jax.grad(loss("reference"), argnums=(0, 1, 2)))(q, k, v)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(np.asarray(g, np.float32), np.asarray(w, np.float32), rtol=5e-2, atol=5e-2)
