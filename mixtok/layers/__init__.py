@@ -1,6 +1,7 @@
-"""The shared core that mixers and models compose: norms, activations, MLPs, heads, scales, drop path,
-initialisers, conv-norm-act, squeeze-excite, stems and patch embeddings."""
+"""The shared core that mixers and models compose: attention, norms, activations, MLPs, heads, scales,
+drop path, initialisers, conv-norm-act, squeeze-excite, stems and patch embeddings."""
 
+from mixtok.layers.attention import MultiHeadAttention, dot_product_attention
 from mixtok.layers.activations import SquaredReLU, StarReLU, get_activation
 from mixtok.layers.conv import ConvBN, ConvNormAct, batch_norm, conv2d, conv_norm_act, fuse_conv_bn
 from mixtok.layers.drop import DropPath
@@ -26,6 +27,7 @@ __all__ = [
     "LayerScale",
     "Mlp",
     "MlpHead",
+    "MultiHeadAttention",
     "PatchEmbed",
     "SquaredReLU",
     "SqueezeExcite",
@@ -41,6 +43,7 @@ __all__ = [
     "conv_norm_act",
     "conv_stem",
     "dense_kernel_init",
+    "dot_product_attention",
     "fan_out_normal_init",
     "fuse_conv_bn",
     "get_activation",

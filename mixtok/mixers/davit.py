@@ -14,9 +14,10 @@ with Linear(C -> C) (`proj`):
     WindowAttention     the same inside each non-overlapping 7 x 7 window       O(N 49 C)
     ChannelAttention    A_h = softmax((k_h / sqrt(d))^T v_h)  [d x d];  y_h = q_h A_h^T     O(N C d)
 
-Spatial attention runs through `jax.nn.dot_product_attention` (softmax in float32 whatever the compute
-dtype); `attention_implementation=None` picks cuDNN flash attention on GPUs for bfloat16 / float16
-inputs whose head width cuDNN supports, and XLA otherwise ("xla" / "cudnn" force one).
+Every mixer is (a subclass of) `mixtok.layers.MultiHeadAttention`, and spatial and channel attention both run
+through the shared `dot_product_attention` (softmax in float32 whatever the compute dtype);
+`attention_implementation` is its `impl` (None: "auto", cuDNN flash attention on GPUs where it applies,
+TPU flash attention where the shapes fit, XLA otherwise).
 
 Window attention follows DaViT's `SpatialBlock`: the map is zero-padded at the bottom and right to a
 multiple of the window, the padded tokens take part in the attention as keys (their k and v are the qkv
@@ -30,92 +31,15 @@ All three take NHWC [B, H, W, C] and return the same shape; norms and residuals 
 Differences from the official code: none in the maths; no attention dropout (DaViT has none).
 """
 
-from typing import Any, Optional
-
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mixtok.layers.partitioning import dense_kernel_init, zeros_with_axes
+from mixtok.layers.attention import MultiHeadAttention
 from mixtok.mixers.registry import register
 
-IMPLEMENTATIONS = (None, "xla", "cudnn")
-CUDNN_DTYPES = (jnp.bfloat16, jnp.float16)
-
-
-def _head_dim(dim: int, num_heads: int, mixer: str) -> int:
-    if num_heads < 1 or dim % num_heads:
-        raise ValueError(f"{mixer}: dim {dim} must be a positive multiple of num_heads {num_heads} "
-                         f"(each head takes dim // num_heads channels).")
-    return dim // num_heads
-
-
-def _check_implementation(implementation: Optional[str]) -> None:
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"attention_implementation {implementation!r} is not one of {IMPLEMENTATIONS} "
-                         f"(None: cuDNN on GPU where it applies, else XLA).")
-
-
-def dot_product_attention(q, k, v, mask=None, implementation: Optional[str] = None):
-    """softmax(q k^T / sqrt(d) [masked]) v over [B, T, heads, d] arrays through `jax.nn.dot_product_attention`.
-
-    `mask` (bool, True = attend) broadcasts to [B, heads, T, S]. With `implementation=None` cuDNN's flash
-    attention is used on a GPU for half-precision inputs with a head width of at most 128 that is a
-    multiple of 8 (what cuDNN supports), XLA otherwise; if cuDNN refuses the call while it is traced,
-    XLA is used instead.
-    """
-    _check_implementation(implementation)
-    if implementation is None:
-        head_dim = q.shape[-1]
-        use_cudnn = (jax.default_backend() == "gpu" and q.dtype in CUDNN_DTYPES and head_dim <= 128
-                     and head_dim % 8 == 0)
-        if use_cudnn:
-            try:
-                return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="cudnn")
-            except (ValueError, NotImplementedError, RuntimeError):
-                pass  # an unsupported shape, GPU or cuDNN version: the XLA path computes the same thing
-        implementation = "xla"
-    return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=implementation)
-
-
-def _qkv_projection(module: nn.Module, x, num_heads: int, use_bias: bool):
-    """The fused q, k, v projection `qkv` of `module`: [..., C] -> three [..., heads, head_dim] arrays."""
-    channels = x.shape[-1]
-    qkv = nn.Dense(3 * channels, use_bias=use_bias, dtype=module.dtype, param_dtype=module.param_dtype,
-                   kernel_init=dense_kernel_init(("embed", "heads")), bias_init=zeros_with_axes(("heads",)),
-                   name="qkv")(x)
-    qkv = qkv.reshape(x.shape[:-1] + (3, num_heads, channels // num_heads))
-    return qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
-
-
-def _output_projection(module: nn.Module, x, use_bias: bool):
-    return nn.Dense(x.shape[-1], use_bias=use_bias, dtype=module.dtype, param_dtype=module.param_dtype,
-                    kernel_init=dense_kernel_init(("heads", "embed")), bias_init=zeros_with_axes(("embed",)),
-                    name="proj")(x)
-
-
-@register("multi_head_attention")
-class MultiHeadAttention(nn.Module):
-    """Global softmax self-attention over the H * W tokens, with `num_heads` heads of width dim // num_heads."""
-
-    dim: int
-    num_heads: int = 8
-    qkv_bias: bool = True
-    proj_bias: bool = True
-    attention_implementation: Optional[str] = None
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x, *, train: bool = False):
-        batch, height, width, channels = x.shape
-        _head_dim(channels, self.num_heads, "multi_head_attention")
-        tokens = x.reshape(batch, height * width, channels)
-        q, k, v = _qkv_projection(self, tokens, self.num_heads, self.qkv_bias)
-        out = dot_product_attention(q, k, v, implementation=self.attention_implementation)
-        out = _output_projection(self, out.reshape(batch, height * width, channels), self.proj_bias)
-        return out.reshape(batch, height, width, channels)
+# DaViT's global attention is the shared module as it is: qkv and proj with biases, heads of width C / heads.
+register("multi_head_attention")(MultiHeadAttention)
 
 
 def window_partition(x, window_size: int):
@@ -148,23 +72,16 @@ def shifted_window_mask(height: int, width: int, window_size: int, shift_size: i
 
 
 @register("window_attention")
-class WindowAttention(nn.Module):
+class WindowAttention(MultiHeadAttention):
     """Softmax self-attention inside non-overlapping `window_size` windows (DaViT / Swin W-MSA, SW-MSA)."""
 
-    dim: int
-    num_heads: int = 8
     window_size: int = 7
     shift_size: int = 0
-    qkv_bias: bool = True
-    proj_bias: bool = True
-    attention_implementation: Optional[str] = None
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
-        batch, height, width, channels = x.shape
-        _head_dim(channels, self.num_heads, "window_attention")
+        batch, height, width, _ = x.shape
+        self.heads()
         ws = self.window_size
         if ws < 1:
             raise ValueError(f"window_attention: window_size must be a positive integer; got {ws}.")
@@ -178,13 +95,12 @@ class WindowAttention(nn.Module):
         if shift:
             x = jnp.roll(x, (-shift, -shift), axis=(1, 2))
         windows = window_partition(x, ws)  # [B * nW, T, C]
-        q, k, v = _qkv_projection(self, windows, self.num_heads, self.qkv_bias)
+        q, k, v = self.project_qkv(windows)
         mask = None
         if shift:
             window_mask = shifted_window_mask(padded_height, padded_width, ws, shift)  # [nW, T, T]
             mask = jnp.tile(jnp.asarray(window_mask)[:, None], (batch, 1, 1, 1))  # [B * nW, 1, T, T]
-        out = dot_product_attention(q, k, v, mask=mask, implementation=self.attention_implementation)
-        out = _output_projection(self, out.reshape(windows.shape), self.proj_bias)
+        out = self.project_out(self.attend(q, k, v, mask=mask, train=train), train=train)
         out = window_merge(out, ws, padded_height, padded_width)
         if shift:
             out = jnp.roll(out, (shift, shift), axis=(1, 2))
@@ -192,26 +108,22 @@ class WindowAttention(nn.Module):
 
 
 @register("channel_attention")
-class ChannelAttention(nn.Module):
-    """DaViT's channel attention: per head, a d x d softmax attention among channels, over all H * W tokens."""
+class ChannelAttention(MultiHeadAttention):
+    """DaViT's channel attention: per head, a d x d softmax attention among channels, over all H * W tokens.
 
-    dim: int
-    num_heads: int = 8
-    qkv_bias: bool = True
-    proj_bias: bool = True
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
+    A_h[i, j] = softmax_j(sum_n k[n, h, i] v[n, h, j] / sqrt(d)) and y = q A^T is attention with the roles
+    turned: the d channels of k are the queries, those of v the keys and those of q the values, each a
+    vector over the N tokens. So it runs through the shared attention function on the transposed arrays
+    ([B, d, heads, N]: head width N) with the scale d ** -0.5.
+    """
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
         batch, height, width, channels = x.shape
-        head_dim = _head_dim(channels, self.num_heads, "channel_attention")
+        _, head_dim = self.heads()
         tokens = x.reshape(batch, height * width, channels)
-        q, k, v = _qkv_projection(self, tokens, self.num_heads, self.qkv_bias)
-        k = k * jnp.asarray(head_dim ** -0.5, k.dtype)
-        # A[h, i, j] = sum_n k[n, h, i] v[n, h, j]: channel i of the keys against channel j of the values.
-        logits = jnp.einsum("bnhi,bnhj->bhij", k, v, preferred_element_type=jnp.float32)
-        weights = jax.nn.softmax(logits, axis=-1).astype(q.dtype)
-        out = jnp.einsum("bhij,bnhj->bnhi", weights, q)  # y = q A^T
-        out = _output_projection(self, out.reshape(batch, height * width, channels), self.proj_bias)
+        q, k, v = self.project_qkv(tokens)
+        q, k, v = (a.transpose(0, 3, 2, 1) for a in (q, k, v))  # [B, N, h, d] -> [B, d, h, N]
+        out = self.attend(k, v, q, scale=head_dim ** -0.5, train=train)
+        out = self.project_out(out.transpose(0, 3, 2, 1), train=train)
         return out.reshape(batch, height, width, channels)

@@ -12,7 +12,8 @@ d = C / num_heads, low_dim = attention_heads * d and high_dim = C - low_dim (h =
     z = concat[c, p, a]                (2 high_dim + low_dim channels)
     y = Conv1x1(z + dw3x3(z, no bias) -> C, bias)
 
-Norms and residuals belong to the block (`mixtok.models.iformer`). Softmax runs in float32.
+Norms and residuals belong to the block (`mixtok.models.iformer`). The attention runs through the shared
+`mixtok.layers.dot_product_attention` (softmax in float32; the reference form while attention dropout is active).
 
 Differences from the official code:
 - NHWC throughout; parameter names follow the official modules (`high_mixer/conv1`, `high_mixer/proj1`,
@@ -29,6 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mixtok.layers.attention import dot_product_attention
 from mixtok.layers.partitioning import conv_kernel_init, dense_kernel_init, zeros_with_axes
 from mixtok.mixers.registry import register
 
@@ -89,10 +91,9 @@ class LowMixer(nn.Module):
                        kernel_init=dense_kernel_init(("embed", "heads")), bias_init=zeros_with_axes(("heads",)),
                        name="qkv")(tokens)
         q, k, v = jnp.moveaxis(qkv.reshape(batch, -1, 3, self.num_heads, head_dim), 2, 0)
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) * head_dim ** -0.5
-        weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
-        weights = nn.Dropout(self.attn_dropout, deterministic=not train)(weights)
-        out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(batch, pooled_h, pooled_w, channels)
+        rng = self.make_rng("dropout") if train and self.attn_dropout > 0.0 else None
+        out = dot_product_attention(q, k, v, dropout_rate=self.attn_dropout, dropout_rng=rng)
+        out = out.reshape(batch, pooled_h, pooled_w, channels)
         if s > 1:
             out = jnp.repeat(jnp.repeat(out, s, axis=1), s, axis=2)
         return out

@@ -33,7 +33,9 @@ Choices the paper (as read here) leaves open, and ours:
 - projections W_q, W_k, W_v, W_o are 1x1 convolutions = Dense layers on NHWC, with biases
   (`qkv_bias=True`, `proj_bias=True`); no relative position bias; scale (d / h) ** -0.5.
 - init: trunc-normal(0.02) kernels, zero biases (timm's convention, as in the rest of mixtok).
-- softmax runs in float32 whatever the compute dtype.
+- the attention runs through the shared `mixtok.layers.dot_product_attention` (softmax in float32 whatever
+  the compute dtype); its values are wider than its queries and keys (C / h against d / h), which "auto"
+  computes in the reference form (the fused paths take one width).
 
 The LIM is described only as a module that keeps local detail (boundaries) next to the global SSA;
 its structure could not be read. `LocalInteractionModule` is a stand-in, ours entirely:
@@ -47,6 +49,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mixtok.layers.attention import dot_product_attention
 from mixtok.layers.norms import LayerNorm
 from mixtok.layers.partitioning import conv_kernel_init, dense_kernel_init, zeros_with_axes
 from mixtok.mixers.registry import register
@@ -121,10 +124,9 @@ class StripSelfAttention(nn.Module):
         k = dense(d, "key", self.qkv_bias, ("embed", "kv"))(reduced).reshape(batch, kv_tokens, heads, d // heads)
         v = dense(channels, "value", self.qkv_bias, ("embed", "heads"))(reduced)
         v = v.reshape(batch, kv_tokens, heads, channels // heads)
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) * ((d // heads) ** -0.5)
-        weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
-        weights = nn.Dropout(self.attn_dropout, deterministic=not train)(weights)
-        out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(batch, height * width, channels)
+        rng = self.make_rng("dropout") if train and self.attn_dropout > 0.0 else None
+        out = dot_product_attention(q, k, v, dropout_rate=self.attn_dropout, dropout_rng=rng)
+        out = out.reshape(batch, height * width, channels)
         out = dense(channels, "proj", self.proj_bias, ("heads", "embed"))(out)
         out = nn.Dropout(self.proj_dropout, deterministic=not train)(out)
         return out.reshape(batch, height, width, channels)

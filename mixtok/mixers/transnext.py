@@ -28,7 +28,14 @@ Differences from the official code:
 - The pooled grid is (H // sr_ratio, W // sr_ratio) of the input, or `fixed_pool_size`; AdaptiveAvgPool uses
   PyTorch's rule (bin i covers floor(i L / n) .. ceil((i + 1) L / n)), also for non-divisible sizes.
 - The 1x1 conv `sr` is a Dense (kernel = torch weight[:, :, 0, 0].T); the other weights keep the official shapes.
-- Softmax runs in float32 whatever the compute dtype.
+- Softmax runs in float32 whatever the compute dtype. `LengthScaledCosineAttention` is one call of the shared
+  `mixtok.layers.dot_product_attention` (q_scaled, the normalised keys, scale 1, the CPB table as its bias).
+  `AggregatedAttention` is the one exception: its local keys are a different 3 x 3 window for every query, so
+  its scores are not q K^T over one key set. As one call it would need either N x N logits with a
+  neighbourhood mask (O(N^2): 3136^2 per head at 224^2, what the window avoids) or the P pooled keys and
+  values copied to every query (B N (9 + P) C for each, 58 / 9 = 6.4x the window's memory at P = 49). It
+  builds its [9 + P] scores itself and takes the shared softmax step, `mixtok.layers.attention.softmax_weights`
+  (float32, the same dropout), so its softmax and the function's are one piece of code.
 - Initialisation follows the official `_init_weights` (Linear trunc_normal 0.02, zero bias; convs
   normal(0, sqrt(2 / fan_out))); jax's truncated normals cut at +-2 std where torch's trunc_normal_ cuts at
   +-2 absolute (only the spread of from-scratch init differs).
@@ -42,6 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mixtok.layers.attention import dot_product_attention, softmax_weights
 from mixtok.layers.norms import LayerNorm
 from mixtok.layers.partitioning import DEFAULT_KERNEL_INIT, dense_kernel_init, param_with_axes, zeros_with_axes
 from mixtok.mixers.registry import register
@@ -211,9 +219,11 @@ class AggregatedAttention(_TemperedQueryMixin, nn.Module):
         scores_pool = jnp.einsum("bnhd,bphd->bhnp", q_scaled, k_pool) + self._cpb_bias(index, table, heads,
                                                                                        tokens, pooled)
 
-        scores = jnp.concatenate([scores_local, scores_pool], axis=-1).astype(jnp.float32)
-        weights = jax.nn.softmax(scores, axis=-1).astype(v_pool.dtype)
-        weights = nn.Dropout(self.attn_dropout, deterministic=not train)(weights)
+        # The one softmax over the 9 window keys (their own for every pixel) and the P pooled keys; see the
+        # module docstring for why this is not a `dot_product_attention` call.
+        rng = self.make_rng("dropout") if train and self.attn_dropout > 0.0 else None
+        weights = softmax_weights(jnp.concatenate([scores_local, scores_pool], axis=-1),
+                                  dropout_rate=self.attn_dropout, dropout_rng=rng).astype(v_pool.dtype)
         attn_local, attn_pool = weights[..., :taps], weights[..., taps:]
 
         learnable_tokens = self.param("learnable_tokens", param_with_axes(DEFAULT_KERNEL_INIT, ("heads", "kv", None)),
@@ -263,11 +273,12 @@ class LengthScaledCosineAttention(_TemperedQueryMixin, nn.Module):
         q_scaled = ((_l2_normalize(q) + self._query_embedding(heads, head_dim)[:, 0])
                     * temperature[:, None] * np.float32(np.log(tokens)))
         index, table = relative_position_cpb((height, width), (height, width), self.pretrain_size)
-        scores = (jnp.einsum("bnhd,bmhd->bhnm", q_scaled, _l2_normalize(k))
-                  + self._cpb_bias(index, table, heads, tokens, tokens))
-        weights = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(v.dtype)
-        weights = nn.Dropout(self.attn_dropout, deterministic=not train)(weights)
-        out = jnp.einsum("bhnm,bmhd->bnhd", weights, v).reshape(batch, height, width, channels)
+        # The scale is in q_scaled already; the CPB table is the attention bias.
+        rng = self.make_rng("dropout") if train and self.attn_dropout > 0.0 else None
+        out = dot_product_attention(q_scaled.astype(k.dtype), _l2_normalize(k), v,
+                                    bias=self._cpb_bias(index, table, heads, tokens, tokens)[None], scale=1.0,
+                                    dropout_rate=self.attn_dropout, dropout_rng=rng)
+        out = out.reshape(batch, height, width, channels)
         out = nn.Dense(channels, kernel_init=dense_kernel_init(("heads", "embed")),
                        bias_init=zeros_with_axes(("embed",)), name="proj", **dense)(out)
         return nn.Dropout(self.proj_dropout, deterministic=not train)(out)

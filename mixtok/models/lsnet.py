@@ -54,6 +54,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mixtok.layers.attention import dot_product_attention
 from mixtok.layers.conv import ConvBN, batch_norm
 from mixtok.layers.drop import DropPath
 from mixtok.layers.partitioning import TORCH_DEFAULT_INIT, dense_kernel_init, param_with_axes, zeros_with_axes
@@ -117,10 +118,11 @@ class LeViTAttention(nn.Module):
         v = v.reshape(batch, tokens, heads, value_dim)
         biases = self.param("attention_biases", param_with_axes(jax.nn.initializers.zeros, ("heads", None)),
                             (heads, self.resolution ** 2), self.param_dtype)
-        logits = jnp.einsum("bnhd,bmhd->bhnm", q, k) * key_dim ** -0.5
-        logits = logits + biases[:, attention_bias_index(self.resolution)].astype(logits.dtype)
-        weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
-        out = jnp.einsum("bhnm,bmhe->bnhe", weights, v).reshape(batch, height, width, heads * value_dim)
+        # The relative-position table enters as the attention bias [heads, N, N] (values wider than keys:
+        # "auto" computes it in the reference form).
+        out = dot_product_attention(q, k, v, bias=biases[:, attention_bias_index(self.resolution)][None],
+                                    scale=key_dim ** -0.5)
+        out = out.reshape(batch, height, width, heads * value_dim)
         return _conv_bn(dim, bn_scale_init=0.0, name="proj", **common)(nn.relu(out), train=train)
 
 

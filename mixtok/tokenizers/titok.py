@@ -59,6 +59,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mixtok.layers.attention import MultiHeadAttention
 from mixtok.layers.mlp import Mlp
 from mixtok.layers.norms import LayerNorm
 from mixtok.layers.partitioning import (
@@ -67,7 +68,6 @@ from mixtok.layers.partitioning import (
     param_with_axes,
     zeros_with_axes,
 )
-from mixtok.mixers.davit import dot_product_attention
 from mixtok.tokenizers.base import QuantizerOutput, TokenizerOutput
 from mixtok.tokenizers.quantizers import make_quantizer
 
@@ -96,26 +96,18 @@ def prefix_key_mask(keep: jax.Array, num_tokens: int, num_prefix: int = 0) -> ja
     return visible[:, None, None, :]
 
 
-class MultiheadSelfAttention(nn.Module):
-    """Self-attention parameterised as torch.nn.MultiheadAttention: `in_proj` W -> 3W, `out_proj` W -> W."""
+class MultiheadSelfAttention(MultiHeadAttention):
+    """Self-attention parameterised as torch.nn.MultiheadAttention: `in_proj` W -> 3W, `out_proj` W -> W.
 
-    num_heads: int
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
+    The shared `MultiHeadAttention` with torch's names and in_proj init (xavier-uniform), biases on both.
+    """
 
-    @nn.compact
-    def __call__(self, x, mask=None):
-        width = x.shape[-1]
-        if width % self.num_heads:
-            raise ValueError(f"width {width} must be a multiple of num_heads {self.num_heads}.")
-        qkv = nn.Dense(3 * width, dtype=self.dtype, param_dtype=self.param_dtype,
-                       kernel_init=param_with_axes(jax.nn.initializers.xavier_uniform(), ("embed", "heads")),
-                       bias_init=zeros_with_axes(("heads",)), name="in_proj")(x)
-        qkv = qkv.reshape(x.shape[:-1] + (3, self.num_heads, width // self.num_heads))
-        out = dot_product_attention(qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :], mask=mask)
-        return nn.Dense(width, dtype=self.dtype, param_dtype=self.param_dtype,
-                        kernel_init=dense_kernel_init(("heads", "embed")), bias_init=zeros_with_axes(("embed",)),
-                        name="out_proj")(out.reshape(x.shape))
+    QKV_NAME = "in_proj"
+    PROJ_NAME = "out_proj"
+
+    @nn.nowrap
+    def qkv_kernel_init(self):
+        return param_with_axes(jax.nn.initializers.xavier_uniform(), ("embed", "heads"))
 
 
 class ResidualAttentionBlock(nn.Module):
@@ -129,8 +121,9 @@ class ResidualAttentionBlock(nn.Module):
     @nn.compact
     def __call__(self, x, mask=None):
         norm = dict(epsilon=TORCH_LAYER_NORM_EPS, dtype=self.dtype, param_dtype=self.param_dtype)
-        x = x + MultiheadSelfAttention(self.num_heads, dtype=self.dtype, param_dtype=self.param_dtype,
-                                       name="attn")(LayerNorm(**norm, name="ln_1")(x), mask)
+        x = x + MultiheadSelfAttention(dim=x.shape[-1], num_heads=self.num_heads, dtype=self.dtype,
+                                       param_dtype=self.param_dtype, name="attn")(LayerNorm(**norm, name="ln_1")(x),
+                                                                                  mask=mask)
         return x + Mlp(self.mlp_ratio, activation="gelu", use_bias=True, dtype=self.dtype,
                        param_dtype=self.param_dtype, name="mlp")(LayerNorm(**norm, name="ln_2")(x))
 

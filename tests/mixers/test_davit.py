@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from mixtok import mixers
-from mixtok.mixers.davit import (ChannelAttention, MultiHeadAttention, WindowAttention, dot_product_attention,
-                                 shifted_window_mask)
+from mixtok.layers import dot_product_attention
+from mixtok.mixers.davit import ChannelAttention, MultiHeadAttention, WindowAttention, shifted_window_mask
 
 
 def _random_params(module, x, seed=0):
@@ -233,7 +233,7 @@ def test_bad_options_are_named(module, message):
 
 def test_xla_implementation_can_be_forced():
     q = jnp.asarray(_images((1, 5, 2, 4)))
-    out = dot_product_attention(q, q, q, implementation="xla")
+    out = dot_product_attention(q, q, q, impl="xla")
     logits = jnp.einsum("bnhd,bmhd->bhnm", q, q) / 2.0
     expected = jnp.einsum("bhnm,bmhd->bnhd", jax.nn.softmax(logits, -1), q)
     np.testing.assert_allclose(np.asarray(out), np.asarray(expected), rtol=1e-5, atol=1e-6)
