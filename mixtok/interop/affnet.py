@@ -54,8 +54,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mixtok.interop.official import (build_table, freeze, run_cli, state_dict_from_variables,
-                                     variables_from_state_dict)
+from mixtok.interop.official import build_table, freeze, run_cli, state_dict_from_variables, variables_from_state_dict
 from mixtok.interop.weight_files import load_state_dict, load_variables, save_variables, to_numpy, unwrap_state_dict
 from mixtok.models import create_model
 from mixtok.models.affnet_variants import SIZES

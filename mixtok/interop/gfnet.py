@@ -50,8 +50,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mixtok.interop.official import (build_table, freeze, run_cli, state_dict_from_variables,
-                                     variables_from_state_dict)
+from mixtok.interop.official import build_table, freeze, run_cli, state_dict_from_variables, variables_from_state_dict
 from mixtok.interop.weight_files import load_state_dict, load_variables, save_variables, to_numpy, unwrap_state_dict
 from mixtok.models import create_model, list_models, model_spec
 from mixtok.models.gfnet import GFNetPyramid

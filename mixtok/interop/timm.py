@@ -40,8 +40,15 @@ import numpy as np
 
 from mixtok.interop import timm_davit
 from mixtok.interop.official import run_cli
-from mixtok.interop.weight_files import (WRAPPER_KEYS, load_state_dict, load_variables, mismatch_error, save_variables, to_numpy,
-                                         walk_leaves)
+from mixtok.interop.weight_files import (
+    WRAPPER_KEYS,
+    load_state_dict,
+    load_variables,
+    mismatch_error,
+    save_variables,
+    to_numpy,
+    walk_leaves,
+)
 from mixtok.models import create_model, list_models, model_spec
 from mixtok.models.backbone import per_stage
 from mixtok.registry import unknown_name_error

@@ -6,11 +6,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mixtok.registry import unknown_name_error
+from mixtok.layers.module import Module
 from mixtok.layers.partitioning import param_with_axes
+from mixtok.registry import unknown_name_error
 
 
-class StarReLU(nn.Module):
+class StarReLU(Module):
     """StarReLU(x) = s * relu(x)^2 + b with learnable scalars s (init 1) and b (init 0).
 
     MetaFormer Baselines for Vision (Yu et al., 2022), sail-sg/metaformer:
@@ -20,8 +21,6 @@ class StarReLU(nn.Module):
 
     scale_init: float = 1.0
     bias_init: float = 0.0
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x):

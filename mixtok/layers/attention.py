@@ -34,13 +34,14 @@ projection, this function, an output projection (CAFormer's `Attention`, DaViT's
 attention and TiTok's transformer use it, each keeping its parameter names).
 """
 
-from typing import Any, ClassVar, Optional
+from typing import ClassVar, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mixtok.layers.module import Module
 from mixtok.layers.partitioning import dense_kernel_init, zeros_with_axes
 
 IMPLEMENTATIONS = ("auto", "reference", "xla", "cudnn", "pallas")
@@ -266,7 +267,7 @@ def _check_broadcast(name: str, array, full_shape):
     return array
 
 
-class MultiHeadAttention(nn.Module):
+class MultiHeadAttention(Module):
     """Multi-head self-attention over every position of [B, ..., C]: fused qkv projection, attention, projection.
 
     Heads: give `num_heads` (head width dim // num_heads, which must divide) or `head_dim` (then
@@ -287,8 +288,6 @@ class MultiHeadAttention(nn.Module):
     attn_dropout: float = 0.0
     proj_dropout: float = 0.0
     attention_implementation: Optional[str] = None
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     QKV_NAME: ClassVar[str] = "qkv"
     PROJ_NAME: ClassVar[str] = "proj"

@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from mixtok.layers.activations import get_activation
+from mixtok.layers.module import Module
 from mixtok.layers.norms import NORMS, get_norm
 from mixtok.layers.partitioning import DEFAULT_KERNEL_INIT, param_with_axes, zeros_with_axes
 from mixtok.registry import unknown_name_error
@@ -94,7 +95,7 @@ def conv_norm_act(x: jax.Array, features: int, kernel_size: int = 1, *, stride: 
     return x
 
 
-class ConvNormAct(nn.Module):
+class ConvNormAct(Module):
     """conv -> norm -> activation as one module (`conv`, `norm`): timm's ConvNormAct, cvnets' ConvLayer."""
 
     features: int
@@ -109,8 +110,6 @@ class ConvNormAct(nn.Module):
     bn_scale_init: float = 1.0
     kernel_init: Optional[Callable] = None  # None: trunc-normal 0.02 (timm's)
     norm_name: str = "norm"
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from mixtok.layers.init import dense_kernel_init
+from mixtok.layers.module import Module
 from mixtok.layers.norms import LayerNorm
 from mixtok.layers.partitioning import zeros_with_axes
 
@@ -67,7 +68,7 @@ def pooled_classifier(module: nn.Module, features: jax.Array, *, num_classes: in
     return x.astype(jnp.float32)
 
 
-class MlpHead(nn.Module):
+class MlpHead(Module):
     """fc1 (C -> 4C) -> SquaredReLU -> LayerNorm -> dropout -> fc2 (-> classes).
 
     MetaFormer Baselines' `MlpHead` (ConvFormer, CAFormer). The official code uses PyTorch's
@@ -78,12 +79,10 @@ class MlpHead(nn.Module):
     mlp_ratio: float = 4.0
     norm_epsilon: float = 1e-6
     dropout: float = 0.0
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        common = self.dtype_kwargs
         hidden = int(self.mlp_ratio * x.shape[-1])
         x = nn.Dense(hidden, kernel_init=dense_kernel_init(("embed", "mlp")), bias_init=zeros_with_axes(("mlp",)),
                      name="fc1", **common)(x)
@@ -93,7 +92,7 @@ class MlpHead(nn.Module):
         return classifier(self.num_classes, in_axis="mlp", name="fc2", **common)(x)
 
 
-class ClassifierHead(nn.Module):
+class ClassifierHead(Module):
     """Average pool and LayerNorm (in either order) -> dropout -> Linear, or MlpHead when `mlp_ratio` is set.
 
     Parameters: `norm/{scale,bias}` and `fc/{kernel,bias}` (or `fc/fc1`, `fc/norm`, `fc/fc2`), timm's
@@ -106,12 +105,10 @@ class ClassifierHead(nn.Module):
     mlp_ratio: Optional[float] = None  # None: a Linear classifier; else MlpHead's hidden ratio
     mlp_norm_epsilon: float = 1e-6
     head_dropout: float = 0.0
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        common = self.dtype_kwargs
         norm = LayerNorm(epsilon=self.norm_epsilon, name="norm", **common)
         x = global_avg_pool(norm(x)) if self.norm_before_pool else norm(global_avg_pool(x))
         self.sow("intermediates", "pre_logits", x)

@@ -1,16 +1,15 @@
 """The channel MLP of transformer-style blocks (MetaFormer, GFNet, DaViT, ...); heads are in `mixtok.layers.heads`."""
 
-from typing import Any
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from mixtok.layers.activations import get_activation
 from mixtok.layers.init import dense_kernel_init
+from mixtok.layers.module import Module
 from mixtok.layers.partitioning import zeros_with_axes
 
 
-class Mlp(nn.Module):
+class Mlp(Module):
     """fc1 (C -> ratio * C) -> activation -> dropout -> fc2 (-> C) -> dropout, on the last axis.
 
     With `activation="star_relu", use_bias=False` this is MetaFormer Baselines' `Mlp`
@@ -22,8 +21,6 @@ class Mlp(nn.Module):
     activation: str = "star_relu"
     use_bias: bool = False
     dropout: float = 0.0
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):

@@ -16,8 +16,9 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from mixtok.registry import unknown_name_error
+from mixtok.layers.module import Module
 from mixtok.layers.partitioning import ones_with_axes, zeros_with_axes
+from mixtok.registry import unknown_name_error
 
 
 def _normalize(x, axes, eps):
@@ -28,13 +29,11 @@ def _normalize(x, axes, eps):
     return centered * (1.0 / jnp.sqrt(var + eps))
 
 
-class _ChannelAffineNorm(nn.Module):
+class _ChannelAffineNorm(Module):
     """Normalises over `reduction_axes(x)` (defined by each subclass), then a per-channel affine."""
 
     epsilon: float = 1e-6
     use_bias: bool = True
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x):

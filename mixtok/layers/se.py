@@ -5,7 +5,7 @@ Paper: "Squeeze-and-Excitation Networks" (Hu et al., CVPR 2018). Follows timm's 
 `make_divisible` (timm/layers/helpers.py), the form LSNet and many MobileNet-style models import.
 """
 
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import flax.linen as nn
 import jax
@@ -13,6 +13,7 @@ import jax.numpy as jnp
 
 from mixtok.layers.activations import get_activation
 from mixtok.layers.conv import conv2d
+from mixtok.layers.module import Module
 from mixtok.layers.partitioning import TORCH_DEFAULT_INIT, torch_uniform_init
 
 
@@ -27,7 +28,7 @@ def make_divisible(value: float, divisor: int = 8, min_value: Optional[int] = No
     return rounded + divisor if rounded < round_limit * value else rounded
 
 
-class SqueezeExcite(nn.Module):
+class SqueezeExcite(Module):
     """x * sigmoid(fc2(act(fc1(mean_hw(x))))) with 1x1 convs (biases): timm's SEModule on NHWC maps.
 
     The reduced width is make_divisible(C * rd_ratio, rd_divisor, round_limit=0), as timm's. With
@@ -40,14 +41,12 @@ class SqueezeExcite(nn.Module):
     rd_divisor: int = 8
     activation: str = "relu"
     kernel_init: Optional[Callable] = None
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x):
         dim = x.shape[-1]
         reduced = make_divisible(dim * self.rd_ratio, self.rd_divisor, round_limit=0.0)
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        common = self.dtype_kwargs
 
         def fc(features, fan_in, name):
             if self.kernel_init is None:

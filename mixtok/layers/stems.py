@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 from mixtok.layers.activations import get_activation
 from mixtok.layers.conv import ConvBN, conv_norm_act
+from mixtok.layers.module import Module
 from mixtok.layers.norms import get_norm
 
 # One layer's parameter names: a module name (a ConvBN holding `conv` and `bn`, PyTorch's Conv2d_BN) or a
@@ -74,7 +75,7 @@ def patch_embed(x: jax.Array, features: int, kernel_size: int, stride: int, *, p
                          **common)
 
 
-class PatchEmbed(nn.Module):
+class PatchEmbed(Module):
     """`patch_embed` as a module holding `proj` (the conv) and `norm`: timm's PatchEmbed / PVT v2's
     OverlapPatchEmbed when kernel_size > stride."""
 
@@ -86,8 +87,6 @@ class PatchEmbed(nn.Module):
     norm_epsilon: float = 1e-6
     norm_first: bool = False
     kernel_init: Optional[Callable] = None  # None: trunc-normal 0.02
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x):

@@ -7,23 +7,23 @@ Every mixer follows the contract of docs/contracts.md, "Mixer": `Mixer(dim=C, **
 `__call__(x, *, train=False)` on NHWC input; norms and residuals belong to the block around it.
 """
 
-from mixtok.mixers.registry import MIXERS, get, list_mixers, register
-from mixtok.mixers.identity import Identity
-from mixtok.mixers.pooling import Pooling, avg_pool_exclude_padding
-from mixtok.mixers.conv import SepConv
-from mixtok.mixers.attention import Attention
-from mixtok.mixers.mlp import RandomMixing
-from mixtok.mixers.spectral import GlobalFilter
 from mixtok.mixers.aff import AdaptiveFrequencyFilter
-from mixtok.mixers.dsm import DynamicSpectrumMixer
+from mixtok.mixers.attention import Attention
 from mixtok.mixers.cas_vit import AdditiveTokenMixer
-from mixtok.mixers.ffnet import FFNifiedAttention
-from mixtok.mixers.linear_attention import LinearAttention
-from mixtok.mixers.s2aformer import StripSelfAttention
+from mixtok.mixers.conv import SepConv
 from mixtok.mixers.davit import ChannelAttention, MultiHeadAttention, WindowAttention
-from mixtok.mixers.transnext import AggregatedAttention, ConvGLU, LengthScaledCosineAttention
+from mixtok.mixers.dsm import DynamicSpectrumMixer
+from mixtok.mixers.ffnet import FFNifiedAttention
+from mixtok.mixers.identity import Identity
 from mixtok.mixers.inception import InceptionMixer
+from mixtok.mixers.linear_attention import LinearAttention
 from mixtok.mixers.lsnet import LSConv
+from mixtok.mixers.mlp import RandomMixing
+from mixtok.mixers.pooling import Pooling, avg_pool_exclude_padding
+from mixtok.mixers.registry import MIXERS, get, list_mixers, register
+from mixtok.mixers.s2aformer import StripSelfAttention
+from mixtok.mixers.spectral import GlobalFilter
+from mixtok.mixers.transnext import AggregatedAttention, ConvGLU, LengthScaledCosineAttention
 
 __all__ = [
     "AdaptiveFrequencyFilter", "AdditiveTokenMixer", "AggregatedAttention", "Attention", "ChannelAttention",

@@ -40,14 +40,13 @@ Differences from the official code:
   added, as the official casts to the input dtype before its residual.
 """
 
-from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from mixtok.kernels.spectral_filter import spectral_filter
 from mixtok.layers.activations import get_activation
+from mixtok.layers.module import Module
 from mixtok.layers.partitioning import param_with_axes
 from mixtok.mixers.registry import register
 
@@ -65,7 +64,7 @@ def _divisors(n: int) -> list:
 
 
 @register("adaptive_frequency_filter")
-class AdaptiveFrequencyFilter(nn.Module):
+class AdaptiveFrequencyFilter(Module):
     """y = irfft2(rfft2(x) * M(rfft2(x))) + x with M an input-dependent complex mask (AFFNet's AFF)."""
 
     dim: int
@@ -73,8 +72,6 @@ class AdaptiveFrequencyFilter(nn.Module):
     sparsity_threshold: float = 0.01
     hidden_size_factor: int = 1
     activation: str = "relu"
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     def setup(self):
         if self.dim % self.num_blocks:

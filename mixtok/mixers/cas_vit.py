@@ -22,29 +22,28 @@ Differences from the official code:
 - BatchNorm running variance: flax averages the biased batch variance, PyTorch the unbiased one.
 """
 
-from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from mixtok.layers.conv_bn import batch_norm, conv2d
+from mixtok.layers.module import Module
 from mixtok.layers.partitioning import TORCH_DEFAULT_INIT
 from mixtok.mixers.registry import register
+
 
 def torch_conv(features: int, kernel_size: int, **kwargs) -> nn.Conv:
     """A Conv2d as PyTorch builds it, with PyTorch's default kernel init (CAS-ViT keeps it)."""
     return conv2d(features, kernel_size, kernel_init=TORCH_DEFAULT_INIT, **kwargs)
 
 
-class SpatialOperation(nn.Module):
+class SpatialOperation(Module):
     """z * sigmoid(Conv1x1_{C->1}(ReLU(BN(dwConv3x3(z))))): the official `SpatialOperation` (block.0/1/3)."""
 
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, z, *, train: bool = False):
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        common = self.dtype_kwargs
         dim = z.shape[-1]
         gate = torch_conv(dim, 3, groups=dim, name="block_0", **common)(z)
         gate = nn.relu(batch_norm("block_1", train=train, **common)(gate))
@@ -52,11 +51,9 @@ class SpatialOperation(nn.Module):
         return z * nn.sigmoid(gate)
 
 
-class ChannelOperation(nn.Module):
+class ChannelOperation(Module):
     """z * sigmoid(Conv1x1_{C->C}(mean_{H,W}(z))): the official `ChannelOperation` (block.1)."""
 
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, z):
@@ -67,21 +64,19 @@ class ChannelOperation(nn.Module):
 
 
 @register("additive_token_mixer")
-class AdditiveTokenMixer(nn.Module):
+class AdditiveTokenMixer(Module):
     """CATM: y = proj(dwc(ChannelOp(SpatialOp(q)) + ChannelOp(SpatialOp(k))) * v), no softmax (CAS-ViT)."""
 
     dim: int
     attn_bias: bool = False  # bias of the q/k/v 1x1 conv (official default False)
     proj_drop: float = 0.0
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
         if x.ndim != 4 or x.shape[-1] != self.dim:
             raise ValueError(f"AdditiveTokenMixer(dim={self.dim}) takes [B, H, W, {self.dim}] inputs; "
                              f"got shape {x.shape}.")
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        common = self.dtype_kwargs
         dim = self.dim
         qkv = torch_conv(3 * dim, 1, use_bias=self.attn_bias, name="qkv", **common)(x)
         q, k, v = qkv[..., :dim], qkv[..., dim:2 * dim], qkv[..., 2 * dim:]

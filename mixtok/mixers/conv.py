@@ -9,18 +9,17 @@ Official: sail-sg/metaformer: metaformer_baselines.py `SepConv`; timm: timm/mode
 The inverted-bottleneck layout is MobileNetV2's.
 """
 
-from typing import Any
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from mixtok.layers.activations import get_activation
+from mixtok.layers.module import Module
 from mixtok.layers.partitioning import conv_kernel_init, dense_kernel_init, zeros_with_axes
 from mixtok.mixers.registry import register
 
 
 @register("sepconv")
-class SepConv(nn.Module):
+class SepConv(Module):
     """Pointwise expand -> activation -> depthwise k x k -> activation -> pointwise project."""
 
     dim: int
@@ -29,8 +28,6 @@ class SepConv(nn.Module):
     activation1: str = "star_relu"
     activation2: str = "identity"
     use_bias: bool = False
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):

@@ -44,7 +44,7 @@ Precision: the DCT runs on the compute dtype (bfloat16 operands with float32 acc
 bf16) with a float32 spectrum and filter; the routing softmax and the weight mixing are float32.
 """
 
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -52,12 +52,13 @@ import jax.numpy as jnp
 
 from mixtok.kernels.dct_filter import dct_filter
 from mixtok.layers.activations import get_activation
+from mixtok.layers.module import Module
 from mixtok.layers.partitioning import dense_kernel_init, param_with_axes, zeros_with_axes
 from mixtok.mixers.registry import register
 from mixtok.mixers.spectral import resize_bicubic
 
 
-class DynamicSpectrumWeights(nn.Module):
+class DynamicSpectrumWeights(Module):
     """Per-sample spectrum weights [B, H, W, C']: a softmax mix of `num_filters` learned DCT-domain filters.
 
     The routing is computed from `pooled` [B, C] (the spatial mean of the mixer's input); the base
@@ -70,8 +71,6 @@ class DynamicSpectrumWeights(nn.Module):
     hidden_ratio: float = 0.25
     activation: str = "star_relu"
     use_bias: bool = False
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, pooled: jax.Array, height: int, width: int) -> jax.Array:
@@ -91,7 +90,7 @@ class DynamicSpectrumWeights(nn.Module):
 
 
 @register("dynamic_spectrum_mixer")
-class DynamicSpectrumMixer(nn.Module):
+class DynamicSpectrumMixer(Module):
     """pwconv1 -> StarReLU -> idctn(dctn(.) * K(x)) -> pwconv2, K(x) generated per sample (DSM)."""
 
     dim: int
@@ -103,8 +102,6 @@ class DynamicSpectrumMixer(nn.Module):
     activation2: str = "identity"
     use_bias: bool = False
     impl: str = "auto"  # dct_filter implementation: "auto", "reference" or "xla"
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):

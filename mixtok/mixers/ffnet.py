@@ -31,9 +31,9 @@ from typing import Any, Mapping
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from mixtok.layers.conv_bn import ConvBN, conv2d, fuse_conv_bn, pad_kernel
+from mixtok.layers.module import Module
 from mixtok.mixers.registry import register
 
 REPVGG_KERNEL = 7  # the official builds a RepVGGDW exactly when the kernel size is 7
@@ -43,7 +43,7 @@ REPVGG_KERNEL = 7  # the official builds a RepVGGDW exactly when the kernel size
 plain_conv = conv2d
 
 
-class RepVGGDW(nn.Module):
+class RepVGGDW(Module):
     """BN(dwConv_k(x)) + BN(dwConv_{k//2}(x)): the official `RepVGGDW` (training form; `fuse_repvgg_dw`).
 
     Grouped with groups = input channels; `features` may be a multiple of them (FFNet's downsampling).
@@ -53,12 +53,10 @@ class RepVGGDW(nn.Module):
     features: int
     kernel_size: int = REPVGG_KERNEL
     stride: int = 1
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        common = self.dtype_kwargs
         groups, k = x.shape[-1], self.kernel_size
         small = k // 2
         y = ConvBN(self.features, k, self.stride, groups, padding=k // 2, name="conv", **common)(x, train=train)
@@ -67,18 +65,16 @@ class RepVGGDW(nn.Module):
 
 
 @register("ffnified_attention")
-class FFNifiedAttention(nn.Module):
+class FFNifiedAttention(Module):
     """y = conv2(GELU(conv1(ConvBN_1x1(x)))): FFNet's `Token_Mixer`; `fused=True` is its inference form."""
 
     dim: int
     kernel_size1: int = 7
     kernel_size2: int = 7
     fused: bool = False
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     def _depthwise(self, x, kernel_size: int, name: str, train: bool):
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        common = self.dtype_kwargs
         if kernel_size == REPVGG_KERNEL and not self.fused:
             return RepVGGDW(self.dim, kernel_size, name=name, **common)(x, train=train)
         return plain_conv(self.dim, kernel_size, groups=self.dim, name=name, **common)(x)
@@ -92,7 +88,7 @@ class FFNifiedAttention(nn.Module):
             if kernel_size < 1 or kernel_size % 2 == 0:
                 raise ValueError(f"FFNifiedAttention kernel sizes must be odd and positive (7 builds a RepVGGDW); "
                                  f"got kernel_size1={self.kernel_size1}, kernel_size2={self.kernel_size2}.")
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        common = self.dtype_kwargs
         if self.fused:
             y = plain_conv(self.dim, 1, name="fc", **common)(x)
         else:

@@ -4,21 +4,17 @@ sail-sg/metaformer: metaformer_baselines.py uses `nn.Identity` as the mixer: the
 norm + MLP with residuals, the paper's lower bound of what the MetaFormer skeleton gives alone.
 """
 
-from typing import Any
 
-import flax.linen as nn
-import jax.numpy as jnp
 
+from mixtok.layers.module import Module
 from mixtok.mixers.registry import register
 
 
 @register("identity")
-class Identity(nn.Module):
+class Identity(Module):
     """Returns its input: no token mixing at all."""
 
     dim: int
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     def __call__(self, x, *, train: bool = False):
         return x

@@ -24,13 +24,13 @@ Differences from the official code:
 - Dropouts (attention and projection, official defaults 0) are options here with the same defaults.
 """
 
-from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from mixtok.layers.attention import dot_product_attention
+from mixtok.layers.module import Module
 from mixtok.layers.partitioning import conv_kernel_init, dense_kernel_init, zeros_with_axes
 from mixtok.mixers.registry import register
 
@@ -51,11 +51,9 @@ def _pointwise_conv(x, features, use_bias, name, dtype, param_dtype):
                    kernel_init=conv_kernel_init(), bias_init=zeros_with_axes(("conv_out",)), name=name)(x)
 
 
-class HighMixer(nn.Module):
+class HighMixer(Module):
     """The two high-frequency branches on `high_dim` channels; returns 2 * high_dim channels."""
 
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x):
@@ -69,14 +67,12 @@ class HighMixer(nn.Module):
         return jnp.concatenate([c, p], axis=-1)
 
 
-class LowMixer(nn.Module):
+class LowMixer(Module):
     """Self-attention on average-pooled tokens, upsampled back by nearest-neighbour repetition."""
 
     num_heads: int
     pool_size: int = 2
     attn_dropout: float = 0.0
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
@@ -100,7 +96,7 @@ class LowMixer(nn.Module):
 
 
 @register("inception_mixer")
-class InceptionMixer(nn.Module):
+class InceptionMixer(Module):
     """iFormer's token mixer: channel split into high-frequency (conv, max-pool) and low-frequency (attention)."""
 
     dim: int
@@ -109,8 +105,6 @@ class InceptionMixer(nn.Module):
     pool_size: int = 2
     attn_dropout: float = 0.0
     proj_dropout: float = 0.0
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):

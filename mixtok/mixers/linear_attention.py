@@ -16,18 +16,18 @@ the official code: the three input projections are one fused Linear (the same pa
 the official `torch.nn.Linear`s have them. No 1/sqrt(d) scale (the official code has none).
 """
 
-from typing import Any, Optional
+from typing import Optional
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from mixtok.kernels.linear_attention import linear_attention
+from mixtok.layers.module import Module
 from mixtok.layers.partitioning import dense_kernel_init, zeros_with_axes
 from mixtok.mixers.registry import register
 
 
 @register("linear_attention")
-class LinearAttention(nn.Module):
+class LinearAttention(Module):
     """Global linear (kernelised) self-attention over the H * W tokens of an NHWC feature map."""
 
     dim: int
@@ -39,8 +39,6 @@ class LinearAttention(nn.Module):
     proj_dropout: float = 0.0
     eps: float = 1e-6
     impl: str = "auto"
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):

@@ -27,13 +27,13 @@ Differences from the official code:
   uses the biased batch variance where PyTorch uses the unbiased one.
 """
 
-from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from mixtok.layers.conv import ConvBN, batch_norm, conv2d
+from mixtok.layers.module import Module
 from mixtok.layers.partitioning import TORCH_DEFAULT_INIT, ones_with_axes, torch_uniform_init, zeros_with_axes
 from mixtok.mixers.registry import register
 
@@ -65,14 +65,12 @@ def small_kernel_aggregation(x: jax.Array, kernels: jax.Array) -> jax.Array:
     return out.reshape(batch, height, width, channels).astype(x.dtype)
 
 
-class LargeKernelPerception(nn.Module):
+class LargeKernelPerception(Module):
     """LKP: a bottleneck with a depthwise large kernel that predicts per-pixel small kernels [B, H, W, G, k*k]."""
 
     large_kernel: int = 7
     small_kernel: int = 3
     channels_per_kernel: int = 8
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
@@ -94,15 +92,13 @@ class LargeKernelPerception(nn.Module):
 
 
 @register("ls_conv")
-class LSConv(nn.Module):
+class LSConv(Module):
     """LSNet's LS convolution: BN(SKA(x, LKP(x))) + x, with interleaved kernel groups (channel c -> c mod C/8)."""
 
     dim: int
     large_kernel: int = 7
     small_kernel: int = 3
     channels_per_kernel: int = 8
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):

@@ -12,23 +12,22 @@ the optimizer never sees it. Its size is fixed when the model is initialised, so
 trained at 224 px only runs at 224 px, as in the paper.
 """
 
-from typing import Any, Optional
+from typing import Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mixtok.layers.module import Module
 from mixtok.mixers.registry import register
 
 
 @register("random_mixing")
-class RandomMixing(nn.Module):
+class RandomMixing(Module):
     """y = M x over tokens with a frozen row-stochastic random N x N matrix M."""
 
     dim: int
     num_tokens: Optional[int] = None  # None: taken from the H * W of the input at initialisation
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):

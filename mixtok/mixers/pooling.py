@@ -10,13 +10,12 @@ of a 3x3 window divides by 4, an edge by 6, the interior by 9. The subtraction o
 because the block adds the input back through its residual.
 """
 
-from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mixtok.layers.module import Module
 from mixtok.mixers.registry import register
 
 
@@ -40,13 +39,11 @@ def avg_pool_exclude_padding(x: jax.Array, pool_size: int) -> jax.Array:
 
 
 @register("pooling")
-class Pooling(nn.Module):
+class Pooling(Module):
     """y = AvgPool(pool_size, stride 1, padding excluded from the divisor)(x) - x. No parameters."""
 
     dim: int
     pool_size: int = 3
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     def __call__(self, x, *, train: bool = False):
         return avg_pool_exclude_padding(x, self.pool_size) - x

@@ -43,13 +43,13 @@ its structure could not be read. `LocalInteractionModule` is a stand-in, ours en
 """
 
 import math
-from typing import Any, Optional
+from typing import Optional
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from mixtok.layers.attention import dot_product_attention
+from mixtok.layers.module import Module
 from mixtok.layers.norms import LayerNorm
 from mixtok.layers.partitioning import conv_kernel_init, dense_kernel_init, zeros_with_axes
 from mixtok.mixers.registry import register
@@ -74,7 +74,7 @@ def _check_nhwc(x: jax.Array, dim: int, who: str) -> None:
 
 
 @register("strip_self_attention")
-class StripSelfAttention(nn.Module):
+class StripSelfAttention(Module):
     """Softmax attention of full-resolution queries over r-fold reduced keys/values, Q and K compressed to d << C."""
 
     dim: int
@@ -87,8 +87,6 @@ class StripSelfAttention(nn.Module):
     norm_epsilon: float = 1e-5
     attn_dropout: float = 0.0
     proj_dropout: float = 0.0
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     def resolved_qk_dim(self) -> int:
         return self.qk_dim if self.qk_dim is not None else compressed_qk_dim(self.dim, self.num_heads, self.qk_ratio)
@@ -106,7 +104,7 @@ class StripSelfAttention(nn.Module):
         batch, height, width, channels = x.shape
         if height < r or width < r:
             raise ValueError(f"StripSelfAttention with reduction={r} needs H, W >= {r}; got {height}x{width}.")
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        common = self.dtype_kwargs
 
         def dense(features, name, use_bias, axes):
             return nn.Dense(features, use_bias=use_bias, kernel_init=dense_kernel_init(axes),
@@ -132,20 +130,18 @@ class StripSelfAttention(nn.Module):
         return out.reshape(batch, height, width, channels)
 
 
-class LocalInteractionModule(nn.Module):
+class LocalInteractionModule(Module):
     """Stand-in LIM (structure unknown): 1x1 conv -> depth-wise k x k conv -> GELU -> 1x1 conv."""
 
     dim: int
     kernel_size: int = 3
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
         _check_nhwc(x, self.dim, "LocalInteractionModule")
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be a positive odd integer; got {self.kernel_size}.")
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        common = self.dtype_kwargs
         pad = self.kernel_size // 2
         x = nn.Dense(self.dim, kernel_init=dense_kernel_init(("embed", "mlp")), bias_init=zeros_with_axes(("mlp",)),
                      name="pw1", **common)(x)

@@ -30,7 +30,7 @@ unsupported, GFNet issue #2) through `mixtok.kernels.spectral_filter`; the outpu
 `dtype` (or the input's dtype), where the official returns float32 under autocast.
 """
 
-from typing import Any, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mixtok.kernels.spectral_filter import spectral_filter
+from mixtok.layers.module import Module
 from mixtok.layers.partitioning import param_with_axes
 from mixtok.mixers.registry import register
 
@@ -87,13 +88,11 @@ def resize_bicubic(x: jax.Array, size: Tuple[int, int], *, align_corners: bool, 
 
 
 @register("global_filter")
-class GlobalFilter(nn.Module):
+class GlobalFilter(Module):
     """y = irfft2(rfft2(x) * K) per channel: a learned global circular convolution (GFNet)."""
 
     dim: int
     grid_size: Optional[Sequence[int]] = None  # (h, w) of the stored filter; None: the input's at init
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):

@@ -42,7 +42,7 @@ Differences from the official code:
 """
 
 import functools
-from typing import Any, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -50,6 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mixtok.layers.attention import dot_product_attention, softmax_weights
+from mixtok.layers.module import Module
 from mixtok.layers.norms import LayerNorm
 from mixtok.layers.partitioning import DEFAULT_KERNEL_INIT, dense_kernel_init, param_with_axes, zeros_with_axes
 from mixtok.mixers.registry import register
@@ -151,7 +152,7 @@ class _TemperedQueryMixin:
 
 
 @register("aggregated_attention")
-class AggregatedAttention(_TemperedQueryMixin, nn.Module):
+class AggregatedAttention(_TemperedQueryMixin, Module):
     """TransNeXt's pixel-focused attention: a 3x3 sliding window plus pooled tokens under one softmax."""
 
     dim: int
@@ -163,8 +164,6 @@ class AggregatedAttention(_TemperedQueryMixin, nn.Module):
     qkv_bias: bool = True
     attn_dropout: float = 0.0
     proj_dropout: float = 0.0
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
@@ -181,7 +180,7 @@ class AggregatedAttention(_TemperedQueryMixin, nn.Module):
             raise ValueError(f"Pooled grid {pool_h}x{pool_w} (sr_ratio={self.sr_ratio}, fixed_pool_size="
                              f"{self.fixed_pool_size}) must be between 1x1 and the input grid {height}x{width}.")
         tokens, pooled = height * width, pool_h * pool_w
-        dense = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        dense = self.dtype_kwargs
         valid, n_valid = local_window_constants(height, width, self.window_size)
         length_scale = jnp.asarray(np.log(n_valid + pooled).astype(np.float32))  # [N]
 
@@ -248,7 +247,7 @@ class AggregatedAttention(_TemperedQueryMixin, nn.Module):
 
 
 @register("length_scaled_cosine_attention")
-class LengthScaledCosineAttention(_TemperedQueryMixin, nn.Module):
+class LengthScaledCosineAttention(_TemperedQueryMixin, Module):
     """TransNeXt's full attention (stage 4, sr_ratio 1): cosine scores scaled by softplus(t) log N, plus CPB bias."""
 
     dim: int
@@ -257,15 +256,13 @@ class LengthScaledCosineAttention(_TemperedQueryMixin, nn.Module):
     qkv_bias: bool = True
     attn_dropout: float = 0.0
     proj_dropout: float = 0.0
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
         _check(self.dim, self.num_heads, x)
         batch, height, width, channels = x.shape
         heads, head_dim, tokens = self.num_heads, channels // self.num_heads, height * width
-        dense = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        dense = self.dtype_kwargs
         qkv = nn.Dense(3 * channels, use_bias=self.qkv_bias, kernel_init=dense_kernel_init(("embed", "heads")),
                        bias_init=zeros_with_axes(("heads",)), name="qkv", **dense)(x)
         q, k, v = jnp.moveaxis(qkv.reshape(batch, tokens, 3, heads, head_dim), 2, 0)
@@ -284,7 +281,7 @@ class LengthScaledCosineAttention(_TemperedQueryMixin, nn.Module):
         return nn.Dropout(self.proj_dropout, deterministic=not train)(out)
 
 
-class ConvGLU(nn.Module):
+class ConvGLU(Module):
     """TransNeXt's channel mixer on NHWC: Linear(GELU(dw3x3(x)) * g) with x, g = split(Linear(C -> 2 hidden)).
 
     hidden = int(2 * int(dim * mlp_ratio) / 3), as the official Block and ConvolutionalGLU compute it.
@@ -294,15 +291,13 @@ class ConvGLU(nn.Module):
     dim: int
     mlp_ratio: float = 4.0
     dropout: float = 0.0
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
         if x.ndim != 4 or x.shape[-1] != self.dim:
             raise ValueError(f"ConvGLU expects NHWC input with {self.dim} channels; got shape {x.shape}.")
         hidden = int(2 * int(self.dim * self.mlp_ratio) / 3)
-        dense = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        dense = self.dtype_kwargs
         x, gate = jnp.split(nn.Dense(2 * hidden, kernel_init=dense_kernel_init(("embed", "mlp")),
                                      bias_init=zeros_with_axes(("mlp",)), name="fc1", **dense)(x), 2, axis=-1)
         fan_out = 3 * 3 * hidden // hidden  # the official conv init: normal(0, sqrt(2 / fan_out)), fan_out / groups

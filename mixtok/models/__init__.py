@@ -11,20 +11,29 @@ the design has them) and has the same feature interface (`method="features"`, `"
 name means in each family.
 """
 
+from mixtok.models import (
+                                    affnet_variants,  # noqa: F401  (registers the variants)
+                                    cas_vit_variants,  # noqa: F401  (registers the variants)
+                                    davit_variants,  # noqa: F401  (registers the variants)
+                                    dsm_variants,  # noqa: F401  (registers the variants)
+                                    ffnet_variants,  # noqa: F401  (registers the variants)
+                                    gfnet_variants,  # noqa: F401  (registers the variants)
+                                    iformer_variants,  # noqa: F401  (registers the variants)
+                                    lsnet_variants,  # noqa: F401  (registers the variants)
+                                    metaformer_variants,  # noqa: F401  (registers the variants)
+                                    s2aformer_variants,  # noqa: F401  (registers the stand-ins)
+                                    transnext_variants,  # noqa: F401  (registers the variants)
+)
 from mixtok.models.metaformer import MetaFormer
-from mixtok.models.registry import (MODELS, ModelSpec, count_params, create_model, list_models, model_spec,
-                                    register_model)
-from mixtok.models import metaformer_variants  # noqa: F401  (registers the variants)
-from mixtok.models import gfnet_variants  # noqa: F401  (registers the variants)
-from mixtok.models import affnet_variants  # noqa: F401  (registers the variants)
-from mixtok.models import dsm_variants  # noqa: F401  (registers the variants)
-from mixtok.models import cas_vit_variants  # noqa: F401  (registers the variants)
-from mixtok.models import ffnet_variants  # noqa: F401  (registers the variants)
-from mixtok.models import s2aformer_variants  # noqa: F401  (registers the stand-ins)
-from mixtok.models import davit_variants  # noqa: F401  (registers the variants)
-from mixtok.models import transnext_variants  # noqa: F401  (registers the variants)
-from mixtok.models import iformer_variants  # noqa: F401  (registers the variants)
-from mixtok.models import lsnet_variants  # noqa: F401  (registers the variants)
+from mixtok.models.registry import (
+                                    MODELS,
+                                    ModelSpec,
+                                    count_params,
+                                    create_model,
+                                    list_models,
+                                    model_spec,
+                                    register_model,
+)
 
 __all__ = ["MODELS", "MetaFormer", "ModelSpec", "count_params", "create_model", "list_models", "model_spec",
            "register_model"]

@@ -79,12 +79,12 @@ from mixtok.layers.conv_bn import batch_norm, conv2d
 from mixtok.layers.drop import DropPath
 from mixtok.layers.heads import pooled_classifier
 from mixtok.layers.init import TORCH_DEFAULT_INIT, XAVIER_UNIFORM_INIT
+from mixtok.layers.module import Module
 from mixtok.layers.norms import GroupNorm1
 from mixtok.layers.partitioning import ones_with_axes, param_with_axes, zeros_with_axes
 from mixtok.mixers.aff import ACTIVATION_ALIASES, AdaptiveFrequencyFilter
 from mixtok.models.backbone import Backbone, stage_drop_path_rates
-from mixtok.models.inputs import check_image_size
-from mixtok.models.inputs import check_images
+from mixtok.models.inputs import check_image_size, check_images
 from mixtok.registry import unknown_name_error
 
 STEM_CHANNELS = 16
@@ -101,7 +101,7 @@ def make_divisible(value: float, divisor: int = 8) -> int:
     return new + divisor if new < 0.9 * value else new
 
 
-class ConvNormAct(nn.Module):
+class ConvNormAct(Module):
     """conv (no bias, PyTorch padding (k-1)//2) -> BatchNorm -> [activation]: cvnets' `ConvLayer`."""
 
     features: int
@@ -110,12 +110,10 @@ class ConvNormAct(nn.Module):
     groups: int = 1
     use_act: bool = True
     activation: str = "swish"
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        common = self.dtype_kwargs
         x = conv2d(self.features, self.kernel_size, stride=self.stride, groups=self.groups, use_bias=False,
                    kernel_init=TORCH_DEFAULT_INIT, name="conv", **common)(x)
         x = batch_norm("norm", train=train, epsilon=NORM_EPSILON, **common)(x)
@@ -124,15 +122,13 @@ class ConvNormAct(nn.Module):
         return x
 
 
-class InvertedResidual(nn.Module):
+class InvertedResidual(Module):
     """MobileNetV2's block (cvnets `InvertedResidual`): expand 1x1, depthwise 3x3, project 1x1, residual."""
 
     features: int
     stride: int = 1
     expand_ratio: float = 4.0
     activation: str = "swish"
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
@@ -147,12 +143,10 @@ class InvertedResidual(nn.Module):
         return x + y if self.stride == 1 and in_channels == self.features else y
 
 
-class ChannelLayerNorm(nn.Module):
+class ChannelLayerNorm(Module):
     """cvnets' `LayerNorm` on channel-first maps: (x - mean_C) / (std_C + eps) * w + b at every position."""
 
     epsilon: float = NORM_EPSILON
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x):
@@ -174,19 +168,17 @@ def attn_norm_layer(kind: str, dtype: Any, param_dtype: Any, name: str) -> nn.Mo
     raise unknown_name_error("AFFNet attn_norm", kind, ATTN_NORMS)
 
 
-class AFFTransformerBlock(nn.Module):
+class AFFTransformerBlock(Module):
     """r + drop_path(AFF(norm2(IR(norm1(x))))), IR and AFF each with their own residual (official `Block`)."""
 
     ffn_dim: int
     attn_norm: str = "layer_norm_2d"
     activation: str = "swish"
     drop_path: float = 0.0
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        common = self.dtype_kwargs
         dim = x.shape[-1]
         y = attn_norm_layer(self.attn_norm, name="norm1", **common)(x)
         y = InvertedResidual(dim, 1, self.ffn_dim / dim, self.activation, name="mlp", **common)(y, train=train)
@@ -196,7 +188,7 @@ class AFFTransformerBlock(nn.Module):
         return x + DropPath(self.drop_path)(y, train=train)
 
 
-class AFFBlock(nn.Module):
+class AFFBlock(Module):
     """Blocks -> norm -> conv_proj -> [fusion of concat(input, projection)]: the official `AFFBlock`."""
 
     ffn_dim: int
@@ -205,12 +197,10 @@ class AFFBlock(nn.Module):
     attn_norm: str = "layer_norm_2d"
     activation: str = "swish"
     drop_paths: Sequence[float] = ()
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        common = self.dtype_kwargs
         channels = x.shape[-1]
         rates = tuple(self.drop_paths) or (0.0,) * self.depth
         y = x
@@ -245,8 +235,6 @@ class AFFNet(Backbone):
     head_dropout: float = 0.0  # the official classifier_dropout
     drop_path_rate: float = 0.0
     image_size: Optional[int] = None
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     def _check_config(self):
         if len(self.depths) != NUM_LAYERS or len(self.dims) != NUM_LAYERS:

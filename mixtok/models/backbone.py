@@ -22,15 +22,15 @@ models whose parameters do not depend on the resolution.
 from typing import Any, Sequence, Tuple, Union
 
 import flax.linen as nn
-import jax.numpy as jnp
 import numpy as np
 
+from mixtok.layers.module import Module
 
 OUTPUTS = ("logits", "features", "intermediates", "head")
 PerStage = Union[Any, Sequence[Any]]
 
 
-class Backbone(nn.Module):
+class Backbone(Module):
     """Base of the zoo's backbones: `__call__`, `features`, `intermediates`, `forward_head` on one `forward`.
 
     It declares the arguments every backbone takes with the same meaning; a family may restate one to
@@ -41,8 +41,6 @@ class Backbone(nn.Module):
     num_classes: int = 1000
     drop_path_rate: float = 0.0  # stochastic depth of the last block, rising linearly from 0 at the first
     head_dropout: float = 0.0  # dropout on the pooled features, right before the classifier
-    dtype: Any = None  # computation dtype; None: the inputs'
-    param_dtype: Any = jnp.float32
 
     def __call__(self, images, *, train: bool = False):
         return self.forward(images, train=train, output="logits")

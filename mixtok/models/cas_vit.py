@@ -35,7 +35,7 @@ Differences from the official code:
   features are sown into `intermediates` as `pre_logits`.
 """
 
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -44,25 +44,23 @@ from mixtok.layers.activations import get_activation
 from mixtok.layers.conv_bn import batch_norm
 from mixtok.layers.drop import DropPath
 from mixtok.layers.heads import classifier, global_avg_pool, pooled_classifier
+from mixtok.layers.module import Module
 from mixtok.mixers.cas_vit import AdditiveTokenMixer, torch_conv
 from mixtok.models.backbone import Backbone, PerStage, per_stage, stage_drop_path_rates
-from mixtok.models.inputs import check_image_size
-from mixtok.models.inputs import check_images
+from mixtok.models.inputs import check_image_size, check_images
 
 
-class AdditiveBlock(nn.Module):
+class AdditiveBlock(Module):
     """x + LocalIntegration(x), then + drop_path(CATM(BN(x))), then + drop_path(Mlp(BN(x))) (official)."""
 
     mlp_ratio: float = 4.0
     attn_bias: bool = False
     dropout: float = 0.0
     drop_path: float = 0.0
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        common = self.dtype_kwargs
         dim = x.shape[-1]
         gelu = get_activation("gelu")
         # LocalIntegration(ratio=1): `local_perception.network.{0,1,2,4}`.
@@ -97,8 +95,6 @@ class CASViT(Backbone):
     head_dropout: float = 0.0
     distillation: bool = False
     image_size: Optional[int] = None
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     def stage_maps(self, images, *, train: bool):
         if len(self.depths) != len(self.dims) or not self.depths:
@@ -110,7 +106,7 @@ class CASViT(Backbone):
         check_images(images, 1, "CASViT", "any size")
         check_image_size(images, self.image_size, "CASViT")
         mlp_ratios = per_stage(self.mlp_ratios, len(self.depths), "mlp_ratios")
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        common = self.dtype_kwargs
         x = images.astype(self.dtype) if self.dtype is not None else images
         x = torch_conv(self.dims[0] // 2, 3, stride=2, name="patch_embed_0", **common)(x)
         x = nn.relu(batch_norm("patch_embed_1", train=train, **common)(x))
@@ -128,7 +124,7 @@ class CASViT(Backbone):
         return maps
 
     def classify(self, features, *, train: bool):
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        common = self.dtype_kwargs
         normed = batch_norm("norm", train=train, **common)(features)
         logits = pooled_classifier(self, normed, num_classes=self.num_classes, head_dropout=self.head_dropout,
                                    train=train, name="head", **common)

@@ -50,11 +50,11 @@ from mixtok.layers.drop import DropPath
 from mixtok.layers.heads import ClassifierHead
 from mixtok.layers.init import conv_axes, torch_conv_init
 from mixtok.layers.mlp import Mlp
+from mixtok.layers.module import Module
 from mixtok.layers.norms import LayerNorm
 from mixtok.mixers.davit import ChannelAttention, MultiHeadAttention, WindowAttention
 from mixtok.models.backbone import Backbone, PerStage, per_stage
-from mixtok.models.inputs import check_image_size
-from mixtok.models.inputs import check_images
+from mixtok.models.inputs import check_image_size, check_images
 
 NORM_EPSILON = 1e-5  # timm DaVit norm_eps; the official nn.LayerNorm default
 DAVIT_MIXERS = ("window_attention", "channel_attention")
@@ -83,12 +83,10 @@ def block_drop_path_rates(drop_path_rate: float, depths: Sequence[int], blocks_p
     return nested
 
 
-class ConvPosEnc(nn.Module):
+class ConvPosEnc(Module):
     """x + depthwise conv3x3(x) (with bias, no activation): DaViT's convolutional position encoding."""
 
     kernel_size: int = 3
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x):
@@ -96,7 +94,7 @@ class ConvPosEnc(nn.Module):
         return x + _conv(channels, k, 1, k // 2, k * k, channels, "proj", self.dtype, self.param_dtype)(x)
 
 
-class DaViTBlock(nn.Module):
+class DaViTBlock(Module):
     """cpe1 -> pre-norm mixer with residual -> cpe2 -> pre-norm MLP with residual (`SpatialBlock` /
     `ChannelBlock`, which differ only in their mixer)."""
 
@@ -105,12 +103,10 @@ class DaViTBlock(nn.Module):
     mlp_ratio: float = 4.0
     drop_path: float = 0.0
     norm_epsilon: float = NORM_EPSILON
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        common = self.dtype_kwargs
         x = ConvPosEnc(name="cpe1", **common)(x)
         y = LayerNorm(epsilon=self.norm_epsilon, name="norm1", **common)(x)
         y = mixer_registry.get(self.mixer)(dim=x.shape[-1], name="attn", **common, **self.mixer_kwargs)(
@@ -122,12 +118,10 @@ class DaViTBlock(nn.Module):
         return x + DropPath(self.drop_path)(y, train=train)
 
 
-class DualAttentionUnit(nn.Module):
+class DualAttentionUnit(Module):
     """One unit of a stage: a block per entry of `blocks` (block options), named "0", "1", ... as in timm."""
 
     blocks: Sequence[Mapping[str, Any]]
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
@@ -136,7 +130,7 @@ class DualAttentionUnit(nn.Module):
         return x
 
 
-class PatchEmbed(nn.Module):
+class PatchEmbed(Module):
     """[LayerNorm] -> zero-pad bottom/right to a multiple of the stride -> conv -> [LayerNorm] (official `PatchEmbed`).
 
     The stem is conv 7x7 stride 4 padding 3 with the norm after (`norm_first=False`); each downsampling
@@ -149,12 +143,10 @@ class PatchEmbed(nn.Module):
     padding: int = 0
     norm_first: bool = True
     norm_epsilon: float = NORM_EPSILON
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x):
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        common = self.dtype_kwargs
         norm = LayerNorm(epsilon=self.norm_epsilon, name="norm", **common)
         if self.norm_first:
             x = norm(x)
@@ -164,19 +156,17 @@ class PatchEmbed(nn.Module):
         return x if self.norm_first else norm(x)
 
 
-class DaViTStage(nn.Module):
+class DaViTStage(Module):
     """[Downsample] followed by one `DualAttentionUnit` per entry of `units` (each a tuple of block options)."""
 
     features: int
     downsample: bool
     units: Sequence[Sequence[Mapping[str, Any]]]
     norm_epsilon: float = NORM_EPSILON
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        common = self.dtype_kwargs
         if self.downsample:
             x = PatchEmbed(self.features, 2, 2, norm_epsilon=self.norm_epsilon, name="downsample", **common)(x)
         for j, blocks in enumerate(self.units):
@@ -202,8 +192,6 @@ class DaViT(Backbone):
     drop_path_rate: float = 0.0
     head_dropout: float = 0.0
     image_size: Optional[int] = None
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @property
     def reduction(self) -> int:
@@ -242,7 +230,7 @@ class DaViT(Backbone):
         check_image_size(images, self.image_size, "DaViT")
         self._check_options()
         mlp_ratios = per_stage(self.mlp_ratios, len(self.depths), "mlp_ratios")
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        common = self.dtype_kwargs
         drop_rates = block_drop_path_rates(self.drop_path_rate, self.depths, len(self.mixers))
 
         x = images.astype(self.dtype) if self.dtype is not None else images

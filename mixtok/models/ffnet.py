@@ -44,12 +44,20 @@ import jax.numpy as jnp
 from mixtok.layers.conv_bn import BN_EPSILON, ConvBN, batch_norm
 from mixtok.layers.drop import DropPath
 from mixtok.layers.heads import pooled_classifier
+from mixtok.layers.module import Module
 from mixtok.layers.scale import layer_scale_param
-from mixtok.mixers.ffnet import (REPVGG_KERNEL, FFNifiedAttention, RepVGGDW, fuse_conv_bn_branch, fuse_depthwise,
-                                 fuse_ffnified_attention, fuse_repvgg_dw, plain_conv)
+from mixtok.mixers.ffnet import (
+    REPVGG_KERNEL,
+    FFNifiedAttention,
+    RepVGGDW,
+    fuse_conv_bn_branch,
+    fuse_depthwise,
+    fuse_ffnified_attention,
+    fuse_repvgg_dw,
+    plain_conv,
+)
 from mixtok.models.backbone import Backbone, PerStage, per_stage, stage_drop_path_rates
-from mixtok.models.inputs import check_image_size
-from mixtok.models.inputs import check_images
+from mixtok.models.inputs import check_image_size, check_images
 
 TOTAL_STRIDE = 32  # stem 4, three PatchMergings
 
@@ -58,18 +66,16 @@ def _gelu(x):
     return jax.nn.gelu(x, approximate=False)  # PyTorch's nn.GELU
 
 
-class ChannelMixer(nn.Module):
+class ChannelMixer(Module):
     """fc2(GELU(fc1(dw(x)))), dw a RepVGGDW (ks 7) or a ConvBN depthwise conv: the official `Channel_Mixer`."""
 
     kernel_size: int = 3
     mlp_ratio: float = 3.0
     fused: bool = False
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        common = self.dtype_kwargs
         dim, k = x.shape[-1], self.kernel_size
         if self.fused:
             y = plain_conv(dim, k, groups=dim, name="conv", **common)(x)
@@ -81,7 +87,7 @@ class ChannelMixer(nn.Module):
         return plain_conv(dim, 1, name="fc2", **common)(y)
 
 
-class FFBlock(nn.Module):
+class FFBlock(Module):
     """x + dp(ls * FFNifiedAttention(x)), then + dp(ls * ChannelMixer(x)): the official `FFBlock` (no SE)."""
 
     kernel_size: int = 3
@@ -91,8 +97,6 @@ class FFBlock(nn.Module):
     drop_path: float = 0.0
     layer_scale_init: Optional[float] = None  # None: no layer scale
     fused: bool = False
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     def _scale(self, y, name: str):
         if self.layer_scale_init is None:
@@ -109,29 +113,25 @@ class FFBlock(nn.Module):
         return x + DropPath(self.drop_path)(self._scale(y, "channel_mixer_layer_scale"), train=train)
 
 
-class BNConv(nn.Module):
+class BNConv(Module):
     """Conv1x1(BN(x)), conv without bias: the official `BN_Conv2d` (parameters `bn`, `conv` for `bn`, `c`)."""
 
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        common = self.dtype_kwargs
         x = batch_norm("bn", train=train, **common)(x)
         return plain_conv(x.shape[-1], 1, use_bias=False, name="conv", **common)(x)
 
 
-class BNConvSkip(nn.Module):
+class BNConvSkip(Module):
     """x + Conv1x1(BN(x)) (official `Conv2d_BN_skip` around `BN_Conv2d`); one 1x1 conv with bias when fused."""
 
     fused: bool = False
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        common = self.dtype_kwargs
         dim = x.shape[-1]
         if self.fused:
             return plain_conv(dim, 1, name="conv", **common)(x)
@@ -159,8 +159,6 @@ class FFNet(Backbone):
     head_dropout: float = 0.0
     fused: bool = False
     image_size: Optional[int] = None
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     def _check_config(self):
         tables = dict(depths=self.depths, dims=self.dims, kernel_sizes=self.kernel_sizes,
@@ -179,7 +177,7 @@ class FFNet(Backbone):
         check_images(images, TOTAL_STRIDE, "FFNet", "a stride-4 stem and three stride-2 patch mergings")
         check_image_size(images, self.image_size, "FFNet")
         mlp_ratios = per_stage(self.mlp_ratios, len(self.depths), "mlp_ratios")
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        common = self.dtype_kwargs
         x = images.astype(self.dtype) if self.dtype is not None else images
         if self.fused:
             x = _gelu(plain_conv(self.in_dim, 3, stride=2, name="patch_embed_0", **common)(x))
@@ -206,7 +204,7 @@ class FFNet(Backbone):
         return maps
 
     def classify(self, features, *, train: bool):
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        common = self.dtype_kwargs
         return pooled_classifier(self, batch_norm("norm", train=train, **common)(features), num_classes=self.num_classes,
                                  head_dropout=self.head_dropout, train=train, name="head", **common)
 

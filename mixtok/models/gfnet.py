@@ -45,6 +45,7 @@ from mixtok.layers.drop import DropPath
 from mixtok.layers.heads import ClassifierHead
 from mixtok.layers.init import TRUNC_NORMAL_INIT
 from mixtok.layers.mlp import Mlp
+from mixtok.layers.module import Module
 from mixtok.layers.norms import LayerNorm
 from mixtok.layers.partitioning import param_with_axes
 from mixtok.layers.scale import LayerScale
@@ -56,7 +57,7 @@ NORM_EPSILON = 1e-6
 PYRAMID_STRIDES = (4, 8, 16, 32)  # of the four stages, with the official patch size 4
 
 
-class GFNetBlock(nn.Module):
+class GFNetBlock(Module):
     """x + drop_path([gamma *] mlp(norm2(filter(norm1(x))))): GFNet's `Block` / `BlockLayerScale`."""
 
     grid_size: Sequence[int]
@@ -64,12 +65,10 @@ class GFNetBlock(nn.Module):
     dropout: float = 0.0
     drop_path: float = 0.0
     layer_scale_init: Optional[float] = None
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        common = self.dtype_kwargs
         y = LayerNorm(epsilon=NORM_EPSILON, name="norm1", **common)(x)
         y = GlobalFilter(dim=x.shape[-1], grid_size=tuple(self.grid_size), name="filter", **common)(y, train=train)
         y = LayerNorm(epsilon=NORM_EPSILON, name="norm2", **common)(y)
@@ -80,13 +79,11 @@ class GFNetBlock(nn.Module):
         return x + DropPath(self.drop_path)(y, train=train)
 
 
-class PatchConv(nn.Module):
+class PatchConv(Module):
     """A conv with kernel = stride = `patch_size` and no padding: patch embedding or downsampling."""
 
     features: int
     patch_size: int
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x):
@@ -130,8 +127,6 @@ class GFNet(_GFNetHead):
     dropout: float = 0.0  # the official `drop_rate`: after the position embedding and in every MLP
     drop_path_rate: float = 0.0
     head_dropout: float = 0.0  # the official `dropcls`
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     def stage_maps(self, images, *, train: bool):
         if len(self.depths) != 1 or len(self.dims) != 1:
@@ -139,7 +134,7 @@ class GFNet(_GFNetHead):
                              f"{tuple(self.depths)} and dims {tuple(self.dims)}.")
         check_images(images, self.patch_size, "GFNet", f"patch size {self.patch_size}")
         (mlp_ratio,) = per_stage(self.mlp_ratios, 1, "mlp_ratios")
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        common = self.dtype_kwargs
         grid = (self.image_size // self.patch_size,) * 2
         x = images.astype(self.dtype) if self.dtype is not None else images
         x = PatchConv(self.dims[0], self.patch_size, name="patch_embed", **common)(x)
@@ -165,15 +160,13 @@ class GFNetPyramid(_GFNetHead):
     dropout: float = 0.0  # in every MLP only: the official pyramid never applies its `pos_drop`
     drop_path_rate: float = 0.0
     head_dropout: float = 0.0
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     def stage_maps(self, images, *, train: bool):
         if len(self.depths) != 4 or len(self.dims) != 4:
             raise ValueError(f"GFNetPyramid has 4 stages; got depths {tuple(self.depths)} and dims {tuple(self.dims)}.")
         check_images(images, PYRAMID_STRIDES[-1], "GFNetPyramid", "patch 4 x three stride-2 downsamplings")
         mlp_ratios = per_stage(self.mlp_ratios, 4, "mlp_ratios")
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        common = self.dtype_kwargs
         x = images.astype(self.dtype) if self.dtype is not None else images
         maps = []
         for i, (stride, rates) in enumerate(zip(PYRAMID_STRIDES, stage_drop_path_rates(self.drop_path_rate,

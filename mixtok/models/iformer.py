@@ -39,7 +39,7 @@ Features: `method="features"` gives the stage-4 map [B, H/32, W/32, C4] (before 
 `stage4` and `pre_logits`.
 """
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax
@@ -48,6 +48,7 @@ import jax.numpy as jnp
 from mixtok.layers.conv import conv_norm_act
 from mixtok.layers.drop import DropPath
 from mixtok.layers.mlp import Mlp
+from mixtok.layers.module import Module
 from mixtok.layers.norms import LayerNorm
 from mixtok.layers.partitioning import DEFAULT_KERNEL_INIT, dense_kernel_init, param_with_axes, zeros_with_axes
 from mixtok.layers.stems import resize_pos_embed
@@ -61,7 +62,7 @@ POOL_SIZES = (2, 2, 1, 1)
 LAYER_SCALE_STAGES = (False, False, True, True)
 
 
-class IFormerBlock(nn.Module):
+class IFormerBlock(Module):
     """Pre-norm transformer block with the Inception mixer and optional layer scale."""
 
     num_heads: int
@@ -73,8 +74,6 @@ class IFormerBlock(nn.Module):
     drop_path: float = 0.0
     dropout: float = 0.0
     attn_dropout: float = 0.0
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     def _layer_scale(self, y, name: str):
         if not self.use_layer_scale:
@@ -84,7 +83,7 @@ class IFormerBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        common = self.dtype_kwargs
         drop_path = DropPath(self.drop_path)
         y = InceptionMixer(x.shape[-1], self.num_heads, self.attention_heads, self.pool_size, self.attn_dropout,
                            name="attn", **common)(LayerNorm(LN_EPSILON, name="norm1", **common)(x), train=train)
@@ -131,7 +130,7 @@ class IFormer(Backbone):
     def stage_maps(self, x, *, train: bool):
         self._check_config()
         check_images(x, IMAGE_STRIDE, "IFormer", "stages 1-2 pool their attention tokens by 2")
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        common = self.dtype_kwargs
         total = sum(self.depths)
         rates = [self.drop_path_rate * i / max(total - 1, 1) for i in range(total)]
         x = x.astype(self.dtype or x.dtype)
@@ -154,7 +153,7 @@ class IFormer(Backbone):
         return tuple(stages)
 
     def classify(self, x, *, train: bool):
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        common = self.dtype_kwargs
         x = jnp.mean(LayerNorm(LN_EPSILON, name="norm", **common)(x), axis=(1, 2))
         self.sow("intermediates", "pre_logits", x)
         x = nn.Dropout(self.head_dropout, deterministic=not train)(x)

@@ -47,7 +47,7 @@ Stage outputs are also sown into `intermediates` as `stage1` ... `stage4` (absen
 """
 
 import functools
-from typing import Any, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax
@@ -57,6 +57,7 @@ import numpy as np
 from mixtok.layers.attention import dot_product_attention
 from mixtok.layers.conv import ConvBN, batch_norm
 from mixtok.layers.drop import DropPath
+from mixtok.layers.module import Module
 from mixtok.layers.partitioning import TORCH_DEFAULT_INIT, dense_kernel_init, param_with_axes, zeros_with_axes
 from mixtok.layers.se import SqueezeExcite
 from mixtok.layers.stems import conv_stem
@@ -77,11 +78,9 @@ def attention_bias_index(resolution: int) -> np.ndarray:
     return np.abs(ys[:, None] - ys[None, :]) * resolution + np.abs(xs[:, None] - xs[None, :])
 
 
-class RepVGGDW(nn.Module):
+class RepVGGDW(Module):
     """ConvBN dw3x3 + ConvBN dw1x1 + identity (re-parameterisable into one dw3x3 conv)."""
 
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
@@ -90,14 +89,12 @@ class RepVGGDW(nn.Module):
         return depthwise(3, name="conv")(x, train=train) + depthwise(1, name="conv1")(x, train=train) + x
 
 
-class LeViTAttention(nn.Module):
+class LeViTAttention(Module):
     """LSNet's stage-4 attention (without its residual): LeViT attention with a dw3x3 on the queries."""
 
     num_heads: int
     key_dim: int = 16
     resolution: int = 4
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
@@ -105,7 +102,7 @@ class LeViTAttention(nn.Module):
         if (height, width) != (self.resolution, self.resolution):
             raise ValueError(f"LSNet attention: its biases fit a {self.resolution}x{self.resolution} map (from "
                              f"image_size); got {height}x{width}. Build the model with the image_size of the images.")
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        common = self.dtype_kwargs
         heads, key_dim = self.num_heads, self.key_dim
         value_dim = int(dim / (key_dim * heads) * key_dim)  # the official int(attn_ratio * key_dim)
         qk_channels = heads * key_dim
@@ -126,7 +123,7 @@ class LeViTAttention(nn.Module):
         return _conv_bn(dim, bn_scale_init=0.0, name="proj", **common)(nn.relu(out), train=train)
 
 
-class LSNetBlock(nn.Module):
+class LSNetBlock(Module):
     """One LSNet block: (RepVGGDW + SE) or (LSConv / attention), then a residual Conv-BN FFN."""
 
     depth_index: int
@@ -135,13 +132,11 @@ class LSNetBlock(nn.Module):
     key_dim: int = 16
     resolution: int = 4
     drop_path: float = 0.0
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
         dim = x.shape[-1]
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        common = self.dtype_kwargs
         drop_path = DropPath(self.drop_path)
         if self.depth_index % 2 == 0:
             x = RepVGGDW(name="mixer", **common)(x, train=train)
@@ -176,7 +171,7 @@ class LSNet(Backbone):
     def stage_maps(self, x, *, train: bool):
         self._check_config()
         check_images(x, 1, "LSNet", "any size")
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        common = self.dtype_kwargs
         x = x.astype(self.dtype or x.dtype)
         first = self.dims[0]
         x = conv_stem(x, (first // 4, first // 2, first), strides=(2, 2, 2), activation="relu",
@@ -202,7 +197,7 @@ class LSNet(Backbone):
         return tuple(stages)
 
     def classify(self, x, *, train: bool):
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        common = self.dtype_kwargs
         x = jnp.mean(x, axis=(1, 2))
         self.sow("intermediates", "pre_logits", x)
         x = batch_norm("head_bn", train=train, **common)(x)

@@ -40,17 +40,17 @@ from mixtok.layers.conv_bn import conv2d
 from mixtok.layers.drop import DropPath
 from mixtok.layers.heads import ClassifierHead
 from mixtok.layers.mlp import Mlp
+from mixtok.layers.module import Module
 from mixtok.layers.norms import get_norm
 from mixtok.layers.scale import LayerScale
 from mixtok.models.backbone import Backbone, PerStage, per_stage, stage_drop_path_rates
-from mixtok.models.inputs import check_image_size
-from mixtok.models.inputs import check_images
+from mixtok.models.inputs import check_image_size, check_images
 
 __all__ = ["Downsampling", "MetaFormer", "MetaFormerBlock", "MetaFormerStage", "per_stage"]
 STEM_STRIDE = 4
 
 
-class MetaFormerBlock(nn.Module):
+class MetaFormerBlock(Module):
     """norm -> token mixer -> residual; norm -> MLP -> residual (with optional layer/res scales)."""
 
     token_mixer: str
@@ -63,13 +63,11 @@ class MetaFormerBlock(nn.Module):
     drop_path: float = 0.0
     layer_scale_init: Optional[float] = None
     res_scale_init: Optional[float] = None
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
         dim = x.shape[-1]
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        common = self.dtype_kwargs
         for i, branch in ((1, "mixer"), (2, "mlp")):
             y = get_norm(self.norm, epsilon=self.norm_epsilon, name=f"norm{i}", **common)(x)
             if branch == "mixer":
@@ -87,7 +85,7 @@ class MetaFormerBlock(nn.Module):
         return x
 
 
-class Downsampling(nn.Module):
+class Downsampling(Module):
     """[norm] -> strided conv; the stem puts its norm after the conv instead."""
 
     features: int
@@ -97,12 +95,10 @@ class Downsampling(nn.Module):
     norm: Optional[str] = None
     norm_epsilon: float = 1e-6
     norm_after: bool = False
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x):
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        common = self.dtype_kwargs
         norm = get_norm(self.norm, epsilon=self.norm_epsilon, name="norm", **common) if self.norm else None
         if norm is not None and not self.norm_after:
             x = norm(x)
@@ -112,7 +108,7 @@ class Downsampling(nn.Module):
         return x
 
 
-class MetaFormerStage(nn.Module):
+class MetaFormerStage(Module):
     """[Downsampling] followed by len(drop_path_rates) MetaFormer blocks of the same options."""
 
     features: int
@@ -121,12 +117,10 @@ class MetaFormerStage(nn.Module):
     downsample_norm_epsilon: float
     block: Mapping[str, Any]
     drop_path_rates: Sequence[float]
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        common = self.dtype_kwargs
         if self.downsample:
             x = Downsampling(self.features, 3, 2, 1, norm=self.downsample_norm,
                              norm_epsilon=self.downsample_norm_epsilon, name="downsample", **common)(x)
@@ -175,8 +169,6 @@ class MetaFormer(Backbone):
     drop_path_rate: float = 0.0
     head_dropout: float = 0.0
     image_size: Optional[int] = None  # sizes resolution-dependent mixers; otherwise the input size is checked
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @property
     def reduction(self) -> int:
@@ -212,7 +204,7 @@ class MetaFormer(Backbone):
         layer_scales = per_stage(self.layer_scale_init, n, "layer_scale_init")
         res_scales = per_stage(self.res_scale_init, n, "res_scale_init")
         drop_rates = stage_drop_path_rates(self.drop_path_rate, self.depths)
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        common = self.dtype_kwargs
 
         x = images.astype(self.dtype) if self.dtype is not None else images
         x = Downsampling(self.dims[0], 7, STEM_STRIDE, 2, norm=self.downsample_norm, norm_after=True,

@@ -34,7 +34,7 @@ SSA and the (stand-in) LIM are in `mixtok.mixers.s2aformer`. Every other choice 
   `stage3`, `pre_logits`).
 """
 
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -43,6 +43,7 @@ import numpy as np
 from mixtok.layers.conv import conv2d, conv_norm_act
 from mixtok.layers.drop import DropPath
 from mixtok.layers.mlp import Mlp
+from mixtok.layers.module import Module
 from mixtok.layers.norms import LayerNorm
 from mixtok.layers.partitioning import dense_kernel_init, zeros_with_axes
 from mixtok.layers.stems import conv_stem
@@ -56,7 +57,7 @@ PAPER = "S2AFormer: Strip Self-Attention for Efficient Vision Transformer (Xu et
 TOTAL_STRIDE = 32  # stem 2, then four stride-2 patch embeddings
 
 
-class HybridPerceptionBlock(nn.Module):
+class HybridPerceptionBlock(Module):
     """x + DWConv(x), then pre-norm residual SSA, LIM and MLP branches, in the paper's order."""
 
     dim: int
@@ -67,12 +68,10 @@ class HybridPerceptionBlock(nn.Module):
     lim_kernel_size: int = 3
     drop_path: float = 0.0
     norm_epsilon: float = 1e-6
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        common = self.dtype_kwargs
         x = x + conv2d(self.dim, 3, groups=self.dim, name="local_conv", **common)(x)
         branches = (
             ("ssa", StripSelfAttention(self.dim, num_heads=self.num_heads, reduction=self.reduction,
@@ -115,7 +114,7 @@ class S2AFormer(Backbone):
         self._check_config()
         check_images(images, TOTAL_STRIDE, "S2AFormer", "stem stride 2 and four stride-2 patch embeddings",
                      self.image_size)
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        common = self.dtype_kwargs
         x = conv_stem(images.astype(self.dtype or images.dtype), (self.stem_dim,) * 3, strides=(2, 1, 1),
                       names=("stem_0", "stem_1", "stem_2"), activation="gelu", final_activation=True, train=train,
                       **common)
@@ -137,7 +136,7 @@ class S2AFormer(Backbone):
         return tuple(stages)
 
     def classify(self, x, *, train: bool):
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        common = self.dtype_kwargs
         x = LayerNorm(epsilon=self.norm_epsilon, name="head_norm", **common)(jnp.mean(x, axis=(1, 2)))
         self.sow("intermediates", "pre_logits", x)
         if self.num_classes <= 0:

@@ -31,7 +31,7 @@ Differences from the official code:
   (`stage1` ... `stage4`, `pre_logits`).
 """
 
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mixtok.layers.drop import DropPath
+from mixtok.layers.module import Module
 from mixtok.layers.norms import LayerNorm
 from mixtok.layers.partitioning import dense_kernel_init, zeros_with_axes
 from mixtok.layers.stems import PatchEmbed
@@ -56,7 +57,7 @@ def conv_fan_out_init(kernel_size: int, features: int, groups: int = 1) -> Calla
     return jax.nn.initializers.normal(float(np.sqrt(2.0 / fan_out)))
 
 
-class TransNeXtBlock(nn.Module):
+class TransNeXtBlock(Module):
     """Pre-norm residual block: aggregated (or, with sr_ratio 1, full) attention, then ConvGLU."""
 
     dim: int
@@ -70,8 +71,6 @@ class TransNeXtBlock(nn.Module):
     dropout: float = 0.0
     attn_dropout: float = 0.0
     drop_path: float = 0.0
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
@@ -117,7 +116,7 @@ class TransNeXt(Backbone):
         total_stride = self.patch_size * 8
         check_images(images, total_stride, "TransNeXt", "the patch embedding then three stride-2 downsamplings",
                      self.image_size)
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        common = self.dtype_kwargs
         rates = np.linspace(0.0, self.drop_path_rate, sum(self.depths))
         x, cursor, stages = images, 0, []
         for stage in range(4):
@@ -141,7 +140,7 @@ class TransNeXt(Backbone):
         return tuple(stages)
 
     def classify(self, x, *, train: bool):
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        common = self.dtype_kwargs
         features = jnp.mean(x, axis=(1, 2))
         self.sow("intermediates", "pre_logits", features)
         features = nn.Dropout(self.head_dropout, deterministic=not train)(features)

@@ -4,8 +4,10 @@
     quantizer = make_quantizer("fsq", levels="fsq_64000")
 """
 
-from mixtok.tokenizers import titok_variants  # noqa: F401  (registers the variants)
-from mixtok.tokenizers import vqgan_variants  # noqa: F401  (registers the variants)
+from mixtok.tokenizers import (
+    titok_variants,  # noqa: F401  (registers the variants)
+    vqgan_variants,  # noqa: F401  (registers the variants)
+)
 from mixtok.tokenizers.base import QUANTIZER_STATE, QuantizerOutput, TokenizerOutput
 from mixtok.tokenizers.flextok import FlexTok
 from mixtok.tokenizers.losses import (

@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mixtok.layers.module import Module
 from mixtok.layers.norms import LayerNorm
 from mixtok.layers.partitioning import conv_kernel_init, dense_kernel_init, param_with_axes, zeros_with_axes
 from mixtok.tokenizers.base import QuantizerOutput, TokenizerOutput
@@ -96,7 +97,7 @@ def sample_keep_k(rng: jax.Array, batch: int, num_registers: int, mode: str) -> 
     raise ValueError(f"nested_dropout_mode {mode!r} is not one of {NESTED_DROPOUT_MODES}.")
 
 
-class FlexTok(nn.Module):
+class FlexTok(Module):
     """FlexTok-style tokenizer with a deterministic ViT decoder (a stand-in; see the module docstring).
 
     quantizer: keyword arguments of `make_quantizer`; default FSQ [8, 8, 8, 5, 5, 5].
@@ -117,8 +118,6 @@ class FlexTok(nn.Module):
     num_registers: int = 256
     quantizer: Mapping[str, Any] = None
     nested_dropout_mode: str = "pow2"
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @property
     def num_latent_tokens(self) -> int:
@@ -139,7 +138,7 @@ class FlexTok(nn.Module):
                              f"{self.num_registers}.")
         quantizer = dict(self.quantizer) if self.quantizer is not None else {"name": "fsq", "levels": "fsq_64000"}
         self.quantize = make_quantizer(**quantizer)
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        common = self.dtype_kwargs
         norm = dict(epsilon=TORCH_LAYER_NORM_EPS, **common)
         self.patch_embed = nn.Conv(self.encoder_width, (self.patch_size, self.patch_size), strides=self.patch_size,
                                    padding="VALID", kernel_init=conv_kernel_init(),

@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mixtok.layers.module import Module
 from mixtok.layers.partitioning import TORCH_DEFAULT_INIT, param_with_axes, torch_uniform_init
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -163,14 +164,12 @@ class LogitPerceptualLoss:
         return jnp.mean(jnp.square(logits_x - logits_y))
 
 
-class SmallFeatureNet(nn.Module):
+class SmallFeatureNet(Module):
     """A STAND-IN feature network for tests and quickstarts, NOT a perceptual metric: random-init 3x3 conv + ReLU
     stages (the first at full resolution, the others stride 2), returning each stage's output, like VGG's relu maps.
     Use a pretrained network (LPIPS-VGG16, ConvNeXt-S) for real training."""
 
     widths: Sequence[int] = (16, 32, 64)
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, images) -> Tuple[jax.Array, ...]:
@@ -207,7 +206,7 @@ def _normal_init(mean: float, stddev: float) -> Callable:
     return init
 
 
-class PatchGANDiscriminator(nn.Module):
+class PatchGANDiscriminator(Module):
     """VQGAN's PatchGAN (pix2pix `NLayerDiscriminator`): logits [B, h, w, 1], one per overlapping patch.
 
     conv 4x4 s2 (ndf) -> LeakyReLU 0.2, then n_layers - 1 of [conv 4x4 s2 (no bias) -> BatchNorm -> LeakyReLU 0.2]
@@ -224,8 +223,6 @@ class PatchGANDiscriminator(nn.Module):
 
     ndf: int = 64
     n_layers: int = 3
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, images, *, train: bool = False):
@@ -285,7 +282,7 @@ def blur_downsample(x, kernel_size: int = 4):
                                         feature_group_count=channels)
 
 
-class TiTokDiscriminator(nn.Module):
+class TiTokDiscriminator(Module):
     """TiTok's discriminator (Mark Weber's improved PatchGAN), logits [B, 16, 16, 1] for any input size.
 
     conv 5x5 (hidden) -> LeakyReLU 0.1; num_stages of [conv 3x3 -> blur 2x downsample (or 2x2 average pool) ->
@@ -302,8 +299,6 @@ class TiTokDiscriminator(nn.Module):
     blur_resample: bool = True
     blur_kernel_size: int = 4
     pooled_size: int = 16
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, images, *, train: bool = False):

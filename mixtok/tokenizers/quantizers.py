@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from mixtok.evaluate.codebook import perplexity_from_counts, present_code_counts, usage_from_counts
+from mixtok.layers.module import Module
 from mixtok.layers.partitioning import param_with_axes
 from mixtok.registry import Registry, unknown_name_error
 from mixtok.tokenizers.base import QUANTIZER_STATE, QuantizerOutput
@@ -106,7 +107,7 @@ def rotate_to(source: jax.Array, target: jax.Array) -> jax.Array:
 # ----------------------------------------------------------------------------------------------- VQ
 
 
-class VectorQuantizer(nn.Module):
+class VectorQuantizer(Module):
     """Nearest-neighbour vector quantization with a learned (or EMA) codebook of K x code_dim.
 
     Follows TiTok's `VectorQuantizer` (bytedance/1d-tokenizer @ 942a96f: modeling/quantizer/quantizer.py):
@@ -158,8 +159,6 @@ class VectorQuantizer(nn.Module):
     ema_decay: Optional[float] = None
     ema_epsilon: float = 1e-5
     dead_code_threshold: float = 0.0
-    dtype: Any = None          # computation is float32 regardless (see the module docstring)
-    param_dtype: Any = jnp.float32
 
     def __post_init__(self):
         if self.codebook_size < 1 or self.code_dim < 1:

@@ -61,6 +61,7 @@ import jax.numpy as jnp
 
 from mixtok.layers.attention import MultiHeadAttention
 from mixtok.layers.mlp import Mlp
+from mixtok.layers.module import Module
 from mixtok.layers.norms import LayerNorm
 from mixtok.layers.partitioning import (
     conv_kernel_init,
@@ -110,13 +111,11 @@ class MultiheadSelfAttention(MultiHeadAttention):
         return param_with_axes(jax.nn.initializers.xavier_uniform(), ("embed", "heads"))
 
 
-class ResidualAttentionBlock(nn.Module):
+class ResidualAttentionBlock(Module):
     """Pre-LN transformer block: x += MHA(ln_1(x)); x += MLP(ln_2(x)), MLP 4x with exact GELU."""
 
     num_heads: int
     mlp_ratio: float = 4.0
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, mask=None):
@@ -128,13 +127,11 @@ class ResidualAttentionBlock(nn.Module):
                        param_dtype=self.param_dtype, name="mlp")(LayerNorm(**norm, name="ln_2")(x))
 
 
-class Transformer(nn.Module):
+class Transformer(Module):
     """`depth` ResidualAttentionBlocks, named block_0 ... block_{depth-1}."""
 
     depth: int
     num_heads: int
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, mask=None):
@@ -150,7 +147,7 @@ def _grid_size(image_size: int, patch_size: int) -> int:
     return image_size // patch_size
 
 
-class TiTokEncoder(nn.Module):
+class TiTokEncoder(Module):
     """Images [B, H, W, 3] and latent tokens [K, W] -> [B, K, output_dim] (official `TiTokEncoder`)."""
 
     image_size: int
@@ -160,8 +157,6 @@ class TiTokEncoder(nn.Module):
     num_heads: int
     num_latent_tokens: int
     output_dim: int
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, images, latent_tokens):
@@ -198,7 +193,7 @@ class TiTokEncoder(nn.Module):
                         name="conv_out")(x)
 
 
-class TiTokDecoder(nn.Module):
+class TiTokDecoder(Module):
     """Quantized tokens [B, K', code_dim] (K' <= K) -> images [B, H, W, 3] (official `TiTokDecoder`, RGB head).
 
     `keep` (None, a scalar or [B] int array) masks latent tokens >= keep out of the attention as keys.
@@ -210,8 +205,6 @@ class TiTokDecoder(nn.Module):
     depth: int
     num_heads: int
     num_latent_tokens: int
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, quantized, keep=None):
@@ -257,7 +250,7 @@ class TiTokDecoder(nn.Module):
                        name="conv_out")(x)
 
 
-class TiTok(nn.Module):
+class TiTok(Module):
     """TiTok (single-stage RGB), optionally with One-D-Piece's tail token drop; see the module docstring.
 
     quantizer: keyword arguments of `make_quantizer`, e.g. {"name": "vq", "codebook_size": 4096,
@@ -277,8 +270,6 @@ class TiTok(nn.Module):
     num_latent_tokens: int = 128
     quantizer: Mapping[str, Any] = None
     tail_token_drop: bool = False
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @property
     def PREFIX_DECODING(self) -> bool:  # noqa: N802 (the contract's class-attribute name)

@@ -86,6 +86,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mixtok.layers.module import Module
 from mixtok.layers.partitioning import param_with_axes, zeros_with_axes
 from mixtok.models.inputs import check_images
 from mixtok.registry import unknown_name_error
@@ -143,21 +144,19 @@ def upsample_nearest_2x(x: jax.Array) -> jax.Array:
     return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
 
 
-class VQGANResBlock(nn.Module):
+class VQGANResBlock(Module):
     """Pre-activation residual block, norm -> act -> conv3x3 twice; see the module docstring's shortcut note."""
 
     filters: int
     activation: str = "swish"
     norm_type: str = "GN"
     norm_groups: int = 32
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x):
         names, act = _Names(), ACTIVATIONS[self.activation]
         norm = NORM_TYPES[self.norm_type]
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        common = self.dtype_kwargs
         h = _norm(self.norm_type, self.norm_groups, names(norm), **common)(x)
         h = _conv(self.filters, 3, names("Conv"), use_bias=False, **common)(act(h))
         h = _norm(self.norm_type, self.norm_groups, names(norm), **common)(h)
@@ -167,7 +166,7 @@ class VQGANResBlock(nn.Module):
         return h + x
 
 
-class _ConvNet(nn.Module):
+class _ConvNet(Module):
     """Fields shared by the encoder and the decoder (MaskGIT's `config.vqvae`)."""
 
     filters: int = 128
@@ -176,8 +175,6 @@ class _ConvNet(nn.Module):
     activation: str = "swish"
     norm_type: str = "GN"
     norm_groups: int = 32
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     def _block(self, filters: int, names: _Names) -> VQGANResBlock:
         return VQGANResBlock(filters, self.activation, self.norm_type, self.norm_groups, dtype=self.dtype,
@@ -199,7 +196,7 @@ class VQGANEncoder(_ConvNet):
     @nn.compact
     def __call__(self, images):
         names = _Names()
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        common = self.dtype_kwargs
         x = _conv(self.filters, 3, names("Conv"), use_bias=False, **common)(images)
         for level, multiplier in enumerate(self.channel_multipliers):
             filters = self.filters * multiplier
@@ -223,7 +220,7 @@ class VQGANDecoder(_ConvNet):
     @nn.compact
     def __call__(self, codes):
         names = _Names()
-        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        common = self.dtype_kwargs
         filters = self.filters * self.channel_multipliers[-1]
         x = _conv(filters, 3, names("Conv"), **common)(codes)
         for _ in range(self.num_res_blocks):
@@ -237,7 +234,7 @@ class VQGANDecoder(_ConvNet):
         return self._output(x, self.output_dim, 3, names)
 
 
-class VQGAN(nn.Module):
+class VQGAN(Module):
     """MaskGIT's VQGAN tokenizer (see the module docstring): images in [-1, 1] -> [B, h, w] codes -> images.
 
     image_size: the side the variant is made for (sets `num_latent_tokens`); any multiple of the
@@ -261,8 +258,6 @@ class VQGAN(nn.Module):
     activation: str = "swish"
     norm_type: str = "GN"
     norm_groups: int = 32
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @property
     def downsampling_factor(self) -> int:

@@ -29,10 +29,10 @@ from tqdm import tqdm
 
 from mixtok import data as data_lib
 from mixtok.parallel import batch_sharding, create_mesh, rules_from_config
+from mixtok.train import steps
 from mixtok.train.checkpointing import check_same_model, create_checkpointer
 from mixtok.train.config import validate_config
 from mixtok.train.metric_writer import MetricWriter
-from mixtok.train import steps
 from mixtok.train.steps import TrainState
 from mixtok.train.tasks import DEFAULT_TASK, get_task
 

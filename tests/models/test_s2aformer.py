@@ -120,5 +120,5 @@ def test_every_shared_argument_name_is_accepted_and_image_size_is_checked():
     params = nn.meta.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3))))["params"]
     assert params["stage0_block0"]["mlp"]["fc1"]["kernel"].shape == (8, 16)
     assert params["head"]["kernel"].shape == (16, 7)
-    with pytest.raises(ValueError, match="built with image_size=64; got 96x96 images"):
+    with pytest.raises(ValueError, match="built with image_size=64 but got 96x96 images"):
         jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 96, 96, 3)))

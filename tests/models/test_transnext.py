@@ -6,8 +6,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mixtok.models import transnext_variants  # registers the variants (not yet imported by mixtok.models)
-from mixtok.models import count_params, create_model, list_models, model_spec
+from mixtok.models import (
+    count_params,
+    create_model,
+    list_models,
+    model_spec,
+    transnext_variants,  # registers the variants (not yet imported by mixtok.models)
+)
 
 OFFICIAL_COUNTS = {  # DaiShiResearch/TransNeXt classification/transnext.py at img_size 224, 1000 classes
     "transnext_micro": 12_809_304, "transnext_tiny": 28_258_960,
@@ -110,5 +115,5 @@ def test_every_shared_argument_name_is_accepted_and_image_size_is_checked():
     params = nn.meta.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(0), _images(64, batch=1)))["params"]
     assert params["block1_0"]["mlp"]["fc2"]["kernel"].shape == (int(2 * 8 * 2 / 3), 8)  # mlp_ratios per stage
     assert params["head"]["kernel"].shape == (16, 7)
-    with pytest.raises(ValueError, match="built with image_size=64; got 96x96 images"):
+    with pytest.raises(ValueError, match="built with image_size=64 but got 96x96 images"):
         jax.eval_shape(model.init, jax.random.PRNGKey(0), _images(96, batch=1))

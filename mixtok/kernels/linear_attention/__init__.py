@@ -39,8 +39,12 @@ import jax
 
 from mixtok.kernels import dispatch
 from mixtok.kernels.linear_attention.pallas_tpu import DEFAULT_BLOCKS, LinearAttentionBlocks, pallas_op
-from mixtok.kernels.linear_attention.reference import (DEFAULT_EPS, FEATURE_MAPS, check_inputs,
-                                                       linear_attention_reference)
+from mixtok.kernels.linear_attention.reference import (
+    DEFAULT_EPS,
+    FEATURE_MAPS,
+    check_inputs,
+    linear_attention_reference,
+)
 from mixtok.kernels.linear_attention.xla import xla_op
 
 IMPLS = dispatch.IMPLS

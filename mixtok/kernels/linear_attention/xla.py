@@ -24,6 +24,7 @@ import jax.numpy as jnp
 
 from mixtok.kernels.linear_attention.reference import feature_slope, features
 
+
 def _einsum(spec, a, b, dtype):
     precision = jax.lax.Precision.HIGHEST if dtype == jnp.float32 else jax.lax.Precision.DEFAULT
     return jnp.einsum(spec, a.astype(dtype), b.astype(dtype), precision=precision,

@@ -126,8 +126,14 @@ from jax.experimental.pallas import mosaic_gpu as plgpu
 
 from mixtok.kernels import dft
 from mixtok.kernels.dispatch import check_compiles_for_gpu
-from mixtok.kernels.mosaic_gpu_common import (BF16_TRANSFORMS, F32_TRANSFORMS, SMEM_LIMIT, TILE_ROWS, interpret_params,
-                                              static_interpret)
+from mixtok.kernels.mosaic_gpu_common import (
+    BF16_TRANSFORMS,
+    F32_TRANSFORMS,
+    SMEM_LIMIT,
+    TILE_ROWS,
+    interpret_params,
+    static_interpret,
+)
 from mixtok.kernels.mosaic_gpu_common import WGMMA_ROWS as ROWS
 from mixtok.kernels.spectral_filter.xla import xla_op
 
