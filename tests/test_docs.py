@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pytest
 
-import mixtok.models
-import mixtok.tokenizers
 from mixtok.models.registry import MODELS
 from mixtok.tokenizers.registry import TOKENIZERS
 
@@ -101,3 +99,16 @@ def test_registered_official_count_is_the_one_docs_list(name, count):
     rows = [line for line in text.splitlines() if line.startswith(f"| {name} |")]
     assert len(rows) == 1, f"docs/facts/official_counts.md needs exactly one table row for {name}; found {len(rows)}"
     assert f"{count:,}" in rows[0], f"{name}: the registry says {count:,}; the docs row is {rows[0]!r}"
+
+
+# Notes that live outside the repository; a reader of the code cannot follow a citation of them.
+OUTSIDE_NOTES = re.compile(r"(?<![\w/])(?:kernels|DESIGN|official_counts|tokenizers|mixers|scale)\.md\b|\.\./shared/")
+
+
+def test_no_file_cites_a_note_outside_the_repository():
+    bad = []
+    for path in _scanned_files() + sorted((REPO / "tools").rglob("*.py")):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if OUTSIDE_NOTES.search(line):
+                bad.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
+    assert not bad, "cite the page under docs/ instead:\n" + "\n".join(bad)

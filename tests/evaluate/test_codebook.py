@@ -4,8 +4,14 @@ import jax
 import numpy as np
 import pytest
 
-from mixtok.evaluate.codebook import (CodebookCounter, code_counts, codebook_entropy_bits, codebook_perplexity,
-                                      codebook_usage, present_code_counts)
+from mixtok.evaluate.codebook import (
+    CodebookCounter,
+    code_counts,
+    codebook_entropy_bits,
+    codebook_perplexity,
+    codebook_usage,
+    present_code_counts,
+)
 
 stats = pytest.importorskip("scipy.stats")
 

@@ -3,8 +3,13 @@
 import numpy as np
 import pytest
 
-from mixtok.evaluate.frechet import (FeatureStatistics, compute_rfid, feature_statistics, frechet_distance,
-                                     frechet_distance_from_features)
+from mixtok.evaluate.frechet import (
+    FeatureStatistics,
+    compute_rfid,
+    feature_statistics,
+    frechet_distance,
+    frechet_distance_from_features,
+)
 
 linalg = pytest.importorskip("scipy.linalg")
 

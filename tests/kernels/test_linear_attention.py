@@ -8,8 +8,12 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from mixtok.kernels.linear_attention import (LinearAttentionBlocks, linear_attention, linear_attention_reference,
-                                             resolve_impl)
+from mixtok.kernels.linear_attention import (
+    LinearAttentionBlocks,
+    linear_attention,
+    linear_attention_reference,
+    resolve_impl,
+)
 
 # "pallas" runs in Pallas's interpreter here (a CPU machine), block by block as written.
 IMPLS = ["reference", "xla", "pallas"]

@@ -19,8 +19,14 @@ import numpy as np
 import pytest
 
 from mixtok.kernels.linear_attention import DEFAULT_BLOCKS, DEFAULT_EPS, linear_attention_reference
-from mixtok.kernels.linear_attention.mosaic_gpu import (HEAD_DIMS, _forward, check_mgpu_inputs,
-                                                        linear_attention_mgpu_forward, mosaic_gpu_op, smem_bytes)
+from mixtok.kernels.linear_attention.mosaic_gpu import (
+    HEAD_DIMS,
+    _forward,
+    check_mgpu_inputs,
+    linear_attention_mgpu_forward,
+    mosaic_gpu_op,
+    smem_bytes,
+)
 from mixtok.kernels.linear_attention.pallas_tpu import pallas_forward
 from mixtok.kernels.linear_attention.xla import xla_forward
 from mixtok.kernels.mosaic_gpu_common import SMEM_LIMIT

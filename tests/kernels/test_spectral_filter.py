@@ -9,8 +9,12 @@ import pytest
 from jax.test_util import check_grads
 
 from mixtok.kernels import dft
-from mixtok.kernels.spectral_filter import (SpectralFilterBlocks, resolve_impl, spectral_filter,
-                                            spectral_filter_reference)
+from mixtok.kernels.spectral_filter import (
+    SpectralFilterBlocks,
+    resolve_impl,
+    spectral_filter,
+    spectral_filter_reference,
+)
 
 # "auto" resolves to one of these; test_auto_* checks that it does. "pallas" runs in Pallas's
 # interpreter here (a CPU machine), which executes the kernel body block by block as written.

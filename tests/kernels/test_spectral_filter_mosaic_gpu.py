@@ -13,8 +13,15 @@ import numpy as np
 import pytest
 
 from mixtok.kernels.spectral_filter import spectral_filter_reference
-from mixtok.kernels.spectral_filter.mosaic_gpu import (SMEM_LIMIT, _axis, check_inputs, fold_filter, mosaic_gpu_op,
-                                                       smem_plan, spectral_filter_forward_mgpu)
+from mixtok.kernels.spectral_filter.mosaic_gpu import (
+    SMEM_LIMIT,
+    _axis,
+    check_inputs,
+    fold_filter,
+    mosaic_gpu_op,
+    smem_plan,
+    spectral_filter_forward_mgpu,
+)
 
 
 @pytest.fixture

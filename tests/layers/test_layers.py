@@ -4,9 +4,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax.linen import meta
 
 from mixtok.layers import DropPath, GroupNorm1, LayerNorm, Mlp, MlpHead, SquaredReLU, StarReLU, get_activation, get_norm
-from flax.linen import meta
 
 
 def _unboxed(variables):

@@ -1,6 +1,5 @@
 """CAS-ViT's additive token mixer (CATM): the official formula, gradients, BatchNorm state."""
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,19 +7,12 @@ import pytest
 
 from mixtok.mixers import registry
 from mixtok.mixers.cas_vit import AdditiveTokenMixer
+from tests.helpers import random_variables
 
 
 def _random_variables(module, x, seed=0):
     """Every parameter and BatchNorm statistic drawn at random (scale/var positive), on init's shapes."""
-    rng = np.random.default_rng(seed)
-    shapes = nn.meta.unbox(jax.eval_shape(module.init, jax.random.PRNGKey(0), x))
-
-    def draw(path, leaf):
-        if path[-1].key in ("scale", "var"):
-            return jnp.asarray(rng.uniform(0.5, 1.5, leaf.shape), leaf.dtype)
-        return jnp.asarray(0.5 * rng.normal(size=leaf.shape), leaf.dtype)
-
-    return jax.tree_util.tree_map_with_path(draw, shapes)
+    return random_variables(module, x, seed=seed, std=0.5)
 
 
 def _depthwise3x3(z, conv):

@@ -12,7 +12,6 @@ from mixtok.mixers import registry
 from mixtok.mixers.dsm import DynamicSpectrumMixer
 from mixtok.mixers.spectral import bicubic_resize_matrix
 
-
 MIXER = DynamicSpectrumMixer(dim=8)
 SHAPE = (2, 5, 6, 8)  # most tests share one shape, so one compiled init and apply serve them all
 _apply = jax.jit(lambda params, x: MIXER.apply({"params": params}, x))

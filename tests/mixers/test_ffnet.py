@@ -9,19 +9,12 @@ import pytest
 from mixtok.layers.conv_bn import pad_kernel
 from mixtok.mixers import registry
 from mixtok.mixers.ffnet import FFNifiedAttention, fuse_ffnified_attention, fuse_repvgg_dw
+from tests.helpers import random_variables
 
 
 def _random_variables(module, x, seed=0):
     """Every parameter and BatchNorm statistic drawn at random (scale/var positive), on init's shapes."""
-    rng = np.random.default_rng(seed)
-    shapes = nn.meta.unbox(jax.eval_shape(module.init, jax.random.PRNGKey(0), x))
-
-    def draw(path, leaf):
-        if path[-1].key in ("scale", "var"):
-            return jnp.asarray(rng.uniform(0.5, 1.5, leaf.shape), leaf.dtype)
-        return jnp.asarray(0.3 * rng.normal(size=leaf.shape), leaf.dtype)
-
-    return jax.tree_util.tree_map_with_path(draw, shapes)
+    return random_variables(module, x, seed=seed, std=0.3)
 
 
 def _depthwise(z, kernel, bias=0.0):

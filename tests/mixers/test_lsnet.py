@@ -1,6 +1,5 @@
 """LSNet's SKA against an explicit loop with the interleaved channel-to-kernel mapping; LSConv as a mixer."""
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,6 +7,7 @@ import pytest
 
 from mixtok.mixers.lsnet import LSConv, small_kernel_aggregation
 from mixtok.mixers.registry import get as get_mixer
+from tests.helpers import random_variables
 
 
 def _loop_ska(x, kernels, group_of_channel):
@@ -66,15 +66,7 @@ def test_ska_rejects_mismatched_kernels():
 
 
 def _random_variables(module, x, seed=0):
-    rng = np.random.default_rng(seed)
-    shapes = nn.meta.unbox(jax.eval_shape(module.init, jax.random.PRNGKey(0), x))
-
-    def draw(path, leaf):
-        if path[-1].key in ("var", "scale"):
-            return jnp.asarray(rng.uniform(0.5, 1.5, leaf.shape), leaf.dtype)
-        return jnp.asarray(0.3 * rng.normal(size=leaf.shape), leaf.dtype)
-
-    return jax.tree_util.tree_map_with_path(draw, shapes)
+    return random_variables(module, x, seed=seed, std=0.3)
 
 
 def test_ls_conv_layout_training_statistics_and_gradients():

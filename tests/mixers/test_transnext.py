@@ -9,8 +9,13 @@ import numpy as np
 import pytest
 
 from mixtok.mixers import registry
-from mixtok.mixers.transnext import (AggregatedAttention, ConvGLU, LengthScaledCosineAttention, adaptive_pool_matrix,
-                                     relative_position_cpb)
+from mixtok.mixers.transnext import (
+    AggregatedAttention,
+    ConvGLU,
+    LengthScaledCosineAttention,
+    adaptive_pool_matrix,
+    relative_position_cpb,
+)
 
 _erf = np.vectorize(math.erf)
 

@@ -6,9 +6,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mixtok.models import affnet_variants  # registers the variants (not yet imported by mixtok.models)
-from mixtok.models import count_params, create_model, list_models, model_spec
+from mixtok.models import (
+    affnet_variants,  # registers the variants (not yet imported by mixtok.models)
+    count_params,
+    create_model,
+    list_models,
+    model_spec,
+)
 from mixtok.models.affnet import AFFTransformerBlock, ConvNormAct, make_divisible
+from tests.helpers import random_variables
 
 OFFICIAL_COUNTS = {  # microsoft/TokenMixers affnet modes xx_small, x_small, small; 1000 classes
     "affnet_et": 1_436_264, "affnet_t": 2_654_232, "affnet": 5_568_696,
@@ -25,16 +31,7 @@ def _images(height, width=None, batch=2, seed=0):
 def _random_variables(module, x, seed=0):
     """Variables of `module` drawn in numpy on the shapes of `module.init` (jax.eval_shape): compiling a
     whole model's init costs a 2-core CPU more than the rest of its test (the init is tested per layer)."""
-    rng = np.random.default_rng(seed)
-    shapes = nn.meta.unbox(jax.eval_shape(module.init, jax.random.PRNGKey(0), x))
-
-    def draw(path, leaf):
-        name = path[-1].key
-        if name in ("scale", "var"):
-            return jnp.asarray(rng.uniform(0.5, 1.5, leaf.shape), leaf.dtype)
-        return jnp.asarray(0.2 * rng.normal(size=leaf.shape), leaf.dtype)
-
-    return jax.tree_util.tree_map_with_path(draw, shapes)
+    return random_variables(module, x, seed=seed)
 
 
 def test_the_zoo_has_the_three_paper_variants():

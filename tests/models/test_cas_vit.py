@@ -6,8 +6,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mixtok.models import cas_vit_variants  # registers the variants (not yet imported by mixtok.models)
-from mixtok.models import count_params, create_model, list_models, model_spec
+from mixtok.models import (
+    cas_vit_variants,  # registers the variants (not yet imported by mixtok.models)
+    count_params,
+    create_model,
+    list_models,
+    model_spec,
+)
+from tests.helpers import random_variables
 
 OFFICIAL_COUNTS = {  # Tianfang-Zhang/CAS-ViT rcvit_*; 1000 classes; (distillation=False, distillation=True)
     "cas_vit_xs": (2_979_700, 3_200_700), "cas_vit_s": (5_507_224, 5_764_224),
@@ -21,14 +27,7 @@ def _shapes(model, size=224):
 
 
 def _random_variables(module, x, seed=0):
-    rng = np.random.default_rng(seed)
-
-    def draw(path, leaf):
-        if path[-1].key in ("scale", "var"):
-            return jnp.asarray(rng.uniform(0.5, 1.5, leaf.shape), leaf.dtype)
-        return jnp.asarray(0.2 * rng.normal(size=leaf.shape), leaf.dtype)
-
-    return jax.tree_util.tree_map_with_path(draw, nn.meta.unbox(jax.eval_shape(module.init, jax.random.PRNGKey(0), x)))
+    return random_variables(module, x, seed=seed)
 
 
 def test_the_zoo_has_the_four_official_variants():

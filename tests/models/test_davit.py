@@ -7,10 +7,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mixtok.models import davit_variants  # registers the variants (not yet imported by mixtok.models)
 from mixtok.interop import timm as timm_interop
-from mixtok.models import count_params, create_model, list_models, model_spec
+from mixtok.models import (
+    count_params,
+    create_model,
+    davit_variants,  # registers the variants (not yet imported by mixtok.models)
+    list_models,
+    model_spec,
+)
 from mixtok.models.davit import block_drop_path_rates
+from tests.helpers import random_like
 
 OFFICIAL_COUNTS = {  # dingmyu/davit timm/models/davit.py comments; timm 1.0.31 create_model, 1000 classes
     "davit_tiny": 28_360_168, "davit_small": 49_745_896, "davit_base": 87_954_408,
@@ -27,8 +33,7 @@ def _shapes(model, x):
 
 
 def _random_variables(model, x, seed=0):
-    rng = np.random.default_rng(seed)
-    return jax.tree.map(lambda s: jnp.asarray(0.3 * rng.normal(size=s.shape), s.dtype), _shapes(model, x))
+    return random_like(_shapes(model, x), seed=seed, std=0.3, positive=())
 
 
 def test_the_zoo_has_the_three_paper_variants_with_their_timm_names():

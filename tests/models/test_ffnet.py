@@ -6,9 +6,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mixtok.models import ffnet_variants  # registers the variants (not yet imported by mixtok.models)
-from mixtok.models import count_params, create_model, list_models, model_spec
+from mixtok.models import (
+    count_params,
+    create_model,
+    ffnet_variants,  # registers the variants (not yet imported by mixtok.models)
+    list_models,
+    model_spec,
+)
 from mixtok.models.ffnet import fuse_ffnet
+from tests.helpers import random_variables
 
 OFFICIAL_COUNTS = {  # ysj9909/FFNet ffnet_*; 1000 classes; (training-time, after export_model.replace_batchnorm)
     "ffnet_1": (13_775_656, 13_660_152), "ffnet_2": (27_208_408, 26_908_440),
@@ -24,16 +30,7 @@ def _shapes(model, size=224):
 
 
 def _random_variables(module, x, seed=0):
-    rng = np.random.default_rng(seed)
-
-    def draw(path, leaf):
-        if path[-1].key in ("scale", "var"):
-            return jnp.asarray(rng.uniform(0.5, 1.5, leaf.shape), leaf.dtype)
-        if path[-1].key.endswith("layer_scale"):
-            return jnp.asarray(rng.uniform(0.5, 1.5, leaf.shape), leaf.dtype)
-        return jnp.asarray(0.2 * rng.normal(size=leaf.shape), leaf.dtype)
-
-    return jax.tree_util.tree_map_with_path(draw, nn.meta.unbox(jax.eval_shape(module.init, jax.random.PRNGKey(0), x)))
+    return random_variables(module, x, seed=seed, positive_suffixes=("layer_scale",))
 
 
 def test_the_zoo_has_the_four_official_variants():

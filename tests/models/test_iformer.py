@@ -6,10 +6,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mixtok.models import iformer_variants  # registers the variants (not yet imported by mixtok.models)
-from mixtok.models import count_params, create_model, list_models, model_spec
 from mixtok.layers.stems import resize_pos_embed
+from mixtok.models import (
+    count_params,
+    create_model,
+    iformer_variants,  # registers the variants (not yet imported by mixtok.models)
+    list_models,
+    model_spec,
+)
 from mixtok.models.iformer import IFormerBlock
+from tests.helpers import random_like
 
 OFFICIAL_COUNTS = {"iformer_s": 19_866_344, "iformer_b": 47_866_216, "iformer_l": 86_637_096}
 TINY = dict(depths=(1, 1, 1, 1), dims=(16, 32, 48, 64), num_heads=(2, 4, 4, 4),
@@ -57,14 +63,7 @@ def test_layer_scale_starts_at_1e_6():
 def _random_variables(model, x, seed=0):
     """Variables drawn in numpy on the shapes of `model.init`: compiling a whole model's init costs a 2-core CPU
     more than the rest of the test."""
-    rng = np.random.default_rng(seed)
-
-    def draw(path, leaf):
-        if path[-1].key in ("var", "scale"):
-            return jnp.asarray(rng.uniform(0.5, 1.5, leaf.shape), leaf.dtype)
-        return jnp.asarray(0.2 * rng.normal(size=leaf.shape), leaf.dtype)
-
-    return jax.tree_util.tree_map_with_path(draw, _shapes(model, x.shape[1]))
+    return random_like(_shapes(model, x.shape[1]), seed=seed)
 
 
 def test_tiny_model_trains_updates_batch_stats_and_evaluates():

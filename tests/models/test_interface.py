@@ -28,6 +28,7 @@ from mixtok.models.lsnet import LSNet
 from mixtok.models.metaformer import MetaFormer
 from mixtok.models.s2aformer import S2AFormer
 from mixtok.models.transnext import TransNeXt
+from tests.helpers import random_variables
 
 IMAGE = 64
 ONE_BLOCK = (1, 1, 1, 1)
@@ -71,15 +72,7 @@ def _small(name: str) -> nn.Module:
 
 def _random_variables(model: nn.Module, x: jax.Array, seed: int = 0) -> dict:
     """Random values in the shapes `init` gives (no compiled init); BatchNorm variances kept positive."""
-    shapes = nn.meta.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(0), x))
-    rng = np.random.default_rng(seed)
-
-    def draw(path, leaf):
-        if getattr(path[-1], "key", None) == "var":
-            return jnp.asarray(rng.uniform(0.5, 1.5, leaf.shape), leaf.dtype)
-        return jnp.asarray(rng.normal(size=leaf.shape) * 0.2, leaf.dtype)
-
-    return jax.tree_util.tree_map_with_path(draw, shapes)
+    return random_variables(model, x, seed=seed, positive=("var",))
 
 
 def _images(seed: int = 1) -> jax.Array:

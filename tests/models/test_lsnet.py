@@ -8,10 +8,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mixtok.models import lsnet_variants  # registers the variants (not yet imported by mixtok.models)
-from mixtok.models import count_params, create_model, list_models, model_spec
 from mixtok.layers.se import make_divisible
+from mixtok.models import (
+    count_params,
+    create_model,
+    list_models,
+    lsnet_variants,  # registers the variants (not yet imported by mixtok.models)
+    model_spec,
+)
 from mixtok.models.lsnet import attention_bias_index
+from tests.helpers import random_like
 
 OFFICIAL_COUNTS = {"lsnet_t": 11_409_832, "lsnet_s": 16_146_304, "lsnet_b": 23_313_608}
 TINY = dict(dims=(16, 16, 24, 32), depths=(0, 2, 0, 2), num_heads=(2, 2, 2, 2), key_dim=4, image_size=128)
@@ -61,14 +67,7 @@ def test_squeeze_excite_width_uses_timm_rounding():
 
 def _random_variables(model, x, seed=0):
     """Variables drawn in numpy on the shapes of `model.init` (a whole model's init compiles slowly on a CPU)."""
-    rng = np.random.default_rng(seed)
-
-    def draw(path, leaf):
-        if path[-1].key in ("var", "scale"):
-            return jnp.asarray(rng.uniform(0.5, 1.5, leaf.shape), leaf.dtype)
-        return jnp.asarray(0.2 * rng.normal(size=leaf.shape), leaf.dtype)
-
-    return jax.tree_util.tree_map_with_path(draw, _shapes(model, x.shape[1]))
+    return random_like(_shapes(model, x.shape[1]), seed=seed)
 
 
 def test_tiny_model_trains_updates_batch_stats_and_evaluates_with_running_statistics():

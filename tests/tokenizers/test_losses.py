@@ -9,11 +9,24 @@ import numpy as np
 import pytest
 from flax.core import meta
 
-from mixtok.tokenizers.losses import (LogitPerceptualLoss, PatchGANDiscriminator, PerceptualLoss, SmallFeatureNet,
-                                      TiTokDiscriminator, adaptive_generator_weight, adaptive_max_pool, gan_weight_at,
-                                      hinge_d_loss, hinge_g_loss, lecam_regularization, lpips_distance,
-                                      non_saturating_d_loss, non_saturating_g_loss, reconstruction_loss,
-                                      update_lecam_ema)
+from mixtok.tokenizers.losses import (
+    LogitPerceptualLoss,
+    PatchGANDiscriminator,
+    PerceptualLoss,
+    SmallFeatureNet,
+    TiTokDiscriminator,
+    adaptive_generator_weight,
+    adaptive_max_pool,
+    gan_weight_at,
+    hinge_d_loss,
+    hinge_g_loss,
+    lecam_regularization,
+    lpips_distance,
+    non_saturating_d_loss,
+    non_saturating_g_loss,
+    reconstruction_loss,
+    update_lecam_ema,
+)
 
 RNG = np.random.default_rng(0)
 
