@@ -30,17 +30,19 @@ import platform
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 from timing import device_bandwidth_gbs, median_seconds
 
 from mixtok.kernels.linear_attention import linear_attention
 
-
 # (B, heads, L, d, causal): the benchmark set of docs/facts/kernels.md.
-SHAPES = ([(128, 2, 3136, 32, False), (128, 4, 784, 32, False), (128, 8, 196, 32, False),
-           (128, 16, 49, 32, False), (128, 2, 3136, 64, False), (2, 16, 16384, 64, False)]
-          + [(4, 8, length, 256, True) for length in (1024, 4096, 16384)])
-
+SHAPES = [
+    (128, 2, 3136, 32, False),
+    (128, 4, 784, 32, False),
+    (128, 8, 196, 32, False),
+    (128, 16, 49, 32, False),
+    (128, 2, 3136, 64, False),
+    (2, 16, 16384, 64, False),
+] + [(4, 8, length, 256, True) for length in (1024, 4096, 16384)]
 
 
 def min_bytes(batch, heads, length, d, itemsize, backward):
@@ -90,8 +92,10 @@ def main():
     kind = jax.devices()[0].device_kind
     if not args.bandwidth_gbs:
         args.bandwidth_gbs = device_bandwidth_gbs()
-    print(f"# jax {jax.__version__}, {kind} ({platform.processor() or platform.machine()}), {args.dtype} q/k/v, "
-          f"elu+1 normalised, median of {args.repeats}; batch cap {args.batch}, length scale {args.scale}")
+    print(
+        f"# jax {jax.__version__}, {kind} ({platform.processor() or platform.machine()}), {args.dtype} q/k/v, "
+        f"elu+1 normalised, median of {args.repeats}; batch cap {args.batch}, length scale {args.scale}"
+    )
     for batch, heads, length, d, causal in SHAPES:
         if args.causal != "both" and causal != (args.causal == "yes"):
             continue

@@ -61,6 +61,7 @@ def bench_timm(name, batch, size, repeats):
     except ImportError:
         return None
     from mixtok.models import model_spec
+
     if not model_spec(name).timm_name:
         return None
     model = timm.create_model(model_spec(name).timm_name, pretrained=False).eval()
@@ -84,23 +85,38 @@ def main():
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    parser.add_argument("--peak-tflops", type=float, default=None,
-                        help="the device's peak TFLOP/s at --dtype, for the %% of bound column")
+    parser.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="the device's peak TFLOP/s at --dtype, for the %% of bound column",
+    )
     parser.add_argument("--no-timm", action="store_true", help="skip the timm (PyTorch) baseline")
     args = parser.parse_args()
 
     device = jax.devices()[0]
-    print(f"device: {device.device_kind} ({device.platform}) x{jax.device_count()}, {_cpu_name()}"
-          f" | jax {jax.__version__} | batch {args.batch}, {args.size}px, {args.dtype}, median of {args.repeats}")
+    print(
+        f"device: {device.device_kind} ({device.platform}) x{jax.device_count()}, {_cpu_name()}"
+        f" | jax {jax.__version__} | batch {args.batch}, {args.size}px, {args.dtype}, median of {args.repeats}"
+    )
     header = ["model", "params", "GFLOP/img", "fwd ms", "fwd img/s", "train ms", "train img/s"]
     if args.peak_tflops:
         header += ["fwd % peak"]
     header += ["timm fwd ms", "fwd speed vs timm"]
     rows = []
     for name in args.models.split(","):
-        params, flops, t_fwd, t_train = bench_mixtok(name, args.batch, args.size, args.repeats, getattr(jnp, args.dtype))
-        row = [name, f"{params / 1e6:.2f}M", f"{flops / 1e9:.2f}", f"{t_fwd * 1e3:.1f}", f"{args.batch / t_fwd:.1f}",
-               f"{t_train * 1e3:.1f}", f"{args.batch / t_train:.1f}"]
+        params, flops, t_fwd, t_train = bench_mixtok(
+            name, args.batch, args.size, args.repeats, getattr(jnp, args.dtype)
+        )
+        row = [
+            name,
+            f"{params / 1e6:.2f}M",
+            f"{flops / 1e9:.2f}",
+            f"{t_fwd * 1e3:.1f}",
+            f"{args.batch / t_fwd:.1f}",
+            f"{t_train * 1e3:.1f}",
+            f"{args.batch / t_train:.1f}",
+        ]
         if args.peak_tflops:
             row.append(f"{100 * flops * args.batch / t_fwd / (args.peak_tflops * 1e12):.1f}%")
         t_timm = None if args.no_timm else bench_timm(name, args.batch, args.size, args.repeats)

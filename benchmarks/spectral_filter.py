@@ -26,17 +26,24 @@ import platform
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 from timing import device_bandwidth_gbs, median_seconds
 
 from mixtok.kernels.spectral_filter import DEFAULT_BLOCKS, spectral_filter
 
-
 # (H = W, C, batch factor): the benchmark set of docs/facts/kernels.md.
-SHAPES = ([(14, c, 1) for c in (64, 128, 256, 384, 512)]
-          + [(7, 512, 1), (7, 768, 1), (8, 320, 1), (16, 256, 1), (24, 384, 0.5), (28, 128, 1), (28, 192, 1),
-             (32, 128, 1), (56, 64, 1), (56, 96, 1), (56, 128, 1)])
-
+SHAPES = [(14, c, 1) for c in (64, 128, 256, 384, 512)] + [
+    (7, 512, 1),
+    (7, 768, 1),
+    (8, 320, 1),
+    (16, 256, 1),
+    (24, 384, 0.5),
+    (28, 128, 1),
+    (28, 192, 1),
+    (32, 128, 1),
+    (56, 64, 1),
+    (56, 96, 1),
+    (56, 128, 1),
+]
 
 
 def min_bytes(batch, size, channels, itemsize, backward):
@@ -82,8 +89,10 @@ def main():
     if not args.bandwidth_gbs:
         args.bandwidth_gbs = device_bandwidth_gbs()
     sizes = {int(s) for s in args.sizes.split(",") if s}
-    print(f"# jax {jax.__version__}, {jax.devices()[0].device_kind} ({platform.processor() or platform.machine()}), "
-          f"{args.dtype} x, complex64 static filter, median of {args.repeats}")
+    print(
+        f"# jax {jax.__version__}, {jax.devices()[0].device_kind} ({platform.processor() or platform.machine()}), "
+        f"{args.dtype} x, complex64 static filter, median of {args.repeats}"
+    )
     header = ["B x H x W x C", "impl", "fwd ms", "fwd GB/s", "fwd+bwd ms", "fwd+bwd GB/s"]
     if args.bandwidth_gbs:
         header[4:4] = ["fwd % BW"]

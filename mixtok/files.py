@@ -2,7 +2,7 @@
 
 import os
 import tempfile
-from typing import Callable
+from collections.abc import Callable
 
 
 def write_atomically(path: str | os.PathLike, write: Callable[[str], None], *, overwrite: bool = False) -> None:

@@ -1,7 +1,8 @@
 """Name -> object registries with errors that suggest the closest valid names."""
 
 import difflib
-from typing import Callable, Dict, Generic, Iterable, List, Optional, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -23,15 +24,17 @@ class Registry(Generic[T]):
 
     def __init__(self, kind: str):
         self.kind = kind
-        self._entries: Dict[str, T] = {}
+        self._entries: dict[str, T] = {}
 
-    def register(self, name: str, entry: Optional[T] = None) -> Callable[[T], T]:
+    def register(self, name: str, entry: T | None = None) -> Callable[[T], T]:
         """Registers `entry` under `name`; used bare (`register(name, obj)`) or as a decorator."""
+
         def add(obj: T) -> T:
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} is registered twice.")
             self._entries[name] = obj
             return obj
+
         return add(entry) if entry is not None else add
 
     def get(self, name: str) -> T:
@@ -39,7 +42,7 @@ class Registry(Generic[T]):
             raise unknown_name_error(self.kind, name, self._entries)
         return self._entries[name]
 
-    def names(self) -> List[str]:
+    def names(self) -> list[str]:
         return sorted(self._entries)
 
     def __contains__(self, name: str) -> bool:

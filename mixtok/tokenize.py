@@ -56,8 +56,9 @@ class TokenizerRun:
             raise TokenizeError(str(error)) from None
         task = run.config.get("task", "classification")
         if task != "tokenizer":
-            raise TokenizeError(f"--workdir {workdir!r} is a {task!r} run, not a tokenizer run "
-                                "(config.task = 'tokenizer').")
+            raise TokenizeError(
+                f"--workdir {workdir!r} is a {task!r} run, not a tokenizer run (config.task = 'tokenizer')."
+            )
         self.config = run.config
         self.model = run.model
         self.variables = run.variables
@@ -66,10 +67,13 @@ class TokenizerRun:
         # The normalisation the tokenizer was trained with, as the trainer saved it with the run.
         self.mean = np.asarray(run.info.mean, np.float32)
         self.std = np.asarray(run.info.std, np.float32)
-        self.identity = {"tokenizer": self.config.model.name,
-                         "kwargs": json.loads(self.config.model.get("kwargs", ConfigDict()).to_json_best_effort()),
-                         "image_size": self.image_size, "step": self.step,
-                         "weights_sha256": weights_digest(self.variables["params"])}
+        self.identity = {
+            "tokenizer": self.config.model.name,
+            "kwargs": json.loads(self.config.model.get("kwargs", ConfigDict()).to_json_best_effort()),
+            "image_size": self.image_size,
+            "step": self.step,
+            "weights_sha256": weights_digest(self.variables["params"]),
+        }
         self._compile()
 
     # ------------------------------------------------------------------------------------------ tokens
@@ -122,11 +126,15 @@ def read_images(paths: Sequence[str], image_size: int) -> np.ndarray:
             with Image.open(path) as image:
                 mode, size = image.mode, image.size
                 if mode != "RGB":
-                    raise TokenizeError(f"{path}: the image is {mode!r}; the tokenizer takes RGB images "
-                                        f"(convert it, e.g. PIL's image.convert('RGB')).")
+                    raise TokenizeError(
+                        f"{path}: the image is {mode!r}; the tokenizer takes RGB images "
+                        f"(convert it, e.g. PIL's image.convert('RGB'))."
+                    )
                 if size != (image_size, image_size):
-                    raise TokenizeError(f"{path}: the image is {size[0]}x{size[1]} (width x height); this tokenizer "
-                                        f"takes {image_size}x{image_size} images (resize or crop it first).")
+                    raise TokenizeError(
+                        f"{path}: the image is {size[0]}x{size[1]} (width x height); this tokenizer "
+                        f"takes {image_size}x{image_size} images (resize or crop it first)."
+                    )
                 images.append(np.asarray(image, np.uint8))
         except FileNotFoundError:
             raise TokenizeError(f"{path}: no such file.") from None
@@ -140,22 +148,30 @@ def _refuse_existing(path: Path, what: str) -> None:
         raise TokenizeError(f"{what} {str(path)!r} already exists; choose another path (nothing was overwritten).")
 
 
-def encode_command(workdir: str, image_paths: Sequence[str], out: str, step: int | None = None,
-                   batch_size: int = 32) -> Path:
+def encode_command(
+    workdir: str, image_paths: Sequence[str], out: str, step: int | None = None, batch_size: int = 32
+) -> Path:
     out_path = Path(out)
     if out_path.suffix != ".npz":
         raise TokenizeError(f"--out {out!r} must end in .npz.")
     _refuse_existing(out_path, "--out")
     run = TokenizerRun(workdir, step)
     images = read_images(image_paths, run.image_size)
-    tokens = np.concatenate([run.encode(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
-    header = {"format": FORMAT_VERSION, **run.identity, "num_latent_tokens": getattr(run.model, "num_latent_tokens",
-                                                                                      None)}
+    tokens = np.concatenate([run.encode(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+    header = {
+        "format": FORMAT_VERSION,
+        **run.identity,
+        "num_latent_tokens": getattr(run.model, "num_latent_tokens", None),
+    }
 
     def write(path):
         with open(path, "wb") as f:
-            np.savez(f, tokens=tokens, files=np.asarray([str(p) for p in image_paths]),
-                     header=np.asarray(json.dumps(header, sort_keys=True)))
+            np.savez(
+                f,
+                tokens=tokens,
+                files=np.asarray([str(p) for p in image_paths]),
+                header=np.asarray(json.dumps(header, sort_keys=True)),
+            )
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(out_path, write)
@@ -167,8 +183,11 @@ def read_tokens(path: str) -> dict[str, Any]:
         with np.load(path, allow_pickle=False) as data:
             if not {"tokens", "files", "header"} <= set(data.files):
                 raise TokenizeError(f"{path}: not a mixtok tokens file (it lacks tokens / files / header arrays).")
-            return {"tokens": data["tokens"], "files": [str(f) for f in data["files"]],
-                    "header": json.loads(str(data["header"]))}
+            return {
+                "tokens": data["tokens"],
+                "files": [str(f) for f in data["files"]],
+                "header": json.loads(str(data["header"])),
+            }
     except FileNotFoundError:
         raise TokenizeError(f"--tokens {path!r}: no such file.") from None
     except (OSError, ValueError) as error:
@@ -182,23 +201,35 @@ def check_same_tokenizer(header: dict[str, Any], run: TokenizerRun, path: str) -
     mine = run.identity
     for key in ("tokenizer", "kwargs", "image_size"):
         if header.get(key) != mine[key]:
-            raise TokenizeError(f"{path} was written by a different tokenizer: its {key} is {header.get(key)!r}, "
-                                f"this run's is {mine[key]!r}. Decode it with the --workdir that encoded it.")
+            raise TokenizeError(
+                f"{path} was written by a different tokenizer: its {key} is {header.get(key)!r}, "
+                f"this run's is {mine[key]!r}. Decode it with the --workdir that encoded it."
+            )
     if header.get("weights_sha256") != mine["weights_sha256"]:
-        raise TokenizeError(f"{path} was written by other weights of {mine['tokenizer']} (checkpoint step "
-                            f"{header.get('step')}; this run's step {mine['step']} has different weights): a token "
-                            f"means a different code. Pass --step {header.get('step')} if that checkpoint is kept.")
+        raise TokenizeError(
+            f"{path} was written by other weights of {mine['tokenizer']} (checkpoint step "
+            f"{header.get('step')}; this run's step {mine['step']} has different weights): a token "
+            f"means a different code. Pass --step {header.get('step')} if that checkpoint is kept."
+        )
 
 
-def decode_command(workdir: str, tokens_path: str, out: str, num_tokens: int | None = None,
-                   step: int | None = None, batch_size: int = 32) -> list[Path]:
+def decode_command(
+    workdir: str,
+    tokens_path: str,
+    out: str,
+    num_tokens: int | None = None,
+    step: int | None = None,
+    batch_size: int = 32,
+) -> list[Path]:
     saved = read_tokens(tokens_path)
     run = TokenizerRun(workdir, step if step is not None else saved["header"].get("step"))
     check_same_tokenizer(saved["header"], run, tokens_path)
     if num_tokens is not None:
         if not getattr(run.model, "PREFIX_DECODING", False):
-            raise TokenizeError(f"--num-tokens: {run.config.model.name} has no prefix decoding; decode all tokens "
-                                "(prefix decoding is for One-D-Piece and FlexTok-style tokenizers).")
+            raise TokenizeError(
+                f"--num-tokens: {run.config.model.name} has no prefix decoding; decode all tokens "
+                "(prefix decoding is for One-D-Piece and FlexTok-style tokenizers)."
+            )
         total = run.model.num_latent_tokens
         if not 1 <= num_tokens <= total:
             raise TokenizeError(f"--num-tokens {num_tokens} is out of range: valid values are 1..{total}.")
@@ -213,8 +244,8 @@ def decode_command(workdir: str, tokens_path: str, out: str, num_tokens: int | N
     from PIL import Image
 
     for i in range(0, len(tokens), batch_size):
-        images = run.decode(tokens[i:i + batch_size], num_tokens)
-        for image, path in zip(images, paths[i:i + batch_size]):
+        images = run.decode(tokens[i : i + batch_size], num_tokens)
+        for image, path in zip(images, paths[i : i + batch_size]):
             write_atomically(path, lambda p, image=image: Image.fromarray(image, "RGB").save(p, format="PNG"))
     return paths
 

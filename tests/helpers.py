@@ -6,7 +6,8 @@ mixed-up name or transpose cannot hide behind a symmetric value. Drawing in nump
 CPU more than the rest of a test.
 """
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -22,8 +23,14 @@ def variable_shapes(module: nn.Module, *inputs: Any, **kwargs) -> Any:
     return nn.meta.unbox(jax.eval_shape(module.init, jax.random.PRNGKey(0), *inputs, **kwargs))
 
 
-def random_like(shapes: Any, *, seed: int = 0, std: float = 0.2,
-                positive: Iterable[str] = POSITIVE_LEAVES, positive_suffixes: Iterable[str] = ()) -> Any:
+def random_like(
+    shapes: Any,
+    *,
+    seed: int = 0,
+    std: float = 0.2,
+    positive: Iterable[str] = POSITIVE_LEAVES,
+    positive_suffixes: Iterable[str] = (),
+) -> Any:
     """Draws every leaf of `shapes`: N(0, std^2), or U(0.5, 1.5) for the leaves named in `positive`
     (or ending with one of `positive_suffixes`). Leaves are drawn in tree order from one generator."""
     rng = np.random.default_rng(seed)
@@ -38,8 +45,15 @@ def random_like(shapes: Any, *, seed: int = 0, std: float = 0.2,
     return jax.tree_util.tree_map_with_path(draw, shapes)
 
 
-def random_variables(module: nn.Module, *inputs: Any, seed: int = 0, std: float = 0.2,
-                     positive: Iterable[str] = POSITIVE_LEAVES, positive_suffixes: Iterable[str] = ()) -> Any:
+def random_variables(
+    module: nn.Module,
+    *inputs: Any,
+    seed: int = 0,
+    std: float = 0.2,
+    positive: Iterable[str] = POSITIVE_LEAVES,
+    positive_suffixes: Iterable[str] = (),
+) -> Any:
     """Variables of `module` for `inputs` with every leaf drawn at random (see `random_like`)."""
-    return random_like(variable_shapes(module, *inputs), seed=seed, std=std, positive=positive,
-                       positive_suffixes=positive_suffixes)
+    return random_like(
+        variable_shapes(module, *inputs), seed=seed, std=std, positive=positive, positive_suffixes=positive_suffixes
+    )

@@ -19,8 +19,10 @@ SCANNED = ("mixtok", "tests", "benchmarks", "experiments")
 # A citation: docs/<page>.md, then optionally a section number ("9.1", "section 10") or quoted
 # headings ('"Spectral filter: DFT-as-GEMM"', '"A" and "B"'). Comments wrap, so citations are
 # matched on the text with line breaks (and comment markers) folded into spaces.
-CITATION = re.compile(r'docs/([A-Za-z0-9_./-]+?\.md)(?:,?\s+(?:section\s+|§\s*)?(\d+(?:\.\d+)?)\b'
-                      r'|,\s+"([^"]+)"(?:\s+and\s+"([^"]+)")?)?')
+CITATION = re.compile(
+    r"docs/([A-Za-z0-9_./-]+?\.md)(?:,?\s+(?:section\s+|§\s*)?(\d+(?:\.\d+)?)\b"
+    r'|,\s+"([^"]+)"(?:\s+and\s+"([^"]+)")?)?'
+)
 MARKDOWN_LINK = re.compile(r"\]\(([^)#\s]+\.md)(?:#[^)]*)?\)")
 
 

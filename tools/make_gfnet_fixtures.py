@@ -30,15 +30,22 @@ import sys
 import types
 
 import numpy as np
-
 from make_timm_fixtures import BATCH, NUM_CLASSES, jsonable, sha256
 
 SEED = 20240612
 IMAGE = 64
 MODELS = {  # name: (official class, constructor arguments)
     "gfnet_isotropic": ("GFNet", dict(img_size=IMAGE, patch_size=8, embed_dim=32, depth=2, num_classes=NUM_CLASSES)),
-    "gfnet_pyramid": ("GFNetPyramid", dict(img_size=IMAGE, embed_dim=[16, 24, 32, 48], depth=[1, 1, 2, 1],
-                                           mlp_ratio=[4, 4, 4, 4], num_classes=NUM_CLASSES)),
+    "gfnet_pyramid": (
+        "GFNetPyramid",
+        dict(
+            img_size=IMAGE,
+            embed_dim=[16, 24, 32, 48],
+            depth=[1, 1, 2, 1],
+            mlp_ratio=[4, 4, 4, 4],
+            num_classes=NUM_CLASSES,
+        ),
+    ),
 }
 
 
@@ -60,8 +67,9 @@ def import_official_gfnet(repo: str):
 
 def commit_of(repo: str) -> str:
     try:
-        return subprocess.run(["git", "-C", repo, "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", repo, "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git clone)"
 
@@ -91,10 +99,14 @@ def make_fixture(gfnet, torch, class_name, kwargs, seed):
     stages, hooks = {}, []
     if class_name == "GFNetPyramid":
         for i, stage in enumerate(model.blocks):
-            side = kwargs["img_size"] // (4 * 2 ** i)
-            hooks.append(stage.register_forward_hook(
-                lambda m, args, out, i=i, side=side: stages.__setitem__(
-                    f"stage{i}", out.reshape(out.shape[0], side, side, out.shape[-1]))))
+            side = kwargs["img_size"] // (4 * 2**i)
+            hooks.append(
+                stage.register_forward_hook(
+                    lambda m, args, out, i=i, side=side: stages.__setitem__(
+                        f"stage{i}", out.reshape(out.shape[0], side, side, out.shape[-1])
+                    )
+                )
+            )
     with torch.no_grad():
         logits = model(images)
         pre_logits = model.forward_features(images)
@@ -112,8 +124,11 @@ def make_fixture(gfnet, torch, class_name, kwargs, seed):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--gfnet-repo", required=True, help="a clone of raoyongming/GFNet (holds gfnet.py)")
-    parser.add_argument("--out", default=os.path.join("tests", "fixtures", "gfnet"),
-                        help="folder for <model>.npz and manifest.json (default: tests/fixtures/gfnet)")
+    parser.add_argument(
+        "--out",
+        default=os.path.join("tests", "fixtures", "gfnet"),
+        help="folder for <model>.npz and manifest.json (default: tests/fixtures/gfnet)",
+    )
     args = parser.parse_args(argv)
     try:
         import timm
@@ -124,19 +139,34 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     gfnet = import_official_gfnet(args.gfnet_repo)
     os.makedirs(args.out, exist_ok=True)
-    manifest = dict(made_by="python tools/make_gfnet_fixtures.py --gfnet-repo GFNet --out " + args.out,
-                    official="raoyongming/GFNet: gfnet.py", official_commit=commit_of(args.gfnet_repo),
-                    timm=timm.__version__, torch=torch.__version__, numpy=np.__version__,
-                    python=platform.python_version(), layout="input: NCHW; stages: [B, h, w, C]", models={})
+    manifest = dict(
+        made_by="python tools/make_gfnet_fixtures.py --gfnet-repo GFNet --out " + args.out,
+        official="raoyongming/GFNet: gfnet.py",
+        official_commit=commit_of(args.gfnet_repo),
+        timm=timm.__version__,
+        torch=torch.__version__,
+        numpy=np.__version__,
+        python=platform.python_version(),
+        layout="input: NCHW; stages: [B, h, w, C]",
+        models={},
+    )
     for index, (name, (class_name, kwargs)) in enumerate(sorted(MODELS.items())):
         seed = SEED + index
         arrays, figures = make_fixture(gfnet, torch, class_name, kwargs, seed)
         path = os.path.join(args.out, f"{name}.npz")
         np.savez_compressed(path, **arrays)
-        manifest["models"][name] = dict(file=f"{name}.npz", sha256=sha256(path), official_class=class_name,
-                                        official_kwargs=jsonable(kwargs), seed=seed, **figures)
-        print(f"{name}: {figures['parameters']:,} parameters, logit std {figures['logit_std']}, "
-              f"{os.path.getsize(path) / 1e3:.0f} kB")
+        manifest["models"][name] = dict(
+            file=f"{name}.npz",
+            sha256=sha256(path),
+            official_class=class_name,
+            official_kwargs=jsonable(kwargs),
+            seed=seed,
+            **figures,
+        )
+        print(
+            f"{name}: {figures['parameters']:,} parameters, logit std {figures['logit_std']}, "
+            f"{os.path.getsize(path) / 1e3:.0f} kB"
+        )
     with open(os.path.join(args.out, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=2, sort_keys=True)
         f.write("\n")

@@ -34,7 +34,8 @@ import json
 import os
 import platform
 import sys
-from typing import Any, Callable, Dict, List, Tuple
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -59,36 +60,59 @@ DAVIT_WINDOW = 7
 MIN_BRANCH_TO_RESIDUAL = 0.05
 
 
-def metaformer_families(metaformer, nn) -> Dict[str, Dict[str, Any]]:
+def metaformer_families(metaformer, nn) -> dict[str, dict[str, Any]]:
     """Each MetaFormer family's timm constructor arguments, copied from timm's own variant functions."""
     shape = dict(depths=METAFORMER_DEPTHS, dims=METAFORMER_DIMS, num_classes=NUM_CLASSES)
     return {
-        "poolformer": dict(shape, downsample_norm=None, mlp_act=nn.GELU, mlp_bias=True,
-                           norm_layers=metaformer.GroupNorm1, layer_scale_init_values=1e-5,
-                           res_scale_init_values=None, use_mlp_head=False),  # poolformer_s12
+        "poolformer": dict(
+            shape,
+            downsample_norm=None,
+            mlp_act=nn.GELU,
+            mlp_bias=True,
+            norm_layers=metaformer.GroupNorm1,
+            layer_scale_init_values=1e-5,
+            res_scale_init_values=None,
+            use_mlp_head=False,
+        ),  # poolformer_s12
         "poolformerv2": dict(shape, norm_layers=metaformer.GroupNorm1NoBias, use_mlp_head=False),  # poolformerv2_s12
-        "identityformer": dict(shape, token_mixers=nn.Identity, norm_layers=metaformer.GroupNorm1NoBias,
-                               use_mlp_head=False),  # official identityformer_s12
-        "convformer": dict(shape, token_mixers=metaformer.SepConv,
-                           norm_layers=metaformer.LayerNorm2dNoBias),  # convformer_s18
-        "caformer": dict(shape, token_mixers=[metaformer.SepConv] * 2 + [metaformer.Attention] * 2,
-                         norm_layers=[metaformer.LayerNorm2dNoBias] * 2 + [metaformer.LayerNormNoBias] * 2),
+        "identityformer": dict(
+            shape, token_mixers=nn.Identity, norm_layers=metaformer.GroupNorm1NoBias, use_mlp_head=False
+        ),  # official identityformer_s12
+        "convformer": dict(
+            shape, token_mixers=metaformer.SepConv, norm_layers=metaformer.LayerNorm2dNoBias
+        ),  # convformer_s18
+        "caformer": dict(
+            shape,
+            token_mixers=[metaformer.SepConv] * 2 + [metaformer.Attention] * 2,
+            norm_layers=[metaformer.LayerNorm2dNoBias] * 2 + [metaformer.LayerNormNoBias] * 2,
+        ),
     }
 
 
-def families() -> Dict[str, Tuple[Callable, Dict[str, Any], Tuple[int, int]]]:
+def families() -> dict[str, tuple[Callable, dict[str, Any], tuple[int, int]]]:
     """{family: (timm class, constructor arguments, image height and width)}."""
     import torch.nn as nn
     from timm.models import davit, metaformer
 
-    table = {name: (metaformer.MetaFormer, kwargs, METAFORMER_IMAGE)
-             for name, kwargs in metaformer_families(metaformer, nn).items()}
-    table["davit"] = (davit.DaVit, dict(depths=DAVIT_DEPTHS, embed_dims=DAVIT_DIMS, num_heads=DAVIT_HEADS,
-                                        window_size=DAVIT_WINDOW, num_classes=NUM_CLASSES), DAVIT_IMAGE)
+    table = {
+        name: (metaformer.MetaFormer, kwargs, METAFORMER_IMAGE)
+        for name, kwargs in metaformer_families(metaformer, nn).items()
+    }
+    table["davit"] = (
+        davit.DaVit,
+        dict(
+            depths=DAVIT_DEPTHS,
+            embed_dims=DAVIT_DIMS,
+            num_heads=DAVIT_HEADS,
+            window_size=DAVIT_WINDOW,
+            num_classes=NUM_CLASSES,
+        ),
+        DAVIT_IMAGE,
+    )
     return table
 
 
-def randomise_(model, torch, generator) -> List[str]:
+def randomise_(model, torch, generator) -> list[str]:
     """Random values in every parameter and floating-point buffer, none left at its init.
 
     Weights (2 or more dims) are normal with std 1 / sqrt(fan_in), which keeps every branch at the scale of
@@ -111,19 +135,23 @@ def randomise_(model, torch, generator) -> List[str]:
     return kept
 
 
-def branch_to_residual_ratios(model, torch, images) -> List[float]:
+def branch_to_residual_ratios(model, torch, images) -> list[float]:
     """std(branch) / std(block input) for every residual branch (each `drop_path1` / `drop_path2` output)."""
     inputs, branches, hooks = {}, {}, []
     for name, module in model.named_modules():
         children = dict(module.named_children())
         if "drop_path1" not in children:
             continue
-        hooks.append(module.register_forward_pre_hook(
-            lambda m, args, key=name: inputs.__setitem__(key, args[0].std().item())))
+        hooks.append(
+            module.register_forward_pre_hook(lambda m, args, key=name: inputs.__setitem__(key, args[0].std().item()))
+        )
         for branch in ("drop_path1", "drop_path2"):
             if children.get(branch) is not None:
-                hooks.append(children[branch].register_forward_hook(
-                    lambda m, args, out, key=(name, branch): branches.__setitem__(key, out.std().item())))
+                hooks.append(
+                    children[branch].register_forward_hook(
+                        lambda m, args, out, key=(name, branch): branches.__setitem__(key, out.std().item())
+                    )
+                )
     with torch.no_grad():
         model(images)
     for hook in hooks:
@@ -142,7 +170,7 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def make_fixture(family: str, cls, kwargs: Dict[str, Any], image_size: Tuple[int, int], torch, seed: int):
+def make_fixture(family: str, cls, kwargs: dict[str, Any], image_size: tuple[int, int], torch, seed: int):
     """The arrays of one family's fixture and the figures that show it is not degenerate."""
     torch.manual_seed(seed)  # the init, overwritten below; fixed anyway so that a rerun is identical
     model = cls(**kwargs).eval()
@@ -155,16 +183,22 @@ def make_fixture(family: str, cls, kwargs: Dict[str, Any], image_size: Tuple[int
         pre_logits = model.forward_head(model.forward_features(images), pre_logits=True)
     ratios = branch_to_residual_ratios(model, torch, images)
     if min(ratios) < MIN_BRANCH_TO_RESIDUAL:
-        raise RuntimeError(f"{family}: a residual branch is {min(ratios):.3f} of its input's scale (below "
-                           f"{MIN_BRANCH_TO_RESIDUAL}); a wrong branch would hide inside the tolerance.")
+        raise RuntimeError(
+            f"{family}: a residual branch is {min(ratios):.3f} of its input's scale (below "
+            f"{MIN_BRANCH_TO_RESIDUAL}); a wrong branch would hide inside the tolerance."
+        )
     if float(logits.std()) < 0.1:
         raise RuntimeError(f"{family}: degenerate logits, std {float(logits.std()):.3g}")
     arrays = {"input": images, "logits": logits, "pre_logits": pre_logits}
     arrays.update({f"stage{i}": x for i, x in enumerate(stages)})
     arrays.update({f"state_dict/{k}": v for k, v in model.state_dict().items()})
     arrays = {k: np.ascontiguousarray(v.detach().cpu().numpy()) for k, v in arrays.items()}
-    figures = dict(min_branch_to_residual=round(min(ratios), 3), logit_std=round(float(logits.std()), 3),
-                   parameters=sum(p.numel() for p in model.parameters()), non_float_buffers_kept=kept)
+    figures = dict(
+        min_branch_to_residual=round(min(ratios), 3),
+        logit_std=round(float(logits.std()), 3),
+        parameters=sum(p.numel() for p in model.parameters()),
+        non_float_buffers_kept=kept,
+    )
     return arrays, figures
 
 
@@ -175,10 +209,17 @@ def sha256(path: str) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default=os.path.join("tests", "fixtures", "timm"),
-                        help="folder for <family>.npz and manifest.json (default: tests/fixtures/timm)")
-    parser.add_argument("--families", nargs="*", default=None,
-                        help="only these families (default: all); the manifest keeps the others' entries")
+    parser.add_argument(
+        "--out",
+        default=os.path.join("tests", "fixtures", "timm"),
+        help="folder for <family>.npz and manifest.json (default: tests/fixtures/timm)",
+    )
+    parser.add_argument(
+        "--families",
+        nargs="*",
+        default=None,
+        help="only these families (default: all); the manifest keeps the others' entries",
+    )
     args = parser.parse_args(argv)
     try:
         import timm
@@ -201,9 +242,13 @@ def main(argv=None) -> int:
             old = json.load(f).get("families", {})
     manifest = dict(
         made_by="python tools/make_timm_fixtures.py --out " + args.out,
-        timm=timm.__version__, torch=torch.__version__, numpy=np.__version__, python=platform.python_version(),
+        timm=timm.__version__,
+        torch=torch.__version__,
+        numpy=np.__version__,
+        python=platform.python_version(),
         layout="input, stage outputs: NCHW (timm); state_dict/<key>: timm's tensors as they are",
-        families=dict(old))
+        families=dict(old),
+    )
     for index, family in enumerate(sorted(table)):
         if family not in chosen:
             continue
@@ -213,10 +258,18 @@ def main(argv=None) -> int:
         path = os.path.join(args.out, f"{family}.npz")
         np.savez_compressed(path, **arrays)
         manifest["families"][family] = dict(
-            file=f"{family}.npz", sha256=sha256(path), timm_class=jsonable(cls), timm_kwargs=jsonable(kwargs),
-            input_shape=list(arrays["input"].shape), seed=seed, **figures)
-        print(f"{family}: {figures['parameters']:,} parameters, logit std {figures['logit_std']}, smallest "
-              f"branch/residual {figures['min_branch_to_residual']}, {os.path.getsize(path) / 1e3:.0f} kB")
+            file=f"{family}.npz",
+            sha256=sha256(path),
+            timm_class=jsonable(cls),
+            timm_kwargs=jsonable(kwargs),
+            input_shape=list(arrays["input"].shape),
+            seed=seed,
+            **figures,
+        )
+        print(
+            f"{family}: {figures['parameters']:,} parameters, logit std {figures['logit_std']}, smallest "
+            f"branch/residual {figures['min_branch_to_residual']}, {os.path.getsize(path) / 1e3:.0f} kB"
+        )
     with open(manifest_path, "w") as f:
         json.dump(manifest, f, indent=2, sort_keys=True)
         f.write("\n")

@@ -28,20 +28,43 @@ def get_config(arg=None):
     config.checkpoint_every = 200
     config.keep_checkpoints = 2
 
-    config.data = ConfigDict(dict(
-        name="digits", image_size=32, crop_scale=(0.6, 1.0), hflip=False, crop_pct=1.0,
-        mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)))
+    config.data = ConfigDict(
+        dict(
+            name="digits",
+            image_size=32,
+            crop_scale=(0.6, 1.0),
+            hflip=False,
+            crop_pct=1.0,
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
+        )
+    )
 
     # PoolFormerV2's layout shrunk for 32x32 inputs, with attention in stages 3-4 (CAFormer's
     # split, with pooling where CAFormer has SepConv: XLA's depthwise 7x7 conv is slow on CPU).
     config.model = ConfigDict()
     config.model.name = "poolformerv2_s12"
     config.model.dtype = "float32"
-    config.model.kwargs = ConfigDict(dict(
-        depths=(1, 1, 2, 1), dims=(32, 48, 64, 96), drop_path_rate=0.0,
-        token_mixers=("pooling", "pooling", "attention", "attention")))
+    config.model.kwargs = ConfigDict(
+        dict(
+            depths=(1, 1, 2, 1),
+            dims=(32, 48, 64, 96),
+            drop_path_rate=0.0,
+            token_mixers=("pooling", "pooling", "attention", "attention"),
+        )
+    )
 
-    config.optimizer = ConfigDict(dict(name="adamw", lr=3e-3, min_lr=1e-5, warmup_steps=min(30, args.steps // 10),
-                                       weight_decay=0.05, b1=0.9, b2=0.999, grad_clip=1.0))
+    config.optimizer = ConfigDict(
+        dict(
+            name="adamw",
+            lr=3e-3,
+            min_lr=1e-5,
+            warmup_steps=min(30, args.steps // 10),
+            weight_decay=0.05,
+            b1=0.9,
+            b2=0.999,
+            grad_clip=1.0,
+        )
+    )
     config.label_smoothing = 0.1
     return config

@@ -39,18 +39,37 @@ def get_config(arg=None):
     config.checkpoint_every = 200
     config.keep_checkpoints = 2
 
-    config.data = ConfigDict(dict(
-        name="digits", image_size=32, crop_scale=(0.6, 1.0), hflip=False, crop_pct=1.0,
-        mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)))
+    config.data = ConfigDict(
+        dict(
+            name="digits",
+            image_size=32,
+            crop_scale=(0.6, 1.0),
+            hflip=False,
+            crop_pct=1.0,
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
+        )
+    )
 
     config.model = ConfigDict()
     config.model.name = "gfnet_h_ti"
     config.model.dtype = "float32"
     # image_size=32 shapes the filters and position embedding for the 32-px digits.
-    config.model.kwargs = ConfigDict(dict(depths=(1, 1, 2, 1), dims=(32, 48, 64, 96), drop_path_rate=0.0,
-                                          image_size=32))
+    config.model.kwargs = ConfigDict(
+        dict(depths=(1, 1, 2, 1), dims=(32, 48, 64, 96), drop_path_rate=0.0, image_size=32)
+    )
 
-    config.optimizer = ConfigDict(dict(name="adamw", lr=3e-3, min_lr=1e-5, warmup_steps=min(30, args.steps // 10),
-                                       weight_decay=0.05, b1=0.9, b2=0.999, grad_clip=1.0))
+    config.optimizer = ConfigDict(
+        dict(
+            name="adamw",
+            lr=3e-3,
+            min_lr=1e-5,
+            warmup_steps=min(30, args.steps // 10),
+            weight_decay=0.05,
+            b1=0.9,
+            b2=0.999,
+            grad_clip=1.0,
+        )
+    )
     config.label_smoothing = 0.1
     return config

@@ -36,8 +36,9 @@ from mixtok.train.config import parse_config_arg
 
 
 def get_config(arg=None):
-    args = parse_config_arg(arg, steps=4000, tokens=16, width=128, depth=3, patch=8, levels="4x4x4x4x4x4x4x4",
-                            batch=32, lr=1e-3)
+    args = parse_config_arg(
+        arg, steps=4000, tokens=16, width=128, depth=3, patch=8, levels="4x4x4x4x4x4x4x4", batch=32, lr=1e-3
+    )
     config = ConfigDict()
     config.seed = 0
     config.task = "tokenizer"
@@ -49,19 +50,49 @@ def get_config(arg=None):
     config.checkpoint_every = 500
     config.keep_checkpoints = 2
 
-    config.data = ConfigDict(dict(
-        name="sample_photos", image_size=32, num_examples=20_000, num_eval_examples=256,
-        crop_scale=(0.5, 1.0), hflip=True, crop_pct=1.0, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)))
+    config.data = ConfigDict(
+        dict(
+            name="sample_photos",
+            image_size=32,
+            num_examples=20_000,
+            num_eval_examples=256,
+            crop_scale=(0.5, 1.0),
+            hflip=True,
+            crop_pct=1.0,
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
+        )
+    )
 
     config.model = ConfigDict()
     config.model.name = "titok_s128"
     config.model.dtype = "float32"
-    config.model.kwargs = ConfigDict(dict(
-        image_size=32, patch_size=args.patch, encoder_width=args.width, encoder_depth=args.depth, encoder_heads=4,
-        decoder_width=args.width, decoder_depth=args.depth, decoder_heads=4, num_latent_tokens=args.tokens,
-        quantizer=dict(name="fsq", levels=tuple(int(v) for v in args.levels.split("x")))))
+    config.model.kwargs = ConfigDict(
+        dict(
+            image_size=32,
+            patch_size=args.patch,
+            encoder_width=args.width,
+            encoder_depth=args.depth,
+            encoder_heads=4,
+            decoder_width=args.width,
+            decoder_depth=args.depth,
+            decoder_heads=4,
+            num_latent_tokens=args.tokens,
+            quantizer=dict(name="fsq", levels=tuple(int(v) for v in args.levels.split("x"))),
+        )
+    )
 
     config.loss = ConfigDict(dict(reconstruction="l2"))
-    config.optimizer = ConfigDict(dict(name="adamw", lr=args.lr, min_lr=1e-5, warmup_steps=min(100, args.steps // 10),
-                                       weight_decay=1e-4, b1=0.9, b2=0.99, grad_clip=1.0))
+    config.optimizer = ConfigDict(
+        dict(
+            name="adamw",
+            lr=args.lr,
+            min_lr=1e-5,
+            warmup_steps=min(100, args.steps // 10),
+            weight_decay=1e-4,
+            b1=0.9,
+            b2=0.99,
+            grad_clip=1.0,
+        )
+    )
     return config

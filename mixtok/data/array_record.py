@@ -23,7 +23,7 @@ import bisect
 import glob
 import logging
 import os
-from typing import Iterable
+from collections.abc import Iterable
 
 import grain
 import msgpack
@@ -55,7 +55,7 @@ def write_array_record(path: str, examples: Iterable[tuple[bytes, int]], *, over
     path = os.fspath(path)
     if os.path.exists(path) and not overwrite:
         raise FileExistsError(
-            f"{path} already exists; refusing to overwrite it. Delete it or " "choose another destination."
+            f"{path} already exists; refusing to overwrite it. Delete it or choose another destination."
         )
     partial = path + ".partial"
     writer = array_record_module.ArrayRecordWriter(partial, "group_size:1")
@@ -63,12 +63,9 @@ def write_array_record(path: str, examples: Iterable[tuple[bytes, int]], *, over
     try:
         for image, label in examples:
             if not isinstance(image, (bytes, bytearray, memoryview)):
-                raise TypeError(
-                    f"example {count}: image must be encoded bytes (JPEG/PNG), got "
-                    f"{type(image).__name__}."
-                )
+                raise TypeError(f"example {count}: image must be encoded bytes (JPEG/PNG), got {type(image).__name__}.")
             if isinstance(label, bool) or int(label) != label or label < 0:
-                raise ValueError(f"example {count}: label must be a non-negative int, got " f"{label!r}.")
+                raise ValueError(f"example {count}: label must be a non-negative int, got {label!r}.")
             writer.write(encode_record(image, label))
             count += 1
     except BaseException:
@@ -135,9 +132,7 @@ class ArrayRecordSource:
             self._ends.append(total)
         # The "[start:end]" form tells grain the counts we already know, so it does
         # not open every file a second time.
-        self._source = grain.sources.ArrayRecordDataSource(
-            [f"{p}[0:{n}]" for p, n in zip(self.paths, counts) if n]
-        )
+        self._source = grain.sources.ArrayRecordDataSource([f"{p}[0:{n}]" for p, n in zip(self.paths, counts) if n])
 
     def __len__(self) -> int:
         return self._ends[-1]
@@ -164,7 +159,7 @@ class ArrayRecordSource:
             with open(classes_file) as f:
                 return sum(1 for line in f if line.strip())
         _log.info(
-            "No %s beside %s: reading all %d labels to count classes " "(set data.num_classes to skip this).",
+            "No %s beside %s: reading all %d labels to count classes (set data.num_classes to skip this).",
             CLASSES_FILE,
             self.paths[0],
             len(self),

@@ -13,7 +13,8 @@ shard sees the same number of batches.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import grain
 import numpy as np
@@ -30,7 +31,7 @@ class SkipUndecodableBatchDataset(grain.IterDataset):
         super().__init__(parent)
         self._batch_size = batch_size
 
-    def __iter__(self) -> "_SkipUndecodableBatchIterator":
+    def __iter__(self) -> _SkipUndecodableBatchIterator:
         return _SkipUndecodableBatchIterator(self._parent.__iter__(), self._batch_size)
 
     def __str__(self) -> str:

@@ -23,7 +23,8 @@ import io
 import logging
 import threading
 import warnings
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -58,9 +59,7 @@ def decode_image(data: bytes, path: str) -> np.ndarray:
         # PIL's own message for an unknown format names a BytesIO object, not
         # the file, so it is replaced.
         reason = (
-            "not a recognised image format"
-            if isinstance(e, UnidentifiedImageError)
-            else f"{type(e).__name__}: {e}"
+            "not a recognised image format" if isinstance(e, UnidentifiedImageError) else f"{type(e).__name__}: {e}"
         )
         raise UndecodableImageError(
             f"Cannot decode image {path}: {reason}. Remove or "
@@ -106,8 +105,7 @@ def report_skipped(paths: Iterable[str]) -> int:
             total = _num_skipped
         count += 1
         _log.warning(
-            "Skipped undecodable image %s (%d skipped so far in this "
-            "process; data.skip_undecodable=True).",
+            "Skipped undecodable image %s (%d skipped so far in this process; data.skip_undecodable=True).",
             path,
             total,
         )

@@ -65,8 +65,7 @@ class ImageFolderSource:
         present = _subdirectories(split_dir)
         if not present:
             raise ValueError(
-                f"Split folder {split_dir!r} has no class folders; expected "
-                f"{split_dir}/<class_name>/<image files>."
+                f"Split folder {split_dir!r} has no class folders; expected {split_dir}/<class_name>/<image files>."
             )
         if classes is None:
             classes = present
@@ -105,7 +104,4 @@ class ImageFolderSource:
         return {"image": data, "label": self._labels[index], "path": path}
 
     def __repr__(self) -> str:
-        return (
-            f"ImageFolderSource({self.split_dir!r}, num_examples={len(self)}, "
-            f"num_classes={len(self.classes)})"
-        )
+        return f"ImageFolderSource({self.split_dir!r}, num_examples={len(self)}, num_classes={len(self.classes)})"

@@ -44,7 +44,7 @@ def convert(src_root: str, dst_dir: str, splits: list[str] | None = None) -> dic
     if existing:
         # Check all before writing any, so a refused run changes nothing.
         raise FileExistsError(
-            f"Refusing to overwrite existing {', '.join(existing)}; delete them or " "choose another DST_DIR."
+            f"Refusing to overwrite existing {', '.join(existing)}; delete them or choose another DST_DIR."
         )
     os.makedirs(dst_dir, exist_ok=True)
     sizes = {}
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     for split, size in sizes.items():
-        print(f"{split}: {size} images -> " f"{os.path.join(args.dst_dir, split + array_record.SUFFIX)}")
+        print(f"{split}: {size} images -> {os.path.join(args.dst_dir, split + array_record.SUFFIX)}")
     return 0
 
 

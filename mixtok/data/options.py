@@ -33,7 +33,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from mixtok.registry import close_matches_hint
 
@@ -101,9 +102,7 @@ def _as_dict(data_config: Any) -> dict[str, Any]:
         return data_config.to_dict()
     if isinstance(data_config, Mapping):
         return dict(data_config)
-    raise TypeError(
-        "data_config must be an ml_collections.ConfigDict or a mapping, got " f"{type(data_config).__name__}."
-    )
+    raise TypeError(f"data_config must be an ml_collections.ConfigDict or a mapping, got {type(data_config).__name__}.")
 
 
 def _pair(field: str, value: Any, low: float, high: float) -> tuple[float, float]:
@@ -112,7 +111,7 @@ def _pair(field: str, value: Any, low: float, high: float) -> tuple[float, float
     except (TypeError, ValueError):
         raise ValueError(f"data.{field} must be a pair of numbers (min, max), got {value!r}.") from None
     if not low < a <= b <= high:
-        raise ValueError(f"data.{field} must satisfy {low} < min <= max <= {high}, got " f"{value!r}.")
+        raise ValueError(f"data.{field} must satisfy {low} < min <= max <= {high}, got {value!r}.")
     return a, b
 
 
@@ -123,18 +122,12 @@ def _triple(field: str, value: Any, positive: bool) -> tuple[float, ...]:
         triple = ()
     if len(triple) != 3 or (positive and min(triple) <= 0):
         what = "three positive numbers" if positive else "three numbers"
-        raise ValueError(
-            f"data.{field} must be {what} (one per RGB channel, in 0..1 units), " f"got {value!r}."
-        )
+        raise ValueError(f"data.{field} must be {what} (one per RGB channel, in 0..1 units), got {value!r}.")
     return triple
 
 
 def _positive_int(field: str, value: Any, allow_zero: bool = False) -> int:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or (value < 0 or (value == 0 and not allow_zero))
-    ):
+    if isinstance(value, bool) or not isinstance(value, int) or (value < 0 or (value == 0 and not allow_zero)):
         bound = "a non-negative" if allow_zero else "a positive"
         raise ValueError(f"data.{field} must be {bound} integer, got {value!r}.")
     return value
@@ -145,7 +138,7 @@ def _flip_probability(value: Any) -> float:
         return 0.5 if value else 0.0
     if isinstance(value, (int, float)) and 0.0 <= value <= 1.0:
         return float(value)
-    raise ValueError("data.hflip must be True, False or a probability in [0, 1], got " f"{value!r}.")
+    raise ValueError(f"data.hflip must be True, False or a probability in [0, 1], got {value!r}.")
 
 
 def data_options(data_config: Any) -> DataOptions:
@@ -158,9 +151,7 @@ def data_options(data_config: Any) -> DataOptions:
         if key not in _FIELDS:
             # Warn rather than fail: other parts of the project may keep their own
             # fields under config.data.
-            _log.warning(
-                "data.%s is not a field the data pipeline reads.%s", key, close_matches_hint(key, _FIELDS)
-            )
+            _log.warning("data.%s is not a field the data pipeline reads.%s", key, close_matches_hint(key, _FIELDS))
     in_memory = name in IN_MEMORY_SOURCES
     root = fields.get("root")
     if not in_memory and not root:
@@ -189,7 +180,5 @@ def data_options(data_config: Any) -> DataOptions:
         mean=_triple("mean", fields.get("mean", IMAGENET_MEAN), positive=False),
         std=_triple("std", fields.get("std", IMAGENET_STD), positive=True),
         skip_undecodable=bool(fields.get("skip_undecodable", False)),
-        read_threads=_positive_int(
-            "read_threads", fields.get("read_threads", 0 if in_memory else 16), allow_zero=True
-        ),
+        read_threads=_positive_int("read_threads", fields.get("read_threads", 0 if in_memory else 16), allow_zero=True),
     )

@@ -37,7 +37,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import grain
 import numpy as np
@@ -81,9 +82,7 @@ def dataset_info(data_config: Any) -> DatasetInfo:
     )
 
 
-def _shard_and_batch(
-    global_batch_size: int, shard_index: int | None, shard_count: int | None
-) -> tuple[int, int, int]:
+def _shard_and_batch(global_batch_size: int, shard_index: int | None, shard_count: int | None) -> tuple[int, int, int]:
     """Returns (shard_index, shard_count, per-process batch size), checked."""
     if shard_index is None or shard_count is None:
         import jax  # pylint: disable=g-import-not-at-top

@@ -26,8 +26,22 @@ SAMPLE_PHOTOS_SPLITS = ("train", "test")
 # (sklearn/datasets/images: china, flower); nothing is downloaded. Eval photos are held out: no crop
 # of them is ever a training example.
 SAMPLE_PHOTOS = {
-    "train": ("astronaut", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina",
-              "china", "flower", "camera", "moon", "brick", "grass", "gravel", "page"),
+    "train": (
+        "astronaut",
+        "coffee",
+        "rocket",
+        "hubble_deep_field",
+        "immunohistochemistry",
+        "retina",
+        "china",
+        "flower",
+        "camera",
+        "moon",
+        "brick",
+        "grass",
+        "gravel",
+        "page",
+    ),
     "test": ("chelsea", "motorcycle_left", "coins"),
 }
 
@@ -35,8 +49,7 @@ SAMPLE_PHOTOS = {
 def _check_split(source: str, split: str, valid: tuple[str, ...]) -> None:
     if split not in valid:
         raise ValueError(
-            f"Unknown split {split!r} for data source {source!r}; valid splits: "
-            f"{', '.join(repr(s) for s in valid)}."
+            f"Unknown split {split!r} for data source {source!r}; valid splits: {', '.join(repr(s) for s in valid)}."
         )
 
 
@@ -142,7 +155,7 @@ class SyntheticSource(_IndexedSource):
         )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _sample_photo(name: str) -> np.ndarray:
     """One of scikit-image's bundled photographs as uint8 [H, W, 3] (grey ones repeated to RGB)."""
     from skimage import data  # pylint: disable=g-import-not-at-top
@@ -183,8 +196,10 @@ class SamplePhotosSource(_IndexedSource):
         self._size = image_size
         smallest = min(min(p.shape[:2]) for p in self._photos)
         if image_size > smallest:
-            raise ValueError(f"data.image_size={image_size} is larger than the smallest sample photo "
-                             f"({smallest} px); use image_size <= {smallest}.")
+            raise ValueError(
+                f"data.image_size={image_size} is larger than the smallest sample photo "
+                f"({smallest} px); use image_size <= {smallest}."
+            )
 
     def __getitem__(self, index: int) -> dict[str, object]:
         index = self._checked_index(index)
@@ -195,7 +210,7 @@ class SamplePhotosSource(_IndexedSource):
         side = int(rng.integers(self._size, min(3 * self._size, height, width) + 1))
         top = int(rng.integers(0, height - side + 1))
         left = int(rng.integers(0, width - side + 1))
-        return {"image": photo[top:top + side, left:left + side], "label": label}
+        return {"image": photo[top : top + side, left : left + side], "label": label}
 
     def __repr__(self) -> str:
         return f"SamplePhotosSource(num_examples={self._num_examples}, photos={len(self._photos)})"

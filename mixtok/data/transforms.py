@@ -117,9 +117,7 @@ def center_crop(image: np.ndarray, size: int) -> np.ndarray:
     at the bottom / right."""
     height, width = image.shape[:2]
     if height < size or width < size:
-        raise ValueError(
-            f"center_crop of {size}x{size} needs an image at least that large, got " f"{height}x{width}."
-        )
+        raise ValueError(f"center_crop of {size}x{size} needs an image at least that large, got {height}x{width}.")
     top, left = (height - size) // 2, (width - size) // 2
     return image[top : top + size, left : left + size]
 

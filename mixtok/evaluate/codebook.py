@@ -50,7 +50,7 @@ def present_code_counts(indices, codebook_size: int):
         return code_counts(flat, codebook_size)
     ordered = jnp.sort(flat)
     starts = jnp.concatenate([jnp.ones((1,), bool), ordered[1:] != ordered[:-1]])
-    run = jnp.cumsum(starts) - 1                           # which distinct code each sorted index belongs to
+    run = jnp.cumsum(starts) - 1  # which distinct code each sorted index belongs to
     return jax.ops.segment_sum(jnp.ones_like(flat), run, num_segments=flat.shape[0])
 
 
@@ -104,8 +104,10 @@ class CodebookCounter:
         if not np.issubdtype(flat.dtype, np.integer):
             raise ValueError(f"CodebookCounter.update: indices must be integers, got dtype {flat.dtype}.")
         if flat.min() < 0 or flat.max() >= self.codebook_size:
-            raise ValueError(f"CodebookCounter.update: indices must lie in [0, {self.codebook_size}), got values "
-                             f"from {flat.min()} to {flat.max()}.")
+            raise ValueError(
+                f"CodebookCounter.update: indices must lie in [0, {self.codebook_size}), got values "
+                f"from {flat.min()} to {flat.max()}."
+            )
         self.counts += np.bincount(flat, minlength=self.codebook_size)
 
     def reset(self) -> None:
@@ -135,5 +137,8 @@ class CodebookCounter:
 
     def results(self) -> dict:
         """{"codebook_usage", "codebook_entropy_bits", "codebook_perplexity"} as floats."""
-        return {"codebook_usage": self.usage(), "codebook_entropy_bits": self.entropy_bits(),
-                "codebook_perplexity": self.perplexity()}
+        return {
+            "codebook_usage": self.usage(),
+            "codebook_entropy_bits": self.entropy_bits(),
+            "codebook_perplexity": self.perplexity(),
+        }

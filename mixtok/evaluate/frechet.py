@@ -22,7 +22,7 @@ covariance with N - 1 in the denominator, as here. The numbers in the papers are
 50,000 centre crops at 256^2); mixtok downloads no weights, so the extractor is yours to supply.
 """
 
-from typing import Callable, Iterable, Optional, Tuple
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -34,12 +34,13 @@ def _as_features(features, name: str) -> np.ndarray:
     return features
 
 
-def feature_statistics(features) -> Tuple[np.ndarray, np.ndarray]:
+def feature_statistics(features) -> tuple[np.ndarray, np.ndarray]:
     """(mean [D], covariance [D, D]) in float64 of features [N, D]; covariance with N - 1, as numpy.cov."""
     features = _as_features(features, "feature_statistics")
     if features.shape[0] < 2:
-        raise ValueError(f"feature_statistics: need at least 2 feature vectors for a covariance, got "
-                         f"{features.shape[0]}.")
+        raise ValueError(
+            f"feature_statistics: need at least 2 feature vectors for a covariance, got {features.shape[0]}."
+        )
     return features.mean(axis=0), np.cov(features, rowvar=False)
 
 
@@ -51,11 +52,11 @@ class FeatureStatistics:
     from zero. `mean`, `covariance` (N - 1) and `statistics()` equal feature_statistics of all rows at once.
     """
 
-    def __init__(self, dim: Optional[int] = None):
+    def __init__(self, dim: int | None = None):
         self.dim = dim
         self.count = 0
-        self._mean: Optional[np.ndarray] = None
-        self._scatter: Optional[np.ndarray] = None  # sum over rows of (x - mean)(x - mean)^T
+        self._mean: np.ndarray | None = None
+        self._scatter: np.ndarray | None = None  # sum over rows of (x - mean)(x - mean)^T
 
     def update(self, features) -> None:
         """Adds a batch of features [n, D]."""
@@ -63,8 +64,10 @@ class FeatureStatistics:
         if self.dim is None:
             self.dim = features.shape[1]
         if features.shape[1] != self.dim:
-            raise ValueError(f"FeatureStatistics.update: features have dimension {features.shape[1]}, the "
-                             f"accumulator holds dimension {self.dim}.")
+            raise ValueError(
+                f"FeatureStatistics.update: features have dimension {features.shape[1]}, the "
+                f"accumulator holds dimension {self.dim}."
+            )
         n = features.shape[0]
         if n == 0:
             return
@@ -92,7 +95,7 @@ class FeatureStatistics:
             raise ValueError(f"FeatureStatistics.covariance: need at least 2 feature vectors, have {self.count}.")
         return self._scatter / (self.count - 1)
 
-    def statistics(self) -> Tuple[np.ndarray, np.ndarray]:
+    def statistics(self) -> tuple[np.ndarray, np.ndarray]:
         return self.mean, self.covariance
 
 
@@ -116,8 +119,10 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
     dim = mu1.shape[0]
     if mu1.shape != (dim,) or mu2.shape != (dim,) or sigma1.shape != (dim, dim) or sigma2.shape != (dim, dim):
-        raise ValueError(f"frechet_distance: expected means [D] and covariances [D, D] with one D, got mu1 "
-                         f"{mu1.shape}, sigma1 {sigma1.shape}, mu2 {mu2.shape}, sigma2 {sigma2.shape}.")
+        raise ValueError(
+            f"frechet_distance: expected means [D] and covariances [D, D] with one D, got mu1 "
+            f"{mu1.shape}, sigma1 {sigma1.shape}, mu2 {mu2.shape}, sigma2 {sigma2.shape}."
+        )
     diff = mu1 - mu2
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_sqrt_product(sigma1, sigma2))
 
@@ -127,8 +132,9 @@ def frechet_distance_from_features(features1, features2) -> float:
     return frechet_distance(*feature_statistics(features1), *feature_statistics(features2))
 
 
-def compute_rfid(extract_features: Callable[[np.ndarray], np.ndarray], real_batches: Iterable,
-                 fake_batches: Iterable) -> float:
+def compute_rfid(
+    extract_features: Callable[[np.ndarray], np.ndarray], real_batches: Iterable, fake_batches: Iterable
+) -> float:
     """Reconstruction FID: the Frechet distance between features of real images and of their reconstructions.
 
     extract_features: images [n, H, W, C] -> features [n, D]; for numbers comparable with the papers, the FID

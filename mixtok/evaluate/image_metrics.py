@@ -13,8 +13,6 @@ error visibility to structural similarity", IEEE TIP 13) and that the tokenizer 
 [0, 1], 2.0 for the tokenizers' [-1, 1] space, 255 for uint8 pixels.
 """
 
-from typing import Optional
-
 import jax.numpy as jnp
 import numpy as np
 
@@ -25,8 +23,9 @@ SSIM_GAUSSIAN_TRUNCATE = 3.5
 
 def _check_images(a, b, name: str):
     if a.shape != b.shape:
-        raise ValueError(f"{name}: the two image batches differ in shape, {a.shape} vs {b.shape}; both must be "
-                         "[B, H, W, C].")
+        raise ValueError(
+            f"{name}: the two image batches differ in shape, {a.shape} vs {b.shape}; both must be [B, H, W, C]."
+        )
     if a.ndim != 4:
         raise ValueError(f"{name}: images must be [B, H, W, C], got a {a.ndim}-d array of shape {a.shape}.")
 
@@ -61,13 +60,14 @@ def _gaussian_blur(x, taps: np.ndarray):
     radius = (len(taps) - 1) // 2
     height, width = x.shape[1], x.shape[2]
     x = jnp.pad(x, ((0, 0), (radius, radius), (0, 0), (0, 0)), mode="symmetric")
-    x = sum(float(w) * x[:, i:i + height] for i, w in enumerate(taps))
+    x = sum(float(w) * x[:, i : i + height] for i, w in enumerate(taps))
     x = jnp.pad(x, ((0, 0), (0, 0), (radius, radius), (0, 0)), mode="symmetric")
-    return sum(float(w) * x[:, :, i:i + width] for i, w in enumerate(taps))
+    return sum(float(w) * x[:, :, i : i + width] for i, w in enumerate(taps))
 
 
-def ssim(a, b, *, data_range: float = 1.0, sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03,
-         win_size: Optional[int] = 11):
+def ssim(
+    a, b, *, data_range: float = 1.0, sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03, win_size: int | None = 11
+):
     """Structural similarity per image with a Gaussian window (Wang et al. 2004), skimage's computation exactly.
 
     For each channel: local means, variances and covariance are Gaussian-weighted averages (population
@@ -92,8 +92,10 @@ def ssim(a, b, *, data_range: float = 1.0, sigma: float = 1.5, k1: float = 0.01,
     if win_size % 2 != 1 or win_size < 1:
         raise ValueError(f"ssim: win_size must be a positive odd number, got {win_size}.")
     if min(a.shape[1], a.shape[2]) < win_size:
-        raise ValueError(f"ssim: images of {a.shape[1]}x{a.shape[2]} are smaller than win_size={win_size}; "
-                         "pass a smaller odd win_size or larger images.")
+        raise ValueError(
+            f"ssim: images of {a.shape[1]}x{a.shape[2]} are smaller than win_size={win_size}; "
+            "pass a smaller odd win_size or larger images."
+        )
     a = jnp.asarray(a, jnp.float32)
     b = jnp.asarray(b, jnp.float32)
     # One blur of the five maps stacked along the channel axis.
@@ -104,9 +106,9 @@ def ssim(a, b, *, data_range: float = 1.0, sigma: float = 1.5, k1: float = 0.01,
     cov_ab = mu_ab - mu_a * mu_b
     c1 = (k1 * data_range) ** 2
     c2 = (k2 * data_range) ** 2
-    ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov_ab + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+    ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov_ab + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
     crop = (win_size - 1) // 2
     height, width = a.shape[1], a.shape[2]
-    ssim_map = ssim_map[:, crop:height - crop, crop:width - crop, :]
+    ssim_map = ssim_map[:, crop : height - crop, crop : width - crop, :]
     # Every channel has as many pixels, so the mean over (H, W, C) is skimage's mean of the channel means.
     return jnp.mean(ssim_map, axis=(1, 2, 3))

@@ -47,7 +47,8 @@ with strict=True.
 import functools
 import re
 import sys
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -60,8 +61,16 @@ from mixtok.models import create_model
 from mixtok.models.affnet_variants import SIZES
 from mixtok.registry import unknown_name_error
 
-__all__ = ["convert", "load_state_dict", "load_variables", "main", "official_shapes", "resolve_name", "save_variables",
-           "to_official"]
+__all__ = [
+    "convert",
+    "load_state_dict",
+    "load_variables",
+    "main",
+    "official_shapes",
+    "resolve_name",
+    "save_variables",
+    "to_official",
+]
 
 OFFICIAL_MODES = {spec[0]: name for name, spec in SIZES.items()}  # "xx_small" -> "affnet_et", ...
 # cvnets' training checkpoint holds the model under this key (utils/checkpoint_utils.py).
@@ -80,7 +89,7 @@ def resolve_name(name: str) -> str:
     raise unknown_name_error("AFFNet variant", name, list(SIZES) + list(OFFICIAL_MODES))
 
 
-def _official_key(params: Mapping[str, Any], collection: str, path: Tuple[str, ...], leaf: Any) -> Tuple[str, str]:
+def _official_key(params: Mapping[str, Any], collection: str, path: tuple[str, ...], leaf: Any) -> tuple[str, str]:
     *module, leaf_name = path
     parts, node = [], params
     for part in module:
@@ -94,12 +103,15 @@ def _official_key(params: Mapping[str, Any], collection: str, path: Tuple[str, .
 
 
 @functools.lru_cache(maxsize=32)
-def _table(name: str, num_classes: int, overrides: Tuple[Tuple[str, Any], ...]):
+def _table(name: str, num_classes: int, overrides: tuple[tuple[str, Any], ...]):
     model = create_model(name, num_classes=num_classes, **dict(overrides))
-    shapes = nn.meta.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(0),
-                                          jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)))
-    return build_table({"params": shapes["params"], "batch_stats": shapes["batch_stats"]},
-                       functools.partial(_official_key, shapes["params"]))
+    shapes = nn.meta.unbox(
+        jax.eval_shape(model.init, jax.random.PRNGKey(0), jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))
+    )
+    return build_table(
+        {"params": shapes["params"], "batch_stats": shapes["batch_stats"]},
+        functools.partial(_official_key, shapes["params"]),
+    )
 
 
 def _hint(arrays: Mapping[str, Any]) -> str:
@@ -108,8 +120,7 @@ def _hint(arrays: Mapping[str, Any]) -> str:
     return ""
 
 
-def convert(name: str, state_dict: Mapping[str, Any], *, num_classes: Optional[int] = None,
-            **overrides) -> Dict[str, Any]:
+def convert(name: str, state_dict: Mapping[str, Any], *, num_classes: int | None = None, **overrides) -> dict[str, Any]:
     """mixtok variables {'params': ..., 'batch_stats': ...} (float32 numpy) from an official AFFNet state dict.
 
     `name`: `affnet_et`, `affnet_t`, `affnet` or the official mode (`xx_small` ...). `state_dict`: the
@@ -124,13 +135,18 @@ def convert(name: str, state_dict: Mapping[str, Any], *, num_classes: Optional[i
         weight = arrays.get("classifier.fc.weight")
         num_classes = 0 if weight is None else int(weight.shape[0])
     table = _table(model_name, num_classes, freeze(overrides))
-    uncounted = {e.key[:-len("running_mean")] + UNCOUNTED for e in table if e.key.endswith(".running_mean")}
+    uncounted = {e.key[: -len("running_mean")] + UNCOUNTED for e in table if e.key.endswith(".running_mean")}
     settings = ", ".join(f"{k}={v}" for k, v in {"num_classes": num_classes, **overrides}.items())
-    return variables_from_state_dict(table, arrays, f"The AFFNet state dict does not fit mixtok's {model_name} "
-                                     f"({settings})", ignored=uncounted, hint=_hint(arrays))
+    return variables_from_state_dict(
+        table,
+        arrays,
+        f"The AFFNet state dict does not fit mixtok's {model_name} ({settings})",
+        ignored=uncounted,
+        hint=_hint(arrays),
+    )
 
 
-def to_official(name: str, variables: Mapping[str, Any], **overrides) -> Dict[str, np.ndarray]:
+def to_official(name: str, variables: Mapping[str, Any], **overrides) -> dict[str, np.ndarray]:
     """The official state dict (numpy arrays, official layouts) from mixtok variables; the inverse of `convert`.
 
     Holds every key of the official `AffNet(opts).state_dict()`, num_batches_tracked as 0, so that
@@ -138,8 +154,10 @@ def to_official(name: str, variables: Mapping[str, Any], **overrides) -> Dict[st
     """
     model_name = resolve_name(name)
     if "params" not in variables:
-        raise ValueError(f"to_official takes variables {{'params': ..., 'batch_stats': ...}}; got a mapping with "
-                         f"keys {sorted(variables)}.")
+        raise ValueError(
+            f"to_official takes variables {{'params': ..., 'batch_stats': ...}}; got a mapping with "
+            f"keys {sorted(variables)}."
+        )
     variables = {c: nn.meta.unbox(variables[c]) for c in ("params", "batch_stats") if c in variables}
     kernel = variables["params"].get("classifier_fc", {}).get("kernel")
     num_classes = 0 if kernel is None else int(kernel.shape[-1])
@@ -149,35 +167,41 @@ def to_official(name: str, variables: Mapping[str, Any], **overrides) -> Dict[st
     return _with_uncounted(arrays, np.array(0, np.int64))
 
 
-def official_shapes(name: str, *, num_classes: int = 1000, **overrides) -> Dict[str, Tuple[int, ...]]:
+def official_shapes(name: str, *, num_classes: int = 1000, **overrides) -> dict[str, tuple[int, ...]]:
     """{official key: shape} of the official state dict of `name`, as `to_official` writes it (no weights are made)."""
     table = _table(resolve_name(name), num_classes, freeze(overrides))
     return _with_uncounted({e.key: e.official_shape for e in table}, ())
 
 
-def _with_uncounted(by_key: Dict[str, Any], uncounted: Any) -> Dict[str, Any]:
+def _with_uncounted(by_key: dict[str, Any], uncounted: Any) -> dict[str, Any]:
     """`by_key` with BatchNorm's num_batches_tracked after each running_var, where PyTorch's state_dict() has it."""
     result = {}
     for key, value in by_key.items():
         result[key] = value
         if key.endswith(".running_var"):
-            result[key[:-len("running_var")] + UNCOUNTED] = uncounted
+            result[key[: -len("running_var")] + UNCOUNTED] = uncounted
     return result
 
 
-def _summary(variables: Dict[str, Any]) -> str:
+def _summary(variables: dict[str, Any]) -> str:
     classes = variables["params"]["classifier_fc"]["kernel"].shape[-1] if "classifier_fc" in variables["params"] else 0
     statistics = sum(leaf.size for leaf in jax.tree.leaves(variables["batch_stats"]))
     return f" ({classes} classes) and {statistics:,} BatchNorm statistics"
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """The command line: converts an official AFFNet checkpoint to a mixtok msgpack file."""
-    return run_cli(argv, prog="python -m mixtok.interop.affnet",
-                   description="Converts an official AFFNet checkpoint (microsoft/TokenMixers, cvnets .pt) to mixtok "
-                               "variables (flax msgpack; read them back with mixtok.interop.affnet.load_variables).",
-                   name_help="affnet_et, affnet_t, affnet (or the official mode: xx_small, x_small, small)",
-                   convert=convert, resolve_name=resolve_name, wrapper_keys=WRAPPER_KEYS, summary=_summary)
+    return run_cli(
+        argv,
+        prog="python -m mixtok.interop.affnet",
+        description="Converts an official AFFNet checkpoint (microsoft/TokenMixers, cvnets .pt) to mixtok "
+        "variables (flax msgpack; read them back with mixtok.interop.affnet.load_variables).",
+        name_help="affnet_et, affnet_t, affnet (or the official mode: xx_small, x_small, small)",
+        convert=convert,
+        resolve_name=resolve_name,
+        wrapper_keys=WRAPPER_KEYS,
+        summary=_summary,
+    )
 
 
 if __name__ == "__main__":

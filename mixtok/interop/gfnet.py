@@ -44,7 +44,8 @@ import functools
 import math
 import re
 import sys
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -56,8 +57,16 @@ from mixtok.models import create_model, list_models, model_spec
 from mixtok.models.gfnet import GFNetPyramid
 from mixtok.registry import unknown_name_error
 
-__all__ = ["convert", "load_state_dict", "load_variables", "main", "official_shapes", "resolve_name", "save_variables",
-           "to_official"]
+__all__ = [
+    "convert",
+    "load_state_dict",
+    "load_variables",
+    "main",
+    "official_shapes",
+    "resolve_name",
+    "save_variables",
+    "to_official",
+]
 
 PYRAMID_PATCH_SIZE = 4  # the first stage's stride, which the pyramid's position embedding has a row per
 PYRAMID_STRIDE = 32  # its last stage's: the image side must be a multiple of it
@@ -76,7 +85,7 @@ def _is_pyramid(name: str) -> bool:
     return model_spec(name).cls is GFNetPyramid
 
 
-def _official_key(pyramid: bool, collection: str, path: Tuple[str, ...], leaf: Any) -> Tuple[str, str]:
+def _official_key(pyramid: bool, collection: str, path: tuple[str, ...], leaf: Any) -> tuple[str, str]:
     *module, leaf_name = path
     weight = {"kernel": "weight", "scale": "weight"}.get(leaf_name, leaf_name)
     layout = ("conv" if len(leaf.shape) == 4 else "linear") if leaf_name == "kernel" else "same"
@@ -101,12 +110,13 @@ def _official_key(pyramid: bool, collection: str, path: Tuple[str, ...], leaf: A
 
 
 @functools.lru_cache(maxsize=32)
-def _table(name: str, num_classes: int, overrides: Tuple[Tuple[str, Any], ...]):
+def _table(name: str, num_classes: int, overrides: tuple[tuple[str, Any], ...]):
     model = create_model(name, num_classes=num_classes, **dict(overrides))
     # The parameters have the shapes of `image_size` whatever the input, so the smallest input will do.
     stride = PYRAMID_STRIDE if isinstance(model, GFNetPyramid) else model.patch_size
-    shapes = nn.meta.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(0),
-                                          jax.ShapeDtypeStruct((1, stride, stride, 3), jnp.float32)))
+    shapes = nn.meta.unbox(
+        jax.eval_shape(model.init, jax.random.PRNGKey(0), jax.ShapeDtypeStruct((1, stride, stride, 3), jnp.float32))
+    )
     return build_table({"params": shapes["params"]}, functools.partial(_official_key, _is_pyramid(name)))
 
 
@@ -116,7 +126,7 @@ def _token_stride(name: str, overrides: Mapping[str, Any]) -> int:
     return overrides.get("patch_size", model_spec(name).kwargs.get("patch_size", 16))
 
 
-def _image_size_of_tokens(name: str, tokens: int, overrides: Mapping[str, Any]) -> Optional[int]:
+def _image_size_of_tokens(name: str, tokens: int, overrides: Mapping[str, Any]) -> int | None:
     """The image side whose token grid has `tokens` entries; None when no size fits the model (the
     shape check then reports the position embedding)."""
     grid = math.isqrt(tokens)
@@ -136,8 +146,7 @@ def _hint(arrays: Mapping[str, Any], name: str) -> str:
     return ""
 
 
-def convert(name: str, state_dict: Mapping[str, Any], *, num_classes: Optional[int] = None,
-            **overrides) -> Dict[str, Any]:
+def convert(name: str, state_dict: Mapping[str, Any], *, num_classes: int | None = None, **overrides) -> dict[str, Any]:
     """mixtok variables {'params': nested float32 numpy arrays} from an official GFNet state dict.
 
     `name`: `gfnet_ti` ... `gfnet_h_b` or the official `gfnet-ti` ... `gfnet-h-b`. `state_dict`: the
@@ -153,15 +162,20 @@ def convert(name: str, state_dict: Mapping[str, Any], *, num_classes: Optional[i
     if "image_size" not in overrides:
         tokens = arrays["pos_embed"].shape[1] if "pos_embed" in arrays and arrays["pos_embed"].ndim == 3 else 0
         spec = model_spec(model_name)
-        overrides["image_size"] = (_image_size_of_tokens(model_name, tokens, overrides)
-                                 or spec.kwargs.get("image_size", spec.cls.image_size))
+        overrides["image_size"] = _image_size_of_tokens(model_name, tokens, overrides) or spec.kwargs.get(
+            "image_size", spec.cls.image_size
+        )
     table = _table(model_name, num_classes, freeze(overrides))
     settings = ", ".join(f"{k}={v}" for k, v in {"num_classes": num_classes, **overrides}.items())
-    return variables_from_state_dict(table, arrays, f"The GFNet state dict does not fit mixtok's {model_name} "
-                                     f"({settings})", hint=_hint(arrays, model_name))
+    return variables_from_state_dict(
+        table,
+        arrays,
+        f"The GFNet state dict does not fit mixtok's {model_name} ({settings})",
+        hint=_hint(arrays, model_name),
+    )
 
 
-def to_official(name: str, variables: Mapping[str, Any], **overrides) -> Dict[str, Any]:
+def to_official(name: str, variables: Mapping[str, Any], **overrides) -> dict[str, Any]:
     """The official state dict (numpy arrays, official layouts) from mixtok variables; the inverse of `convert`.
 
     `GFNet(...)` / `GFNetPyramid(...)` as main_gfnet.py builds them (with the matching `image_size`)
@@ -178,31 +192,37 @@ def to_official(name: str, variables: Mapping[str, Any], **overrides) -> Dict[st
         overrides["image_size"] = int(embedding.shape[1]) * _token_stride(model_name, overrides)
     table = _table(model_name, num_classes, freeze(overrides))
     settings = ", ".join(f"{k}={v}" for k, v in {"num_classes": num_classes, **overrides}.items())
-    return state_dict_from_variables(table, {"params": params},
-                                     f"The variables do not fit mixtok's {model_name} ({settings})")
+    return state_dict_from_variables(
+        table, {"params": params}, f"The variables do not fit mixtok's {model_name} ({settings})"
+    )
 
 
-def official_shapes(name: str, *, num_classes: int = 1000, **overrides) -> Dict[str, Tuple[int, ...]]:
+def official_shapes(name: str, *, num_classes: int = 1000, **overrides) -> dict[str, tuple[int, ...]]:
     """{official key: shape} of the state dict that `convert` takes for `name` (no weights are made)."""
     return {e.key: e.official_shape for e in _table(resolve_name(name), num_classes, freeze(overrides))}
 
 
-def _summary(variables: Dict[str, Any]) -> str:
+def _summary(variables: dict[str, Any]) -> str:
     params = variables["params"]
     classes = params["head"]["fc"]["kernel"].shape[-1] if "fc" in params["head"] else 0
     grid = params["pos_embed"]["pos_embed"].shape[1]
     return f" ({classes} classes, {grid} x {grid} position embedding)"
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """The command line: converts an official GFNet checkpoint to a mixtok msgpack file."""
-    return run_cli(argv, prog="python -m mixtok.interop.gfnet",
-                   description="Converts an official GFNet checkpoint (raoyongming/GFNet, .pth) to mixtok variables "
-                               "(flax msgpack; read them back with mixtok.interop.gfnet.load_variables).",
-                   name_help="gfnet_ti, gfnet_xs, gfnet_s, gfnet_b, gfnet_h_ti, gfnet_h_s, gfnet_h_b "
-                             "(or the official --arch: gfnet-ti ...)",
-                   convert=convert, resolve_name=resolve_name, wrapper_keys=("model", "state_dict"),
-                   summary=_summary)
+    return run_cli(
+        argv,
+        prog="python -m mixtok.interop.gfnet",
+        description="Converts an official GFNet checkpoint (raoyongming/GFNet, .pth) to mixtok variables "
+        "(flax msgpack; read them back with mixtok.interop.gfnet.load_variables).",
+        name_help="gfnet_ti, gfnet_xs, gfnet_s, gfnet_b, gfnet_h_ti, gfnet_h_s, gfnet_h_b "
+        "(or the official --arch: gfnet-ti ...)",
+        convert=convert,
+        resolve_name=resolve_name,
+        wrapper_keys=("model", "state_dict"),
+        summary=_summary,
+    )
 
 
 if __name__ == "__main__":

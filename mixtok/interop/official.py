@@ -23,14 +23,15 @@ import math
 import os
 import re
 import sys
-from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from mixtok.interop.weight_files import load_state_dict, mismatch_error, save_variables, walk_leaves
 from mixtok.models import count_params
 
-Path = Tuple[str, ...]
+Path = tuple[str, ...]
 LAYOUTS = ("same", "linear", "conv", "tokens")
 
 
@@ -40,7 +41,7 @@ class Entry:
 
     collection: str  # "params" or "batch_stats"
     path: Path
-    shape: Tuple[int, ...]
+    shape: tuple[int, ...]
     dtype: Any
     key: str
     layout: str
@@ -55,7 +56,7 @@ class Entry:
         return _where((self.collection,) + self.path)
 
     @property
-    def official_shape(self) -> Tuple[int, ...]:
+    def official_shape(self) -> tuple[int, ...]:
         if self.layout == "linear":
             return self.shape[::-1]
         if self.layout == "conv":
@@ -84,10 +85,10 @@ class Entry:
         return np.ascontiguousarray(array)
 
 
-KeyFunction = Callable[[str, Path, Any], Tuple[str, str]]
+KeyFunction = Callable[[str, Path, Any], tuple[str, str]]
 
 
-def build_table(shapes: Mapping[str, Any], official_key: KeyFunction) -> Tuple[Entry, ...]:
+def build_table(shapes: Mapping[str, Any], official_key: KeyFunction) -> tuple[Entry, ...]:
     """Entries for every leaf of `shapes` ({collection: tree of ShapeDtypeStructs}), ordered by official key.
 
     `official_key(collection, path, leaf)` returns (official key, layout).
@@ -109,8 +110,14 @@ def natural_order(key: str):
     return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", key)]
 
 
-def variables_from_state_dict(entries: Sequence[Entry], arrays: Mapping[str, np.ndarray], what: str, *,
-                              ignored: Iterable[str] = (), hint: str = "") -> Dict[str, Any]:
+def variables_from_state_dict(
+    entries: Sequence[Entry],
+    arrays: Mapping[str, np.ndarray],
+    what: str,
+    *,
+    ignored: Iterable[str] = (),
+    hint: str = "",
+) -> dict[str, Any]:
     """{collection: nested arrays} from official `arrays`; one ValueError lists every misfit.
 
     Keys in `ignored` are accepted and dropped (e.g. BatchNorm's num_batches_tracked).
@@ -118,12 +125,15 @@ def variables_from_state_dict(entries: Sequence[Entry], arrays: Mapping[str, np.
     known = {e.key for e in entries} | set(ignored)
     unexpected = [k for k in arrays if k not in known]
     missing = [f"{e.key} (mixtok {e.where})" for e in entries if e.key not in arrays]
-    bad_shapes = [f"{e.key}: expected {e.official_shape}, got {tuple(arrays[e.key].shape)} (mixtok {e.where} {e.shape})"
-                  for e in entries if e.key in arrays and tuple(arrays[e.key].shape) != e.official_shape]
+    bad_shapes = [
+        f"{e.key}: expected {e.official_shape}, got {tuple(arrays[e.key].shape)} (mixtok {e.where} {e.shape})"
+        for e in entries
+        if e.key in arrays and tuple(arrays[e.key].shape) != e.official_shape
+    ]
     error = mismatch_error(what, unexpected, missing, bad_shapes, hint if arrays else " The state dict is empty.")
     if error:
         raise error
-    variables: Dict[str, Any] = {"params": {}} if any(e.collection == "params" for e in entries) else {}
+    variables: dict[str, Any] = {"params": {}} if any(e.collection == "params" for e in entries) else {}
     for e in entries:
         node = variables.setdefault(e.collection, {})
         for part in e.path[:-1]:
@@ -132,16 +142,20 @@ def variables_from_state_dict(entries: Sequence[Entry], arrays: Mapping[str, np.
     return variables
 
 
-def state_dict_from_variables(entries: Sequence[Entry], variables: Mapping[str, Any],
-                              what: str) -> Dict[str, np.ndarray]:
+def state_dict_from_variables(
+    entries: Sequence[Entry], variables: Mapping[str, Any], what: str
+) -> dict[str, np.ndarray]:
     """The official state dict (numpy arrays, official layouts) from mixtok `variables`; the inverse."""
     collections = sorted({e.collection for e in entries})
     leaves = {(c,) + path: leaf for c in collections if c in variables for path, leaf in walk_leaves(variables[c])}
     expected = {(e.collection,) + e.path: e for e in entries}
     unexpected = [_where(p) for p in leaves if p not in expected]
     missing = [e.where for p, e in expected.items() if p not in leaves]
-    bad_shapes = [f"{e.where}: expected {e.shape}, got {tuple(np.shape(leaves[p]))}"
-                  for p, e in expected.items() if p in leaves and tuple(np.shape(leaves[p])) != e.shape]
+    bad_shapes = [
+        f"{e.where}: expected {e.shape}, got {tuple(np.shape(leaves[p]))}"
+        for p, e in expected.items()
+        if p in leaves and tuple(np.shape(leaves[p])) != e.shape
+    ]
     absent = [c for c in collections if c not in variables]
     hint = f" The variables have no {' or '.join(repr(c) for c in absent)} collection." if absent else ""
     error = mismatch_error(what, unexpected, missing, bad_shapes, hint)
@@ -165,23 +179,33 @@ def freeze(value: Any) -> Any:
     return value
 
 
-def run_cli(argv: Optional[Sequence[str]], *, prog: str, description: str, name_help: str,
-            convert: Callable[..., Dict[str, Any]], resolve_name: Callable[[str], str],
-            wrapper_keys: Sequence[str], summary: Callable[[Dict[str, Any]], str] = lambda v: "",
-            checkpoint_help: str = "the official checkpoint file (.pth / .pt; .safetensors)") -> int:
+def run_cli(
+    argv: Sequence[str] | None,
+    *,
+    prog: str,
+    description: str,
+    name_help: str,
+    convert: Callable[..., dict[str, Any]],
+    resolve_name: Callable[[str], str],
+    wrapper_keys: Sequence[str],
+    summary: Callable[[dict[str, Any]], str] = lambda v: "",
+    checkpoint_help: str = "the official checkpoint file (.pth / .pt; .safetensors)",
+) -> int:
     """The command line of an importer: checkpoint file -> mixtok msgpack (atomic, never overwrites)."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("name", help=name_help)
     parser.add_argument("checkpoint", help=checkpoint_help)
     parser.add_argument("output", help="where to write the variables (.msgpack); must not exist yet")
-    parser.add_argument("--num-classes", type=int, default=None,
-                        help="classifier size (default: read from the checkpoint)")
+    parser.add_argument(
+        "--num-classes", type=int, default=None, help="classifier size (default: read from the checkpoint)"
+    )
     args = parser.parse_args(argv)
     try:
         model_name = resolve_name(args.name)
         if os.path.lexists(args.output):  # say so before the slow part, not after it
-            raise FileExistsError(f"{args.output} already exists; not overwriting it. "
-                                  f"Remove it or choose another output.")
+            raise FileExistsError(
+                f"{args.output} already exists; not overwriting it. Remove it or choose another output."
+            )
         state_dict = load_state_dict(args.checkpoint, wrapper_keys=wrapper_keys)
         variables = convert(model_name, state_dict, num_classes=args.num_classes)
         save_variables(args.output, variables)

@@ -31,7 +31,8 @@ import dataclasses
 import functools
 import re
 import sys
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -55,10 +56,10 @@ from mixtok.registry import unknown_name_error
 
 __all__ = ["convert", "load_state_dict", "load_variables", "main", "resolve_name", "save_variables", "to_timm"]
 
-Path = Tuple[str, ...]
+Path = tuple[str, ...]
 
 
-def timm_backed_models() -> Dict[str, str]:
+def timm_backed_models() -> dict[str, str]:
     """{mixtok name: timm name} of every registered variant that timm also has."""
     return {n: model_spec(n).timm_name for n in list_models() if model_spec(n).timm_name}
 
@@ -75,7 +76,8 @@ def resolve_name(name: str) -> str:
     if base in list_models():
         raise ValueError(
             f"timm has no model {base!r}: mixtok's {base} ({model_spec(base).paper}) has no timm weights, so there "
-            f"is nothing to convert from timm. Variants with timm weights: {', '.join(sorted(backed))}.")
+            f"is nothing to convert from timm. Variants with timm weights: {', '.join(sorted(backed))}."
+        )
     raise unknown_name_error("timm-backed model", base, backed)
 
 
@@ -84,13 +86,13 @@ class _Entry:
     """One parameter: its mixtok path and shape, its timm key, and how the layouts relate."""
 
     path: Path
-    shape: Tuple[int, ...]
+    shape: tuple[int, ...]
     dtype: Any
     key: str
     layout: str  # "same" | "linear" | "pointwise" (1x1 conv in timm) | "conv"
 
     @property
-    def timm_shape(self) -> Tuple[int, ...]:
+    def timm_shape(self) -> tuple[int, ...]:
         if self.layout == "linear":
             return self.shape[::-1]
         if self.layout == "pointwise":
@@ -100,7 +102,7 @@ class _Entry:
             return (cout, cin, kh, kw)
         return self.shape
 
-    def accepts(self, timm_shape: Tuple[int, ...]) -> bool:
+    def accepts(self, timm_shape: tuple[int, ...]) -> bool:
         # A Dense kernel takes timm's Linear and 1x1-conv forms alike: the same map in either layout.
         dense_forms = {self.shape[::-1], (self.shape[1], self.shape[0], 1, 1)} if len(self.shape) == 2 else set()
         return timm_shape == self.timm_shape or (self.layout in ("linear", "pointwise") and timm_shape in dense_forms)
@@ -148,7 +150,7 @@ def _metaformer_dense_is_pointwise(model) -> Callable[[Path], bool]:
     return dense_is_pointwise
 
 
-def _entries(name: str, num_classes: int, overrides: Mapping[str, Any]) -> Tuple[_Entry, ...]:
+def _entries(name: str, num_classes: int, overrides: Mapping[str, Any]) -> tuple[_Entry, ...]:
     """The parameters of create_model(name, num_classes, **overrides) with their timm keys, in timm's order."""
     items = tuple(sorted(overrides.items()))
     try:
@@ -159,7 +161,7 @@ def _entries(name: str, num_classes: int, overrides: Mapping[str, Any]) -> Tuple
 
 
 @functools.lru_cache(maxsize=32)
-def _cached_entries(name: str, num_classes: int, overrides: Tuple[Tuple[str, Any], ...]) -> Tuple[_Entry, ...]:
+def _cached_entries(name: str, num_classes: int, overrides: tuple[tuple[str, Any], ...]) -> tuple[_Entry, ...]:
     model = create_model(name, num_classes=num_classes, **dict(overrides))
     size = model.reduction  # the parameter shapes of a timm-backed variant do not depend on the image size
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32))
@@ -170,8 +172,11 @@ def _cached_entries(name: str, num_classes: int, overrides: Tuple[Tuple[str, Any
         dense_is_pointwise = timm_davit.dense_is_pointwise
     else:
         dense_is_pointwise = _metaformer_dense_is_pointwise(model)
-    return tuple(sorted((_entry(path, leaf, dense_is_pointwise) for path, leaf in walk_leaves(shapes["params"])),
-                        key=_timm_order))
+    return tuple(
+        sorted(
+            (_entry(path, leaf, dense_is_pointwise) for path, leaf in walk_leaves(shapes["params"])), key=_timm_order
+        )
+    )
 
 
 def _timm_order(entry: _Entry):
@@ -198,9 +203,11 @@ def _format_hint(keys: Sequence[str]) -> str:
     if not keys:
         return ""
     if any(k.startswith(("network.", "downsample_layers.")) for k in keys):
-        return (" The keys look like an official sail-sg checkpoint, not timm's: load it into timm "
-                "(timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=path))) and pass "
-                "model.state_dict(), or download the timm weights.")
+        return (
+            " The keys look like an official sail-sg checkpoint, not timm's: load it into timm "
+            "(timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=path))) and pass "
+            "model.state_dict(), or download the timm weights."
+        )
     if timm_davit.looks_official(keys):
         return timm_davit.OFFICIAL_CHECKPOINT_HINT
     if all(k.startswith("module.") for k in keys):
@@ -208,8 +215,7 @@ def _format_hint(keys: Sequence[str]) -> str:
     return ""
 
 
-def convert(name: str, state_dict: Mapping[str, Any], *, num_classes: Optional[int] = None,
-            **overrides) -> Dict[str, Any]:
+def convert(name: str, state_dict: Mapping[str, Any], *, num_classes: int | None = None, **overrides) -> dict[str, Any]:
     """mixtok variables {'params': nested float32 numpy arrays} from a timm MetaFormer or DaViT state dict.
 
     `name` is a mixtok or timm name, optionally with timm's pretrained tag (`caformer_s18.sail_in1k`);
@@ -226,15 +232,21 @@ def convert(name: str, state_dict: Mapping[str, Any], *, num_classes: Optional[i
     known = {e.key for e in entries}
     unexpected = [k for k in arrays if k not in known]
     missing = [f"{e.key} (mixtok {'/'.join(e.path)})" for e in entries if e.key not in arrays]
-    bad_shapes = [f"{e.key}: expected {e.timm_shape}, got {tuple(arrays[e.key].shape)} "
-                  f"(mixtok {'/'.join(e.path)} {e.shape})"
-                  for e in entries if e.key in arrays and not e.accepts(tuple(arrays[e.key].shape))]
-    error = mismatch_error(f"The timm state dict does not fit mixtok's {model_name} (num_classes={num_classes})",
-                            unexpected, missing, bad_shapes,
-                            _format_hint(unexpected) if arrays else " The state dict is empty.")
+    bad_shapes = [
+        f"{e.key}: expected {e.timm_shape}, got {tuple(arrays[e.key].shape)} (mixtok {'/'.join(e.path)} {e.shape})"
+        for e in entries
+        if e.key in arrays and not e.accepts(tuple(arrays[e.key].shape))
+    ]
+    error = mismatch_error(
+        f"The timm state dict does not fit mixtok's {model_name} (num_classes={num_classes})",
+        unexpected,
+        missing,
+        bad_shapes,
+        _format_hint(unexpected) if arrays else " The state dict is empty.",
+    )
     if error:
         raise error
-    params: Dict[str, Any] = {}
+    params: dict[str, Any] = {}
     for e in entries:
         node = params
         for part in e.path[:-1]:
@@ -243,7 +255,7 @@ def convert(name: str, state_dict: Mapping[str, Any], *, num_classes: Optional[i
     return {"params": params}
 
 
-def to_timm(name: str, variables: Mapping[str, Any], **overrides) -> Dict[str, np.ndarray]:
+def to_timm(name: str, variables: Mapping[str, Any], **overrides) -> dict[str, np.ndarray]:
     """timm's state dict (numpy arrays, timm layouts) from mixtok variables; the inverse of `convert`.
 
     `variables` is {'params': ...} as `model.init` (boxed or not) or `convert` return it; only
@@ -261,25 +273,33 @@ def to_timm(name: str, variables: Mapping[str, Any], **overrides) -> Dict[str, n
     known = {e.path for e in entries}
     unexpected = ["/".join(p) for p in leaves if p not in known]
     missing = ["/".join(e.path) for e in entries if e.path not in leaves]
-    bad_shapes = [f"{'/'.join(e.path)}: expected {e.shape}, got {tuple(np.shape(leaves[e.path]))}"
-                  for e in entries if e.path in leaves and tuple(np.shape(leaves[e.path])) != e.shape]
-    error = mismatch_error(f"The variables do not fit mixtok's {model_name} (num_classes={num_classes})",
-                            unexpected, missing, bad_shapes)
+    bad_shapes = [
+        f"{'/'.join(e.path)}: expected {e.shape}, got {tuple(np.shape(leaves[e.path]))}"
+        for e in entries
+        if e.path in leaves and tuple(np.shape(leaves[e.path])) != e.shape
+    ]
+    error = mismatch_error(
+        f"The variables do not fit mixtok's {model_name} (num_classes={num_classes})", unexpected, missing, bad_shapes
+    )
     if error:
         raise error
     return {e.key: e.to_timm(np.asarray(leaves[e.path])) for e in entries}
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """The command line: converts a downloaded timm checkpoint to a mixtok msgpack file."""
     return run_cli(
-        argv, prog="python -m mixtok.interop.timm",
+        argv,
+        prog="python -m mixtok.interop.timm",
         description="Converts a timm MetaFormer or DaViT checkpoint (.safetensors, .pth, .bin) to mixtok variables "
-                    "(flax msgpack; read them back with mixtok.interop.timm.load_variables).",
+        "(flax msgpack; read them back with mixtok.interop.timm.load_variables).",
         name_help="mixtok or timm model name, e.g. caformer_s18 or caformer_s18.sail_in1k",
         checkpoint_help="the timm checkpoint file, e.g. model.safetensors",
-        convert=convert, resolve_name=resolve_name, wrapper_keys=WRAPPER_KEYS,
-        summary=lambda variables: f" ({_num_classes_of_mixtok(variables['params'])} classes)")
+        convert=convert,
+        resolve_name=resolve_name,
+        wrapper_keys=WRAPPER_KEYS,
+        summary=lambda variables: f" ({_num_classes_of_mixtok(variables['params'])} classes)",
+    )
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ names; timm's own `checkpoint_filter_fn` renames them when timm loads the file, 
 loading them into timm first (`OFFICIAL_CHECKPOINT_HINT`).
 """
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from mixtok.models.davit import DaViT
 
@@ -20,7 +20,8 @@ OFFICIAL_KEY_PREFIXES = ("patch_embeds.", "main_blocks.", "norms.")
 OFFICIAL_CHECKPOINT_HINT = (
     " The keys look like an official dingmyu/davit checkpoint, not timm's: load it into timm "
     "(timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=path)), whose checkpoint filter "
-    "renames the keys) and pass model.state_dict(), or download the timm weights (davit_tiny.msft_in1k ...).")
+    "renames the keys) and pass model.state_dict(), or download the timm weights (davit_tiny.msft_in1k ...)."
+)
 
 
 def is_davit(model) -> bool:

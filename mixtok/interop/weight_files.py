@@ -13,7 +13,8 @@ import argparse
 import contextlib
 import os
 import pickle
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import flax.serialization
 import numpy as np
@@ -37,15 +38,19 @@ def to_numpy(value: Any, key: str = "") -> np.ndarray:
         value = value.numpy()
     array = np.asarray(value)
     if array.dtype.kind not in "fiub" and array.dtype.name != "bfloat16":
-        raise ValueError(f"state dict entry {key!r} is a {type(value).__name__}, not an array. "
-                         f"Pass the flat state dict of tensors (e.g. checkpoint['model'], not the whole checkpoint).")
+        raise ValueError(
+            f"state dict entry {key!r} is a {type(value).__name__}, not an array. "
+            f"Pass the flat state dict of tensors (e.g. checkpoint['model'], not the whole checkpoint)."
+        )
     return array
 
 
 def _check_file(path: str) -> None:
     if os.path.isdir(path):
-        raise IsADirectoryError(f"{path!r} is a folder; pass the checkpoint file inside it "
-                                f"(for a timm download: model.safetensors or pytorch_model.bin).")
+        raise IsADirectoryError(
+            f"{path!r} is a folder; pass the checkpoint file inside it "
+            f"(for a timm download: model.safetensors or pytorch_model.bin)."
+        )
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No checkpoint file at {path!r}.")
 
@@ -59,7 +64,7 @@ def _unwrap(checkpoint: Any, path: str, wrapper_keys: Sequence[str] = WRAPPER_KE
     return checkpoint
 
 
-def unwrap_state_dict(checkpoint: Mapping[str, Any], wrapper_keys: Sequence[str] = WRAPPER_KEYS) -> Dict[str, Any]:
+def unwrap_state_dict(checkpoint: Mapping[str, Any], wrapper_keys: Sequence[str] = WRAPPER_KEYS) -> dict[str, Any]:
     """The flat state dict inside a training checkpoint, with the keys the model's own state_dict() has.
 
     `checkpoint[k]` for the first of `wrapper_keys` that holds a mapping (a training script's
@@ -68,7 +73,7 @@ def unwrap_state_dict(checkpoint: Mapping[str, Any], wrapper_keys: Sequence[str]
     """
     state_dict = _unwrap(checkpoint, "the checkpoint", wrapper_keys)
     if state_dict and all(isinstance(k, str) and k.startswith(DDP_PREFIX) for k in state_dict):
-        return {k[len(DDP_PREFIX):]: v for k, v in state_dict.items()}
+        return {k[len(DDP_PREFIX) :]: v for k, v in state_dict.items()}
     return dict(state_dict)
 
 
@@ -79,7 +84,7 @@ def _torch_safe_globals(torch):
     return safe_globals([argparse.Namespace]) if safe_globals else contextlib.nullcontext()
 
 
-def load_state_dict(path: str | os.PathLike, *, wrapper_keys: Sequence[str] = WRAPPER_KEYS) -> Dict[str, np.ndarray]:
+def load_state_dict(path: str | os.PathLike, *, wrapper_keys: Sequence[str] = WRAPPER_KEYS) -> dict[str, np.ndarray]:
     """Reads a checkpoint file into {name: numpy array}: `.safetensors` or a torch `.pth/.pt/.bin/.ckpt`.
 
     A torch file that holds a training checkpoint gives the state dict under the first of
@@ -92,25 +97,33 @@ def load_state_dict(path: str | os.PathLike, *, wrapper_keys: Sequence[str] = WR
         try:
             from safetensors.numpy import load_file
         except ImportError as e:
-            raise ImportError(f"Reading {path} needs the safetensors package: pip install mixtok[weights] "
-                              f"(or pip install safetensors).") from e
+            raise ImportError(
+                f"Reading {path} needs the safetensors package: pip install mixtok[weights] "
+                f"(or pip install safetensors)."
+            ) from e
         return dict(load_file(path))
     if suffix in TORCH_SUFFIXES:
         try:
             import torch
         except ImportError as e:
-            raise ImportError(f"Reading {path} ({suffix}) needs PyTorch: pip install torch. Without it, download "
-                              f"the .safetensors file of the same weights and pip install mixtok[weights].") from e
+            raise ImportError(
+                f"Reading {path} ({suffix}) needs PyTorch: pip install torch. Without it, download "
+                f"the .safetensors file of the same weights and pip install mixtok[weights]."
+            ) from e
         try:
             with _torch_safe_globals(torch):
                 checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
-            raise ValueError(f"{path} holds more than tensors, which torch.load(weights_only=True) refuses to "
-                             f"unpickle. If you trust the file, load it with torch.load(path, weights_only=False) "
-                             f"and pass its state dict to convert().") from e
+            raise ValueError(
+                f"{path} holds more than tensors, which torch.load(weights_only=True) refuses to "
+                f"unpickle. If you trust the file, load it with torch.load(path, weights_only=False) "
+                f"and pass its state dict to convert()."
+            ) from e
         return {k: to_numpy(v, k) for k, v in _unwrap(checkpoint, path, wrapper_keys).items()}
-    raise ValueError(f"Cannot tell the format of {path} from its suffix {suffix!r}; expected one of "
-                     f"{', '.join(SAFETENSORS_SUFFIXES + TORCH_SUFFIXES)}.")
+    raise ValueError(
+        f"Cannot tell the format of {path} from its suffix {suffix!r}; expected one of "
+        f"{', '.join(SAFETENSORS_SUFFIXES + TORCH_SUFFIXES)}."
+    )
 
 
 def save_variables(path: str | os.PathLike, variables: Mapping[str, Any], *, overwrite: bool = False) -> None:
@@ -128,7 +141,7 @@ def save_variables(path: str | os.PathLike, variables: Mapping[str, Any], *, ove
     write_atomically(path, write, overwrite=overwrite)
 
 
-def load_variables(path: str | os.PathLike) -> Dict[str, Any]:
+def load_variables(path: str | os.PathLike) -> dict[str, Any]:
     """Reads variables written by `save_variables` (or the converter CLI): {'params': nested numpy arrays}."""
     path = os.fspath(path)
     _check_file(path)
@@ -136,7 +149,7 @@ def load_variables(path: str | os.PathLike) -> Dict[str, Any]:
         return flax.serialization.msgpack_restore(f.read())
 
 
-def walk_leaves(tree: Mapping[str, Any], prefix: Tuple[str, ...] = ()):
+def walk_leaves(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()):
     """(path, leaf) pairs of a nested mapping, in its own order."""
     for name, value in tree.items():
         if isinstance(value, Mapping):
@@ -145,14 +158,18 @@ def walk_leaves(tree: Mapping[str, Any], prefix: Tuple[str, ...] = ()):
             yield prefix + (name,), value
 
 
-def mismatch_error(what: str, unexpected: List[str], missing: List[str], bad_shapes: List[str],
-                   hint: str = "") -> Optional[ValueError]:
+def mismatch_error(
+    what: str, unexpected: list[str], missing: list[str], bad_shapes: list[str], hint: str = ""
+) -> ValueError | None:
     """One error listing every unexpected, missing and wrong-shape key of a state dict (None if all fit)."""
     if not (unexpected or missing or bad_shapes):
         return None
     lines = [f"{what}: {len(unexpected) + len(missing) + len(bad_shapes)} problem(s).{hint}"]
-    for title, items in (("unexpected (no counterpart in the model)", unexpected),
-                         ("missing (parameters left unfilled)", missing), ("shape mismatches", bad_shapes)):
+    for title, items in (
+        ("unexpected (no counterpart in the model)", unexpected),
+        ("missing (parameters left unfilled)", missing),
+        ("shape mismatches", bad_shapes),
+    ):
         if items:
             lines.append(f"  {title} [{len(items)}]:")
             lines.extend(f"    {item}" for item in items)

@@ -13,5 +13,11 @@ from mixtok.kernels.dispatch import IMPLS
 from mixtok.kernels.linear_attention import LinearAttentionBlocks, linear_attention
 from mixtok.kernels.spectral_filter import SpectralFilterBlocks, spectral_filter
 
-__all__ = ["IMPLS", "LinearAttentionBlocks", "SpectralFilterBlocks", "dct_filter", "linear_attention",
-           "spectral_filter"]
+__all__ = [
+    "IMPLS",
+    "LinearAttentionBlocks",
+    "SpectralFilterBlocks",
+    "dct_filter",
+    "linear_attention",
+    "spectral_filter",
+]

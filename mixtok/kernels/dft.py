@@ -57,12 +57,13 @@ def _angles(n_out: int, n_in: int, period: int) -> np.ndarray:
     return 2.0 * np.pi * ((a * b) % period) / period
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _kronecker_matrices(height: int, width: int) -> tuple:
     """(forward [H*2*Wf, H*W], inverse [H*W, H*2*Wf]) in float64; rows ordered (p, re/im, k)."""
     wf = width // 2 + 1
-    theta = (_angles(height, height, height)[:, None, :, None]
-             + _angles(wf, width, width)[None, :, None, :])           # [p, k, h, w]
+    theta = (
+        _angles(height, height, height)[:, None, :, None] + _angles(wf, width, width)[None, :, None, :]
+    )  # [p, k, h, w]
     scale = 1.0 / np.sqrt(height * width)
     forward = scale * np.stack([np.cos(theta), -np.sin(theta)], axis=1)  # [p, 2, k, h, w]
     weighted = forward * half_spectrum_weights(width)[None, None, :, None, None]
@@ -71,14 +72,14 @@ def _kronecker_matrices(height: int, width: int) -> tuple:
     return forward, inverse
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _separable_matrices(height: int, width: int) -> tuple:
     """(W forward [W, 2, Wf], H forward [H, 2, H, 2], H inverse [H, 2, H, 2], W inverse [2, Wf, W])."""
-    tw = _angles(width, width // 2 + 1, width)                     # [w, k]
+    tw = _angles(width, width // 2 + 1, width)  # [w, k]
     w_forward = np.stack([np.cos(tw), -np.sin(tw)], axis=1) / np.sqrt(width)
     weights = half_spectrum_weights(width)[:, None]
     w_inverse = np.stack([weights * np.cos(tw.T), -weights * np.sin(tw.T)], axis=0) / np.sqrt(width)
-    th = _angles(height, height, height)                          # [p, h], symmetric
+    th = _angles(height, height, height)  # [p, h], symmetric
     cos, sin = np.cos(th) / np.sqrt(height), np.sin(th) / np.sqrt(height)
     # (Ar + i Ai)(cos - i sin) forward, (Zr + i Zi)(cos + i sin) inverse; index [out, re/im, in, re/im].
     h_forward = np.stack([np.stack([cos, sin], -1), np.stack([-sin, cos], -1)], axis=1)
@@ -86,7 +87,7 @@ def _separable_matrices(height: int, width: int) -> tuple:
     return w_forward, h_forward, h_inverse, w_inverse
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def split_kronecker_matrices(height: int, width: int) -> tuple:
     """(F [2*H*Wf, H*W], F^T, m [H*Wf, 1]) in float64, the fused kernels' layout of the Kronecker form.
 
@@ -108,8 +109,13 @@ def compute_dtype(dtype) -> jnp.dtype:
 def matmul(subscripts: str, matrix: np.ndarray, operand: jax.Array, dtype) -> jax.Array:
     """einsum in `dtype` (bf16 or f32) with float32 accumulation; exact float32 for float32."""
     precision = jax.lax.Precision.HIGHEST if dtype == jnp.float32 else jax.lax.Precision.DEFAULT
-    return jnp.einsum(subscripts, jnp.asarray(matrix, dtype), operand.astype(dtype),
-                      precision=precision, preferred_element_type=jnp.float32)
+    return jnp.einsum(
+        subscripts,
+        jnp.asarray(matrix, dtype),
+        operand.astype(dtype),
+        precision=precision,
+        preferred_element_type=jnp.float32,
+    )
 
 
 def forward_spectrum(x: jax.Array) -> tuple:
@@ -131,7 +137,7 @@ def inverse_spectrum(real: jax.Array, imag: jax.Array, width: int, out_dtype) ->
     """irfft2(real + i imag, s=(H, width), axes=(1, 2), norm="ortho") for [B, H, width//2+1, C] parts."""
     batch, height, wf, channels = real.shape
     dtype = compute_dtype(out_dtype)
-    z = jnp.stack([real, imag], axis=2)                                   # [B, H, 2, Wf, C]
+    z = jnp.stack([real, imag], axis=2)  # [B, H, 2, Wf, C]
     if uses_kronecker_form(height, width):
         _, inverse = _kronecker_matrices(height, width)
         y = matmul("mn,bnc->bmc", inverse, z.reshape(batch, height * 2 * wf, channels), dtype)

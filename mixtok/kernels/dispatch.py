@@ -14,7 +14,7 @@ names their successor, so a config written against them fails at once instead of
 implementation.
 """
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -34,7 +34,8 @@ def check_impl(op: str, impl: str, valid: Sequence[str] = IMPLS) -> None:
     if impl in RENAMED_IMPLS and RENAMED_IMPLS[impl] in valid:
         raise ValueError(
             f"{op} impl {impl!r} was renamed to {RENAMED_IMPLS[impl]!r} (one impl vocabulary for every kernel). "
-            f"Valid {op} impls: {', '.join(sorted(valid))}.")
+            f"Valid {op} impls: {', '.join(sorted(valid))}."
+        )
     raise unknown_name_error(f"{op} impl", impl, valid)
 
 
@@ -56,16 +57,20 @@ def pallas_target(op: str, interpret: bool) -> str:
     if backend == "gpu":
         return "mosaic_gpu"
     if backend == "cpu":
-        raise ValueError(f"{op}(impl='pallas') runs on CPU only in Pallas's interpreter: pass interpret=True, or use "
-                         "impl='auto' (the faster XLA form on CPU).")
+        raise ValueError(
+            f"{op}(impl='pallas') runs on CPU only in Pallas's interpreter: pass interpret=True, or use "
+            "impl='auto' (the faster XLA form on CPU)."
+        )
     raise ValueError(f"{op}(impl='pallas') has no kernel for the {backend!r} backend; use impl='auto'.")
 
 
 def check_compiles_for_gpu(op: str, interpret) -> None:
     """A Mosaic GPU kernel compiles only on an NVIDIA GPU; elsewhere it runs only interpreted."""
     if not interpret and jax.default_backend() != "gpu":
-        raise ValueError(f"{op} compiles only for an NVIDIA Hopper (sm_90) GPU; the backend is "
-                         f"{jax.default_backend()!r}. Pass interpret=True to run it in the Mosaic GPU interpreter.")
+        raise ValueError(
+            f"{op} compiles only for an NVIDIA Hopper (sm_90) GPU; the backend is "
+            f"{jax.default_backend()!r}. Pass interpret=True to run it in the Mosaic GPU interpreter."
+        )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -88,7 +93,8 @@ def check_image_and_filter(op: str, x: jax.Array, filt: jax.Array, spectrum_widt
     if filt.shape not in (static, (batch,) + static):
         raise ValueError(
             f"filt must be {name} = {list(static)} (static) or [B, {name[1:]} = {[batch, *static]} (per sample) "
-            f"for x of shape {list(x.shape)}; got {list(filt.shape)}.")
+            f"for x of shape {list(x.shape)}; got {list(filt.shape)}."
+        )
     if complex_filter and not jnp.issubdtype(filt.dtype, jnp.complexfloating):
         raise ValueError(f"filt must be complex (complex64); got {filt.dtype}.")
     if not complex_filter and not jnp.issubdtype(filt.dtype, jnp.floating):

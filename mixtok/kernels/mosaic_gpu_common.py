@@ -11,10 +11,10 @@ jax 0.10.2), which is how the tests check them without a GPU.
 import jax
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
-SMEM_LIMIT = 227 * 1024     # H100 dynamic shared memory per CTA, bytes
-WGMMA_ROWS = 64             # wgmma's M granularity: one warpgroup's accumulator rows
-TILE_ROWS = 8               # row tiling of every SMEM operand: TMA boxes are multiples of 8 rows
-SWIZZLE = 128               # bytes: a bf16 operand's 64 columns are one swizzle row
+SMEM_LIMIT = 227 * 1024  # H100 dynamic shared memory per CTA, bytes
+WGMMA_ROWS = 64  # wgmma's M granularity: one warpgroup's accumulator rows
+TILE_ROWS = 8  # row tiling of every SMEM operand: TMA boxes are multiples of 8 rows
+SWIZZLE = 128  # bytes: a bf16 operand's 64 columns are one swizzle row
 # Every bf16 wgmma operand: (8, 64) tiles, 128-byte swizzle (Mosaic requires equal lhs/rhs swizzles).
 BF16_TRANSFORMS = (plgpu.TilingTransform((TILE_ROWS, SWIZZLE // 2)), plgpu.SwizzleTransform(SWIZZLE))
 # float32 tiles loaded in the WGMMA register layout: (8, 32) tiles, the same 128-byte swizzle.
@@ -34,7 +34,8 @@ def interpret_params(interpret, op: str):
     except ImportError as error:  # private module: only in JAX versions with the Mosaic GPU interpreter
         raise RuntimeError(
             f"{op}(interpret=True) needs the Mosaic GPU CPU interpreter (jax._src.pallas.mosaic_gpu.interpret, "
-            f"with wgmma since jax 0.10.2); this JAX ({jax.__version__}) lacks it: {error}") from error
+            f"with wgmma since jax 0.10.2); this JAX ({jax.__version__}) lacks it: {error}"
+        ) from error
     if interpret is True:
         return InterpretGPUParams()
     if isinstance(interpret, InterpretGPUParams):

@@ -5,15 +5,24 @@ dimension or a multiple of 128, its second-to-last a multiple of 8, 16 for bf16)
 `interpret=True`, in Pallas's interpreter on any backend, which is how the tests check them on CPU.
 """
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
 
-def pallas_tpu_call(kernel, *, grid, in_specs, out_specs, out_shape, interpret: bool, semantics: Sequence[str],
-                    scratch: Sequence[tuple] = ()):
+def pallas_tpu_call(
+    kernel,
+    *,
+    grid,
+    in_specs,
+    out_specs,
+    out_shape,
+    interpret: bool,
+    semantics: Sequence[str],
+    scratch: Sequence[tuple] = (),
+):
     """`pl.pallas_call` with float32 VMEM `scratch` shapes and, compiled on TPU, the grid's `semantics`.
 
     semantics: one of "parallel" / "arbitrary" per grid axis; an axis that carries state (an
@@ -28,5 +37,6 @@ def pallas_tpu_call(kernel, *, grid, in_specs, out_specs, out_shape, interpret: 
         extra["compiler_params"] = pltpu.CompilerParams(dimension_semantics=tuple(semantics))
     if scratch:
         extra["scratch_shapes"] = [pltpu.VMEM(shape, jnp.float32) for shape in scratch]
-    return pl.pallas_call(kernel, grid=grid, in_specs=in_specs, out_specs=out_specs, out_shape=out_shape,
-                          interpret=interpret, **extra)
+    return pl.pallas_call(
+        kernel, grid=grid, in_specs=in_specs, out_specs=out_specs, out_shape=out_shape, interpret=interpret, **extra
+    )

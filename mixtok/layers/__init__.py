@@ -7,16 +7,16 @@ from mixtok.layers.conv import ConvBN, ConvNormAct, batch_norm, conv2d, conv_nor
 from mixtok.layers.drop import DropPath
 from mixtok.layers.heads import ClassifierHead, MlpHead, classifier, global_avg_pool, pooled_classifier
 from mixtok.layers.init import (
-                                DEFAULT_KERNEL_INIT,
-                                TORCH_DEFAULT_INIT,
-                                TRUNC_NORMAL_INIT,
-                                XAVIER_UNIFORM_INIT,
-                                conv_axes,
-                                conv_kernel_init,
-                                dense_kernel_init,
-                                fan_out_normal_init,
-                                torch_conv_init,
-                                torch_uniform_init,
+    DEFAULT_KERNEL_INIT,
+    TORCH_DEFAULT_INIT,
+    TRUNC_NORMAL_INIT,
+    XAVIER_UNIFORM_INIT,
+    conv_axes,
+    conv_kernel_init,
+    dense_kernel_init,
+    fan_out_normal_init,
+    torch_conv_init,
+    torch_uniform_init,
 )
 from mixtok.layers.mlp import Mlp
 from mixtok.layers.norms import GroupNorm1, LayerNorm, get_norm

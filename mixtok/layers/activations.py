@@ -1,6 +1,7 @@
 """Activations of the MetaFormer papers: StarReLU and SquaredReLU, plus a name lookup."""
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -24,10 +25,12 @@ class StarReLU(Module):
 
     @nn.compact
     def __call__(self, x):
-        scale = self.param("scale", param_with_axes(nn.initializers.constant(self.scale_init), (None,)),
-                           (1,), self.param_dtype)
-        bias = self.param("bias", param_with_axes(nn.initializers.constant(self.bias_init), (None,)),
-                          (1,), self.param_dtype)
+        scale = self.param(
+            "scale", param_with_axes(nn.initializers.constant(self.scale_init), (None,)), (1,), self.param_dtype
+        )
+        bias = self.param(
+            "bias", param_with_axes(nn.initializers.constant(self.bias_init), (None,)), (1,), self.param_dtype
+        )
         dtype = self.dtype or x.dtype
         return scale.astype(dtype) * jnp.square(nn.relu(x)) + bias.astype(dtype)
 

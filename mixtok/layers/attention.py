@@ -34,7 +34,7 @@ projection, this function, an output projection (CAFormer's `Attention`, DaViT's
 attention and TiTok's transformer use it, each keeping its parameter names).
 """
 
-from typing import ClassVar, Optional
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -46,15 +46,25 @@ from mixtok.layers.partitioning import dense_kernel_init, zeros_with_axes
 
 IMPLEMENTATIONS = ("auto", "reference", "xla", "cudnn", "pallas")
 CUDNN_DTYPES = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
-CUDNN_MAX_HEAD_DIM = 128          # before Hopper; 256 from compute capability 9.0 (jax's check_is_flash_attention)
+CUDNN_MAX_HEAD_DIM = 128  # before Hopper; 256 from compute capability 9.0 (jax's check_is_flash_attention)
 CUDNN_MAX_HEAD_DIM_HOPPER = 256
-PALLAS_BLOCK = 128                # the TPU kernel's default block_q / block_k (its BlockSizes.get_default)
+PALLAS_BLOCK = 128  # the TPU kernel's default block_q / block_k (its BlockSizes.get_default)
 MASKED_LOGIT = -0.7 * float(np.finfo(np.float32).max)  # jax.nn's large negative, finite in float32
 
 
-def dot_product_attention(query, key, value, *, bias=None, mask=None, scale: Optional[float] = None,
-                          impl: str = "auto", dropout_rate: float = 0.0, dropout_rng=None,
-                          platform: Optional[str] = None):
+def dot_product_attention(
+    query,
+    key,
+    value,
+    *,
+    bias=None,
+    mask=None,
+    scale: float | None = None,
+    impl: str = "auto",
+    dropout_rate: float = 0.0,
+    dropout_rng=None,
+    platform: str | None = None,
+):
     """Multi-head softmax attention over [B, T, heads, d] arrays by the implementation `impl` names.
 
     `scale` defaults to d ** -0.5. Attention-weight dropout is active when `dropout_rate > 0` and a
@@ -69,8 +79,9 @@ def dot_product_attention(query, key, value, *, bias=None, mask=None, scale: Opt
     if mask is not None:
         mask = _check_broadcast("mask", jnp.asarray(mask), full_shape)
         if mask.dtype != jnp.bool_:
-            raise ValueError(f"mask must be boolean (True = may attend); got dtype {mask.dtype}. "
-                             f"Pass an additive mask as `bias`.")
+            raise ValueError(
+                f"mask must be boolean (True = may attend); got dtype {mask.dtype}. Pass an additive mask as `bias`."
+            )
     if impl not in IMPLEMENTATIONS:
         raise ValueError(f"impl {impl!r} is not one of {IMPLEMENTATIONS}.")
     if not 0.0 <= dropout_rate < 1.0:
@@ -87,11 +98,21 @@ def dot_product_attention(query, key, value, *, bias=None, mask=None, scale: Opt
             except (NotImplementedError, RuntimeError):
                 impl = "xla"  # cuDNN missing, too old, or refusing this GPU: XLA computes the same thing
     elif dropout_active and impl != "reference":
-        raise ValueError(f"impl {impl!r} has no attention-weight dropout (rate {dropout_rate}); use impl='reference' "
-                         f"or 'auto' (which picks it while dropout is active).")
+        raise ValueError(
+            f"impl {impl!r} has no attention-weight dropout (rate {dropout_rate}); use impl='reference' "
+            f"or 'auto' (which picks it while dropout is active)."
+        )
     if impl == "reference":
-        return reference_attention(query, key, value, bias=bias, mask=mask, scale=scale,
-                                   dropout_rate=dropout_rate if dropout_active else 0.0, dropout_rng=dropout_rng)
+        return reference_attention(
+            query,
+            key,
+            value,
+            bias=bias,
+            mask=mask,
+            scale=scale,
+            dropout_rate=dropout_rate if dropout_active else 0.0,
+            dropout_rng=dropout_rng,
+        )
     if impl == "cudnn":
         error = cudnn_unsupported(query, key, value, bias, mask, platform)
         if error:
@@ -100,13 +121,16 @@ def dot_product_attention(query, key, value, *, bias=None, mask=None, scale: Opt
     if impl == "pallas":
         error = pallas_unsupported(query, key, value, platform)
         if error:
-            raise ValueError(f"impl='pallas': {error}. impl='auto' falls back to XLA where the TPU kernel does not fit.")
+            raise ValueError(
+                f"impl='pallas': {error}. impl='auto' falls back to XLA where the TPU kernel does not fit."
+            )
         return _padded_call(_pallas_attention, query, key, value, bias, mask, scale)
     return _padded_call(_xla_attention, query, key, value, bias, mask, scale)
 
 
-def reference_attention(query, key, value, *, bias=None, mask=None, scale: float, dropout_rate: float = 0.0,
-                        dropout_rng=None):
+def reference_attention(
+    query, key, value, *, bias=None, mask=None, scale: float, dropout_rate: float = 0.0, dropout_rng=None
+):
     """The explicit form: float32 logits and softmax, weights in v's dtype, optional weight dropout."""
     groups = query.shape[2] // key.shape[2]
     if groups > 1:  # grouped-query attention: every kv head serves `groups` query heads
@@ -134,14 +158,13 @@ def softmax_weights(logits, *, bias=None, mask=None, dropout_rate: float = 0.0, 
     return weights
 
 
-def cudnn_unsupported(query, key, value, bias, mask, platform: str) -> Optional[str]:
+def cudnn_unsupported(query, key, value, bias, mask, platform: str) -> str | None:
     """Why cuDNN's fused attention cannot take these arrays (None if it can), per jax's own checks."""
     if platform != "gpu":
         return f"cuDNN runs on a GPU; this call is for platform {platform!r}"
     dtypes = {jnp.dtype(a.dtype) for a in (query, key, value)}
     if len(dtypes) != 1 or dtypes.pop() not in CUDNN_DTYPES:
-        return (f"q, k, v must share one dtype of float16 / bfloat16; got "
-                f"{query.dtype}, {key.dtype}, {value.dtype}")
+        return f"q, k, v must share one dtype of float16 / bfloat16; got {query.dtype}, {key.dtype}, {value.dtype}"
     width = max(query.shape[-1], value.shape[-1])
     limit = _cudnn_max_head_dim()
     if width % 8 or width > limit:
@@ -152,7 +175,7 @@ def cudnn_unsupported(query, key, value, bias, mask, platform: str) -> Optional[
     return None
 
 
-def pallas_unsupported(query, key, value, platform: str) -> Optional[str]:
+def pallas_unsupported(query, key, value, platform: str) -> str | None:
     """Why the TPU flash-attention kernel cannot take these arrays at its default blocks (None if it can)."""
     if platform != "tpu":
         return f"the Pallas flash-attention kernel runs on a TPU; this call is for platform {platform!r}"
@@ -197,8 +220,7 @@ def _cudnn_attention(query, key, value, bias, mask, scale):
         bias = jnp.broadcast_to(bias, bias.shape[:2] + full).astype(query.dtype)
     if mask is not None:
         mask = jnp.broadcast_to(mask, mask.shape[:2] + full)
-    return jax.nn.dot_product_attention(query, key, value, bias=bias, mask=mask, scale=scale,
-                                        implementation="cudnn")
+    return jax.nn.dot_product_attention(query, key, value, bias=bias, mask=mask, scale=scale, implementation="cudnn")
 
 
 def _pallas_attention(query, key, value, bias, mask, scale):
@@ -238,14 +260,18 @@ def _normalise_platform(platform: str) -> str:
 def _check_arrays(query, key, value) -> None:
     for name, array in (("query", query), ("key", key), ("value", value)):
         if array.ndim != 4:
-            raise ValueError(f"{name} must be [batch, length, heads, head_dim] (jax.nn's layout); got shape "
-                             f"{array.shape}.")
+            raise ValueError(
+                f"{name} must be [batch, length, heads, head_dim] (jax.nn's layout); got shape {array.shape}."
+            )
     if query.shape[0] != key.shape[0] or query.shape[-1] != key.shape[-1]:
-        raise ValueError(f"query {query.shape} and key {key.shape} must share the batch (axis 0) and the head "
-                         f"width (axis 3).")
+        raise ValueError(
+            f"query {query.shape} and key {key.shape} must share the batch (axis 0) and the head width (axis 3)."
+        )
     if not query.dtype == key.dtype == value.dtype:
-        raise ValueError(f"query, key and value must share one dtype (the compute dtype); got {query.dtype}, "
-                         f"{key.dtype}, {value.dtype}.")
+        raise ValueError(
+            f"query, key and value must share one dtype (the compute dtype); got {query.dtype}, "
+            f"{key.dtype}, {value.dtype}."
+        )
     if value.shape[:3] != key.shape[:3]:
         raise ValueError(f"value {value.shape} must match key {key.shape} in batch, length and heads (axes 0-2).")
     if query.shape[2] % key.shape[2]:
@@ -254,14 +280,16 @@ def _check_arrays(query, key, value) -> None:
 
 def _check_broadcast(name: str, array, full_shape):
     if array.ndim > 4:
-        raise ValueError(f"{name} must broadcast to [batch, heads, T, S] = {full_shape}; got {array.ndim} axes "
-                         f"{array.shape}.")
+        raise ValueError(
+            f"{name} must broadcast to [batch, heads, T, S] = {full_shape}; got {array.ndim} axes {array.shape}."
+        )
     array = array.reshape((1,) * (4 - array.ndim) + array.shape)
     try:
         np.broadcast_shapes(array.shape, full_shape)
     except ValueError:
-        raise ValueError(f"{name} of shape {array.shape} does not broadcast to [batch, heads, T, S] = "
-                         f"{full_shape}.") from None
+        raise ValueError(
+            f"{name} of shape {array.shape} does not broadcast to [batch, heads, T, S] = {full_shape}."
+        ) from None
     if np.broadcast_shapes(array.shape, full_shape) != full_shape:
         raise ValueError(f"{name} of shape {array.shape} is larger than [batch, heads, T, S] = {full_shape}.")
     return array
@@ -281,13 +309,13 @@ class MultiHeadAttention(Module):
     """
 
     dim: int
-    num_heads: Optional[int] = 8
-    head_dim: Optional[int] = None
+    num_heads: int | None = 8
+    head_dim: int | None = None
     qkv_bias: bool = True
     proj_bias: bool = True
     attn_dropout: float = 0.0
     proj_dropout: float = 0.0
-    attention_implementation: Optional[str] = None
+    attention_implementation: str | None = None
 
     QKV_NAME: ClassVar[str] = "qkv"
     PROJ_NAME: ClassVar[str] = "proj"
@@ -310,8 +338,10 @@ class MultiHeadAttention(Module):
         if heads is None:
             return max(dim // width, 1), width
         if heads < 1 or (width is None and dim % heads):
-            raise ValueError(f"{name}: dim {dim} must be a positive multiple of num_heads {heads} "
-                             f"(each head takes dim // num_heads channels).")
+            raise ValueError(
+                f"{name}: dim {dim} must be a positive multiple of num_heads {heads} "
+                f"(each head takes dim // num_heads channels)."
+            )
         return heads, width or dim // heads
 
     @nn.nowrap
@@ -322,12 +352,19 @@ class MultiHeadAttention(Module):
     def project_qkv(self, tokens):
         """[..., L, C] -> q, k, v [..., L, heads, head_dim] through the fused projection QKV_NAME."""
         if tokens.shape[-1] != self.dim:
-            raise ValueError(f"{type(self).__name__}(dim={self.dim}) got {tokens.shape[-1]} channels "
-                             f"(input shape {tokens.shape}).")
+            raise ValueError(
+                f"{type(self).__name__}(dim={self.dim}) got {tokens.shape[-1]} channels (input shape {tokens.shape})."
+            )
         heads, width = self.heads()
-        qkv = nn.Dense(3 * heads * width, use_bias=self.qkv_bias, dtype=self.dtype, param_dtype=self.param_dtype,
-                       kernel_init=self.qkv_kernel_init(), bias_init=zeros_with_axes(("heads",)),
-                       name=self.QKV_NAME)(tokens)
+        qkv = nn.Dense(
+            3 * heads * width,
+            use_bias=self.qkv_bias,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=self.qkv_kernel_init(),
+            bias_init=zeros_with_axes(("heads",)),
+            name=self.QKV_NAME,
+        )(tokens)
         qkv = qkv.reshape(tokens.shape[:-1] + (3, heads, width))
         return qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
 
@@ -336,19 +373,28 @@ class MultiHeadAttention(Module):
         """`dot_product_attention` with this module's implementation and attention dropout (in training)."""
         impl = "auto" if self.attention_implementation is None else self.attention_implementation
         if impl not in IMPLEMENTATIONS:
-            raise ValueError(f"{type(self).__name__}: attention_implementation {impl!r} is not one of "
-                             f"{(None,) + IMPLEMENTATIONS} (None: 'auto').")
+            raise ValueError(
+                f"{type(self).__name__}: attention_implementation {impl!r} is not one of "
+                f"{(None,) + IMPLEMENTATIONS} (None: 'auto')."
+            )
         rng = self.make_rng("dropout") if train and self.attn_dropout > 0.0 else None
-        return dot_product_attention(q, k, v, bias=bias, mask=mask, scale=scale, impl=impl,
-                                     dropout_rate=self.attn_dropout, dropout_rng=rng)
+        return dot_product_attention(
+            q, k, v, bias=bias, mask=mask, scale=scale, impl=impl, dropout_rate=self.attn_dropout, dropout_rng=rng
+        )
 
     @nn.nowrap
     def project_out(self, out, *, train: bool = False):
         """[..., L, heads, head_dim] -> [..., L, dim] through PROJ_NAME, then the projection dropout."""
         out = out.reshape(out.shape[:-2] + (-1,))
-        out = nn.Dense(self.dim, use_bias=self.proj_bias, dtype=self.dtype, param_dtype=self.param_dtype,
-                       kernel_init=dense_kernel_init(("heads", "embed")), bias_init=zeros_with_axes(("embed",)),
-                       name=self.PROJ_NAME)(out)
+        out = nn.Dense(
+            self.dim,
+            use_bias=self.proj_bias,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=dense_kernel_init(("heads", "embed")),
+            bias_init=zeros_with_axes(("embed",)),
+            name=self.PROJ_NAME,
+        )(out)
         if self.proj_dropout > 0.0:
             out = nn.Dropout(self.proj_dropout, deterministic=not train)(out)
         return out

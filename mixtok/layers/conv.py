@@ -25,7 +25,8 @@ Parameter paths: `conv/kernel` [kh, kw, in / groups, out] and `bn/{scale,bias}`,
 in batch_stats, so converters map `c.weight` and `bn.*` of a PyTorch `Conv2d_BN` one to one.
 """
 
-from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -37,23 +38,47 @@ from mixtok.layers.norms import NORMS, get_norm
 from mixtok.layers.partitioning import DEFAULT_KERNEL_INIT, param_with_axes, zeros_with_axes
 from mixtok.registry import unknown_name_error
 
-BN_EPSILON = 1e-5      # torch.nn.BatchNorm2d default
-BN_MOMENTUM = 0.9      # flax's convention for PyTorch's momentum 0.1
+BN_EPSILON = 1e-5  # torch.nn.BatchNorm2d default
+BN_MOMENTUM = 0.9  # flax's convention for PyTorch's momentum 0.1
 CONV_NORMS = ("batchnorm", *NORMS)
 
 
-def batch_norm(name: str, *, train: bool, epsilon: float = BN_EPSILON, scale_init: float = 1.0,
-               dtype: Any = None, param_dtype: Any = jnp.float32) -> nn.BatchNorm:
+def batch_norm(
+    name: str,
+    *,
+    train: bool,
+    epsilon: float = BN_EPSILON,
+    scale_init: float = 1.0,
+    dtype: Any = None,
+    param_dtype: Any = jnp.float32,
+) -> nn.BatchNorm:
     """A BatchNorm over the last (channel) axis with PyTorch's defaults and logical axis names."""
     return nn.BatchNorm(
-        use_running_average=not train, momentum=BN_MOMENTUM, epsilon=epsilon, dtype=dtype, param_dtype=param_dtype,
+        use_running_average=not train,
+        momentum=BN_MOMENTUM,
+        epsilon=epsilon,
+        dtype=dtype,
+        param_dtype=param_dtype,
         scale_init=param_with_axes(jax.nn.initializers.constant(scale_init), ("conv_out",)),
-        bias_init=zeros_with_axes(("conv_out",)), name=name)
+        bias_init=zeros_with_axes(("conv_out",)),
+        name=name,
+    )
 
 
-def conv2d(features: int, kernel_size: int, *, stride: int = 1, groups: int = 1, padding: Optional[int] = None,
-           use_bias: bool = True, kernel_init: Optional[Callable] = None, bias_init: Optional[Callable] = None,
-           dtype: Any = None, param_dtype: Any = jnp.float32, name: Optional[str] = None) -> nn.Conv:
+def conv2d(
+    features: int,
+    kernel_size: int,
+    *,
+    stride: int = 1,
+    groups: int = 1,
+    padding: int | None = None,
+    use_bias: bool = True,
+    kernel_init: Callable | None = None,
+    bias_init: Callable | None = None,
+    dtype: Any = None,
+    param_dtype: Any = jnp.float32,
+    name: str | None = None,
+) -> nn.Conv:
     """An NHWC conv as PyTorch's Conv2d builds it: padding (k - 1) // 2 per side unless given, `groups`,
     `kernel_init` (default trunc-normal 0.02) and `bias_init` (default zeros) with logical axes (a grouped
     kernel's input axis, C / groups, is never sharded)."""
@@ -61,30 +86,66 @@ def conv2d(features: int, kernel_size: int, *, stride: int = 1, groups: int = 1,
     in_axis = None if groups > 1 else "conv_in"
     init = param_with_axes(kernel_init or DEFAULT_KERNEL_INIT, (None, None, in_axis, "conv_out"))
     bias = zeros_with_axes(("conv_out",)) if bias_init is None else param_with_axes(bias_init, ("conv_out",))
-    return nn.Conv(features, (kernel_size, kernel_size), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
-                   feature_group_count=groups, use_bias=use_bias, kernel_init=init, bias_init=bias, dtype=dtype,
-                   param_dtype=param_dtype, name=name)
+    return nn.Conv(
+        features,
+        (kernel_size, kernel_size),
+        strides=(stride, stride),
+        padding=((pad, pad), (pad, pad)),
+        feature_group_count=groups,
+        use_bias=use_bias,
+        kernel_init=init,
+        bias_init=bias,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        name=name,
+    )
 
 
-def conv_norm_act(x: jax.Array, features: int, kernel_size: int = 1, *, stride: int = 1, groups: int = 1,
-                  padding: Optional[int] = None, use_bias: bool = False, norm: Optional[str] = "batchnorm",
-                  norm_epsilon: Optional[float] = None, activation: Optional[str] = None, bn_scale_init: float = 1.0,
-                  kernel_init: Optional[Callable] = None, bias_init: Optional[Callable] = None,
-                  conv_name: str = "conv", norm_name: str = "bn", train: bool = False, dtype: Any = None,
-                  param_dtype: Any = jnp.float32) -> jax.Array:
+def conv_norm_act(
+    x: jax.Array,
+    features: int,
+    kernel_size: int = 1,
+    *,
+    stride: int = 1,
+    groups: int = 1,
+    padding: int | None = None,
+    use_bias: bool = False,
+    norm: str | None = "batchnorm",
+    norm_epsilon: float | None = None,
+    activation: str | None = None,
+    bn_scale_init: float = 1.0,
+    kernel_init: Callable | None = None,
+    bias_init: Callable | None = None,
+    conv_name: str = "conv",
+    norm_name: str = "bn",
+    train: bool = False,
+    dtype: Any = None,
+    param_dtype: Any = jnp.float32,
+) -> jax.Array:
     """conv -> [norm] -> [activation], created inside the calling module under `conv_name` and `norm_name`.
 
     norm: "batchnorm" (eps default 1e-5, PyTorch's), one of the `get_norm` kinds (eps default 1e-6), or None;
     activation: a `get_activation` kind or None. Call it from a `@nn.compact` method.
     """
     if x.shape[-1] % groups or features % groups:
-        raise ValueError(f"conv_norm_act: groups={groups} must divide the input channels ({x.shape[-1]}) and "
-                         f"features ({features}).")
+        raise ValueError(
+            f"conv_norm_act: groups={groups} must divide the input channels ({x.shape[-1]}) and features ({features})."
+        )
     if norm is not None and norm not in CONV_NORMS:
         raise unknown_name_error("norm", norm, CONV_NORMS)
     common = dict(dtype=dtype, param_dtype=param_dtype)
-    x = conv2d(features, kernel_size, stride=stride, groups=groups, padding=padding, use_bias=use_bias,
-               kernel_init=kernel_init, bias_init=bias_init, name=conv_name, **common)(x)
+    x = conv2d(
+        features,
+        kernel_size,
+        stride=stride,
+        groups=groups,
+        padding=padding,
+        use_bias=use_bias,
+        kernel_init=kernel_init,
+        bias_init=bias_init,
+        name=conv_name,
+        **common,
+    )(x)
     if norm == "batchnorm":
         epsilon = BN_EPSILON if norm_epsilon is None else norm_epsilon
         x = batch_norm(norm_name, train=train, epsilon=epsilon, scale_init=bn_scale_init, **common)(x)
@@ -102,34 +163,52 @@ class ConvNormAct(Module):
     kernel_size: int = 1
     stride: int = 1
     groups: int = 1
-    padding: Optional[int] = None  # per side; None: (kernel_size - 1) // 2
+    padding: int | None = None  # per side; None: (kernel_size - 1) // 2
     use_bias: bool = False
-    norm: Optional[str] = "batchnorm"
-    norm_epsilon: Optional[float] = None  # None: 1e-5 for BatchNorm, 1e-6 otherwise
-    activation: Optional[str] = "relu"
+    norm: str | None = "batchnorm"
+    norm_epsilon: float | None = None  # None: 1e-5 for BatchNorm, 1e-6 otherwise
+    activation: str | None = "relu"
     bn_scale_init: float = 1.0
-    kernel_init: Optional[Callable] = None  # None: trunc-normal 0.02 (timm's)
+    kernel_init: Callable | None = None  # None: trunc-normal 0.02 (timm's)
     norm_name: str = "norm"
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
-        return conv_norm_act(x, self.features, self.kernel_size, stride=self.stride, groups=self.groups,
-                             padding=self.padding, use_bias=self.use_bias, norm=self.norm,
-                             norm_epsilon=self.norm_epsilon, activation=self.activation,
-                             bn_scale_init=self.bn_scale_init, kernel_init=self.kernel_init, norm_name=self.norm_name,
-                             train=train, dtype=self.dtype, param_dtype=self.param_dtype)
+        return conv_norm_act(
+            x,
+            self.features,
+            self.kernel_size,
+            stride=self.stride,
+            groups=self.groups,
+            padding=self.padding,
+            use_bias=self.use_bias,
+            norm=self.norm,
+            norm_epsilon=self.norm_epsilon,
+            activation=self.activation,
+            bn_scale_init=self.bn_scale_init,
+            kernel_init=self.kernel_init,
+            norm_name=self.norm_name,
+            train=train,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+        )
 
 
 class ConvBN(ConvNormAct):
     """conv (no bias) -> BatchNorm (`conv`, `bn`): PyTorch's `Conv2d_BN` (LeViT, EfficientViT, CAS-ViT, FFNet,
     LSNet). Positional arguments: features, kernel_size, stride, groups."""
 
-    activation: Optional[str] = None
+    activation: str | None = None
     norm_name: str = "bn"
 
 
-def fuse_conv_bn(kernel: jax.Array, bn_params: Mapping[str, jax.Array], bn_stats: Mapping[str, jax.Array],
-                 conv_bias: Optional[jax.Array] = None, epsilon: float = BN_EPSILON) -> Tuple[jax.Array, jax.Array]:
+def fuse_conv_bn(
+    kernel: jax.Array,
+    bn_params: Mapping[str, jax.Array],
+    bn_stats: Mapping[str, jax.Array],
+    conv_bias: jax.Array | None = None,
+    epsilon: float = BN_EPSILON,
+) -> tuple[jax.Array, jax.Array]:
     """(kernel, bias) of the single conv equal to conv -> BatchNorm in inference mode.
 
     BN(z) = scale * (z - mean) / sqrt(var + eps) + bias, so each output channel's kernel is scaled
@@ -150,7 +229,7 @@ def pad_kernel(kernel: jax.Array, size: int) -> jax.Array:
     return jnp.pad(kernel, ((p, p), (p, p), (0, 0), (0, 0)))
 
 
-def conv_bn_variables(variables: Mapping[str, Any], path: Sequence[str]) -> Tuple[jax.Array, dict, dict]:
+def conv_bn_variables(variables: Mapping[str, Any], path: Sequence[str]) -> tuple[jax.Array, dict, dict]:
     """(conv kernel, bn params, bn stats) of the ConvBN at `path` inside a model's variables."""
     params, stats = variables["params"], variables["batch_stats"]
     for key in path:

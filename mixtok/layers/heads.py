@@ -21,7 +21,8 @@ the pooled (and normalised) features, as timm's `num_classes=0`. The pooled feat
 the `intermediates` collection as `pre_logits`.
 """
 
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -40,20 +41,42 @@ def global_avg_pool(x: jax.Array) -> jax.Array:
     return jnp.mean(x.astype(jnp.float32), axis=(1, 2)).astype(x.dtype)
 
 
-def classifier(num_classes: int, *, name: str, in_axis: Optional[str] = "embed", kernel_init: Optional[Callable] = None,
-               dtype: Any = None, param_dtype: Any = jnp.float32) -> nn.Dense:
+def classifier(
+    num_classes: int,
+    *,
+    name: str,
+    in_axis: str | None = "embed",
+    kernel_init: Callable | None = None,
+    dtype: Any = None,
+    param_dtype: Any = jnp.float32,
+) -> nn.Dense:
     """The final Linear (features -> classes): trunc-normal 0.02 kernel (timm's) unless `kernel_init`, zero bias.
 
     The class axis is never sharded (a class count rarely divides a mesh axis).
     """
     init = kernel_init or dense_kernel_init((in_axis, None))
-    return nn.Dense(num_classes, kernel_init=init, bias_init=zeros_with_axes((None,)), dtype=dtype,
-                    param_dtype=param_dtype, name=name)
+    return nn.Dense(
+        num_classes,
+        kernel_init=init,
+        bias_init=zeros_with_axes((None,)),
+        dtype=dtype,
+        param_dtype=param_dtype,
+        name=name,
+    )
 
 
-def pooled_classifier(module: nn.Module, features: jax.Array, *, num_classes: int, head_dropout: float, train: bool,
-                      name: str = "head", kernel_init: Optional[Callable] = None, dtype: Any = None,
-                      param_dtype: Any = jnp.float32) -> jax.Array:
+def pooled_classifier(
+    module: nn.Module,
+    features: jax.Array,
+    *,
+    num_classes: int,
+    head_dropout: float,
+    train: bool,
+    name: str = "head",
+    kernel_init: Callable | None = None,
+    dtype: Any = None,
+    param_dtype: Any = jnp.float32,
+) -> jax.Array:
     """pool -> dropout -> Linear `name`, built in `module`'s scope (call it inside its compact method).
 
     Sows the pooled features as `pre_logits` and returns them when `num_classes <= 0`; otherwise
@@ -84,8 +107,13 @@ class MlpHead(Module):
     def __call__(self, x, *, train: bool = False):
         common = self.dtype_kwargs
         hidden = int(self.mlp_ratio * x.shape[-1])
-        x = nn.Dense(hidden, kernel_init=dense_kernel_init(("embed", "mlp")), bias_init=zeros_with_axes(("mlp",)),
-                     name="fc1", **common)(x)
+        x = nn.Dense(
+            hidden,
+            kernel_init=dense_kernel_init(("embed", "mlp")),
+            bias_init=zeros_with_axes(("mlp",)),
+            name="fc1",
+            **common,
+        )(x)
         x = jnp.square(nn.relu(x))
         x = LayerNorm(epsilon=self.norm_epsilon, name="norm", **common)(x)
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
@@ -102,7 +130,7 @@ class ClassifierHead(Module):
     num_classes: int
     norm_epsilon: float = 1e-6
     norm_before_pool: bool = False  # GFNet normalises every token, then averages
-    mlp_ratio: Optional[float] = None  # None: a Linear classifier; else MlpHead's hidden ratio
+    mlp_ratio: float | None = None  # None: a Linear classifier; else MlpHead's hidden ratio
     mlp_norm_epsilon: float = 1e-6
     head_dropout: float = 0.0
 
@@ -116,6 +144,12 @@ class ClassifierHead(Module):
             return x
         x = nn.Dropout(self.head_dropout, deterministic=not train)(x)
         if self.mlp_ratio is not None:
-            return MlpHead(self.num_classes, self.mlp_ratio, norm_epsilon=self.mlp_norm_epsilon,
-                           dropout=self.head_dropout, name="fc", **common)(x, train=train)
+            return MlpHead(
+                self.num_classes,
+                self.mlp_ratio,
+                norm_epsilon=self.mlp_norm_epsilon,
+                dropout=self.head_dropout,
+                name="fc",
+                **common,
+            )(x, train=train)
         return classifier(self.num_classes, name="fc", **common)(x)

@@ -20,7 +20,7 @@ The `*_init(axes)` helpers box an initialiser with the logical axis names of its
 """
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 
@@ -39,7 +39,7 @@ def torch_uniform_init(fan_in: int) -> Callable:
     """U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for any shape: PyTorch's default bias init (and weight init)."""
     if fan_in < 1:
         raise ValueError(f"torch_uniform_init: fan_in must be a positive number of inputs; got {fan_in}.")
-    bound = fan_in ** -0.5
+    bound = fan_in**-0.5
 
     def init(key, shape, dtype=jax.numpy.float32):
         return jax.random.uniform(key, shape, dtype, -bound, bound)
@@ -75,6 +75,8 @@ def fan_out_normal_init(kernel_size: int, features: int, groups: int = 1, axes: 
     """normal(0, sqrt(2 / fan_out)), fan_out = k * k * features / groups: the Swin / PVT conv init."""
     fan_out = kernel_size * kernel_size * features // groups
     if fan_out < 1:
-        raise ValueError(f"fan_out_normal_init: kernel_size={kernel_size}, features={features}, groups={groups} "
-                         f"give fan_out {fan_out}; it must be at least 1.")
+        raise ValueError(
+            f"fan_out_normal_init: kernel_size={kernel_size}, features={features}, groups={groups} "
+            f"give fan_out {fan_out}; it must be at least 1."
+        )
     return param_with_axes(jax.nn.initializers.normal(math.sqrt(2.0 / fan_out)), axes)

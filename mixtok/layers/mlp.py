@@ -1,6 +1,5 @@
 """The channel MLP of transformer-style blocks (MetaFormer, GFNet, DaViT, ...); heads are in `mixtok.layers.heads`."""
 
-
 import flax.linen as nn
 
 from mixtok.layers.activations import get_activation
@@ -26,13 +25,24 @@ class Mlp(Module):
     def __call__(self, x, *, train: bool = False):
         dim = x.shape[-1]
         hidden = int(self.mlp_ratio * dim)
-        x = nn.Dense(hidden, use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype,
-                     kernel_init=dense_kernel_init(("embed", "mlp")), bias_init=zeros_with_axes(("mlp",)),
-                     name="fc1")(x)
+        x = nn.Dense(
+            hidden,
+            use_bias=self.use_bias,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=dense_kernel_init(("embed", "mlp")),
+            bias_init=zeros_with_axes(("mlp",)),
+            name="fc1",
+        )(x)
         x = get_activation(self.activation, dtype=self.dtype, param_dtype=self.param_dtype, name="act")(x)
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
-        x = nn.Dense(dim, use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype,
-                     kernel_init=dense_kernel_init(("mlp", "embed")), bias_init=zeros_with_axes(("embed",)),
-                     name="fc2")(x)
+        x = nn.Dense(
+            dim,
+            use_bias=self.use_bias,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=dense_kernel_init(("mlp", "embed")),
+            bias_init=zeros_with_axes(("embed",)),
+            name="fc2",
+        )(x)
         return nn.Dropout(self.dropout, deterministic=not train)(x)
-

@@ -68,11 +68,11 @@ NORMS = {
 }
 
 
-def get_norm(kind: str, *, epsilon: float, dtype: Any = None, param_dtype: Any = jnp.float32,
-             name: str | None = None) -> nn.Module:
+def get_norm(
+    kind: str, *, epsilon: float, dtype: Any = None, param_dtype: Any = jnp.float32, name: str | None = None
+) -> nn.Module:
     """Returns a norm module of `kind` (one of NORMS) with the given epsilon, named `name`."""
     if kind not in NORMS:
         raise unknown_name_error("norm", kind, NORMS)
     cls, fixed = NORMS[kind]
     return cls(epsilon=epsilon, dtype=dtype, param_dtype=param_dtype, name=name, **fixed)
-

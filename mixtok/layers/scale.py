@@ -21,11 +21,13 @@ import jax.numpy as jnp
 from mixtok.layers.partitioning import param_with_axes
 
 
-def layer_scale_param(module: nn.Module, name: str, init_value: float, channels: int,
-                      param_dtype: Any = jnp.float32) -> jax.Array:
+def layer_scale_param(
+    module: nn.Module, name: str, init_value: float, channels: int, param_dtype: Any = jnp.float32
+) -> jax.Array:
     """A [channels] parameter `name` of `module`, initialised to `init_value` (call it inside a compact method)."""
-    return module.param(name, param_with_axes(nn.initializers.constant(init_value), ("embed",)), (channels,),
-                        param_dtype)
+    return module.param(
+        name, param_with_axes(nn.initializers.constant(init_value), ("embed",)), (channels,), param_dtype
+    )
 
 
 class LayerScale(nn.Module):

@@ -5,7 +5,7 @@ Paper: "Squeeze-and-Excitation Networks" (Hu et al., CVPR 2018). Follows timm's 
 `make_divisible` (timm/layers/helpers.py), the form LSNet and many MobileNet-style models import.
 """
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -17,7 +17,7 @@ from mixtok.layers.module import Module
 from mixtok.layers.partitioning import TORCH_DEFAULT_INIT, torch_uniform_init
 
 
-def make_divisible(value: float, divisor: int = 8, min_value: Optional[int] = None, round_limit: float = 0.9) -> int:
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None, round_limit: float = 0.9) -> int:
     """Rounds a channel count to the nearest multiple of `divisor` (at least `min_value`, default `divisor`).
 
     timm's `make_divisible`: if rounding lost more than 1 - round_limit of `value`, one `divisor` is added
@@ -40,7 +40,7 @@ class SqueezeExcite(Module):
     rd_ratio: float = 1.0 / 16
     rd_divisor: int = 8
     activation: str = "relu"
-    kernel_init: Optional[Callable] = None
+    kernel_init: Callable | None = None
 
     @nn.compact
     def __call__(self, x):
@@ -50,8 +50,14 @@ class SqueezeExcite(Module):
 
         def fc(features, fan_in, name):
             if self.kernel_init is None:
-                return conv2d(features, 1, kernel_init=TORCH_DEFAULT_INIT, bias_init=torch_uniform_init(fan_in),
-                              name=name, **common)
+                return conv2d(
+                    features,
+                    1,
+                    kernel_init=TORCH_DEFAULT_INIT,
+                    bias_init=torch_uniform_init(fan_in),
+                    name=name,
+                    **common,
+                )
             return conv2d(features, 1, kernel_init=self.kernel_init, name=name, **common)
 
         s = jnp.mean(x, axis=(1, 2), keepdims=True)

@@ -40,7 +40,6 @@ Differences from the official code:
   added, as the official casts to the input dtype before its residual.
 """
 
-
 import jax
 import jax.numpy as jnp
 
@@ -77,19 +76,23 @@ class AdaptiveFrequencyFilter(Module):
         if self.dim % self.num_blocks:
             raise ValueError(
                 f"AdaptiveFrequencyFilter: dim={self.dim} is not divisible by num_blocks={self.num_blocks}; "
-                f"use a num_blocks among the divisors of {self.dim}: {_divisors(self.dim)}.")
+                f"use a num_blocks among the divisors of {self.dim}: {_divisors(self.dim)}."
+            )
         if self.hidden_size_factor < 1:
             raise ValueError(
-                f"AdaptiveFrequencyFilter: hidden_size_factor must be >= 1; got {self.hidden_size_factor}.")
+                f"AdaptiveFrequencyFilter: hidden_size_factor must be >= 1; got {self.hidden_size_factor}."
+            )
         blocks, size = self.num_blocks, self.dim // self.num_blocks
         hidden = size * self.hidden_size_factor
         init = jax.nn.initializers.normal(stddev=INIT_STDDEV)
         # The block axis is never sharded: these weights are small (4 C^2 f / num_blocks).
-        self.w1 = self.param("w1", param_with_axes(init, (None, None, None, None)), (2, blocks, size, hidden),
-                             self.param_dtype)
+        self.w1 = self.param(
+            "w1", param_with_axes(init, (None, None, None, None)), (2, blocks, size, hidden), self.param_dtype
+        )
         self.b1 = self.param("b1", param_with_axes(init, (None, None, None)), (2, blocks, hidden), self.param_dtype)
-        self.w2 = self.param("w2", param_with_axes(init, (None, None, None, None)), (2, blocks, hidden, size),
-                             self.param_dtype)
+        self.w2 = self.param(
+            "w2", param_with_axes(init, (None, None, None, None)), (2, blocks, hidden, size), self.param_dtype
+        )
         self.b2 = self.param("b2", param_with_axes(init, (None, None, None)), (2, blocks, size), self.param_dtype)
         kind = ACTIVATION_ALIASES.get(self.activation, self.activation)
         # Two activations as the official has (`act`, `act2`): one for each part of the hidden layer.
@@ -99,7 +102,8 @@ class AdaptiveFrequencyFilter(Module):
     def _check(self, x):
         if x.ndim != 4 or x.shape[-1] != self.dim:
             raise ValueError(
-                f"AdaptiveFrequencyFilter(dim={self.dim}) takes NHWC x [B, H, W, {self.dim}]; got shape {x.shape}.")
+                f"AdaptiveFrequencyFilter(dim={self.dim}) takes NHWC x [B, H, W, {self.dim}]; got shape {x.shape}."
+            )
 
     def mask(self, x: jax.Array) -> jax.Array:
         """The complex mask M [B, H, W//2+1, C] (complex64) that `__call__` multiplies the spectrum by."""
@@ -118,8 +122,9 @@ class AdaptiveFrequencyFilter(Module):
         hidden_imag = self.act2(mix(imag, w1[0]) + mix(real, w1[1]) + b1[1])
         out_real = mix(hidden_real, w2[0]) - mix(hidden_imag, w2[1]) + b2[0]
         out_imag = mix(hidden_imag, w2[0]) + mix(hidden_real, w2[1]) + b2[1]
-        mask = jax.lax.complex(softshrink(out_real, self.sparsity_threshold),
-                               softshrink(out_imag, self.sparsity_threshold))
+        mask = jax.lax.complex(
+            softshrink(out_real, self.sparsity_threshold), softshrink(out_imag, self.sparsity_threshold)
+        )
         return mask.reshape(batch, height, width // 2 + 1, channels)
 
     def __call__(self, x, *, train: bool = False):

@@ -12,8 +12,6 @@ attention function: softmax in float32 whatever the compute dtype, cuDNN / TPU f
 apply); parameters `qkv`, `proj` as in the official code.
 """
 
-from typing import Optional
-
 from mixtok.layers.attention import MultiHeadAttention
 from mixtok.mixers.registry import register
 
@@ -22,7 +20,7 @@ from mixtok.mixers.registry import register
 class Attention(MultiHeadAttention):
     """Global softmax self-attention over the H * W tokens of an NHWC feature map, heads of width 32."""
 
-    num_heads: Optional[int] = None
-    head_dim: Optional[int] = 32
+    num_heads: int | None = None
+    head_dim: int | None = 32
     qkv_bias: bool = False
     proj_bias: bool = False

@@ -22,7 +22,6 @@ Differences from the official code:
 - BatchNorm running variance: flax averages the biased batch variance, PyTorch the unbiased one.
 """
 
-
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -40,7 +39,6 @@ def torch_conv(features: int, kernel_size: int, **kwargs) -> nn.Conv:
 class SpatialOperation(Module):
     """z * sigmoid(Conv1x1_{C->1}(ReLU(BN(dwConv3x3(z))))): the official `SpatialOperation` (block.0/1/3)."""
 
-
     @nn.compact
     def __call__(self, z, *, train: bool = False):
         common = self.dtype_kwargs
@@ -54,12 +52,12 @@ class SpatialOperation(Module):
 class ChannelOperation(Module):
     """z * sigmoid(Conv1x1_{C->C}(mean_{H,W}(z))): the official `ChannelOperation` (block.1)."""
 
-
     @nn.compact
     def __call__(self, z):
         pooled = jnp.mean(z.astype(jnp.float32), axis=(1, 2), keepdims=True).astype(z.dtype)
-        gate = torch_conv(z.shape[-1], 1, use_bias=False, name="block_1", dtype=self.dtype,
-                          param_dtype=self.param_dtype)(pooled)
+        gate = torch_conv(
+            z.shape[-1], 1, use_bias=False, name="block_1", dtype=self.dtype, param_dtype=self.param_dtype
+        )(pooled)
         return z * nn.sigmoid(gate)
 
 
@@ -74,12 +72,13 @@ class AdditiveTokenMixer(Module):
     @nn.compact
     def __call__(self, x, *, train: bool = False):
         if x.ndim != 4 or x.shape[-1] != self.dim:
-            raise ValueError(f"AdditiveTokenMixer(dim={self.dim}) takes [B, H, W, {self.dim}] inputs; "
-                             f"got shape {x.shape}.")
+            raise ValueError(
+                f"AdditiveTokenMixer(dim={self.dim}) takes [B, H, W, {self.dim}] inputs; got shape {x.shape}."
+            )
         common = self.dtype_kwargs
         dim = self.dim
         qkv = torch_conv(3 * dim, 1, use_bias=self.attn_bias, name="qkv", **common)(x)
-        q, k, v = qkv[..., :dim], qkv[..., dim:2 * dim], qkv[..., 2 * dim:]
+        q, k, v = qkv[..., :dim], qkv[..., dim : 2 * dim], qkv[..., 2 * dim :]
         q = ChannelOperation(name="oper_q_1", **common)(SpatialOperation(name="oper_q_0", **common)(q, train=train))
         k = ChannelOperation(name="oper_k_1", **common)(SpatialOperation(name="oper_k_0", **common)(k, train=train))
         y = torch_conv(dim, 3, groups=dim, name="dwc", **common)(q + k) * v

@@ -9,7 +9,6 @@ Official: sail-sg/metaformer: metaformer_baselines.py `SepConv`; timm: timm/mode
 The inverted-bottleneck layout is MobileNetV2's.
 """
 
-
 import flax.linen as nn
 
 from mixtok.layers.activations import get_activation
@@ -33,13 +32,30 @@ class SepConv(Module):
     def __call__(self, x, *, train: bool = False):
         hidden = int(self.expansion_ratio * self.dim)
         common = dict(use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype)
-        x = nn.Dense(hidden, kernel_init=dense_kernel_init(("embed", "mlp")),
-                     bias_init=zeros_with_axes(("mlp",)), name="pwconv1", **common)(x)
+        x = nn.Dense(
+            hidden,
+            kernel_init=dense_kernel_init(("embed", "mlp")),
+            bias_init=zeros_with_axes(("mlp",)),
+            name="pwconv1",
+            **common,
+        )(x)
         x = get_activation(self.activation1, dtype=self.dtype, param_dtype=self.param_dtype, name="act1")(x)
         pad = self.kernel_size // 2
-        x = nn.Conv(hidden, (self.kernel_size, self.kernel_size), padding=((pad, pad), (pad, pad)),
-                    feature_group_count=hidden, kernel_init=conv_kernel_init((None, None, None, "conv_out")),
-                    bias_init=zeros_with_axes(("conv_out",)), name="dwconv", **common)(x)
+        x = nn.Conv(
+            hidden,
+            (self.kernel_size, self.kernel_size),
+            padding=((pad, pad), (pad, pad)),
+            feature_group_count=hidden,
+            kernel_init=conv_kernel_init((None, None, None, "conv_out")),
+            bias_init=zeros_with_axes(("conv_out",)),
+            name="dwconv",
+            **common,
+        )(x)
         x = get_activation(self.activation2, dtype=self.dtype, param_dtype=self.param_dtype, name="act2")(x)
-        return nn.Dense(self.dim, kernel_init=dense_kernel_init(("mlp", "embed")),
-                        bias_init=zeros_with_axes(("embed",)), name="pwconv2", **common)(x)
+        return nn.Dense(
+            self.dim,
+            kernel_init=dense_kernel_init(("mlp", "embed")),
+            bias_init=zeros_with_axes(("embed",)),
+            name="pwconv2",
+            **common,
+        )(x)

@@ -86,8 +86,9 @@ class WindowAttention(MultiHeadAttention):
         if ws < 1:
             raise ValueError(f"window_attention: window_size must be a positive integer; got {ws}.")
         if not 0 <= self.shift_size < ws:
-            raise ValueError(f"window_attention: shift_size must lie in [0, window_size) = [0, {ws}); "
-                             f"got {self.shift_size}.")
+            raise ValueError(
+                f"window_attention: shift_size must lie in [0, window_size) = [0, {ws}); got {self.shift_size}."
+            )
         shift = self.shift_size if min(height, width) > ws else 0
         pad_bottom, pad_right = -height % ws, -width % ws
         x = jnp.pad(x, ((0, 0), (0, pad_bottom), (0, pad_right), (0, 0)))
@@ -124,6 +125,6 @@ class ChannelAttention(MultiHeadAttention):
         tokens = x.reshape(batch, height * width, channels)
         q, k, v = self.project_qkv(tokens)
         q, k, v = (a.transpose(0, 3, 2, 1) for a in (q, k, v))  # [B, N, h, d] -> [B, d, h, N]
-        out = self.attend(k, v, q, scale=head_dim ** -0.5, train=train)
+        out = self.attend(k, v, q, scale=head_dim**-0.5, train=train)
         out = self.project_out(out.transpose(0, 3, 2, 1), train=train)
         return out.reshape(batch, height, width, channels)

@@ -44,7 +44,7 @@ Precision: the DCT runs on the compute dtype (bfloat16 operands with float32 acc
 bf16) with a float32 spectrum and filter; the routing softmax and the weight mixing are float32.
 """
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -76,14 +76,28 @@ class DynamicSpectrumWeights(Module):
     def __call__(self, pooled: jax.Array, height: int, width: int) -> jax.Array:
         common = dict(use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype)
         hidden = int(self.hidden_ratio * pooled.shape[-1])
-        r = nn.Dense(hidden, kernel_init=dense_kernel_init(("embed", None)), bias_init=zeros_with_axes((None,)),
-                     name="fc1", **common)(pooled)
+        r = nn.Dense(
+            hidden,
+            kernel_init=dense_kernel_init(("embed", None)),
+            bias_init=zeros_with_axes((None,)),
+            name="fc1",
+            **common,
+        )(pooled)
         r = get_activation(self.activation, dtype=self.dtype, param_dtype=self.param_dtype, name="act")(r)
-        r = nn.Dense(self.num_filters * self.channels, kernel_init=dense_kernel_init((None, None)),
-                     bias_init=zeros_with_axes((None,)), name="fc2", **common)(r)
+        r = nn.Dense(
+            self.num_filters * self.channels,
+            kernel_init=dense_kernel_init((None, None)),
+            bias_init=zeros_with_axes((None,)),
+            name="fc2",
+            **common,
+        )(r)
         routing = jax.nn.softmax(r.astype(jnp.float32).reshape(-1, self.num_filters, self.channels), axis=1)
-        base = self.param("base_filters", param_with_axes(jax.nn.initializers.normal(stddev=0.02), (None, None, None)),
-                          (*self.grid_size, self.num_filters), self.param_dtype).astype(jnp.float32)
+        base = self.param(
+            "base_filters",
+            param_with_axes(jax.nn.initializers.normal(stddev=0.02), (None, None, None)),
+            (*self.grid_size, self.num_filters),
+            self.param_dtype,
+        ).astype(jnp.float32)
         if base.shape[:2] != (height, width):
             base = resize_bicubic(base, (height, width), align_corners=True)
         return jnp.einsum("bfc,hwf->bhwc", routing, base, precision=jax.lax.Precision.HIGHEST)
@@ -97,7 +111,7 @@ class DynamicSpectrumMixer(Module):
     expansion_ratio: float = 2.0
     num_filters: int = 4
     weight_hidden_ratio: float = 0.25
-    grid_size: Optional[Sequence[int]] = None  # (h, w) of the stored base filters; None: the input's at init
+    grid_size: Sequence[int] | None = None  # (h, w) of the stored base filters; None: the input's at init
     activation1: str = "star_relu"
     activation2: str = "identity"
     use_bias: bool = False
@@ -107,7 +121,8 @@ class DynamicSpectrumMixer(Module):
     def __call__(self, x, *, train: bool = False):
         if x.ndim != 4 or x.shape[-1] != self.dim:
             raise ValueError(
-                f"DynamicSpectrumMixer(dim={self.dim}) takes NHWC x [B, H, W, {self.dim}]; got shape {x.shape}.")
+                f"DynamicSpectrumMixer(dim={self.dim}) takes NHWC x [B, H, W, {self.dim}]; got shape {x.shape}."
+            )
         if self.num_filters < 1:
             raise ValueError(f"num_filters must be a positive number of base filters; got {self.num_filters}.")
         height, width = x.shape[1:3]
@@ -118,12 +133,28 @@ class DynamicSpectrumMixer(Module):
         common = dict(use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype)
         pooled = jnp.mean(x.astype(jnp.float32), axis=(1, 2)).astype(self.dtype or x.dtype)
         filt = DynamicSpectrumWeights(
-            channels=hidden, grid_size=grid, num_filters=self.num_filters, hidden_ratio=self.weight_hidden_ratio,
-            dtype=self.dtype, param_dtype=self.param_dtype, name="spectrum_weights")(pooled, height, width)
-        y = nn.Dense(hidden, kernel_init=dense_kernel_init(("embed", "mlp")), bias_init=zeros_with_axes(("mlp",)),
-                     name="pwconv1", **common)(x)
+            channels=hidden,
+            grid_size=grid,
+            num_filters=self.num_filters,
+            hidden_ratio=self.weight_hidden_ratio,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="spectrum_weights",
+        )(pooled, height, width)
+        y = nn.Dense(
+            hidden,
+            kernel_init=dense_kernel_init(("embed", "mlp")),
+            bias_init=zeros_with_axes(("mlp",)),
+            name="pwconv1",
+            **common,
+        )(x)
         y = get_activation(self.activation1, dtype=self.dtype, param_dtype=self.param_dtype, name="act1")(y)
         y = dct_filter(y, filt, impl=self.impl)
         y = get_activation(self.activation2, dtype=self.dtype, param_dtype=self.param_dtype, name="act2")(y)
-        return nn.Dense(self.dim, kernel_init=dense_kernel_init(("mlp", "embed")),
-                        bias_init=zeros_with_axes(("embed",)), name="pwconv2", **common)(y)
+        return nn.Dense(
+            self.dim,
+            kernel_init=dense_kernel_init(("mlp", "embed")),
+            bias_init=zeros_with_axes(("embed",)),
+            name="pwconv2",
+            **common,
+        )(y)

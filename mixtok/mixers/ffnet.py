@@ -27,7 +27,8 @@ Differences from the official code:
 - BatchNorm running variance: flax averages the biased batch variance, PyTorch the unbiased one.
 """
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -61,7 +62,8 @@ class RepVGGDW(Module):
         small = k // 2
         y = ConvBN(self.features, k, self.stride, groups, padding=k // 2, name="conv", **common)(x, train=train)
         return y + ConvBN(self.features, small, self.stride, groups, padding=small // 2, name="conv1", **common)(
-            x, train=train)
+            x, train=train
+        )
 
 
 @register("ffnified_attention")
@@ -82,12 +84,15 @@ class FFNifiedAttention(Module):
     @nn.compact
     def __call__(self, x, *, train: bool = False):
         if x.ndim != 4 or x.shape[-1] != self.dim:
-            raise ValueError(f"FFNifiedAttention(dim={self.dim}) takes [B, H, W, {self.dim}] inputs; "
-                             f"got shape {x.shape}.")
+            raise ValueError(
+                f"FFNifiedAttention(dim={self.dim}) takes [B, H, W, {self.dim}] inputs; got shape {x.shape}."
+            )
         for kernel_size in (self.kernel_size1, self.kernel_size2):
             if kernel_size < 1 or kernel_size % 2 == 0:
-                raise ValueError(f"FFNifiedAttention kernel sizes must be odd and positive (7 builds a RepVGGDW); "
-                                 f"got kernel_size1={self.kernel_size1}, kernel_size2={self.kernel_size2}.")
+                raise ValueError(
+                    f"FFNifiedAttention kernel sizes must be odd and positive (7 builds a RepVGGDW); "
+                    f"got kernel_size1={self.kernel_size1}, kernel_size2={self.kernel_size2}."
+                )
         common = self.dtype_kwargs
         if self.fused:
             y = plain_conv(self.dim, 1, name="fc", **common)(x)

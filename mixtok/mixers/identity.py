@@ -4,8 +4,6 @@ sail-sg/metaformer: metaformer_baselines.py uses `nn.Identity` as the mixer: the
 norm + MLP with residuals, the paper's lower bound of what the MetaFormer skeleton gives alone.
 """
 
-
-
 from mixtok.layers.module import Module
 from mixtok.mixers.registry import register
 

@@ -24,7 +24,6 @@ Differences from the official code:
 - Dropouts (attention and projection, official defaults 0) are options here with the same defaults.
 """
 
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -41,19 +40,34 @@ def _gelu(x):
 
 def _depthwise_conv3x3(x, name, dtype, param_dtype):
     channels = x.shape[-1]
-    return nn.Conv(channels, (3, 3), padding=((1, 1), (1, 1)), feature_group_count=channels, use_bias=False,
-                   dtype=dtype, param_dtype=param_dtype,
-                   kernel_init=conv_kernel_init((None, None, None, "conv_out")), name=name)(x)
+    return nn.Conv(
+        channels,
+        (3, 3),
+        padding=((1, 1), (1, 1)),
+        feature_group_count=channels,
+        use_bias=False,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        kernel_init=conv_kernel_init((None, None, None, "conv_out")),
+        name=name,
+    )(x)
 
 
 def _pointwise_conv(x, features, use_bias, name, dtype, param_dtype):
-    return nn.Conv(features, (1, 1), use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
-                   kernel_init=conv_kernel_init(), bias_init=zeros_with_axes(("conv_out",)), name=name)(x)
+    return nn.Conv(
+        features,
+        (1, 1),
+        use_bias=use_bias,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        kernel_init=conv_kernel_init(),
+        bias_init=zeros_with_axes(("conv_out",)),
+        name=name,
+    )(x)
 
 
 class HighMixer(Module):
     """The two high-frequency branches on `high_dim` channels; returns 2 * high_dim channels."""
-
 
     @nn.compact
     def __call__(self, x):
@@ -83,9 +97,15 @@ class LowMixer(Module):
             x = nn.avg_pool(x, (s, s), strides=(s, s))
         pooled_h, pooled_w = x.shape[1:3]
         tokens = x.reshape(batch, pooled_h * pooled_w, channels)
-        qkv = nn.Dense(3 * channels, use_bias=True, dtype=self.dtype, param_dtype=self.param_dtype,
-                       kernel_init=dense_kernel_init(("embed", "heads")), bias_init=zeros_with_axes(("heads",)),
-                       name="qkv")(tokens)
+        qkv = nn.Dense(
+            3 * channels,
+            use_bias=True,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=dense_kernel_init(("embed", "heads")),
+            bias_init=zeros_with_axes(("heads",)),
+            name="qkv",
+        )(tokens)
         q, k, v = jnp.moveaxis(qkv.reshape(batch, -1, 3, self.num_heads, head_dim), 2, 0)
         rng = self.make_rng("dropout") if train and self.attn_dropout > 0.0 else None
         out = dot_product_attention(q, k, v, dropout_rate=self.attn_dropout, dropout_rng=rng)
@@ -116,15 +136,25 @@ class InceptionMixer(Module):
         low_dim = self.attention_heads * head_dim
         high_dim = self.dim - low_dim
         if not 1 <= self.attention_heads < self.num_heads or high_dim % 2:
-            raise ValueError(f"InceptionMixer: attention_heads={self.attention_heads} must be in [1, num_heads="
-                             f"{self.num_heads}) and leave an even number of high-frequency channels "
-                             f"(dim - attention_heads * dim / num_heads = {high_dim}).")
+            raise ValueError(
+                f"InceptionMixer: attention_heads={self.attention_heads} must be in [1, num_heads="
+                f"{self.num_heads}) and leave an even number of high-frequency channels "
+                f"(dim - attention_heads * dim / num_heads = {high_dim})."
+            )
         if self.pool_size < 1 or x.shape[1] % self.pool_size or x.shape[2] % self.pool_size:
-            raise ValueError(f"InceptionMixer: pool_size={self.pool_size} must be >= 1 and divide the feature map "
-                             f"{x.shape[1]}x{x.shape[2]} (the attention runs on the pooled map, then is upsampled).")
+            raise ValueError(
+                f"InceptionMixer: pool_size={self.pool_size} must be >= 1 and divide the feature map "
+                f"{x.shape[1]}x{x.shape[2]} (the attention runs on the pooled map, then is upsampled)."
+            )
         high = HighMixer(dtype=self.dtype, param_dtype=self.param_dtype, name="high_mixer")(x[..., :high_dim])
-        low = LowMixer(self.attention_heads, self.pool_size, self.attn_dropout, dtype=self.dtype,
-                       param_dtype=self.param_dtype, name="low_mixer")(x[..., high_dim:], train=train)
+        low = LowMixer(
+            self.attention_heads,
+            self.pool_size,
+            self.attn_dropout,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="low_mixer",
+        )(x[..., high_dim:], train=train)
         z = jnp.concatenate([high, low.astype(high.dtype)], axis=-1)
         z = z + _depthwise_conv3x3(z, "conv_fuse", self.dtype, self.param_dtype)
         y = _pointwise_conv(z, self.dim, True, "proj", self.dtype, self.param_dtype)

@@ -16,8 +16,6 @@ the official code: the three input projections are one fused Linear (the same pa
 the official `torch.nn.Linear`s have them. No 1/sqrt(d) scale (the official code has none).
 """
 
-from typing import Optional
-
 import flax.linen as nn
 
 from mixtok.kernels.linear_attention import linear_attention
@@ -31,7 +29,7 @@ class LinearAttention(Module):
     """Global linear (kernelised) self-attention over the H * W tokens of an NHWC feature map."""
 
     dim: int
-    num_heads: Optional[int] = None
+    num_heads: int | None = None
     head_dim: int = 32
     feature_map: str = "elu1"
     qkv_bias: bool = True
@@ -46,14 +44,26 @@ class LinearAttention(Module):
         heads = self.num_heads or max(self.dim // self.head_dim, 1)
         inner = heads * self.head_dim
         tokens = x.reshape(batch, height * width, channels)
-        qkv = nn.Dense(3 * inner, use_bias=self.qkv_bias, dtype=self.dtype, param_dtype=self.param_dtype,
-                       kernel_init=dense_kernel_init(("embed", "heads")), bias_init=zeros_with_axes(("heads",)),
-                       name="qkv")(tokens)
+        qkv = nn.Dense(
+            3 * inner,
+            use_bias=self.qkv_bias,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=dense_kernel_init(("embed", "heads")),
+            bias_init=zeros_with_axes(("heads",)),
+            name="qkv",
+        )(tokens)
         qkv = qkv.reshape(batch, height * width, 3, heads, self.head_dim).transpose(2, 0, 3, 1, 4)
         out = linear_attention(qkv[0], qkv[1], qkv[2], feature_map=self.feature_map, eps=self.eps, impl=self.impl)
         out = out.transpose(0, 2, 1, 3).reshape(batch, height * width, inner)
-        out = nn.Dense(channels, use_bias=self.proj_bias, dtype=self.dtype, param_dtype=self.param_dtype,
-                       kernel_init=dense_kernel_init(("heads", "embed")), bias_init=zeros_with_axes(("embed",)),
-                       name="proj")(out)
+        out = nn.Dense(
+            channels,
+            use_bias=self.proj_bias,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=dense_kernel_init(("heads", "embed")),
+            bias_init=zeros_with_axes(("embed",)),
+            name="proj",
+        )(out)
         out = nn.Dropout(self.proj_dropout, deterministic=not train)(out)
         return out.reshape(batch, height, width, channels)

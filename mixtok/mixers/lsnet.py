@@ -27,7 +27,6 @@ Differences from the official code:
   uses the biased batch variance where PyTorch uses the unbiased one.
 """
 
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -48,19 +47,21 @@ def small_kernel_aggregation(x: jax.Array, kernels: jax.Array) -> jax.Array:
     """
     batch, height, width, channels = x.shape
     groups, taps = kernels.shape[-2:]
-    size = int(round(taps ** 0.5))
+    size = int(round(taps**0.5))
     if size * size != taps or size % 2 == 0:
         raise ValueError(f"small_kernel_aggregation: kernels need an odd square number of taps; got {taps}.")
     if kernels.shape[:3] != (batch, height, width) or channels % groups:
-        raise ValueError(f"small_kernel_aggregation: kernels {kernels.shape} must be [B, H, W, G, k*k] for x "
-                         f"{x.shape}, with G dividing the {channels} channels.")
+        raise ValueError(
+            f"small_kernel_aggregation: kernels {kernels.shape} must be [B, H, W, G, k*k] for x "
+            f"{x.shape}, with G dividing the {channels} channels."
+        )
     pad = size // 2
     padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
     # Channels as (C / G, G): channel c = r * G + g sits at [r, g], so its kernel group is g = c mod G.
     out = jnp.zeros((batch, height, width, channels // groups, groups), jnp.promote_types(x.dtype, kernels.dtype))
     for kh in range(size):
         for kw in range(size):
-            shifted = padded[:, kh:kh + height, kw:kw + width, :].reshape(out.shape)
+            shifted = padded[:, kh : kh + height, kw : kw + width, :].reshape(out.shape)
             out = out + shifted * kernels[:, :, :, None, :, size * kh + kw]
     return out.reshape(batch, height, width, channels).astype(x.dtype)
 
@@ -77,7 +78,7 @@ class LargeKernelPerception(Module):
         dim = x.shape[-1]
         hidden = dim // 2
         groups = dim // self.channels_per_kernel
-        taps = self.small_kernel ** 2
+        taps = self.small_kernel**2
         # LSNet keeps PyTorch's default Conv2d init (weights and the cv4 bias U(+-1/sqrt(fan_in))).
         common = dict(kernel_init=TORCH_DEFAULT_INIT, dtype=self.dtype, param_dtype=self.param_dtype)
         h = nn.relu(ConvBN(hidden, name="cv1", **common)(x, train=train))
@@ -85,9 +86,16 @@ class LargeKernelPerception(Module):
         h = nn.relu(ConvBN(hidden, name="cv3", **common)(h, train=train))
         w = conv2d(taps * groups, 1, bias_init=torch_uniform_init(hidden), name="cv4", **common)(h)
         # GroupNorm's groups are blocks of k*k consecutive channels: the taps of one kernel group.
-        w = nn.GroupNorm(num_groups=groups, epsilon=GROUP_NORM_EPSILON, use_fast_variance=False, dtype=self.dtype,
-                         param_dtype=self.param_dtype, scale_init=ones_with_axes(("conv_out",)),
-                         bias_init=zeros_with_axes(("conv_out",)), name="norm")(w)
+        w = nn.GroupNorm(
+            num_groups=groups,
+            epsilon=GROUP_NORM_EPSILON,
+            use_fast_variance=False,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            scale_init=ones_with_axes(("conv_out",)),
+            bias_init=zeros_with_axes(("conv_out",)),
+            name="norm",
+        )(w)
         return w.reshape(*w.shape[:3], groups, taps)
 
 
@@ -105,13 +113,22 @@ class LSConv(Module):
         if x.shape[-1] != self.dim:
             raise ValueError(f"LSConv(dim={self.dim}) got {x.shape[-1]} channels (input shape {x.shape}).")
         if self.dim % 2 or self.channels_per_kernel < 1 or self.dim % self.channels_per_kernel:
-            raise ValueError(f"LSConv: dim={self.dim} must be even and divisible by channels_per_kernel="
-                             f"{self.channels_per_kernel}.")
+            raise ValueError(
+                f"LSConv: dim={self.dim} must be even and divisible by channels_per_kernel={self.channels_per_kernel}."
+            )
         if self.small_kernel % 2 == 0 or self.large_kernel % 2 == 0:
-            raise ValueError(f"LSConv: kernel sizes must be odd; got large_kernel={self.large_kernel}, "
-                             f"small_kernel={self.small_kernel}.")
-        kernels = LargeKernelPerception(self.large_kernel, self.small_kernel, self.channels_per_kernel,
-                                        dtype=self.dtype, param_dtype=self.param_dtype, name="lkp")(x, train=train)
+            raise ValueError(
+                f"LSConv: kernel sizes must be odd; got large_kernel={self.large_kernel}, "
+                f"small_kernel={self.small_kernel}."
+            )
+        kernels = LargeKernelPerception(
+            self.large_kernel,
+            self.small_kernel,
+            self.channels_per_kernel,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="lkp",
+        )(x, train=train)
         y = small_kernel_aggregation(x, kernels)
         y = batch_norm("bn", train=train, dtype=self.dtype, param_dtype=self.param_dtype)(y)
         return y + x

@@ -12,8 +12,6 @@ the optimizer never sees it. Its size is fixed when the model is initialised, so
 trained at 224 px only runs at 224 px, as in the paper.
 """
 
-from typing import Optional
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -27,7 +25,7 @@ class RandomMixing(Module):
     """y = M x over tokens with a frozen row-stochastic random N x N matrix M."""
 
     dim: int
-    num_tokens: Optional[int] = None  # None: taken from the H * W of the input at initialisation
+    num_tokens: int | None = None  # None: taken from the H * W of the input at initialisation
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
@@ -36,7 +34,8 @@ class RandomMixing(Module):
         if self.num_tokens is not None and self.num_tokens != tokens:
             raise ValueError(
                 f"RandomMixing was configured for num_tokens={self.num_tokens} but the input has "
-                f"{height}x{width}={tokens} tokens; set num_tokens={tokens} or feed a {self.num_tokens}-token map.")
+                f"{height}x{width}={tokens} tokens; set num_tokens={tokens} or feed a {self.num_tokens}-token map."
+            )
 
         def init():
             rng = self.make_rng("params")
@@ -47,7 +46,8 @@ class RandomMixing(Module):
             raise ValueError(
                 f"RandomMixing's frozen matrix is {matrix.shape[0]}x{matrix.shape[1]} (built for "
                 f"{matrix.shape[0]} tokens) but the input has {height}x{width}={tokens} tokens. A RandFormer "
-                f"runs only at the resolution it was initialised at.")
+                f"runs only at the resolution it was initialised at."
+            )
         dtype = self.dtype or x.dtype
         y = jnp.einsum("mn,bnc->bmc", matrix.astype(dtype), x.reshape(batch, tokens, channels).astype(dtype))
         return y.reshape(batch, height, width, channels)

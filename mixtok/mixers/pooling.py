@@ -10,7 +10,6 @@ of a 3x3 window divides by 4, an edge by 6, the interior by 9. The subtraction o
 because the block adds the input back through its residual.
 """
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,8 +30,9 @@ def avg_pool_exclude_padding(x: jax.Array, pool_size: int) -> jax.Array:
     if pool_size % 2 != 1:
         raise ValueError(f"pool_size must be odd so the output keeps the input size; got {pool_size}.")
     pad = pool_size // 2
-    summed = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, pool_size, pool_size, 1), (1, 1, 1, 1),
-                                   ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    summed = jax.lax.reduce_window(
+        x, 0.0, jax.lax.add, (1, pool_size, pool_size, 1), (1, 1, 1, 1), ((0, 0), (pad, pad), (pad, pad), (0, 0))
+    )
     # The divisor depends only on the position and is separable: count(h, w) = count(h) * count(w).
     count = np.outer(valid_counts(x.shape[1], pool_size), valid_counts(x.shape[2], pool_size))
     return summed / jnp.asarray(count[None, :, :, None], x.dtype)

@@ -43,7 +43,6 @@ its structure could not be read. `LocalInteractionModule` is a stand-in, ours en
 """
 
 import math
-from typing import Optional
 
 import flax.linen as nn
 import jax
@@ -69,8 +68,9 @@ def _check_nhwc(x: jax.Array, dim: int, who: str) -> None:
     if x.ndim != 4:
         raise ValueError(f"{who} takes NHWC feature maps [B, H, W, C]; got shape {x.shape}.")
     if x.shape[-1] != dim:
-        raise ValueError(f"{who} was built for dim={dim} channels; got an input with {x.shape[-1]} channels "
-                         f"(shape {x.shape}).")
+        raise ValueError(
+            f"{who} was built for dim={dim} channels; got an input with {x.shape[-1]} channels (shape {x.shape})."
+        )
 
 
 @register("strip_self_attention")
@@ -79,8 +79,8 @@ class StripSelfAttention(Module):
 
     dim: int
     num_heads: int = 1
-    reduction: int = 1           # spatial reduction ratio r of K and V (stride of the depth-wise conv)
-    qk_dim: Optional[int] = None  # compressed query/key width d; None: from qk_ratio
+    reduction: int = 1  # spatial reduction ratio r of K and V (stride of the depth-wise conv)
+    qk_dim: int | None = None  # compressed query/key width d; None: from qk_ratio
     qk_ratio: float = 0.25
     qkv_bias: bool = True
     proj_bias: bool = True
@@ -107,14 +107,28 @@ class StripSelfAttention(Module):
         common = self.dtype_kwargs
 
         def dense(features, name, use_bias, axes):
-            return nn.Dense(features, use_bias=use_bias, kernel_init=dense_kernel_init(axes),
-                            bias_init=zeros_with_axes(axes[-1:]), name=name, **common)
+            return nn.Dense(
+                features,
+                use_bias=use_bias,
+                kernel_init=dense_kernel_init(axes),
+                bias_init=zeros_with_axes(axes[-1:]),
+                name=name,
+                **common,
+            )
 
         reduced = x
         if r > 1:
-            reduced = nn.Conv(channels, (r, r), strides=(r, r), padding="VALID", feature_group_count=channels,
-                              kernel_init=conv_kernel_init((None, None, None, "conv_out")),
-                              bias_init=zeros_with_axes(("conv_out",)), name="reduce", **common)(x)
+            reduced = nn.Conv(
+                channels,
+                (r, r),
+                strides=(r, r),
+                padding="VALID",
+                feature_group_count=channels,
+                kernel_init=conv_kernel_init((None, None, None, "conv_out")),
+                bias_init=zeros_with_axes(("conv_out",)),
+                name="reduce",
+                **common,
+            )(x)
             reduced = LayerNorm(epsilon=self.norm_epsilon, name="reduce_norm", **common)(reduced)
         kv_tokens = reduced.shape[1] * reduced.shape[2]
         q = dense(d, "query", self.qkv_bias, ("embed", "kv"))(x).reshape(batch, height * width, heads, d // heads)
@@ -143,11 +157,28 @@ class LocalInteractionModule(Module):
             raise ValueError(f"kernel_size must be a positive odd integer; got {self.kernel_size}.")
         common = self.dtype_kwargs
         pad = self.kernel_size // 2
-        x = nn.Dense(self.dim, kernel_init=dense_kernel_init(("embed", "mlp")), bias_init=zeros_with_axes(("mlp",)),
-                     name="pw1", **common)(x)
-        x = nn.Conv(self.dim, (self.kernel_size,) * 2, padding=((pad, pad), (pad, pad)), feature_group_count=self.dim,
-                    kernel_init=conv_kernel_init((None, None, None, "conv_out")),
-                    bias_init=zeros_with_axes(("conv_out",)), name="dw", **common)(x)
+        x = nn.Dense(
+            self.dim,
+            kernel_init=dense_kernel_init(("embed", "mlp")),
+            bias_init=zeros_with_axes(("mlp",)),
+            name="pw1",
+            **common,
+        )(x)
+        x = nn.Conv(
+            self.dim,
+            (self.kernel_size,) * 2,
+            padding=((pad, pad), (pad, pad)),
+            feature_group_count=self.dim,
+            kernel_init=conv_kernel_init((None, None, None, "conv_out")),
+            bias_init=zeros_with_axes(("conv_out",)),
+            name="dw",
+            **common,
+        )(x)
         x = jax.nn.gelu(x, approximate=False)
-        return nn.Dense(self.dim, kernel_init=dense_kernel_init(("mlp", "embed")),
-                        bias_init=zeros_with_axes(("embed",)), name="pw2", **common)(x)
+        return nn.Dense(
+            self.dim,
+            kernel_init=dense_kernel_init(("mlp", "embed")),
+            bias_init=zeros_with_axes(("embed",)),
+            name="pw2",
+            **common,
+        )(x)

@@ -30,7 +30,7 @@ unsupported, GFNet issue #2) through `mixtok.kernels.spectral_filter`; the outpu
 `dtype` (or the input's dtype), where the official returns float32 under autocast.
 """
 
-from typing import Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -74,7 +74,7 @@ def bicubic_resize_matrix(in_size: int, out_size: int, align_corners: bool) -> n
     return matrix
 
 
-def resize_bicubic(x: jax.Array, size: Tuple[int, int], *, align_corners: bool, axes=(0, 1)) -> jax.Array:
+def resize_bicubic(x: jax.Array, size: tuple[int, int], *, align_corners: bool, axes=(0, 1)) -> jax.Array:
     """Resizes the two `axes` of `x` to `size` as PyTorch's bicubic `F.interpolate` does."""
     for axis, new in zip(axes, size):
         old = x.shape[axis]
@@ -92,7 +92,7 @@ class GlobalFilter(Module):
     """y = irfft2(rfft2(x) * K) per channel: a learned global circular convolution (GFNet)."""
 
     dim: int
-    grid_size: Optional[Sequence[int]] = None  # (h, w) of the stored filter; None: the input's at init
+    grid_size: Sequence[int] | None = None  # (h, w) of the stored filter; None: the input's at init
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
@@ -101,8 +101,11 @@ class GlobalFilter(Module):
         height, width = x.shape[1:3]
         grid_h, grid_w = self.grid_size if self.grid_size is not None else (height, width)
         weight = self.param(
-            "complex_weight", param_with_axes(jax.nn.initializers.normal(stddev=0.02), (None, None, "embed", None)),
-            (grid_h, grid_w // 2 + 1, self.dim, 2), self.param_dtype)
+            "complex_weight",
+            param_with_axes(jax.nn.initializers.normal(stddev=0.02), (None, None, "embed", None)),
+            (grid_h, grid_w // 2 + 1, self.dim, 2),
+            self.param_dtype,
+        )
         weight = weight.astype(jnp.float32)
         if weight.shape[:2] != (height, width // 2 + 1):
             weight = resize_bicubic(weight, (height, width // 2 + 1), align_corners=True)

@@ -42,7 +42,7 @@ Differences from the official code:
 """
 
 import functools
-from typing import Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -70,24 +70,27 @@ def adaptive_pool_matrix(length: int, out: int) -> np.ndarray:
     return matrix
 
 
-def relative_position_cpb(query_size: Tuple[int, int], key_size: Tuple[int, int],
-                          pretrain_size: Optional[Tuple[int, int]] = None):
+def relative_position_cpb(
+    query_size: tuple[int, int], key_size: tuple[int, int], pretrain_size: tuple[int, int] | None = None
+):
     """(index [Nq * Nk], log-spaced table [U, 2]) of query-to-key offsets; official `get_relative_position_cpb`.
 
     Keys sit at the adaptive-average-pooled pixel coordinates; offsets are scaled by 8 / (pretrain - 1) and
     mapped by sign(x) log2(|x| + 1) / 3. Computed in float32 numpy, as the official code does in torch, and
     cached per size (the blocks of a stage share them; the arrays are read-only).
     """
-    return _relative_position_cpb(tuple(query_size), tuple(key_size), None if pretrain_size is None
-                                  else tuple(pretrain_size))
+    return _relative_position_cpb(
+        tuple(query_size), tuple(key_size), None if pretrain_size is None else tuple(pretrain_size)
+    )
 
 
 @functools.lru_cache(maxsize=64)
 def _relative_position_cpb(query_size, key_size, pretrain_size):
     pretrain_size = tuple(pretrain_size or query_size)
     if min(pretrain_size) < 2:
-        raise ValueError(f"pretrain_size must be at least 2 per side (offsets are divided by size - 1); "
-                         f"got {pretrain_size}.")
+        raise ValueError(
+            f"pretrain_size must be at least 2 per side (offsets are divided by size - 1); got {pretrain_size}."
+        )
     axes = []
     for q_len, k_len, p_len in zip(query_size, key_size, pretrain_size):
         axis_q = np.arange(q_len, dtype=np.float32)
@@ -110,8 +113,10 @@ def local_window_constants(height: int, width: int, window_size: int):
     """(valid [N, k*k] bool, n_valid [N]) of a zero-padded k x k window, taps in row-major (dy, dx) order (cached)."""
     pad = window_size // 2
     ones = np.pad(np.ones((height, width), bool), pad)
-    valid = np.stack([ones[dy:dy + height, dx:dx + width].reshape(-1)
-                      for dy in range(window_size) for dx in range(window_size)], -1)
+    valid = np.stack(
+        [ones[dy : dy + height, dx : dx + width].reshape(-1) for dy in range(window_size) for dx in range(window_size)],
+        -1,
+    )
     n_valid = valid.sum(-1).astype(np.float32)
     valid.flags.writeable = n_valid.flags.writeable = False
     return valid, n_valid
@@ -134,18 +139,29 @@ class _TemperedQueryMixin:
 
     def _temperature(self, heads):
         init = float(np.log(np.expm1(SOFTPLUS_TEMPERATURE_INIT)))
-        return self.param("temperature", param_with_axes(jax.nn.initializers.constant(init), ("heads", None, None)),
-                          (heads, 1, 1), self.param_dtype)
+        return self.param(
+            "temperature",
+            param_with_axes(jax.nn.initializers.constant(init), ("heads", None, None)),
+            (heads, 1, 1),
+            self.param_dtype,
+        )
 
     def _query_embedding(self, heads, head_dim):
-        return self.param("query_embedding", param_with_axes(DEFAULT_KERNEL_INIT, ("heads", None, "kv")),
-                          (heads, 1, head_dim), self.param_dtype)
+        return self.param(
+            "query_embedding",
+            param_with_axes(DEFAULT_KERNEL_INIT, ("heads", None, "kv")),
+            (heads, 1, head_dim),
+            self.param_dtype,
+        )
 
     def _cpb_bias(self, index, table, heads, query_len, key_len):
         """[heads, Nq, Nk] continuous relative position bias from the official two-layer CPB MLP."""
         dense = dict(dtype=self.dtype, param_dtype=self.param_dtype, bias_init=zeros_with_axes(("mlp",)))
-        hidden = nn.relu(nn.Dense(CPB_HIDDEN, kernel_init=dense_kernel_init((None, "mlp")), name="cpb_fc1",
-                                  **dense)(jnp.asarray(table)))
+        hidden = nn.relu(
+            nn.Dense(CPB_HIDDEN, kernel_init=dense_kernel_init((None, "mlp")), name="cpb_fc1", **dense)(
+                jnp.asarray(table)
+            )
+        )
         dense["bias_init"] = zeros_with_axes(("heads",))
         per_entry = nn.Dense(heads, kernel_init=dense_kernel_init(("mlp", "heads")), name="cpb_fc2", **dense)(hidden)
         return per_entry.T[:, index].reshape(heads, query_len, key_len)
@@ -159,8 +175,8 @@ class AggregatedAttention(_TemperedQueryMixin, Module):
     num_heads: int = 8
     window_size: int = 3
     sr_ratio: int = 8
-    fixed_pool_size: Optional[int] = None
-    pretrain_size: Optional[Sequence[int]] = None  # feature-map (h, w) the CPB offsets are normalised by
+    fixed_pool_size: int | None = None
+    pretrain_size: Sequence[int] | None = None  # feature-map (h, w) the CPB offsets are normalised by
     qkv_bias: bool = True
     attn_dropout: float = 0.0
     proj_dropout: float = 0.0
@@ -173,67 +189,107 @@ class AggregatedAttention(_TemperedQueryMixin, Module):
         if self.sr_ratio < 1:
             raise ValueError(f"sr_ratio must be >= 1; got {self.sr_ratio}.")
         batch, height, width, channels = x.shape
-        heads, head_dim, taps = self.num_heads, channels // self.num_heads, self.window_size ** 2
-        pool_h, pool_w = ((height // self.sr_ratio, width // self.sr_ratio) if self.fixed_pool_size is None
-                          else (self.fixed_pool_size,) * 2)
+        heads, head_dim, taps = self.num_heads, channels // self.num_heads, self.window_size**2
+        pool_h, pool_w = (
+            (height // self.sr_ratio, width // self.sr_ratio)
+            if self.fixed_pool_size is None
+            else (self.fixed_pool_size,) * 2
+        )
         if pool_h < 1 or pool_w < 1 or pool_h > height or pool_w > width:
-            raise ValueError(f"Pooled grid {pool_h}x{pool_w} (sr_ratio={self.sr_ratio}, fixed_pool_size="
-                             f"{self.fixed_pool_size}) must be between 1x1 and the input grid {height}x{width}.")
+            raise ValueError(
+                f"Pooled grid {pool_h}x{pool_w} (sr_ratio={self.sr_ratio}, fixed_pool_size="
+                f"{self.fixed_pool_size}) must be between 1x1 and the input grid {height}x{width}."
+            )
         tokens, pooled = height * width, pool_h * pool_w
         dense = self.dtype_kwargs
         valid, n_valid = local_window_constants(height, width, self.window_size)
         length_scale = jnp.asarray(np.log(n_valid + pooled).astype(np.float32))  # [N]
 
-        q = nn.Dense(channels, use_bias=self.qkv_bias, kernel_init=dense_kernel_init(("embed", "heads")),
-                     bias_init=zeros_with_axes(("heads",)), name="q", **dense)(x)
+        q = nn.Dense(
+            channels,
+            use_bias=self.qkv_bias,
+            kernel_init=dense_kernel_init(("embed", "heads")),
+            bias_init=zeros_with_axes(("heads",)),
+            name="q",
+            **dense,
+        )(x)
         q_norm = _l2_normalize(q.reshape(batch, tokens, heads, head_dim))
         temperature = jax.nn.softplus(self._temperature(heads))[:, 0, 0]
         query_embedding = self._query_embedding(heads, head_dim)[:, 0]
         q_scaled = (q_norm + query_embedding) * temperature[:, None] * length_scale[:, None, None]
 
-        kv_layer = nn.Dense(2 * channels, use_bias=self.qkv_bias, kernel_init=dense_kernel_init(("embed", "heads")),
-                            bias_init=zeros_with_axes(("heads",)), name="kv", **dense)
+        kv_layer = nn.Dense(
+            2 * channels,
+            use_bias=self.qkv_bias,
+            kernel_init=dense_kernel_init(("embed", "heads")),
+            bias_init=zeros_with_axes(("heads",)),
+            name="kv",
+            **dense,
+        )
         k_local, v_local = jnp.split(kv_layer(x), 2, axis=-1)
         k_local = _l2_normalize(k_local.reshape(batch, height, width, heads, head_dim))
         v_local = v_local.reshape(batch, height, width, heads, head_dim)
         k_win, v_win = self._windows(k_local), self._windows(v_local)  # [B, N, taps, heads, d]
 
-        bias_local = self.param("relative_pos_bias_local", param_with_axes(
-            jax.nn.initializers.truncated_normal(stddev=0.0004), ("heads", None)), (heads, taps), self.param_dtype)
+        bias_local = self.param(
+            "relative_pos_bias_local",
+            param_with_axes(jax.nn.initializers.truncated_normal(stddev=0.0004), ("heads", None)),
+            (heads, taps),
+            self.param_dtype,
+        )
         scores_local = jnp.einsum("bnhd,bnthd->bhnt", q_scaled, k_win) + bias_local[:, None, :]
         scores_local = jnp.where(jnp.asarray(valid)[None, None], scores_local, -jnp.inf)
 
         # Pooled branch: LN(AdaptiveAvgPool(GELU(Conv1x1(x)))) -> the same kv projection.
         # `sr` is the official 1x1 Conv2d, initialised as its convs are: normal(0, sqrt(2 / fan_out)), fan_out = C.
         sr_init = param_with_axes(jax.nn.initializers.normal(float(np.sqrt(2.0 / channels))), ("embed", "heads"))
-        reduced = nn.gelu(nn.Dense(channels, kernel_init=sr_init, bias_init=zeros_with_axes(("heads",)), name="sr",
-                                   **dense)(x), approximate=False)
-        reduced = jnp.einsum("ph,bhwc,qw->bpqc", jnp.asarray(adaptive_pool_matrix(height, pool_h)), reduced,
-                             jnp.asarray(adaptive_pool_matrix(width, pool_w)))
+        reduced = nn.gelu(
+            nn.Dense(channels, kernel_init=sr_init, bias_init=zeros_with_axes(("heads",)), name="sr", **dense)(x),
+            approximate=False,
+        )
+        reduced = jnp.einsum(
+            "ph,bhwc,qw->bpqc",
+            jnp.asarray(adaptive_pool_matrix(height, pool_h)),
+            reduced,
+            jnp.asarray(adaptive_pool_matrix(width, pool_w)),
+        )
         reduced = LayerNorm(epsilon=1e-5, name="norm", **dense)(reduced.reshape(batch, pooled, channels))
         k_pool, v_pool = jnp.split(kv_layer(reduced), 2, axis=-1)
         k_pool = _l2_normalize(k_pool.reshape(batch, pooled, heads, head_dim))
         v_pool = v_pool.reshape(batch, pooled, heads, head_dim)
         index, table = relative_position_cpb((height, width), (pool_h, pool_w), self.pretrain_size)
-        scores_pool = jnp.einsum("bnhd,bphd->bhnp", q_scaled, k_pool) + self._cpb_bias(index, table, heads,
-                                                                                       tokens, pooled)
+        scores_pool = jnp.einsum("bnhd,bphd->bhnp", q_scaled, k_pool) + self._cpb_bias(
+            index, table, heads, tokens, pooled
+        )
 
         # The one softmax over the 9 window keys (their own for every pixel) and the P pooled keys; see the
         # module docstring for why this is not a `dot_product_attention` call.
         rng = self.make_rng("dropout") if train and self.attn_dropout > 0.0 else None
-        weights = softmax_weights(jnp.concatenate([scores_local, scores_pool], axis=-1),
-                                  dropout_rate=self.attn_dropout, dropout_rng=rng).astype(v_pool.dtype)
+        weights = softmax_weights(
+            jnp.concatenate([scores_local, scores_pool], axis=-1), dropout_rate=self.attn_dropout, dropout_rng=rng
+        ).astype(v_pool.dtype)
         attn_local, attn_pool = weights[..., :taps], weights[..., taps:]
 
-        learnable_tokens = self.param("learnable_tokens", param_with_axes(DEFAULT_KERNEL_INIT, ("heads", "kv", None)),
-                                      (heads, head_dim, taps), self.param_dtype)
-        learnable_bias = self.param("learnable_bias", zeros_with_axes(("heads", None, None)), (heads, 1, taps),
-                                    self.param_dtype)
+        learnable_tokens = self.param(
+            "learnable_tokens",
+            param_with_axes(DEFAULT_KERNEL_INIT, ("heads", "kv", None)),
+            (heads, head_dim, taps),
+            self.param_dtype,
+        )
+        learnable_bias = self.param(
+            "learnable_bias", zeros_with_axes(("heads", None, None)), (heads, 1, taps), self.param_dtype
+        )
         local_weights = jnp.einsum("bnhd,hdt->bhnt", q_norm, learnable_tokens) + learnable_bias + attn_local
-        out = (jnp.einsum("bhnt,bnthd->bnhd", local_weights, v_win)
-               + jnp.einsum("bhnp,bphd->bnhd", attn_pool, v_pool)).reshape(batch, height, width, channels)
-        out = nn.Dense(channels, kernel_init=dense_kernel_init(("heads", "embed")),
-                       bias_init=zeros_with_axes(("embed",)), name="proj", **dense)(out)
+        out = (
+            jnp.einsum("bhnt,bnthd->bnhd", local_weights, v_win) + jnp.einsum("bhnp,bphd->bnhd", attn_pool, v_pool)
+        ).reshape(batch, height, width, channels)
+        out = nn.Dense(
+            channels,
+            kernel_init=dense_kernel_init(("heads", "embed")),
+            bias_init=zeros_with_axes(("embed",)),
+            name="proj",
+            **dense,
+        )(out)
         return nn.Dropout(self.proj_dropout, deterministic=not train)(out)
 
     def _windows(self, x):
@@ -241,8 +297,11 @@ class AggregatedAttention(_TemperedQueryMixin, Module):
         batch, height, width = x.shape[:3]
         pad = self.window_size // 2
         padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0), (0, 0)))
-        taps = [padded[:, dy:dy + height, dx:dx + width] for dy in range(self.window_size)
-                for dx in range(self.window_size)]
+        taps = [
+            padded[:, dy : dy + height, dx : dx + width]
+            for dy in range(self.window_size)
+            for dx in range(self.window_size)
+        ]
         return jnp.stack(taps, axis=3).reshape(batch, height * width, len(taps), *x.shape[3:])
 
 
@@ -252,7 +311,7 @@ class LengthScaledCosineAttention(_TemperedQueryMixin, Module):
 
     dim: int
     num_heads: int = 8
-    pretrain_size: Optional[Sequence[int]] = None
+    pretrain_size: Sequence[int] | None = None
     qkv_bias: bool = True
     attn_dropout: float = 0.0
     proj_dropout: float = 0.0
@@ -263,21 +322,41 @@ class LengthScaledCosineAttention(_TemperedQueryMixin, Module):
         batch, height, width, channels = x.shape
         heads, head_dim, tokens = self.num_heads, channels // self.num_heads, height * width
         dense = self.dtype_kwargs
-        qkv = nn.Dense(3 * channels, use_bias=self.qkv_bias, kernel_init=dense_kernel_init(("embed", "heads")),
-                       bias_init=zeros_with_axes(("heads",)), name="qkv", **dense)(x)
+        qkv = nn.Dense(
+            3 * channels,
+            use_bias=self.qkv_bias,
+            kernel_init=dense_kernel_init(("embed", "heads")),
+            bias_init=zeros_with_axes(("heads",)),
+            name="qkv",
+            **dense,
+        )(x)
         q, k, v = jnp.moveaxis(qkv.reshape(batch, tokens, 3, heads, head_dim), 2, 0)
         temperature = jax.nn.softplus(self._temperature(heads))[:, 0, 0]
-        q_scaled = ((_l2_normalize(q) + self._query_embedding(heads, head_dim)[:, 0])
-                    * temperature[:, None] * np.float32(np.log(tokens)))
+        q_scaled = (
+            (_l2_normalize(q) + self._query_embedding(heads, head_dim)[:, 0])
+            * temperature[:, None]
+            * np.float32(np.log(tokens))
+        )
         index, table = relative_position_cpb((height, width), (height, width), self.pretrain_size)
         # The scale is in q_scaled already; the CPB table is the attention bias.
         rng = self.make_rng("dropout") if train and self.attn_dropout > 0.0 else None
-        out = dot_product_attention(q_scaled.astype(k.dtype), _l2_normalize(k), v,
-                                    bias=self._cpb_bias(index, table, heads, tokens, tokens)[None], scale=1.0,
-                                    dropout_rate=self.attn_dropout, dropout_rng=rng)
+        out = dot_product_attention(
+            q_scaled.astype(k.dtype),
+            _l2_normalize(k),
+            v,
+            bias=self._cpb_bias(index, table, heads, tokens, tokens)[None],
+            scale=1.0,
+            dropout_rate=self.attn_dropout,
+            dropout_rng=rng,
+        )
         out = out.reshape(batch, height, width, channels)
-        out = nn.Dense(channels, kernel_init=dense_kernel_init(("heads", "embed")),
-                       bias_init=zeros_with_axes(("embed",)), name="proj", **dense)(out)
+        out = nn.Dense(
+            channels,
+            kernel_init=dense_kernel_init(("heads", "embed")),
+            bias_init=zeros_with_axes(("embed",)),
+            name="proj",
+            **dense,
+        )(out)
         return nn.Dropout(self.proj_dropout, deterministic=not train)(out)
 
 
@@ -298,15 +377,35 @@ class ConvGLU(Module):
             raise ValueError(f"ConvGLU expects NHWC input with {self.dim} channels; got shape {x.shape}.")
         hidden = int(2 * int(self.dim * self.mlp_ratio) / 3)
         dense = self.dtype_kwargs
-        x, gate = jnp.split(nn.Dense(2 * hidden, kernel_init=dense_kernel_init(("embed", "mlp")),
-                                     bias_init=zeros_with_axes(("mlp",)), name="fc1", **dense)(x), 2, axis=-1)
+        x, gate = jnp.split(
+            nn.Dense(
+                2 * hidden,
+                kernel_init=dense_kernel_init(("embed", "mlp")),
+                bias_init=zeros_with_axes(("mlp",)),
+                name="fc1",
+                **dense,
+            )(x),
+            2,
+            axis=-1,
+        )
         fan_out = 3 * 3 * hidden // hidden  # the official conv init: normal(0, sqrt(2 / fan_out)), fan_out / groups
-        x = nn.Conv(hidden, (3, 3), padding=1, feature_group_count=hidden, name="dwconv",
-                    kernel_init=param_with_axes(jax.nn.initializers.normal(np.sqrt(2.0 / fan_out)),
-                                                (None, None, None, "mlp")),
-                    bias_init=zeros_with_axes(("mlp",)), **dense)(x)
+        x = nn.Conv(
+            hidden,
+            (3, 3),
+            padding=1,
+            feature_group_count=hidden,
+            name="dwconv",
+            kernel_init=param_with_axes(jax.nn.initializers.normal(np.sqrt(2.0 / fan_out)), (None, None, None, "mlp")),
+            bias_init=zeros_with_axes(("mlp",)),
+            **dense,
+        )(x)
         x = nn.gelu(x, approximate=False) * gate
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
-        x = nn.Dense(self.dim, kernel_init=dense_kernel_init(("mlp", "embed")), bias_init=zeros_with_axes(("embed",)),
-                     name="fc2", **dense)(x)
+        x = nn.Dense(
+            self.dim,
+            kernel_init=dense_kernel_init(("mlp", "embed")),
+            bias_init=zeros_with_axes(("embed",)),
+            name="fc2",
+            **dense,
+        )(x)
         return nn.Dropout(self.dropout, deterministic=not train)(x)

@@ -12,28 +12,36 @@ name means in each family.
 """
 
 from mixtok.models import (
-                                    affnet_variants,  # noqa: F401  (registers the variants)
-                                    cas_vit_variants,  # noqa: F401  (registers the variants)
-                                    davit_variants,  # noqa: F401  (registers the variants)
-                                    dsm_variants,  # noqa: F401  (registers the variants)
-                                    ffnet_variants,  # noqa: F401  (registers the variants)
-                                    gfnet_variants,  # noqa: F401  (registers the variants)
-                                    iformer_variants,  # noqa: F401  (registers the variants)
-                                    lsnet_variants,  # noqa: F401  (registers the variants)
-                                    metaformer_variants,  # noqa: F401  (registers the variants)
-                                    s2aformer_variants,  # noqa: F401  (registers the stand-ins)
-                                    transnext_variants,  # noqa: F401  (registers the variants)
+    affnet_variants,  # noqa: F401  (registers the variants)
+    cas_vit_variants,  # noqa: F401  (registers the variants)
+    davit_variants,  # noqa: F401  (registers the variants)
+    dsm_variants,  # noqa: F401  (registers the variants)
+    ffnet_variants,  # noqa: F401  (registers the variants)
+    gfnet_variants,  # noqa: F401  (registers the variants)
+    iformer_variants,  # noqa: F401  (registers the variants)
+    lsnet_variants,  # noqa: F401  (registers the variants)
+    metaformer_variants,  # noqa: F401  (registers the variants)
+    s2aformer_variants,  # noqa: F401  (registers the stand-ins)
+    transnext_variants,  # noqa: F401  (registers the variants)
 )
 from mixtok.models.metaformer import MetaFormer
 from mixtok.models.registry import (
-                                    MODELS,
-                                    ModelSpec,
-                                    count_params,
-                                    create_model,
-                                    list_models,
-                                    model_spec,
-                                    register_model,
+    MODELS,
+    ModelSpec,
+    count_params,
+    create_model,
+    list_models,
+    model_spec,
+    register_model,
 )
 
-__all__ = ["MODELS", "MetaFormer", "ModelSpec", "count_params", "create_model", "list_models", "model_spec",
-           "register_model"]
+__all__ = [
+    "MODELS",
+    "MetaFormer",
+    "ModelSpec",
+    "count_params",
+    "create_model",
+    "list_models",
+    "model_spec",
+    "register_model",
+]

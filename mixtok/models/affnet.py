@@ -49,8 +49,9 @@ Differences from the official code:
   for `layer_3.1.global_rep.0.filter.w1`, BatchNorm `scale`/`bias` for `weight`/`bias`).
 - Dropout. The official AFFBlock takes `dropout`, `attn_dropout`, `ffn_dropout` but never applies them
   and builds its Blocks with drop_path 0, so the only dropout is the classifier's (official
-  `classifier_dropout`, argparse default 0.0; `head_dropout` here). `drop_path_rate` is an addition (default 0, the official behaviour): if set,
-  the AFF Blocks get rates rising linearly from 0 to it over all of them, in stage order.
+  `classifier_dropout`, argparse default 0.0; `head_dropout` here). `drop_path_rate` is an addition
+  (default 0, the official behaviour): if set, the AFF Blocks get rates rising linearly from 0 to it
+  over all of them, in stage order.
 - BatchNorm statistics: under `jit` with the batch sharded over devices they are those of the global
   batch (SyncBatchNorm semantics); PyTorch's BatchNorm2d uses each GPU's batch (cvnets also offers
   sync_batch_norm; which one the off-repo configs chose is not known).
@@ -69,7 +70,8 @@ is conv_1x1_exp, the pooling, the dropout and the classifier. The pooled feature
 `intermediates` as `pre_logits`.
 """
 
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -114,8 +116,16 @@ class ConvNormAct(Module):
     @nn.compact
     def __call__(self, x, *, train: bool = False):
         common = self.dtype_kwargs
-        x = conv2d(self.features, self.kernel_size, stride=self.stride, groups=self.groups, use_bias=False,
-                   kernel_init=TORCH_DEFAULT_INIT, name="conv", **common)(x)
+        x = conv2d(
+            self.features,
+            self.kernel_size,
+            stride=self.stride,
+            groups=self.groups,
+            use_bias=False,
+            kernel_init=TORCH_DEFAULT_INIT,
+            name="conv",
+            **common,
+        )(x)
         x = batch_norm("norm", train=train, epsilon=NORM_EPSILON, **common)(x)
         if self.use_act:
             x = get_activation(ACTIVATION_ALIASES.get(self.activation, self.activation), name="act")(x)
@@ -183,8 +193,9 @@ class AFFTransformerBlock(Module):
         y = attn_norm_layer(self.attn_norm, name="norm1", **common)(x)
         y = InvertedResidual(dim, 1, self.ffn_dim / dim, self.activation, name="mlp", **common)(y, train=train)
         y = attn_norm_layer(self.attn_norm, name="norm2", **common)(y)
-        y = AdaptiveFrequencyFilter(dim, num_blocks=8, sparsity_threshold=0.01, activation=self.activation,
-                                    name="filter", **common)(y, train=train)
+        y = AdaptiveFrequencyFilter(
+            dim, num_blocks=8, sparsity_threshold=0.01, activation=self.activation, name="filter", **common
+        )(y, train=train)
         return x + DropPath(self.drop_path)(y, train=train)
 
 
@@ -205,14 +216,17 @@ class AFFBlock(Module):
         rates = tuple(self.drop_paths) or (0.0,) * self.depth
         y = x
         for i in range(self.depth):  # global_rep.0 ... global_rep.{depth-1}, then the norm global_rep.{depth}
-            y = AFFTransformerBlock(self.ffn_dim, self.attn_norm, self.activation, rates[i], name=f"global_rep_{i}",
-                                    **common)(y, train=train)
+            y = AFFTransformerBlock(
+                self.ffn_dim, self.attn_norm, self.activation, rates[i], name=f"global_rep_{i}", **common
+            )(y, train=train)
         y = attn_norm_layer(self.attn_norm, name=f"global_rep_{self.depth}", **common)(y)
         y = ConvNormAct(channels, 1, use_act=False, activation=self.activation, name="conv_proj", **common)(
-            y, train=train)
+            y, train=train
+        )
         if self.fuse:
             y = ConvNormAct(channels, 1, activation=self.activation, name="fusion", **common)(
-                jnp.concatenate([x, y.astype(x.dtype)], axis=-1), train=train)
+                jnp.concatenate([x, y.astype(x.dtype)], axis=-1), train=train
+            )
         return y
 
 
@@ -234,19 +248,25 @@ class AFFNet(Backbone):
     num_classes: int = 1000
     head_dropout: float = 0.0  # the official classifier_dropout
     drop_path_rate: float = 0.0
-    image_size: Optional[int] = None
+    image_size: int | None = None
 
     def _check_config(self):
         if len(self.depths) != NUM_LAYERS or len(self.dims) != NUM_LAYERS:
-            raise ValueError(f"AFFNet has {NUM_LAYERS} layers (2 MobileNetV2, 3 AFF): give 5 depths and 5 dims; got "
-                             f"depths {tuple(self.depths)} and dims {tuple(self.dims)}.")
+            raise ValueError(
+                f"AFFNet has {NUM_LAYERS} layers (2 MobileNetV2, 3 AFF): give 5 depths and 5 dims; got "
+                f"depths {tuple(self.depths)} and dims {tuple(self.dims)}."
+            )
         if {len(self.ffn_dims), len(self.fuse)} != {3}:
-            raise ValueError(f"AFFNet has 3 AFF layers (3-5): give 3 ffn_dims and 3 fuse flags; got ffn_dims "
-                             f"{tuple(self.ffn_dims)}, fuse {tuple(self.fuse)}.")
+            raise ValueError(
+                f"AFFNet has 3 AFF layers (3-5): give 3 ffn_dims and 3 fuse flags; got ffn_dims "
+                f"{tuple(self.ffn_dims)}, fuse {tuple(self.fuse)}."
+            )
         for channels in self.dims[2:]:
             if channels % 8:
-                raise ValueError(f"AFFNet dims of layers 3-5 must be multiples of 8 (the filter's 8 channel blocks); "
-                                 f"got dims {tuple(self.dims)}.")
+                raise ValueError(
+                    f"AFFNet dims of layers 3-5 must be multiples of 8 (the filter's 8 channel blocks); "
+                    f"got dims {tuple(self.dims)}."
+                )
         if self.attn_norm not in ATTN_NORMS:
             raise unknown_name_error("AFFNet attn_norm", self.attn_norm, ATTN_NORMS)
 
@@ -261,22 +281,39 @@ class AFFNet(Backbone):
         for layer in (1, 2):
             for i in range(self.depths[layer - 1]):
                 stride = 2 if layer == 2 and i == 0 else 1
-                x = InvertedResidual(self.dims[layer - 1], stride, self.expand_ratio, name=f"layer_{layer}_{i}",
-                                     **common)(x, train=train)
+                x = InvertedResidual(
+                    self.dims[layer - 1], stride, self.expand_ratio, name=f"layer_{layer}_{i}", **common
+                )(x, train=train)
             maps.append(x)
         rates = stage_drop_path_rates(self.drop_path_rate, self.depths[2:])
         for layer, (channels, depth, ffn_dim, fuse, drop_paths) in enumerate(
-                zip(self.dims[2:], self.depths[2:], self.ffn_dims, self.fuse, rates), start=3):
+            zip(self.dims[2:], self.depths[2:], self.ffn_dims, self.fuse, rates), start=3
+        ):
             x = InvertedResidual(channels, 2, self.expand_ratio, name=f"layer_{layer}_0", **common)(x, train=train)
-            x = AFFBlock(ffn_dim, depth, bool(fuse), self.attn_norm, drop_paths=drop_paths, name=f"layer_{layer}_1",
-                         **common)(x, train=train)
+            x = AFFBlock(
+                ffn_dim, depth, bool(fuse), self.attn_norm, drop_paths=drop_paths, name=f"layer_{layer}_1", **common
+            )(x, train=train)
             maps.append(x)
         return maps
 
     def classify(self, features, *, train: bool):
         exp_channels = min(self.last_layer_exp_factor * features.shape[-1], LAST_CHANNELS_CAP)
-        x = ConvNormAct(exp_channels, 1, activation=self.activation, name="conv_1x1_exp", dtype=self.dtype,
-                        param_dtype=self.param_dtype)(features, train=train)
-        return pooled_classifier(self, x, num_classes=self.num_classes, head_dropout=self.head_dropout, train=train,
-                                 name="classifier_fc", kernel_init=param_with_axes(XAVIER_UNIFORM_INIT, ("embed", None)),
-                                 dtype=self.dtype, param_dtype=self.param_dtype)
+        x = ConvNormAct(
+            exp_channels,
+            1,
+            activation=self.activation,
+            name="conv_1x1_exp",
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+        )(features, train=train)
+        return pooled_classifier(
+            self,
+            x,
+            num_classes=self.num_classes,
+            head_dropout=self.head_dropout,
+            train=train,
+            name="classifier_fc",
+            kernel_init=param_with_axes(XAVIER_UNIFORM_INIT, ("embed", None)),
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+        )

@@ -19,7 +19,8 @@ output comes from the same modules and parameter paths:
 models whose parameters do not depend on the resolution.
 """
 
-from typing import Any, Sequence, Tuple, Union
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import numpy as np
@@ -27,7 +28,7 @@ import numpy as np
 from mixtok.layers.module import Module
 
 OUTPUTS = ("logits", "features", "intermediates", "head")
-PerStage = Union[Any, Sequence[Any]]
+PerStage = Any | Sequence[Any]
 
 
 class Backbone(Module):
@@ -82,17 +83,19 @@ def per_stage(value: PerStage, num_stages: int, field: str) -> tuple:
     """Broadcasts a scalar option to every stage, or checks a per-stage list has one entry per stage."""
     if isinstance(value, (list, tuple)):
         if len(value) != num_stages:
-            raise ValueError(f"{field} has {len(value)} entries {tuple(value)!r} but the model has {num_stages} "
-                             f"stages; give one value per stage or a single value for all.")
+            raise ValueError(
+                f"{field} has {len(value)} entries {tuple(value)!r} but the model has {num_stages} "
+                f"stages; give one value per stage or a single value for all."
+            )
         return tuple(value)
     return (value,) * num_stages
 
 
-def stage_drop_path_rates(drop_path_rate: float, depths: Sequence[int]) -> Tuple[Tuple[float, ...], ...]:
+def stage_drop_path_rates(drop_path_rate: float, depths: Sequence[int]) -> tuple[tuple[float, ...], ...]:
     """Stochastic-depth rate of every block, per stage: linear from 0 to `drop_path_rate` over all blocks.
 
     The schedule of DeiT and most of the zoo's official code (`torch.linspace(0, rate, sum(depths))`).
     """
     rates = np.linspace(0.0, drop_path_rate, sum(depths)).tolist()
     starts = np.cumsum((0, *depths)).tolist()
-    return tuple(tuple(rates[start:start + depth]) for start, depth in zip(starts, depths))
+    return tuple(tuple(rates[start : start + depth]) for start, depth in zip(starts, depths))

@@ -35,7 +35,7 @@ Differences from the official code:
   features are sown into `intermediates` as `pre_logits`.
 """
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -94,15 +94,17 @@ class CASViT(Backbone):
     drop_path_rate: float = 0.0
     head_dropout: float = 0.0
     distillation: bool = False
-    image_size: Optional[int] = None
+    image_size: int | None = None
 
     def stage_maps(self, images, *, train: bool):
         if len(self.depths) != len(self.dims) or not self.depths:
-            raise ValueError(f"CASViT needs one depth per stage dim; got depths {tuple(self.depths)} and dims "
-                             f"{tuple(self.dims)}.")
+            raise ValueError(
+                f"CASViT needs one depth per stage dim; got depths {tuple(self.depths)} and dims {tuple(self.dims)}."
+            )
         if self.dims[0] % 2:
-            raise ValueError(f"CASViT dims[0] must be even (the stem's first conv has dims[0] / 2 channels); "
-                             f"got {self.dims[0]}.")
+            raise ValueError(
+                f"CASViT dims[0] must be even (the stem's first conv has dims[0] / 2 channels); got {self.dims[0]}."
+            )
         check_images(images, 1, "CASViT", "any size")
         check_image_size(images, self.image_size, "CASViT")
         mlp_ratios = per_stage(self.mlp_ratios, len(self.depths), "mlp_ratios")
@@ -118,16 +120,24 @@ class CASViT(Backbone):
                 x = torch_conv(dim, 3, stride=2, name=f"network_{2 * stage - 1}_proj", **common)(x)
                 x = batch_norm(f"network_{2 * stage - 1}_norm", train=train, **common)(x)
             for block, rate in enumerate(rates):
-                x = AdditiveBlock(mlp_ratios[stage], self.attn_bias, self.dropout, rate,
-                                  name=f"network_{2 * stage}_{block}", **common)(x, train=train)
+                x = AdditiveBlock(
+                    mlp_ratios[stage], self.attn_bias, self.dropout, rate, name=f"network_{2 * stage}_{block}", **common
+                )(x, train=train)
             maps.append(x)
         return maps
 
     def classify(self, features, *, train: bool):
         common = self.dtype_kwargs
         normed = batch_norm("norm", train=train, **common)(features)
-        logits = pooled_classifier(self, normed, num_classes=self.num_classes, head_dropout=self.head_dropout,
-                                   train=train, name="head", **common)
+        logits = pooled_classifier(
+            self,
+            normed,
+            num_classes=self.num_classes,
+            head_dropout=self.head_dropout,
+            train=train,
+            name="head",
+            **common,
+        )
         if not self.distillation or self.num_classes <= 0:
             return logits
         pooled = nn.Dropout(self.head_dropout, deterministic=not train)(global_avg_pool(normed))

@@ -17,8 +17,10 @@ M 82.8 / 83.0, T 83.9 / 84.1.
 from mixtok.models.cas_vit import CASViT
 from mixtok.models.registry import ModelSpec, register_model
 
-PAPER = ("CAS-ViT: Convolutional Additive Self-attention Vision Transformers for Efficient Mobile "
-         "Applications (Zhang et al., 2024)")
+PAPER = (
+    "CAS-ViT: Convolutional Additive Self-attention Vision Transformers for Efficient Mobile "
+    "Applications (Zhang et al., 2024)"
+)
 
 # name: (official name, depths, dims, official params without / with the distillation head)
 SIZES = {

@@ -39,7 +39,8 @@ Differences from the official code and timm:
 pooled and normalised features are sown into `intermediates` as `head/pre_logits`.
 """
 
-from typing import Any, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -60,12 +61,29 @@ NORM_EPSILON = 1e-5  # timm DaVit norm_eps; the official nn.LayerNorm default
 DAVIT_MIXERS = ("window_attention", "channel_attention")
 
 
-def _conv(features: int, kernel: int, stride: int, padding: int, fan_in: int, groups: int, name: str,
-          dtype: Any, param_dtype: Any) -> nn.Conv:
-    return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=((padding, padding),) * 2,
-                   feature_group_count=groups, dtype=dtype, param_dtype=param_dtype,
-                   kernel_init=torch_conv_init(fan_in, conv_axes(groups)),
-                   bias_init=torch_conv_init(fan_in, ("conv_out",)), name=name)
+def _conv(
+    features: int,
+    kernel: int,
+    stride: int,
+    padding: int,
+    fan_in: int,
+    groups: int,
+    name: str,
+    dtype: Any,
+    param_dtype: Any,
+) -> nn.Conv:
+    return nn.Conv(
+        features,
+        (kernel, kernel),
+        strides=(stride, stride),
+        padding=((padding, padding),) * 2,
+        feature_group_count=groups,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        kernel_init=torch_conv_init(fan_in, conv_axes(groups)),
+        bias_init=torch_conv_init(fan_in, ("conv_out",)),
+        name=name,
+    )
 
 
 def _pad_bottom_right(x, multiple: int):
@@ -78,7 +96,7 @@ def block_drop_path_rates(drop_path_rate: float, depths: Sequence[int], blocks_p
     rates = np.linspace(0.0, drop_path_rate, blocks_per_unit * sum(depths)).tolist()
     nested, start = [], 0
     for depth in depths:
-        nested.append([rates[start + blocks_per_unit * j:start + blocks_per_unit * (j + 1)] for j in range(depth)])
+        nested.append([rates[start + blocks_per_unit * j : start + blocks_per_unit * (j + 1)] for j in range(depth)])
         start += blocks_per_unit * depth
     return nested
 
@@ -109,8 +127,7 @@ class DaViTBlock(Module):
         common = self.dtype_kwargs
         x = ConvPosEnc(name="cpe1", **common)(x)
         y = LayerNorm(epsilon=self.norm_epsilon, name="norm1", **common)(x)
-        y = mixer_registry.get(self.mixer)(dim=x.shape[-1], name="attn", **common, **self.mixer_kwargs)(
-            y, train=train)
+        y = mixer_registry.get(self.mixer)(dim=x.shape[-1], name="attn", **common, **self.mixer_kwargs)(y, train=train)
         x = x + DropPath(self.drop_path)(y, train=train)
         x = ConvPosEnc(name="cpe2", **common)(x)
         y = LayerNorm(epsilon=self.norm_epsilon, name="norm2", **common)(x)
@@ -185,13 +202,13 @@ class DaViT(Backbone):
     mlp_ratios: PerStage = 4.0
     qkv_bias: bool = True
     mixers: Sequence[str] = DAVIT_MIXERS
-    mixer_kwargs: Optional[Mapping[str, Mapping[str, Any]]] = None
+    mixer_kwargs: Mapping[str, Mapping[str, Any]] | None = None
     norm_epsilon: float = NORM_EPSILON
-    attention_implementation: Optional[str] = None
+    attention_implementation: str | None = None
     num_classes: int = 1000
     drop_path_rate: float = 0.0
     head_dropout: float = 0.0
-    image_size: Optional[int] = None
+    image_size: int | None = None
 
     @property
     def reduction(self) -> int:
@@ -213,15 +230,21 @@ class DaViT(Backbone):
     def _check_options(self) -> None:
         n = len(self.depths)
         if not (len(self.dims) == len(self.num_heads) == n):
-            raise ValueError(f"depths {tuple(self.depths)}, dims {tuple(self.dims)} and num_heads "
-                             f"{tuple(self.num_heads)} must have one entry per stage (the same length).")
+            raise ValueError(
+                f"depths {tuple(self.depths)}, dims {tuple(self.dims)} and num_heads "
+                f"{tuple(self.num_heads)} must have one entry per stage (the same length)."
+            )
         for dim, heads in zip(self.dims, self.num_heads):
             if heads < 1 or dim % heads:
-                raise ValueError(f"dims {tuple(self.dims)} must be multiples of num_heads {tuple(self.num_heads)} "
-                                 f"stage by stage; {dim} is not a multiple of {heads}.")
+                raise ValueError(
+                    f"dims {tuple(self.dims)} must be multiples of num_heads {tuple(self.num_heads)} "
+                    f"stage by stage; {dim} is not a multiple of {heads}."
+                )
         if not self.mixers:
-            raise ValueError("mixers must name at least one mixer per unit, e.g. "
-                             f"{DAVIT_MIXERS} (DaViT's spatial then channel block).")
+            raise ValueError(
+                "mixers must name at least one mixer per unit, e.g. "
+                f"{DAVIT_MIXERS} (DaViT's spatial then channel block)."
+            )
         for name in self.mixers:
             mixer_registry.get(name)  # fail before building anything, with the close matches
 
@@ -234,21 +257,35 @@ class DaViT(Backbone):
         drop_rates = block_drop_path_rates(self.drop_path_rate, self.depths, len(self.mixers))
 
         x = images.astype(self.dtype) if self.dtype is not None else images
-        x = PatchEmbed(self.dims[0], 7, 4, 3, norm_first=False, norm_epsilon=self.norm_epsilon, name="stem",
-                       **common)(x)
+        x = PatchEmbed(self.dims[0], 7, 4, 3, norm_first=False, norm_epsilon=self.norm_epsilon, name="stem", **common)(
+            x
+        )
         maps = []
         for i, depth in enumerate(self.depths):
             units = tuple(
-                tuple(dict(mixer=mixer, mixer_kwargs=self._mixer_options(mixer, i), mlp_ratio=mlp_ratios[i],
-                           drop_path=drop_rates[i][j][k], norm_epsilon=self.norm_epsilon)
-                      for k, mixer in enumerate(self.mixers))
-                for j in range(depth))
-            x = DaViTStage(self.dims[i], i > 0, units, self.norm_epsilon, name=f"stages_{i}", **common)(
-                x, train=train)
+                tuple(
+                    dict(
+                        mixer=mixer,
+                        mixer_kwargs=self._mixer_options(mixer, i),
+                        mlp_ratio=mlp_ratios[i],
+                        drop_path=drop_rates[i][j][k],
+                        norm_epsilon=self.norm_epsilon,
+                    )
+                    for k, mixer in enumerate(self.mixers)
+                )
+                for j in range(depth)
+            )
+            x = DaViTStage(self.dims[i], i > 0, units, self.norm_epsilon, name=f"stages_{i}", **common)(x, train=train)
             maps.append(x)
         return maps
 
     def classify(self, features, *, train: bool):
-        logits = ClassifierHead(self.num_classes, norm_epsilon=self.norm_epsilon, head_dropout=self.head_dropout,
-                                name="head", dtype=self.dtype, param_dtype=self.param_dtype)(features, train=train)
+        logits = ClassifierHead(
+            self.num_classes,
+            norm_epsilon=self.norm_epsilon,
+            head_dropout=self.head_dropout,
+            name="head",
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+        )(features, train=train)
         return logits.astype(jnp.float32)

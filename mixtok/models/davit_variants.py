@@ -28,8 +28,9 @@ SIZES = {
 
 def _register_all() -> None:
     for name, (depths, dims, num_heads, count) in SIZES.items():
-        register_model(name, ModelSpec(DaViT, dict(depths=depths, dims=dims, num_heads=num_heads), PAPER, count,
-                                       timm_name=name))
+        register_model(
+            name, ModelSpec(DaViT, dict(depths=depths, dims=dims, num_heads=num_heads), PAPER, count, timm_name=name)
+        )
 
 
 _register_all()

@@ -28,42 +28,66 @@ Grids. Each stage's mixer stores its base filters for the token grid of the mode
 given explicitly in `mixer_kwargs` win (`stage_mixer_kwargs(image_size)` builds them per stage).
 """
 
-from typing import Any, Dict, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any
 
 from mixtok.mixers.dsm import DynamicSpectrumMixer  # importing it registers "dynamic_spectrum_mixer"
 
-__all__ = ["DSM_OPTIONS", "DynamicSpectrumMixer", "PAPER", "STAGE_STRIDES", "dsm_kwargs", "stage_grids",
-           "stage_mixer_kwargs"]
+__all__ = [
+    "DSM_OPTIONS",
+    "DynamicSpectrumMixer",
+    "PAPER",
+    "STAGE_STRIDES",
+    "dsm_kwargs",
+    "stage_grids",
+    "stage_mixer_kwargs",
+]
 
 PAPER = "Dynamic Spectrum Mixer for Visual Recognition (Hu & Yu, arXiv 2309.06721, 2023)"
 STAGE_STRIDES = (4, 8, 16, 32)  # stem 4, then three stride-2 downsamplings
 
 # DFFormer's MetaFormer settings (= MetaFormer Baselines' ConvFormer/CAFormer ones), with the DSM mixer.
-DSM_OPTIONS: Dict[str, Any] = dict(
-    token_mixers="dynamic_spectrum_mixer", norms="layernorm_nobias", norm_epsilon=1e-6,
-    downsample_norm="layernorm_nobias", downsample_norm_epsilon=1e-6, mlp_activation="star_relu", mlp_bias=False,
-    layer_scale_init=None, res_scale_init=(None, None, 1.0, 1.0), use_mlp_head=True, head_norm_epsilon=1e-6,
-    head_mlp_norm_epsilon=1e-5)
+DSM_OPTIONS: dict[str, Any] = dict(
+    token_mixers="dynamic_spectrum_mixer",
+    norms="layernorm_nobias",
+    norm_epsilon=1e-6,
+    downsample_norm="layernorm_nobias",
+    downsample_norm_epsilon=1e-6,
+    mlp_activation="star_relu",
+    mlp_bias=False,
+    layer_scale_init=None,
+    res_scale_init=(None, None, 1.0, 1.0),
+    use_mlp_head=True,
+    head_norm_epsilon=1e-6,
+    head_mlp_norm_epsilon=1e-5,
+)
 
 
-def stage_grids(image_size: int) -> Tuple[Tuple[int, int], ...]:
+def stage_grids(image_size: int) -> tuple[tuple[int, int], ...]:
     """The token grid (h, w) of every stage for square `image_size` images (a multiple of 32)."""
     if image_size <= 0 or image_size % STAGE_STRIDES[-1]:
-        raise ValueError(f"image_size must be a positive multiple of the total stride {STAGE_STRIDES[-1]}; "
-                         f"got {image_size}.")
+        raise ValueError(
+            f"image_size must be a positive multiple of the total stride {STAGE_STRIDES[-1]}; got {image_size}."
+        )
     return tuple((image_size // s, image_size // s) for s in STAGE_STRIDES)
 
 
-def stage_mixer_kwargs(image_size: int = 224, **mixer_options) -> Tuple[Dict[str, Any], ...]:
+def stage_mixer_kwargs(image_size: int = 224, **mixer_options) -> tuple[dict[str, Any], ...]:
     """Per-stage `mixer_kwargs`: each stage's filter grid for `image_size`, plus shared mixer options."""
     return tuple(dict(mixer_options, grid_size=grid) for grid in stage_grids(image_size))
 
 
-def dsm_kwargs(depths: Sequence[int], dims: Sequence[int], image_size: int = 224, **mixer_options) -> Dict[str, Any]:
+def dsm_kwargs(depths: Sequence[int], dims: Sequence[int], image_size: int = 224, **mixer_options) -> dict[str, Any]:
     """MetaFormer arguments of a DSM backbone with these stage depths and widths, shaped for `image_size`."""
     if len(depths) != len(STAGE_STRIDES) or len(dims) != len(STAGE_STRIDES):
-        raise ValueError(f"A DSM backbone has {len(STAGE_STRIDES)} stages; got depths {tuple(depths)} and dims "
-                         f"{tuple(dims)}.")
+        raise ValueError(
+            f"A DSM backbone has {len(STAGE_STRIDES)} stages; got depths {tuple(depths)} and dims {tuple(dims)}."
+        )
     stage_grids(image_size)  # the same check, before anything is built
-    return dict(DSM_OPTIONS, depths=tuple(depths), dims=tuple(dims), image_size=image_size,
-                mixer_kwargs=dict(mixer_options) or None)
+    return dict(
+        DSM_OPTIONS,
+        depths=tuple(depths),
+        dims=tuple(dims),
+        image_size=image_size,
+        mixer_kwargs=dict(mixer_options) or None,
+    )

@@ -8,8 +8,6 @@ paper's table is read; their counts differ from DFFormer's only in the base filt
 [H, W, 4] per block instead of DFFormer's complex [H, W//2+1, 4] (tests/models/test_dsm.py).
 """
 
-from typing import Dict
-
 from mixtok.models.dsm import PAPER, dsm_kwargs  # also registers the "dynamic_spectrum_mixer" mixer
 from mixtok.models.metaformer import MetaFormer
 from mixtok.models.registry import ModelSpec, register_model
@@ -22,7 +20,7 @@ SIZES = {  # name: (depths, dims), DFFormer's
 }
 # The paper's reported parameter counts by variant name, rounded as printed (e.g. "22M"); empty
 # because the paper's variant table could not be retrieved. Fill in before claiming parity.
-PAPER_PARAMS: Dict[str, str] = {}
+PAPER_PARAMS: dict[str, str] = {}
 STAND_IN = f"{PAPER}; sizes are DFFormer's stand-ins, not the paper's table"
 
 

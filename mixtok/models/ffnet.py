@@ -35,7 +35,8 @@ Differences from the official code:
   features are sown into `intermediates` as `pre_logits`.
 """
 
-from typing import Any, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -95,7 +96,7 @@ class FFBlock(Module):
     kernel_size2: int = 7
     mlp_ratio: float = 3.0
     drop_path: float = 0.0
-    layer_scale_init: Optional[float] = None  # None: no layer scale
+    layer_scale_init: float | None = None  # None: no layer scale
     fused: bool = False
 
     def _scale(self, y, name: str):
@@ -107,7 +108,8 @@ class FFBlock(Module):
     def __call__(self, x, *, train: bool = False):
         common = dict(fused=self.fused, dtype=self.dtype, param_dtype=self.param_dtype)
         y = FFNifiedAttention(x.shape[-1], self.kernel_size1, self.kernel_size2, name="token_mixer_0_main", **common)(
-            x, train=train)
+            x, train=train
+        )
         x = x + DropPath(self.drop_path)(self._scale(y, "token_mixer_0_layer_scale"), train=train)
         y = ChannelMixer(self.kernel_size, self.mlp_ratio, name="channel_mixer_main", **common)(x, train=train)
         return x + DropPath(self.drop_path)(self._scale(y, "channel_mixer_layer_scale"), train=train)
@@ -115,7 +117,6 @@ class FFBlock(Module):
 
 class BNConv(Module):
     """Conv1x1(BN(x)), conv without bias: the official `BN_Conv2d` (parameters `bn`, `conv` for `bn`, `c`)."""
-
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
@@ -153,24 +154,34 @@ class FFNet(Backbone):
     kernel_sizes1: Sequence[int] = (3, 3, 7, 7)  # the token mixer's conv1
     kernel_sizes2: Sequence[int] = (3, 3, 7, 7)  # the token mixer's conv2
     mlp_ratios: PerStage = 3.0  # the official expansion_ratios
-    layer_scale_init: Optional[float] = None  # None: no layer scale (the official use_layer_scale=False)
+    layer_scale_init: float | None = None  # None: no layer scale (the official use_layer_scale=False)
     num_classes: int = 1000
     drop_path_rate: float = 0.1
     head_dropout: float = 0.0
     fused: bool = False
-    image_size: Optional[int] = None
+    image_size: int | None = None
 
     def _check_config(self):
-        tables = dict(depths=self.depths, dims=self.dims, kernel_sizes=self.kernel_sizes,
-                      kernel_sizes1=self.kernel_sizes1, kernel_sizes2=self.kernel_sizes2)
+        tables = dict(
+            depths=self.depths,
+            dims=self.dims,
+            kernel_sizes=self.kernel_sizes,
+            kernel_sizes1=self.kernel_sizes1,
+            kernel_sizes2=self.kernel_sizes2,
+        )
         if len({len(v) for v in tables.values()}) != 1:
-            raise ValueError("FFNet needs one entry per stage in every table; got "
-                             + ", ".join(f"{k} {tuple(v)}" for k, v in tables.items()) + ".")
+            raise ValueError(
+                "FFNet needs one entry per stage in every table; got "
+                + ", ".join(f"{k} {tuple(v)}" for k, v in tables.items())
+                + "."
+            )
         for k in (*self.kernel_sizes, *self.kernel_sizes1, *self.kernel_sizes2):
             if k < 1 or k % 2 == 0:
-                raise ValueError(f"FFNet kernel sizes must be odd and positive; got kernel_sizes "
-                                 f"{tuple(self.kernel_sizes)}, kernel_sizes1 {tuple(self.kernel_sizes1)}, "
-                                 f"kernel_sizes2 {tuple(self.kernel_sizes2)}.")
+                raise ValueError(
+                    f"FFNet kernel sizes must be odd and positive; got kernel_sizes "
+                    f"{tuple(self.kernel_sizes)}, kernel_sizes1 {tuple(self.kernel_sizes1)}, "
+                    f"kernel_sizes2 {tuple(self.kernel_sizes2)}."
+                )
 
     def stage_maps(self, images, *, train: bool):
         self._check_config()
@@ -190,27 +201,44 @@ class FFNet(Backbone):
             first = 0
             if stage > 0:  # PatchMerging at stages.i.0
                 if self.fused:
-                    x = plain_conv(dim, REPVGG_KERNEL, stride=2, groups=x.shape[-1], name=f"stages_{stage}_0_proj_0",
-                                   **common)(x)
+                    x = plain_conv(
+                        dim, REPVGG_KERNEL, stride=2, groups=x.shape[-1], name=f"stages_{stage}_0_proj_0", **common
+                    )(x)
                 else:
                     x = RepVGGDW(dim, REPVGG_KERNEL, 2, name=f"stages_{stage}_0_proj_0", **common)(x, train=train)
                 x = BNConvSkip(self.fused, name=f"stages_{stage}_0_proj_1", **common)(x, train=train)
                 first = 1
             for block, rate in enumerate(rates):
-                x = FFBlock(self.kernel_sizes[stage], self.kernel_sizes1[stage], self.kernel_sizes2[stage],
-                            float(mlp_ratios[stage]), rate, self.layer_scale_init, self.fused,
-                            name=f"stages_{stage}_{first + block}", **common)(x, train=train)
+                x = FFBlock(
+                    self.kernel_sizes[stage],
+                    self.kernel_sizes1[stage],
+                    self.kernel_sizes2[stage],
+                    float(mlp_ratios[stage]),
+                    rate,
+                    self.layer_scale_init,
+                    self.fused,
+                    name=f"stages_{stage}_{first + block}",
+                    **common,
+                )(x, train=train)
             maps.append(x)
         return maps
 
     def classify(self, features, *, train: bool):
         common = self.dtype_kwargs
-        return pooled_classifier(self, batch_norm("norm", train=train, **common)(features), num_classes=self.num_classes,
-                                 head_dropout=self.head_dropout, train=train, name="head", **common)
+        return pooled_classifier(
+            self,
+            batch_norm("norm", train=train, **common)(features),
+            num_classes=self.num_classes,
+            head_dropout=self.head_dropout,
+            train=train,
+            name="head",
+            **common,
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Inference fusion (official export_model.py `replace_batchnorm`).
+
 
 def fuse_bn_conv_skip(params: Mapping[str, Any], stats: Mapping[str, Any]) -> dict:
     """{kernel, bias} of the 1x1 conv equal to x + Conv1x1(BN(x)) in inference mode (official `Conv2d_BN_skip.fuse`).
@@ -229,11 +257,15 @@ def fuse_bn_conv_skip(params: Mapping[str, Any], stats: Mapping[str, Any]) -> di
 def _fuse_block(params: Mapping[str, Any], stats: Mapping[str, Any]) -> dict:
     fused = dict(params)
     fused["token_mixer_0_main"] = fuse_ffnified_attention(
-        {"params": params["token_mixer_0_main"], "batch_stats": stats.get("token_mixer_0_main", {})})["params"]
+        {"params": params["token_mixer_0_main"], "batch_stats": stats.get("token_mixer_0_main", {})}
+    )["params"]
     mixer, mixer_stats = params["channel_mixer_main"], stats["channel_mixer_main"]
     conv = mixer["conv"]
-    fused_conv = (fuse_depthwise(conv, mixer_stats["conv"]) if set(conv) == {"conv", "conv1"}
-                  else fuse_conv_bn_branch(conv, mixer_stats["conv"]))
+    fused_conv = (
+        fuse_depthwise(conv, mixer_stats["conv"])
+        if set(conv) == {"conv", "conv1"}
+        else fuse_conv_bn_branch(conv, mixer_stats["conv"])
+    )
     fused["channel_mixer_main"] = {**mixer, "conv": fused_conv}
     return fused
 

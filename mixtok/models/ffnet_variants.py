@@ -32,9 +32,17 @@ SIZES = {
 
 def _register_all() -> None:
     for name, (depths, dims, kernel, layer_scale, drop_path, count, _) in SIZES.items():
-        kwargs = dict(depths=depths, dims=dims, in_dim=64, kernel_sizes=(kernel,) * 4, kernel_sizes1=(3, 3, 7, 7),
-                      kernel_sizes2=(3, 3, 7, 7), mlp_ratios=(3, 3, 3, 3), drop_path_rate=drop_path,
-                      layer_scale_init=layer_scale)
+        kwargs = dict(
+            depths=depths,
+            dims=dims,
+            in_dim=64,
+            kernel_sizes=(kernel,) * 4,
+            kernel_sizes1=(3, 3, 7, 7),
+            kernel_sizes2=(3, 3, 7, 7),
+            mlp_ratios=(3, 3, 3, 3),
+            drop_path_rate=drop_path,
+            layer_scale_init=layer_scale,
+        )
         register_model(name, ModelSpec(FFNet, kwargs, PAPER, count))
 
 

@@ -35,7 +35,8 @@ ratio per stage (or one for all). `method="intermediates"` returns every block's
 isotropic model (its tokens as a [B, h, w, C] grid) and every stage's for the pyramid.
 """
 
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -64,7 +65,7 @@ class GFNetBlock(Module):
     mlp_ratio: float = 4.0
     dropout: float = 0.0
     drop_path: float = 0.0
-    layer_scale_init: Optional[float] = None
+    layer_scale_init: float | None = None
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
@@ -73,7 +74,8 @@ class GFNetBlock(Module):
         y = GlobalFilter(dim=x.shape[-1], grid_size=tuple(self.grid_size), name="filter", **common)(y, train=train)
         y = LayerNorm(epsilon=NORM_EPSILON, name="norm2", **common)(y)
         y = Mlp(self.mlp_ratio, activation="gelu", use_bias=True, dropout=self.dropout, name="mlp", **common)(
-            y, train=train)
+            y, train=train
+        )
         if self.layer_scale_init is not None:
             y = LayerScale(self.layer_scale_init, self.param_dtype, name="layer_scale")(y)
         return x + DropPath(self.drop_path)(y, train=train)
@@ -87,8 +89,15 @@ class PatchConv(Module):
 
     @nn.compact
     def __call__(self, x):
-        return conv2d(self.features, self.patch_size, stride=self.patch_size, padding=0, dtype=self.dtype,
-                      param_dtype=self.param_dtype, name="conv")(x)
+        return conv2d(
+            self.features,
+            self.patch_size,
+            stride=self.patch_size,
+            padding=0,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="conv",
+        )(x)
 
 
 class PositionEmbedding(nn.Module):
@@ -99,8 +108,12 @@ class PositionEmbedding(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        embedding = self.param("pos_embed", param_with_axes(TRUNC_NORMAL_INIT, (None, None, None, "embed")),
-                               (1, *self.grid_size, x.shape[-1]), self.param_dtype)
+        embedding = self.param(
+            "pos_embed",
+            param_with_axes(TRUNC_NORMAL_INIT, (None, None, None, "embed")),
+            (1, *self.grid_size, x.shape[-1]),
+            self.param_dtype,
+        )
         embedding = resize_bicubic(embedding, x.shape[1:3], align_corners=False, axes=(1, 2))
         return x + embedding.astype(x.dtype)
 
@@ -109,9 +122,15 @@ class _GFNetHead(Backbone):
     """What both GFNets share: the head (LayerNorm on every token -> mean -> dropout -> Linear)."""
 
     def classify(self, features, *, train: bool):
-        logits = ClassifierHead(self.num_classes, norm_epsilon=NORM_EPSILON, norm_before_pool=True,
-                                head_dropout=self.head_dropout, name="head", dtype=self.dtype,
-                                param_dtype=self.param_dtype)(features, train=train)
+        logits = ClassifierHead(
+            self.num_classes,
+            norm_epsilon=NORM_EPSILON,
+            norm_before_pool=True,
+            head_dropout=self.head_dropout,
+            name="head",
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+        )(features, train=train)
         return logits.astype(jnp.float32)
 
 
@@ -130,8 +149,10 @@ class GFNet(_GFNetHead):
 
     def stage_maps(self, images, *, train: bool):
         if len(self.depths) != 1 or len(self.dims) != 1:
-            raise ValueError(f"GFNet is isotropic (one stage): give depths=(depth,) and dims=(width,); got depths "
-                             f"{tuple(self.depths)} and dims {tuple(self.dims)}.")
+            raise ValueError(
+                f"GFNet is isotropic (one stage): give depths=(depth,) and dims=(width,); got depths "
+                f"{tuple(self.depths)} and dims {tuple(self.dims)}."
+            )
         check_images(images, self.patch_size, "GFNet", f"patch size {self.patch_size}")
         (mlp_ratio,) = per_stage(self.mlp_ratios, 1, "mlp_ratios")
         common = self.dtype_kwargs
@@ -142,8 +163,9 @@ class GFNet(_GFNetHead):
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
         maps = []
         for i, rate in enumerate(stage_drop_path_rates(self.drop_path_rate, self.depths)[0]):
-            x = GFNetBlock(grid, mlp_ratio=mlp_ratio, dropout=self.dropout, drop_path=rate, name=f"blocks_{i}",
-                           **common)(x, train=train)
+            x = GFNetBlock(
+                grid, mlp_ratio=mlp_ratio, dropout=self.dropout, drop_path=rate, name=f"blocks_{i}", **common
+            )(x, train=train)
             maps.append(x)
         return maps
 
@@ -155,7 +177,7 @@ class GFNetPyramid(_GFNetHead):
     dims: Sequence[int] = (64, 128, 256, 512)
     image_size: int = 224  # the resolution the parameters are shaped for: grids 56, 28, 14, 7 at 224
     mlp_ratios: PerStage = 4.0
-    layer_scale_init: Optional[float] = 1e-3  # None: plain blocks (the official `no_layerscale=True`)
+    layer_scale_init: float | None = 1e-3  # None: plain blocks (the official `no_layerscale=True`)
     num_classes: int = 1000
     dropout: float = 0.0  # in every MLP only: the official pyramid never applies its `pos_drop`
     drop_path_rate: float = 0.0
@@ -169,8 +191,9 @@ class GFNetPyramid(_GFNetHead):
         common = self.dtype_kwargs
         x = images.astype(self.dtype) if self.dtype is not None else images
         maps = []
-        for i, (stride, rates) in enumerate(zip(PYRAMID_STRIDES, stage_drop_path_rates(self.drop_path_rate,
-                                                                                         self.depths))):
+        for i, (stride, rates) in enumerate(
+            zip(PYRAMID_STRIDES, stage_drop_path_rates(self.drop_path_rate, self.depths))
+        ):
             grid = (self.image_size // stride,) * 2
             if i == 0:
                 x = PatchConv(self.dims[0], stride, name="patch_embed", **common)(x)
@@ -178,8 +201,14 @@ class GFNetPyramid(_GFNetHead):
             else:
                 x = PatchConv(self.dims[i], 2, name=f"downsample_{i}", **common)(x)
             for j, rate in enumerate(rates):
-                x = GFNetBlock(grid, mlp_ratio=mlp_ratios[i], dropout=self.dropout, drop_path=rate,
-                               layer_scale_init=self.layer_scale_init, name=f"stages_{i}_blocks_{j}", **common)(
-                                   x, train=train)
+                x = GFNetBlock(
+                    grid,
+                    mlp_ratio=mlp_ratios[i],
+                    dropout=self.dropout,
+                    drop_path=rate,
+                    layer_scale_init=self.layer_scale_init,
+                    name=f"stages_{i}_blocks_{j}",
+                    **common,
+                )(x, train=train)
             maps.append(x)
         return maps

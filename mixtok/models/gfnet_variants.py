@@ -27,11 +27,14 @@ PYRAMID_SIZES = {  # name: (depths, dims, layer_scale_init, official params)
 
 def _register_all() -> None:
     for size, (depth, dim, count) in ISOTROPIC_SIZES.items():
-        register_model(f"gfnet_{size}", ModelSpec(GFNet, dict(depths=(depth,), dims=(dim,), patch_size=16),
-                                                  PAPER, count))
+        register_model(
+            f"gfnet_{size}", ModelSpec(GFNet, dict(depths=(depth,), dims=(dim,), patch_size=16), PAPER, count)
+        )
     for size, (depths, dims, layer_scale, count) in PYRAMID_SIZES.items():
-        register_model(f"gfnet_{size}", ModelSpec(
-            GFNetPyramid, dict(depths=depths, dims=dims, layer_scale_init=layer_scale), PAPER, count))
+        register_model(
+            f"gfnet_{size}",
+            ModelSpec(GFNetPyramid, dict(depths=depths, dims=dims, layer_scale_init=layer_scale), PAPER, count),
+        )
 
 
 _register_all()

@@ -39,7 +39,7 @@ Features: `method="features"` gives the stage-4 map [B, H/32, W/32, C4] (before 
 `stage4` and `pre_logits`.
 """
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -85,11 +85,13 @@ class IFormerBlock(Module):
     def __call__(self, x, *, train: bool = False):
         common = self.dtype_kwargs
         drop_path = DropPath(self.drop_path)
-        y = InceptionMixer(x.shape[-1], self.num_heads, self.attention_heads, self.pool_size, self.attn_dropout,
-                           name="attn", **common)(LayerNorm(LN_EPSILON, name="norm1", **common)(x), train=train)
+        y = InceptionMixer(
+            x.shape[-1], self.num_heads, self.attention_heads, self.pool_size, self.attn_dropout, name="attn", **common
+        )(LayerNorm(LN_EPSILON, name="norm1", **common)(x), train=train)
         x = x + drop_path(self._layer_scale(y, "layer_scale_1"), train=train)
         y = Mlp(self.mlp_ratio, "gelu", use_bias=True, dropout=self.dropout, name="mlp", **common)(
-            LayerNorm(LN_EPSILON, name="norm2", **common)(x), train=train)
+            LayerNorm(LN_EPSILON, name="norm2", **common)(x), train=train
+        )
         return x + drop_path(self._layer_scale(y, "layer_scale_2"), train=train)
 
 
@@ -108,23 +110,44 @@ class IFormer(Backbone):
 
     def _check_config(self):
         if not (len(self.depths) == len(self.dims) == len(self.num_heads) == len(self.mlp_ratios) == 4):
-            raise ValueError(f"IFormer has 4 stages; got depths {tuple(self.depths)}, dims {tuple(self.dims)}, "
-                             f"num_heads {tuple(self.num_heads)}, mlp_ratios {tuple(self.mlp_ratios)}.")
+            raise ValueError(
+                f"IFormer has 4 stages; got depths {tuple(self.depths)}, dims {tuple(self.dims)}, "
+                f"num_heads {tuple(self.num_heads)}, mlp_ratios {tuple(self.mlp_ratios)}."
+            )
         if len(self.attention_heads) != sum(self.depths):
-            raise ValueError(f"IFormer: attention_heads needs one entry per block ({sum(self.depths)} for depths "
-                             f"{tuple(self.depths)}); got {len(self.attention_heads)}.")
+            raise ValueError(
+                f"IFormer: attention_heads needs one entry per block ({sum(self.depths)} for depths "
+                f"{tuple(self.depths)}); got {len(self.attention_heads)}."
+            )
         if self.image_size % 32:
-            raise ValueError(f"IFormer: image_size={self.image_size} must be a multiple of 32 (position embeddings "
-                             f"of image_size / 4 ... image_size / 32).")
+            raise ValueError(
+                f"IFormer: image_size={self.image_size} must be a multiple of 32 (position embeddings "
+                f"of image_size / 4 ... image_size / 32)."
+            )
 
     def _downsample(self, x, stage: int, dim: int, train: bool):
         """The stage's patch embedding: the official two-conv stem (stride 4) or one conv3x3 s2 - BN."""
         conv = dict(use_bias=True, train=train, dtype=self.dtype, param_dtype=self.param_dtype)
         if stage > 0:
-            return conv_norm_act(x, dim, 3, stride=2, conv_name=f"patch_embed{stage + 1}_proj",
-                                 norm_name=f"patch_embed{stage + 1}_norm", **conv)
-        x = conv_norm_act(x, dim // 2, 3, stride=2, activation="gelu", conv_name="patch_embed_proj1",
-                          norm_name="patch_embed_norm1", **conv)
+            return conv_norm_act(
+                x,
+                dim,
+                3,
+                stride=2,
+                conv_name=f"patch_embed{stage + 1}_proj",
+                norm_name=f"patch_embed{stage + 1}_norm",
+                **conv,
+            )
+        x = conv_norm_act(
+            x,
+            dim // 2,
+            3,
+            stride=2,
+            activation="gelu",
+            conv_name="patch_embed_proj1",
+            norm_name="patch_embed_norm1",
+            **conv,
+        )
         return conv_norm_act(x, dim, 3, stride=2, conv_name="patch_embed_proj2", norm_name="patch_embed_norm2", **conv)
 
     def stage_maps(self, x, *, train: bool):
@@ -137,16 +160,28 @@ class IFormer(Backbone):
         block_index, stages = 0, []
         for stage, (depth, dim, heads) in enumerate(zip(self.depths, self.dims, self.num_heads)):
             x = self._downsample(x, stage, dim, train)
-            side = self.image_size // (4 * 2 ** stage)
-            pos_embed = self.param(f"pos_embed{stage + 1}",
-                                   param_with_axes(DEFAULT_KERNEL_INIT, (None, None, None, "embed")),
-                                   (1, side, side, dim), self.param_dtype)
+            side = self.image_size // (4 * 2**stage)
+            pos_embed = self.param(
+                f"pos_embed{stage + 1}",
+                param_with_axes(DEFAULT_KERNEL_INIT, (None, None, None, "embed")),
+                (1, side, side, dim),
+                self.param_dtype,
+            )
             x = x + resize_pos_embed(pos_embed, x.shape[1], x.shape[2]).astype(x.dtype)
             for j in range(depth):
-                x = IFormerBlock(heads, self.attention_heads[block_index], POOL_SIZES[stage], self.mlp_ratios[stage],
-                                 LAYER_SCALE_STAGES[stage], self.layer_scale_init, rates[block_index],
-                                 self.dropout, self.attn_dropout, name=f"blocks{stage + 1}_{j}", **common)(
-                                     x, train=train)
+                x = IFormerBlock(
+                    heads,
+                    self.attention_heads[block_index],
+                    POOL_SIZES[stage],
+                    self.mlp_ratios[stage],
+                    LAYER_SCALE_STAGES[stage],
+                    self.layer_scale_init,
+                    rates[block_index],
+                    self.dropout,
+                    self.attn_dropout,
+                    name=f"blocks{stage + 1}_{j}",
+                    **common,
+                )(x, train=train)
                 block_index += 1
             self.sow("intermediates", f"stage{stage + 1}", x)
             stages.append(x)
@@ -157,5 +192,10 @@ class IFormer(Backbone):
         x = jnp.mean(LayerNorm(LN_EPSILON, name="norm", **common)(x), axis=(1, 2))
         self.sow("intermediates", "pre_logits", x)
         x = nn.Dropout(self.head_dropout, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, kernel_init=dense_kernel_init(("embed", None)),
-                        bias_init=zeros_with_axes((None,)), name="head", **common)(x)
+        return nn.Dense(
+            self.num_classes,
+            kernel_init=dense_kernel_init(("embed", None)),
+            bias_init=zeros_with_axes((None,)),
+            name="head",
+            **common,
+        )(x)

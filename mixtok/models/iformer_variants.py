@@ -20,19 +20,40 @@ PAPER = "Inception Transformer (Si et al., NeurIPS 2022)"
 
 # name: (depths, dims, num_heads, attention heads per block, official params at 224)
 SIZES = {
-    "iformer_s": ((3, 3, 9, 3), (96, 192, 320, 384), (3, 6, 10, 12),
-                  (1,) * 3 + (3,) * 3 + (7,) * 4 + (9,) * 5 + (11,) * 3, 19_866_344),
-    "iformer_b": ((4, 6, 14, 6), (96, 192, 384, 512), (3, 6, 12, 16),
-                  (1,) * 4 + (3,) * 6 + (8,) * 7 + (10,) * 7 + (15,) * 6, 47_866_216),
-    "iformer_l": ((4, 6, 18, 8), (96, 192, 448, 640), (3, 6, 14, 20),
-                  (1,) * 4 + (3,) * 6 + (10,) * 9 + (12,) * 9 + (19,) * 8, 86_637_096),
+    "iformer_s": (
+        (3, 3, 9, 3),
+        (96, 192, 320, 384),
+        (3, 6, 10, 12),
+        (1,) * 3 + (3,) * 3 + (7,) * 4 + (9,) * 5 + (11,) * 3,
+        19_866_344,
+    ),
+    "iformer_b": (
+        (4, 6, 14, 6),
+        (96, 192, 384, 512),
+        (3, 6, 12, 16),
+        (1,) * 4 + (3,) * 6 + (8,) * 7 + (10,) * 7 + (15,) * 6,
+        47_866_216,
+    ),
+    "iformer_l": (
+        (4, 6, 18, 8),
+        (96, 192, 448, 640),
+        (3, 6, 14, 20),
+        (1,) * 4 + (3,) * 6 + (10,) * 9 + (12,) * 9 + (19,) * 8,
+        86_637_096,
+    ),
 }
 
 
 def _register_all() -> None:
     for name, (depths, dims, heads, attention_heads, count) in SIZES.items():
-        kwargs = dict(depths=depths, dims=dims, num_heads=heads, attention_heads=attention_heads,
-                      image_size=224, layer_scale_init=1e-6)
+        kwargs = dict(
+            depths=depths,
+            dims=dims,
+            num_heads=heads,
+            attention_heads=attention_heads,
+            image_size=224,
+            layer_scale_init=1e-6,
+        )
         register_model(name, ModelSpec(IFormer, kwargs, PAPER, count))
 
 

@@ -47,7 +47,7 @@ Stage outputs are also sown into `intermediates` as `stage1` ... `stage4` (absen
 """
 
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -81,11 +81,11 @@ def attention_bias_index(resolution: int) -> np.ndarray:
 class RepVGGDW(Module):
     """ConvBN dw3x3 + ConvBN dw1x1 + identity (re-parameterisable into one dw3x3 conv)."""
 
-
     @nn.compact
     def __call__(self, x, *, train: bool = False):
-        depthwise = functools.partial(_conv_bn, x.shape[-1], groups=x.shape[-1], dtype=self.dtype,
-                                      param_dtype=self.param_dtype)
+        depthwise = functools.partial(
+            _conv_bn, x.shape[-1], groups=x.shape[-1], dtype=self.dtype, param_dtype=self.param_dtype
+        )
         return depthwise(3, name="conv")(x, train=train) + depthwise(1, name="conv1")(x, train=train) + x
 
 
@@ -100,8 +100,10 @@ class LeViTAttention(Module):
     def __call__(self, x, *, train: bool = False):
         batch, height, width, dim = x.shape
         if (height, width) != (self.resolution, self.resolution):
-            raise ValueError(f"LSNet attention: its biases fit a {self.resolution}x{self.resolution} map (from "
-                             f"image_size); got {height}x{width}. Build the model with the image_size of the images.")
+            raise ValueError(
+                f"LSNet attention: its biases fit a {self.resolution}x{self.resolution} map (from "
+                f"image_size); got {height}x{width}. Build the model with the image_size of the images."
+            )
         common = self.dtype_kwargs
         heads, key_dim = self.num_heads, self.key_dim
         value_dim = int(dim / (key_dim * heads) * key_dim)  # the official int(attn_ratio * key_dim)
@@ -113,12 +115,17 @@ class LeViTAttention(Module):
         q = q.reshape(batch, tokens, heads, key_dim)
         k = k.reshape(batch, tokens, heads, key_dim)
         v = v.reshape(batch, tokens, heads, value_dim)
-        biases = self.param("attention_biases", param_with_axes(jax.nn.initializers.zeros, ("heads", None)),
-                            (heads, self.resolution ** 2), self.param_dtype)
+        biases = self.param(
+            "attention_biases",
+            param_with_axes(jax.nn.initializers.zeros, ("heads", None)),
+            (heads, self.resolution**2),
+            self.param_dtype,
+        )
         # The relative-position table enters as the attention bias [heads, N, N] (values wider than keys:
         # "auto" computes it in the reference form).
-        out = dot_product_attention(q, k, v, bias=biases[:, attention_bias_index(self.resolution)][None],
-                                    scale=key_dim ** -0.5)
+        out = dot_product_attention(
+            q, k, v, bias=biases[:, attention_bias_index(self.resolution)][None], scale=key_dim**-0.5
+        )
         out = out.reshape(batch, height, width, heads * value_dim)
         return _conv_bn(dim, bn_scale_init=0.0, name="proj", **common)(nn.relu(out), train=train)
 
@@ -161,12 +168,16 @@ class LSNet(Backbone):
 
     def _check_config(self):
         if not (len(self.dims) == len(self.depths) == len(self.num_heads) == 4):
-            raise ValueError(f"LSNet has 4 stages; got dims {tuple(self.dims)}, depths {tuple(self.depths)}, "
-                             f"num_heads {tuple(self.num_heads)}.")
+            raise ValueError(
+                f"LSNet has 4 stages; got dims {tuple(self.dims)}, depths {tuple(self.depths)}, "
+                f"num_heads {tuple(self.num_heads)}."
+            )
         for dim in self.dims:
             if dim % 8:
-                raise ValueError(f"LSNet: dims must be multiples of 8 (LSConv shares a kernel per C/8 group and the "
-                                 f"stem needs C/4); got {tuple(self.dims)}.")
+                raise ValueError(
+                    f"LSNet: dims must be multiples of 8 (LSConv shares a kernel per C/8 group and the "
+                    f"stem needs C/4); got {tuple(self.dims)}."
+                )
 
     def stage_maps(self, x, *, train: bool):
         self._check_config()
@@ -174,9 +185,16 @@ class LSNet(Backbone):
         common = self.dtype_kwargs
         x = x.astype(self.dtype or x.dtype)
         first = self.dims[0]
-        x = conv_stem(x, (first // 4, first // 2, first), strides=(2, 2, 2), activation="relu",
-                      names=("patch_embed_0", "patch_embed_2", "patch_embed_4"), kernel_init=TORCH_DEFAULT_INIT,
-                      train=train, **common)
+        x = conv_stem(
+            x,
+            (first // 4, first // 2, first),
+            strides=(2, 2, 2),
+            activation="relu",
+            names=("patch_embed_0", "patch_embed_2", "patch_embed_4"),
+            kernel_init=TORCH_DEFAULT_INIT,
+            train=train,
+            **common,
+        )
         resolution = self.image_size // PATCH_SIZE
         rates = np.linspace(0.0, self.drop_path_rate, sum(self.depths)).tolist()
         stages = []
@@ -189,8 +207,16 @@ class LSNet(Backbone):
                 resolution = (resolution - 1) // 2 + 1
                 offset = 2
             for d in range(depth):
-                x = LSNetBlock(d, stage == 3, heads, self.key_dim, resolution, rates[sum(self.depths[:stage]) + d],
-                               name=f"blocks{stage + 1}_{offset + d}", **common)(x, train=train)
+                x = LSNetBlock(
+                    d,
+                    stage == 3,
+                    heads,
+                    self.key_dim,
+                    resolution,
+                    rates[sum(self.depths[:stage]) + d],
+                    name=f"blocks{stage + 1}_{offset + d}",
+                    **common,
+                )(x, train=train)
             if stage > 0 or depth:
                 self.sow("intermediates", f"stage{stage + 1}", x)
             stages.append(x)
@@ -202,5 +228,10 @@ class LSNet(Backbone):
         self.sow("intermediates", "pre_logits", x)
         x = batch_norm("head_bn", train=train, **common)(x)
         x = nn.Dropout(self.head_dropout, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, kernel_init=dense_kernel_init(("embed", None)),
-                        bias_init=zeros_with_axes((None,)), name="head_l", **common)(x)
+        return nn.Dense(
+            self.num_classes,
+            kernel_init=dense_kernel_init(("embed", None)),
+            bias_init=zeros_with_axes((None,)),
+            name="head_l",
+            **common,
+        )(x)

@@ -30,7 +30,8 @@ gets its stage's token grid (image_size / 4, / 8, / 16, / 32), one with a `num_t
 stages has such a mixer checks that its input is `image_size` pixels when it is set.
 """
 
-from typing import Any, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -61,8 +62,8 @@ class MetaFormerBlock(Module):
     mlp_bias: bool
     mlp_ratio: float = 4.0
     drop_path: float = 0.0
-    layer_scale_init: Optional[float] = None
-    res_scale_init: Optional[float] = None
+    layer_scale_init: float | None = None
+    res_scale_init: float | None = None
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
@@ -72,10 +73,12 @@ class MetaFormerBlock(Module):
             y = get_norm(self.norm, epsilon=self.norm_epsilon, name=f"norm{i}", **common)(x)
             if branch == "mixer":
                 y = mixers.get(self.token_mixer)(dim=dim, name="token_mixer", **common, **self.mixer_kwargs)(
-                    y, train=train)
+                    y, train=train
+                )
             else:
                 y = Mlp(self.mlp_ratio, activation=self.mlp_activation, use_bias=self.mlp_bias, name="mlp", **common)(
-                    y, train=train)
+                    y, train=train
+                )
             y = DropPath(self.drop_path)(y, train=train)
             if self.layer_scale_init is not None:
                 y = LayerScale(self.layer_scale_init, self.param_dtype, name=f"layer_scale{i}")(y)
@@ -92,7 +95,7 @@ class Downsampling(Module):
     kernel_size: int
     stride: int
     padding: int
-    norm: Optional[str] = None
+    norm: str | None = None
     norm_epsilon: float = 1e-6
     norm_after: bool = False
 
@@ -113,7 +116,7 @@ class MetaFormerStage(Module):
 
     features: int
     downsample: bool
-    downsample_norm: Optional[str]
+    downsample_norm: str | None
     downsample_norm_epsilon: float
     block: Mapping[str, Any]
     drop_path_rates: Sequence[float]
@@ -122,8 +125,16 @@ class MetaFormerStage(Module):
     def __call__(self, x, *, train: bool = False):
         common = self.dtype_kwargs
         if self.downsample:
-            x = Downsampling(self.features, 3, 2, 1, norm=self.downsample_norm,
-                             norm_epsilon=self.downsample_norm_epsilon, name="downsample", **common)(x)
+            x = Downsampling(
+                self.features,
+                3,
+                2,
+                1,
+                norm=self.downsample_norm,
+                norm_epsilon=self.downsample_norm_epsilon,
+                name="downsample",
+                **common,
+            )(x)
         for j, rate in enumerate(self.drop_path_rates):
             x = MetaFormerBlock(**self.block, drop_path=rate, name=f"blocks_{j}", **common)(x, train=train)
         return x
@@ -156,7 +167,7 @@ class MetaFormer(Backbone):
     mlp_ratios: PerStage = 4.0
     norms: PerStage = "groupnorm1_nobias"
     norm_epsilon: float = 1e-6
-    downsample_norm: Optional[str] = "layernorm_nobias"
+    downsample_norm: str | None = "layernorm_nobias"
     downsample_norm_epsilon: float = 1e-6
     mlp_activation: str = "star_relu"
     mlp_bias: bool = False
@@ -168,7 +179,7 @@ class MetaFormer(Backbone):
     num_classes: int = 1000
     drop_path_rate: float = 0.0
     head_dropout: float = 0.0
-    image_size: Optional[int] = None  # sizes resolution-dependent mixers; otherwise the input size is checked
+    image_size: int | None = None  # sizes resolution-dependent mixers; otherwise the input size is checked
 
     @property
     def reduction(self) -> int:
@@ -180,7 +191,7 @@ class MetaFormer(Backbone):
         stage_kwargs = per_stage(self.mixer_kwargs, len(self.depths), "mixer_kwargs")
         result = []
         for i, (mixer, kwargs) in enumerate(zip(token_mixers, stage_kwargs)):
-            grid = None if self.image_size is None else self.image_size // (STEM_STRIDE * 2 ** i)
+            grid = None if self.image_size is None else self.image_size // (STEM_STRIDE * 2**i)
             sizing = {} if grid is None else resolution_options(mixer, grid)
             result.append({**sizing, **dict(kwargs or {})})
         return result
@@ -194,8 +205,10 @@ class MetaFormer(Backbone):
         for name in token_mixers:
             mixers.get(name)  # fail before building anything, with the close matches
         if self.image_size is not None and (self.image_size <= 0 or self.image_size % self.reduction):
-            raise ValueError(f"image_size must be a positive multiple of the total stride {self.reduction} (or None); "
-                             f"got {self.image_size}.")
+            raise ValueError(
+                f"image_size must be a positive multiple of the total stride {self.reduction} (or None); "
+                f"got {self.image_size}."
+            )
         if not any(resolution_options(name, 1) for name in token_mixers):
             check_image_size(images, self.image_size, "MetaFormer")
         mixer_kwargs = self._stage_mixer_kwargs(token_mixers)
@@ -207,23 +220,51 @@ class MetaFormer(Backbone):
         common = self.dtype_kwargs
 
         x = images.astype(self.dtype) if self.dtype is not None else images
-        x = Downsampling(self.dims[0], 7, STEM_STRIDE, 2, norm=self.downsample_norm, norm_after=True,
-                         norm_epsilon=self.downsample_norm_epsilon, name="stem", **common)(x)
+        x = Downsampling(
+            self.dims[0],
+            7,
+            STEM_STRIDE,
+            2,
+            norm=self.downsample_norm,
+            norm_after=True,
+            norm_epsilon=self.downsample_norm_epsilon,
+            name="stem",
+            **common,
+        )(x)
         maps = []
         for i in range(n):
             x = MetaFormerStage(
-                features=self.dims[i], downsample=i > 0, downsample_norm=self.downsample_norm,
-                downsample_norm_epsilon=self.downsample_norm_epsilon, block=dict(
-                    token_mixer=token_mixers[i], mixer_kwargs=mixer_kwargs[i], norm=norms[i],
-                    norm_epsilon=self.norm_epsilon, mlp_activation=self.mlp_activation, mlp_bias=self.mlp_bias,
-                    mlp_ratio=mlp_ratios[i], layer_scale_init=layer_scales[i], res_scale_init=res_scales[i]),
-                drop_path_rates=drop_rates[i], name=f"stages_{i}", **common)(x, train=train)
+                features=self.dims[i],
+                downsample=i > 0,
+                downsample_norm=self.downsample_norm,
+                downsample_norm_epsilon=self.downsample_norm_epsilon,
+                block=dict(
+                    token_mixer=token_mixers[i],
+                    mixer_kwargs=mixer_kwargs[i],
+                    norm=norms[i],
+                    norm_epsilon=self.norm_epsilon,
+                    mlp_activation=self.mlp_activation,
+                    mlp_bias=self.mlp_bias,
+                    mlp_ratio=mlp_ratios[i],
+                    layer_scale_init=layer_scales[i],
+                    res_scale_init=res_scales[i],
+                ),
+                drop_path_rates=drop_rates[i],
+                name=f"stages_{i}",
+                **common,
+            )(x, train=train)
             maps.append(x)
         return maps
 
     def classify(self, features, *, train: bool):
-        logits = ClassifierHead(self.num_classes, norm_epsilon=self.head_norm_epsilon,
-                                mlp_ratio=4.0 if self.use_mlp_head else None,
-                                mlp_norm_epsilon=self.head_mlp_norm_epsilon, head_dropout=self.head_dropout,
-                                name="head", dtype=self.dtype, param_dtype=self.param_dtype)(features, train=train)
+        logits = ClassifierHead(
+            self.num_classes,
+            norm_epsilon=self.head_norm_epsilon,
+            mlp_ratio=4.0 if self.use_mlp_head else None,
+            mlp_norm_epsilon=self.head_mlp_norm_epsilon,
+            head_dropout=self.head_dropout,
+            name="head",
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+        )(features, train=train)
         return logits.astype(jnp.float32)

@@ -18,12 +18,26 @@ M_DIMS = (96, 192, 384, 768)
 
 # PoolFormer v1: GroupNorm(1) with bias (eps 1e-5), GELU MLP with biases, layer scale, no norms in
 # the stem or downsampling, Linear head. Layer scale init is 1e-5 for S12/S24 and 1e-6 beyond.
-POOLFORMER_V1 = dict(token_mixers="pooling", norms="groupnorm1", norm_epsilon=1e-5, downsample_norm=None,
-                     mlp_activation="gelu", mlp_bias=True, res_scale_init=None, use_mlp_head=False)
+POOLFORMER_V1 = dict(
+    token_mixers="pooling",
+    norms="groupnorm1",
+    norm_epsilon=1e-5,
+    downsample_norm=None,
+    mlp_activation="gelu",
+    mlp_bias=True,
+    res_scale_init=None,
+    use_mlp_head=False,
+)
 # MetaFormer Baselines: bias-free norms (eps 1e-6), StarReLU MLP without biases, res scale in
 # stages 3-4, LayerNorm (no bias) before every downsampling and after the stem.
-BASELINE = dict(norm_epsilon=1e-6, downsample_norm="layernorm_nobias", mlp_activation="star_relu",
-                mlp_bias=False, res_scale_init=(None, None, 1.0, 1.0), layer_scale_init=None)
+BASELINE = dict(
+    norm_epsilon=1e-6,
+    downsample_norm="layernorm_nobias",
+    mlp_activation="star_relu",
+    mlp_bias=False,
+    res_scale_init=(None, None, 1.0, 1.0),
+    layer_scale_init=None,
+)
 GN_BASELINE = dict(BASELINE, norms="groupnorm1_nobias", use_mlp_head=False)
 LN_BASELINE = dict(BASELINE, norms="layernorm_nobias", use_mlp_head=True)
 
@@ -52,26 +66,54 @@ RANDOM_MIXING_TOKENS_224 = (0, 0, 14 * 14, 7 * 7)  # tokens per stage at 224 px 
 
 def _register_all() -> None:
     for size, (depths, dims, layer_scale, count) in POOLFORMER_SIZES.items():
-        register_model(f"poolformer_{size}", ModelSpec(
-            MetaFormer, dict(POOLFORMER_V1, depths=depths, dims=dims, layer_scale_init=layer_scale),
-            POOLFORMER_PAPER, count, f"poolformer_{size}"))
+        register_model(
+            f"poolformer_{size}",
+            ModelSpec(
+                MetaFormer,
+                dict(POOLFORMER_V1, depths=depths, dims=dims, layer_scale_init=layer_scale),
+                POOLFORMER_PAPER,
+                count,
+                f"poolformer_{size}",
+            ),
+        )
     for size, (depths, dims, count) in BASELINE_GN_SIZES.items():
         shape = dict(GN_BASELINE, depths=depths, dims=dims)
-        register_model(f"poolformerv2_{size}", ModelSpec(
-            MetaFormer, dict(shape, token_mixers="pooling"), BASELINES_PAPER, count, f"poolformerv2_{size}"))
-        register_model(f"identityformer_{size}", ModelSpec(
-            MetaFormer, dict(shape, token_mixers="identity"), BASELINES_PAPER, count))
+        register_model(
+            f"poolformerv2_{size}",
+            ModelSpec(MetaFormer, dict(shape, token_mixers="pooling"), BASELINES_PAPER, count, f"poolformerv2_{size}"),
+        )
+        register_model(
+            f"identityformer_{size}",
+            ModelSpec(MetaFormer, dict(shape, token_mixers="identity"), BASELINES_PAPER, count),
+        )
         random_weights = sum(d * n * n for d, n in zip(depths, RANDOM_MIXING_TOKENS_224))
-        register_model(f"randformer_{size}", ModelSpec(
-            MetaFormer, dict(shape, token_mixers=("identity", "identity", "random_mixing", "random_mixing")),
-            BASELINES_PAPER, count + random_weights))
+        register_model(
+            f"randformer_{size}",
+            ModelSpec(
+                MetaFormer,
+                dict(shape, token_mixers=("identity", "identity", "random_mixing", "random_mixing")),
+                BASELINES_PAPER,
+                count + random_weights,
+            ),
+        )
     for size, (depths, dims, conv_count, ca_count) in CONV_SIZES.items():
         shape = dict(LN_BASELINE, depths=depths, dims=dims)
-        register_model(f"convformer_{size}", ModelSpec(
-            MetaFormer, dict(shape, token_mixers="sepconv"), BASELINES_PAPER, conv_count, f"convformer_{size}"))
-        register_model(f"caformer_{size}", ModelSpec(
-            MetaFormer, dict(shape, token_mixers=("sepconv", "sepconv", "attention", "attention")),
-            BASELINES_PAPER, ca_count, f"caformer_{size}"))
+        register_model(
+            f"convformer_{size}",
+            ModelSpec(
+                MetaFormer, dict(shape, token_mixers="sepconv"), BASELINES_PAPER, conv_count, f"convformer_{size}"
+            ),
+        )
+        register_model(
+            f"caformer_{size}",
+            ModelSpec(
+                MetaFormer,
+                dict(shape, token_mixers=("sepconv", "sepconv", "attention", "attention")),
+                BASELINES_PAPER,
+                ca_count,
+                f"caformer_{size}",
+            ),
+        )
 
 
 _register_all()

@@ -10,7 +10,8 @@ overrides replace any of those arguments.
 
 import dataclasses
 import fnmatch
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import flax
 import flax.linen as nn
@@ -26,8 +27,8 @@ class ModelSpec:
     cls: Callable[..., nn.Module]
     kwargs: Mapping[str, Any]
     paper: str = ""
-    official_params: Optional[int] = None  # at 224 px with 1000 classes, from timm or the official code
-    timm_name: Optional[str] = None  # the same model in timm, if timm has it
+    official_params: int | None = None  # at 224 px with 1000 classes, from timm or the official code
+    timm_name: str | None = None  # the same model in timm, if timm has it
 
 
 MODELS: Registry[ModelSpec] = Registry("model")
@@ -37,7 +38,7 @@ def register_model(name: str, spec: ModelSpec) -> None:
     MODELS.register(name, spec)
 
 
-def list_models(pattern: str = "*") -> List[str]:
+def list_models(pattern: str = "*") -> list[str]:
     """Names of the registered variants, optionally filtered by a shell-style pattern."""
     return [n for n in MODELS.names() if fnmatch.fnmatch(n, pattern)]
 
@@ -53,7 +54,7 @@ def create_model(name: str, num_classes: int = 1000, **overrides) -> nn.Module:
     for key in overrides:
         if key not in fields:
             raise unknown_name_error(f"argument of {name} ({spec.cls.__name__})", key, fields)
-    kwargs: Dict[str, Any] = {**spec.kwargs, "num_classes": num_classes, **overrides}
+    kwargs: dict[str, Any] = {**spec.kwargs, "num_classes": num_classes, **overrides}
     return spec.cls(**kwargs)
 
 

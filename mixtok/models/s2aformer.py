@@ -34,7 +34,7 @@ SSA and the (stand-in) LIM are in `mixtok.mixers.s2aformer`. Every other choice 
   `stage3`, `pre_logits`).
 """
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -74,8 +74,17 @@ class HybridPerceptionBlock(Module):
         common = self.dtype_kwargs
         x = x + conv2d(self.dim, 3, groups=self.dim, name="local_conv", **common)(x)
         branches = (
-            ("ssa", StripSelfAttention(self.dim, num_heads=self.num_heads, reduction=self.reduction,
-                                       qk_ratio=self.qk_ratio, name="ssa", **common)),
+            (
+                "ssa",
+                StripSelfAttention(
+                    self.dim,
+                    num_heads=self.num_heads,
+                    reduction=self.reduction,
+                    qk_ratio=self.qk_ratio,
+                    name="ssa",
+                    **common,
+                ),
+            ),
             ("lim", LocalInteractionModule(self.dim, kernel_size=self.lim_kernel_size, name="lim", **common)),
             ("mlp", Mlp(mlp_ratio=self.mlp_ratio, activation="gelu", use_bias=True, name="mlp", **common)),
         )
@@ -97,39 +106,70 @@ class S2AFormer(Backbone):
     stem_dim: int = 32
     lim_kernel_size: int = 3
     norm_epsilon: float = 1e-6
-    image_size: Optional[int] = None  # no parameter depends on it; when set, images must have this size
+    image_size: int | None = None  # no parameter depends on it; when set, images must have this size
 
     def _check_config(self) -> None:
-        per_stage = dict(dims=self.dims, depths=self.depths, num_heads=self.num_heads, reductions=self.reductions,
-                         mlp_ratios=self.mlp_ratios)
+        per_stage = dict(
+            dims=self.dims,
+            depths=self.depths,
+            num_heads=self.num_heads,
+            reductions=self.reductions,
+            mlp_ratios=self.mlp_ratios,
+        )
         for field, values in per_stage.items():
             if len(values) != 4:
                 raise ValueError(f"S2AFormer has 4 stages; {field} has {len(values)} entries: {tuple(values)}.")
         for dim, heads in zip(self.dims, self.num_heads):
             if heads <= 0 or dim % heads:
-                raise ValueError(f"num_heads {tuple(self.num_heads)} must divide dims {tuple(self.dims)} "
-                                 "stage by stage.")
+                raise ValueError(
+                    f"num_heads {tuple(self.num_heads)} must divide dims {tuple(self.dims)} stage by stage."
+                )
 
     def stage_maps(self, images, *, train: bool):
         self._check_config()
-        check_images(images, TOTAL_STRIDE, "S2AFormer", "stem stride 2 and four stride-2 patch embeddings",
-                     self.image_size)
+        check_images(
+            images, TOTAL_STRIDE, "S2AFormer", "stem stride 2 and four stride-2 patch embeddings", self.image_size
+        )
         common = self.dtype_kwargs
-        x = conv_stem(images.astype(self.dtype or images.dtype), (self.stem_dim,) * 3, strides=(2, 1, 1),
-                      names=("stem_0", "stem_1", "stem_2"), activation="gelu", final_activation=True, train=train,
-                      **common)
+        x = conv_stem(
+            images.astype(self.dtype or images.dtype),
+            (self.stem_dim,) * 3,
+            strides=(2, 1, 1),
+            names=("stem_0", "stem_1", "stem_2"),
+            activation="gelu",
+            final_activation=True,
+            train=train,
+            **common,
+        )
         drop_rates = np.linspace(0.0, self.drop_path_rate, sum(self.depths)).tolist()
         block_index, stages = 0, []
         for i, (dim, depth) in enumerate(zip(self.dims, self.depths)):
-            x = conv_norm_act(x, dim, 2, stride=2, padding=0, use_bias=True, norm="layernorm",
-                              norm_epsilon=self.norm_epsilon, conv_name=f"patch_embed_{i}",
-                              norm_name=f"patch_embed_norm_{i}", **common)
+            x = conv_norm_act(
+                x,
+                dim,
+                2,
+                stride=2,
+                padding=0,
+                use_bias=True,
+                norm="layernorm",
+                norm_epsilon=self.norm_epsilon,
+                conv_name=f"patch_embed_{i}",
+                norm_name=f"patch_embed_norm_{i}",
+                **common,
+            )
             for j in range(depth):
                 x = HybridPerceptionBlock(
-                    dim, num_heads=self.num_heads[i], reduction=self.reductions[i], qk_ratio=self.qk_ratio,
-                    mlp_ratio=self.mlp_ratios[i], lim_kernel_size=self.lim_kernel_size,
-                    drop_path=drop_rates[block_index], norm_epsilon=self.norm_epsilon, name=f"stage{i}_block{j}",
-                    **common)(x, train=train)
+                    dim,
+                    num_heads=self.num_heads[i],
+                    reduction=self.reductions[i],
+                    qk_ratio=self.qk_ratio,
+                    mlp_ratio=self.mlp_ratios[i],
+                    lim_kernel_size=self.lim_kernel_size,
+                    drop_path=drop_rates[block_index],
+                    norm_epsilon=self.norm_epsilon,
+                    name=f"stage{i}_block{j}",
+                    **common,
+                )(x, train=train)
                 block_index += 1
             self.sow("intermediates", f"stage{i}", x)
             stages.append(x)
@@ -142,6 +182,11 @@ class S2AFormer(Backbone):
         if self.num_classes <= 0:
             return x
         x = nn.Dropout(self.head_dropout, deterministic=not train)(x)
-        logits = nn.Dense(self.num_classes, kernel_init=dense_kernel_init(("embed", None)),
-                          bias_init=zeros_with_axes((None,)), name="head", **common)(x)
+        logits = nn.Dense(
+            self.num_classes,
+            kernel_init=dense_kernel_init(("embed", None)),
+            bias_init=zeros_with_axes((None,)),
+            name="head",
+            **common,
+        )(x)
         return logits.astype(jnp.float32)

@@ -9,8 +9,6 @@ heads, reduction ratios and MLP ratios (8, 8, 4, 4), named after them. No count 
 check the counts against an independent formula instead (tests/models/test_s2aformer.py).
 """
 
-from typing import Dict
-
 from mixtok.models.registry import ModelSpec, register_model
 from mixtok.models.s2aformer import PAPER, S2AFormer
 
@@ -25,7 +23,7 @@ MLP_RATIOS = (8.0, 8.0, 4.0, 4.0)
 
 # The paper's reported parameter counts by variant name, rounded as printed ("x.xM"); empty because
 # the paper's variant table could not be retrieved. Fill in (with the variants) before claiming parity.
-PAPER_PARAMS: Dict[str, str] = {}
+PAPER_PARAMS: dict[str, str] = {}
 STAND_IN = f"{PAPER}; sizes are PVT v2's stand-ins, not the paper's table"
 
 

@@ -31,7 +31,7 @@ Differences from the official code:
   (`stage1` ... `stage4`, `pre_logits`).
 """
 
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -65,8 +65,8 @@ class TransNeXtBlock(Module):
     sr_ratio: int
     mlp_ratio: float
     window_size: int = 3
-    pretrain_size: Optional[Sequence[int]] = None  # feature-map size for the CPB scale
-    fixed_pool_size: Optional[int] = None
+    pretrain_size: Sequence[int] | None = None  # feature-map size for the CPB scale
+    fixed_pool_size: int | None = None
     qkv_bias: bool = True
     dropout: float = 0.0
     attn_dropout: float = 0.0
@@ -74,19 +74,29 @@ class TransNeXtBlock(Module):
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
-        common = dict(dim=self.dim, num_heads=self.num_heads, pretrain_size=self.pretrain_size, qkv_bias=self.qkv_bias,
-                      attn_dropout=self.attn_dropout, proj_dropout=self.dropout, dtype=self.dtype,
-                      param_dtype=self.param_dtype, name="attn")
+        common = dict(
+            dim=self.dim,
+            num_heads=self.num_heads,
+            pretrain_size=self.pretrain_size,
+            qkv_bias=self.qkv_bias,
+            attn_dropout=self.attn_dropout,
+            proj_dropout=self.dropout,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="attn",
+        )
         if self.sr_ratio == 1:
             attn = LengthScaledCosineAttention(**common)
         else:
-            attn = AggregatedAttention(window_size=self.window_size, sr_ratio=self.sr_ratio,
-                                       fixed_pool_size=self.fixed_pool_size, **common)
+            attn = AggregatedAttention(
+                window_size=self.window_size, sr_ratio=self.sr_ratio, fixed_pool_size=self.fixed_pool_size, **common
+            )
         norm = dict(epsilon=NORM_EPSILON, dtype=self.dtype, param_dtype=self.param_dtype)
         drop_path = DropPath(self.drop_path)
         x = x + drop_path(attn(LayerNorm(name="norm1", **norm)(x), train=train), train=train)
-        mlp = ConvGLU(self.dim, self.mlp_ratio, dropout=self.dropout, dtype=self.dtype, param_dtype=self.param_dtype,
-                      name="mlp")
+        mlp = ConvGLU(
+            self.dim, self.mlp_ratio, dropout=self.dropout, dtype=self.dtype, param_dtype=self.param_dtype, name="mlp"
+        )
         return x + drop_path(mlp(LayerNorm(name="norm2", **norm)(x), train=train), train=train)
 
 
@@ -100,39 +110,57 @@ class TransNeXt(Backbone):
     sr_ratios: Sequence[int] = (8, 4, 2, 1)
     window_size: int = 3
     patch_size: int = 4
-    pretrain_size: Optional[int] = 224
-    fixed_pool_size: Optional[int] = None
+    pretrain_size: int | None = 224
+    fixed_pool_size: int | None = None
     qkv_bias: bool = True
     dropout: float = 0.0
     attn_dropout: float = 0.0
-    image_size: Optional[int] = None  # no parameter depends on it; when set, images must have this size
+    image_size: int | None = None  # no parameter depends on it; when set, images must have this size
 
     def stage_maps(self, images, *, train: bool):
         lengths = {len(self.dims), len(self.depths), len(self.num_heads), len(self.mlp_ratios), len(self.sr_ratios)}
         if lengths != {4}:
-            raise ValueError(f"dims, depths, num_heads, mlp_ratios and sr_ratios need 4 entries (one per stage); "
-                             f"got {self.dims}, {self.depths}, {self.num_heads}, {self.mlp_ratios}, "
-                             f"{self.sr_ratios}.")
+            raise ValueError(
+                f"dims, depths, num_heads, mlp_ratios and sr_ratios need 4 entries (one per stage); "
+                f"got {self.dims}, {self.depths}, {self.num_heads}, {self.mlp_ratios}, "
+                f"{self.sr_ratios}."
+            )
         total_stride = self.patch_size * 8
-        check_images(images, total_stride, "TransNeXt", "the patch embedding then three stride-2 downsamplings",
-                     self.image_size)
+        check_images(
+            images, total_stride, "TransNeXt", "the patch embedding then three stride-2 downsamplings", self.image_size
+        )
         common = self.dtype_kwargs
         rates = np.linspace(0.0, self.drop_path_rate, sum(self.depths))
         x, cursor, stages = images, 0, []
         for stage in range(4):
-            stride = self.patch_size * 2 ** stage
+            stride = self.patch_size * 2**stage
             kernel = 2 * self.patch_size - 1 if stage == 0 else 3  # odd, so padding (k - 1) // 2 = the official k // 2
-            x = PatchEmbed(self.dims[stage], kernel, self.patch_size if stage == 0 else 2,
-                           norm_epsilon=EMBED_NORM_EPSILON, kernel_init=conv_fan_out_init(kernel, self.dims[stage]),
-                           name=f"patch_embed{stage + 1}", **common)(x)
+            x = PatchEmbed(
+                self.dims[stage],
+                kernel,
+                self.patch_size if stage == 0 else 2,
+                norm_epsilon=EMBED_NORM_EPSILON,
+                kernel_init=conv_fan_out_init(kernel, self.dims[stage]),
+                name=f"patch_embed{stage + 1}",
+                **common,
+            )(x)
             pretrain = None if self.pretrain_size is None else (self.pretrain_size // stride,) * 2
             for index in range(self.depths[stage]):
                 x = TransNeXtBlock(
-                    self.dims[stage], self.num_heads[stage], self.sr_ratios[stage], self.mlp_ratios[stage],
-                    window_size=self.window_size, pretrain_size=pretrain, fixed_pool_size=self.fixed_pool_size,
-                    qkv_bias=self.qkv_bias, dropout=self.dropout, attn_dropout=self.attn_dropout,
-                    drop_path=float(rates[cursor + index]), name=f"block{stage + 1}_{index}", **common)(
-                        x, train=train)
+                    self.dims[stage],
+                    self.num_heads[stage],
+                    self.sr_ratios[stage],
+                    self.mlp_ratios[stage],
+                    window_size=self.window_size,
+                    pretrain_size=pretrain,
+                    fixed_pool_size=self.fixed_pool_size,
+                    qkv_bias=self.qkv_bias,
+                    dropout=self.dropout,
+                    attn_dropout=self.attn_dropout,
+                    drop_path=float(rates[cursor + index]),
+                    name=f"block{stage + 1}_{index}",
+                    **common,
+                )(x, train=train)
             cursor += self.depths[stage]
             x = LayerNorm(epsilon=NORM_EPSILON, name=f"norm{stage + 1}", **common)(x)
             self.sow("intermediates", f"stage{stage + 1}", x)
@@ -144,5 +172,10 @@ class TransNeXt(Backbone):
         features = jnp.mean(x, axis=(1, 2))
         self.sow("intermediates", "pre_logits", features)
         features = nn.Dropout(self.head_dropout, deterministic=not train)(features)
-        return nn.Dense(self.num_classes, kernel_init=dense_kernel_init(("embed", None)),
-                        bias_init=zeros_with_axes((None,)), name="head", **common)(features)
+        return nn.Dense(
+            self.num_classes,
+            kernel_init=dense_kernel_init(("embed", None)),
+            bias_init=zeros_with_axes((None,)),
+            name="head",
+            **common,
+        )(features)

@@ -32,8 +32,16 @@ SIZES = {
 
 def _register_all() -> None:
     for name, (dims, heads, depths, count) in SIZES.items():
-        kwargs = dict(dims=dims, num_heads=heads, depths=depths, mlp_ratios=(8, 8, 4, 4),
-                      sr_ratios=(8, 4, 2, 1), window_size=3, patch_size=4, qkv_bias=True)
+        kwargs = dict(
+            dims=dims,
+            num_heads=heads,
+            depths=depths,
+            mlp_ratios=(8, 8, 4, 4),
+            sr_ratios=(8, 4, 2, 1),
+            window_size=3,
+            patch_size=4,
+            qkv_bias=True,
+        )
         register_model(name, ModelSpec(TransNeXt, kwargs, PAPER, count))
 
 

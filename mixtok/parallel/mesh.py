@@ -1,6 +1,6 @@
 """Device meshes with the axes `data`, `fsdp`, `tensor` (docs/contracts.md, "Parallelism"), sized from the config."""
 
-from typing import Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
 
 import jax
 import numpy as np
@@ -9,7 +9,7 @@ from jax.sharding import Mesh
 MESH_AXES = ("data", "fsdp", "tensor")
 
 
-def create_mesh(shape: Optional[Mapping[str, int]] = None, devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
+def create_mesh(shape: Mapping[str, int] | None = None, devices: Sequence[jax.Device] | None = None) -> Mesh:
     """A mesh over `devices` (default: all devices of all processes) with axes data, fsdp, tensor.
 
     `shape` maps axis names to sizes; one axis may be -1, meaning "the rest of the devices"
@@ -26,10 +26,13 @@ def create_mesh(shape: Optional[Mapping[str, int]] = None, devices: Optional[Seq
     known = int(np.prod([s for s in sizes if s != -1]))
     if -1 in sizes:
         if len(devices) % known:
-            raise ValueError(f"Cannot fill mesh {dict(zip(MESH_AXES, sizes))} with {len(devices)} devices: "
-                             f"{len(devices)} is not divisible by {known}.")
+            raise ValueError(
+                f"Cannot fill mesh {dict(zip(MESH_AXES, sizes))} with {len(devices)} devices: "
+                f"{len(devices)} is not divisible by {known}."
+            )
         sizes[sizes.index(-1)] = len(devices) // known
     if int(np.prod(sizes)) != len(devices):
-        raise ValueError(f"Mesh {dict(zip(MESH_AXES, sizes))} needs {int(np.prod(sizes))} devices but "
-                         f"{len(devices)} are available.")
+        raise ValueError(
+            f"Mesh {dict(zip(MESH_AXES, sizes))} needs {int(np.prod(sizes))} devices but {len(devices)} are available."
+        )
     return Mesh(np.asarray(devices).reshape(sizes), MESH_AXES)

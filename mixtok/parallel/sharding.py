@@ -6,23 +6,32 @@ that matches nothing is replicated. The defaults are plain data parallelism: bat
 `("embed", "fsdp")` shards every weight with an `embed` axis over the fsdp devices.
 """
 
-from typing import Any, Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-Rule = Tuple[str, Optional[Union[str, Sequence[str]]]]
+Rule = tuple[str, str | Sequence[str] | None]
 
-DEFAULT_RULES: Tuple[Rule, ...] = (
+DEFAULT_RULES: tuple[Rule, ...] = (
     ("batch", ("data", "fsdp")),
-    ("embed", None), ("mlp", None), ("heads", None), ("kv", None),
-    ("conv_in", None), ("conv_out", None), ("freq", None), ("codebook", None),
-    ("height", None), ("width", None), ("length", None),
+    ("embed", None),
+    ("mlp", None),
+    ("heads", None),
+    ("kv", None),
+    ("conv_in", None),
+    ("conv_out", None),
+    ("freq", None),
+    ("codebook", None),
+    ("height", None),
+    ("width", None),
+    ("length", None),
 )
 
 
-def rules_from_config(rules: Optional[Sequence[Sequence[Any]]]) -> Tuple[Rule, ...]:
+def rules_from_config(rules: Sequence[Sequence[Any]] | None) -> tuple[Rule, ...]:
     """Normalises config rules (lists from ml_collections) to tuples; None gives DEFAULT_RULES."""
     if rules is None:
         return DEFAULT_RULES

@@ -1,7 +1,7 @@
 """Visual tokenizers: quantizers, 1D and 2D tokenizers, their losses (mixtok.tokenizers).
 
-    tokenizer = create_tokenizer("titok_s128")          # list_tokenizers() names the variants
-    quantizer = make_quantizer("fsq", levels="fsq_64000")
+tokenizer = create_tokenizer("titok_s128")          # list_tokenizers() names the variants
+quantizer = make_quantizer("fsq", levels="fsq_64000")
 """
 
 from mixtok.tokenizers import (

@@ -23,7 +23,7 @@ State: EMA codebooks and usage counters live in the `quantizer_state` collection
 tokenizer task updates every training step (as `batch_stats` is for BatchNorm).
 """
 
-from typing import Any, Dict, Optional
+from typing import Any
 
 import flax
 import jax
@@ -46,9 +46,9 @@ class QuantizerOutput:
     """
 
     quantized: jax.Array
-    indices: Optional[jax.Array]
+    indices: jax.Array | None
     loss: jax.Array
-    stats: Dict[str, jax.Array]
+    stats: dict[str, jax.Array]
 
 
 @flax.struct.dataclass
@@ -64,4 +64,4 @@ class TokenizerOutput:
     reconstruction: jax.Array
     quantizer: QuantizerOutput
     num_tokens: Any
-    extra: Dict[str, Any] = flax.struct.field(default_factory=dict)
+    extra: dict[str, Any] = flax.struct.field(default_factory=dict)

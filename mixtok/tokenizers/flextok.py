@@ -35,7 +35,8 @@ Prefix decoding: `num_tokens=k` (an int, or an int array, scalar or [B]) replace
 the mask token, as the official `eval_keep_k`.
 """
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -67,8 +68,9 @@ def sincos_2d_embedding(height: int, width: int, dim: int, temperature: float = 
     rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
     out_rows = rows.reshape(-1, 1) * omega
     out_cols = cols.reshape(-1, 1) * omega
-    return np.concatenate([np.sin(out_rows), np.cos(out_rows), np.sin(out_cols), np.cos(out_cols)],
-                          axis=1).astype(np.float32)
+    return np.concatenate([np.sin(out_rows), np.cos(out_rows), np.sin(out_cols), np.cos(out_cols)], axis=1).astype(
+        np.float32
+    )
 
 
 def causal_last_mask(num_prefix: int, num_causal: int) -> np.ndarray:
@@ -131,43 +133,73 @@ class FlexTok(Module):
 
     def setup(self):
         if self.nested_dropout_mode not in NESTED_DROPOUT_MODES:
-            raise ValueError(f"nested_dropout_mode {self.nested_dropout_mode!r} is not one of "
-                             f"{NESTED_DROPOUT_MODES}.")
+            raise ValueError(f"nested_dropout_mode {self.nested_dropout_mode!r} is not one of {NESTED_DROPOUT_MODES}.")
         if self.nested_dropout_mode == "pow2" and self.num_registers & (self.num_registers - 1):
-            raise ValueError(f"nested_dropout_mode 'pow2' needs a power-of-two num_registers, got "
-                             f"{self.num_registers}.")
+            raise ValueError(
+                f"nested_dropout_mode 'pow2' needs a power-of-two num_registers, got {self.num_registers}."
+            )
         quantizer = dict(self.quantizer) if self.quantizer is not None else {"name": "fsq", "levels": "fsq_64000"}
         self.quantize = make_quantizer(**quantizer)
         common = self.dtype_kwargs
         norm = dict(epsilon=TORCH_LAYER_NORM_EPS, **common)
-        self.patch_embed = nn.Conv(self.encoder_width, (self.patch_size, self.patch_size), strides=self.patch_size,
-                                   padding="VALID", kernel_init=conv_kernel_init(),
-                                   bias_init=zeros_with_axes(("conv_out",)), **common)
-        self.registers = self.param("registers", param_with_axes(TRUNC_NORMAL_002, (None, "embed")),
-                                    (self.num_registers, self.encoder_width), self.param_dtype)
+        self.patch_embed = nn.Conv(
+            self.encoder_width,
+            (self.patch_size, self.patch_size),
+            strides=self.patch_size,
+            padding="VALID",
+            kernel_init=conv_kernel_init(),
+            bias_init=zeros_with_axes(("conv_out",)),
+            **common,
+        )
+        self.registers = self.param(
+            "registers",
+            param_with_axes(TRUNC_NORMAL_002, (None, "embed")),
+            (self.num_registers, self.encoder_width),
+            self.param_dtype,
+        )
         self.encoder = Transformer(self.encoder_depth, self.encoder_heads, **common)
         self.encoder_norm = LayerNorm(**norm)
-        self.to_quantizer = nn.Dense(self.quantize.input_dim, kernel_init=dense_kernel_init(("embed", None)),
-                                     bias_init=zeros_with_axes((None,)), **common)
-        self.decoder_embed = nn.Dense(self.decoder_width, kernel_init=dense_kernel_init((None, "embed")),
-                                      bias_init=zeros_with_axes(("embed",)), **common)
-        self.dropout_mask_token = self.param("dropout_mask_token", param_with_axes(TRUNC_NORMAL_002, ("embed",)),
-                                             (self.decoder_width,), self.param_dtype)
-        self.patch_query = self.param("patch_query", param_with_axes(TRUNC_NORMAL_002, ("embed",)),
-                                      (self.decoder_width,), self.param_dtype)
-        self.register_pos_embed = self.param("register_pos_embed", param_with_axes(TRUNC_NORMAL_002, (None, "embed")),
-                                             (self.num_registers, self.decoder_width), self.param_dtype)
+        self.to_quantizer = nn.Dense(
+            self.quantize.input_dim,
+            kernel_init=dense_kernel_init(("embed", None)),
+            bias_init=zeros_with_axes((None,)),
+            **common,
+        )
+        self.decoder_embed = nn.Dense(
+            self.decoder_width,
+            kernel_init=dense_kernel_init((None, "embed")),
+            bias_init=zeros_with_axes(("embed",)),
+            **common,
+        )
+        self.dropout_mask_token = self.param(
+            "dropout_mask_token", param_with_axes(TRUNC_NORMAL_002, ("embed",)), (self.decoder_width,), self.param_dtype
+        )
+        self.patch_query = self.param(
+            "patch_query", param_with_axes(TRUNC_NORMAL_002, ("embed",)), (self.decoder_width,), self.param_dtype
+        )
+        self.register_pos_embed = self.param(
+            "register_pos_embed",
+            param_with_axes(TRUNC_NORMAL_002, (None, "embed")),
+            (self.num_registers, self.decoder_width),
+            self.param_dtype,
+        )
         self.decoder = Transformer(self.decoder_depth, self.decoder_heads, **common)
         self.decoder_norm = LayerNorm(**norm)
-        self.to_pixels = nn.Dense(self.patch_size * self.patch_size * 3, kernel_init=dense_kernel_init(("embed", None)),
-                                  bias_init=zeros_with_axes((None,)), **common)
+        self.to_pixels = nn.Dense(
+            self.patch_size * self.patch_size * 3,
+            kernel_init=dense_kernel_init(("embed", None)),
+            bias_init=zeros_with_axes((None,)),
+            **common,
+        )
 
     def encode(self, images, *, train: bool = False) -> QuantizerOutput:
         """Images [B, H, W, 3] -> QuantizerOutput over the R registers (indices [B, R])."""
         grid = self.grid_size
         if images.shape[1:] != (self.image_size, self.image_size, 3):
-            raise ValueError(f"images have shape {images.shape}; expected [B, {self.image_size}, "
-                             f"{self.image_size}, 3] (image_size {self.image_size}, RGB, NHWC).")
+            raise ValueError(
+                f"images have shape {images.shape}; expected [B, {self.image_size}, "
+                f"{self.image_size}, 3] (image_size {self.image_size}, RGB, NHWC)."
+            )
         batch = images.shape[0]
         x = self.patch_embed(images).reshape(batch, grid * grid, self.encoder_width)
         x = x + sincos_2d_embedding(grid, grid, self.encoder_width).astype(x.dtype)
@@ -175,7 +207,7 @@ class FlexTok(Module):
         x = jnp.concatenate([x, registers], axis=1)
         mask = jnp.asarray(causal_last_mask(grid * grid, self.num_registers))[None, None]
         x = self.encoder(x, mask)
-        return self.quantize(self.to_quantizer(self.encoder_norm(x[:, grid * grid:])), train=train)
+        return self.quantize(self.to_quantizer(self.encoder_norm(x[:, grid * grid :])), train=train)
 
     def _keep(self, batch: int, num_tokens, train: bool):
         if num_tokens is None and train:
@@ -190,8 +222,10 @@ class FlexTok(Module):
     def _decode(self, quantized, num_tokens, train: bool):
         batch, num_given, _ = quantized.shape
         if not 1 <= num_given <= self.num_registers:
-            raise ValueError(f"the decoder got {num_given} tokens; it takes 1 to num_registers = "
-                             f"{self.num_registers} (a prefix of the registers).")
+            raise ValueError(
+                f"the decoder got {num_given} tokens; it takes 1 to num_registers = "
+                f"{self.num_registers} (a prefix of the registers)."
+            )
         grid = self.grid_size
         keep = self._keep(batch, num_tokens, train)
         if num_given < self.num_registers:  # a prefix: the missing registers are dropped ones
@@ -204,7 +238,7 @@ class FlexTok(Module):
         tokens = tokens + self.register_pos_embed.astype(tokens.dtype)
         queries = self.patch_query.astype(tokens.dtype) + sincos_2d_embedding(grid, grid, self.decoder_width)
         queries = jnp.broadcast_to(queries.astype(tokens.dtype), (batch, grid * grid, self.decoder_width))
-        x = self.decoder_norm(self.decoder(jnp.concatenate([queries, tokens], axis=1))[:, :grid * grid])
+        x = self.decoder_norm(self.decoder(jnp.concatenate([queries, tokens], axis=1))[:, : grid * grid])
         patch = self.patch_size
         x = self.to_pixels(x).reshape(batch, grid, grid, patch, patch, 3).transpose(0, 1, 3, 2, 4, 5)
         used = jnp.full((batch,), self.num_registers, jnp.int32) if keep is None else keep

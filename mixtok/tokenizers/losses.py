@@ -35,7 +35,8 @@ not step the discriminator's optimizer before that step). The logged total is no
 """
 
 import functools
-from typing import Any, Callable, Optional, Sequence, Tuple
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -79,8 +80,9 @@ def normalize_channels(features, eps: float = 1e-10):
     return features / (norm + eps)
 
 
-def lpips_distance(features_x: Sequence[jax.Array], features_y: Sequence[jax.Array],
-                   layer_weights: Optional[Sequence[jax.Array]] = None):
+def lpips_distance(
+    features_x: Sequence[jax.Array], features_y: Sequence[jax.Array], layer_weights: Sequence[jax.Array] | None = None
+):
     """Per-image LPIPS distance [B] from two lists of NHWC feature maps.
 
     sum over layers l of mean over (h, w) of sum_c w_lc (n(f_l(x)) - n(f_l(y)))_c^2, n = normalize_channels;
@@ -99,8 +101,10 @@ def lpips_distance(features_x: Sequence[jax.Array], features_y: Sequence[jax.Arr
         else:
             weights = jnp.asarray(layer_weights[layer], jnp.float32).reshape(-1)
             if weights.shape[0] != diff.shape[-1]:
-                raise ValueError(f"lpips_distance: layer {layer} has {diff.shape[-1]} channels but its weights "
-                                 f"have {weights.shape[0]}.")
+                raise ValueError(
+                    f"lpips_distance: layer {layer} has {diff.shape[-1]} channels but its weights "
+                    f"have {weights.shape[0]}."
+                )
             per_pixel = diff @ weights
         total = total + jnp.mean(per_pixel, axis=(1, 2))
     return total
@@ -120,8 +124,9 @@ class PerceptualLoss:
     LPIPS maps its [0, 1] inputs to [-1, 1] first; mixtok's images are already in [-1, 1].
     """
 
-    def __init__(self, features: Callable[[jax.Array], Sequence[jax.Array]],
-                 layer_weights: Optional[Sequence[jax.Array]] = None):
+    def __init__(
+        self, features: Callable[[jax.Array], Sequence[jax.Array]], layer_weights: Sequence[jax.Array] | None = None
+    ):
         self.features = features
         self.layer_weights = layer_weights
 
@@ -144,8 +149,13 @@ class LogitPerceptualLoss:
     TiTok's "lpips-convnext_s-a-b" names average the two losses as (a * lpips + b * convnext) / (a + b).
     """
 
-    def __init__(self, network: Callable[[jax.Array], jax.Array], *, resize_to: Optional[int] = 224,
-                 input_range: Tuple[float, float] = (-1.0, 1.0)):
+    def __init__(
+        self,
+        network: Callable[[jax.Array], jax.Array],
+        *,
+        resize_to: int | None = 224,
+        input_range: tuple[float, float] = (-1.0, 1.0),
+    ):
         self.network = network
         self.resize_to = resize_to
         self.input_range = input_range
@@ -172,12 +182,20 @@ class SmallFeatureNet(Module):
     widths: Sequence[int] = (16, 32, 64)
 
     @nn.compact
-    def __call__(self, images) -> Tuple[jax.Array, ...]:
+    def __call__(self, images) -> tuple[jax.Array, ...]:
         outputs = []
         x = images
         for stage, width in enumerate(self.widths):
-            x = _conv(width, 3, stride=1 if stage == 0 else 2, padding=(1, 1), fan_in=9 * x.shape[-1],
-                      dtype=self.dtype, param_dtype=self.param_dtype, name=f"conv{stage}")(x)
+            x = _conv(
+                width,
+                3,
+                stride=1 if stage == 0 else 2,
+                padding=(1, 1),
+                fan_in=9 * x.shape[-1],
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                name=f"conv{stage}",
+            )(x)
             x = nn.relu(x)
             outputs.append(x)
         return tuple(outputs)
@@ -188,21 +206,39 @@ class SmallFeatureNet(Module):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _conv(features: int, kernel_size: int, *, stride: int, padding: Tuple[int, int], fan_in: int,
-          use_bias: bool = True, kernel_init: Optional[Callable] = None, dtype: Any = None,
-          param_dtype: Any = jnp.float32, name: Optional[str] = None) -> nn.Conv:
+def _conv(
+    features: int,
+    kernel_size: int,
+    *,
+    stride: int,
+    padding: tuple[int, int],
+    fan_in: int,
+    use_bias: bool = True,
+    kernel_init: Callable | None = None,
+    dtype: Any = None,
+    param_dtype: Any = jnp.float32,
+    name: str | None = None,
+) -> nn.Conv:
     """An NHWC conv with (before, after) padding on both spatial axes and PyTorch's default initialisers unless
     `kernel_init` is given (bias U(+-1/sqrt(fan_in)))."""
-    return nn.Conv(features, (kernel_size, kernel_size), strides=(stride, stride), padding=(padding, padding),
-                   use_bias=use_bias,
-                   kernel_init=param_with_axes(kernel_init or TORCH_DEFAULT_INIT, (None, None, "conv_in", "conv_out")),
-                   bias_init=param_with_axes(torch_uniform_init(fan_in), ("conv_out",)),
-                   dtype=dtype, param_dtype=param_dtype, name=name)
+    return nn.Conv(
+        features,
+        (kernel_size, kernel_size),
+        strides=(stride, stride),
+        padding=(padding, padding),
+        use_bias=use_bias,
+        kernel_init=param_with_axes(kernel_init or TORCH_DEFAULT_INIT, (None, None, "conv_in", "conv_out")),
+        bias_init=param_with_axes(torch_uniform_init(fan_in), ("conv_out",)),
+        dtype=dtype,
+        param_dtype=param_dtype,
+        name=name,
+    )
 
 
 def _normal_init(mean: float, stddev: float) -> Callable:
     def init(key, shape, dtype=jnp.float32):
         return mean + stddev * jax.random.normal(key, shape, dtype)
+
     return init
 
 
@@ -228,39 +264,56 @@ class PatchGANDiscriminator(Module):
     def __call__(self, images, *, train: bool = False):
         if self.n_layers < 1:
             raise ValueError(f"PatchGANDiscriminator: n_layers must be >= 1, got {self.n_layers}.")
-        conv = functools.partial(_conv, kernel_size=4, padding=(1, 1), kernel_init=_normal_init(0.0, 0.02),
-                                 dtype=self.dtype, param_dtype=self.param_dtype)
+        conv = functools.partial(
+            _conv,
+            kernel_size=4,
+            padding=(1, 1),
+            kernel_init=_normal_init(0.0, 0.02),
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+        )
         x = conv(self.ndf, stride=2, fan_in=16 * images.shape[-1], name="conv_in")(images)
         x = nn.leaky_relu(x, 0.2)
         for layer in range(1, self.n_layers + 1):
-            width = self.ndf * min(2 ** layer, 8)
+            width = self.ndf * min(2**layer, 8)
             stride = 2 if layer < self.n_layers else 1
             x = conv(width, stride=stride, fan_in=16 * x.shape[-1], use_bias=False, name=f"conv{layer}")(x)
-            x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype,
-                             param_dtype=self.param_dtype,
-                             scale_init=param_with_axes(_normal_init(1.0, 0.02), ("conv_out",)),
-                             bias_init=param_with_axes(jax.nn.initializers.zeros, ("conv_out",)),
-                             name=f"norm{layer}")(x)
+            x = nn.BatchNorm(
+                use_running_average=not train,
+                momentum=0.9,
+                epsilon=1e-5,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                scale_init=param_with_axes(_normal_init(1.0, 0.02), ("conv_out",)),
+                bias_init=param_with_axes(jax.nn.initializers.zeros, ("conv_out",)),
+                name=f"norm{layer}",
+            )(x)
             x = nn.leaky_relu(x, 0.2)
         return conv(1, stride=1, fan_in=16 * x.shape[-1], name="conv_out")(x)
 
 
-def same_padding(size: int, kernel_size: int, stride: int) -> Tuple[int, int]:
+def same_padding(size: int, kernel_size: int, stride: int) -> tuple[int, int]:
     """TensorFlow-style 'SAME' padding (before, after) of 1d-tokenizer's Conv2dSame / BlurBlock.calc_same_pad."""
     total = max((-(-size // stride) - 1) * stride + kernel_size - size, 0)
     return total // 2, total - total // 2
 
 
-def adaptive_max_pool(x, output_size: Tuple[int, int]):
+def adaptive_max_pool(x, output_size: tuple[int, int]):
     """torch.nn.AdaptiveMaxPool2d on NHWC: output cell i covers rows floor(i H / h) to ceil((i + 1) H / h)."""
     for axis, out in zip((1, 2), output_size):
         size = x.shape[axis]
         if size % out == 0:
-            shape = x.shape[:axis] + (out, size // out) + x.shape[axis + 1:]
+            shape = x.shape[:axis] + (out, size // out) + x.shape[axis + 1 :]
             x = jnp.max(x.reshape(shape), axis=axis + 1)
             continue
-        cells = [jnp.max(jax.lax.slice_in_dim(x, (i * size) // out, -(-((i + 1) * size) // out), axis=axis),
-                         axis=axis, keepdims=True) for i in range(out)]
+        cells = [
+            jnp.max(
+                jax.lax.slice_in_dim(x, (i * size) // out, -(-((i + 1) * size) // out), axis=axis),
+                axis=axis,
+                keepdims=True,
+            )
+            for i in range(out)
+        ]
         x = jnp.concatenate(cells, axis=axis)
     return x
 
@@ -278,8 +331,9 @@ def blur_downsample(x, kernel_size: int = 4):
     pads = [same_padding(x.shape[axis], 4, 2) for axis in (1, 2)]
     x = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
     weight = jnp.tile(jnp.asarray(kernel, x.dtype)[:, :, None, None], (1, 1, 1, channels))
-    return jax.lax.conv_general_dilated(x, weight, (2, 2), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                        feature_group_count=channels)
+    return jax.lax.conv_general_dilated(
+        x, weight, (2, 2), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=channels
+    )
 
 
 class TiTokDiscriminator(Module):
@@ -306,26 +360,41 @@ class TiTokDiscriminator(Module):
         if self.num_stages < 1:
             raise ValueError(f"TiTokDiscriminator: num_stages must be >= 1, got {self.num_stages}.")
         if self.blur_resample and self.blur_kernel_size not in BLUR_KERNELS:
-            raise ValueError(f"TiTokDiscriminator: blur_kernel_size must be one of {sorted(BLUR_KERNELS)}, got "
-                             f"{self.blur_kernel_size}.")
+            raise ValueError(
+                f"TiTokDiscriminator: blur_kernel_size must be one of {sorted(BLUR_KERNELS)}, got "
+                f"{self.blur_kernel_size}."
+            )
 
         def conv(x, width, kernel_size, name):
             pads = same_padding(x.shape[1], kernel_size, 1), same_padding(x.shape[2], kernel_size, 1)
             x = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
-            return _conv(width, kernel_size, stride=1, padding=(0, 0), fan_in=kernel_size ** 2 * x.shape[-1],
-                         dtype=self.dtype, param_dtype=self.param_dtype, name=name)(x)
+            return _conv(
+                width,
+                kernel_size,
+                stride=1,
+                padding=(0, 0),
+                fan_in=kernel_size**2 * x.shape[-1],
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                name=name,
+            )(x)
 
         x = nn.leaky_relu(conv(images, self.hidden_channels, 5, "conv_in"), 0.1)
         for stage in range(self.num_stages):
-            x = conv(x, self.hidden_channels * 2 ** stage, 3, f"stage{stage}_conv")
+            x = conv(x, self.hidden_channels * 2**stage, 3, f"stage{stage}_conv")
             if self.blur_resample:
                 x = blur_downsample(x, self.blur_kernel_size)
             else:
                 x = nn.avg_pool(x, (2, 2), strides=(2, 2))
-            x = nn.GroupNorm(num_groups=32, epsilon=1e-5, dtype=self.dtype, param_dtype=self.param_dtype,
-                             scale_init=param_with_axes(jax.nn.initializers.ones, ("conv_out",)),
-                             bias_init=param_with_axes(jax.nn.initializers.zeros, ("conv_out",)),
-                             name=f"stage{stage}_norm")(x)
+            x = nn.GroupNorm(
+                num_groups=32,
+                epsilon=1e-5,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                scale_init=param_with_axes(jax.nn.initializers.ones, ("conv_out",)),
+                bias_init=param_with_axes(jax.nn.initializers.zeros, ("conv_out",)),
+                name=f"stage{stage}_norm",
+            )(x)
             x = nn.leaky_relu(x, 0.1)
         x = adaptive_max_pool(x, (self.pooled_size, self.pooled_size))
         width = x.shape[-1]

@@ -21,7 +21,8 @@ mutable and the module is not initialising; otherwise it is read only.
 """
 
 import math
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -35,10 +36,10 @@ from mixtok.tokenizers.base import QUANTIZER_STATE, QuantizerOutput
 
 HIGHEST = jax.lax.Precision.HIGHEST
 
-FSQ_PRESETS: Dict[str, Tuple[int, ...]] = {
+FSQ_PRESETS: dict[str, tuple[int, ...]] = {
     "fsq_1000": (8, 5, 5, 5),
     "fsq_4375": (7, 5, 5, 5, 5),
-    "fsq_64000": (8, 8, 8, 5, 5, 5),   # FlexTok
+    "fsq_64000": (8, 8, 8, 5, 5, 5),  # FlexTok
 }
 
 MAX_LFQ_CODE_DIM = 16  # the entropy loss builds a [tokens, 2**code_dim] softmax
@@ -58,7 +59,7 @@ def normalize_last_axis(x: jax.Array, eps: float = 1e-12) -> jax.Array:
     return x / jnp.maximum(norm, eps)
 
 
-def _entropy(probs: jax.Array, axis: int = -1, log_floor: Optional[float] = None) -> jax.Array:
+def _entropy(probs: jax.Array, axis: int = -1, log_floor: float | None = None) -> jax.Array:
     """-sum p log p; with `log_floor`, log(max(p, floor)) as lucidrains' LFQ; else 0 log 0 = 0."""
     if log_floor is not None:
         log_p = jnp.log(jnp.maximum(probs, log_floor))
@@ -67,8 +68,8 @@ def _entropy(probs: jax.Array, axis: int = -1, log_floor: Optional[float] = None
     return -jnp.sum(probs * log_p, axis=axis)
 
 
-def code_usage_stats(indices: jax.Array, codebook_size: int) -> Dict[str, jax.Array]:
-    """"codebook_usage" (fraction of the K codes used in the batch) and "perplexity" (exp of the
+def code_usage_stats(indices: jax.Array, codebook_size: int) -> dict[str, jax.Array]:
+    """ "codebook_usage" (fraction of the K codes used in the batch) and "perplexity" (exp of the
     entropy of the batch's code histogram), as TiTok's evaluator and OmniTokenizer's Codebook log.
     Counts by sorting the batch's indices when they are fewer than the K codes, so an FSQ of 2^24 codes
     does not build a 2^24-long histogram every step."""
@@ -81,7 +82,7 @@ def _check_last_dim(name: str, z: jax.Array, expected: int) -> None:
         raise ValueError(f"{name}: the input's last axis must be input_dim={expected}, got shape {tuple(z.shape)}.")
 
 
-def _boxed(value: jax.Array, axes: Sequence[Optional[str]]) -> nn.LogicallyPartitioned:
+def _boxed(value: jax.Array, axes: Sequence[str | None]) -> nn.LogicallyPartitioned:
     return nn.LogicallyPartitioned(value, tuple(axes))
 
 
@@ -99,8 +100,11 @@ def rotate_to(source: jax.Array, target: jax.Array) -> jax.Array:
     u = jax.lax.stop_gradient(source / jnp.maximum(norm_source, 1e-6))
     q = jax.lax.stop_gradient(target / jnp.maximum(norm_target, 1e-6))
     w = normalize_last_axis(u + q, eps=1e-6)
-    rotated = (source - 2.0 * jnp.sum(source * w, axis=-1, keepdims=True) * w
-               + 2.0 * jnp.sum(source * u, axis=-1, keepdims=True) * q)
+    rotated = (
+        source
+        - 2.0 * jnp.sum(source * w, axis=-1, keepdims=True) * w
+        + 2.0 * jnp.sum(source * u, axis=-1, keepdims=True) * q
+    )
     return rotated * jax.lax.stop_gradient(norm_target / jnp.maximum(norm_source, 1e-6))
 
 
@@ -156,14 +160,16 @@ class VectorQuantizer(Module):
     l2_normalize: bool = False
     beta: float = 0.25
     gradient: str = "ste"
-    ema_decay: Optional[float] = None
+    ema_decay: float | None = None
     ema_epsilon: float = 1e-5
     dead_code_threshold: float = 0.0
 
     def __post_init__(self):
         if self.codebook_size < 1 or self.code_dim < 1:
-            raise ValueError(f"VectorQuantizer: codebook_size ({self.codebook_size}) and code_dim ({self.code_dim}) "
-                             "must be positive.")
+            raise ValueError(
+                f"VectorQuantizer: codebook_size ({self.codebook_size}) and code_dim ({self.code_dim}) "
+                "must be positive."
+            )
         if self.gradient not in ("ste", "rotation"):
             raise ValueError(f"VectorQuantizer: gradient={self.gradient!r}; valid: 'ste', 'rotation'.")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
@@ -184,24 +190,33 @@ class VectorQuantizer(Module):
             return jax.random.uniform(key, shape, dtype, -bound, bound)
 
         if self.ema_decay is None:
-            self.learned_codebook = self.param("codebook", param_with_axes(uniform_init, ("codebook", None)), shape,
-                                               self.param_dtype)
+            self.learned_codebook = self.param(
+                "codebook", param_with_axes(uniform_init, ("codebook", None)), shape, self.param_dtype
+            )
         else:
             self.ema_codebook = self.variable(
-                QUANTIZER_STATE, "codebook",
-                lambda: _boxed(uniform_init(self.make_rng("params"), shape), ("codebook", None)))
+                QUANTIZER_STATE,
+                "codebook",
+                lambda: _boxed(uniform_init(self.make_rng("params"), shape), ("codebook", None)),
+            )
             self.cluster_size = self.variable(
-                QUANTIZER_STATE, "cluster_size",
-                lambda: _boxed(jnp.ones((self.codebook_size,), jnp.float32), ("codebook",)))
+                QUANTIZER_STATE,
+                "cluster_size",
+                lambda: _boxed(jnp.ones((self.codebook_size,), jnp.float32), ("codebook",)),
+            )
             self.embed_sum = self.variable(
-                QUANTIZER_STATE, "embed_sum", lambda: _boxed(self.ema_codebook.value, ("codebook", None)))
+                QUANTIZER_STATE, "embed_sum", lambda: _boxed(self.ema_codebook.value, ("codebook", None))
+            )
         if self.dead_code_threshold > 0:
             self.usage = self.variable(
-                QUANTIZER_STATE, "usage", lambda: _boxed(jnp.ones((self.codebook_size,), jnp.float32), ("codebook",)))
+                QUANTIZER_STATE, "usage", lambda: _boxed(jnp.ones((self.codebook_size,), jnp.float32), ("codebook",))
+            )
             if self.ema_decay is None:
                 self.codebook_offset = self.variable(
-                    QUANTIZER_STATE, "codebook_offset",
-                    lambda: _boxed(jnp.zeros(shape, jnp.float32), ("codebook", None)))
+                    QUANTIZER_STATE,
+                    "codebook_offset",
+                    lambda: _boxed(jnp.zeros(shape, jnp.float32), ("codebook", None)),
+                )
 
     def raw_codebook(self) -> jax.Array:
         """[K, d] float32 entries before any normalisation (params + offset, or the EMA state)."""
@@ -227,8 +242,11 @@ class VectorQuantizer(Module):
             z = normalize_last_axis(z)
         flat = z.reshape(-1, self.code_dim)
         codebook = self.codebook()
-        distances = (jnp.sum(jnp.square(flat), axis=1, keepdims=True) + jnp.sum(jnp.square(codebook), axis=1)
-                     - 2.0 * jnp.matmul(flat, codebook.T, precision=HIGHEST))
+        distances = (
+            jnp.sum(jnp.square(flat), axis=1, keepdims=True)
+            + jnp.sum(jnp.square(codebook), axis=1)
+            - 2.0 * jnp.matmul(flat, codebook.T, precision=HIGHEST)
+        )
         flat_indices = jnp.argmin(distances, axis=1).astype(jnp.int32)
         indices = flat_indices.reshape(z.shape[:-1])
         code = jnp.take(codebook, indices, axis=0)
@@ -245,11 +263,18 @@ class VectorQuantizer(Module):
         if has_state and train and self.is_mutable_collection(QUANTIZER_STATE) and not self.is_initializing():
             self._update_state(jax.lax.stop_gradient(flat), flat_indices)
 
-        stats = {"commitment_loss": commitment_loss, "codebook_loss": codebook_loss,
-                 "quantization_error": jnp.mean(jnp.square(jax.lax.stop_gradient(code - z))),
-                 **code_usage_stats(indices, self.codebook_size)}
-        return QuantizerOutput(quantized=quantized, indices=indices, loss=commitment_loss + codebook_loss,
-                               stats=jax.lax.stop_gradient(stats))
+        stats = {
+            "commitment_loss": commitment_loss,
+            "codebook_loss": codebook_loss,
+            "quantization_error": jnp.mean(jnp.square(jax.lax.stop_gradient(code - z))),
+            **code_usage_stats(indices, self.codebook_size),
+        }
+        return QuantizerOutput(
+            quantized=quantized,
+            indices=indices,
+            loss=commitment_loss + codebook_loss,
+            stats=jax.lax.stop_gradient(stats),
+        )
 
     def _update_state(self, flat: jax.Array, flat_indices: jax.Array) -> None:
         """The EMA codebook step and dead-code restart, over every token of the (global) batch."""
@@ -284,7 +309,7 @@ class VectorQuantizer(Module):
 # ----------------------------------------------------------------------------------------------- FSQ
 
 
-def resolve_fsq_levels(levels: Union[str, Sequence[int]]) -> Tuple[int, ...]:
+def resolve_fsq_levels(levels: str | Sequence[int]) -> tuple[int, ...]:
     """A preset name of FSQ_PRESETS or a sequence of per-dimension level counts -> tuple of ints."""
     if isinstance(levels, str):
         if levels not in FSQ_PRESETS:
@@ -292,11 +317,15 @@ def resolve_fsq_levels(levels: Union[str, Sequence[int]]) -> Tuple[int, ...]:
         return FSQ_PRESETS[levels]
     levels = tuple(int(level) for level in levels)
     if not levels or any(level < 3 for level in levels):
-        raise ValueError(f"FSQ: levels={levels}: every level must be >= 3 (lucidrains' FSQ refuses 2 levels "
-                         f"without preserve_symmetry); presets: {FSQ_PRESETS}.")
-    if math.prod(levels) > 2 ** 31 - 1:
-        raise ValueError(f"FSQ: levels={levels} give {math.prod(levels):,} codes, more than int32 indices hold "
-                         f"(2**31 - 1); use fewer or smaller levels.")
+        raise ValueError(
+            f"FSQ: levels={levels}: every level must be >= 3 (lucidrains' FSQ refuses 2 levels "
+            f"without preserve_symmetry); presets: {FSQ_PRESETS}."
+        )
+    if math.prod(levels) > 2**31 - 1:
+        raise ValueError(
+            f"FSQ: levels={levels} give {math.prod(levels):,} codes, more than int32 indices hold "
+            f"(2**31 - 1); use fewer or smaller levels."
+        )
     return levels
 
 
@@ -318,7 +347,7 @@ class FSQ(nn.Module):
     or orthogonal rotation; levels must be >= 3 (lucidrains asserts L != 2 without preserve_symmetry).
     """
 
-    levels: Union[str, Tuple[int, ...]]
+    levels: str | tuple[int, ...]
     eps: float = 1e-3
 
     def __post_init__(self):
@@ -326,7 +355,7 @@ class FSQ(nn.Module):
         super().__post_init__()
 
     @property
-    def level_counts(self) -> Tuple[int, ...]:
+    def level_counts(self) -> tuple[int, ...]:
         return resolve_fsq_levels(self.levels)
 
     @property
@@ -373,8 +402,12 @@ class FSQ(nn.Module):
         half_width = (jnp.asarray(self.level_counts, jnp.int32) // 2).astype(jnp.float32)
         quantized = _exact_forward(jnp.round(bounded), bounded) / half_width
         indices = self.codes_to_indices(jax.lax.stop_gradient(quantized))
-        return QuantizerOutput(quantized=quantized, indices=indices, loss=jnp.zeros((), jnp.float32),
-                               stats=code_usage_stats(indices, self.codebook_size))
+        return QuantizerOutput(
+            quantized=quantized,
+            indices=indices,
+            loss=jnp.zeros((), jnp.float32),
+            stats=code_usage_stats(indices, self.codebook_size),
+        )
 
 
 # ----------------------------------------------------------------------------------------------- LFQ / BSQ
@@ -412,8 +445,10 @@ class LFQ(nn.Module):
 
     def __post_init__(self):
         if not 1 <= self.code_dim <= MAX_LFQ_CODE_DIM:
-            raise ValueError(f"{type(self).__name__}: code_dim={self.code_dim} must be in 1..{MAX_LFQ_CODE_DIM}: "
-                             f"the entropy loss builds a softmax over all 2**code_dim codes.")
+            raise ValueError(
+                f"{type(self).__name__}: code_dim={self.code_dim} must be in 1..{MAX_LFQ_CODE_DIM}: "
+                f"the entropy loss builds a softmax over all 2**code_dim codes."
+            )
         super().__post_init__()
 
     @property
@@ -422,7 +457,7 @@ class LFQ(nn.Module):
 
     @property
     def codebook_size(self) -> int:
-        return 2 ** self.code_dim
+        return 2**self.code_dim
 
     def _bit_weights(self) -> jax.Array:
         return 2 ** jnp.arange(self.code_dim - 1, -1, -1, dtype=jnp.int32)
@@ -455,10 +490,16 @@ class LFQ(nn.Module):
             per_sample_entropy = jnp.mean(_entropy(probs, log_floor=1e-5))
             codebook_entropy = _entropy(jnp.mean(probs, axis=0), log_floor=1e-5)
             commitment = jnp.mean(jnp.square(x - jax.lax.stop_gradient(code)))
-            loss = (self.entropy_weight * (per_sample_entropy - self.diversity_gamma * codebook_entropy)
-                    + self.commitment_weight * commitment)
-        stats = {"per_sample_entropy": per_sample_entropy, "codebook_entropy": codebook_entropy,
-                 "commitment_loss": commitment, **code_usage_stats(indices, self.codebook_size)}
+            loss = (
+                self.entropy_weight * (per_sample_entropy - self.diversity_gamma * codebook_entropy)
+                + self.commitment_weight * commitment
+            )
+        stats = {
+            "per_sample_entropy": per_sample_entropy,
+            "codebook_entropy": codebook_entropy,
+            "commitment_loss": commitment,
+            **code_usage_stats(indices, self.codebook_size),
+        }
         return QuantizerOutput(quantized=quantized, indices=indices, loss=loss, stats=jax.lax.stop_gradient(stats))
 
 
@@ -492,11 +533,15 @@ class ResidualQuantizer(nn.Module):
         if self.depth < 1:
             raise ValueError(f"ResidualQuantizer: depth={self.depth} must be >= 1.")
         if getattr(self.quantizer, "codebook_size", None) is None:
-            raise ValueError(f"ResidualQuantizer: {type(self.quantizer).__name__} has no codebook to quantize "
-                             "residuals with; use vq, fsq, lfq or bsq.")
+            raise ValueError(
+                f"ResidualQuantizer: {type(self.quantizer).__name__} has no codebook to quantize "
+                "residuals with; use vq, fsq, lfq or bsq."
+            )
         if self.quantizer.input_dim != self.quantizer.code_dim:
-            raise ValueError(f"ResidualQuantizer: the quantizer's input_dim ({self.quantizer.input_dim}) must "
-                             f"equal its code_dim ({self.quantizer.code_dim}) to subtract residuals.")
+            raise ValueError(
+                f"ResidualQuantizer: the quantizer's input_dim ({self.quantizer.input_dim}) must "
+                f"equal its code_dim ({self.quantizer.code_dim}) to subtract residuals."
+            )
         super().__post_init__()
 
     @property
@@ -563,7 +608,7 @@ class DiagonalGaussian(nn.Module):
 
     code_dim: int
     kl_weight: float = 1.0
-    logvar_range: Tuple[float, float] = (-30.0, 20.0)
+    logvar_range: tuple[float, float] = (-30.0, 20.0)
     codebook_size = None  # continuous tokens
 
     @property
@@ -571,13 +616,14 @@ class DiagonalGaussian(nn.Module):
         return 2 * self.code_dim
 
     def decode_indices(self, indices: jax.Array) -> jax.Array:
-        raise ValueError("DiagonalGaussian: continuous tokens have no indices; decode the quantized values "
-                         "(the sample) instead.")
+        raise ValueError(
+            "DiagonalGaussian: continuous tokens have no indices; decode the quantized values (the sample) instead."
+        )
 
     def __call__(self, z: jax.Array, *, train: bool = False) -> QuantizerOutput:
         _check_last_dim("DiagonalGaussian", z, self.input_dim)
         z = z.astype(jnp.float32)
-        mean, logvar = z[..., :self.code_dim], z[..., self.code_dim:]
+        mean, logvar = z[..., : self.code_dim], z[..., self.code_dim :]
         logvar = jnp.clip(logvar, *self.logvar_range)
         if train:
             noise = jax.random.normal(self.make_rng("noise"), mean.shape, jnp.float32)
@@ -587,8 +633,9 @@ class DiagonalGaussian(nn.Module):
         batch = z.shape[0] if z.ndim > 1 else 1
         kl = 0.5 * jnp.sum(jnp.square(mean) + jnp.exp(logvar) - 1.0 - logvar) / batch
         stats = {"kl": kl, "posterior_std": jnp.mean(jnp.exp(0.5 * logvar))}
-        return QuantizerOutput(quantized=sample, indices=None, loss=self.kl_weight * kl,
-                               stats=jax.lax.stop_gradient(stats))
+        return QuantizerOutput(
+            quantized=sample, indices=None, loss=self.kl_weight * kl, stats=jax.lax.stop_gradient(stats)
+        )
 
 
 # ----------------------------------------------------------------------------------------------- factory
@@ -617,8 +664,10 @@ def make_quantizer(name: str, **kwargs) -> nn.Module:
     if name == "residual" and isinstance(kwargs.get("quantizer"), Mapping):
         inner = dict(kwargs["quantizer"])
         if "name" not in inner:
-            raise ValueError(f"make_quantizer('residual'): quantizer={inner} needs a 'name' "
-                             f"(one of {', '.join(QUANTIZERS.names())}).")
+            raise ValueError(
+                f"make_quantizer('residual'): quantizer={inner} needs a 'name' "
+                f"(one of {', '.join(QUANTIZERS.names())})."
+            )
         kwargs["quantizer"] = make_quantizer(inner.pop("name"), **inner)
     if name == "fsq" and "levels" in kwargs and not isinstance(kwargs["levels"], str):
         kwargs["levels"] = tuple(kwargs["levels"])

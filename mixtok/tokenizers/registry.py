@@ -9,7 +9,8 @@ A variant is a module class plus its keyword arguments; overrides replace any of
 
 import dataclasses
 import fnmatch
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import flax.linen as nn
 
@@ -25,7 +26,7 @@ class TokenizerSpec:
     paper: str = ""
     # sum(p.numel() for p in official_model.parameters()) of the official code built with this
     # variant's config (what exactly is counted is said where the variant is registered).
-    official_params: Optional[int] = None
+    official_params: int | None = None
     official_source: str = ""  # owner/repo @ commit: file (config)
 
 
@@ -36,7 +37,7 @@ def register_tokenizer(name: str, spec: TokenizerSpec) -> None:
     TOKENIZERS.register(name, spec)
 
 
-def list_tokenizers(pattern: str = "*") -> List[str]:
+def list_tokenizers(pattern: str = "*") -> list[str]:
     """Names of the registered tokenizer variants, optionally filtered by a shell-style pattern."""
     return [n for n in TOKENIZERS.names() if fnmatch.fnmatch(n, pattern)]
 
@@ -52,5 +53,5 @@ def create_tokenizer(name: str, **overrides) -> nn.Module:
     for key in overrides:
         if key not in fields:
             raise unknown_name_error(f"argument of {name} ({spec.cls.__name__})", key, fields)
-    kwargs: Dict[str, Any] = {**spec.kwargs, **overrides}
+    kwargs: dict[str, Any] = {**spec.kwargs, **overrides}
     return spec.cls(**kwargs)

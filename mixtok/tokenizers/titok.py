@@ -53,7 +53,8 @@ k ~ U{1..K} per step for the whole batch, drawn from the `noise` rng stream (off
 The quantizer loss is computed over all K tokens, before the drop, as in the official code.
 """
 
-from typing import Any, Mapping, Tuple
+from collections.abc import Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -120,11 +121,12 @@ class ResidualAttentionBlock(Module):
     @nn.compact
     def __call__(self, x, mask=None):
         norm = dict(epsilon=TORCH_LAYER_NORM_EPS, dtype=self.dtype, param_dtype=self.param_dtype)
-        x = x + MultiheadSelfAttention(dim=x.shape[-1], num_heads=self.num_heads, dtype=self.dtype,
-                                       param_dtype=self.param_dtype, name="attn")(LayerNorm(**norm, name="ln_1")(x),
-                                                                                  mask=mask)
-        return x + Mlp(self.mlp_ratio, activation="gelu", use_bias=True, dtype=self.dtype,
-                       param_dtype=self.param_dtype, name="mlp")(LayerNorm(**norm, name="ln_2")(x))
+        x = x + MultiheadSelfAttention(
+            dim=x.shape[-1], num_heads=self.num_heads, dtype=self.dtype, param_dtype=self.param_dtype, name="attn"
+        )(LayerNorm(**norm, name="ln_1")(x), mask=mask)
+        return x + Mlp(
+            self.mlp_ratio, activation="gelu", use_bias=True, dtype=self.dtype, param_dtype=self.param_dtype, name="mlp"
+        )(LayerNorm(**norm, name="ln_2")(x))
 
 
 class Transformer(Module):
@@ -136,8 +138,9 @@ class Transformer(Module):
     @nn.compact
     def __call__(self, x, mask=None):
         for index in range(self.depth):
-            x = ResidualAttentionBlock(self.num_heads, dtype=self.dtype, param_dtype=self.param_dtype,
-                                       name=f"block_{index}")(x, mask)
+            x = ResidualAttentionBlock(
+                self.num_heads, dtype=self.dtype, param_dtype=self.param_dtype, name=f"block_{index}"
+            )(x, mask)
         return x
 
 
@@ -162,35 +165,60 @@ class TiTokEncoder(Module):
     def __call__(self, images, latent_tokens):
         grid = _grid_size(self.image_size, self.patch_size)
         if images.shape[1:] != (self.image_size, self.image_size, 3):
-            raise ValueError(f"images have shape {images.shape}; expected [B, {self.image_size}, "
-                             f"{self.image_size}, 3] (image_size {self.image_size}, RGB, NHWC).")
-        batch, scale = images.shape[0], self.width ** -0.5
+            raise ValueError(
+                f"images have shape {images.shape}; expected [B, {self.image_size}, "
+                f"{self.image_size}, 3] (image_size {self.image_size}, RGB, NHWC)."
+            )
+        batch, scale = images.shape[0], self.width**-0.5
         dtype = self.dtype or images.dtype
-        x = nn.Conv(self.width, (self.patch_size, self.patch_size), strides=self.patch_size, padding="VALID",
-                    dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=conv_kernel_init(),
-                    bias_init=zeros_with_axes(("conv_out",)), name="patch_embed")(images)
+        x = nn.Conv(
+            self.width,
+            (self.patch_size, self.patch_size),
+            strides=self.patch_size,
+            padding="VALID",
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=conv_kernel_init(),
+            bias_init=zeros_with_axes(("conv_out",)),
+            name="patch_embed",
+        )(images)
         x = x.reshape(batch, grid * grid, self.width)
-        class_embedding = self.param("class_embedding", scaled_normal_init(scale, (None, "embed")),
-                                     (1, self.width), self.param_dtype)
-        positional_embedding = self.param("positional_embedding", scaled_normal_init(scale, (None, "embed")),
-                                          (grid * grid + 1, self.width), self.param_dtype)
+        class_embedding = self.param(
+            "class_embedding", scaled_normal_init(scale, (None, "embed")), (1, self.width), self.param_dtype
+        )
+        positional_embedding = self.param(
+            "positional_embedding",
+            scaled_normal_init(scale, (None, "embed")),
+            (grid * grid + 1, self.width),
+            self.param_dtype,
+        )
         latent_positional_embedding = self.param(
-            "latent_token_positional_embedding", scaled_normal_init(scale, (None, "embed")),
-            (self.num_latent_tokens, self.width), self.param_dtype)
-        x = jnp.concatenate([jnp.broadcast_to(class_embedding.astype(dtype), (batch, 1, self.width)),
-                             x.astype(dtype)], axis=1)
+            "latent_token_positional_embedding",
+            scaled_normal_init(scale, (None, "embed")),
+            (self.num_latent_tokens, self.width),
+            self.param_dtype,
+        )
+        x = jnp.concatenate(
+            [jnp.broadcast_to(class_embedding.astype(dtype), (batch, 1, self.width)), x.astype(dtype)], axis=1
+        )
         x = x + positional_embedding.astype(dtype)
         latents = (latent_tokens + latent_positional_embedding).astype(dtype)
         x = jnp.concatenate([x, jnp.broadcast_to(latents, (batch,) + latents.shape)], axis=1)
         norm = dict(epsilon=TORCH_LAYER_NORM_EPS, dtype=self.dtype, param_dtype=self.param_dtype)
         x = LayerNorm(**norm, name="ln_pre")(x)
-        x = Transformer(self.depth, self.num_heads, dtype=self.dtype, param_dtype=self.param_dtype,
-                        name="transformer")(x)
-        x = LayerNorm(**norm, name="ln_post")(x[:, 1 + grid * grid:])
+        x = Transformer(self.depth, self.num_heads, dtype=self.dtype, param_dtype=self.param_dtype, name="transformer")(
+            x
+        )
+        x = LayerNorm(**norm, name="ln_post")(x[:, 1 + grid * grid :])
         # The official 1x1 Conv2d over the (fake 2-D) latent grid is this linear map.
-        return nn.Dense(self.output_dim, dtype=self.dtype, param_dtype=self.param_dtype,
-                        kernel_init=dense_kernel_init(("embed", None)), bias_init=zeros_with_axes((None,)),
-                        name="conv_out")(x)
+        return nn.Dense(
+            self.output_dim,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=dense_kernel_init(("embed", None)),
+            bias_init=zeros_with_axes((None,)),
+            name="conv_out",
+        )(x)
 
 
 class TiTokDecoder(Module):
@@ -211,43 +239,74 @@ class TiTokDecoder(Module):
         grid = _grid_size(self.image_size, self.patch_size)
         batch, num_tokens, _ = quantized.shape
         if not 1 <= num_tokens <= self.num_latent_tokens:
-            raise ValueError(f"the decoder got {num_tokens} tokens; it takes 1 to num_latent_tokens = "
-                             f"{self.num_latent_tokens} (a prefix of the encoder's tokens).")
-        scale = self.width ** -0.5
-        x = nn.Dense(self.width, dtype=self.dtype, param_dtype=self.param_dtype,
-                     kernel_init=dense_kernel_init((None, "embed")), bias_init=zeros_with_axes(("embed",)),
-                     name="decoder_embed")(quantized)
+            raise ValueError(
+                f"the decoder got {num_tokens} tokens; it takes 1 to num_latent_tokens = "
+                f"{self.num_latent_tokens} (a prefix of the encoder's tokens)."
+            )
+        scale = self.width**-0.5
+        x = nn.Dense(
+            self.width,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=dense_kernel_init((None, "embed")),
+            bias_init=zeros_with_axes(("embed",)),
+            name="decoder_embed",
+        )(quantized)
         dtype = x.dtype
-        class_embedding = self.param("class_embedding", scaled_normal_init(scale, (None, "embed")),
-                                     (1, self.width), self.param_dtype)
-        positional_embedding = self.param("positional_embedding", scaled_normal_init(scale, (None, "embed")),
-                                          (grid * grid + 1, self.width), self.param_dtype)
-        mask_token = self.param("mask_token", scaled_normal_init(scale, (None, None, "embed")),
-                                (1, 1, self.width), self.param_dtype)
+        class_embedding = self.param(
+            "class_embedding", scaled_normal_init(scale, (None, "embed")), (1, self.width), self.param_dtype
+        )
+        positional_embedding = self.param(
+            "positional_embedding",
+            scaled_normal_init(scale, (None, "embed")),
+            (grid * grid + 1, self.width),
+            self.param_dtype,
+        )
+        mask_token = self.param(
+            "mask_token", scaled_normal_init(scale, (None, None, "embed")), (1, 1, self.width), self.param_dtype
+        )
         latent_positional_embedding = self.param(
-            "latent_token_positional_embedding", scaled_normal_init(scale, (None, "embed")),
-            (self.num_latent_tokens, self.width), self.param_dtype)
-        queries = jnp.concatenate([class_embedding[None], jnp.broadcast_to(mask_token, (1, grid * grid, self.width))],
-                                  axis=1) + positional_embedding
+            "latent_token_positional_embedding",
+            scaled_normal_init(scale, (None, "embed")),
+            (self.num_latent_tokens, self.width),
+            self.param_dtype,
+        )
+        queries = (
+            jnp.concatenate([class_embedding[None], jnp.broadcast_to(mask_token, (1, grid * grid, self.width))], axis=1)
+            + positional_embedding
+        )
         queries = jnp.broadcast_to(queries.astype(dtype), (batch, grid * grid + 1, self.width))
         x = x + latent_positional_embedding[:num_tokens].astype(dtype)
         x = jnp.concatenate([queries, x], axis=1)
         mask = None if keep is None else prefix_key_mask(keep, num_tokens, num_prefix=grid * grid + 1)
         norm = dict(epsilon=TORCH_LAYER_NORM_EPS, dtype=self.dtype, param_dtype=self.param_dtype)
         x = LayerNorm(**norm, name="ln_pre")(x)
-        x = Transformer(self.depth, self.num_heads, dtype=self.dtype, param_dtype=self.param_dtype,
-                        name="transformer")(x, mask)
-        x = LayerNorm(**norm, name="ln_post")(x[:, 1:1 + grid * grid])
+        x = Transformer(self.depth, self.num_heads, dtype=self.dtype, param_dtype=self.param_dtype, name="transformer")(
+            x, mask
+        )
+        x = LayerNorm(**norm, name="ln_post")(x[:, 1 : 1 + grid * grid])
         patch = self.patch_size
-        x = nn.Dense(patch * patch * 3, dtype=self.dtype, param_dtype=self.param_dtype,
-                     kernel_init=dense_kernel_init(("embed", None)), bias_init=zeros_with_axes((None,)),
-                     name="ffn")(x)
+        x = nn.Dense(
+            patch * patch * 3,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=dense_kernel_init(("embed", None)),
+            bias_init=zeros_with_axes((None,)),
+            name="ffn",
+        )(x)
         # Official Rearrange('b (p1 p2 c) h w -> b c (h p1) (w p2)'): channels ordered (p1, p2, c).
         x = x.reshape(batch, grid, grid, patch, patch, 3).transpose(0, 1, 3, 2, 4, 5)
         x = x.reshape(batch, grid * patch, grid * patch, 3)
-        return nn.Conv(3, (3, 3), padding=1, dtype=self.dtype, param_dtype=self.param_dtype,
-                       kernel_init=conv_kernel_init((None, None, None, None)), bias_init=zeros_with_axes((None,)),
-                       name="conv_out")(x)
+        return nn.Conv(
+            3,
+            (3, 3),
+            padding=1,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=conv_kernel_init((None, None, None, None)),
+            bias_init=zeros_with_axes((None,)),
+            name="conv_out",
+        )(x)
 
 
 class TiTok(Module):
@@ -277,35 +336,55 @@ class TiTok(Module):
 
     def setup(self):
         if self.quantizer is None or "name" not in self.quantizer:
-            raise ValueError(f"quantizer must be a mapping with a 'name' (make_quantizer's arguments), "
-                             f"got {self.quantizer!r}.")
+            raise ValueError(
+                f"quantizer must be a mapping with a 'name' (make_quantizer's arguments), got {self.quantizer!r}."
+            )
         if self.num_latent_tokens < 1:
             raise ValueError(f"num_latent_tokens must be >= 1, got {self.num_latent_tokens}.")
         self.quantize = make_quantizer(**dict(self.quantizer))
         self.latent_tokens = self.param(
-            "latent_tokens", scaled_normal_init(self.encoder_width ** -0.5, (None, "embed")),
-            (self.num_latent_tokens, self.encoder_width), self.param_dtype)
-        self.encoder = TiTokEncoder(self.image_size, self.patch_size, self.encoder_width, self.encoder_depth,
-                                    self.encoder_heads, self.num_latent_tokens, self.quantize.input_dim,
-                                    dtype=self.dtype, param_dtype=self.param_dtype)
-        self.decoder = TiTokDecoder(self.image_size, self.patch_size, self.decoder_width, self.decoder_depth,
-                                    self.decoder_heads, self.num_latent_tokens, dtype=self.dtype,
-                                    param_dtype=self.param_dtype)
+            "latent_tokens",
+            scaled_normal_init(self.encoder_width**-0.5, (None, "embed")),
+            (self.num_latent_tokens, self.encoder_width),
+            self.param_dtype,
+        )
+        self.encoder = TiTokEncoder(
+            self.image_size,
+            self.patch_size,
+            self.encoder_width,
+            self.encoder_depth,
+            self.encoder_heads,
+            self.num_latent_tokens,
+            self.quantize.input_dim,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+        )
+        self.decoder = TiTokDecoder(
+            self.image_size,
+            self.patch_size,
+            self.decoder_width,
+            self.decoder_depth,
+            self.decoder_heads,
+            self.num_latent_tokens,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+        )
 
     def encode(self, images, *, train: bool = False) -> QuantizerOutput:
         """Images [B, H, W, 3] in [-1, 1] -> QuantizerOutput with quantized [B, K, code_dim], indices [B, K]."""
         latents = self.encoder(images, self.latent_tokens)
         return self.quantize(latents, train=train)
 
-    def _decode(self, quantized, num_tokens, train: bool) -> Tuple[jax.Array, jax.Array]:
+    def _decode(self, quantized, num_tokens, train: bool) -> tuple[jax.Array, jax.Array]:
         if num_tokens is None and train and self.tail_token_drop:
             num_tokens = sample_tail_token_drop_length(self.make_rng("noise"), quantized.shape[1])
         if num_tokens is None:
             return self.decoder(quantized), jnp.asarray(quantized.shape[1], jnp.int32)
         if isinstance(num_tokens, int):
             if not 1 <= num_tokens <= quantized.shape[1]:
-                raise ValueError(f"num_tokens {num_tokens} must be in 1..{quantized.shape[1]} "
-                                 f"(the number of tokens given).")
+                raise ValueError(
+                    f"num_tokens {num_tokens} must be in 1..{quantized.shape[1]} (the number of tokens given)."
+                )
             return self.decoder(quantized[:, :num_tokens]), jnp.asarray(num_tokens, jnp.int32)
         keep = jnp.clip(jnp.asarray(num_tokens, jnp.int32), 1, quantized.shape[1])
         return self.decoder(quantized, keep), keep
@@ -325,4 +404,3 @@ class TiTok(Module):
         quantizer_output = self.encode(images, train=train)
         reconstruction, used = self._decode(quantizer_output.quantized, num_tokens, train)
         return TokenizerOutput(reconstruction=reconstruction, quantizer=quantizer_output, num_tokens=used)
-

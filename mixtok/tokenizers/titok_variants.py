@@ -31,11 +31,15 @@ TITOK_PAPER = "An Image is Worth 32 Tokens for Reconstruction and Generation (Yu
 ONE_D_PIECE_PAPER = "One-D-Piece: Image Tokenizer Meets Quality-Controllable Compression (Miwa et al., 2025)"
 FLEXTOK_PAPER = "FlexTok: Resampling Images into 1D Token Sequences of Flexible Length (Bachmann et al., 2025)"
 
-TITOK_SOURCE = ("bytedance/1d-tokenizer @ 942a96f: modeling/titok.py + configs/training/TiTok/stage1/{}.yaml "
-                "with finetune_decoder=False, is_legacy=False")
-ONE_D_PIECE_SOURCE = ("turingmotors/One-D-Piece @ 473665d: modeling/one_d_piece.py + configs/training/stage1/{}.yaml; "
-                      "counted on bytedance/1d-tokenizer @ 942a96f modeling/titok.py with that config, "
-                      "finetune_decoder=False, is_legacy=False")
+TITOK_SOURCE = (
+    "bytedance/1d-tokenizer @ 942a96f: modeling/titok.py + configs/training/TiTok/stage1/{}.yaml "
+    "with finetune_decoder=False, is_legacy=False"
+)
+ONE_D_PIECE_SOURCE = (
+    "turingmotors/One-D-Piece @ 473665d: modeling/one_d_piece.py + configs/training/stage1/{}.yaml; "
+    "counted on bytedance/1d-tokenizer @ 942a96f modeling/titok.py with that config, "
+    "finetune_decoder=False, is_legacy=False"
+)
 
 # name: (width, depth, heads)
 VIT_SIZES = {"small": (512, 8, 8), "base": (768, 12, 12), "large": (1024, 24, 16)}
@@ -56,19 +60,44 @@ VARIANTS = {
 def _register_all() -> None:
     for name, (size, num_tokens, tail_drop, count, config) in VARIANTS.items():
         width, depth, heads = VIT_SIZES[size]
-        kwargs = dict(image_size=256, patch_size=16, encoder_width=width, encoder_depth=depth, encoder_heads=heads,
-                      decoder_width=width, decoder_depth=depth, decoder_heads=heads, num_latent_tokens=num_tokens,
-                      quantizer=dict(TITOK_VQ), tail_token_drop=tail_drop)
+        kwargs = dict(
+            image_size=256,
+            patch_size=16,
+            encoder_width=width,
+            encoder_depth=depth,
+            encoder_heads=heads,
+            decoder_width=width,
+            decoder_depth=depth,
+            decoder_heads=heads,
+            num_latent_tokens=num_tokens,
+            quantizer=dict(TITOK_VQ),
+            tail_token_drop=tail_drop,
+        )
         paper, source = (ONE_D_PIECE_PAPER, ONE_D_PIECE_SOURCE) if tail_drop else (TITOK_PAPER, TITOK_SOURCE)
         register_tokenizer(name, TokenizerSpec(TiTok, kwargs, paper, count, source.format(config)))
     # A stand-in (official_params None): ViT-S-sized encoder and decoder, 256 registers, FSQ 64,000.
-    register_tokenizer("flextok_s", TokenizerSpec(
-        FlexTok,
-        dict(image_size=256, patch_size=16, encoder_width=512, encoder_depth=8, encoder_heads=8,
-             decoder_width=512, decoder_depth=8, decoder_heads=8, num_registers=256,
-             quantizer={"name": "fsq", "levels": "fsq_64000"}, nested_dropout_mode="pow2"),
-        FLEXTOK_PAPER + " [deterministic-decoder stand-in]", None,
-        "apple/ml-flextok @ 87d00cc (stand-in: no released width; deterministic ViT decoder)"))
+    register_tokenizer(
+        "flextok_s",
+        TokenizerSpec(
+            FlexTok,
+            dict(
+                image_size=256,
+                patch_size=16,
+                encoder_width=512,
+                encoder_depth=8,
+                encoder_heads=8,
+                decoder_width=512,
+                decoder_depth=8,
+                decoder_heads=8,
+                num_registers=256,
+                quantizer={"name": "fsq", "levels": "fsq_64000"},
+                nested_dropout_mode="pow2",
+            ),
+            FLEXTOK_PAPER + " [deterministic-decoder stand-in]",
+            None,
+            "apple/ml-flextok @ 87d00cc (stand-in: no released width; deterministic ViT decoder)",
+        ),
+    )
 
 
 _register_all()

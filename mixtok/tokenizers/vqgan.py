@@ -79,7 +79,8 @@ Differences from the official code:
 """
 
 import collections
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import flax
 import flax.linen as nn
@@ -114,20 +115,43 @@ class _Names:
         return f"{kind}_{index}"
 
 
-def _conv(features: int, kernel_size: int, name: str, *, stride: int = 1, use_bias: bool = True,
-          dtype: Any = None, param_dtype: Any = jnp.float32) -> nn.Conv:
+def _conv(
+    features: int,
+    kernel_size: int,
+    name: str,
+    *,
+    stride: int = 1,
+    use_bias: bool = True,
+    dtype: Any = None,
+    param_dtype: Any = jnp.float32,
+) -> nn.Conv:
     # flax's "SAME" padding for the sides allowed (even at stride 2): k - stride in total, the smaller half first.
     total = kernel_size - stride
     pad = (total // 2, total - total // 2)
-    return nn.Conv(features, (kernel_size, kernel_size), strides=(stride, stride), padding=(pad, pad),
-                   use_bias=use_bias, kernel_init=_KERNEL_INIT, bias_init=zeros_with_axes(("conv_out",)),
-                   dtype=dtype, param_dtype=param_dtype, name=name)
+    return nn.Conv(
+        features,
+        (kernel_size, kernel_size),
+        strides=(stride, stride),
+        padding=(pad, pad),
+        use_bias=use_bias,
+        kernel_init=_KERNEL_INIT,
+        bias_init=zeros_with_axes(("conv_out",)),
+        dtype=dtype,
+        param_dtype=param_dtype,
+        name=name,
+    )
 
 
 def _norm(norm_type: str, num_groups: int, name: str, dtype: Any, param_dtype: Any) -> nn.Module:
-    common = dict(epsilon=NORM_EPSILON, use_fast_variance=False, dtype=dtype, param_dtype=param_dtype,
-                  scale_init=param_with_axes(nn.initializers.ones, ("conv_out",)),
-                  bias_init=zeros_with_axes(("conv_out",)), name=name)
+    common = dict(
+        epsilon=NORM_EPSILON,
+        use_fast_variance=False,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        scale_init=param_with_axes(nn.initializers.ones, ("conv_out",)),
+        bias_init=zeros_with_axes(("conv_out",)),
+        name=name,
+    )
     if norm_type == "GN":
         return nn.GroupNorm(num_groups=num_groups, **common)
     return nn.LayerNorm(**common)
@@ -177,14 +201,21 @@ class _ConvNet(Module):
     norm_groups: int = 32
 
     def _block(self, filters: int, names: _Names) -> VQGANResBlock:
-        return VQGANResBlock(filters, self.activation, self.norm_type, self.norm_groups, dtype=self.dtype,
-                             param_dtype=self.param_dtype, name=names("ResBlock"))
+        return VQGANResBlock(
+            filters,
+            self.activation,
+            self.norm_type,
+            self.norm_groups,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name=names("ResBlock"),
+        )
 
     def _output(self, x, features: int, kernel_size: int, names: _Names):
-        x = _norm(self.norm_type, self.norm_groups, names(NORM_TYPES[self.norm_type]), self.dtype,
-                  self.param_dtype)(x)
+        x = _norm(self.norm_type, self.norm_groups, names(NORM_TYPES[self.norm_type]), self.dtype, self.param_dtype)(x)
         return _conv(features, kernel_size, names("Conv"), dtype=self.dtype, param_dtype=self.param_dtype)(
-            ACTIVATIONS[self.activation](x))
+            ACTIVATIONS[self.activation](x)
+        )
 
 
 class VQGANEncoder(_ConvNet):
@@ -270,7 +301,7 @@ class VQGAN(Module):
 
     @property
     def num_latent_tokens(self) -> int:
-        return self.latent_size ** 2
+        return self.latent_size**2
 
     def _check_config(self) -> None:
         if self.activation not in ACTIVATIONS:
@@ -278,39 +309,55 @@ class VQGAN(Module):
         if self.norm_type not in NORM_TYPES:
             raise unknown_name_error("norm_type", self.norm_type, NORM_TYPES)
         if not self.channel_multipliers or min(self.channel_multipliers) < 1 or self.num_res_blocks < 0:
-            raise ValueError(f"channel_multipliers must be positive integers (one per level) and num_res_blocks "
-                             f">= 0; got {tuple(self.channel_multipliers)} and {self.num_res_blocks}.")
+            raise ValueError(
+                f"channel_multipliers must be positive integers (one per level) and num_res_blocks "
+                f">= 0; got {tuple(self.channel_multipliers)} and {self.num_res_blocks}."
+            )
         widths = sorted({self.filters * m for m in self.channel_multipliers})
         if self.norm_type == "GN" and any(width % self.norm_groups for width in widths):
-            raise ValueError(f"GroupNorm with norm_groups={self.norm_groups} needs every width filters * "
-                             f"multiplier to be a multiple of it; got widths {widths}.")
+            raise ValueError(
+                f"GroupNorm with norm_groups={self.norm_groups} needs every width filters * "
+                f"multiplier to be a multiple of it; got widths {widths}."
+            )
         if self.image_size % self.downsampling_factor:
-            raise ValueError(f"image_size {self.image_size} is not a multiple of the downsampling factor "
-                             f"{self.downsampling_factor} (2^(len(channel_multipliers) - 1)).")
+            raise ValueError(
+                f"image_size {self.image_size} is not a multiple of the downsampling factor "
+                f"{self.downsampling_factor} (2^(len(channel_multipliers) - 1))."
+            )
         if self.quantizer is None or "name" not in self.quantizer:
-            raise ValueError(f"quantizer must be a mapping with a 'name' (make_quantizer's arguments), "
-                             f"got {self.quantizer!r}.")
+            raise ValueError(
+                f"quantizer must be a mapping with a 'name' (make_quantizer's arguments), got {self.quantizer!r}."
+            )
 
     def setup(self):
         self._check_config()
         # Named "quantizer" (the field of that name holds its arguments) to mirror the official tree.
         self.quantize = make_quantizer(**dict(self.quantizer)).clone(parent=self, name="quantizer")
-        net = dict(filters=self.filters, channel_multipliers=tuple(self.channel_multipliers),
-                   num_res_blocks=self.num_res_blocks, activation=self.activation, norm_type=self.norm_type,
-                   norm_groups=self.norm_groups, dtype=self.dtype, param_dtype=self.param_dtype)
-        self.encoder = VQGANEncoder(output_dim=self.quantize.input_dim, conv_downsample=self.conv_downsample,
-                                    **net)
+        net = dict(
+            filters=self.filters,
+            channel_multipliers=tuple(self.channel_multipliers),
+            num_res_blocks=self.num_res_blocks,
+            activation=self.activation,
+            norm_type=self.norm_type,
+            norm_groups=self.norm_groups,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+        )
+        self.encoder = VQGANEncoder(output_dim=self.quantize.input_dim, conv_downsample=self.conv_downsample, **net)
         self.decoder = VQGANDecoder(output_dim=3, **net)
 
     def _check_num_tokens(self, num_tokens) -> None:
         if num_tokens is not None:
-            raise ValueError(f"VQGAN has no prefix decoding (its tokens are a 2D grid), so num_tokens must be "
-                             f"None; got {num_tokens!r}.")
+            raise ValueError(
+                f"VQGAN has no prefix decoding (its tokens are a 2D grid), so num_tokens must be "
+                f"None; got {num_tokens!r}."
+            )
 
     def encode(self, images, *, train: bool = False) -> QuantizerOutput:
         """Images [B, H, W, 3] -> QuantizerOutput with quantized [B, H/f, W/f, code_dim], indices [B, H/f, W/f]."""
-        check_images(images, self.downsampling_factor, "VQGAN",
-                     f"{len(self.channel_multipliers) - 1} halvings of the side")
+        check_images(
+            images, self.downsampling_factor, "VQGAN", f"{len(self.channel_multipliers) - 1} halvings of the side"
+        )
         return self.quantize(self.encoder(images), train=train)
 
     def decode(self, quantized, *, num_tokens=None, train: bool = False):
@@ -330,5 +377,6 @@ class VQGAN(Module):
         quantizer_output = self.encode(images, train=train)
         reconstruction = self.decode(quantizer_output.quantized, train=train)
         grid_tokens = quantizer_output.quantized.shape[1] * quantizer_output.quantized.shape[2]
-        return TokenizerOutput(reconstruction=reconstruction, quantizer=quantizer_output,
-                               num_tokens=jnp.asarray(grid_tokens, jnp.int32))
+        return TokenizerOutput(
+            reconstruction=reconstruction, quantizer=quantizer_output, num_tokens=jnp.asarray(grid_tokens, jnp.int32)
+        )

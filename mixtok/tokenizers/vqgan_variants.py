@@ -18,22 +18,39 @@ from mixtok.tokenizers.registry import TokenizerSpec, register_tokenizer
 from mixtok.tokenizers.vqgan import MASKGIT_QUANTIZER, VQGAN
 
 PAPER = "MaskGIT: Masked Generative Image Transformer (Chang et al., CVPR 2022)"
-OFFICIAL_SOURCE = ("google-research/maskgit @ 1db2359: maskgit/nets/vqgan_tokenizer.py "
-                   "(maskgit/configs/vqgan_config.py); "
-                   "count: bytedance/1d-tokenizer @ 942a96f: modeling/modules/maskgit_vqgan.py")
+OFFICIAL_SOURCE = (
+    "google-research/maskgit @ 1db2359: maskgit/nets/vqgan_tokenizer.py "
+    "(maskgit/configs/vqgan_config.py); "
+    "count: bytedance/1d-tokenizer @ 942a96f: modeling/modules/maskgit_vqgan.py"
+)
 MASKGIT_VQGAN_PARAMS = 54_515_587
 
-MASKGIT_VQGAN = dict(image_size=256, filters=128, channel_multipliers=(1, 1, 2, 2, 4), num_res_blocks=2,
-                     quantizer=MASKGIT_QUANTIZER, conv_downsample=False, activation="swish", norm_type="GN")
-VQGAN_TINY = dict(image_size=32, filters=32, channel_multipliers=(1, 2), num_res_blocks=1,
-                  quantizer=FrozenDict({"name": "vq", "codebook_size": 256, "code_dim": 32, "beta": 0.25}))
+MASKGIT_VQGAN = dict(
+    image_size=256,
+    filters=128,
+    channel_multipliers=(1, 1, 2, 2, 4),
+    num_res_blocks=2,
+    quantizer=MASKGIT_QUANTIZER,
+    conv_downsample=False,
+    activation="swish",
+    norm_type="GN",
+)
+VQGAN_TINY = dict(
+    image_size=32,
+    filters=32,
+    channel_multipliers=(1, 2),
+    num_res_blocks=1,
+    quantizer=FrozenDict({"name": "vq", "codebook_size": 256, "code_dim": 32, "beta": 0.25}),
+)
 
 
 def _register_all() -> None:
-    register_tokenizer("maskgit_vqgan", TokenizerSpec(VQGAN, MASKGIT_VQGAN, PAPER, MASKGIT_VQGAN_PARAMS,
-                                                      OFFICIAL_SOURCE))
-    register_tokenizer("vqgan_tiny", TokenizerSpec(VQGAN, VQGAN_TINY, "stand-in (not a paper model): " + PAPER,
-                                                   None, OFFICIAL_SOURCE))
+    register_tokenizer(
+        "maskgit_vqgan", TokenizerSpec(VQGAN, MASKGIT_VQGAN, PAPER, MASKGIT_VQGAN_PARAMS, OFFICIAL_SOURCE)
+    )
+    register_tokenizer(
+        "vqgan_tiny", TokenizerSpec(VQGAN, VQGAN_TINY, "stand-in (not a paper model): " + PAPER, None, OFFICIAL_SOURCE)
+    )
 
 
 _register_all()

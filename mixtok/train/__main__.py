@@ -10,13 +10,17 @@ from ml_collections import config_flags
 
 from mixtok.train.trainer import NonFiniteLossError, train_and_evaluate
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file, optionally with :ARGS.",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Path to a config file, optionally with :ARGS.", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and TensorBoard logs.")
 _DISTRIBUTED = flags.DEFINE_bool(
-    "distributed", False, "Multi-host run: join the other processes with jax.distributed.initialize() first. "
+    "distributed",
+    False,
+    "Multi-host run: join the other processes with jax.distributed.initialize() first. "
     "On TPU pods, SLURM and other clusters JAX detects the coordinator and this process's id itself; "
-    "elsewhere pass --coordinator_address, --num_processes and --process_id.")
+    "elsewhere pass --coordinator_address, --num_processes and --process_id.",
+)
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (with --distributed).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (with --distributed).")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (with --distributed).")
@@ -26,9 +30,11 @@ flags.mark_flags_as_required(["config", "workdir"])
 def initialize_distributed(coordinator_address=None, num_processes=None, process_id=None) -> None:
     """Joins the processes of a multi-host run; CPU hosts exchange collectives over gloo."""
     import jax
+
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
-                               process_id=process_id)
+    jax.distributed.initialize(
+        coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id
+    )
 
 
 def _without_traceback(message: str) -> str:
@@ -43,11 +49,17 @@ def parse_flags(argv):
     """absl's parser, with config-override mistakes (`--config.total_stepz=5`) reported in one line."""
     # config_flags defers a missing config file's error to first use, deep inside the trainer.
     for i, arg in enumerate(argv):
-        value = arg.split("=", 1)[1] if arg.startswith("--config=") else (
-            argv[i + 1] if arg == "--config" and i + 1 < len(argv) else None)
+        value = (
+            arg.split("=", 1)[1]
+            if arg.startswith("--config=")
+            else (argv[i + 1] if arg == "--config" and i + 1 < len(argv) else None)
+        )
         if value is not None and not os.path.isfile(value.split(":", 1)[0]):
-            print(f"mixtok.train: error: config file {value.split(':', 1)[0]!r} does not exist "
-                  f"(configs live in experiments/configs/; see experiments/README.md).", file=sys.stderr)
+            print(
+                f"mixtok.train: error: config file {value.split(':', 1)[0]!r} does not exist "
+                f"(configs live in experiments/configs/; see experiments/README.md).",
+                file=sys.stderr,
+            )
             sys.exit(2)
     try:
         return flags.FLAGS(argv)

@@ -40,8 +40,7 @@ class Checkpointer:
     def __init__(self, directory: Path, keep: int = 3, save_every: int = 1000, async_save: bool = True):
         self.directory = Path(directory).absolute()
         self.save_every = save_every
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                               enable_async_checkpointing=async_save)
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=async_save)
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
 
     def latest_step(self) -> int | None:
@@ -50,13 +49,15 @@ class Checkpointer:
     def should_save(self, step: int) -> bool:
         return step % self.save_every == 0
 
-    def save(self, step: int, state: Any, data_iterator: Any, config: ConfigDict, info: DatasetInfo, *,
-             force: bool = False) -> bool:
+    def save(
+        self, step: int, state: Any, data_iterator: Any, config: ConfigDict, info: DatasetInfo, *, force: bool = False
+    ) -> bool:
         args = ocp.args.Composite(
             state=ocp.args.StandardSave(state),
             data=ocp.args.JsonSave(_jsonable_iterator_state(data_iterator.get_state())),
             config=ocp.args.JsonSave(json.loads(config.to_json_best_effort())),
-            dataset_info=ocp.args.JsonSave(dataclasses.asdict(info)))
+            dataset_info=ocp.args.JsonSave(dataclasses.asdict(info)),
+        )
         return self.manager.save(step, args=args, force=force)
 
     def restore_config(self, step: int) -> dict:
@@ -65,8 +66,9 @@ class Checkpointer:
 
     def restore(self, step: int, abstract_state: Any, data_iterator: Any) -> Any:
         """Restores the state into `abstract_state`'s shardings and rewinds `data_iterator`."""
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+        restored = self.manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore())
+        )
         data_iterator.set_state(_iterator_state_from_json(restored["data"]))
         return restored["state"]
 
@@ -80,9 +82,12 @@ class Checkpointer:
 
 def create_checkpointer(config: ConfigDict, workdir: Any) -> Checkpointer:
     """The checkpointer of a run in `workdir` (`workdir/checkpoints`), as the config's checkpoint fields say."""
-    return Checkpointer(Path(workdir) / "checkpoints", keep=config.get("keep_checkpoints", 3),
-                        save_every=config.get("checkpoint_every", 1000),
-                        async_save=config.get("async_checkpointing", True))
+    return Checkpointer(
+        Path(workdir) / "checkpoints",
+        keep=config.get("keep_checkpoints", 3),
+        save_every=config.get("checkpoint_every", 1000),
+        async_save=config.get("async_checkpointing", True),
+    )
 
 
 def check_same_model(saved_config: Mapping[str, Any], config: ConfigDict, directory: Path) -> None:
@@ -95,7 +100,8 @@ def check_same_model(saved_config: Mapping[str, Any], config: ConfigDict, direct
     if saved_arch != current_arch:
         raise ValueError(
             f"The workdir's checkpoints in {directory} were written for model {saved_arch} but this config "
-            f"asks for {current_arch}. Use a new --workdir for a different model (nothing was overwritten).")
+            f"asks for {current_arch}. Use a new --workdir for a different model (nothing was overwritten)."
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,19 +128,24 @@ def load_run(workdir: Any, step: int | None = None) -> Run:
     """
     workdir = Path(workdir).expanduser().absolute()
     if not workdir.is_dir():
-        raise ValueError(f"The workdir {str(workdir)!r} does not exist; pass the --workdir of a "
-                         "`python -m mixtok.train` run.")
+        raise ValueError(
+            f"The workdir {str(workdir)!r} does not exist; pass the --workdir of a `python -m mixtok.train` run."
+        )
     directory = workdir / "checkpoints"
     if not directory.is_dir():
-        raise ValueError(f"The workdir {str(workdir)!r} has no checkpoints/ folder (it holds "
-                         f"{sorted(p.name for p in workdir.iterdir()) or 'nothing'}); pass the --workdir of a "
-                         "`python -m mixtok.train` run.")
+        raise ValueError(
+            f"The workdir {str(workdir)!r} has no checkpoints/ folder (it holds "
+            f"{sorted(p.name for p in workdir.iterdir()) or 'nothing'}); pass the --workdir of a "
+            "`python -m mixtok.train` run."
+        )
     manager = ocp.CheckpointManager(directory, item_names=ITEMS)
     try:
         steps = sorted(manager.all_steps())
         if not steps:
-            raise ValueError(f"{directory} holds no finished checkpoint; a run saves one every checkpoint_every "
-                             "steps, when it is stopped, and at its end.")
+            raise ValueError(
+                f"{directory} holds no finished checkpoint; a run saves one every checkpoint_every "
+                "steps, when it is stopped, and at its end."
+            )
         if step is None:
             step = steps[-1]
         elif step not in steps:
@@ -153,6 +164,11 @@ def load_run(workdir: Any, step: int | None = None) -> Run:
         info = dataset_info(config.data)  # an older checkpoint: the data must be readable to describe it
     task = get_task(config.get("task", DEFAULT_TASK))
     state = restored["state"]
-    return Run(config=config, model=task.build_model(config, info),
-               variables=task.model_variables(state["params"], state["other_variables"]), step=int(step),
-               info=info, workdir=workdir)
+    return Run(
+        config=config,
+        model=task.build_model(config, info),
+        variables=task.model_variables(state["params"], state["other_variables"]),
+        step=int(step),
+        info=info,
+        workdir=workdir,
+    )

@@ -14,8 +14,17 @@ __all__ = ["DTYPES", "REQUIRED", "TRAINER_FIELDS", "compute_dtype", "parse_confi
 
 REQUIRED = ("model", "data", "batch_size", "total_steps", "seed", "optimizer")
 TRAINER_FIELDS = REQUIRED + (
-    "task", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "mesh", "sharding_rules",
-    "progress_bar", "tensorboard", "async_checkpointing", "eval_batch_size",
+    "task",
+    "log_every",
+    "eval_every",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "mesh",
+    "sharding_rules",
+    "progress_bar",
+    "tensorboard",
+    "async_checkpointing",
+    "eval_batch_size",
 )
 
 
@@ -23,8 +32,9 @@ def validate_config(config: ConfigDict) -> None:
     """Raises a ValueError that names each missing, unknown or invalid top-level field."""
     missing = [k for k in REQUIRED if k not in config]
     if missing:
-        raise ValueError(f"The config lacks the required fields {missing}; every training config needs "
-                         f"{', '.join(REQUIRED)}.")
+        raise ValueError(
+            f"The config lacks the required fields {missing}; every training config needs {', '.join(REQUIRED)}."
+        )
     task_name = config.get("task", DEFAULT_TASK)
     task = get_task(task_name)
     known = TRAINER_FIELDS + task.CONFIG_FIELDS
@@ -33,15 +43,19 @@ def validate_config(config: ConfigDict) -> None:
             continue
         owners = [name for name in TASKS.names() if key in get_task(name).CONFIG_FIELDS]
         if owners:
-            raise ValueError(f"config.{key} belongs to the {' / '.join(owners)} task, but config.task is "
-                             f"{task_name!r}; remove it or set config.task.")
+            raise ValueError(
+                f"config.{key} belongs to the {' / '.join(owners)} task, but config.task is "
+                f"{task_name!r}; remove it or set config.task."
+            )
         raise unknown_name_error("config field", key, known)
     for key in ("batch_size", "total_steps"):
         if isinstance(config[key], bool) or not isinstance(config[key], int) or config[key] <= 0:
             raise ValueError(f"config.{key} must be a positive integer; got {config[key]!r}.")
     if "name" not in config.model:
-        raise ValueError("config.model.name is required (a name from mixtok.models.list_models() or "
-                         "mixtok.tokenizers.list_tokenizers()).")
+        raise ValueError(
+            "config.model.name is required (a name from mixtok.models.list_models() or "
+            "mixtok.tokenizers.list_tokenizers())."
+        )
     compute_dtype(config)  # an unknown config.model.dtype is an error naming the valid ones
     task.validate(config)
 

@@ -38,8 +38,9 @@ def load_module(path: str | os.PathLike) -> ModuleType:
     """
     path = os.path.abspath(os.fspath(path))
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"Config file {path!r} does not exist (configs live in experiments/configs/; "
-                                f"see experiments/README.md).")
+        raise FileNotFoundError(
+            f"Config file {path!r} does not exist (configs live in experiments/configs/; see experiments/README.md)."
+        )
     name = _module_name(path)
     mtime = os.path.getmtime(path)
     module = sys.modules.get(name)
@@ -67,6 +68,8 @@ def load_config(path_and_arg: str | os.PathLike) -> ConfigDict:
     path, _, arg = os.fspath(path_and_arg).partition(":")
     module = load_module(path)
     if not hasattr(module, "get_config"):
-        raise ValueError(f"{path!r} is not a config file: it defines no get_config(arg=None) "
-                         f"(helper modules such as common.py are imported by the configs beside them).")
+        raise ValueError(
+            f"{path!r} is not a config file: it defines no get_config(arg=None) "
+            f"(helper modules such as common.py are imported by the configs beside them)."
+        )
     return module.get_config(arg or None)

@@ -11,8 +11,8 @@ import json
 import logging
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping, Optional
 
 from tensorboardX import SummaryWriter
 
@@ -21,8 +21,7 @@ class MetricWriter:
     """Appends metrics to metrics.jsonl and TensorBoard; a writer with `enabled=False` (every
     process but the first of a multi-host run) writes nothing."""
 
-    def __init__(self, workdir: Path, resume_step: Optional[int] = None, tensorboard: bool = True,
-                 enabled: bool = True):
+    def __init__(self, workdir: Path, resume_step: int | None = None, tensorboard: bool = True, enabled: bool = True):
         self.enabled = enabled
         self.path = Path(workdir) / "metrics.jsonl"
         if not enabled:
@@ -31,10 +30,14 @@ class MetricWriter:
             orphan = self.path.with_name(f"metrics.jsonl.orphaned-{int(time.time())}")
             os.replace(self.path, orphan)
             logging.getLogger(__name__).warning(
-                "%s came from a run that left no checkpoint; moved it to %s.", self.path, orphan.name)
+                "%s came from a run that left no checkpoint; moved it to %s.", self.path, orphan.name
+            )
         if resume_step is not None and self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["step"] <= resume_step]
+            kept = [
+                line
+                for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line)["step"] <= resume_step
+            ]
             tmp = self.path.with_suffix(".jsonl.tmp")
             tmp.write_text("".join(line + "\n" for line in kept))
             os.replace(tmp, self.path)

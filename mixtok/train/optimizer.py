@@ -28,8 +28,12 @@ def learning_rate_schedule(config: ConfigDict, total_steps: int) -> optax.Schedu
     if warmup >= total_steps:
         raise ValueError(f"optimizer.warmup_steps={warmup} must be smaller than total_steps={total_steps}.")
     return optax.warmup_cosine_decay_schedule(
-        init_value=0.0 if warmup else config.lr, peak_value=config.lr, warmup_steps=warmup,
-        decay_steps=total_steps, end_value=config.get("min_lr", 0.0))
+        init_value=0.0 if warmup else config.lr,
+        peak_value=config.lr,
+        warmup_steps=warmup,
+        decay_steps=total_steps,
+        end_value=config.get("min_lr", 0.0),
+    )
 
 
 def create_optimizer(config: ConfigDict, total_steps: int):
@@ -42,7 +46,14 @@ def create_optimizer(config: ConfigDict, total_steps: int):
     if config.get("grad_clip", None):
         parts.append(optax.clip_by_global_norm(config.grad_clip))
     default_eps = 1e-6 if name == "lamb" else 1e-8  # timm's Lamb and AdamW defaults
-    parts.append(OPTIMIZERS[name](schedule, b1=config.get("b1", 0.9), b2=config.get("b2", 0.999),
-                                  eps=config.get("eps", default_eps),
-                                  weight_decay=config.get("weight_decay", 0.05), mask=weight_decay_mask))
+    parts.append(
+        OPTIMIZERS[name](
+            schedule,
+            b1=config.get("b1", 0.9),
+            b2=config.get("b2", 0.999),
+            eps=config.get("eps", default_eps),
+            weight_decay=config.get("weight_decay", 0.05),
+            mask=weight_decay_mask,
+        )
+    )
     return optax.chain(*parts), schedule

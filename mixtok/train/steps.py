@@ -61,17 +61,18 @@ def put_batch(batch: Mapping[str, np.ndarray], sharding) -> dict[str, jax.Array]
 
 def _init_fn(task: Task, tx: optax.GradientTransformation, image_size: int) -> Callable[[jax.Array], TrainState]:
     """rng -> the step-0 TrainState, its parameters still boxed with their logical axis names."""
+
     def init(rng):
         variables = dict(task.init(rng, task.dummy_batch(image_size)))
         params = variables.pop("params")
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                          other_variables=variables)
+        return TrainState(
+            step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), other_variables=variables
+        )
 
     return init
 
 
-def abstract_train_state(task: Task, tx: optax.GradientTransformation, image_size: int, mesh,
-                         rules) -> TrainState:
+def abstract_train_state(task: Task, tx: optax.GradientTransformation, image_size: int, mesh, rules) -> TrainState:
     """The train state's layout: a `jax.ShapeDtypeStruct` per array, its `.sharding` from the logical axes.
 
     Nothing is allocated; orbax restores a checkpoint into this layout, and the steps are jitted
@@ -79,8 +80,9 @@ def abstract_train_state(task: Task, tx: optax.GradientTransformation, image_siz
     """
     boxed = jax.eval_shape(_init_fn(task, tx, image_size), jax.random.PRNGKey(0))
     shardings = logical_shardings(boxed, mesh, rules)
-    return jax.tree_util.tree_map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                                  nn.meta.unbox(boxed), shardings)
+    return jax.tree_util.tree_map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), nn.meta.unbox(boxed), shardings
+    )
 
 
 def shardings_of(layout: Any) -> Any:
@@ -88,43 +90,48 @@ def shardings_of(layout: Any) -> Any:
     return jax.tree_util.tree_map(lambda x: x.sharding, layout)
 
 
-def create_train_state(task: Task, tx: optax.GradientTransformation, rng: jax.Array, image_size: int,
-                       layout: TrainState) -> TrainState:
+def create_train_state(
+    task: Task, tx: optax.GradientTransformation, rng: jax.Array, image_size: int, layout: TrainState
+) -> TrainState:
     """The step-0 train state, each array created already sharded as `layout` says (never gathered)."""
     init = _init_fn(task, tx, image_size)
     return jax.jit(lambda r: nn.meta.unbox(init(r)), out_shardings=shardings_of(layout))(rng)
 
 
-def make_train_step(task: Task, tx: optax.GradientTransformation, schedule: optax.Schedule, layout: TrainState,
-                    batch_sharding) -> Callable[[TrainState, dict[str, jax.Array], jax.Array],
-                                                tuple[TrainState, dict[str, jax.Array]]]:
+def make_train_step(
+    task: Task, tx: optax.GradientTransformation, schedule: optax.Schedule, layout: TrainState, batch_sharding
+) -> Callable[[TrainState, dict[str, jax.Array], jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
     """The jitted `(state, batch, step_rng) -> (state + 1 step, metrics)`; it donates `state`.
 
     Metrics: the loss, the global gradient norm, the learning rate of this step, and the task's own.
     """
+
     def train_step(state: TrainState, batch, step_rng):
         rng = jax.random.fold_in(step_rng, state.step)
         grad_fn = jax.value_and_grad(task.train_loss, has_aux=True)
-        (loss, (aux, updated_variables)), grads = grad_fn(state.params, state.other_variables, batch, rng,
-                                                          state.step)
+        (loss, (aux, updated_variables)), grads = grad_fn(state.params, state.other_variables, batch, rng, state.step)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "learning_rate": schedule(state.step),
-                   **aux}
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "learning_rate": schedule(state.step), **aux}
         other_variables = {**state.other_variables, **updated_variables}  # e.g. BatchNorm running statistics
-        return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                             other_variables=other_variables), metrics
+        return state.replace(
+            step=state.step + 1, params=params, opt_state=opt_state, other_variables=other_variables
+        ), metrics
 
     shardings, repl = shardings_of(layout), replicated(batch_sharding.mesh)
-    return jax.jit(train_step, in_shardings=(shardings, batch_sharding, repl), out_shardings=(shardings, repl),
-                   donate_argnums=(0,))
+    return jax.jit(
+        train_step, in_shardings=(shardings, batch_sharding, repl), out_shardings=(shardings, repl), donate_argnums=(0,)
+    )
 
 
 def _jit_on_state(fn, layout: TrainState, batch_sharding):
     """`fn(params, other_variables, batch)` jitted with the state's shardings; its output replicated."""
     shardings = shardings_of(layout)
-    return jax.jit(fn, in_shardings=(shardings.params, shardings.other_variables, batch_sharding),
-                   out_shardings=replicated(batch_sharding.mesh))
+    return jax.jit(
+        fn,
+        in_shardings=(shardings.params, shardings.other_variables, batch_sharding),
+        out_shardings=replicated(batch_sharding.mesh),
+    )
 
 
 def make_eval_step(task: Task, layout: TrainState, batch_sharding):
@@ -137,8 +144,9 @@ def make_eval_images_step(task: Task, layout: TrainState, batch_sharding):
     return _jit_on_state(task.eval_images, layout, batch_sharding)
 
 
-def evaluate(task: Task, eval_step, eval_images_step, state: TrainState, batches: Iterable[Mapping[str, Any]],
-             batch_sharding) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+def evaluate(
+    task: Task, eval_step, eval_images_step, state: TrainState, batches: Iterable[Mapping[str, Any]], batch_sharding
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """One pass over `batches`: (the task's eval metrics, its eval images of the first batch, on the host)."""
     sums, first = None, None
     for batch in batches:

@@ -111,21 +111,28 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *, stop_at_step: int | 
 
     def run_eval(state: TrainState) -> dict[str, float]:
         eval_batches = data_lib.create_eval_iterator(
-            config.data, global_batch_size=config.get("eval_batch_size", config.batch_size))
+            config.data, global_batch_size=config.get("eval_batch_size", config.batch_size)
+        )
         metrics, images = steps.evaluate(task, eval_step, eval_images_step, state, eval_batches, batch_shard)
         if images and is_lead:  # e.g. originals beside reconstructions, from the first eval batch
             task.write_eval_images(images, workdir / "images", int(jax.device_get(state.step)))
         return metrics
 
-    writer = MetricWriter(workdir, resume_step=start if start else None,
-                          tensorboard=config.get("tensorboard", True), enabled=is_lead)
+    writer = MetricWriter(
+        workdir, resume_step=start if start else None, tensorboard=config.get("tensorboard", True), enabled=is_lead
+    )
     log_every = config.get("log_every", 50)
     eval_every = config.get("eval_every", 0) or config.total_steps
     total = config.total_steps if stop_at_step is None else min(stop_at_step, config.total_steps)
     history = []  # (step, device metrics) since the last host sync: no per-step device->host wait
     last = {}
-    progress = tqdm(total=config.total_steps, initial=start, disable=not (is_lead and config.get("progress_bar", True)),
-                    dynamic_ncols=True, desc="train")
+    progress = tqdm(
+        total=config.total_steps,
+        initial=start,
+        disable=not (is_lead and config.get("progress_bar", True)),
+        dynamic_ncols=True,
+        desc="train",
+    )
     tick, tick_step = time.perf_counter(), start
     step = start
     try:
@@ -149,7 +156,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *, stop_at_step: int | 
                         raise NonFiniteLossError(
                             f"Training stopped: {bad[1]} is {bad[2]} at step {bad[0]}. The last checkpoint "
                             f"(step {checkpointer.latest_step()}) is untouched; lower the learning rate or "
-                            f"enable gradient clipping (optimizer.grad_clip) and resume.")
+                            f"enable gradient clipping (optimizer.grad_clip) and resume."
+                        )
                     if is_log or is_eval:
                         now = time.perf_counter()
                         record = {f"train/{k}": float(v) for k, v in history[-1][1].items()}
@@ -160,16 +168,20 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *, stop_at_step: int | 
                         speed = record.pop("train/images_per_second")
                         writer.write(step, record)
                         last = record
-                        shown = {key.split("/")[-1]: f"{record[key]:.4f}" for key in task.PROGRESS_METRICS
-                                 if key in record}
+                        shown = {
+                            key.split("/")[-1]: f"{record[key]:.4f}" for key in task.PROGRESS_METRICS if key in record
+                        }
                         progress.set_postfix(loss=f"{record['train/loss']:.4f}", img_s=f"{speed:.0f}", **shown)
                         tick, tick_step = time.perf_counter(), step
                     history = []
                     if is_save:
                         checkpointer.save(step, state, train_iter, config, info, force=True)
                     if stopping:
-                        log.warning("Received signal %d: saved a checkpoint at step %d; rerun the same command "
-                                    "to resume.", stop.received, step)
+                        log.warning(
+                            "Received signal %d: saved a checkpoint at step %d; rerun the same command to resume.",
+                            stop.received,
+                            step,
+                        )
                         break
     finally:
         progress.close()

@@ -33,15 +33,11 @@ def write_tree(root, splits: dict[str, dict[str, int]], corrupt: tuple[str, ...]
             os.makedirs(folder, exist_ok=True)
             for k in range(count):
                 ext = extensions[k % len(extensions)]
-                fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".webp": "WEBP"}[
-                    ext.lower()
-                ]
+                fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".webp": "WEBP"}[ext.lower()]
                 options = {"quality": 100} if fmt == "JPEG" else {}
                 if fmt == "WEBP":
                     options = {"lossless": True}
-                Image.fromarray(solid_image(10 * i)).save(
-                    os.path.join(folder, f"img_{k}{ext}"), format=fmt, **options
-                )
+                Image.fromarray(solid_image(10 * i)).save(os.path.join(folder, f"img_{k}{ext}"), format=fmt, **options)
             # Not an image: must be ignored.
             with open(os.path.join(folder, "notes.txt"), "w") as f:
                 f.write("not an image")

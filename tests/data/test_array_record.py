@@ -100,9 +100,7 @@ def test_conversion_command_round_trips_and_refuses_to_overwrite(tmp_path):
         assert records[k]["label"] == folder[k]["label"]
     info = dataset_info(_config(dst))
     assert (info.num_classes, info.num_train, info.num_eval) == (2, 5, 3)
-    batch = next(
-        create_train_iterator(_config(dst), global_batch_size=4, seed=0, shard_index=0, shard_count=1)
-    )
+    batch = next(create_train_iterator(_config(dst), global_batch_size=4, seed=0, shard_index=0, shard_count=1))
     assert batch["image"].shape == (4, 8, 8, 3)
 
     again = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
@@ -120,8 +118,4 @@ def test_malformed_record_fails_like_an_undecodable_image(tmp_path):
     writer.write(b"\xc1 not msgpack")
     writer.close()
     with pytest.raises(UndecodableImageError, match="record 1.*malformed"):
-        list(
-            create_eval_iterator(
-                _config(tmp_path, num_classes=1), global_batch_size=2, shard_index=0, shard_count=1
-            )
-        )
+        list(create_eval_iterator(_config(tmp_path, num_classes=1), global_batch_size=2, shard_index=0, shard_count=1))

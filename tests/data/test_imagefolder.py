@@ -42,17 +42,13 @@ def test_labels_are_sorted_class_folders_and_pixels_survive(tmp_path):
 
 def test_eval_split_with_fewer_classes_keeps_the_training_labels(tmp_path):
     write_tree(tmp_path, {"train": {"a": 2, "b": 2, "c": 2}, "val": {"c": 2}})
-    batch = next(
-        iter(create_eval_iterator(_config(tmp_path), global_batch_size=2, shard_index=0, shard_count=1))
-    )
+    batch = next(iter(create_eval_iterator(_config(tmp_path), global_batch_size=2, shard_index=0, shard_count=1)))
     np.testing.assert_array_equal(batch["label"], [2, 2])
 
 
 def test_undecodable_image_is_fatal_by_default_and_names_the_file(tmp_path):
     [bad] = write_tree(tmp_path, SPLITS, corrupt=("train/dog/broken.png",))
-    iterator = create_train_iterator(
-        _config(tmp_path), global_batch_size=4, seed=0, shard_index=0, shard_count=1
-    )
+    iterator = create_train_iterator(_config(tmp_path), global_batch_size=4, seed=0, shard_index=0, shard_count=1)
     with pytest.raises(UndecodableImageError) as error:
         for _ in range(6):  # 19 files: one epoch is under 5 batches
             next(iterator)
@@ -95,7 +91,7 @@ def test_missing_root_is_named(tmp_path):
 
 def test_missing_split_lists_the_splits_present(tmp_path):
     write_tree(tmp_path, {"train": {"a": 1}, "validation": {"a": 1}})
-    with pytest.raises(FileNotFoundError, match="splits present.*train, " "validation"):
+    with pytest.raises(FileNotFoundError, match="splits present.*train, validation"):
         create_eval_iterator(_config(tmp_path), global_batch_size=2)
 
 

@@ -18,9 +18,7 @@ def _assert_same_batches(xs, ys):
 
 
 def test_batches_have_the_documented_shapes_and_types(digits_config):
-    batch = next(
-        create_train_iterator(digits_config, global_batch_size=8, seed=0, shard_index=0, shard_count=1)
-    )
+    batch = next(create_train_iterator(digits_config, global_batch_size=8, seed=0, shard_index=0, shard_count=1))
     assert set(batch) == {"image", "label"}
     assert batch["image"].shape == (8, 16, 16, 3)
     assert batch["image"].dtype == np.float32
@@ -37,9 +35,7 @@ def test_same_seed_same_batches_and_other_seed_other_batches(digits_config):
 
 
 def test_restored_state_yields_exactly_the_next_batches(digits_config):
-    iterator = create_train_iterator(
-        digits_config, global_batch_size=16, seed=3, shard_index=0, shard_count=1
-    )
+    iterator = create_train_iterator(digits_config, global_batch_size=16, seed=3, shard_index=0, shard_count=1)
     _take(iterator, 5)
     state = iterator.get_state()
     expected = _take(iterator, 4)
@@ -50,9 +46,7 @@ def test_restored_state_yields_exactly_the_next_batches(digits_config):
 
 def test_each_epoch_visits_the_shard_once_in_a_new_order(indexed_config):
     # Labels equal example indices, so batches show which examples came.
-    iterator = create_train_iterator(
-        indexed_config, global_batch_size=8, seed=0, shard_index=0, shard_count=1
-    )
+    iterator = create_train_iterator(indexed_config, global_batch_size=8, seed=0, shard_index=0, shard_count=1)
     labels = np.concatenate([b["label"] for b in _take(iterator, 10)])
     first, second = labels[:40], labels[40:]
     assert sorted(first) == list(range(40)) == sorted(second)
@@ -63,9 +57,7 @@ def test_train_shards_are_disjoint_and_equal_sized(indexed_config):
     # 40 examples over 3 processes: 13 each, one example left out.
     seen = []
     for index in range(3):
-        iterator = create_train_iterator(
-            indexed_config, global_batch_size=6, seed=1, shard_index=index, shard_count=3
-        )
+        iterator = create_train_iterator(indexed_config, global_batch_size=6, seed=1, shard_index=index, shard_count=3)
         labels = np.concatenate([b["label"] for b in _take(iterator, 13)])
         assert labels.shape == (26,)  # two epochs of 13
         epoch = set(labels[:13].tolist())

@@ -30,8 +30,9 @@ def test_one_call_metrics_equal_numpy_and_scipy():
     np.testing.assert_array_equal(np.asarray(code_counts(indices, K)), counts)
     usage = jax.jit(codebook_usage, static_argnums=1)(indices, K)
     assert float(usage) == pytest.approx(len(np.unique(indices)) / K)
-    np.testing.assert_allclose(float(jax.jit(codebook_perplexity, static_argnums=1)(indices, K)),
-                               np.exp(stats.entropy(counts)), rtol=1e-5)
+    np.testing.assert_allclose(
+        float(jax.jit(codebook_perplexity, static_argnums=1)(indices, K)), np.exp(stats.entropy(counts)), rtol=1e-5
+    )
     np.testing.assert_allclose(float(codebook_entropy_bits(indices, K)), stats.entropy(counts, base=2), rtol=1e-5)
 
 
@@ -46,11 +47,14 @@ def test_fewer_indices_than_codes_are_counted_by_sorting_with_the_same_results(c
     assert present.shape == (min(indices.size, codebook_size),)
     np.testing.assert_array_equal(np.sort(present[present > 0]), np.sort(counts))
     assert float(jax.jit(codebook_usage, static_argnums=1)(indices, codebook_size)) == pytest.approx(
-        len(values) / codebook_size)
-    np.testing.assert_allclose(float(codebook_perplexity(indices, codebook_size)), np.exp(stats.entropy(counts)),
-                               rtol=1e-5)
-    np.testing.assert_allclose(float(codebook_entropy_bits(indices, codebook_size)), stats.entropy(counts, base=2),
-                               rtol=1e-5)
+        len(values) / codebook_size
+    )
+    np.testing.assert_allclose(
+        float(codebook_perplexity(indices, codebook_size)), np.exp(stats.entropy(counts)), rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        float(codebook_entropy_bits(indices, codebook_size)), stats.entropy(counts, base=2), rtol=1e-5
+    )
 
 
 def test_uniform_and_single_code_extremes():

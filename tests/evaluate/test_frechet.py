@@ -35,10 +35,12 @@ def test_frechet_distance_equals_the_sqrtm_formula():
     f1, f2 = random_features(0), random_features(1)
     mu1, sigma1 = np.mean(f1, 0), np.cov(f1, rowvar=False)
     mu2, sigma2 = np.mean(f2, 0), np.cov(f2, rowvar=False)
-    np.testing.assert_allclose(frechet_distance(mu1, sigma1, mu2, sigma2),
-                               pytorch_fid_formula(mu1, sigma1, mu2, sigma2), rtol=1e-9, atol=1e-6)
-    np.testing.assert_allclose(frechet_distance_from_features(f1, f2),
-                               pytorch_fid_formula(mu1, sigma1, mu2, sigma2), rtol=1e-9, atol=1e-6)
+    np.testing.assert_allclose(
+        frechet_distance(mu1, sigma1, mu2, sigma2), pytorch_fid_formula(mu1, sigma1, mu2, sigma2), rtol=1e-9, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        frechet_distance_from_features(f1, f2), pytorch_fid_formula(mu1, sigma1, mu2, sigma2), rtol=1e-9, atol=1e-6
+    )
 
 
 def test_frechet_distance_with_rank_deficient_covariances():
@@ -46,8 +48,9 @@ def test_frechet_distance_with_rank_deficient_covariances():
     f1, f2 = random_features(2, n=10), random_features(3, n=10)
     mu1, sigma1 = feature_statistics(f1)
     mu2, sigma2 = feature_statistics(f2)
-    np.testing.assert_allclose(frechet_distance(mu1, sigma1, mu2, sigma2),
-                               pytorch_fid_formula(mu1, sigma1, mu2, sigma2), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        frechet_distance(mu1, sigma1, mu2, sigma2), pytorch_fid_formula(mu1, sigma1, mu2, sigma2), rtol=1e-6, atol=1e-6
+    )
 
 
 def test_frechet_distance_of_diagonal_gaussians_is_closed_form():
@@ -82,9 +85,10 @@ def test_compute_rfid_streams_batches_through_the_extractor():
     def extract_features(images):
         return np.tanh(images.reshape(len(images), -1) @ projection)
 
-    rfid = compute_rfid(extract_features, [real[:32], real[32:]], (fake[i:i + 20] for i in range(0, 90, 20)))
-    expected = pytorch_fid_formula(*feature_statistics(extract_features(real)),
-                                   *feature_statistics(extract_features(fake)))
+    rfid = compute_rfid(extract_features, [real[:32], real[32:]], (fake[i : i + 20] for i in range(0, 90, 20)))
+    expected = pytorch_fid_formula(
+        *feature_statistics(extract_features(real)), *feature_statistics(extract_features(fake))
+    )
     np.testing.assert_allclose(rfid, expected, rtol=1e-8, atol=1e-8)
 
 

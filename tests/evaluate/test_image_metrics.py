@@ -11,8 +11,16 @@ skimage_data = pytest.importorskip("skimage.data")
 
 
 def skimage_ssim(a, b, data_range, **kwargs):
-    return metrics.structural_similarity(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-                                         channel_axis=-1, data_range=data_range, **kwargs)
+    return metrics.structural_similarity(
+        a,
+        b,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+        channel_axis=-1,
+        data_range=data_range,
+        **kwargs,
+    )
 
 
 def image_pairs():
@@ -20,9 +28,12 @@ def image_pairs():
     rng = np.random.default_rng(0)
     astronaut = skimage_data.astronaut().astype(np.float64) / 255.0
     pairs = []
-    for (top, left, height, width), noise in [((100, 50, 37, 45), 0.1), ((200, 180, 32, 32), 0.02),
-                                              ((0, 0, 11, 64), 0.3)]:
-        clean = astronaut[top:top + height, left:left + width]
+    for (top, left, height, width), noise in [
+        ((100, 50, 37, 45), 0.1),
+        ((200, 180, 32, 32), 0.02),
+        ((0, 0, 11, 64), 0.3),
+    ]:
+        clean = astronaut[top : top + height, left : left + width]
         pairs.append((clean, np.clip(clean + noise * rng.standard_normal(clean.shape), 0.0, 1.0)))
     grey = astronaut[300:340, 300:333, :1]
     pairs.append((grey, np.clip(grey[::-1] * 0.8 + 0.1, 0.0, 1.0)))
@@ -80,8 +91,9 @@ def test_psnr_equals_skimage_per_image():
     b = np.clip(a + 0.05 * rng.standard_normal(a.shape), 0, 1)
     for data_range in (1.0, 2.0):
         expected = [metrics.peak_signal_noise_ratio(a[i], b[i], data_range=data_range) for i in range(4)]
-        np.testing.assert_allclose(np.asarray(jax.jit(psnr, static_argnames="data_range")(
-            a, b, data_range=data_range)), expected, rtol=1e-5)
+        np.testing.assert_allclose(
+            np.asarray(jax.jit(psnr, static_argnames="data_range")(a, b, data_range=data_range)), expected, rtol=1e-5
+        )
 
 
 def test_psnr_rejects_mismatched_shapes():

@@ -28,12 +28,13 @@ def test_a_config_loads_through_config_flags_from_another_working_directory(tmp_
         from ml_collections import config_flags
         values = flags.FlagValues()
         config_flags.DEFINE_config_file("config", None, "", flag_values=values)
-        values(["prog", "--config={IMAGENET / 'caformer_s18.py'}:runlocal"])
+        values(["prog", "--config={IMAGENET / "caformer_s18.py"}:runlocal"])
         print(values.config.model.name, values.config.batch_size, values.config.model.kwargs.depths)
     """)
     env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")  # this checkout's mixtok, as pip -e gives
-    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
-                         check=False, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, check=False, timeout=300
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["caformer_s18", "16", "(1,", "1,", "1,", "1)"]
 
@@ -58,7 +59,8 @@ def test_a_helper_module_is_reloaded_after_it_changes_and_two_folders_keep_their
         (tmp_path / folder / "exp.py").write_text(
             "from mixtok.train.config_files import import_beside\n"
             "common = import_beside(__file__, 'common')\n"
-            "def get_config(arg=None):\n    return dict(value=common.VALUE)\n")
+            "def get_config(arg=None):\n    return dict(value=common.VALUE)\n"
+        )
     assert config_files.load_config(tmp_path / "a" / "exp.py") == dict(value=1)
     assert config_files.load_config(tmp_path / "b" / "exp.py") == dict(value=2)
     helper = tmp_path / "a" / "common.py"
@@ -100,9 +102,14 @@ def test_steps_and_warm_up_count_whole_batches_of_imagenet():
     assert common().warmup_steps(common().parse_arg("runlocal", batch_size=4096, epochs=300), epochs=5) == 1
 
 
-@pytest.mark.parametrize("arg,match", [("batch_size=0", "batch_size must be positive"),
-                                       ("epochs=-1", "epochs must be positive"),
-                                       ("source=tfds", "array_record")])
+@pytest.mark.parametrize(
+    "arg,match",
+    [
+        ("batch_size=0", "batch_size must be positive"),
+        ("epochs=-1", "epochs must be positive"),
+        ("source=tfds", "array_record"),
+    ],
+)
 def test_bad_options_name_the_bad_value(arg, match):
     with pytest.raises(ValueError, match=match):
         common().parse_arg(arg, batch_size=4096, epochs=300)

@@ -31,8 +31,15 @@ IMAGENET_TRAIN_IMAGES = 1_281_167  # ImageNet-1k's training split
 # The papers' training resolutions: AFFNet (its README) and FFNet (its default_cfgs) train at 256 px.
 TRAINING_IMAGE_SIZE = {"affnet": 256, "ffnet": 256}
 # The stochastic depth main_gfnet.py builds each architecture with (raoyongming/GFNet).
-GFNET_DROP_PATH = {"gfnet_ti": 0.0, "gfnet_xs": 0.0, "gfnet_s": 0.15, "gfnet_b": 0.25,
-                   "gfnet_h_ti": 0.1, "gfnet_h_s": 0.2, "gfnet_h_b": 0.4}
+GFNET_DROP_PATH = {
+    "gfnet_ti": 0.0,
+    "gfnet_xs": 0.0,
+    "gfnet_s": 0.15,
+    "gfnet_b": 0.25,
+    "gfnet_h_ti": 0.1,
+    "gfnet_h_s": 0.2,
+    "gfnet_h_b": 0.4,
+}
 IN_MEMORY_SOURCES = ("digits", "synthetic", "sample_photos")
 # The config trained for real below: IdentityFormer has no token mixer, so it compiles and steps
 # fastest on a CPU (XLA's depthwise 7x7 convolution is slow there).
@@ -57,7 +64,8 @@ def num_classes(config) -> int:
         return data_lib.dataset_info(config.data).num_classes
     assert config.data.get("num_classes"), (
         "A config that reads data from disk should set data.num_classes: it is checked against the data at "
-        "start-up and lets the model be built without the data.")
+        "start-up and lets the model be built without the data."
+    )
     return config.data.num_classes
 
 
@@ -68,13 +76,18 @@ def is_tokenizer(config) -> bool:
 def abstract_variables(config, classes: int, image_size: int):
     images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
     if is_tokenizer(config):
-        tokenizer = create_tokenizer(config.model.name, dtype=compute_dtype(config),
-                                     **config.model.get("kwargs", ConfigDict()).to_dict())
+        tokenizer = create_tokenizer(
+            config.model.name, dtype=compute_dtype(config), **config.model.get("kwargs", ConfigDict()).to_dict()
+        )
         out, variables = jax.eval_shape(tokenizer.init_with_output, jax.random.PRNGKey(0), images)
         assert out.reconstruction.shape == images.shape
         return variables
-    model = create_model(config.model.name, num_classes=classes, dtype=compute_dtype(config),
-                         **config.model.get("kwargs", ConfigDict()).to_dict())
+    model = create_model(
+        config.model.name,
+        num_classes=classes,
+        dtype=compute_dtype(config),
+        **config.model.get("kwargs", ConfigDict()).to_dict(),
+    )
     logits, variables = jax.eval_shape(model.init_with_output, jax.random.PRNGKey(0), images)
     assert logits.shape == (1, classes)
     return variables
@@ -219,9 +232,16 @@ def test_every_attention_family_variant_has_an_imagenet_config():
         assert variants and variants <= names, family
 
 
-@pytest.mark.parametrize("name,batch,lr,drop_path", [
-    ("davit_tiny", 1024, 1e-3, 0.1), ("cas_vit_m", 2048, 6e-3, 0.1), ("ffnet_3", 1024, 1e-3, 0.35),
-    ("iformer_b", 1024, 1e-3, 0.4), ("transnext_small", 1024, 1e-3, 0.45)])
+@pytest.mark.parametrize(
+    "name,batch,lr,drop_path",
+    [
+        ("davit_tiny", 1024, 1e-3, 0.1),
+        ("cas_vit_m", 2048, 6e-3, 0.1),
+        ("ffnet_3", 1024, 1e-3, 0.35),
+        ("iformer_b", 1024, 1e-3, 0.4),
+        ("transnext_small", 1024, 1e-3, 0.45),
+    ],
+)
 def test_attention_family_recipes_follow_the_official_scripts(name, batch, lr, drop_path):
     config = get_config(CONFIG_DIR / "imagenet" / f"{name}.py")
     assert config.batch_size == batch and config.optimizer.lr == pytest.approx(lr)

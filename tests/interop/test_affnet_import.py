@@ -23,8 +23,9 @@ SMALL = dict(depths=(1, 2, 1, 2, 1), dims=(8, 16, 16, 24, 32), ffn_dims=(32, 48,
 def random_variables(name, seed=0, num_classes=10, **overrides):
     """params and batch_stats of the right trees with random values (variances positive)."""
     model = create_model(name, num_classes=num_classes, **overrides)
-    shapes = nn.meta.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(0),
-                                          jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)))
+    shapes = nn.meta.unbox(
+        jax.eval_shape(model.init, jax.random.PRNGKey(0), jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))
+    )
     rng = np.random.default_rng(seed)
     variables = jax.tree.map(lambda s: rng.standard_normal(s.shape).astype(np.float32), shapes)
     variables["batch_stats"] = jax.tree.map(np.abs, variables["batch_stats"])
@@ -46,19 +47,31 @@ def test_to_official_then_convert_restores_params_and_batch_stats_exactly():
 # Read from the official models' state_dict() with 1000 classes: 416 keys each, 56 of them BatchNorm's
 # num_batches_tracked.
 OFFICIAL_FACTS = {
-    "affnet_et": {"conv_1.block.conv.weight": (16, 3, 3, 3),
-                  "layer_1.0.block.conv_3x3.block.conv.weight": (32, 1, 3, 3),
-                  "layer_3.1.global_rep.0.filter.w1": (2, 8, 8, 8), "layer_3.1.global_rep.0.filter.b1": (2, 8, 8),
-                  "layer_3.1.global_rep.0.mlp.block.exp_1x1.block.conv.weight": (128, 64, 1, 1),
-                  "layer_3.1.global_rep.2.weight": (64,), "layer_4.1.global_rep.3.filter.w2": (2, 8, 13, 13),
-                  "layer_5.1.fusion.block.conv.weight": (144, 288, 1, 1),
-                  "conv_1x1_exp.block.norm.running_var": (576,), "conv_1x1_exp.block.norm.num_batches_tracked": (),
-                  "classifier.fc.weight": (1000, 576)},
-    "affnet_t": {"layer_3.1.global_rep.0.filter.w1": (2, 8, 12, 12), "layer_4.1.global_rep.3.filter.w2": (2, 8, 20, 20),
-                 "conv_1x1_exp.block.norm.running_var": (768,), "classifier.fc.weight": (1000, 768)},
-    "affnet": {"layer_3.1.global_rep.0.filter.w1": (2, 8, 16, 16),
-               "layer_5.1.fusion.block.conv.weight": (320, 640, 1, 1),
-               "conv_1x1_exp.block.norm.running_var": (960,), "classifier.fc.weight": (1000, 960)},
+    "affnet_et": {
+        "conv_1.block.conv.weight": (16, 3, 3, 3),
+        "layer_1.0.block.conv_3x3.block.conv.weight": (32, 1, 3, 3),
+        "layer_3.1.global_rep.0.filter.w1": (2, 8, 8, 8),
+        "layer_3.1.global_rep.0.filter.b1": (2, 8, 8),
+        "layer_3.1.global_rep.0.mlp.block.exp_1x1.block.conv.weight": (128, 64, 1, 1),
+        "layer_3.1.global_rep.2.weight": (64,),
+        "layer_4.1.global_rep.3.filter.w2": (2, 8, 13, 13),
+        "layer_5.1.fusion.block.conv.weight": (144, 288, 1, 1),
+        "conv_1x1_exp.block.norm.running_var": (576,),
+        "conv_1x1_exp.block.norm.num_batches_tracked": (),
+        "classifier.fc.weight": (1000, 576),
+    },
+    "affnet_t": {
+        "layer_3.1.global_rep.0.filter.w1": (2, 8, 12, 12),
+        "layer_4.1.global_rep.3.filter.w2": (2, 8, 20, 20),
+        "conv_1x1_exp.block.norm.running_var": (768,),
+        "classifier.fc.weight": (1000, 768),
+    },
+    "affnet": {
+        "layer_3.1.global_rep.0.filter.w1": (2, 8, 16, 16),
+        "layer_5.1.fusion.block.conv.weight": (320, 640, 1, 1),
+        "conv_1x1_exp.block.norm.running_var": (960,),
+        "classifier.fc.weight": (1000, 960),
+    },
 }
 
 
@@ -71,8 +84,12 @@ def test_official_keys_and_shapes_are_those_of_the_official_state_dict(name):
 
 
 def test_official_mode_names_are_accepted_and_unknown_names_list_close_matches():
-    assert [importer.resolve_name(n) for n in ("xx_small", "x_small", "small", "affnet-et")] == \
-        ["affnet_et", "affnet_t", "affnet", "affnet_et"]
+    assert [importer.resolve_name(n) for n in ("xx_small", "x_small", "small", "affnet-et")] == [
+        "affnet_et",
+        "affnet_t",
+        "affnet",
+        "affnet_et",
+    ]
     with pytest.raises(ValueError, match="Did you mean 'affnet_t'"):
         importer.convert("affnet_tt", {})
 
@@ -133,8 +150,9 @@ def test_cli_converts_a_cvnets_checkpoint_written_by_torch(tmp_path, capsys, lay
     state_dict = {k: torch.from_numpy(v) for k, v in importer.to_official("affnet_et", variables).items()}
     checkpoint, output = tmp_path / "checkpoint.pt", tmp_path / "out.msgpack"
     # cvnets writes checkpoint_best.pt as the bare state dict, checkpoint.pt with the training state around it.
-    torch.save(state_dict if layout == "bare" else {"epoch": 3, "model_state_dict": state_dict, "best_metric": 0.5},
-               checkpoint)
+    torch.save(
+        state_dict if layout == "bare" else {"epoch": 3, "model_state_dict": state_dict, "best_metric": 0.5}, checkpoint
+    )
     assert importer.main(["xx_small", str(checkpoint), str(output)]) == 0
     assert "1,436,264 parameters of affnet_et (1000 classes) and 16,048 BatchNorm statistics" in capsys.readouterr().out
     assert_trees_equal(load_variables(output), variables)

@@ -32,8 +32,9 @@ SMALL = {  # one small configuration per family: (name, create_model overrides)
 def random_variables(name, seed=0, num_classes=10, **overrides):
     """Variables of the right tree with standard-normal values (no leaf left at its init constant)."""
     model = create_model(name, num_classes=num_classes, **overrides)
-    shapes = nn.meta.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(0),
-                                          jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)))
+    shapes = nn.meta.unbox(
+        jax.eval_shape(model.init, jax.random.PRNGKey(0), jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))
+    )
     rng = np.random.default_rng(seed)
     return jax.tree.map(lambda s: rng.standard_normal(s.shape).astype(np.float32), shapes)
 
@@ -54,14 +55,31 @@ def test_to_official_then_convert_restores_every_parameter_exactly(family):
 
 # Read from the official models' state_dict() at 224 px with 1000 classes.
 OFFICIAL_FACTS = {
-    "gfnet_ti": (115, {"pos_embed": (1, 196, 256), "patch_embed.proj.weight": (256, 3, 16, 16),
-                       "blocks.0.filter.complex_weight": (14, 8, 256, 2), "blocks.11.mlp.fc1.weight": (1024, 256),
-                       "norm.weight": (256,), "head.weight": (1000, 256), "head.bias": (1000,)}),
-    "gfnet_h_ti": (203, {"pos_embed": (1, 3136, 64), "patch_embed.0.proj.weight": (64, 3, 4, 4),
-                         "patch_embed.3.proj.weight": (512, 256, 2, 2),
-                         "blocks.0.0.filter.complex_weight": (56, 29, 64, 2),
-                         "blocks.3.2.filter.complex_weight": (7, 4, 512, 2), "blocks.2.9.gamma": (256,),
-                         "norm.weight": (512,), "head.weight": (1000, 512)}),
+    "gfnet_ti": (
+        115,
+        {
+            "pos_embed": (1, 196, 256),
+            "patch_embed.proj.weight": (256, 3, 16, 16),
+            "blocks.0.filter.complex_weight": (14, 8, 256, 2),
+            "blocks.11.mlp.fc1.weight": (1024, 256),
+            "norm.weight": (256,),
+            "head.weight": (1000, 256),
+            "head.bias": (1000,),
+        },
+    ),
+    "gfnet_h_ti": (
+        203,
+        {
+            "pos_embed": (1, 3136, 64),
+            "patch_embed.0.proj.weight": (64, 3, 4, 4),
+            "patch_embed.3.proj.weight": (512, 256, 2, 2),
+            "blocks.0.0.filter.complex_weight": (56, 29, 64, 2),
+            "blocks.3.2.filter.complex_weight": (7, 4, 512, 2),
+            "blocks.2.9.gamma": (256,),
+            "norm.weight": (512,),
+            "head.weight": (1000, 512),
+        },
+    ),
     "gfnet_b": (178, {"blocks.18.filter.complex_weight": (14, 8, 512, 2), "head.weight": (1000, 512)}),
     "gfnet_h_b": (373, {"blocks.2.26.gamma": (384,), "pos_embed": (1, 3136, 96), "head.weight": (1000, 768)}),
 }
@@ -95,10 +113,13 @@ def test_position_embedding_tokens_are_the_row_major_grid():
     name, architecture, variables, state_dict = small_state_dict("isotropic")
     grid = variables["params"]["pos_embed"]["pos_embed"]  # [1, h, w, C]
     np.testing.assert_array_equal(state_dict["pos_embed"][0, 1], grid[0, 0, 1])  # token 1 is row 0, column 1
-    np.testing.assert_array_equal(state_dict["patch_embed.proj.weight"],
-                                  variables["params"]["patch_embed"]["conv"]["kernel"].transpose(3, 2, 0, 1))
-    np.testing.assert_array_equal(state_dict["blocks.1.filter.complex_weight"],
-                                  variables["params"]["blocks_1"]["filter"]["complex_weight"])
+    np.testing.assert_array_equal(
+        state_dict["patch_embed.proj.weight"],
+        variables["params"]["patch_embed"]["conv"]["kernel"].transpose(3, 2, 0, 1),
+    )
+    np.testing.assert_array_equal(
+        state_dict["blocks.1.filter.complex_weight"], variables["params"]["blocks_1"]["filter"]["complex_weight"]
+    )
 
 
 def test_a_bad_state_dict_is_reported_with_every_problem_at_once():
@@ -149,11 +170,21 @@ def test_cli_converts_a_main_gfnet_checkpoint_written_by_torch(tmp_path):
     state_dict = importer.to_official("gfnet_ti", variables)
     checkpoint, output = tmp_path / "gfnet-ti.pth", tmp_path / "out.msgpack"
     # As main_gfnet.py saves it: the weights under 'model', beside the run's argparse arguments.
-    torch.save({"model": {k: torch.from_numpy(v) for k, v in state_dict.items()}, "epoch": 299,
-                "args": argparse.Namespace(arch="gfnet-ti", lr=1e-3)}, checkpoint)
-    result = subprocess.run([sys.executable, "-m", "mixtok.interop.gfnet", "gfnet-ti", str(checkpoint), str(output)],
-                            capture_output=True, text=True, cwd=REPO_ROOT,
-                            env={**os.environ, "PYTHONPATH": REPO_ROOT, "JAX_PLATFORMS": "cpu"})
+    torch.save(
+        {
+            "model": {k: torch.from_numpy(v) for k, v in state_dict.items()},
+            "epoch": 299,
+            "args": argparse.Namespace(arch="gfnet-ti", lr=1e-3),
+        },
+        checkpoint,
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "mixtok.interop.gfnet", "gfnet-ti", str(checkpoint), str(output)],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": REPO_ROOT, "JAX_PLATFORMS": "cpu"},
+    )
     assert result.returncode == 0, result.stderr
     assert "7,511,784 parameters of gfnet_ti (1000 classes, 14 x 14 position embedding)" in result.stdout
     assert_trees_equal(load_variables(output), variables)

@@ -28,26 +28,28 @@ STATE_DICT = "state_dict/"
 
 # fixture: (the mixtok variant of the same kind, how the manifest's official arguments name mixtok's)
 MODELS = {
-    "gfnet_isotropic": ("gfnet_ti", lambda kw: dict(depths=(kw["depth"],), dims=(kw["embed_dim"],),
-                                                   patch_size=kw["patch_size"])),
+    "gfnet_isotropic": (
+        "gfnet_ti",
+        lambda kw: dict(depths=(kw["depth"],), dims=(kw["embed_dim"],), patch_size=kw["patch_size"]),
+    ),
     "gfnet_pyramid": ("gfnet_h_ti", lambda kw: dict(depths=tuple(kw["depth"]), dims=tuple(kw["embed_dim"]))),
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def manifest():
     with open(os.path.join(FIXTURES, "manifest.json")) as f:
         return json.load(f)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def fixture(model):
     with np.load(os.path.join(FIXTURES, manifest()["models"][model]["file"])) as data:
         return {key: data[key] for key in data.files}
 
 
 def state_dict(model):
-    return {k[len(STATE_DICT):]: v for k, v in fixture(model).items() if k.startswith(STATE_DICT)}
+    return {k[len(STATE_DICT) :]: v for k, v in fixture(model).items() if k.startswith(STATE_DICT)}
 
 
 def architecture(model):
@@ -60,6 +62,7 @@ def run_mixtok(model, variables):
     name, num_classes, img_size, overrides = architecture(model)
     module = create_model(name, num_classes=num_classes, image_size=img_size, **overrides)
     images = jnp.asarray(fixture(model)["input"].transpose(0, 2, 3, 1))  # NCHW -> NHWC
+
     def forward(v, x):  # logits, sown pooled features, and the stage maps of the feature interface
         logits, state = module.apply(v, x, mutable=["intermediates"])
         stages = module.apply(v, x, method="intermediates")
@@ -76,8 +79,9 @@ def convert(model):
 
 def assert_close_to_scale(actual, expected, what):
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape}, official {expected.shape}"
-    np.testing.assert_allclose(actual, expected, rtol=TOLERANCE, atol=TOLERANCE * float(np.abs(expected).max()),
-                               err_msg=what)
+    np.testing.assert_allclose(
+        actual, expected, rtol=TOLERANCE, atol=TOLERANCE * float(np.abs(expected).max()), err_msg=what
+    )
 
 
 def test_the_fixtures_are_the_ones_the_manifest_describes():

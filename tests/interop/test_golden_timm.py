@@ -43,13 +43,13 @@ FAMILIES = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def manifest():
     with open(os.path.join(FIXTURES, "manifest.json")) as f:
         return json.load(f)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def fixture(family):
     """The arrays of one family's fixture: timm's input, outputs and state dict (as numpy)."""
     with np.load(os.path.join(FIXTURES, manifest()["families"][family]["file"])) as data:
@@ -57,7 +57,7 @@ def fixture(family):
 
 
 def state_dict(family):
-    return {k[len(STATE_DICT):]: v for k, v in fixture(family).items() if k.startswith(STATE_DICT)}
+    return {k[len(STATE_DICT) :]: v for k, v in fixture(family).items() if k.startswith(STATE_DICT)}
 
 
 def architecture(family):
@@ -66,14 +66,15 @@ def architecture(family):
     kwargs = manifest()["families"][family]["timm_kwargs"]
     overrides = dict(options, depths=tuple(kwargs["depths"]))
     if family == "davit":  # timm's DaVit calls the widths embed_dims
-        overrides.update(dims=tuple(kwargs["embed_dims"]), num_heads=tuple(kwargs["num_heads"]),
-                         window_size=kwargs["window_size"])
+        overrides.update(
+            dims=tuple(kwargs["embed_dims"]), num_heads=tuple(kwargs["num_heads"]), window_size=kwargs["window_size"]
+        )
     else:
         overrides["dims"] = tuple(kwargs["dims"])
     return name, kwargs["num_classes"], overrides
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def jitted_forward(family):
     """images NHWC -> (logits, intermediates): the tiny mixtok model's logits, its sown pooled features and
     its stage outputs from the feature interface (`method="intermediates"`), as `stage{i}`."""
@@ -102,11 +103,13 @@ def convert(family):
 def assert_close_to_scale(actual, expected, what):
     """Within rtol 1e-5 and an atol of 1e-5 times the largest |expected| (float32 rounding's scale)."""
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape}, timm's {expected.shape}"
-    np.testing.assert_allclose(actual, expected, rtol=TOLERANCE, atol=TOLERANCE * float(np.abs(expected).max()),
-                               err_msg=what)
+    np.testing.assert_allclose(
+        actual, expected, rtol=TOLERANCE, atol=TOLERANCE * float(np.abs(expected).max()), err_msg=what
+    )
 
 
 # --- the fixtures themselves ------------------------------------------------------------------
+
 
 def test_the_fixtures_cover_every_family_timm_implements():
     families = manifest()["families"]
@@ -134,6 +137,7 @@ def test_each_fixture_is_a_real_test(family):
 
 
 # --- parity -----------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_converted_tiny_model_reproduces_timms_logits_and_stage_outputs(family):

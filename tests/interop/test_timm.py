@@ -25,15 +25,18 @@ TIMM_BACKED = [n for n in list_models() if model_spec(n).timm_name]
 FAST = ["poolformer_s12", "poolformerv2_s12", "convformer_s18", "caformer_s18"]
 SLOW = [n for n in TIMM_BACKED if n not in FAST and not n.startswith("davit")]  # DaViT: tests/models/test_davit.py
 # tests/conftest.py belongs to the whole suite, so the slow tier's switch lives here.
-SLOW_MARKS = [pytest.mark.slow, pytest.mark.skipif(os.environ.get("MIXTOK_SLOW_TESTS") != "1",
-                                                   reason="slow tier: set MIXTOK_SLOW_TESTS=1 to run")]
+SLOW_MARKS = [
+    pytest.mark.slow,
+    pytest.mark.skipif(os.environ.get("MIXTOK_SLOW_TESTS") != "1", reason="slow tier: set MIXTOK_SLOW_TESTS=1 to run"),
+]
 
 
 def random_variables(name, num_classes=1000, seed=0):
     """Variables of the right tree with standard-normal values (stronger than init's ones and zeros)."""
     model = create_model(name, num_classes=num_classes)
-    shapes = nn.meta.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(0),
-                                          jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)))
+    shapes = nn.meta.unbox(
+        jax.eval_shape(model.init, jax.random.PRNGKey(0), jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))
+    )
     rng = np.random.default_rng(seed)
     return jax.tree.map(lambda s: rng.standard_normal(s.shape).astype(np.float32), shapes)
 
@@ -49,6 +52,7 @@ def assert_trees_equal(actual, expected):
 
 # --- the mapping, without torch ---------------------------------------------------------------
 
+
 def test_every_timm_family_is_covered():
     assert len(TIMM_BACKED) == 21
     assert {n.split("_")[0] for n in TIMM_BACKED} == {"poolformer", "poolformerv2", "convformer", "caformer", "davit"}
@@ -62,22 +66,46 @@ def test_to_timm_then_convert_restores_every_parameter_exactly(name):
 
 # Facts read from timm 1.0.31's state_dict() of these models (pretrained=False).
 TIMM_FACTS = {
-    "poolformer_s12": (132, {"stem.conv.weight": (64, 3, 7, 7), "stages.0.blocks.0.norm1.bias": (64,),
-                             "stages.0.blocks.0.mlp.fc1.weight": (256, 64, 1, 1),
-                             "stages.0.blocks.0.layer_scale1.scale": (64,), "head.fc.weight": (1000, 512)}),
-    "poolformerv2_s12": (104, {"stem.norm.weight": (64,), "stages.0.blocks.0.mlp.act.scale": (1,),
-                               "stages.1.downsample.norm.weight": (64,),
-                               "stages.1.downsample.conv.weight": (128, 64, 3, 3),
-                               "stages.2.blocks.0.res_scale1.scale": (320,)}),
-    "convformer_s18": (242, {"stages.0.blocks.0.token_mixer.pwconv1.weight": (128, 64, 1, 1),
-                             "stages.0.blocks.0.token_mixer.dwconv.weight": (128, 1, 7, 7),
-                             "stages.0.blocks.0.token_mixer.act1.bias": (1,),
-                             "head.fc.fc1.weight": (2048, 512), "head.fc.norm.weight": (2048,),
-                             "head.fc.fc2.weight": (1000, 2048)}),
-    "caformer_s18": (206, {"stages.2.blocks.0.token_mixer.qkv.weight": (960, 320),
-                           "stages.2.blocks.0.token_mixer.proj.weight": (320, 320),
-                           "stages.2.blocks.0.mlp.fc1.weight": (1280, 320),  # Linear on channels-last stages
-                           "stages.1.blocks.0.mlp.fc1.weight": (512, 128, 1, 1)}),
+    "poolformer_s12": (
+        132,
+        {
+            "stem.conv.weight": (64, 3, 7, 7),
+            "stages.0.blocks.0.norm1.bias": (64,),
+            "stages.0.blocks.0.mlp.fc1.weight": (256, 64, 1, 1),
+            "stages.0.blocks.0.layer_scale1.scale": (64,),
+            "head.fc.weight": (1000, 512),
+        },
+    ),
+    "poolformerv2_s12": (
+        104,
+        {
+            "stem.norm.weight": (64,),
+            "stages.0.blocks.0.mlp.act.scale": (1,),
+            "stages.1.downsample.norm.weight": (64,),
+            "stages.1.downsample.conv.weight": (128, 64, 3, 3),
+            "stages.2.blocks.0.res_scale1.scale": (320,),
+        },
+    ),
+    "convformer_s18": (
+        242,
+        {
+            "stages.0.blocks.0.token_mixer.pwconv1.weight": (128, 64, 1, 1),
+            "stages.0.blocks.0.token_mixer.dwconv.weight": (128, 1, 7, 7),
+            "stages.0.blocks.0.token_mixer.act1.bias": (1,),
+            "head.fc.fc1.weight": (2048, 512),
+            "head.fc.norm.weight": (2048,),
+            "head.fc.fc2.weight": (1000, 2048),
+        },
+    ),
+    "caformer_s18": (
+        206,
+        {
+            "stages.2.blocks.0.token_mixer.qkv.weight": (960, 320),
+            "stages.2.blocks.0.token_mixer.proj.weight": (320, 320),
+            "stages.2.blocks.0.mlp.fc1.weight": (1280, 320),  # Linear on channels-last stages
+            "stages.1.blocks.0.mlp.fc1.weight": (512, 128, 1, 1),
+        },
+    ),
 }
 
 
@@ -159,6 +187,7 @@ def test_models_that_timm_lacks_are_refused_clearly(name):
 
 # --- files and the command line ---------------------------------------------------------------
 
+
 def test_safetensors_checkpoints_are_read_as_numpy(tmp_path):
     safetensors_numpy = pytest.importorskip("safetensors.numpy")
     state_dict = timm_interop.to_timm("poolformerv2_s12", random_variables("poolformerv2_s12"))
@@ -171,8 +200,9 @@ def test_safetensors_checkpoints_are_read_as_numpy(tmp_path):
 def test_torch_checkpoints_are_read_and_unwrapped(tmp_path):
     torch = pytest.importorskip("torch")
     state_dict = {"a.weight": np.arange(6, dtype=np.float32).reshape(2, 3), "a.bias": np.ones(2, np.float32)}
-    torch.save({"model": {k: torch.from_numpy(v).to(torch.bfloat16) for k, v in state_dict.items()}},
-               tmp_path / "ckpt.pth")
+    torch.save(
+        {"model": {k: torch.from_numpy(v).to(torch.bfloat16) for k, v in state_dict.items()}}, tmp_path / "ckpt.pth"
+    )
     assert_trees_equal(load_state_dict(tmp_path / "ckpt.pth"), state_dict)
 
 
@@ -205,9 +235,13 @@ def test_cli_refuses_to_overwrite_the_output(tmp_path, capsys):
 def test_cli_writes_variables_that_load_back(tmp_path):
     variables, checkpoint = _checkpoint(tmp_path, "poolformer_s12")
     output = tmp_path / "out.msgpack"
-    result = subprocess.run([sys.executable, "-m", "mixtok.interop.timm", "poolformer_s12.sail_in1k",
-                             str(checkpoint), str(output)], capture_output=True, text=True, cwd=REPO_ROOT,
-                            env={**os.environ, "PYTHONPATH": REPO_ROOT, "JAX_PLATFORMS": "cpu"})
+    result = subprocess.run(
+        [sys.executable, "-m", "mixtok.interop.timm", "poolformer_s12.sail_in1k", str(checkpoint), str(output)],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": REPO_ROOT, "JAX_PLATFORMS": "cpu"},
+    )
     assert result.returncode == 0, result.stderr
     assert "11,915,176 parameters of poolformer_s12 (1000 classes)" in result.stdout
     assert_trees_equal(load_variables(output), variables)
@@ -225,6 +259,7 @@ def test_save_variables_refuses_to_overwrite_unless_asked(tmp_path):
 
 
 # --- parity with timm (torch + timm) ----------------------------------------------------------
+
 
 def randomise_(model, torch, seed=0):
     """Random weights everywhere, so that no part of a block hides behind its init value.
@@ -252,8 +287,11 @@ def branch_to_residual_ratios(model, torch, images):
         if type(block).__name__ == "MetaFormerBlock":
             for i in (1, 2):
                 for part in ("layer_scale", "res_scale"):
-                    hooks.append(getattr(block, f"{part}{i}").register_forward_hook(
-                        lambda m, args, out, key=(name, i, part): stds.__setitem__(key, out.std().item())))
+                    hooks.append(
+                        getattr(block, f"{part}{i}").register_forward_hook(
+                            lambda m, args, out, key=(name, i, part): stds.__setitem__(key, out.std().item())
+                        )
+                    )
     with torch.no_grad():
         model(images)
     for hook in hooks:

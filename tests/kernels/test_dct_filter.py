@@ -108,11 +108,12 @@ def _grads(fn, x, filt, seed=3):
 
 
 def _gradient_cases():
-    return [_inputs(3, h, w, 3, per_sample, seed=4) for h, w in [(7, 7), (13, 17), (32, 32)]
-            for per_sample in (False, True)]
+    return [
+        _inputs(3, h, w, 3, per_sample, seed=4) for h, w in [(7, 7), (13, 17), (32, 32)] for per_sample in (False, True)
+    ]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _reference_gradients():
     """jax.grad of the reference on every gradient case, computed once for both impls."""
     return jax.jit(lambda pairs: [_grads(dct_filter_reference, *pair) for pair in pairs])(_gradient_cases())

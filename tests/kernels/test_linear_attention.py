@@ -80,7 +80,7 @@ def test_matches_the_explicit_numpy_form_at_odd_lengths_with_d_not_dv(impl, caus
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_several_tiles_and_chunks_carry_the_state(impl):
-    blocks = LinearAttentionBlocks(length=16, chunk=16)    # 130 rows: 9 tiles / chunks, the last partly padded
+    blocks = LinearAttentionBlocks(length=16, chunk=16)  # 130 rows: 9 tiles / chunks, the last partly padded
     q, k, v = _inputs(2, 2, 130, 8, 4, seed=5)
     for causal, numpy_form in [(False, _numpy_noncausal), (True, _numpy_causal)]:
         _assert_close(_attend(q, k, v, impl, causal=causal, blocks=blocks), numpy_form(q, k, v, "elu1"), 1e-5)
@@ -92,8 +92,9 @@ def test_bfloat16_inputs_return_bfloat16_within_two_percent(impl, causal):
     q, k, v = _inputs(2, 2, 130, 16, 8, seed=7, dtype=jnp.bfloat16)
     out = _attend(q, k, v, impl, causal=causal)
     assert out.dtype == jnp.bfloat16
-    expected = (_numpy_causal if causal else _numpy_noncausal)(q.astype(jnp.float32), k.astype(jnp.float32),
-                                                               v.astype(jnp.float32), "elu1")
+    expected = (_numpy_causal if causal else _numpy_noncausal)(
+        q.astype(jnp.float32), k.astype(jnp.float32), v.astype(jnp.float32), "elu1"
+    )
     _assert_close(out, expected, 2e-2)
 
 
@@ -145,15 +146,21 @@ def test_auto_picks_xla_off_tpu_and_pallas_needs_interpret_there():
         linear_attention(q, k, v, impl="pallas")
 
 
-@pytest.mark.parametrize("shapes,kwargs,message", [
-    (((1, 2, 7, 4), (1, 2, 7, 4), (1, 2, 7)), {}, "v as"),
-    (((1, 2, 7, 4), (1, 2, 7, 5), (1, 2, 7, 4)), {}, "same shape"),
-    (((1, 2, 7, 4), (1, 2, 7, 4), (1, 2, 6, 4)), {}, "v must be"),
-    (((1, 2, 7, 4), (1, 2, 7, 4), (1, 2, 7, 4)), {"feature_map": "elu"}, "Did you mean.*'elu1'"),
-    (((1, 2, 7, 4), (1, 2, 7, 4), (1, 2, 7, 4)), {"impl": "triton"}, "Valid linear_attention impls"),
-    (((1, 2, 7, 4), (1, 2, 7, 4), (1, 2, 7, 4)), {"impl": "mosaic_gpu"},
-     "renamed to 'pallas'.*auto, pallas, reference, xla"),
-])
+@pytest.mark.parametrize(
+    "shapes,kwargs,message",
+    [
+        (((1, 2, 7, 4), (1, 2, 7, 4), (1, 2, 7)), {}, "v as"),
+        (((1, 2, 7, 4), (1, 2, 7, 5), (1, 2, 7, 4)), {}, "same shape"),
+        (((1, 2, 7, 4), (1, 2, 7, 4), (1, 2, 6, 4)), {}, "v must be"),
+        (((1, 2, 7, 4), (1, 2, 7, 4), (1, 2, 7, 4)), {"feature_map": "elu"}, "Did you mean.*'elu1'"),
+        (((1, 2, 7, 4), (1, 2, 7, 4), (1, 2, 7, 4)), {"impl": "triton"}, "Valid linear_attention impls"),
+        (
+            ((1, 2, 7, 4), (1, 2, 7, 4), (1, 2, 7, 4)),
+            {"impl": "mosaic_gpu"},
+            "renamed to 'pallas'.*auto, pallas, reference, xla",
+        ),
+    ],
+)
 def test_bad_inputs_name_the_problem(shapes, kwargs, message):
     q, k, v = (jnp.zeros(s, jnp.float32) for s in shapes)
     with pytest.raises(ValueError, match=message):

@@ -37,15 +37,30 @@ def _wgmma_with_transposed_operands(callbacks):
     from jax._src.pallas.mosaic.interpret import utils as interpret_utils  # noqa: PLC0415
     from jax._src.state.types import TransposeTransform  # noqa: PLC0415
 
-    def wgmma(*, token, device_id, grid_point_coords, thread_id, acc_allocation_key_as_array, acc_transforms,
-              acc_dtype, a_allocation_key_as_array, a_transforms, b_allocation_key_as_array, b_transforms,
-              source_info=None):
+    def wgmma(
+        *,
+        token,
+        device_id,
+        grid_point_coords,
+        thread_id,
+        acc_allocation_key_as_array,
+        acc_transforms,
+        acc_dtype,
+        a_allocation_key_as_array,
+        a_transforms,
+        b_allocation_key_as_array,
+        b_transforms,
+        source_info=None,
+    ):
         device_id, thread_id = int(device_id), int(thread_id)
         shared_memory = callbacks._get_shared_memory()
         global_thread_id = shared_memory.get_global_thread_id(device_id, thread_id)
         logging_info = interpret_utils.GPULoggingInfo(
-            device_id=device_id, grid_point_coords=tuple(int(x) for x in grid_point_coords), thread_id=thread_id,
-            source_info=source_info)
+            device_id=device_id,
+            grid_point_coords=tuple(int(x) for x in grid_point_coords),
+            thread_id=thread_id,
+            source_info=source_info,
+        )
 
         def operand(key_as_array, transforms):
             transforms = callbacks._remove_noop_transforms(transforms)
@@ -53,8 +68,10 @@ def _wgmma_with_transposed_operands(callbacks):
             if transforms and isinstance(transforms[-1], TransposeTransform):
                 permutation, transforms = transforms[-1].permutation, transforms[:-1]
             if any(isinstance(t, TransposeTransform) for t in transforms):
-                raise ValueError(f"this interpreter rule reads a transpose only as the last transform (the "
-                                 f"kernels' only use); got {transforms}")
+                raise ValueError(
+                    f"this interpreter rule reads a transpose only as the last transform (the "
+                    f"kernels' only use); got {transforms}"
+                )
             key = callbacks.HostAllocationKey.from_array(key_as_array)
             rnge = interpret_utils.to_range(jax.tree.map(int, transforms))
             value, _, _ = shared_memory.get_buffer_content(key, rnge, global_thread_id, logging_info=logging_info)
@@ -63,8 +80,9 @@ def _wgmma_with_transposed_operands(callbacks):
         a, _, _ = operand(a_allocation_key_as_array, a_transforms)
         b, _, _ = operand(b_allocation_key_as_array, b_transforms)
         acc, acc_key, acc_range = operand(acc_allocation_key_as_array, acc_transforms)
-        shared_memory.store_buffer_content(acc_key, acc_range, acc + np.matmul(a, b, dtype=acc_dtype),
-                                           global_thread_id, logging_info=logging_info)
+        shared_memory.store_buffer_content(
+            acc_key, acc_range, acc + np.matmul(a, b, dtype=acc_dtype), global_thread_id, logging_info=logging_info
+        )
         return token
 
     return wgmma
@@ -75,14 +93,17 @@ def interpreter(monkeypatch):
     """The interpreter's params module; skips (with the reason) if this JAX does not have the interpreter."""
     params = pytest.importorskip(
         "jax._src.pallas.mosaic_gpu.interpret.params",
-        reason="the Mosaic GPU CPU interpreter (private jax._src.pallas.mosaic_gpu.interpret) is not in this JAX")
-    callbacks = pytest.importorskip("jax._src.pallas.mosaic_gpu.interpret.gpu_callbacks",
-                                    reason="the Mosaic GPU interpreter's gpu_callbacks module is missing")
+        reason="the Mosaic GPU CPU interpreter (private jax._src.pallas.mosaic_gpu.interpret) is not in this JAX",
+    )
+    callbacks = pytest.importorskip(
+        "jax._src.pallas.mosaic_gpu.interpret.gpu_callbacks",
+        reason="the Mosaic GPU interpreter's gpu_callbacks module is missing",
+    )
     for name in ("wgmma", "_get_shared_memory", "_remove_noop_transforms", "HostAllocationKey"):
         if not hasattr(callbacks, name):
             pytest.skip(f"the Mosaic GPU interpreter's gpu_callbacks has no {name} (another JAX version)")
     monkeypatch.setattr(callbacks, "wgmma", _wgmma_with_transposed_operands(callbacks))
-    callbacks.reset_gpu_interpret_mode_state()   # a failed earlier run leaves its state behind
+    callbacks.reset_gpu_interpret_mode_state()  # a failed earlier run leaves its state behind
     yield params
     callbacks.reset_gpu_interpret_mode_state()
 
@@ -160,7 +181,7 @@ def test_the_gpu_pallas_op_gives_reference_outputs_and_gradients(interpreter):
     # on a 2-core CPU (5 hangs in 24 runs of the eager form, 0 in 30 jitted).
     grads = jax.jit(jax.grad(loss(op), argnums=(0, 1, 2)))(q, k, v)
     expected = jax.grad(loss(reference), argnums=(0, 1, 2))(*(x.astype(jnp.float32) for x in (q, k, v)))
-    for grad, grad_ref in zip(grads, expected):   # the bf16 impl="xla" op is off by up to 1.2e-2 here too
+    for grad, grad_ref in zip(grads, expected):  # the bf16 impl="xla" op is off by up to 1.2e-2 here too
         assert grad.dtype == jnp.bfloat16 and _relative_error(grad, grad_ref) < 2e-2
 
 
@@ -169,15 +190,18 @@ def test_interpreter_race_detector_finds_no_race(interpreter):
 
     q, k, v = _inputs(2, 192, 64, 64, seed=2)
     for causal in (False, True):
-        o, _ = linear_attention_mgpu_forward(q, k, v, causal=causal, feature_map="elu1",
-                                             interpret=interpreter.InterpretGPUParams(detect_races=True))
+        o, _ = linear_attention_mgpu_forward(
+            q, k, v, causal=causal, feature_map="elu1", interpret=interpreter.InterpretGPUParams(detect_races=True)
+        )
         expected = linear_attention_reference(*(x.astype(jnp.float32) for x in (q, k, v)), causal=causal)
         assert _relative_error(o, expected) < 1e-2
         assert not interpret_pallas_call.get_races().races_found
 
 
-@pytest.mark.parametrize("causal,feature_map,head_dim,value_dim", [
-    (False, "elu1", 128, 64), (False, "identity", 64, 128), (True, "elu1", 64, 128), (True, "relu", 128, 64)])
+@pytest.mark.parametrize(
+    "causal,feature_map,head_dim,value_dim",
+    [(False, "elu1", 128, 64), (False, "identity", 64, 128), (True, "elu1", 64, 128), (True, "relu", 128, 64)],
+)
 def test_mosaic_gpu_lowering_accepts_the_kernels(causal, feature_map, head_dim, value_dim):
     # Pallas's Mosaic GPU lowering (register layouts, wgmma operand rules, tiled/swizzled SMEM loads and
     # stores, TMA) runs on a CPU machine when exporting for "cuda"; what is left to a GPU is the rest of
@@ -191,9 +215,13 @@ def test_mosaic_gpu_lowering_accepts_the_kernels(causal, feature_map, head_dim, 
 
 def test_smem_budget_matches_the_docstring():
     kib = 1024
-    extra = 64 * 4 + 7 * 8                                  # den staging and barriers
+    extra = 64 * 4 + 7 * 8  # den staging and barriers
     assert [smem_bytes(d, c) - extra for d in HEAD_DIMS for c in (False, True)] == [
-        88 * kib, 96 * kib, 128 * kib, 136 * kib]
+        88 * kib,
+        96 * kib,
+        128 * kib,
+        136 * kib,
+    ]
     assert max(smem_bytes(d, True) for d in HEAD_DIMS) <= SMEM_LIMIT
 
 

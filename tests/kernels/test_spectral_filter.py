@@ -91,8 +91,7 @@ def test_bfloat16_input_returns_bfloat16_within_one_percent(impl, height, width)
 def test_gradients_pass_numerical_check(impl, per_sample):
     for height, width in [(4, 6), (5, 5)]:  # even W (a Nyquist column) and odd W
         x, filt = _inputs(2, height, width, 2, per_sample, seed=2)
-        check_grads(_op(impl), (x, filt), order=1, modes=["rev"],
-                    eps=1e-2, atol=1e-2, rtol=1e-2)
+        check_grads(_op(impl), (x, filt), order=1, modes=["rev"], eps=1e-2, atol=1e-2, rtol=1e-2)
 
 
 def _grads(fn, x, filt, seed=3):
@@ -172,8 +171,10 @@ def test_impl_names_of_the_first_layout_name_their_successor(old, new):
         spectral_filter(x, filt, impl=old)
 
 
-@pytest.mark.parametrize("channels,block,expected", [(4, 128, 4), (256, 128, 128), (384, 128, 128),
-                                                     (320, 128, 320), (768, 256, 256), (640, 256, 128)])
+@pytest.mark.parametrize(
+    "channels,block,expected",
+    [(4, 128, 4), (256, 128, 128), (384, 128, 128), (320, 128, 320), (768, 256, 256), (640, 256, 128)],
+)
 def test_channel_block_divides_the_channels(channels, block, expected):
     assert SpectralFilterBlocks(channels=block).channel_block(channels) == expected
 

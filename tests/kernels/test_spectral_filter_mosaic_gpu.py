@@ -29,10 +29,13 @@ def interpreter():
     """The interpreter's private modules; skips (with the reason) if this JAX does not have them."""
     params = pytest.importorskip(
         "jax._src.pallas.mosaic_gpu.interpret.params",
-        reason="the Mosaic GPU CPU interpreter (private jax._src.pallas.mosaic_gpu.interpret) is not in this JAX")
-    callbacks = pytest.importorskip("jax._src.pallas.mosaic_gpu.interpret.gpu_callbacks",
-                                    reason="the Mosaic GPU interpreter's gpu_callbacks module is missing")
-    callbacks.reset_gpu_interpret_mode_state()   # a failed earlier run leaves its state behind
+        reason="the Mosaic GPU CPU interpreter (private jax._src.pallas.mosaic_gpu.interpret) is not in this JAX",
+    )
+    callbacks = pytest.importorskip(
+        "jax._src.pallas.mosaic_gpu.interpret.gpu_callbacks",
+        reason="the Mosaic GPU interpreter's gpu_callbacks module is missing",
+    )
+    callbacks.reset_gpu_interpret_mode_state()  # a failed earlier run leaves its state behind
     yield params
     callbacks.reset_gpu_interpret_mode_state()
 
@@ -86,8 +89,9 @@ def test_interpreter_race_detector_finds_no_race(interpreter):
 
     x, filt = _inputs(2, 7, 7, 64, per_sample=True, seed=1)
     filt_real, filt_imag = fold_filter(jnp.asarray(filt, jnp.complex64), 7)
-    y = spectral_filter_forward_mgpu(x, filt_real, filt_imag,
-                                     interpret=interpreter.InterpretGPUParams(detect_races=True))
+    y = spectral_filter_forward_mgpu(
+        x, filt_real, filt_imag, interpret=interpreter.InterpretGPUParams(detect_races=True)
+    )
     _assert_close(y, _numpy_filter(x, filt), 1e-2)
     assert not interpret_pallas_call.get_races().races_found
 
@@ -98,19 +102,19 @@ def test_slot_layout_covers_every_row_once_with_in_bounds_8_row_boxes(n):
     assert axis.slots % 64 == 0 and axis.slots >= n
     for j, chunk in enumerate(axis.chunks):
         covered = sorted(s for slot, _, count in chunk for s in range(slot, slot + count))
-        assert covered == list(range(64 * j, 64 * j + 64))       # each chunk filled exactly
+        assert covered == list(range(64 * j, 64 * j + 64))  # each chunk filled exactly
         for slot, row, count in chunk:
             assert slot % 8 == 0 and count % 8 == 0 and 0 <= row and row + count <= n
-    for slot, row, count in axis.merged_boxes():
+    for _slot, row, count in axis.merged_boxes():
         assert count <= 256 and row + count <= n
-    assert sorted(axis.source[axis.first]) == list(range(n))       # every row exactly once as "first"
+    assert sorted(axis.source[axis.first]) == list(range(n))  # every row exactly once as "first"
     stored = set()
     for j in range(len(axis.chunks)):
         for slot, row, count in axis.store_boxes(j):
             assert 64 * j <= slot and slot + count <= 64 * j + 64 and slot % 8 == 0 and count % 8 == 0
-            assert list(axis.source[slot:slot + count]) == list(range(row, row + count))
+            assert list(axis.source[slot : slot + count]) == list(range(row, row + count))
             stored.update(range(row, row + count))
-    assert stored == set(range(n))                                  # every output row is stored
+    assert stored == set(range(n))  # every output row is stored
 
 
 def test_smem_plan_at_14x14_matches_the_documented_budget():
@@ -129,7 +133,7 @@ def test_rejects_inputs_outside_the_contract():
     with pytest.raises(ValueError, match="bfloat16"):
         check_inputs(x.astype(jnp.float32), filt_real, filt_imag, 64)
     with pytest.raises(ValueError, match="multiple of block_channels"):
-        check_inputs(x, filt_real, filt_imag, 128)                  # C = 64
+        check_inputs(x, filt_real, filt_imag, 128)  # C = 64
     with pytest.raises(ValueError, match="filt_real must be"):
         check_inputs(x, filt_real[:-1], filt_imag, 64)
     with pytest.raises(ValueError, match="float32"):

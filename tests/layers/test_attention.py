@@ -52,8 +52,8 @@ def test_attention_matches_numpy_softmax(impl):
 def test_bias_mask_and_scale_enter_as_documented(impl):
     q, k, v = _arrays((2, 6, 2, 4), kv_len=9, seed=1)
     rng = np.random.default_rng(2)
-    bias = rng.normal(size=(2, 6, 9)).astype(np.float32)          # [heads, T, S]: broadcast over the batch
-    mask = rng.uniform(size=(2, 1, 6, 9)) > 0.3                    # [B, 1, T, S]: broadcast over the heads
+    bias = rng.normal(size=(2, 6, 9)).astype(np.float32)  # [heads, T, S]: broadcast over the batch
+    mask = rng.uniform(size=(2, 1, 6, 9)) > 0.3  # [B, 1, T, S]: broadcast over the heads
     mask[..., 0] = True
     out = dot_product_attention(q, k, v, bias=bias, mask=mask, scale=0.7, impl=impl)
     want = numpy_attention(q, k, v, bias=bias[None], mask=mask, scale=0.7)
@@ -132,8 +132,9 @@ def test_gradients_match_central_differences(impl):
         step[index] = 1e-2 * direction
         plus = loss(*(a + s for a, s in zip((q, k, v), step)))
         minus = loss(*(a - s for a, s in zip((q, k, v), step)))
-        np.testing.assert_allclose(float(plus - minus) / 2e-2, float(np.sum(np.asarray(grad) * direction)),
-                                   rtol=2e-2, atol=2e-3)
+        np.testing.assert_allclose(
+            float(plus - minus) / 2e-2, float(np.sum(np.asarray(grad) * direction)), rtol=2e-2, atol=2e-3
+        )
 
 
 def _fake_tpu_flash_attention(q, k, v, ab=None, *, sm_scale=1.0):
@@ -143,8 +144,9 @@ def _fake_tpu_flash_attention(q, k, v, ab=None, *, sm_scale=1.0):
         s = s + np.asarray(ab, np.float64)
     s = s * sm_scale
     w = np.exp(s - s.max(-1, keepdims=True))
-    return jnp.asarray(np.einsum("bhqk,bhkd->bhqd", w / w.sum(-1, keepdims=True), np.asarray(v, np.float64)),
-                       jnp.float32)
+    return jnp.asarray(
+        np.einsum("bhqk,bhkd->bhqd", w / w.sum(-1, keepdims=True), np.asarray(v, np.float64)), jnp.float32
+    )
 
 
 def test_pallas_path_hands_the_tpu_kernel_bias_mask_and_scale_in_its_convention(monkeypatch):
@@ -173,16 +175,19 @@ def test_auto_on_cpu_is_the_xla_form():
     assert "custom_call" not in text
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(impl="cudnn"), "cuDNN runs on a GPU; this call is for platform 'cpu'"),
-    (dict(impl="cudnn", platform="gpu"), "float16 / bfloat16"),
-    (dict(impl="pallas"), "runs on a TPU; this call is for platform 'cpu'"),
-    (dict(impl="pallas", platform="tpu"), r"T \(5\) and S \(5\) must be multiples of its 128-long blocks"),
-    (dict(impl="flash"), "impl 'flash' is not one of"),
-    (dict(mask=np.ones((1, 1, 5, 5), np.float32)), "mask must be boolean"),
-    (dict(bias=np.ones((3, 5, 5))), r"bias of shape \(1, 3, 5, 5\) does not broadcast"),
-    (dict(dropout_rate=1.0), r"dropout_rate must lie in \[0, 1\)"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(impl="cudnn"), "cuDNN runs on a GPU; this call is for platform 'cpu'"),
+        (dict(impl="cudnn", platform="gpu"), "float16 / bfloat16"),
+        (dict(impl="pallas"), "runs on a TPU; this call is for platform 'cpu'"),
+        (dict(impl="pallas", platform="tpu"), r"T \(5\) and S \(5\) must be multiples of its 128-long blocks"),
+        (dict(impl="flash"), "impl 'flash' is not one of"),
+        (dict(mask=np.ones((1, 1, 5, 5), np.float32)), "mask must be boolean"),
+        (dict(bias=np.ones((3, 5, 5))), r"bias of shape \(1, 3, 5, 5\) does not broadcast"),
+        (dict(dropout_rate=1.0), r"dropout_rate must lie in \[0, 1\)"),
+    ],
+)
 def test_bad_calls_name_the_value_and_what_would_do(kwargs, message):
     q, k, v = _arrays((1, 5, 2, 8))
     with pytest.raises(ValueError, match=message):
@@ -237,7 +242,8 @@ def test_module_heads_follow_num_heads_or_head_dim():
         MultiHeadAttention(dim=64, num_heads=3).heads()
     with pytest.raises(ValueError, match="attention_implementation 'flash' is not one of"):
         MultiHeadAttention(dim=8, num_heads=2, attention_implementation="flash").init(
-            jax.random.PRNGKey(0), jnp.zeros((1, 4, 8)))
+            jax.random.PRNGKey(0), jnp.zeros((1, 4, 8))
+        )
 
 
 def test_module_attention_dropout_acts_only_in_training():
@@ -262,7 +268,8 @@ def test_cudnn_matches_numpy_and_auto_on_a_gpu():
     want = numpy_attention(*(np.asarray(a, np.float32) for a in (q, k, v)), bias=bias, mask=mask)
     for impl in ("cudnn", "auto"):
         out = jax.jit(lambda q, k, v, impl=impl: dot_product_attention(q, k, v, bias=bias, mask=mask, impl=impl))(
-            q, k, v)
+            q, k, v
+        )
         np.testing.assert_allclose(np.asarray(out, np.float32), want, rtol=3e-2, atol=3e-2)
 
 

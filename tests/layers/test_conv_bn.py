@@ -25,9 +25,18 @@ def test_fused_conv_equals_conv_then_batchnorm_in_eval_mode(kernel_size, stride,
     y = module.apply(variables, x)
     kernel, bias = fuse_conv_bn(*conv_bn_variables(variables, ()))
     pad = (kernel_size - 1) // 2
-    fused = jax.lax.conv_general_dilated(x, kernel, (stride, stride), ((pad, pad), (pad, pad)),
-                                         dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups,
-                                         precision="highest") + bias
+    fused = (
+        jax.lax.conv_general_dilated(
+            x,
+            kernel,
+            (stride, stride),
+            ((pad, pad), (pad, pad)),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=groups,
+            precision="highest",
+        )
+        + bias
+    )
     np.testing.assert_allclose(np.asarray(y), np.asarray(fused), rtol=1e-5, atol=1e-5)
 
 
@@ -38,10 +47,17 @@ def test_train_mode_normalises_with_batch_statistics_and_updates_the_running_one
     y, updated = module.apply(variables, x, train=True, mutable=["batch_stats"])
     np.testing.assert_allclose(np.asarray(y.mean((0, 1, 2))), 0.0, atol=1e-5)
     np.testing.assert_allclose(np.asarray(y.var((0, 1, 2))), 1.0, rtol=1e-3)
-    z = jax.lax.conv_general_dilated(x, variables["params"]["conv"]["kernel"], (1, 1), ((1, 1), (1, 1)),
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"), precision="highest")
-    np.testing.assert_allclose(np.asarray(updated["batch_stats"]["bn"]["mean"]), 0.1 * np.asarray(z.mean((0, 1, 2))),
-                               rtol=1e-4, atol=1e-6)  # PyTorch's momentum 0.1 from a zero start
+    z = jax.lax.conv_general_dilated(
+        x,
+        variables["params"]["conv"]["kernel"],
+        (1, 1),
+        ((1, 1), (1, 1)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        precision="highest",
+    )
+    np.testing.assert_allclose(
+        np.asarray(updated["batch_stats"]["bn"]["mean"]), 0.1 * np.asarray(z.mean((0, 1, 2))), rtol=1e-4, atol=1e-6
+    )  # PyTorch's momentum 0.1 from a zero start
 
 
 def test_pad_kernel_centres_a_small_kernel():

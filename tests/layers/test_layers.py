@@ -31,6 +31,7 @@ def test_squared_relu():
 
 def test_gelu_is_the_exact_erf_form_like_pytorch():
     from scipy.special import erf
+
     x = np.linspace(-4, 4, 17).astype(np.float32)
     out = np.asarray(get_activation("gelu").apply({}, x))
     np.testing.assert_allclose(out, 0.5 * x * (1 + erf(x / np.sqrt(2))), atol=1e-6)
@@ -76,6 +77,7 @@ def test_mlp_is_fc_act_fc():
     params["fc1"]["bias"] = rng.normal(size=32).astype(np.float32)
     out = np.asarray(module.apply({"params": params}, x))
     from scipy.special import erf
+
     h = x @ params["fc1"]["kernel"] + params["fc1"]["bias"]
     h = 0.5 * h * (1 + erf(h / np.sqrt(2)))
     np.testing.assert_allclose(out, h @ params["fc2"]["kernel"] + params["fc2"]["bias"], rtol=1e-4, atol=1e-5)
@@ -102,8 +104,10 @@ def test_drop_path_drops_whole_samples_and_rescales_the_rest():
     np.testing.assert_array_equal(np.asarray(DropPath(0.25).apply({}, x, train=False)), np.asarray(x))
 
 
-@pytest.mark.parametrize("kind,factory", [("norm", lambda: get_norm("layernrom", epsilon=1e-6)),
-                                          ("activation", lambda: get_activation("star_rleu"))])
+@pytest.mark.parametrize(
+    "kind,factory",
+    [("norm", lambda: get_norm("layernrom", epsilon=1e-6)), ("activation", lambda: get_activation("star_rleu"))],
+)
 def test_unknown_names_suggest_close_matches(kind, factory):
     with pytest.raises(ValueError, match=f"Unknown {kind} .*Did you mean"):
         factory()

@@ -31,7 +31,7 @@ def test_default_init_is_pytorchs_uniform_for_weights_and_biases():
     x = jnp.zeros((1, 2, 2, 256))
     params = nn.meta.unbox(SqueezeExcite(rd_ratio=0.25).init(jax.random.PRNGKey(0), x))["params"]
     for name, fan_in in (("fc1", 256), ("fc2", 64)):
-        bound = fan_in ** -0.5
+        bound = fan_in**-0.5
         for leaf in (params[name]["kernel"], params[name]["bias"]):
             assert float(jnp.max(jnp.abs(leaf))) <= bound
             assert abs(float(jnp.std(leaf)) - bound / np.sqrt(3)) < 0.3 * bound / np.sqrt(3)  # U(-b, b)'s std

@@ -10,14 +10,23 @@ from mixtok.layers import PatchEmbed, conv_stem, resize_pos_embed
 
 
 def _conv(x, kernel, stride, pad):
-    return np.asarray(jax.lax.conv_general_dilated(jnp.asarray(x, jnp.float32), kernel, (stride, stride),
-                                                   ((pad, pad), (pad, pad)), dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                                   precision="highest"), np.float64)
+    return np.asarray(
+        jax.lax.conv_general_dilated(
+            jnp.asarray(x, jnp.float32),
+            kernel,
+            (stride, stride),
+            ((pad, pad), (pad, pad)),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            precision="highest",
+        ),
+        np.float64,
+    )
 
 
 def _layer_norm(z, params, eps):
-    return ((z - z.mean(-1, keepdims=True)) / np.sqrt(z.var(-1, keepdims=True) + eps)
-            * np.asarray(params["scale"]) + np.asarray(params["bias"]))
+    return (z - z.mean(-1, keepdims=True)) / np.sqrt(z.var(-1, keepdims=True) + eps) * np.asarray(
+        params["scale"]
+    ) + np.asarray(params["bias"])
 
 
 class _Stem(nn.Module):
@@ -27,23 +36,35 @@ class _Stem(nn.Module):
 
     @nn.compact
     def __call__(self, x, *, train=False):
-        return conv_stem(x, (4, 8), strides=(2, 1), names=self.names, activation="relu",
-                         final_activation=self.final_activation, use_bias=self.use_bias, train=train)
+        return conv_stem(
+            x,
+            (4, 8),
+            strides=(2, 1),
+            names=self.names,
+            activation="relu",
+            final_activation=self.final_activation,
+            use_bias=self.use_bias,
+            train=train,
+        )
 
 
-@pytest.mark.parametrize("names,final_activation", [(("stem_0", "stem_1"), False),
-                                                    ((("proj1", "norm1"), ("proj2", "norm2")), True)])
+@pytest.mark.parametrize(
+    "names,final_activation", [(("stem_0", "stem_1"), False), ((("proj1", "norm1"), ("proj2", "norm2")), True)]
+)
 def test_conv_stem_is_conv_bn_relu_layers_under_the_given_names(names, final_activation):
     x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 8, 6, 3)), jnp.float32)
     module = _Stem(names, final_activation)
     variables = nn.meta.unbox(module.init(jax.random.PRNGKey(0), x))
     rng = np.random.default_rng(1)
-    variables = jax.tree_util.tree_map(lambda v: jnp.asarray(np.abs(rng.normal(size=v.shape)) + 0.1, v.dtype),
-                                       variables)
+    variables = jax.tree_util.tree_map(
+        lambda v: jnp.asarray(np.abs(rng.normal(size=v.shape)) + 0.1, v.dtype), variables
+    )
     if isinstance(names[0], str):
         assert sorted(variables["params"]) == list(names) and sorted(variables["params"]["stem_0"]) == ["bn", "conv"]
-        layers = [(variables["params"][n]["conv"], variables["params"][n]["bn"], variables["batch_stats"][n]["bn"])
-                  for n in names]
+        layers = [
+            (variables["params"][n]["conv"], variables["params"][n]["bn"], variables["batch_stats"][n]["bn"])
+            for n in names
+        ]
     else:
         assert sorted(variables["params"]) == ["norm1", "norm2", "proj1", "proj2"]
         layers = [(variables["params"][c], variables["params"][n], variables["batch_stats"][n]) for c, n in names]
@@ -78,8 +99,9 @@ def test_patch_embed_is_a_strided_conv_and_a_layernorm(kernel_size, stride, norm
         z = _conv(_layer_norm(np.asarray(x, np.float64), params["norm"], 1e-5), params["proj"]["kernel"], stride, pad)
         want = z + np.asarray(params["proj"]["bias"])
     else:
-        want = _layer_norm(_conv(x, params["proj"]["kernel"], stride, pad) + np.asarray(params["proj"]["bias"]),
-                           params["norm"], 1e-5)
+        want = _layer_norm(
+            _conv(x, params["proj"]["kernel"], stride, pad) + np.asarray(params["proj"]["bias"]), params["norm"], 1e-5
+        )
     np.testing.assert_allclose(np.asarray(module.apply({"params": params}, x)), want, rtol=1e-4, atol=1e-4)
 
 

@@ -25,14 +25,18 @@ def _random_params(dim, num_blocks, factor=1, scale=0.5, seed=0):
     """Weights larger than the 0.02 init, so that the softshrunk mask is far from zero and the test bites."""
     rng = np.random.default_rng(seed)
     size, hidden = dim // num_blocks, dim // num_blocks * factor
-    shapes = {"w1": (2, num_blocks, size, hidden), "b1": (2, num_blocks, hidden),
-              "w2": (2, num_blocks, hidden, size), "b2": (2, num_blocks, size)}
+    shapes = {
+        "w1": (2, num_blocks, size, hidden),
+        "b1": (2, num_blocks, hidden),
+        "w2": (2, num_blocks, hidden, size),
+        "b2": (2, num_blocks, size),
+    }
     return {name: (scale * rng.normal(size=shape)).astype(np.float32) for name, shape in shapes.items()}
 
 
 def _numpy_mask(x, params, num_blocks, threshold=0.01):
     """The official AFNO2D_channelfirst mask in float64, written on NCHW as the official is."""
-    x = np.transpose(np.asarray(x, np.float64), (0, 3, 1, 2))                     # [B, C, H, W]
+    x = np.transpose(np.asarray(x, np.float64), (0, 3, 1, 2))  # [B, C, H, W]
     b, c, h, w = x.shape
     spectrum = np.fft.rfft2(x, axes=(2, 3), norm="ortho").reshape(b, num_blocks, c // num_blocks, h, w // 2 + 1)
     w1, b1, w2, b2 = (np.asarray(params[n], np.float64) for n in ("w1", "b1", "w2", "b2"))
@@ -47,7 +51,7 @@ def _numpy_mask(x, params, num_blocks, threshold=0.01):
     o2_imag = mix(o1_imag, w2[0]) + mix(o1_real, w2[1]) + b2[1][..., None, None]
     shrink = lambda a: np.sign(a) * np.maximum(np.abs(a) - threshold, 0.0)  # noqa: E731
     mask = (shrink(o2_real) + 1j * shrink(o2_imag)).reshape(b, c, h, w // 2 + 1)
-    return np.transpose(mask, (0, 2, 3, 1))                                           # [B, H, W//2+1, C]
+    return np.transpose(mask, (0, 2, 3, 1))  # [B, H, W//2+1, C]
 
 
 def _numpy_filter(x, params, num_blocks):
@@ -141,8 +145,15 @@ def test_gradients_pass_numerical_check():
     x = jnp.asarray(np.random.default_rng(9).normal(size=(1, 3, 4, 8)), jnp.float32)
     params = jax.tree_util.tree_map(jnp.asarray, _random_params(8, 4, seed=10))
     module = AdaptiveFrequencyFilter(dim=8, num_blocks=4)
-    check_grads(jax.jit(lambda p, x: module.apply({"params": p}, x)), (params, x), order=1, modes=("rev",),
-                eps=1e-3, atol=5e-2, rtol=5e-2)
+    check_grads(
+        jax.jit(lambda p, x: module.apply({"params": p}, x)),
+        (params, x),
+        order=1,
+        modes=("rev",),
+        eps=1e-3,
+        atol=5e-2,
+        rtol=5e-2,
+    )
 
 
 def test_filter_jits_and_has_finite_gradients_for_params_and_input():
@@ -205,6 +216,9 @@ def test_filter_equals_a_torch_rendering_of_the_official_module():
         params = _random_params(16, 8, seed=15)
         got = np.asarray(_apply(AdaptiveFrequencyFilter(dim=16), params, x))
         with torch.no_grad():
-            expected = torch_aff(torch.tensor(x).permute(0, 3, 1, 2),
-                                 *(torch.tensor(params[n]) for n in ("w1", "b1", "w2", "b2")), num_blocks=8)
+            expected = torch_aff(
+                torch.tensor(x).permute(0, 3, 1, 2),
+                *(torch.tensor(params[n]) for n in ("w1", "b1", "w2", "b2")),
+                num_blocks=8,
+            )
         np.testing.assert_allclose(got, expected.permute(0, 2, 3, 1).numpy(), rtol=1e-4, atol=1e-4)

@@ -22,7 +22,7 @@ def _depthwise3x3(z, conv):
     out = np.zeros_like(z) + conv["bias"]
     for i in range(3):
         for j in range(3):
-            out += padded[i:i + h, j:j + w] * conv["kernel"][i, j, 0]
+            out += padded[i : i + h, j : j + w] * conv["kernel"][i, j, 0]
     return out
 
 
@@ -39,7 +39,7 @@ def _direct_catm(x, params, stats):
     for sample in np.asarray(x, np.float64):
         qkv = sample @ p["qkv"]["kernel"][0, 0]
         branches = []
-        for name, z in (("q", qkv[..., :c]), ("k", qkv[..., c:2 * c])):
+        for name, z in (("q", qkv[..., :c]), ("k", qkv[..., c : 2 * c])):
             spatial, channel = p[f"oper_{name}_0"], p[f"oper_{name}_1"]
             bn, bn_stats = spatial["block_1"], s[f"oper_{name}_0"]["block_1"]
             g = _depthwise3x3(z, spatial["block_0"])
@@ -47,7 +47,7 @@ def _direct_catm(x, params, stats):
             z = z * _sigmoid(np.maximum(g, 0.0) @ spatial["block_3"]["kernel"][0, 0])
             z = z * _sigmoid(z.mean(axis=(0, 1)) @ channel["block_1"]["kernel"][0, 0])
             branches.append(z)
-        mixed = _depthwise3x3(branches[0] + branches[1], p["dwc"]) * qkv[..., 2 * c:]
+        mixed = _depthwise3x3(branches[0] + branches[1], p["dwc"]) * qkv[..., 2 * c :]
         out.append(_depthwise3x3(mixed, p["proj"]))
     return np.stack(out)
 
@@ -74,8 +74,9 @@ def test_gradients_reach_every_parameter_and_are_finite():
     variables = _random_variables(mixer, x)
 
     def loss(params):
-        y, _ = mixer.apply({"params": params, "batch_stats": variables["batch_stats"]}, x, train=True,
-                           mutable=["batch_stats"])
+        y, _ = mixer.apply(
+            {"params": params, "batch_stats": variables["batch_stats"]}, x, train=True, mutable=["batch_stats"]
+        )
         return jnp.sum(jnp.sin(y))
 
     grads = jax.jit(jax.grad(loss))(variables["params"])

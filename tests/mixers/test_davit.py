@@ -90,7 +90,7 @@ def channel_attention_reference(x, params, heads):
     out = np.zeros((b, h * w, heads, d), np.float64)
     for sample in range(b):
         for head in range(heads):
-            qh, kh, vh = q[sample, :, head], k[sample, :, head] * d ** -0.5, v[sample, :, head]  # [N, d]
+            qh, kh, vh = q[sample, :, head], k[sample, :, head] * d**-0.5, v[sample, :, head]  # [N, d]
             attention = _softmax(kh.T @ vh, np)  # [d, d]
             out[sample, :, head] = qh @ attention.T
     return _proj(out.reshape(b, h * w, c), params).reshape(b, h, w, c)
@@ -112,13 +112,16 @@ def test_channel_attention_matches_a_per_head_loop(shape, heads):
     np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("height,width,window,shift", [
-    (14, 14, 7, 0),   # four whole windows
-    (10, 12, 7, 0),   # padded to 14 x 14
-    (14, 14, 7, 3),   # Swin's shifted windows
-    (9, 13, 7, 3),    # shifted on a padded map (the roll runs over the padded map, as in Swin)
-    (8, 6, 4, 2),     # a rectangular map with a smaller window
-])
+@pytest.mark.parametrize(
+    "height,width,window,shift",
+    [
+        (14, 14, 7, 0),  # four whole windows
+        (10, 12, 7, 0),  # padded to 14 x 14
+        (14, 14, 7, 3),  # Swin's shifted windows
+        (9, 13, 7, 3),  # shifted on a padded map (the roll runs over the padded map, as in Swin)
+        (8, 6, 4, 2),  # a rectangular map with a smaller window
+    ],
+)
 def test_window_attention_matches_full_attention_with_the_block_mask(height, width, window, shift):
     x = _images((2, height, width, 8))
     module = WindowAttention(dim=8, num_heads=2, window_size=window, shift_size=shift)
@@ -137,16 +140,18 @@ def test_padded_tokens_are_keys_as_in_davit():
     out = np.asarray(module.apply({"params": params}, x))
     real_only = masked_attention_reference(x.astype(np.float64), params, 2, np.ones((25, 25), bool))
     assert np.abs(out - real_only).max() > 1e-2
-    np.testing.assert_allclose(out, window_attention_reference(x.astype(np.float64), params, 2, 7, 0),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        out, window_attention_reference(x.astype(np.float64), params, 2, 7, 0), rtol=1e-4, atol=1e-5
+    )
 
 
 def test_a_map_that_fits_one_window_is_not_shifted():
     x = _images((1, 7, 6, 8))
     shifted, plain = WindowAttention(dim=8, num_heads=2, shift_size=3), WindowAttention(dim=8, num_heads=2)
     params = _random_params(plain, x)
-    np.testing.assert_array_equal(np.asarray(shifted.apply({"params": params}, x)),
-                                  np.asarray(plain.apply({"params": params}, x)))
+    np.testing.assert_array_equal(
+        np.asarray(shifted.apply({"params": params}, x)), np.asarray(plain.apply({"params": params}, x))
+    )
 
 
 def test_shifted_window_mask_is_swins():
@@ -170,13 +175,20 @@ def test_multi_head_attention_matches_the_softmax_formula(shape, heads):
     np.testing.assert_allclose(np.asarray(module.apply({"params": params}, x)), expected, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("make,reference", [
-    (lambda: MultiHeadAttention(dim=8, num_heads=2),
-     lambda x, p: masked_attention_reference(x, p, 2, np.ones((63, 63), bool), jnp)),
-    (lambda: WindowAttention(dim=8, num_heads=2, window_size=4, shift_size=2),
-     lambda x, p: window_attention_reference(x, p, 2, 4, 2, jnp)),
-    (lambda: ChannelAttention(dim=8, num_heads=2), None),
-])
+@pytest.mark.parametrize(
+    "make,reference",
+    [
+        (
+            lambda: MultiHeadAttention(dim=8, num_heads=2),
+            lambda x, p: masked_attention_reference(x, p, 2, np.ones((63, 63), bool), jnp),
+        ),
+        (
+            lambda: WindowAttention(dim=8, num_heads=2, window_size=4, shift_size=2),
+            lambda x, p: window_attention_reference(x, p, 2, 4, 2, jnp),
+        ),
+        (lambda: ChannelAttention(dim=8, num_heads=2), None),
+    ],
+)
 def test_gradients_match_the_reference_forms(make, reference):
     x = jnp.asarray(_images((2, 7, 9, 8)))
     module = make()
@@ -190,20 +202,26 @@ def test_gradients_match_the_reference_forms(make, reference):
     for leaf in jax.tree.leaves(grads):
         assert bool(jnp.all(jnp.isfinite(leaf))) and float(jnp.abs(leaf).max()) > 0
     if reference is None:  # channel attention: check against a jnp transcription of the formula
+
         def reference(x, p):
             b, h, w, c = x.shape
             q, k, v = _qkv(x.reshape(b, h * w, c), p, 2, jnp)
             a = jax.nn.softmax(jnp.einsum("bnhi,bnhj->bhij", k * (c // 2) ** -0.5, v), axis=-1)
             return _proj(jnp.einsum("bhij,bnhj->bnhi", a, q).reshape(b, h * w, c), p).reshape(x.shape)
+
     expected = jax.grad(loss(lambda p, x: reference(x, p)), argnums=(0, 1))(params, x)
     for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(expected)):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=2e-4, atol=2e-5)
 
 
-@pytest.mark.parametrize("module", [MultiHeadAttention(dim=16, num_heads=2, dtype=jnp.bfloat16),
-                                    WindowAttention(dim=16, num_heads=2, window_size=4, shift_size=2,
-                                                    dtype=jnp.bfloat16),
-                                    ChannelAttention(dim=16, num_heads=2, dtype=jnp.bfloat16)])
+@pytest.mark.parametrize(
+    "module",
+    [
+        MultiHeadAttention(dim=16, num_heads=2, dtype=jnp.bfloat16),
+        WindowAttention(dim=16, num_heads=2, window_size=4, shift_size=2, dtype=jnp.bfloat16),
+        ChannelAttention(dim=16, num_heads=2, dtype=jnp.bfloat16),
+    ],
+)
 def test_bfloat16_compute_stays_close_to_float32(module):
     x = _images((1, 6, 6, 16))
     params = _random_params(module, x)
@@ -215,17 +233,21 @@ def test_bfloat16_compute_stays_close_to_float32(module):
 
 def test_qkv_and_proj_biases_are_optional():
     x = jnp.zeros((1, 4, 4, 8))
-    params = nn.meta.unbox(ChannelAttention(dim=8, num_heads=2, qkv_bias=False, proj_bias=False).init(
-        jax.random.PRNGKey(0), x))["params"]
+    params = nn.meta.unbox(
+        ChannelAttention(dim=8, num_heads=2, qkv_bias=False, proj_bias=False).init(jax.random.PRNGKey(0), x)
+    )["params"]
     assert set(params["qkv"]) == {"kernel"} and set(params["proj"]) == {"kernel"}
     assert params["qkv"]["kernel"].shape == (8, 24)
 
 
-@pytest.mark.parametrize("module,message", [
-    (ChannelAttention(dim=10, num_heads=3), "dim 10 must be a positive multiple of num_heads 3"),
-    (WindowAttention(dim=8, num_heads=2, shift_size=7), r"shift_size must lie in \[0, window_size\)"),
-    (MultiHeadAttention(dim=8, num_heads=2, attention_implementation="flash"), "attention_implementation 'flash'"),
-])
+@pytest.mark.parametrize(
+    "module,message",
+    [
+        (ChannelAttention(dim=10, num_heads=3), "dim 10 must be a positive multiple of num_heads 3"),
+        (WindowAttention(dim=8, num_heads=2, shift_size=7), r"shift_size must lie in \[0, window_size\)"),
+        (MultiHeadAttention(dim=8, num_heads=2, attention_implementation="flash"), "attention_implementation 'flash'"),
+    ],
+)
 def test_bad_options_are_named(module, message):
     with pytest.raises(ValueError, match=message):
         module.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, module.dim)))

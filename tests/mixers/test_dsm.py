@@ -140,8 +140,9 @@ def test_other_grid_resizes_the_base_filters_bicubic_with_aligned_corners():
     converted = jax.tree_util.tree_map(lambda a: a, params)
     converted["spectrum_weights"]["base_filters"] = jnp.asarray(resized, jnp.float32)
     expected = jax.jit(DynamicSpectrumMixer(dim=4, grid_size=(6, 7)).apply)({"params": converted}, x)
-    np.testing.assert_allclose(np.asarray(jax.jit(small.apply)({"params": params}, x)), np.asarray(expected),
-                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(jax.jit(small.apply)({"params": params}, x)), np.asarray(expected), rtol=1e-4, atol=1e-6
+    )
 
 
 def test_gradients_reach_every_parameter_and_pass_a_numerical_check():
@@ -159,8 +160,9 @@ def test_bfloat16_compute_returns_bfloat16_close_to_float32():
     y32 = _apply(params, x)
     y16 = jax.jit(DynamicSpectrumMixer(dim=8, dtype=jnp.bfloat16).apply)({"params": params}, x.astype(jnp.bfloat16))
     assert y16.dtype == jnp.bfloat16
-    np.testing.assert_allclose(np.asarray(y16, np.float32), np.asarray(y32), rtol=0,
-                               atol=3e-2 * float(jnp.abs(y32).max()))
+    np.testing.assert_allclose(
+        np.asarray(y16, np.float32), np.asarray(y32), rtol=0, atol=3e-2 * float(jnp.abs(y32).max())
+    )
 
 
 def test_input_that_is_not_nhwc_with_dim_channels_is_rejected():

@@ -24,7 +24,7 @@ def _depthwise(z, kernel, bias=0.0):
     out = np.zeros_like(z) + bias
     for i in range(k):
         for j in range(k):
-            out += padded[i:i + h, j:j + w] * kernel[i, j, 0]
+            out += padded[i : i + h, j : j + w] * kernel[i, j, 0]
     return out
 
 
@@ -34,6 +34,7 @@ def _bn(z, p, s):
 
 def _gelu(a):
     from scipy.special import erf
+
     return 0.5 * a * (1.0 + erf(a / np.sqrt(2.0)))
 
 
@@ -44,8 +45,10 @@ def _direct_token_mixer(x, params, stats):
 
     def conv(z, name):
         if "conv1" in p[name]:  # RepVGGDW: BN(dw7x7) + BN(dw3x3)
-            return sum(_bn(_depthwise(z, p[name][b]["conv"]["kernel"]), p[name][b]["bn"], s[name][b]["bn"])
-                       for b in ("conv", "conv1"))
+            return sum(
+                _bn(_depthwise(z, p[name][b]["conv"]["kernel"]), p[name][b]["bn"], s[name][b]["bn"])
+                for b in ("conv", "conv1")
+            )
         return _depthwise(z, p[name]["kernel"], p[name]["bias"])
 
     out = []
@@ -86,8 +89,10 @@ def test_fused_mixer_equals_the_training_form_in_eval_mode(kernel_sizes):
 
 def test_repvgg_fusion_pads_the_3x3_branch_into_the_centre_of_the_7x7():
     rng = np.random.default_rng(3)
-    branch = lambda k: {"conv": {"kernel": jnp.asarray(rng.normal(size=(k, k, 1, 2)), jnp.float32)},  # noqa
-                        "bn": {"scale": jnp.ones(2), "bias": jnp.asarray([0.5, -1.0])}}
+    branch = lambda k: {
+        "conv": {"kernel": jnp.asarray(rng.normal(size=(k, k, 1, 2)), jnp.float32)},  # noqa
+        "bn": {"scale": jnp.ones(2), "bias": jnp.asarray([0.5, -1.0])},
+    }
     params = {"conv": branch(7), "conv1": branch(3)}
     stats = {name: {"bn": {"mean": jnp.zeros(2), "var": jnp.full(2, 1.0 - 1e-5)}} for name in params}
     fused = fuse_repvgg_dw(params, stats)  # identity BatchNorms: the kernels just add up
@@ -102,8 +107,9 @@ def test_gradients_are_finite_and_training_updates_the_running_statistics():
     variables = _random_variables(mixer, x)
 
     def loss(params):
-        y, state = mixer.apply({"params": params, "batch_stats": variables["batch_stats"]}, x, train=True,
-                               mutable=["batch_stats"])
+        y, state = mixer.apply(
+            {"params": params, "batch_stats": variables["batch_stats"]}, x, train=True, mutable=["batch_stats"]
+        )
         return jnp.sum(jnp.sin(y)), state["batch_stats"]
 
     grads, new_stats = jax.jit(jax.grad(loss, has_aux=True))(variables["params"])

@@ -19,6 +19,7 @@ def _random_params(module, x, seed=0):
 
 def _gelu(a):
     from math import erf
+
     return a * 0.5 * (1.0 + np.vectorize(erf)(a / np.sqrt(2.0)))
 
 
@@ -34,14 +35,14 @@ def _depthwise3x3(a, kernel):
     out = np.zeros_like(a)
     for dy in range(3):
         for dx in range(3):
-            out += padded[:, dy:dy + h, dx:dx + w, :] * np.asarray(kernel, np.float64)[dy, dx, 0]
+            out += padded[:, dy : dy + h, dx : dx + w, :] * np.asarray(kernel, np.float64)[dy, dx, 0]
     return out
 
 
 def _max_pool3x3(a):
     b, h, w, c = a.shape
     padded = np.pad(a, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-np.inf)
-    return np.max([padded[:, dy:dy + h, dx:dx + w, :] for dy in range(3) for dx in range(3)], axis=0)
+    return np.max([padded[:, dy : dy + h, dx : dx + w, :] for dy in range(3) for dx in range(3)], axis=0)
 
 
 def _attention(tokens, p, heads):
@@ -49,7 +50,7 @@ def _attention(tokens, p, heads):
     n, c = tokens.shape
     d = c // heads
     qkv = tokens @ np.asarray(p["kernel"], np.float64) + np.asarray(p["bias"], np.float64)
-    q, k, v = qkv[:, :c], qkv[:, c:2 * c], qkv[:, 2 * c:]
+    q, k, v = qkv[:, :c], qkv[:, c : 2 * c], qkv[:, 2 * c :]
     out = np.zeros((n, c))
     for head in range(heads):
         sl = slice(head * d, (head + 1) * d)
@@ -72,8 +73,9 @@ def _numpy_mixer(x, params, num_heads, attention_heads, pool_size):
     low = x[..., high_dim:]
     s = pool_size
     pooled = low.reshape(b, h // s, s, w // s, s, low_dim).mean(axis=(2, 4))
-    attended = np.stack([_attention(pooled[i].reshape(-1, low_dim), params["low_mixer"]["qkv"], attention_heads)
-                         for i in range(b)]).reshape(b, h // s, w // s, low_dim)
+    attended = np.stack(
+        [_attention(pooled[i].reshape(-1, low_dim), params["low_mixer"]["qkv"], attention_heads) for i in range(b)]
+    ).reshape(b, h // s, w // s, low_dim)
     upsampled = attended.repeat(s, axis=1).repeat(s, axis=2)
     z = np.concatenate([conv, pool, upsampled], axis=-1)
     z = z + _depthwise3x3(z, params["conv_fuse"]["kernel"])
@@ -94,8 +96,9 @@ def test_mixer_equals_the_direct_form_of_its_branches(pool_size):
 
 def test_attention_share_sets_the_branch_widths():
     x = jnp.zeros((1, 4, 4, 24))
-    params = nn.meta.unbox(jax.eval_shape(InceptionMixer(24, num_heads=6, attention_heads=4).init,
-                                          jax.random.PRNGKey(0), x))["params"]
+    params = nn.meta.unbox(
+        jax.eval_shape(InceptionMixer(24, num_heads=6, attention_heads=4).init, jax.random.PRNGKey(0), x)
+    )["params"]
     # low_dim = 4 * 4 = 16, high_dim = 8: the conv and pool halves each double 4 -> 8 channels.
     assert params["low_mixer"]["qkv"]["kernel"].shape == (16, 48)
     assert params["high_mixer"]["conv1"]["kernel"].shape == (1, 1, 4, 8)

@@ -16,8 +16,11 @@ def _params(module, x):
 
 def _loop_reference(x, params, heads, head_dim, feature_map, eps=1e-6):
     """Token by token, head by head: o_i = sum_j (phi(q_i).phi(k_j)) v_j / (sum_j phi(q_i).phi(k_j) + eps)."""
-    phi = {"elu1": lambda t: np.where(t > 0, t + 1, np.exp(np.minimum(t, 0))),
-           "relu": lambda t: np.maximum(t, 0), "identity": lambda t: t}[feature_map]
+    phi = {
+        "elu1": lambda t: np.where(t > 0, t + 1, np.exp(np.minimum(t, 0))),
+        "relu": lambda t: np.maximum(t, 0),
+        "identity": lambda t: t,
+    }[feature_map]
     batch, height, width, channels = x.shape
     tokens = np.asarray(x, np.float64).reshape(batch, height * width, channels)
     qkv = tokens @ params["qkv"]["kernel"] + params["qkv"]["bias"]
@@ -33,8 +36,10 @@ def _loop_reference(x, params, heads, head_dim, feature_map, eps=1e-6):
     return out.reshape(x.shape)
 
 
-@pytest.mark.parametrize("shape,heads,head_dim,feature_map", [
-    ((2, 5, 3, 16), None, 8, "elu1"), ((1, 4, 4, 12), 3, 6, "relu"), ((1, 3, 5, 8), 2, 4, "identity")])
+@pytest.mark.parametrize(
+    "shape,heads,head_dim,feature_map",
+    [((2, 5, 3, 16), None, 8, "elu1"), ((1, 4, 4, 12), 3, 6, "relu"), ((1, 3, 5, 8), 2, 4, "identity")],
+)
 def test_matches_a_direct_numpy_loop(shape, heads, head_dim, feature_map):
     x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
     module = LinearAttention(dim=shape[-1], num_heads=heads, head_dim=head_dim, feature_map=feature_map)
@@ -48,10 +53,10 @@ def test_matches_a_direct_numpy_loop(shape, heads, head_dim, feature_map):
 def test_is_registered_has_the_official_parameter_count_and_trains():
     assert registry.get("linear_attention") is LinearAttention
     x = jnp.ones((2, 4, 4, 64))
-    module = LinearAttention(dim=64)                       # 2 heads of 32
+    module = LinearAttention(dim=64)  # 2 heads of 32
     params = _params(module, x)
     count = sum(p.size for p in jax.tree_util.tree_leaves(params))
-    assert count == 4 * 64 * 64 + 4 * 64                   # q, k, v, out Linear(64, 64) with biases
+    assert count == 4 * 64 * 64 + 4 * 64  # q, k, v, out Linear(64, 64) with biases
     grads = jax.jit(jax.grad(lambda p: jnp.sum(module.apply({"params": p}, x, train=True) ** 2)))(params)
     assert all(np.isfinite(g).all() for g in jax.tree_util.tree_leaves(grads))
 

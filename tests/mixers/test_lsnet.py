@@ -81,8 +81,9 @@ def test_ls_conv_layout_training_statistics_and_gradients():
     assert params["lkp"]["norm"]["scale"].shape == (18,)
 
     def loss(p):
-        y, state = mixer.apply({"params": p, "batch_stats": variables["batch_stats"]}, x, train=True,
-                               mutable=["batch_stats"])
+        y, state = mixer.apply(
+            {"params": p, "batch_stats": variables["batch_stats"]}, x, train=True, mutable=["batch_stats"]
+        )
         return jnp.sum(jnp.sin(y)), (y, state["batch_stats"])
 
     (_, (y, stats)), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)

@@ -22,7 +22,7 @@ def _pool_reference(x, k):
     r = k // 2
     for i in range(h):
         for j in range(w):
-            window = x[:, max(i - r, 0):i + r + 1, max(j - r, 0):j + r + 1, :]
+            window = x[:, max(i - r, 0) : i + r + 1, max(j - r, 0) : j + r + 1, :]
             out[:, i, j, :] = window.mean((1, 2))
     return out
 
@@ -62,7 +62,7 @@ def _depthwise_reference(x, kernel):
     h, w = x.shape[1:3]
     for di in range(k):
         for dj in range(k):
-            out += padded[:, di:di + h, dj:dj + w, :] * kernel[di, dj, 0, :]
+            out += padded[:, di : di + h, dj : dj + w, :] * kernel[di, dj, 0, :]
     return out
 
 
@@ -111,8 +111,9 @@ def test_random_mixing_is_a_frozen_row_stochastic_token_matrix():
     assert matrix.shape == (12, 12)
     np.testing.assert_allclose(matrix.sum(-1), 1.0, rtol=1e-6)
     out = np.asarray(module.apply(variables, x))
-    np.testing.assert_allclose(out.reshape(2, 12, 5), np.einsum("mn,bnc->bmc", matrix, x.reshape(2, 12, 5)),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        out.reshape(2, 12, 5), np.einsum("mn,bnc->bmc", matrix, x.reshape(2, 12, 5)), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_random_mixing_refuses_another_resolution():

@@ -23,7 +23,7 @@ def _depthwise_strided_conv(x, kernel, bias, r):
     out = np.zeros((batch, height // r, width // r, channels))
     for i in range(height // r):
         for j in range(width // r):
-            patch = x[:, r * i:r * i + r, r * j:r * j + r, :]
+            patch = x[:, r * i : r * i + r, r * j : r * j + r, :]
             out[:, i, j, :] = np.einsum("buvc,uvc->bc", patch, kernel[:, :, 0, :]) + bias
     return out
 
@@ -50,10 +50,10 @@ def _direct_ssa(x, p, heads, r, eps=1e-5):
     d, dv = q.shape[-1] // heads, channels // heads
     out = np.zeros_like(tokens)
     for h in range(heads):
-        logits = q[..., h * d:(h + 1) * d] @ np.swapaxes(k[..., h * d:(h + 1) * d], -1, -2) / np.sqrt(d)
+        logits = q[..., h * d : (h + 1) * d] @ np.swapaxes(k[..., h * d : (h + 1) * d], -1, -2) / np.sqrt(d)
         weights = np.exp(logits - logits.max(-1, keepdims=True))
         weights /= weights.sum(-1, keepdims=True)
-        out[..., h * dv:(h + 1) * dv] = weights @ v[..., h * dv:(h + 1) * dv]
+        out[..., h * dv : (h + 1) * dv] = weights @ v[..., h * dv : (h + 1) * dv]
     out = out @ p["proj"]["kernel"] + p["proj"]["bias"]
     return out.reshape(batch, height, width, channels)
 
@@ -84,8 +84,12 @@ def test_ssa_is_registered_and_jits_and_has_finite_gradients():
     module = StripSelfAttention(8, num_heads=2, reduction=2, qk_dim=4)
     x = jnp.asarray(np.random.default_rng(2).normal(size=(2, 4, 4, 8)), jnp.float32)
     params = _random_params(module, x)
-    np.testing.assert_allclose(np.asarray(jax.jit(module.apply)({"params": params}, x)),
-                               np.asarray(module.apply({"params": params}, x)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(jax.jit(module.apply)({"params": params}, x)),
+        np.asarray(module.apply({"params": params}, x)),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
     def loss(p, x):
         return jnp.sum(module.apply({"params": p}, x) ** 2)
@@ -129,7 +133,7 @@ def test_local_interaction_module_equals_pointwise_depthwise_gelu_pointwise():
     conv = np.zeros_like(y) + p["dw"]["bias"]
     for u in range(3):
         for v in range(3):
-            conv += padded[:, u:u + 5, v:v + 6, :] * p["dw"]["kernel"][u, v, 0]
+            conv += padded[:, u : u + 5, v : v + 6, :] * p["dw"]["kernel"][u, v, 0]
     gelu = 0.5 * conv * (1 + erf(conv / np.sqrt(2)))  # exact (erf) GELU, as PyTorch's nn.GELU
     expected = gelu @ p["pw2"]["kernel"] + p["pw2"]["bias"]
     np.testing.assert_allclose(np.asarray(module.apply({"params": p}, x)), expected, rtol=1e-4, atol=1e-5)

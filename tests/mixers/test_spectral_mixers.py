@@ -65,8 +65,9 @@ def test_other_grid_resizes_the_filter_as_the_official_fine_tuning_does():
     small = GlobalFilter(dim=3, grid_size=(5, 6))
     variables = _init(small, x)
     weight = np.asarray(variables["params"]["complex_weight"], np.float64)  # [5, 4, 3, 2]
-    resized = np.einsum("Hh,Ww,hwcr->HWcr", bicubic_resize_matrix(5, 8, True), bicubic_resize_matrix(4, 6, True),
-                        weight)
+    resized = np.einsum(
+        "Hh,Ww,hwcr->HWcr", bicubic_resize_matrix(5, 8, True), bicubic_resize_matrix(4, 6, True), weight
+    )
     large = GlobalFilter(dim=3, grid_size=(8, 10))
     expected = large.apply({"params": {"complex_weight": jnp.asarray(resized, jnp.float32)}}, x)
     np.testing.assert_allclose(np.asarray(small.apply(variables, x)), np.asarray(expected), rtol=1e-4, atol=1e-6)
@@ -87,10 +88,14 @@ def test_bicubic_resize_matches_pytorch_interpolate(align_corners):
     torch = pytest.importorskip("torch")
     image = np.random.default_rng(3).normal(size=(8, 5)).astype(np.float64)
     for size in [(14, 8), (5, 3), (9, 9)]:
-        expected = torch.nn.functional.interpolate(torch.tensor(image)[None, None], size=size, mode="bicubic",
-                                                   align_corners=align_corners)[0, 0].numpy()
-        got = bicubic_resize_matrix(8, size[0], align_corners) @ image @ bicubic_resize_matrix(5, size[1],
-                                                                                                 align_corners).T
+        expected = torch.nn.functional.interpolate(
+            torch.tensor(image)[None, None], size=size, mode="bicubic", align_corners=align_corners
+        )[0, 0].numpy()
+        got = (
+            bicubic_resize_matrix(8, size[0], align_corners)
+            @ image
+            @ bicubic_resize_matrix(5, size[1], align_corners).T
+        )
         np.testing.assert_allclose(got, expected, atol=1e-12)
 
 
@@ -147,8 +152,13 @@ def test_metaformer_with_a_global_filter_is_an_override_with_one_filter_per_bloc
 def test_metaformer_trains_with_each_spectral_mixer(mixer):
     from mixtok.models import create_model
 
-    model = create_model("poolformerv2_s12", num_classes=5, depths=(1, 1, 1, 1), dims=(8, 16, 16, 16),
-                         token_mixers=("pooling", "pooling", mixer, mixer))
+    model = create_model(
+        "poolformerv2_s12",
+        num_classes=5,
+        depths=(1, 1, 1, 1),
+        dims=(8, 16, 16, 16),
+        token_mixers=("pooling", "pooling", mixer, mixer),
+    )
     x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 64, 64, 3)), jnp.float32)
     variables = nn.meta.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), x))
 

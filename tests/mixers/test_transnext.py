@@ -42,8 +42,10 @@ def _randomised(module, x, seed=0):
 
 def _cpb(p, coords):
     """The CPB MLP applied to one log-spaced (dh, dw) pair, per head."""
-    return np.maximum(coords @ p["cpb_fc1"]["kernel"] + p["cpb_fc1"]["bias"], 0) @ p["cpb_fc2"]["kernel"] \
+    return (
+        np.maximum(coords @ p["cpb_fc1"]["kernel"] + p["cpb_fc1"]["bias"], 0) @ p["cpb_fc2"]["kernel"]
         + p["cpb_fc2"]["bias"]
+    )
 
 
 def _log_coords(dh, dw, pretrain):
@@ -137,8 +139,10 @@ def test_full_attention_matches_a_direct_loop():
         for h in range(2):
             hs = slice(4 * h, 4 * h + 4)
             q = (_l2(qkv[n, hs]) + p["query_embedding"][h, 0]) * temperature[h] * np.log(12)
-            scores = [q @ _l2(qkv[m, 8:16][hs]) + _cpb(p, _log_coords(n // 4 - m // 4, n % 4 - m % 4, (3, 4)))[h]
-                      for m in range(12)]
+            scores = [
+                q @ _l2(qkv[m, 8:16][hs]) + _cpb(p, _log_coords(n // 4 - m // 4, n % 4 - m % 4, (3, 4)))[h]
+                for m in range(12)
+            ]
             weights = np.exp(np.array(scores) - max(scores))
             expected[n, hs] = (weights / weights.sum()) @ qkv[:, 16:][:, hs]
     expected = expected @ p["proj"]["kernel"] + p["proj"]["bias"]
@@ -154,17 +158,22 @@ def test_conv_glu_matches_the_direct_form():
     h = x[0] @ p["fc1"]["kernel"] + p["fc1"]["bias"]
     value, gate = h[..., :16], h[..., 16:]
     padded = np.pad(value, ((1, 1), (1, 1), (0, 0)))
-    conv = sum(padded[dy:dy + 4, dx:dx + 5] * p["dwconv"]["kernel"][dy, dx, 0] for dy in range(3) for dx in range(3))
+    conv = sum(
+        padded[dy : dy + 4, dx : dx + 5] * p["dwconv"]["kernel"][dy, dx, 0] for dy in range(3) for dx in range(3)
+    )
     expected = (_gelu(conv + p["dwconv"]["bias"]) * gate) @ p["fc2"]["kernel"] + p["fc2"]["bias"]
     np.testing.assert_allclose(y, expected, rtol=2e-4, atol=2e-4)
 
 
 def test_gradients_are_finite_through_the_masked_window_and_reach_every_parameter():
     x = jnp.asarray(np.random.default_rng(6).normal(size=(1, 4, 4, 8)), jnp.float32)
-    for module in (AggregatedAttention(dim=8, num_heads=2, sr_ratio=2), LengthScaledCosineAttention(dim=8, num_heads=2),
-                   ConvGLU(dim=8, mlp_ratio=2.0)):
+    for module in (
+        AggregatedAttention(dim=8, num_heads=2, sr_ratio=2),
+        LengthScaledCosineAttention(dim=8, num_heads=2),
+        ConvGLU(dim=8, mlp_ratio=2.0),
+    ):
         variables, _ = _randomised(module, x)
-        grads = jax.jit(jax.grad(lambda v, inp: jnp.sum(module.apply(v, inp) ** 2), argnums=(0, 1)))(variables, x)
+        grads = jax.jit(jax.grad(lambda v, inp, m=module: jnp.sum(m.apply(v, inp) ** 2), argnums=(0, 1)))(variables, x)
         for leaf in jax.tree_util.tree_leaves(grads):
             assert np.all(np.isfinite(leaf)) and np.any(leaf != 0)
 

@@ -17,7 +17,9 @@ from mixtok.models.affnet import AFFTransformerBlock, ConvNormAct, make_divisibl
 from tests.helpers import random_variables
 
 OFFICIAL_COUNTS = {  # microsoft/TokenMixers affnet modes xx_small, x_small, small; 1000 classes
-    "affnet_et": 1_436_264, "affnet_t": 2_654_232, "affnet": 5_568_696,
+    "affnet_et": 1_436_264,
+    "affnet_t": 2_654_232,
+    "affnet": 5_568_696,
 }
 # One AFF Block (in layer 3) keeps the compile of the training step on a 2-core CPU to seconds; layers 4-5
 # still run their stride-2 block, norm, projection and fusion.
@@ -77,9 +79,10 @@ def test_tiny_model_trains_updates_batch_stats_and_evaluates_with_running_statis
     variables = _random_variables(model, x)
 
     def loss(params, batch_stats):
-        logits, state = model.apply({"params": params, "batch_stats": batch_stats}, x, train=True,
-                                    mutable=["batch_stats"])
-        return jnp.sum(logits ** 2), (logits, state["batch_stats"])
+        logits, state = model.apply(
+            {"params": params, "batch_stats": batch_stats}, x, train=True, mutable=["batch_stats"]
+        )
+        return jnp.sum(logits**2), (logits, state["batch_stats"])
 
     grad_fn = jax.jit(jax.value_and_grad(loss, has_aux=True))
     (_, (logits, new_stats)), grads = grad_fn(variables["params"], variables["batch_stats"])
@@ -121,8 +124,10 @@ def test_block_runs_norm1_mlp_norm2_filter_with_the_official_residuals():
     params["filter"] = {k: np.zeros_like(v) for k, v in params["filter"].items()}
     rng = np.random.default_rng(2)
     for norm in ("norm1", "norm2"):
-        params[norm] = {"scale": rng.uniform(0.5, 1.5, 8).astype(np.float32),
-                        "bias": rng.normal(size=8).astype(np.float32)}
+        params[norm] = {
+            "scale": rng.uniform(0.5, 1.5, 8).astype(np.float32),
+            "bias": rng.normal(size=8).astype(np.float32),
+        }
 
     def group_norm(a, p):
         a = a.astype(np.float64)

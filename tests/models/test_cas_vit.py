@@ -16,8 +16,10 @@ from mixtok.models import (
 from tests.helpers import random_variables
 
 OFFICIAL_COUNTS = {  # Tianfang-Zhang/CAS-ViT rcvit_*; 1000 classes; (distillation=False, distillation=True)
-    "cas_vit_xs": (2_979_700, 3_200_700), "cas_vit_s": (5_507_224, 5_764_224),
-    "cas_vit_m": (12_036_520, 12_421_520), "cas_vit_t": (21_250_120, 21_763_120),
+    "cas_vit_xs": (2_979_700, 3_200_700),
+    "cas_vit_s": (5_507_224, 5_764_224),
+    "cas_vit_m": (12_036_520, 12_421_520),
+    "cas_vit_t": (21_250_120, 21_763_120),
 }
 TINY = dict(depths=(1, 1, 1, 1), dims=(8, 8, 16, 16))
 
@@ -50,12 +52,14 @@ def test_tiny_model_trains_updates_batch_stats_and_evaluates_with_running_statis
     variables = _random_variables(model, x)
 
     def loss(params, batch_stats):
-        logits, state = model.apply({"params": params, "batch_stats": batch_stats}, x, train=True,
-                                    mutable=["batch_stats"])
-        return jnp.sum(logits ** 2), (logits, state["batch_stats"])
+        logits, state = model.apply(
+            {"params": params, "batch_stats": batch_stats}, x, train=True, mutable=["batch_stats"]
+        )
+        return jnp.sum(logits**2), (logits, state["batch_stats"])
 
     (_, (logits, new_stats)), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(
-        variables["params"], variables["batch_stats"])
+        variables["params"], variables["batch_stats"]
+    )
     assert logits.shape == (2, 5) and logits.dtype == jnp.float32
     for leaf in jax.tree_util.tree_leaves(grads):
         assert bool(jnp.all(jnp.isfinite(leaf)))

@@ -19,7 +19,9 @@ from mixtok.models.davit import block_drop_path_rates
 from tests.helpers import random_like
 
 OFFICIAL_COUNTS = {  # dingmyu/davit timm/models/davit.py comments; timm 1.0.31 create_model, 1000 classes
-    "davit_tiny": 28_360_168, "davit_small": 49_745_896, "davit_base": 87_954_408,
+    "davit_tiny": 28_360_168,
+    "davit_small": 49_745_896,
+    "davit_base": 87_954_408,
 }
 TINY = dict(depths=(1, 1, 1, 1), dims=(8, 16, 16, 16), num_heads=(2, 2, 4, 4), window_size=3)
 
@@ -72,8 +74,9 @@ def test_stages_pad_odd_sizes_and_run_at_strides_4_to_32():
     x = jax.ShapeDtypeStruct((2, 30, 46, 3), jnp.float32)
     logits, state = jax.eval_shape(lambda v, x: model.apply(v, x, mutable=["intermediates"]), _shapes(model, x), x)
     assert logits.shape == (2, 5)
-    stages = [m.shape for m in jax.eval_shape(lambda v, x: model.apply(v, x, method="intermediates"),
-                                              _shapes(model, x), x)]
+    stages = [
+        m.shape for m in jax.eval_shape(lambda v, x: model.apply(v, x, method="intermediates"), _shapes(model, x), x)
+    ]
     # 30 x 46 -> padded 32 x 48 -> 8 x 12 -> 4 x 6 -> 2 x 3 -> (padded 2 x 4) 1 x 2
     assert stages == [(2, 8, 12, 8), (2, 4, 6, 16), (2, 2, 3, 16), (2, 1, 2, 16)]
     assert state["intermediates"]["head"]["pre_logits"][0].shape == (2, 16)
@@ -86,7 +89,7 @@ def test_tiny_model_trains_with_drop_path_and_evaluates_deterministically():
 
     def loss(params, rng):
         logits = model.apply({"params": params}, x, train=True, rngs={"drop_path": rng})
-        return jnp.sum(logits ** 2), logits
+        return jnp.sum(logits**2), logits
 
     grad_fn = jax.jit(jax.value_and_grad(loss, has_aux=True))
     (_, logits), grads = grad_fn(variables["params"], jax.random.PRNGKey(1))
@@ -108,11 +111,14 @@ def test_the_spatial_mixer_can_be_swapped_for_global_attention():
     assert jax.eval_shape(global_.apply, _shapes(global_, x), x).shape == (1, 1000)
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (dict(dims=(8, 16, 16)), "must have one entry per stage"),
-    (dict(dims=(8, 16, 16, 18)), "18 is not a multiple of 4"),
-    (dict(mixers=("window_atention", "channel_attention")), "Did you mean 'window_attention'"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (dict(dims=(8, 16, 16)), "must have one entry per stage"),
+        (dict(dims=(8, 16, 16, 18)), "18 is not a multiple of 4"),
+        (dict(mixers=("window_atention", "channel_attention")), "Did you mean 'window_attention'"),
+    ],
+)
 def test_bad_options_are_named(overrides, message):
     model = create_model("davit_tiny", **{**TINY, **overrides})
     with pytest.raises(ValueError, match=message):
@@ -121,16 +127,23 @@ def test_bad_options_are_named(overrides, message):
 
 # --- timm weights -------------------------------------------------------------------------------
 
+
 def test_to_timm_writes_timms_keys_and_convert_restores_them_exactly():
-    params = jax.tree.map(lambda s: np.random.default_rng(0).normal(size=s.shape).astype(np.float32),
-                          _shapes(create_model("davit_tiny"), jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)))
+    params = jax.tree.map(
+        lambda s: np.random.default_rng(0).normal(size=s.shape).astype(np.float32),
+        _shapes(create_model("davit_tiny"), jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)),
+    )
     state_dict = timm_interop.to_timm("davit_tiny", params)
     assert len(state_dict) == 212  # timm 1.0.31 davit_tiny state_dict()
-    samples = {"stem.conv.weight": (96, 3, 7, 7), "stages.1.downsample.conv.weight": (192, 96, 2, 2),
-               "stages.2.blocks.1.0.attn.qkv.weight": (1152, 384),
-               "stages.0.blocks.0.1.cpe2.proj.weight": (96, 1, 3, 3),
-               "stages.3.blocks.0.1.mlp.fc1.weight": (3072, 768), "head.norm.weight": (768,),
-               "head.fc.weight": (1000, 768)}
+    samples = {
+        "stem.conv.weight": (96, 3, 7, 7),
+        "stages.1.downsample.conv.weight": (192, 96, 2, 2),
+        "stages.2.blocks.1.0.attn.qkv.weight": (1152, 384),
+        "stages.0.blocks.0.1.cpe2.proj.weight": (96, 1, 3, 3),
+        "stages.3.blocks.0.1.mlp.fc1.weight": (3072, 768),
+        "head.norm.weight": (768,),
+        "head.fc.weight": (1000, 768),
+    }
     assert {k: state_dict[k].shape for k in samples} == samples
     restored = timm_interop.convert("davit_tiny.msft_in1k", state_dict)
     for got, want in zip(jax.tree.leaves(restored), jax.tree.leaves(params)):

@@ -17,12 +17,21 @@ from mixtok.models.ffnet import fuse_ffnet
 from tests.helpers import random_variables
 
 OFFICIAL_COUNTS = {  # ysj9909/FFNet ffnet_*; 1000 classes; (training-time, after export_model.replace_batchnorm)
-    "ffnet_1": (13_775_656, 13_660_152), "ffnet_2": (27_208_408, 26_908_440),
-    "ffnet_3": (48_817_896, 48_330_632), "ffnet_4": (79_868_968, 79_200_360),
+    "ffnet_1": (13_775_656, 13_660_152),
+    "ffnet_2": (27_208_408, 26_908_440),
+    "ffnet_3": (48_817_896, 48_330_632),
+    "ffnet_4": (79_868_968, 79_200_360),
 }
 # One block per stage; channel-mixer ks 7 and token-mixer ks (3, 7) exercise both RepVGGDW and plain convs.
-TINY = dict(depths=(1, 1, 1, 1), dims=(8, 16, 16, 32), in_dim=8, kernel_sizes=(3, 7, 3, 7),
-            kernel_sizes1=(3, 3, 7, 7), kernel_sizes2=(3, 7, 7, 7), layer_scale_init=1e-5)
+TINY = dict(
+    depths=(1, 1, 1, 1),
+    dims=(8, 16, 16, 32),
+    in_dim=8,
+    kernel_sizes=(3, 7, 3, 7),
+    kernel_sizes1=(3, 3, 7, 7),
+    kernel_sizes2=(3, 7, 7, 7),
+    layer_scale_init=1e-5,
+)
 
 
 def _shapes(model, size=224):
@@ -59,8 +68,9 @@ def test_fused_model_equals_the_training_form_in_eval_mode():
     assert jax.tree_util.tree_structure(shapes) == jax.tree_util.tree_structure(fused_variables)
     expected = jax.jit(model.apply)(variables, x)
     got = jax.jit(fused_model.apply)(fused_variables, x)
-    np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-4, atol=1e-5 * float(
-        jnp.abs(expected).max()))
+    np.testing.assert_allclose(
+        np.asarray(got), np.asarray(expected), rtol=1e-4, atol=1e-5 * float(jnp.abs(expected).max())
+    )
 
 
 def test_tiny_model_trains_updates_batch_stats_and_evaluates_with_running_statistics():
@@ -70,12 +80,18 @@ def test_tiny_model_trains_updates_batch_stats_and_evaluates_with_running_statis
     variables = _random_variables(model, x)
 
     def loss(params, batch_stats):
-        logits, state = model.apply({"params": params, "batch_stats": batch_stats}, x, train=True,
-                                    mutable=["batch_stats"], rngs={"drop_path": jax.random.PRNGKey(1)})
-        return jnp.sum(logits ** 2), (logits, state["batch_stats"])
+        logits, state = model.apply(
+            {"params": params, "batch_stats": batch_stats},
+            x,
+            train=True,
+            mutable=["batch_stats"],
+            rngs={"drop_path": jax.random.PRNGKey(1)},
+        )
+        return jnp.sum(logits**2), (logits, state["batch_stats"])
 
     (_, (logits, new_stats)), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(
-        variables["params"], variables["batch_stats"])
+        variables["params"], variables["batch_stats"]
+    )
     assert logits.shape == (2, 5) and logits.dtype == jnp.float32
     for leaf in jax.tree_util.tree_leaves(grads):
         assert bool(jnp.all(jnp.isfinite(leaf)))

@@ -11,8 +11,13 @@ from mixtok.models import count_params, create_model, list_models, model_spec
 from mixtok.models.gfnet import GFNetBlock
 
 OFFICIAL_COUNTS = {  # raoyongming/GFNet main_gfnet.py architectures, 224 px, 1000 classes
-    "gfnet_ti": 7_511_784, "gfnet_xs": 15_985_768, "gfnet_s": 24_869_608, "gfnet_b": 43_120_616,
-    "gfnet_h_ti": 15_085_096, "gfnet_h_s": 32_162_632, "gfnet_h_b": 53_744_200,
+    "gfnet_ti": 7_511_784,
+    "gfnet_xs": 15_985_768,
+    "gfnet_s": 24_869_608,
+    "gfnet_b": 43_120_616,
+    "gfnet_h_ti": 15_085_096,
+    "gfnet_h_s": 32_162_632,
+    "gfnet_h_b": 53_744_200,
 }
 
 
@@ -37,7 +42,7 @@ def test_isotropic_model_returns_logits_and_has_gradients():
 
     def loss(params):
         logits = model.apply({"params": params}, x)
-        return jnp.sum(logits ** 2), logits
+        return jnp.sum(logits**2), logits
 
     (_, logits), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])
     assert logits.shape == (2, 7) and logits.dtype == jnp.float32
@@ -66,8 +71,10 @@ def test_block_has_one_residual_around_filter_and_mlp_together():
     block = GFNetBlock(grid_size=(6, 6))
     variables = nn.meta.unbox(jax.jit(block.init)(jax.random.PRNGKey(0), x))
     fc2 = variables["params"]["mlp"]["fc2"]
-    zeroed = {**variables["params"], "mlp": {**variables["params"]["mlp"],
-                                             "fc2": jax.tree_util.tree_map(jnp.zeros_like, fc2)}}
+    zeroed = {
+        **variables["params"],
+        "mlp": {**variables["params"]["mlp"], "fc2": jax.tree_util.tree_map(jnp.zeros_like, fc2)},
+    }
     np.testing.assert_array_equal(np.asarray(block.apply({"params": zeroed}, x)), np.asarray(x))
     assert not np.allclose(np.asarray(block.apply(variables, x)), np.asarray(x))
 
@@ -84,15 +91,22 @@ def test_other_resolution_equals_the_official_fine_tuning_conversion():
     resize = bicubic_resize_matrix(2, 3, False)
     weight = np.asarray(params["blocks_0"]["filter"]["complex_weight"], np.float64)  # [2, 2, C, 2]
     converted = jax.tree_util.tree_map(lambda a: a, params)
-    converted["pos_embed"] = {"pos_embed": jnp.asarray(np.einsum("Hh,Ww,bhwc->bHWc", resize, resize, pos),
-                                                       jnp.float32)}
-    converted["blocks_0"]["filter"] = {"complex_weight": jnp.asarray(np.einsum(
-        "Hh,Ww,hwcr->HWcr", bicubic_resize_matrix(2, 3, True), bicubic_resize_matrix(2, 2, True), weight),
-        jnp.float32)}
+    converted["pos_embed"] = {"pos_embed": jnp.asarray(np.einsum("Hh,Ww,bhwc->bHWc", resize, resize, pos), jnp.float32)}
+    converted["blocks_0"]["filter"] = {
+        "complex_weight": jnp.asarray(
+            np.einsum("Hh,Ww,hwcr->HWcr", bicubic_resize_matrix(2, 3, True), bicubic_resize_matrix(2, 2, True), weight),
+            jnp.float32,
+        )
+    }
     assert jax.tree_util.tree_structure(converted) == jax.tree_util.tree_structure(
-        nn.meta.unbox(jax.eval_shape(large.init, jax.random.PRNGKey(0), x))["params"])
-    np.testing.assert_allclose(np.asarray(jax.jit(small.apply)({"params": params}, x)),
-                               np.asarray(jax.jit(large.apply)({"params": converted}, x)), rtol=1e-4, atol=1e-5)
+        nn.meta.unbox(jax.eval_shape(large.init, jax.random.PRNGKey(0), x))["params"]
+    )
+    np.testing.assert_allclose(
+        np.asarray(jax.jit(small.apply)({"params": params}, x)),
+        np.asarray(jax.jit(large.apply)({"params": converted}, x)),
+        rtol=1e-4,
+        atol=1e-5,
+    )
 
 
 def test_drop_path_uses_its_rng_stream_in_training():

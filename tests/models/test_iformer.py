@@ -18,8 +18,9 @@ from mixtok.models.iformer import IFormerBlock
 from tests.helpers import random_like
 
 OFFICIAL_COUNTS = {"iformer_s": 19_866_344, "iformer_b": 47_866_216, "iformer_l": 86_637_096}
-TINY = dict(depths=(1, 1, 1, 1), dims=(16, 32, 48, 64), num_heads=(2, 4, 4, 4),
-            attention_heads=(1, 1, 2, 3), image_size=32)
+TINY = dict(
+    depths=(1, 1, 1, 1), dims=(16, 32, 48, 64), num_heads=(2, 4, 4, 4), attention_heads=(1, 1, 2, 3), image_size=32
+)
 
 
 def _shapes(model, size):
@@ -38,7 +39,7 @@ def test_parameter_count_equals_the_official_count(name):
     model = create_model(name)
     # One position embedding per stage at img_size / 4 ... / 32.
     for stage, dim in enumerate(model.dims):
-        side = 224 // (4 * 2 ** stage)
+        side = 224 // (4 * 2**stage)
         assert params[f"pos_embed{stage + 1}"].shape == (1, side, side, dim)
     # Layer scale only in stages 3-4; BatchNorm statistics are state, not parameters.
     assert "layer_scale_1" not in params["blocks1_0"] and "layer_scale_1" not in params["blocks2_0"]
@@ -48,8 +49,9 @@ def test_parameter_count_equals_the_official_count(name):
     # The frequency ramp: the last block gives more channels to attention than the first.
     first, last = params["blocks1_0"]["attn"], params[f"blocks4_{model.depths[3] - 1}"]["attn"]
     assert first["low_mixer"]["qkv"]["kernel"].shape[0] == model.dims[0] // model.num_heads[0]
-    assert last["low_mixer"]["qkv"]["kernel"].shape[0] == (model.attention_heads[-1] * model.dims[3]
-                                                           // model.num_heads[3])
+    assert last["low_mixer"]["qkv"]["kernel"].shape[0] == (
+        model.attention_heads[-1] * model.dims[3] // model.num_heads[3]
+    )
 
 
 def test_layer_scale_starts_at_1e_6():
@@ -68,15 +70,21 @@ def _random_variables(model, x, seed=0):
 
 def test_tiny_model_trains_updates_batch_stats_and_evaluates():
     # One block in stage 1 (pooled attention, no layer scale) and one in stage 4 (layer scale).
-    model = create_model("iformer_s", num_classes=5, drop_path_rate=0.1,
-                         **{**TINY, "depths": (1, 0, 0, 1), "attention_heads": (1, 3)})
+    model = create_model(
+        "iformer_s", num_classes=5, drop_path_rate=0.1, **{**TINY, "depths": (1, 0, 0, 1), "attention_heads": (1, 3)}
+    )
     x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 32, 32, 3)), jnp.float32)
     variables = _random_variables(model, x)
 
     def loss(params):
-        logits, state = model.apply({"params": params, "batch_stats": variables["batch_stats"]}, x, train=True,
-                                    mutable=["batch_stats"], rngs={"drop_path": jax.random.PRNGKey(1)})
-        return jnp.sum(logits ** 2), (logits, state["batch_stats"])
+        logits, state = model.apply(
+            {"params": params, "batch_stats": variables["batch_stats"]},
+            x,
+            train=True,
+            mutable=["batch_stats"],
+            rngs={"drop_path": jax.random.PRNGKey(1)},
+        )
+        return jnp.sum(logits**2), (logits, state["batch_stats"])
 
     (_, (logits, stats)), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])
     assert logits.shape == (2, 5)
@@ -85,19 +93,29 @@ def test_tiny_model_trains_updates_batch_stats_and_evaluates():
     assert float(jnp.abs(grads["blocks1_0"]["attn"]["low_mixer"]["qkv"]["kernel"]).sum()) > 0
     assert not np.allclose(stats["patch_embed_norm1"]["mean"], variables["batch_stats"]["patch_embed_norm1"]["mean"])
     # Another resolution interpolates the position embeddings; stage maps are at strides 4 ... 32.
-    y, state = jax.eval_shape(lambda v, x: model.apply(v, x, mutable=["intermediates"]),
-                              {"params": variables["params"], "batch_stats": stats}, jnp.zeros((1, 48, 64, 3)))
+    y, state = jax.eval_shape(
+        lambda v, x: model.apply(v, x, mutable=["intermediates"]),
+        {"params": variables["params"], "batch_stats": stats},
+        jnp.zeros((1, 48, 64, 3)),
+    )
     assert y.shape == (1, 5)
-    assert [state["intermediates"][f"stage{i}"][0].shape[1:3] for i in range(1, 5)] == [(12, 16), (6, 8), (3, 4),
-                                                                                        (2, 2)]
+    assert [state["intermediates"][f"stage{i}"][0].shape[1:3] for i in range(1, 5)] == [
+        (12, 16),
+        (6, 8),
+        (3, 4),
+        (2, 2),
+    ]
 
 
 def test_position_embedding_interpolation_matches_torch_bilinear():
     torch = pytest.importorskip("torch")
     pos = np.random.default_rng(0).normal(size=(1, 7, 7, 3)).astype(np.float32)
     for size in [(14, 14), (4, 6), (7, 7)]:
-        want = torch.nn.functional.interpolate(torch.from_numpy(pos).permute(0, 3, 1, 2), size=size,
-                                               mode="bilinear").permute(0, 2, 3, 1).numpy()
+        want = (
+            torch.nn.functional.interpolate(torch.from_numpy(pos).permute(0, 3, 1, 2), size=size, mode="bilinear")
+            .permute(0, 2, 3, 1)
+            .numpy()
+        )
         np.testing.assert_allclose(np.asarray(resize_pos_embed(jnp.asarray(pos), *size)), want, atol=1e-6)
 
 
@@ -120,8 +138,13 @@ def test_features_feed_the_head_and_intermediates_are_the_stage_maps():
     model = create_model("iformer_s", num_classes=5, **TINY)
     x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 64, 32, 3)), jnp.float32)
     variables = _random_variables(model, x)
-    logits, features, stages = jax.jit(lambda v, x: (model.apply(v, x), model.apply(v, x, method="features"),
-                                                     model.apply(v, x, method="intermediates")))(variables, x)
+    logits, features, stages = jax.jit(
+        lambda v, x: (
+            model.apply(v, x),
+            model.apply(v, x, method="features"),
+            model.apply(v, x, method="intermediates"),
+        )
+    )(variables, x)
     assert [s.shape for s in stages] == [(2, 16, 8, 16), (2, 8, 4, 32), (2, 4, 2, 48), (2, 2, 1, 64)]
     np.testing.assert_array_equal(np.asarray(stages[-1]), np.asarray(features))
     # The head, in numpy: LayerNorm (eps 1e-6) -> mean over the map -> Linear.
@@ -132,9 +155,20 @@ def test_features_feed_the_head_and_intermediates_are_the_stage_maps():
 
 
 def test_every_shared_argument_name_is_accepted():
-    shared = dict(depths=(1, 0, 0, 1), dims=(16, 32, 48, 64), num_heads=(2, 4, 4, 4), mlp_ratios=(2, 2, 3, 3),
-                  num_classes=7, drop_path_rate=0.1, head_dropout=0.2, image_size=64, dropout=0.1, attn_dropout=0.1,
-                  dtype=jnp.float32, param_dtype=jnp.float32)
+    shared = dict(
+        depths=(1, 0, 0, 1),
+        dims=(16, 32, 48, 64),
+        num_heads=(2, 4, 4, 4),
+        mlp_ratios=(2, 2, 3, 3),
+        num_classes=7,
+        drop_path_rate=0.1,
+        head_dropout=0.2,
+        image_size=64,
+        dropout=0.1,
+        attn_dropout=0.1,
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+    )
     model = create_model("iformer_s", attention_heads=(1, 3), **shared)
     params = _shapes(model, 64)["params"]
     assert params["pos_embed1"].shape == (1, 16, 16, 16)  # image_size shapes the position embeddings
@@ -143,7 +177,10 @@ def test_every_shared_argument_name_is_accepted():
     assert params["head"]["kernel"].shape == (64, 7)
     x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 64, 64, 3)), jnp.float32)
     variables = _random_variables(model, x)
-    run = jax.jit(lambda v, x, key: model.apply(v, x, train=True, mutable=["batch_stats"],
-                                                 rngs={"dropout": key, "drop_path": key})[0])
+    run = jax.jit(
+        lambda v, x, key: model.apply(
+            v, x, train=True, mutable=["batch_stats"], rngs={"dropout": key, "drop_path": key}
+        )[0]
+    )
     first, second = run(variables, x, jax.random.PRNGKey(0)), run(variables, x, jax.random.PRNGKey(1))
     assert not np.allclose(np.asarray(first), np.asarray(second))  # the dropouts are live in training

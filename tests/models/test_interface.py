@@ -41,21 +41,41 @@ SMALL = {
     AFFNet: dict(depths=(1, 1, 1, 1, 1), dims=(8, 8, 16, 16, 16), ffn_dims=(16, 16, 16)),
     CASViT: dict(depths=ONE_BLOCK, dims=(8, 8, 16, 16), mlp_ratios=(2, 2, 2, 2)),
     FFNet: dict(depths=ONE_BLOCK, dims=(8, 16, 16, 32), in_dim=8, mlp_ratios=(2, 2, 2, 2)),
-    IFormer: dict(depths=ONE_BLOCK, dims=(16, 32, 48, 64), num_heads=(2, 4, 4, 4), attention_heads=(1, 1, 2, 3),
-                  mlp_ratios=(2, 2, 2, 2)),
+    IFormer: dict(
+        depths=ONE_BLOCK,
+        dims=(16, 32, 48, 64),
+        num_heads=(2, 4, 4, 4),
+        attention_heads=(1, 1, 2, 3),
+        mlp_ratios=(2, 2, 2, 2),
+    ),
     LSNet: dict(depths=(0, 2, 0, 2), dims=(16, 16, 24, 32), num_heads=(2, 2, 2, 2), key_dim=4),
-    S2AFormer: dict(depths=ONE_BLOCK, dims=(16, 16, 32, 32), num_heads=(1, 1, 2, 2), mlp_ratios=(2, 2, 2, 2),
-                    stem_dim=8),
-    TransNeXt: dict(depths=ONE_BLOCK, dims=(8, 16, 16, 16), num_heads=(1, 2, 2, 2), mlp_ratios=(2, 2, 2, 2),
-                    pretrain_size=64),
+    S2AFormer: dict(
+        depths=ONE_BLOCK, dims=(16, 16, 32, 32), num_heads=(1, 1, 2, 2), mlp_ratios=(2, 2, 2, 2), stem_dim=8
+    ),
+    TransNeXt: dict(
+        depths=ONE_BLOCK, dims=(8, 16, 16, 16), num_heads=(1, 2, 2, 2), mlp_ratios=(2, 2, 2, 2), pretrain_size=64
+    ),
 }
 FAMILIES = tuple(SMALL)
 MODELS = [name for name in list_models() if model_spec(name).cls in FAMILIES]
 UNIVERSAL = ("depths", "dims", "num_classes", "drop_path_rate", "head_dropout", "image_size", "dtype", "param_dtype")
 # What the families called these before the shared vocabulary; none may come back.
-RETIRED = ("img_size", "depth", "embed_dim", "embed_dims", "mlp_ratio", "drop_rate", "classifier_dropout",
-           "expansion_ratios", "mv2_channels", "mv2_depths", "aff_channels", "aff_depths", "use_layer_scale",
-           "layer_scale_init_value")
+RETIRED = (
+    "img_size",
+    "depth",
+    "embed_dim",
+    "embed_dims",
+    "mlp_ratio",
+    "drop_rate",
+    "classifier_dropout",
+    "expansion_ratios",
+    "mv2_channels",
+    "mv2_depths",
+    "aff_channels",
+    "aff_depths",
+    "use_layer_scale",
+    "layer_scale_init_value",
+)
 
 
 def _fields(cls):
@@ -127,8 +147,13 @@ def test_the_head_on_features_gives_the_logits_and_the_last_intermediate_is_the_
         features = model.apply(v, x, method="features")
         maps = model.apply(v, x, method="intermediates")
         shifted = features + 0.5 * jnp.sign(features) + 0.1
-        return (model.apply(v, x), features, maps, model.apply(v, features, method="forward_head"),
-                model.apply(v, shifted, method="forward_head"))
+        return (
+            model.apply(v, x),
+            features,
+            maps,
+            model.apply(v, features, method="forward_head"),
+            model.apply(v, shifted, method="forward_head"),
+        )
 
     logits, features, maps, head, head_of_shifted = outputs(variables, x)
     np.testing.assert_allclose(np.asarray(head), np.asarray(logits), rtol=1e-5, atol=1e-5)
@@ -138,20 +163,38 @@ def test_the_head_on_features_gives_the_logits_and_the_last_intermediate_is_the_
     assert not np.allclose(np.asarray(head_of_shifted), np.asarray(logits), atol=1e-4)
 
 
-@pytest.mark.parametrize("cls", [c for c in FAMILIES if _fields(c) >= {"image_size"}
-                                 and next(f for f in dataclasses.fields(c) if f.name == "image_size").default is None])
+@pytest.mark.parametrize(
+    "cls",
+    [
+        c
+        for c in FAMILIES
+        if _fields(c) >= {"image_size"}
+        and next(f for f in dataclasses.fields(c) if f.name == "image_size").default is None
+    ],
+)
 def test_image_size_of_a_resolution_free_backbone_is_checked_not_ignored(cls):
-    name = next(n for n in MODELS if model_spec(n).cls is cls and "random" not in repr(model_spec(n).kwargs)
-                and "spectrum" not in repr(model_spec(n).kwargs))
+    name = next(
+        n
+        for n in MODELS
+        if model_spec(n).cls is cls
+        and "random" not in repr(model_spec(n).kwargs)
+        and "spectrum" not in repr(model_spec(n).kwargs)
+    )
     model = _small(name)
     with pytest.raises(ValueError, match=f"image_size={IMAGE} but got 96x96 images"):
         jax.eval_shape(model.init, jax.random.PRNGKey(0), jax.ShapeDtypeStruct((1, 96, 96, 3), jnp.float32))
 
 
-@pytest.mark.parametrize("name,retired,current", [
-    ("gfnet_ti", "img_size", "image_size"), ("gfnet_ti", "embed_dim", "dims"), ("affnet_et", "classifier_dropout",
-                                                                                "head_dropout"),
-    ("davit_tiny", "mlp_ratio", "mlp_ratios"), ("ffnet_1", "expansion_ratios", "mlp_ratios")])
+@pytest.mark.parametrize(
+    "name,retired,current",
+    [
+        ("gfnet_ti", "img_size", "image_size"),
+        ("gfnet_ti", "embed_dim", "dims"),
+        ("affnet_et", "classifier_dropout", "head_dropout"),
+        ("davit_tiny", "mlp_ratio", "mlp_ratios"),
+        ("ffnet_1", "expansion_ratios", "mlp_ratios"),
+    ],
+)
 def test_a_retired_argument_name_is_rejected_with_the_current_one_listed(name, retired, current):
     with pytest.raises(ValueError, match=f"'{retired}'.* Valid .*[ :]{current}[,.]"):
         create_model(name, **{retired: 1})

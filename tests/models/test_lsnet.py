@@ -76,9 +76,10 @@ def test_tiny_model_trains_updates_batch_stats_and_evaluates_with_running_statis
     variables = _random_variables(model, x)
 
     def loss(params):
-        logits, state = model.apply({"params": params, "batch_stats": variables["batch_stats"]}, x, train=True,
-                                    mutable=["batch_stats"])
-        return jnp.sum(logits ** 2), (logits, state["batch_stats"])
+        logits, state = model.apply(
+            {"params": params, "batch_stats": variables["batch_stats"]}, x, train=True, mutable=["batch_stats"]
+        )
+        return jnp.sum(logits**2), (logits, state["batch_stats"])
 
     (_, (logits, stats)), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])
     assert logits.shape == (2, 5)
@@ -104,23 +105,38 @@ def test_features_feed_the_head_and_intermediates_are_the_stage_maps():
     model = create_model("lsnet_t", num_classes=5, **TINY)
     x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 128, 128, 3)), jnp.float32)
     variables = _random_variables(model, x)
-    logits, features, stages = jax.jit(lambda v, x: (model.apply(v, x), model.apply(v, x, method="features"),
-                                                     model.apply(v, x, method="intermediates")))(variables, x)
+    logits, features, stages = jax.jit(
+        lambda v, x: (
+            model.apply(v, x),
+            model.apply(v, x, method="features"),
+            model.apply(v, x, method="intermediates"),
+        )
+    )(variables, x)
     # An empty stage 1 (LSNet-T) passes the stem's stride-8 map on.
     assert [s.shape for s in stages] == [(2, 16, 16, 16), (2, 8, 8, 16), (2, 4, 4, 24), (2, 2, 2, 32)]
     np.testing.assert_array_equal(np.asarray(stages[-1]), np.asarray(features))
     # The head, in numpy: mean over the map -> BatchNorm1d with running statistics (eps 1e-5) -> Linear.
     params, stats = variables["params"], variables["batch_stats"]
     pooled = np.asarray(features, np.float64).mean(axis=(1, 2))
-    normed = ((pooled - np.asarray(stats["head_bn"]["mean"])) / np.sqrt(np.asarray(stats["head_bn"]["var"]) + 1e-5)
-              * np.asarray(params["head_bn"]["scale"]) + np.asarray(params["head_bn"]["bias"]))
+    normed = (pooled - np.asarray(stats["head_bn"]["mean"])) / np.sqrt(
+        np.asarray(stats["head_bn"]["var"]) + 1e-5
+    ) * np.asarray(params["head_bn"]["scale"]) + np.asarray(params["head_bn"]["bias"])
     want = normed @ np.asarray(params["head_l"]["kernel"]) + np.asarray(params["head_l"]["bias"])
     np.testing.assert_allclose(np.asarray(logits), want, rtol=1e-4, atol=1e-4)
 
 
 def test_every_shared_argument_name_is_accepted_and_stochastic_depth_is_off_by_default():
-    shared = dict(depths=(0, 2, 0, 2), dims=(16, 16, 24, 32), num_heads=(2, 2, 2, 2), num_classes=7,
-                  drop_path_rate=0.5, head_dropout=0.5, image_size=64, dtype=jnp.float32, param_dtype=jnp.float32)
+    shared = dict(
+        depths=(0, 2, 0, 2),
+        dims=(16, 16, 24, 32),
+        num_heads=(2, 2, 2, 2),
+        num_classes=7,
+        drop_path_rate=0.5,
+        head_dropout=0.5,
+        image_size=64,
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+    )
     model = create_model("lsnet_t", key_dim=4, **shared)
     x = jnp.asarray(np.random.default_rng(1).normal(size=(4, 64, 64, 3)), jnp.float32)
     variables = _random_variables(model, x)
@@ -134,5 +150,6 @@ def test_every_shared_argument_name_is_accepted_and_stochastic_depth_is_off_by_d
 
     first, second = run(model, jax.random.PRNGKey(0)), run(model, jax.random.PRNGKey(1))
     assert not np.allclose(np.asarray(first), np.asarray(second))
-    np.testing.assert_array_equal(np.asarray(run(plain, jax.random.PRNGKey(0))),
-                                  np.asarray(run(plain, jax.random.PRNGKey(1))))
+    np.testing.assert_array_equal(
+        np.asarray(run(plain, jax.random.PRNGKey(0))), np.asarray(run(plain, jax.random.PRNGKey(1)))
+    )

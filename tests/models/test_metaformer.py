@@ -40,8 +40,10 @@ def _small(name, **overrides):
     return create_model(name, num_classes=7, depths=(1, 1, 1, 1), dims=(16, 24, 32, 32), **overrides)
 
 
-@pytest.mark.parametrize("name", ["poolformer_s12", "poolformerv2_s12", "convformer_s18", "caformer_s18",
-                                  "identityformer_s12", "randformer_s12"])
+@pytest.mark.parametrize(
+    "name",
+    ["poolformer_s12", "poolformerv2_s12", "convformer_s18", "caformer_s18", "identityformer_s12", "randformer_s12"],
+)
 def test_each_family_returns_logits_and_has_gradients(name):
     model = _small(name)
     x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 64, 64, 3)), jnp.float32)
@@ -85,13 +87,17 @@ def test_image_size_sizes_resolution_dependent_mixers_and_is_checked_otherwise()
     with pytest.raises(ValueError, match="built with image_size=64 but got 96x96 images"):
         jax.eval_shape(pooling.init, jax.random.PRNGKey(0), jnp.zeros((1, 96, 96, 3)))
     with pytest.raises(ValueError, match="image_size must be a positive multiple of the total stride 32 .*got 100"):
-        jax.eval_shape(_small("poolformerv2_s12", image_size=100).init, jax.random.PRNGKey(0),
-                       jnp.zeros((1, 96, 96, 3)))
+        jax.eval_shape(
+            _small("poolformerv2_s12", image_size=100).init, jax.random.PRNGKey(0), jnp.zeros((1, 96, 96, 3))
+        )
 
 
 def test_mlp_ratios_widen_each_stage_mlp():
-    shapes = nn.meta.unbox(jax.eval_shape(_small("poolformerv2_s12", mlp_ratios=(1, 2, 3, 4)).init,
-                                          jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3))))["params"]
+    shapes = nn.meta.unbox(
+        jax.eval_shape(
+            _small("poolformerv2_s12", mlp_ratios=(1, 2, 3, 4)).init, jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3))
+        )
+    )["params"]
     hidden = [shapes[f"stages_{i}"]["blocks_0"]["mlp"]["fc1"]["kernel"].shape for i in range(4)]
     assert hidden == [(16, 16), (24, 48), (32, 96), (32, 128)]
 

@@ -22,12 +22,15 @@ def test_mesh_fills_the_minus_one_axis():
     assert dict(create_mesh({"data": -1, "fsdp": 4}).shape) == {"data": 2, "fsdp": 4, "tensor": 1}
 
 
-@pytest.mark.parametrize("shape,message", [
-    ({"data": 3}, "needs 3 devices but 8 are available"),
-    ({"data": -1, "fsdp": 3}, "8 is not divisible by 3"),
-    ({"batch": 8}, "Unknown mesh axes"),
-    ({"data": -1, "fsdp": -1}, "At most one mesh axis may be -1"),
-])
+@pytest.mark.parametrize(
+    "shape,message",
+    [
+        ({"data": 3}, "needs 3 devices but 8 are available"),
+        ({"data": -1, "fsdp": 3}, "8 is not divisible by 3"),
+        ({"batch": 8}, "Unknown mesh axes"),
+        ({"data": -1, "fsdp": -1}, "At most one mesh axis may be -1"),
+    ],
+)
 def test_bad_mesh_shapes_are_explained(shape, message):
     with pytest.raises(ValueError, match=message):
         create_mesh(shape)
@@ -45,9 +48,14 @@ def test_rules_map_logical_names_to_mesh_axes():
 
 def test_fsdp_training_matches_data_parallel_training(tmp_path):
     dp = tiny_config(total_steps=4, log_every=1, eval_every=4, checkpoint_every=4)
-    fsdp = tiny_config(total_steps=4, log_every=1, eval_every=4, checkpoint_every=4,
-                       mesh={"data": 2, "fsdp": 4},
-                       sharding_rules=[["batch", ["data", "fsdp"]], ["embed", "fsdp"]])
+    fsdp = tiny_config(
+        total_steps=4,
+        log_every=1,
+        eval_every=4,
+        checkpoint_every=4,
+        mesh={"data": 2, "fsdp": 4},
+        sharding_rules=[["batch", ["data", "fsdp"]], ["embed", "fsdp"]],
+    )
     train_and_evaluate(dp, tmp_path / "dp")
     train_and_evaluate(fsdp, tmp_path / "fsdp")
     for a, b in zip(read_metrics(tmp_path / "dp"), read_metrics(tmp_path / "fsdp")):

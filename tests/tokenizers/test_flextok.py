@@ -11,8 +11,17 @@ import pytest
 
 from mixtok.tokenizers.flextok import FlexTok, causal_last_mask, sample_keep_k, sincos_2d_embedding
 
-TINY = dict(image_size=16, patch_size=4, encoder_width=32, encoder_depth=1, encoder_heads=4, decoder_width=32,
-            decoder_depth=1, decoder_heads=4, num_registers=8)
+TINY = dict(
+    image_size=16,
+    patch_size=4,
+    encoder_width=32,
+    encoder_depth=1,
+    encoder_heads=4,
+    decoder_width=32,
+    decoder_depth=1,
+    decoder_heads=4,
+    num_registers=8,
+)
 
 
 def _images(batch=3, seed=0):
@@ -41,7 +50,7 @@ def test_causal_last_mask_matches_the_official_prefix_lm_rule():
         for key in range(prefix + registers):
             # flex_seq_packing.py generate_prefix_packed_seq_mask: causal(q, kv) | (kv < prefix_len)
             assert mask[query, key] == ((query >= key) or (key < prefix))
-    assert not mask[:prefix, prefix:].any()   # patches never see registers
+    assert not mask[:prefix, prefix:].any()  # patches never see registers
 
 
 def test_a_register_depends_only_on_earlier_registers(tiny):
@@ -54,7 +63,7 @@ def test_a_register_depends_only_on_earlier_registers(tiny):
         return state["intermediates"]["to_quantizer"]["__call__"][0]
 
     params = variables["params"]
-    perturbed = params["registers"].value.at[5].add(jnp.linspace(-1.0, 1.0, 32))   # not a constant: LN removes those
+    perturbed = params["registers"].value.at[5].add(jnp.linspace(-1.0, 1.0, 32))  # not a constant: LN removes those
     changed = {**params, "registers": params["registers"].replace_boxed(perturbed)}
     before, after = register_latents(params), register_latents(changed)
     np.testing.assert_array_equal(before[:, :5], after[:, :5])
@@ -98,7 +107,7 @@ def test_dropped_registers_become_the_learned_mask_token(tiny):
         return seen["decoder_embed"][1], seen["decoder"][0]
 
     embedded, decoder_inputs = map(np.asarray, run(variables, _images()))
-    register_inputs = decoder_inputs[:, 16:]   # after the 4 x 4 patch queries
+    register_inputs = decoder_inputs[:, 16:]  # after the 4 x 4 patch queries
     params = variables["params"]
     expected = embedded.copy()
     expected[:, 3:] = np.asarray(params["dropout_mask_token"].value)
@@ -119,7 +128,7 @@ def test_keep_k_sampling_modes(mode):
     else:
         uniform = np.asarray(sample_keep_k(jax.random.PRNGKey(0), 8000, 16, "uniform"))
         rounded = np.array([k if k & (k - 1) == 0 else 1 << int(k).bit_length() for k in uniform])
-        np.testing.assert_array_equal(draws, rounded)   # official sample_keep_k, same draws
+        np.testing.assert_array_equal(draws, rounded)  # official sample_keep_k, same draws
 
 
 def test_sincos_embedding_matches_the_formula():
@@ -154,6 +163,7 @@ def test_a_few_adam_steps_lower_the_reconstruction_error():
         def loss_fn(params):
             out = model.apply({"params": params}, images, train=True, rngs={"noise": key})
             return jnp.mean(jnp.square(out.reconstruction - images))
+
         updates, state = optimizer.update(jax.grad(loss_fn)(params), state, params)
         return optax.apply_updates(params, updates), state
 

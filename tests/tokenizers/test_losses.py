@@ -47,8 +47,8 @@ def numpy_lpips(features_x, features_y, layer_weights=None):
     total = 0.0
     for layer, (fx, fy) in enumerate(zip(features_x, features_y)):
         fx, fy = np.asarray(fx, np.float64), np.asarray(fy, np.float64)
-        nx = fx / (np.sqrt((fx ** 2).sum(-1, keepdims=True)) + 1e-10)
-        ny = fy / (np.sqrt((fy ** 2).sum(-1, keepdims=True)) + 1e-10)
+        nx = fx / (np.sqrt((fx**2).sum(-1, keepdims=True)) + 1e-10)
+        ny = fy / (np.sqrt((fy**2).sum(-1, keepdims=True)) + 1e-10)
         weights = np.ones(fx.shape[-1]) if layer_weights is None else np.asarray(layer_weights[layer])
         total = total + ((nx - ny) ** 2 * weights).sum(-1).mean(axis=(1, 2))
     return total
@@ -68,8 +68,7 @@ def test_perceptual_loss_equals_a_numpy_lpips_over_the_same_features():
     for weights in (None, heads):
         loss = PerceptualLoss(features, weights)
         np.testing.assert_allclose(np.asarray(loss.per_image(x, y)), numpy_lpips(fx, fy, weights), rtol=1e-5)
-        np.testing.assert_allclose(float(jax.jit(loss.__call__)(x, y)), numpy_lpips(fx, fy, weights).mean(),
-                                   rtol=1e-5)
+        np.testing.assert_allclose(float(jax.jit(loss.__call__)(x, y)), numpy_lpips(fx, fy, weights).mean(), rtol=1e-5)
     assert float(PerceptualLoss(features)(x, x)) == 0.0
     with pytest.raises(ValueError, match="3 channels but its weights have 4"):
         lpips_distance([fx[0][..., :3]], [fy[0][..., :3]], [heads[0]])
@@ -85,8 +84,11 @@ def test_logit_perceptual_loss_is_mse_of_logits_after_torch_style_resize():
 
     def reference_logits(images):
         unit = torch.tensor(((images + 1) / 2).transpose(0, 3, 1, 2), dtype=torch.float32)
-        resized = torch.nn.functional.interpolate(unit, size=12, mode="bilinear", align_corners=False,
-                                                  antialias=True).numpy().transpose(0, 2, 3, 1)
+        resized = (
+            torch.nn.functional.interpolate(unit, size=12, mode="bilinear", align_corners=False, antialias=True)
+            .numpy()
+            .transpose(0, 2, 3, 1)
+        )
         normalised = (resized - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
         return normalised.reshape(2, -1) @ projection
 
@@ -116,8 +118,11 @@ def test_adaptive_max_pool_uses_torch_bins():
             cols = slice((j * 10) // 4, -(-((j + 1) * 10) // 4))
             expected[0, i, j] = x[0, rows, cols].max(axis=(0, 1))
     np.testing.assert_allclose(np.asarray(adaptive_max_pool(jnp.asarray(x), (3, 4))), expected, rtol=1e-6)
-    np.testing.assert_allclose(np.asarray(adaptive_max_pool(jnp.asarray(x[:, :6, :8]), (3, 4))),
-                               x[:, :6, :8].reshape(1, 3, 2, 4, 2, 2).max(axis=(2, 4)), rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(adaptive_max_pool(jnp.asarray(x[:, :6, :8]), (3, 4))),
+        x[:, :6, :8].reshape(1, 3, 2, 4, 2, 2).max(axis=(2, 4)),
+        rtol=1e-6,
+    )
 
 
 def torch_conv(torch, x, params, padding):
@@ -167,19 +172,35 @@ def test_patchgan_discriminator_equals_a_torch_restatement_in_train_and_eval_mod
 
     def forward(training):
         h = torch.tensor(x.transpose(0, 3, 1, 2))
-        h = F.leaky_relu(F.conv2d(h, torch.tensor(np.asarray(params["conv_in"]["kernel"]).transpose(3, 2, 0, 1)),
-                                  torch.tensor(np.asarray(params["conv_in"]["bias"])), stride=2, padding=1), 0.2)
+        h = F.leaky_relu(
+            F.conv2d(
+                h,
+                torch.tensor(np.asarray(params["conv_in"]["kernel"]).transpose(3, 2, 0, 1)),
+                torch.tensor(np.asarray(params["conv_in"]["bias"])),
+                stride=2,
+                padding=1,
+            ),
+            0.2,
+        )
         for layer, stride in ((1, 2), (2, 1)):
             kernel = torch.tensor(np.asarray(params[f"conv{layer}"]["kernel"]).transpose(3, 2, 0, 1))
             h = F.conv2d(h, kernel, stride=stride, padding=1)
             running_mean = torch.tensor(np.asarray(stats[f"norm{layer}"]["mean"]))
             running_var = torch.tensor(np.asarray(stats[f"norm{layer}"]["var"]))
-            h = F.batch_norm(h, running_mean, running_var, torch.tensor(np.asarray(params[f"norm{layer}"]["scale"])),
-                             torch.tensor(np.asarray(params[f"norm{layer}"]["bias"])), training=training,
-                             momentum=0.1, eps=1e-5)
+            h = F.batch_norm(
+                h,
+                running_mean,
+                running_var,
+                torch.tensor(np.asarray(params[f"norm{layer}"]["scale"])),
+                torch.tensor(np.asarray(params[f"norm{layer}"]["bias"])),
+                training=training,
+                momentum=0.1,
+                eps=1e-5,
+            )
             if training and layer == 1:
-                np.testing.assert_allclose(np.asarray(updates["batch_stats"]["norm1"]["mean"]),
-                                           running_mean.numpy(), atol=1e-6)
+                np.testing.assert_allclose(
+                    np.asarray(updates["batch_stats"]["norm1"]["mean"]), running_mean.numpy(), atol=1e-6
+                )
             h = F.leaky_relu(h, 0.2)
         kernel = torch.tensor(np.asarray(params["conv_out"]["kernel"]).transpose(3, 2, 0, 1))
         h = F.conv2d(h, kernel, torch.tensor(np.asarray(params["conv_out"]["bias"])), padding=1)
@@ -196,8 +217,10 @@ def test_gan_losses_equal_their_formulas():
     real, fake = rng.standard_normal((4, 3, 3, 1)) * 2, rng.standard_normal((4, 3, 3, 1)) * 2
     softplus = lambda v: np.log1p(np.exp(v))  # noqa: E731
     close = functools.partial(np.testing.assert_allclose, rtol=1e-6, atol=1e-6)
-    close(float(jax.jit(hinge_d_loss)(real, fake)),
-          0.5 * (np.maximum(1 - real, 0).mean() + np.maximum(1 + fake, 0).mean()))
+    close(
+        float(jax.jit(hinge_d_loss)(real, fake)),
+        0.5 * (np.maximum(1 - real, 0).mean() + np.maximum(1 + fake, 0).mean()),
+    )
     close(float(hinge_g_loss(fake)), -fake.mean())
     close(float(non_saturating_d_loss(real, fake)), 0.5 * (softplus(-real).mean() + softplus(fake).mean()))
     close(float(non_saturating_g_loss(fake)), -np.log(1 / (1 + np.exp(-fake))).mean())
@@ -210,11 +233,13 @@ def test_lecam_on_batch_means_as_1d_tokenizer_and_per_logit_as_the_paper():
     real, fake = rng.standard_normal((4, 2, 2, 1)) + 0.5, rng.standard_normal((4, 2, 2, 1)) - 0.5
     ema_real, ema_fake = 0.3, -0.2
     expected_means = max(real.mean() - ema_fake, 0) ** 2 + max(ema_real - fake.mean(), 0) ** 2
-    np.testing.assert_allclose(float(lecam_regularization(real, fake, ema_real, ema_fake)), expected_means,
-                               rtol=1e-5)
+    np.testing.assert_allclose(float(lecam_regularization(real, fake, ema_real, ema_fake)), expected_means, rtol=1e-5)
     expected_per_logit = (np.maximum(real - ema_fake, 0) ** 2).mean() + (np.maximum(ema_real - fake, 0) ** 2).mean()
-    np.testing.assert_allclose(float(lecam_regularization(real, fake, ema_real, ema_fake,
-                                                          reduce_logits_first=False)), expected_per_logit, rtol=1e-5)
+    np.testing.assert_allclose(
+        float(lecam_regularization(real, fake, ema_real, ema_fake, reduce_logits_first=False)),
+        expected_per_logit,
+        rtol=1e-5,
+    )
     ema = 0.0
     for _ in range(3):
         ema = ema * 0.999 + real.mean() * 0.001
@@ -242,8 +267,10 @@ def test_one_optimizer_step_gives_each_network_exactly_its_own_gradient():
     # Any discriminator shows the property; a two-conv one keeps the test fast.
     discriminator = nn.Sequential([nn.Conv(4, (3, 3), strides=(2, 2)), nn.leaky_relu, nn.Conv(1, (3, 3))])
     images = jnp.asarray(RNG.uniform(-1, 1, (2, 8, 8, 3)), jnp.float32)
-    params = {"generator": generator.init(jax.random.PRNGKey(0), images)["params"],
-              "discriminator": discriminator.init(jax.random.PRNGKey(1), images)["params"]}
+    params = {
+        "generator": generator.init(jax.random.PRNGKey(0), images)["params"],
+        "discriminator": discriminator.init(jax.random.PRNGKey(1), images)["params"],
+    }
     ema_real, ema_fake, weight = 0.1, -0.1, 0.5
 
     def generator_loss(gen, disc):
@@ -266,7 +293,10 @@ def test_one_optimizer_step_gives_each_network_exactly_its_own_gradient():
     recon = generator.apply({"params": params["generator"]}, images)
     expected_gen = jax.grad(generator_loss)(params["generator"], params["discriminator"])
     expected_disc = jax.grad(discriminator_loss)(params["discriminator"], recon)
-    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
-                           grads, {"generator": expected_gen, "discriminator": expected_disc})
+    jax.tree_util.tree_map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+        grads,
+        {"generator": expected_gen, "discriminator": expected_disc},
+    )
     # Both gradients are non-trivial, so the test would notice a leak in either direction.
     assert all(float(jnp.abs(g).max()) > 0 for g in jax.tree_util.tree_leaves(grads))

@@ -55,7 +55,7 @@ def test_vq_picks_the_nearest_code_and_losses_follow_titok(l2):
     vq = VectorQuantizer(codebook_size=32, code_dim=6, l2_normalize=l2, beta=0.25)
     variables = init(vq, z)
     codebook = unboxed(variables)["params"]["codebook"]
-    assert np.all(np.abs(codebook) <= 1 / 32)            # U(-1/K, 1/K)
+    assert np.all(np.abs(codebook) <= 1 / 32)  # U(-1/K, 1/K)
     out = run(vq, variables, z)
 
     zn = normalize(z) if l2 else z
@@ -86,7 +86,7 @@ def test_vq_straight_through_gradient_is_identity_and_codebook_gets_the_codebook
     codebook = unboxed(variables)["params"]["codebook"]
     indices = np.asarray(run(vq, variables, z).indices)
     expected = np.zeros_like(codebook)
-    for token, k in enumerate(indices):    # d/de mean((e - sg z)^2) over 4 x 3 elements
+    for token, k in enumerate(indices):  # d/de mean((e - sg z)^2) over 4 x 3 elements
         expected[k] += 2 * (codebook[k] - np.asarray(z)[token]) / z.size
     np.testing.assert_allclose(grad_codebook, expected, rtol=1e-5, atol=1e-7)
 
@@ -105,7 +105,7 @@ def test_rotation_trick_forward_is_the_code_and_gradient_is_the_rotation_of_the_
     e = z[0].astype(np.float64)
     u, q = e / np.linalg.norm(e), code / np.linalg.norm(code)
     w = (u + q) / np.linalg.norm(u + q)
-    rotation = np.eye(4) - 2 * np.outer(w, w) + 2 * np.outer(u, q)        # e @ rotation = |e| q
+    rotation = np.eye(4) - 2 * np.outer(w, w) + 2 * np.outer(u, q)  # e @ rotation = |e| q
     np.testing.assert_allclose(e @ rotation * np.linalg.norm(code) / np.linalg.norm(e), code, rtol=1e-6)
     expected = np.linalg.norm(code) / np.linalg.norm(e) * (weights[0] @ rotation.T)
     np.testing.assert_allclose(np.asarray(grad[0]), expected, rtol=1e-5, atol=1e-6)
@@ -155,7 +155,7 @@ def test_dead_codes_are_replaced_by_batch_vectors_and_live_codes_are_untouched(e
     variables = {**variables, **unboxed(updated)}
     new_codebook = np.asarray(run(vq, variables, jnp.arange(4), method="decode_indices"))
     decay = 0.99 if ema_decay is None else ema_decay
-    usage = decay * 1.0 + (1 - decay) * np.array([3, 2, 0, 0])           # codes 2, 3 fall below 0.995
+    usage = decay * 1.0 + (1 - decay) * np.array([3, 2, 0, 0])  # codes 2, 3 fall below 0.995
     assert np.all(usage[:2] >= 0.995) and np.all(usage[2:] < 0.995)
     for k in (2, 3):
         # (a learned codebook keeps params + offset, exact to float32 rounding)
@@ -163,12 +163,13 @@ def test_dead_codes_are_replaced_by_batch_vectors_and_live_codes_are_untouched(e
     np.testing.assert_allclose(variables[QUANTIZER_STATE]["usage"], [*usage[:2], 0.995, 0.995], rtol=1e-6)
     if ema_decay is None:
         np.testing.assert_array_equal(new_codebook[:2], codebook[:2])
-    else:   # live codes follow the EMA formula
+    else:  # live codes follow the EMA formula
         sums = np.array([z[[0, 1, 4]].sum(0), z[[2, 3]].sum(0)])
         cluster = decay + (1 - decay) * np.array([3, 2, 0, 0])
         smoothed = (cluster + 1e-5) / (cluster.sum() + 4e-5) * cluster.sum()
-        np.testing.assert_allclose(new_codebook[:2], (decay * codebook[:2] + (1 - decay) * sums)
-                                   / smoothed[:2, None], rtol=1e-5)
+        np.testing.assert_allclose(
+            new_codebook[:2], (decay * codebook[:2] + (1 - decay) * sums) / smoothed[:2, None], rtol=1e-5
+        )
         # replaced codes restart with cluster size = threshold and embed_sum = sample * threshold
         state = variables[QUANTIZER_STATE]
         np.testing.assert_allclose(state["cluster_size"], [*cluster[:2], 0.995, 0.995], rtol=1e-6)
@@ -230,11 +231,12 @@ def test_fsq_reaches_every_level_and_matches_numpy(levels):
     bounded, codes, indices = numpy_fsq(z.astype(np.float64), levels)
     np.testing.assert_allclose(np.asarray(run(fsq, {}, z, method="bound")), bounded, rtol=1e-5, atol=1e-5)
     agree = np.all(np.asarray(out.quantized) == codes.astype(np.float32), axis=1)
-    assert agree.mean() > 0.999          # float32 vs float64 can differ only at rounding boundaries
+    assert agree.mean() > 0.999  # float32 vs float64 can differ only at rounding boundaries
     np.testing.assert_array_equal(np.asarray(out.indices)[agree], indices[agree])
     assert float(out.loss) == 0.0
-    np.testing.assert_array_equal(np.asarray(run(fsq, {}, out.indices, method="decode_indices")),
-                                  np.asarray(out.quantized))
+    np.testing.assert_array_equal(
+        np.asarray(run(fsq, {}, out.indices, method="decode_indices")), np.asarray(out.quantized)
+    )
 
 
 def test_fsq_straight_through_gradient_is_the_derivative_of_the_bound():
@@ -273,7 +275,7 @@ def numpy_lfq(z, spherical, scale=1.0, inv_temperature=100.0, gamma=1.0, entropy
         code = bits * 2 * scale - scale
         return normalize(code) * scale if spherical else code
 
-    codebook = np.stack([code_of(k) for k in range(2 ** d)])
+    codebook = np.stack([code_of(k) for k in range(2**d)])
     logits = 2 * x @ codebook.T * inv_temperature
     probs = np.exp(logits - logits.max(1, keepdims=True))
     probs /= probs.sum(1, keepdims=True)
@@ -282,8 +284,9 @@ def numpy_lfq(z, spherical, scale=1.0, inv_temperature=100.0, gamma=1.0, entropy
         return -np.sum(p * np.log(np.maximum(p, 1e-5)), axis=-1)
 
     quantized = codebook[indices]
-    loss = (entropy_weight * (entropy(probs).mean() - gamma * entropy(probs.mean(0)))
-            + commitment_weight * np.mean((x - quantized) ** 2))
+    loss = entropy_weight * (entropy(probs).mean() - gamma * entropy(probs.mean(0))) + commitment_weight * np.mean(
+        (x - quantized) ** 2
+    )
     return indices.reshape(z.shape[:-1]), quantized.reshape(z.shape), loss
 
 
@@ -298,11 +301,12 @@ def test_lfq_and_bsq_match_lucidrains_indices_codes_and_entropy_loss(cls, spheri
     np.testing.assert_array_equal(np.asarray(eval_out.indices), indices)
     np.testing.assert_allclose(np.asarray(eval_out.quantized), quantized, rtol=1e-6)
     if spherical:
-        np.testing.assert_allclose(np.abs(np.asarray(eval_out.quantized)), 5 ** -0.5, rtol=1e-6)
+        np.testing.assert_allclose(np.abs(np.asarray(eval_out.quantized)), 5**-0.5, rtol=1e-6)
     np.testing.assert_allclose(float(train_out.loss), loss, rtol=1e-4, atol=1e-6)
-    assert float(eval_out.loss) == 0.0       # lucidrains computes the auxiliary loss only in training
-    np.testing.assert_array_equal(np.asarray(run(quantizer, {}, eval_out.indices, method="decode_indices")),
-                                  np.asarray(eval_out.quantized))
+    assert float(eval_out.loss) == 0.0  # lucidrains computes the auxiliary loss only in training
+    np.testing.assert_array_equal(
+        np.asarray(run(quantizer, {}, eval_out.indices, method="decode_indices")), np.asarray(eval_out.quantized)
+    )
     all_codes = run(quantizer, {}, jnp.arange(32), method="decode_indices")
     np.testing.assert_array_equal(np.asarray(run(quantizer, {}, all_codes).indices), np.arange(32))
 
@@ -334,8 +338,9 @@ def test_residual_vq_equals_two_vqs_run_by_hand_on_the_residual():
     np.testing.assert_array_equal(np.asarray(out.indices[..., 0]), np.asarray(first.indices))
     np.testing.assert_array_equal(np.asarray(out.indices[..., 1]), np.asarray(second.indices))
     np.testing.assert_allclose(float(out.loss), float(first.loss + second.loss), rtol=1e-6)
-    np.testing.assert_allclose(np.asarray(run(residual, variables, out.indices, method="decode_indices")),
-                               np.asarray(out.quantized), rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(run(residual, variables, out.indices, method="decode_indices")), np.asarray(out.quantized), rtol=1e-6
+    )
     with pytest.raises(ValueError, match="no codebook"):
         ResidualQuantizer(quantizer=DiagonalGaussian(code_dim=4), depth=2)
 
@@ -346,22 +351,23 @@ def test_residual_vq_equals_two_vqs_run_by_hand_on_the_residual():
 def test_gaussian_kl_follows_titok_and_samples_have_the_posterior_statistics():
     code_dim = 3
     z = normal((2, 4, 2 * code_dim))
-    z[0, 0, code_dim] = 40.0                    # clipped to logvar 20
+    z[0, 0, code_dim] = 40.0  # clipped to logvar 20
     gaussian = DiagonalGaussian(code_dim=code_dim, kl_weight=0.5)
     assert gaussian.input_dim == 6 and gaussian.codebook_size is None
     out = run(gaussian, {}, z)
     mean, logvar = z[..., :code_dim].astype(np.float64), np.clip(z[..., code_dim:], -30, 20)
-    kl = 0.5 * np.sum(mean ** 2 + np.exp(logvar) - 1 - logvar, axis=(1, 2)).mean()   # sum per image, batch mean
+    kl = 0.5 * np.sum(mean**2 + np.exp(logvar) - 1 - logvar, axis=(1, 2)).mean()  # sum per image, batch mean
     np.testing.assert_allclose(float(out.stats["kl"]), kl, rtol=1e-5)
     np.testing.assert_allclose(float(out.loss), 0.5 * kl, rtol=1e-5)
-    np.testing.assert_array_equal(np.asarray(out.quantized), z[..., :code_dim])       # eval: the mean
+    np.testing.assert_array_equal(np.asarray(out.quantized), z[..., :code_dim])  # eval: the mean
     assert out.indices is None
     with pytest.raises(ValueError, match="no indices"):
         run(gaussian, {}, jnp.zeros((2,), jnp.int32), method="decode_indices")
 
     params = np.array([[0.5, -1.0, 0.0, np.log(0.25), np.log(4.0), 0.0]], np.float32)
     samples = jax.jit(jax.vmap(lambda key: run(gaussian, {}, params, train=True, rngs={"noise": key}).quantized))(
-        jax.random.split(KEY, 20000))[:, 0]
+        jax.random.split(KEY, 20000)
+    )[:, 0]
     np.testing.assert_allclose(np.asarray(samples.mean(0)), [0.5, -1.0, 0.0], atol=0.05)
     np.testing.assert_allclose(np.asarray(samples.var(0)), [0.25, 4.0, 1.0], rtol=0.05)
 
@@ -393,8 +399,8 @@ def test_factory_builds_every_registered_quantizer_and_names_bad_arguments():
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_every_quantizer_jits_on_any_leading_dims_and_bfloat16(name):
     quantizer = make_quantizer(name, **CASES[name])
-    z_grid = normal((2, 3, 2, quantizer.input_dim))          # [B, H, W, C]
-    z_tokens = z_grid.reshape(2, 6, quantizer.input_dim)     # [B, K, C], the same vectors
+    z_grid = normal((2, 3, 2, quantizer.input_dim))  # [B, H, W, C]
+    z_tokens = z_grid.reshape(2, 6, quantizer.input_dim)  # [B, K, C], the same vectors
     variables = init(quantizer, z_tokens)
 
     @jax.jit
@@ -404,8 +410,9 @@ def test_every_quantizer_jits_on_any_leading_dims_and_bfloat16(name):
         grid, _ = quantizer.apply(variables, z_grid, **kwargs)
         z16 = z_grid.astype(jnp.bfloat16)
         eval16, eval32 = quantizer.apply(variables, z16), quantizer.apply(variables, z16.astype(jnp.float32))
-        decoded = None if eval16.indices is None else quantizer.apply(variables, eval16.indices,
-                                                                        method="decode_indices")
+        decoded = (
+            None if eval16.indices is None else quantizer.apply(variables, eval16.indices, method="decode_indices")
+        )
         return tokens, grid, eval16, eval32, decoded
 
     tokens, grid, eval16, eval32, decoded = step(variables, z_tokens, z_grid)
@@ -417,9 +424,13 @@ def test_every_quantizer_jits_on_any_leading_dims_and_bfloat16(name):
             depth = (2,) if name == "residual" else ()
             assert out.indices.shape == z.shape[:-1] + depth and out.indices.dtype == jnp.int32
             assert {"codebook_usage", "perplexity"} <= set(out.stats)
-    if name != "gaussian":     # token-wise: the layout of the leading dims does not matter
-        np.testing.assert_allclose(np.asarray(grid.quantized).reshape(tokens.quantized.shape),
-                                   np.asarray(tokens.quantized), rtol=1e-6, atol=1e-7)
+    if name != "gaussian":  # token-wise: the layout of the leading dims does not matter
+        np.testing.assert_allclose(
+            np.asarray(grid.quantized).reshape(tokens.quantized.shape),
+            np.asarray(tokens.quantized),
+            rtol=1e-6,
+            atol=1e-7,
+        )
         np.testing.assert_allclose(float(grid.loss), float(tokens.loss), rtol=1e-5, atol=1e-7)
     # bfloat16 input: float32 output, the same result as the bfloat16 values given in float32
     assert eval16.quantized.dtype == jnp.float32
@@ -445,8 +456,9 @@ def test_ema_statistics_of_a_sharded_batch_are_global_without_pmean():
     sharded = step(variables, jax.device_put(z, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))))
     single = step(variables, z)
     for name in ("codebook", "cluster_size", "embed_sum", "usage"):
-        np.testing.assert_allclose(unboxed(sharded)[QUANTIZER_STATE][name], unboxed(single)[QUANTIZER_STATE][name],
-                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            unboxed(sharded)[QUANTIZER_STATE][name], unboxed(single)[QUANTIZER_STATE][name], rtol=1e-5, atol=1e-6
+        )
 
 
 def test_fsq_levels_whose_indices_overflow_int32_are_refused():

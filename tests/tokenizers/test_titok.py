@@ -12,9 +12,18 @@ from mixtok.models.registry import count_params
 from mixtok.tokenizers.registry import create_tokenizer, tokenizer_spec
 from mixtok.tokenizers.titok import TiTok, prefix_key_mask, sample_tail_token_drop_length
 
-TINY = dict(image_size=16, patch_size=4, encoder_width=32, encoder_depth=1, encoder_heads=4, decoder_width=32,
-            decoder_depth=1, decoder_heads=4, num_latent_tokens=6,
-            quantizer={"name": "vq", "codebook_size": 32, "code_dim": 4, "l2_normalize": True})
+TINY = dict(
+    image_size=16,
+    patch_size=4,
+    encoder_width=32,
+    encoder_depth=1,
+    encoder_heads=4,
+    decoder_width=32,
+    decoder_depth=1,
+    decoder_heads=4,
+    num_latent_tokens=6,
+    quantizer={"name": "vq", "codebook_size": 32, "code_dim": 4, "l2_normalize": True},
+)
 
 
 def _images(batch=2, size=16, seed=0):
@@ -66,9 +75,9 @@ def test_masked_prefix_equals_decoding_the_sliced_prefix(tiny):
             return model.apply(variables, q, method=model.decode, **kwargs)
 
         masked = [decode(quantized, num_tokens=jnp.int32(k)) for k in (2, 6)]
-        masked.append(decode(quantized, num_tokens=jnp.array([2, 6], jnp.int32)))   # per sample
+        masked.append(decode(quantized, num_tokens=jnp.array([2, 6], jnp.int32)))  # per sample
         sliced = [decode(quantized[:, :2]), decode(quantized)]
-        return masked, sliced, decode(quantized, num_tokens=2)   # a Python int slices
+        return masked, sliced, decode(quantized, num_tokens=2)  # a Python int slices
 
     (masked_2, masked_6, per_sample), (sliced_2, sliced_6), int_prefix = run(variables, _images())
     np.testing.assert_allclose(masked_2, sliced_2, atol=2e-6)
@@ -76,7 +85,7 @@ def test_masked_prefix_equals_decoding_the_sliced_prefix(tiny):
     np.testing.assert_array_equal(int_prefix, sliced_2)
     np.testing.assert_allclose(per_sample[0], sliced_2[0], atol=2e-6)
     np.testing.assert_allclose(per_sample[1], sliced_6[1], atol=2e-6)
-    assert np.abs(np.asarray(sliced_2 - sliced_6)).max() > 1e-4   # the tail tokens do matter
+    assert np.abs(np.asarray(sliced_2 - sliced_6)).max() > 1e-4  # the tail tokens do matter
 
 
 def test_prefix_key_mask_hides_exactly_the_tail_tokens():
@@ -100,16 +109,17 @@ def test_tail_token_drop_draws_one_length_per_step_and_decodes_that_prefix(tiny)
         assert np.shape(out.num_tokens) == () and 1 <= int(out.num_tokens) <= 6
         np.testing.assert_allclose(out.reconstruction, prefix, atol=1e-6)
         drawn.add(int(out.num_tokens))
-    assert len(drawn) > 1   # a new k per step
-    draws = np.asarray(jax.vmap(lambda key: sample_tail_token_drop_length(key, 6))(
-        jax.random.split(jax.random.PRNGKey(0), 6000)))
+    assert len(drawn) > 1  # a new k per step
+    draws = np.asarray(
+        jax.vmap(lambda key: sample_tail_token_drop_length(key, 6))(jax.random.split(jax.random.PRNGKey(0), 6000))
+    )
     counts = np.bincount(draws, minlength=7)
     assert counts[0] == 0 and draws.max() == 6
     np.testing.assert_allclose(counts[1:] / 6000, np.full(6, 1 / 6), atol=0.03)  # U{1..K}
 
 
 def test_plain_titok_keeps_every_token_in_training(tiny):
-    _, variables = tiny   # the same parameters: tail token drop changes training only
+    _, variables = tiny  # the same parameters: tail token drop changes training only
     model = TiTok(**TINY)
     out = jax.jit(lambda v, x: model.apply(v, x, train=True))(variables, _images())
     assert int(out.num_tokens) == 6
@@ -132,10 +142,26 @@ def test_parameter_count_equals_the_official_count(name):
     # Independent formula: 12 W^2 + 13 W per block; embeddings, patch embed, heads, latents, codebook.
     width, depth = model.encoder_width, model.encoder_depth
     grid, tokens = 16, model.num_latent_tokens
-    encoder = (depth * (12 * width ** 2 + 13 * width) + (768 * width + width) + width + (grid ** 2 + 1) * width
-               + tokens * width + 4 * width + (width * 12 + 12))
-    decoder = (depth * (12 * width ** 2 + 13 * width) + (12 * width + width) + width + (grid ** 2 + 1) * width
-               + width + tokens * width + 4 * width + (width * 768 + 768) + (81 + 3))
+    encoder = (
+        depth * (12 * width**2 + 13 * width)
+        + (768 * width + width)
+        + width
+        + (grid**2 + 1) * width
+        + tokens * width
+        + 4 * width
+        + (width * 12 + 12)
+    )
+    decoder = (
+        depth * (12 * width**2 + 13 * width)
+        + (12 * width + width)
+        + width
+        + (grid**2 + 1) * width
+        + width
+        + tokens * width
+        + 4 * width
+        + (width * 768 + 768)
+        + (81 + 3)
+    )
     assert count_params(shapes) == encoder + decoder + tokens * width + 4096 * 12 == spec.official_params
 
 
@@ -166,7 +192,7 @@ def _torch_reference(torch, config):
 
     def embeddings(module, with_mask_token):
         module.class_embedding = nn.Parameter(torch.randn(1, width))
-        module.positional_embedding = nn.Parameter(torch.randn(grid ** 2 + 1, width))
+        module.positional_embedding = nn.Parameter(torch.randn(grid**2 + 1, width))
         module.latent_token_positional_embedding = nn.Parameter(torch.randn(tokens, width))
         if with_mask_token:
             module.mask_token = nn.Parameter(torch.randn(1, 1, width))
@@ -190,8 +216,8 @@ def _torch_reference(torch, config):
             x = self.patch_embed(images).flatten(2).permute(0, 2, 1)
             x = torch.cat([self.class_embedding.expand(x.shape[0], -1, -1), x], 1) + self.positional_embedding
             latents = (latent_tokens + self.latent_token_positional_embedding).expand(x.shape[0], -1, -1)
-            x = self.ln_post(run(self, torch.cat([x, latents], 1))[:, 1 + grid ** 2:])
-            return self.conv_out(x.permute(0, 2, 1)[..., None])[..., 0].permute(0, 2, 1)   # [B, K, C]
+            x = self.ln_post(run(self, torch.cat([x, latents], 1))[:, 1 + grid**2 :])
+            return self.conv_out(x.permute(0, 2, 1)[..., None])[..., 0].permute(0, 2, 1)  # [B, K, C]
 
     class Decoder(nn.Module):
         def __init__(self):
@@ -204,10 +230,10 @@ def _torch_reference(torch, config):
         def forward(self, quantized):  # [B, K', C]
             x = self.decoder_embed(quantized)
             batch = x.shape[0]
-            queries = torch.cat([self.class_embedding[None], self.mask_token.expand(1, grid ** 2, -1)], 1)
+            queries = torch.cat([self.class_embedding[None], self.mask_token.expand(1, grid**2, -1)], 1)
             queries = (queries + self.positional_embedding).expand(batch, -1, -1)
-            x = x + self.latent_token_positional_embedding[:x.shape[1]]
-            x = self.ln_post(run(self, torch.cat([queries, x], 1))[:, 1:1 + grid ** 2])
+            x = x + self.latent_token_positional_embedding[: x.shape[1]]
+            x = self.ln_post(run(self, torch.cat([queries, x], 1))[:, 1 : 1 + grid**2])
             x = self.ffn(x.permute(0, 2, 1).reshape(batch, width, grid, grid))
             x = x.reshape(batch, patch, patch, 3, grid, grid).permute(0, 3, 4, 1, 5, 2)
             return self.conv_out(x.reshape(batch, 3, grid * patch, grid * patch))
@@ -229,7 +255,7 @@ def torch_state_dict_to_flax(state_dict, depth):
         return {"scale": sd[prefix + ".weight"], "bias": sd[prefix + ".bias"]}
 
     def dense(prefix):
-        weight = sd[prefix + ".weight"]   # Linear [out, in] or 1x1 Conv2d [out, in, 1, 1]
+        weight = sd[prefix + ".weight"]  # Linear [out, in] or 1x1 Conv2d [out, in, 1, 1]
         return {"kernel": weight.reshape(weight.shape[:2]).T, "bias": sd[prefix + ".bias"]}
 
     def conv(prefix):
@@ -240,23 +266,34 @@ def torch_state_dict_to_flax(state_dict, depth):
         for index in range(depth):
             p = f"{prefix}.transformer.{index}"
             blocks[f"block_{index}"] = {
-                "ln_1": norm(p + ".ln_1"), "ln_2": norm(p + ".ln_2"),
-                "attn": {"in_proj": {"kernel": sd[p + ".attn.in_proj_weight"].T, "bias": sd[p + ".attn.in_proj_bias"]},
-                         "out_proj": dense(p + ".attn.out_proj")},
-                "mlp": {"fc1": dense(p + ".mlp.c_fc"), "fc2": dense(p + ".mlp.c_proj")}}
+                "ln_1": norm(p + ".ln_1"),
+                "ln_2": norm(p + ".ln_2"),
+                "attn": {
+                    "in_proj": {"kernel": sd[p + ".attn.in_proj_weight"].T, "bias": sd[p + ".attn.in_proj_bias"]},
+                    "out_proj": dense(p + ".attn.out_proj"),
+                },
+                "mlp": {"fc1": dense(p + ".mlp.c_fc"), "fc2": dense(p + ".mlp.c_proj")},
+            }
         return blocks
 
     def shared(prefix):
-        return {"class_embedding": sd[prefix + ".class_embedding"],
-                "positional_embedding": sd[prefix + ".positional_embedding"],
-                "latent_token_positional_embedding": sd[prefix + ".latent_token_positional_embedding"],
-                "ln_pre": norm(prefix + ".ln_pre"), "ln_post": norm(prefix + ".ln_post"),
-                "transformer": transformer(prefix)}
+        return {
+            "class_embedding": sd[prefix + ".class_embedding"],
+            "positional_embedding": sd[prefix + ".positional_embedding"],
+            "latent_token_positional_embedding": sd[prefix + ".latent_token_positional_embedding"],
+            "ln_pre": norm(prefix + ".ln_pre"),
+            "ln_post": norm(prefix + ".ln_post"),
+            "transformer": transformer(prefix),
+        }
 
     encoder = {**shared("encoder"), "patch_embed": conv("encoder.patch_embed"), "conv_out": dense("encoder.conv_out")}
-    decoder = {**shared("decoder"), "decoder_embed": dense("decoder.decoder_embed"),
-               "mask_token": sd["decoder.mask_token"], "ffn": dense("decoder.ffn.0"),
-               "conv_out": conv("decoder.conv_out")}
+    decoder = {
+        **shared("decoder"),
+        "decoder_embed": dense("decoder.decoder_embed"),
+        "mask_token": sd["decoder.mask_token"],
+        "ffn": dense("decoder.ffn.0"),
+        "conv_out": conv("decoder.conv_out"),
+    }
     return {"latent_tokens": sd["latent_tokens"], "encoder": encoder, "decoder": decoder}
 
 
@@ -270,12 +307,13 @@ def test_matches_a_pytorch_restatement_of_the_official_forward():
     variables = flax.core.unfreeze(jax.tree_util.tree_map(lambda x: np.zeros(x.shape, x.dtype), shapes))
     converted = torch_state_dict_to_flax(reference.state_dict(), depth=2)
     assert jax.tree_util.tree_structure(converted) == jax.tree_util.tree_structure(
-        {k: v for k, v in variables["params"].items() if k != "quantize"})
+        {k: v for k, v in variables["params"].items() if k != "quantize"}
+    )
     variables["params"].update(converted)
     images = np.array(_images())
     with torch.no_grad():
         latents = reference.encoder(torch.from_numpy(images).permute(0, 3, 1, 2), reference.latent_tokens)
-        codes = torch.nn.functional.normalize(latents, dim=-1)   # what the decoder gets for exact codes
+        codes = torch.nn.functional.normalize(latents, dim=-1)  # what the decoder gets for exact codes
         pixels = reference.decoder(codes[:, :4]).permute(0, 2, 3, 1).numpy()
 
     @jax.jit

@@ -15,8 +15,12 @@ from mixtok.tokenizers.vqgan import VQGAN, average_pool_2x2, upsample_nearest_2x
 # bytedance/1d-tokenizer @ 942a96f: modeling/modules/maskgit_vqgan.py, built as TiTok's PretrainedTokenizer:
 # encoder 23,775,104 + decoder 30,478,339 + quantize (1024 x 256 codebook) 262,144.
 OFFICIAL_MASKGIT_VQGAN_PARAMS = 54_515_587
-TINY = dict(filters=32, channel_multipliers=(1, 2, 2), num_res_blocks=1,
-            quantizer={"name": "vq", "codebook_size": 64, "code_dim": 8})
+TINY = dict(
+    filters=32,
+    channel_multipliers=(1, 2, 2),
+    num_res_blocks=1,
+    quantizer={"name": "vq", "codebook_size": 64, "code_dim": 8},
+)
 
 
 def _images(batch, height, width, seed=0):
@@ -55,10 +59,13 @@ def tiny():
     def run(variables, images):
         out = model.apply(variables, images)
         encoded = model.apply(variables, images, method="encode")
-        return dict(out=out, encoded=encoded,
-                    latents=model.apply(variables, images, method=lambda module, x: module.encoder(x)),
-                    from_indices=model.apply(variables, encoded.indices, method="decode_indices"),
-                    from_values=model.apply(variables, encoded.quantized, method="decode"))
+        return dict(
+            out=out,
+            encoded=encoded,
+            latents=model.apply(variables, images, method=lambda module, x: module.encoder(x)),
+            from_indices=model.apply(variables, encoded.indices, method="decode_indices"),
+            from_values=model.apply(variables, encoded.quantized, method="decode"),
+        )
 
     outputs = run(variables, images)
     return model, images, variables, outputs
@@ -66,12 +73,18 @@ def tiny():
 
 def expected_params(filters, channel_multipliers, num_res_blocks, codebook_size, code_dim, conv_downsample=False):
     """The parameter count of the architecture in the module docstring, by formula."""
+
     def conv(k, c_in, c_out, bias=True):
         return k * k * c_in * c_out + (c_out if bias else 0)
 
     def block(c_in, c_out):  # two norms (scale + bias), two 3x3 convs without bias, the 1x1 shortcut if needed
-        return 2 * c_in + 2 * c_out + conv(3, c_in, c_out, False) + conv(3, c_out, c_out, False) + (
-            conv(1, c_out, c_out, False) if c_in != c_out else 0)
+        return (
+            2 * c_in
+            + 2 * c_out
+            + conv(3, c_in, c_out, False)
+            + conv(3, c_out, c_out, False)
+            + (conv(1, c_out, c_out, False) if c_in != c_out else 0)
+        )
 
     widths = [filters * m for m in channel_multipliers]
     total, width = conv(3, 3, filters, False), filters
@@ -97,9 +110,13 @@ def test_the_zoo_has_maskgit_vqgan_and_a_tiny_stand_in_of_the_expected_sizes():
     tiny = vqgan_variants.VQGAN_TINY
     model = create_tokenizer("vqgan_tiny")
     variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))
-    assert count_params(variables) == expected_params(tiny["filters"], tiny["channel_multipliers"],
-                                                      tiny["num_res_blocks"], tiny["quantizer"]["codebook_size"],
-                                                      tiny["quantizer"]["code_dim"])
+    assert count_params(variables) == expected_params(
+        tiny["filters"],
+        tiny["channel_multipliers"],
+        tiny["num_res_blocks"],
+        tiny["quantizer"]["codebook_size"],
+        tiny["quantizer"]["code_dim"],
+    )
     assert model.num_latent_tokens == 16 * 16
     strided = VQGAN(image_size=16, conv_downsample=True, **TINY)
     variables = jax.eval_shape(strided.init, jax.random.PRNGKey(0), jax.ShapeDtypeStruct((1, 16, 16, 3), jnp.float32))
@@ -133,7 +150,8 @@ def test_dtype_sets_the_computation_and_param_dtype_the_encoder_and_decoder_para
     variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), images)
     params = nn.meta.unbox(variables)["params"]
     assert {leaf.dtype for name in ("encoder", "decoder") for leaf in jax.tree_util.tree_leaves(params[name])} == {
-        jnp.dtype(jnp.bfloat16)}
+        jnp.dtype(jnp.bfloat16)
+    }
     assert params["quantizer"]["codebook"].dtype == jnp.float32  # the quantizer's own param_dtype (its mapping's)
     out = jax.eval_shape(model.apply, variables, images)
     # The quantizer works in float32 (mixtok.tokenizers.quantizers); the decoder computes in bfloat16.
@@ -296,7 +314,7 @@ def torch_port_forward(torch, state, images, levels, blocks, conv_downsample=Fal
 
         codebook = w["quantize.embedding.weight"]
         flat = latents.reshape(-1, codebook.shape[1])
-        distances = (flat ** 2).sum(1, keepdim=True) + (codebook ** 2).sum(1)[None] - 2 * flat @ codebook.T
+        distances = (flat**2).sum(1, keepdim=True) + (codebook**2).sum(1)[None] - 2 * flat @ codebook.T
         indices = distances.argmin(1).reshape(latents.shape[:-1])
 
         x = conv(codebook[indices].permute(0, 3, 1, 2), "decoder.conv_in")
@@ -314,8 +332,9 @@ def torch_port_forward(torch, state, images, levels, blocks, conv_downsample=Fal
 def _assert_equals_the_torch_port(torch, variables, images, latents, out, conv_downsample):
     levels, blocks = len(TINY["channel_multipliers"]), TINY["num_res_blocks"]
     state = to_port_state_dict(variables["params"], levels, blocks, conv_downsample)
-    torch_latents, torch_indices, torch_decoded = torch_port_forward(torch, state, images, levels, blocks,
-                                                                     conv_downsample)
+    torch_latents, torch_indices, torch_decoded = torch_port_forward(
+        torch, state, images, levels, blocks, conv_downsample
+    )
     np.testing.assert_allclose(np.asarray(latents), torch_latents, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(np.asarray(out.quantizer.indices), torch_indices)
     np.testing.assert_allclose(np.asarray(out.reconstruction), torch_decoded, rtol=1e-5, atol=1e-5)
@@ -334,19 +353,34 @@ def test_strided_conv_downsampling_equals_torch_conv_4x4_stride_2_pad_1():
     images = _images(1, 16, 16, seed=2)
 
     variables = _random_variables(model, images, seed=3)
-    latents, out = jax.jit(lambda v, x: (model.apply(v, x, method=lambda module, x: module.encoder(x)),
-                                         model.apply(v, x)))(variables, images)
+    latents, out = jax.jit(
+        lambda v, x: (model.apply(v, x, method=lambda module, x: module.encoder(x)), model.apply(v, x))
+    )(variables, images)
     _assert_equals_the_torch_port(torch, variables, images, latents, out, True)
 
 
 def test_a_few_adam_steps_lower_the_reconstruction_error():
-    model = VQGAN(image_size=16, filters=16, channel_multipliers=(1, 2), num_res_blocks=1, norm_groups=8,
-                  quantizer={"name": "vq", "codebook_size": 64, "code_dim": 8})
+    model = VQGAN(
+        image_size=16,
+        filters=16,
+        channel_multipliers=(1, 2),
+        num_res_blocks=1,
+        norm_groups=8,
+        quantizer={"name": "vq", "codebook_size": 64, "code_dim": 8},
+    )
     grid = np.linspace(0, 2 * np.pi, 16)
     rng = np.random.default_rng(0)
-    images = jnp.asarray(np.stack([  # smooth images: a few low-frequency waves per channel, in [-1, 1]
-        np.stack([np.sin(a * grid[:, None] + b * grid[None, :] + c) for a, b, c in rng.uniform(0, 2, (3, 3))], -1)
-        for _ in range(4)]), jnp.float32)
+    images = jnp.asarray(
+        np.stack(
+            [  # smooth images: a few low-frequency waves per channel, in [-1, 1]
+                np.stack(
+                    [np.sin(a * grid[:, None] + b * grid[None, :] + c) for a, b, c in rng.uniform(0, 2, (3, 3))], -1
+                )
+                for _ in range(4)
+            ]
+        ),
+        jnp.float32,
+    )
     params = _random_variables(model, images)["params"]
     optimizer = optax.adam(2e-3)
 

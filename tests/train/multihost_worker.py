@@ -1,6 +1,6 @@
 """One process of the two-process run in test_multihost.py (not a test itself).
 
-    python -m tests.train.multihost_worker PROCESS_ID PORT WORKDIR
+python -m tests.train.multihost_worker PROCESS_ID PORT WORKDIR
 """
 
 import json
@@ -20,9 +20,19 @@ def main():
 
     initialize_distributed(f"127.0.0.1:{port}", num_processes=2, process_id=process_id)
     from tests.train.test_trainer import tiny_config
+
     final = train_and_evaluate(tiny_config(total_steps=4, log_every=1, eval_every=4, checkpoint_every=4), workdir)
-    print("RESULT " + json.dumps({"process": jax.process_index(), "processes": jax.process_count(),
-                                  "devices": jax.device_count(), "final": final}))
+    print(
+        "RESULT "
+        + json.dumps(
+            {
+                "process": jax.process_index(),
+                "processes": jax.process_count(),
+                "devices": jax.device_count(),
+                "final": final,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

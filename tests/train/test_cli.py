@@ -18,14 +18,30 @@ QUICKSTART = "experiments/configs/quickstart.py"
 
 def _cli(*args, **popen):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "mixtok.train", *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+    return subprocess.Popen(
+        [sys.executable, "-m", "mixtok.train", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
 
 
 def test_sigterm_saves_a_checkpoint_and_the_same_command_resumes(tmp_path):
-    args = ["--config", QUICKSTART, "--workdir", str(tmp_path), "--config.total_steps=100000",
-            "--config.log_every=2", "--config.eval_every=0", "--config.checkpoint_every=100000",
-            "--config.data.name=synthetic", "--config.optimizer.warmup_steps=0"]
+    args = [
+        "--config",
+        QUICKSTART,
+        "--workdir",
+        str(tmp_path),
+        "--config.total_steps=100000",
+        "--config.log_every=2",
+        "--config.eval_every=0",
+        "--config.checkpoint_every=100000",
+        "--config.data.name=synthetic",
+        "--config.optimizer.warmup_steps=0",
+    ]
     proc = _cli(*args)
     deadline = time.time() + 120
     while not ((tmp_path / "metrics.jsonl").exists() and read_metrics(tmp_path)):
@@ -40,9 +56,15 @@ def test_sigterm_saves_a_checkpoint_and_the_same_command_resumes(tmp_path):
     assert len(saved) == 1 and 2 <= saved[0] < 100000, (entries, stderr[-3000:])
     assert "rerun the same command to resume" in stderr
 
-    resumed = _cli(*args[:4], f"--config.total_steps={saved[0] + 2}", "--config.log_every=1",
-                   "--config.eval_every=0", "--config.data.name=synthetic", "--config.checkpoint_every=100000",
-                   "--config.optimizer.warmup_steps=0")
+    resumed = _cli(
+        *args[:4],
+        f"--config.total_steps={saved[0] + 2}",
+        "--config.log_every=1",
+        "--config.eval_every=0",
+        "--config.data.name=synthetic",
+        "--config.checkpoint_every=100000",
+        "--config.optimizer.warmup_steps=0",
+    )
     _, stderr = resumed.communicate(timeout=180)
     # A different total_steps is allowed on resume (it only changes the schedule's horizon).
     assert resumed.returncode == 0, stderr[-2000:]
@@ -50,12 +72,15 @@ def test_sigterm_saves_a_checkpoint_and_the_same_command_resumes(tmp_path):
     assert steps[-2:] == [saved[0] + 1, saved[0] + 2]
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--config.total_stepz=5"], 'Did you mean "total_steps"'),
-    (["--config.data.image_size=36"], "Image size 36x36 is not divisible by the model's total stride 32"),
-    (["--config.data.name=digitz"], "Did you mean 'digits'"),
-    (["--config.progress_barr=False"], "the config has no field 'progress_barr'"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--config.total_stepz=5"], 'Did you mean "total_steps"'),
+        (["--config.data.image_size=36"], "Image size 36x36 is not divisible by the model's total stride 32"),
+        (["--config.data.name=digitz"], "Did you mean 'digits'"),
+        (["--config.progress_barr=False"], "the config has no field 'progress_barr'"),
+    ],
+)
 def test_bad_input_gets_one_clear_line(tmp_path, args, message):
     proc = _cli("--config", QUICKSTART, "--workdir", str(tmp_path), *args)
     _, stderr = proc.communicate(timeout=120)

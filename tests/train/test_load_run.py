@@ -38,12 +38,15 @@ def test_step_picks_a_checkpoint_and_the_variables_are_that_checkpoints(five_ste
     run = load_run(workdir, step=2)
     assert run.step == 2
     saved = _saved_params(workdir, 2)
-    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(run.variables["params"]),
-                            jax.tree_util.tree_leaves(saved)):
+    for (path, a), b in zip(
+        jax.tree_util.tree_leaves_with_path(run.variables["params"]), jax.tree_util.tree_leaves(saved)
+    ):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=jax.tree_util.keystr(path))
     latest = load_run(workdir)
-    assert any(not np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(latest.variables["params"]),
-                                                        jax.tree_util.tree_leaves(saved)))
+    assert any(
+        not np.array_equal(a, b)
+        for a, b in zip(jax.tree_util.tree_leaves(latest.variables["params"]), jax.tree_util.tree_leaves(saved))
+    )
 
 
 def test_a_run_loads_without_its_data_and_carries_the_normalisation(five_step_run, monkeypatch):

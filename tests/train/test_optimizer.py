@@ -18,10 +18,18 @@ def test_schedule_warms_up_linearly_then_decays_by_cosine_to_min_lr():
 
 
 def test_only_weight_matrices_and_kernels_decay():
-    params = {"dense": {"kernel": jnp.ones((3, 4)), "bias": jnp.ones((4,))}, "norm": {"scale": jnp.ones((4,))},
-              "act": {"scale": jnp.ones((1,))}, "conv": {"kernel": jnp.ones((3, 3, 1, 4))}}
-    assert weight_decay_mask(params) == {"dense": {"kernel": True, "bias": False}, "norm": {"scale": False},
-                                         "act": {"scale": False}, "conv": {"kernel": True}}
+    params = {
+        "dense": {"kernel": jnp.ones((3, 4)), "bias": jnp.ones((4,))},
+        "norm": {"scale": jnp.ones((4,))},
+        "act": {"scale": jnp.ones((1,))},
+        "conv": {"kernel": jnp.ones((3, 3, 1, 4))},
+    }
+    assert weight_decay_mask(params) == {
+        "dense": {"kernel": True, "bias": False},
+        "norm": {"scale": False},
+        "act": {"scale": False},
+        "conv": {"kernel": True},
+    }
 
 
 @pytest.mark.parametrize("name", ["adamw", "lamb"])

@@ -51,20 +51,23 @@ def test_five_steps_by_hand_give_exactly_the_trainers_parameters_and_metrics(fiv
         assert by_hand == {k: v for k, v in record.items() if k.startswith("train/")}, record["step"]
 
     eval_batches = data.create_eval_iterator(config.data, global_batch_size=config.batch_size)
-    eval_metrics, images = evaluate(task, make_eval_step(task, layout, batches_sharding),
-                                    make_eval_images_step(task, layout, batches_sharding), state, eval_batches,
-                                    batches_sharding)
+    eval_metrics, images = evaluate(
+        task,
+        make_eval_step(task, layout, batches_sharding),
+        make_eval_images_step(task, layout, batches_sharding),
+        state,
+        eval_batches,
+        batches_sharding,
+    )
     assert eval_metrics == {k: v for k, v in records[-1].items() if k.startswith("eval/")}
     assert images == {}  # classification writes no eval images
 
     # The whole saved state (optimizer moments included) and the data position match the hand-driven ones.
     checkpointer = create_checkpointer(config, workdir)
-    resumed_batches = data.create_train_iterator(config.data, global_batch_size=config.batch_size,
-                                                 seed=config.seed)
+    resumed_batches = data.create_train_iterator(config.data, global_batch_size=config.batch_size, seed=config.seed)
     saved = checkpointer.restore(5, layout, resumed_batches)
     checkpointer.close()
     _assert_trees_equal(saved, state)
     assert resumed_batches.get_state() == batches.get_state()
     run = load_run(workdir)
     _assert_trees_equal(run.variables, task.model_variables(state.params, state.other_variables))
-

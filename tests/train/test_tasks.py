@@ -66,8 +66,9 @@ class MinimalTask(Task):
 
 
 def _minimal_config(**overrides):
-    fields = dict(task="minimal", total_steps=3, log_every=1, eval_every=3, checkpoint_every=3, tensorboard=False,
-                  temperature=2.0)
+    fields = dict(
+        task="minimal", total_steps=3, log_every=1, eval_every=3, checkpoint_every=3, tensorboard=False, temperature=2.0
+    )
     config = tiny_config(**{**fields, **overrides})
     del config["label_smoothing"]  # the classification task's field, not this one's
     return config
@@ -110,11 +111,17 @@ def test_config_fields_belong_to_the_task_that_owns_them(monkeypatch):
     validate_config(_minimal_config())
     with pytest.raises(ValueError, match=r"config.temperature must be > 0; got -1.0"):
         validate_config(_minimal_config(temperature=-1.0))
-    with pytest.raises(ValueError, match=r"config.loss belongs to the tokenizer task, but config.task is "
-                                         r"'classification'"):
+    with pytest.raises(
+        ValueError,
+        match=r"config.loss belongs to the tokenizer task, but config.task is "
+        r"'classification'",
+    ):
         validate_config(tiny_config(loss=dict(reconstruction="l2")))
-    with pytest.raises(ValueError, match=r"config.label_smoothing belongs to the classification task, but "
-                                         r"config.task is 'tokenizer'"):
+    with pytest.raises(
+        ValueError,
+        match=r"config.label_smoothing belongs to the classification task, but "
+        r"config.task is 'tokenizer'",
+    ):
         validate_config(_with(tokenizer_config(), label_smoothing=0.1))
     with pytest.raises(ValueError, match=r"Unknown config.loss field 'gan_wieght'.*Did you mean 'gan_weight'"):
         validate_config(_with(tokenizer_config(), loss=dict(gan_wieght=0.1)))
@@ -134,8 +141,9 @@ def _with(config: ConfigDict, **fields) -> ConfigDict:
 
 def test_the_tokenizer_task_undoes_the_normalisation_that_dataset_info_carries():
     # Not config.data's (0.5, 0.5): the task reads the normalisation from DatasetInfo only.
-    info = DatasetInfo(num_classes=0, num_train=8, num_eval=8, image_size=16, mean=(0.2, 0.4, 0.6),
-                       std=(0.5, 0.25, 0.125))
+    info = DatasetInfo(
+        num_classes=0, num_train=8, num_eval=8, image_size=16, mean=(0.2, 0.4, 0.6), std=(0.5, 0.25, 0.125)
+    )
     task = TokenizerTask.from_config(tokenizer_config(), info)
     variables = task.init(jax.random.PRNGKey(0), task.dummy_batch(16, 2))
     params = variables.pop("params")

@@ -10,16 +10,23 @@ from ml_collections import ConfigDict
 from mixtok.tokenizers import create_tokenizer, losses
 from mixtok.train.tasks.tokenizer import TokenizerTask, image_grid, loss_options
 
-TINY_VQGAN = dict(image_size=16, filters=8, channel_multipliers=(1, 2), num_res_blocks=1, norm_groups=4,
-                  quantizer={"name": "vq", "codebook_size": 16, "code_dim": 4})
+TINY_VQGAN = dict(
+    image_size=16,
+    filters=8,
+    channel_multipliers=(1, 2),
+    num_res_blocks=1,
+    norm_groups=4,
+    quantizer={"name": "vq", "codebook_size": 16, "code_dim": 4},
+)
 
 
 def _task(**loss):
     config = ConfigDict(dict(loss=loss))
     model = create_tokenizer("vqgan_tiny", **TINY_VQGAN)
     optimizer = ConfigDict(dict(name="adamw", lr=3e-3, weight_decay=0.0))
-    return TokenizerTask(model, loss=loss_options(config), mean=(0.5,) * 3, std=(0.5,) * 3, optimizer=optimizer,
-                         total_steps=100)
+    return TokenizerTask(
+        model, loss=loss_options(config), mean=(0.5,) * 3, std=(0.5,) * 3, optimizer=optimizer, total_steps=100
+    )
 
 
 def _images(seed=0, n=4):
@@ -46,16 +53,22 @@ def test_loss_without_gan_is_reconstruction_plus_quantizer_loss():
     images = _images()
     params, other = _split(task.init(jax.random.PRNGKey(0), {"image": images}))
     loss, (metrics, _) = task.train_loss(params, other, {"image": images}, jax.random.PRNGKey(1), 0)
-    out = task.model.apply({"params": params["tokenizer"], **other["tokenizer"]}, images, train=True,
-                           rngs={"noise": jax.random.PRNGKey(2)})
+    out = task.model.apply(
+        {"params": params["tokenizer"], **other["tokenizer"]}, images, train=True, rngs={"noise": jax.random.PRNGKey(2)}
+    )
     expected = 2.0 * np.mean(np.abs(np.asarray(images) - np.asarray(out.reconstruction))) + 0.5 * out.quantizer.loss
     np.testing.assert_allclose(loss, expected, rtol=1e-5)
     np.testing.assert_allclose(metrics["reconstruction_loss"], expected / 2.0 - 0.25 * out.quantizer.loss, rtol=1e-5)
 
 
 def test_gan_terms_give_each_parameter_set_only_its_own_gradient_and_start_at_gan_start_step():
-    task = _task(gan_weight=0.5, gan_start_step=10, lecam_weight=0.1, discriminator="patchgan",
-                 discriminator_kwargs=dict(ndf=8, n_layers=2))
+    task = _task(
+        gan_weight=0.5,
+        gan_start_step=10,
+        lecam_weight=0.1,
+        discriminator="patchgan",
+        discriminator_kwargs=dict(ndf=8, n_layers=2),
+    )
     images = _images()
     params, other = _split(task.init(jax.random.PRNGKey(0), {"image": images}))
     rng = jax.random.PRNGKey(1)
@@ -64,15 +77,20 @@ def test_gan_terms_give_each_parameter_set_only_its_own_gradient_and_start_at_ga
     # Before the start step the discriminator gets no gradient and the generator only its own losses.
     assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree_util.tree_leaves(before["discriminator"]))
     no_gan = _task()
-    no_gan_grad = jax.grad(lambda p: no_gan.train_loss(p, {"tokenizer": other["tokenizer"]}, {"image": images}, rng,
-                                                        9)[0])({"tokenizer": params["tokenizer"]})
+    no_gan_grad = jax.grad(
+        lambda p: no_gan.train_loss(p, {"tokenizer": other["tokenizer"]}, {"image": images}, rng, 9)[0]
+    )({"tokenizer": params["tokenizer"]})
     for a, b in zip(jax.tree_util.tree_leaves(before["tokenizer"]), jax.tree_util.tree_leaves(no_gan_grad)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
     # From the start step: the discriminator's gradient is that of its own loss alone.
     disc, disc_state = task.discriminator, other["discriminator"]
-    recon = task.model.apply({"params": params["tokenizer"], **other["tokenizer"]}, images, train=True,
-                             rngs={"noise": jax.random.split(rng, 3)[2], "dropout": jax.random.split(rng, 3)[0]},
-                             mutable=["quantizer_state"])[0].reconstruction
+    recon = task.model.apply(
+        {"params": params["tokenizer"], **other["tokenizer"]},
+        images,
+        train=True,
+        rngs={"noise": jax.random.split(rng, 3)[2], "dropout": jax.random.split(rng, 3)[0]},
+        mutable=["quantizer_state"],
+    )[0].reconstruction
 
     def d_loss(d_params):
         real, s1 = disc.apply({"params": d_params, **disc_state}, images, train=True, mutable=["batch_stats"])
@@ -96,7 +114,8 @@ def test_a_few_steps_lower_the_reconstruction_loss():
     @jax.jit
     def step(params, opt_state, other, i):
         (loss, (metrics, updated)), grads = jax.value_and_grad(task.train_loss, has_aux=True)(
-            params, other, {"image": images}, jax.random.PRNGKey(i), i)
+            params, other, {"image": images}, jax.random.PRNGKey(i), i
+        )
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, {**other, **updated}, metrics
 

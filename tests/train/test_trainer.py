@@ -13,15 +13,32 @@ from mixtok.train.trainer import NonFiniteLossError, train_and_evaluate
 
 
 def tiny_config(**overrides) -> ConfigDict:
-    config = ConfigDict(dict(
-        seed=3, task="classification", total_steps=12, batch_size=16, log_every=2, eval_every=6,
-        checkpoint_every=4, keep_checkpoints=10, progress_bar=False, label_smoothing=0.1,
-        data=dict(name="synthetic", image_size=32, num_classes=4, num_examples=96, num_eval_examples=40),
-        model=dict(name="poolformerv2_s12", dtype="float32", kwargs=dict(
-            depths=(1, 1, 1, 1), dims=(8, 8, 16, 16), drop_path_rate=0.1,
-            token_mixers=("pooling", "pooling", "attention", "attention"))),
-        optimizer=dict(name="adamw", lr=2e-3, warmup_steps=2, weight_decay=0.05, grad_clip=1.0),
-    ))
+    config = ConfigDict(
+        dict(
+            seed=3,
+            task="classification",
+            total_steps=12,
+            batch_size=16,
+            log_every=2,
+            eval_every=6,
+            checkpoint_every=4,
+            keep_checkpoints=10,
+            progress_bar=False,
+            label_smoothing=0.1,
+            data=dict(name="synthetic", image_size=32, num_classes=4, num_examples=96, num_eval_examples=40),
+            model=dict(
+                name="poolformerv2_s12",
+                dtype="float32",
+                kwargs=dict(
+                    depths=(1, 1, 1, 1),
+                    dims=(8, 8, 16, 16),
+                    drop_path_rate=0.1,
+                    token_mixers=("pooling", "pooling", "attention", "attention"),
+                ),
+            ),
+            optimizer=dict(name="adamw", lr=2e-3, warmup_steps=2, weight_decay=0.05, grad_clip=1.0),
+        )
+    )
     for key, value in overrides.items():
         if "." not in key and key not in config:
             config[key] = value
@@ -90,12 +107,15 @@ def test_workdir_of_a_different_model_is_refused_and_left_untouched(tmp_path):
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before
 
 
-@pytest.mark.parametrize("override,message", [
-    ({"total_stepz": 3}, "Unknown config field 'total_stepz'. Did you mean 'total_steps'"),
-    ({"batch_size": 0}, "config.batch_size must be a positive integer; got 0"),
-    ({"model.dtype": "bf16"}, "Unknown compute dtype 'bf16'"),
-    ({"data.image_size": 40}, "Image size 40x40 is not divisible by the model's total stride 32"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ({"total_stepz": 3}, "Unknown config field 'total_stepz'. Did you mean 'total_steps'"),
+        ({"batch_size": 0}, "config.batch_size must be a positive integer; got 0"),
+        ({"model.dtype": "bf16"}, "Unknown compute dtype 'bf16'"),
+        ({"data.image_size": 40}, "Image size 40x40 is not divisible by the model's total stride 32"),
+    ],
+)
 def test_bad_configs_are_rejected_with_the_reason(tmp_path, override, message):
     config = tiny_config()
     for key, value in override.items():
@@ -135,10 +155,17 @@ def _restore_state(workdir, step):
 
 def test_batchnorm_statistics_are_updated_by_training_and_saved_and_resumed(tmp_path):
     # AFFNet (BatchNorm): every step updates batch_stats; a resumed run continues from the saved ones.
-    kwargs = dict(depths=(1, 1, 1, 0, 0), dims=(8, 8, 16, 16, 16), ffn_dims=(32, 32, 32),
-                  expand_ratio=2.0)
-    config = tiny_config(**{"model.name": "affnet_et", "model.kwargs": kwargs, "total_steps": 4, "eval_every": 4,
-                            "checkpoint_every": 2, "log_every": 2})
+    kwargs = dict(depths=(1, 1, 1, 0, 0), dims=(8, 8, 16, 16, 16), ffn_dims=(32, 32, 32), expand_ratio=2.0)
+    config = tiny_config(
+        **{
+            "model.name": "affnet_et",
+            "model.kwargs": kwargs,
+            "total_steps": 4,
+            "eval_every": 4,
+            "checkpoint_every": 2,
+            "log_every": 2,
+        }
+    )
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     train_and_evaluate(config, straight)
     train_and_evaluate(config, interrupted, stop_at_step=2)
@@ -146,8 +173,12 @@ def test_batchnorm_statistics_are_updated_by_training_and_saved_and_resumed(tmp_
     first, last = _restore_state(straight, 2), _restore_state(straight, 4)
     stats = jax.tree_util.tree_leaves_with_path(last["other_variables"]["batch_stats"])
     assert stats, "AFFNet's BatchNorm statistics should be part of the saved state"
-    moved = [not np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(first["other_variables"]),
-                                                          jax.tree_util.tree_leaves(last["other_variables"]))]
+    moved = [
+        not np.array_equal(a, b)
+        for a, b in zip(
+            jax.tree_util.tree_leaves(first["other_variables"]), jax.tree_util.tree_leaves(last["other_variables"])
+        )
+    ]
     assert all(moved), "every running mean / variance should change with every training step"
     resumed = _restore_state(interrupted, 4)
     for (path, a), b in zip(stats, jax.tree_util.tree_leaves(resumed["other_variables"]["batch_stats"])):

@@ -43,14 +43,19 @@ def get_config(arg=None):
     if arg.runlocal:
         config.model.kwargs.update(common.one_block_per_stage("affnet_t"))  # the same layers, fewer
 
-    config.optimizer = ConfigDict(dict(
-        name="adamw", lr=2e-3 * config.batch_size / 1024,  # mobilevit.yaml at batch 1024, scaled linearly
-        # 20,000 iterations at batch 1024.
-        warmup_steps=common.warmup_steps(arg, epochs=20_000 * 1024 / common.IMAGENET_TRAIN_IMAGES),
-        min_lr=2e-4,  # cosine decay to min_lr; mobilevit.yaml: cosine 2e-3 -> 2e-4
-        weight_decay=0.01,
-        b1=0.9, b2=0.999, eps=1e-8,
-        grad_clip=0.0,  # global-norm clipping; 0 disables it
-    ))
+    config.optimizer = ConfigDict(
+        dict(
+            name="adamw",
+            lr=2e-3 * config.batch_size / 1024,  # mobilevit.yaml at batch 1024, scaled linearly
+            # 20,000 iterations at batch 1024.
+            warmup_steps=common.warmup_steps(arg, epochs=20_000 * 1024 / common.IMAGENET_TRAIN_IMAGES),
+            min_lr=2e-4,  # cosine decay to min_lr; mobilevit.yaml: cosine 2e-3 -> 2e-4
+            weight_decay=0.01,
+            b1=0.9,
+            b2=0.999,
+            eps=1e-8,
+            grad_clip=0.0,  # global-norm clipping; 0 disables it
+        )
+    )
     config.label_smoothing = 0.1
     return config

@@ -40,13 +40,18 @@ def get_config(arg=None):
     if arg.runlocal:
         config.model.kwargs.update(common.one_block_per_stage("cas_vit_t"))  # the same layers, fewer
 
-    config.optimizer = ConfigDict(dict(
-        name="adamw", lr=6e-3 * config.batch_size / 2048,  # official at batch 2048, scaled linearly
-        warmup_steps=common.warmup_steps(arg, epochs=20),  # linear warm-up, then cosine
-        min_lr=1e-6,  # cosine decay to min_lr
-        weight_decay=0.05,
-        b1=0.9, b2=0.999, eps=1e-8,
-        grad_clip=0.0,  # global-norm clipping; 0 disables it
-    ))
+    config.optimizer = ConfigDict(
+        dict(
+            name="adamw",
+            lr=6e-3 * config.batch_size / 2048,  # official at batch 2048, scaled linearly
+            warmup_steps=common.warmup_steps(arg, epochs=20),  # linear warm-up, then cosine
+            min_lr=1e-6,  # cosine decay to min_lr
+            weight_decay=0.05,
+            b1=0.9,
+            b2=0.999,
+            eps=1e-8,
+            grad_clip=0.0,  # global-norm clipping; 0 disables it
+        )
+    )
     config.label_smoothing = 0.1
     return config

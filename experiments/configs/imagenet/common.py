@@ -88,23 +88,33 @@ IMAGENET_SOURCES = ("imagefolder", "array_record")
 # What data.root holds until the user names the data: training stops at once on it with this
 # message (the data pipeline reports the root as a missing folder), while importing and inspecting
 # the config still works.
-MISSING_DATA_ROOT = ("UNSET: add :data_root=/path/to/imagenet to --config "
-                     "(or pass --config.data.root=/path/to/imagenet)")
+MISSING_DATA_ROOT = "UNSET: add :data_root=/path/to/imagenet to --config (or pass --config.data.root=/path/to/imagenet)"
 HALF = (0.5, 0.5, 0.5)  # mean and std that map pixels to [-1, 1], as the tokenizers see them
 
 # `runlocal`: a run small enough for a laptop that still builds every layer of the named model.
 RUNLOCAL_STEPS = 4
 RUNLOCAL_IMAGE_SIZE = 64
-RUNLOCAL_SYNTHETIC = dict(name="synthetic", image_size=RUNLOCAL_IMAGE_SIZE, num_classes=10, num_examples=64,
-                          num_eval_examples=32)
+RUNLOCAL_SYNTHETIC = dict(
+    name="synthetic", image_size=RUNLOCAL_IMAGE_SIZE, num_classes=10, num_examples=64, num_eval_examples=32
+)
 RUNLOCAL_PHOTOS = dict(name="sample_photos", image_size=32, num_examples=64, num_eval_examples=16)
 # A TiTok / One-D-Piece shrunk to width 32, one block and 8 tokens: 32-px photos in 8-px patches.
-RUNLOCAL_TOKENIZER = dict(image_size=32, patch_size=8, encoder_width=32, encoder_depth=1, encoder_heads=2,
-                          decoder_width=32, decoder_depth=1, decoder_heads=2, num_latent_tokens=8)
+RUNLOCAL_TOKENIZER = dict(
+    image_size=32,
+    patch_size=8,
+    encoder_width=32,
+    encoder_depth=1,
+    encoder_heads=2,
+    decoder_width=32,
+    decoder_depth=1,
+    decoder_heads=2,
+    num_latent_tokens=8,
+)
 
 
-def parse_arg(arg: str | None, *, batch_size: int, epochs: int | None = None, steps: int | None = None,
-              **extra) -> ConfigDict:
+def parse_arg(
+    arg: str | None, *, batch_size: int, epochs: int | None = None, steps: int | None = None, **extra
+) -> ConfigDict:
     """The options after the config's colon (module docstring), with the official batch and length as defaults.
 
     Pass `epochs=` (classification) or `steps=` (tokenizers); `extra` adds config-specific options,
@@ -113,8 +123,9 @@ def parse_arg(arg: str | None, *, batch_size: int, epochs: int | None = None, st
     if (epochs is None) == (steps is None):
         raise TypeError(f"parse_arg takes one run length, epochs= or steps=; got epochs={epochs}, steps={steps}.")
     length = dict(epochs=epochs) if steps is None else dict(steps=steps)
-    arg = parse_config_arg(arg, data_root="", source="imagefolder", batch_size=batch_size, **length,
-                           bf16=False, runlocal=False, **extra)
+    arg = parse_config_arg(
+        arg, data_root="", source="imagefolder", batch_size=batch_size, **length, bf16=False, runlocal=False, **extra
+    )
     if arg.source not in IMAGENET_SOURCES:
         raise unknown_name_error("ImageNet data source (source=)", arg.source, IMAGENET_SOURCES)
     for key in ("batch_size", *length):
@@ -170,8 +181,9 @@ def warmup_steps(arg: ConfigDict, *, epochs: float) -> int:
     if arg.runlocal:
         return 1
     if arg.epochs <= epochs:
-        raise ValueError(f"epochs={arg.epochs} leaves no training after the recipe's {epochs} warm-up "
-                         f"epochs; use epochs > {epochs}.")
+        raise ValueError(
+            f"epochs={arg.epochs} leaves no training after the recipe's {epochs} warm-up epochs; use epochs > {epochs}."
+        )
     return steps(epochs, arg.batch_size)
 
 
@@ -179,28 +191,45 @@ def check_steps_cover(arg: ConfigDict, **milestones: int) -> None:
     """Raises when `steps=` ends before a schedule's milestone (warm-up, GAN start ...), runlocal aside."""
     late = {name: step for name, step in milestones.items() if step >= arg.steps}
     if late and not arg.runlocal:
-        raise ValueError(f"steps={arg.steps} ends before the recipe's {late}; use more steps than "
-                         f"{max(late.values())}.")
+        raise ValueError(
+            f"steps={arg.steps} ends before the recipe's {late}; use more steps than {max(late.values())}."
+        )
 
 
-def imagenet_data(arg: ConfigDict, *, image_size: int, crop_pct: float, crop_scale=(0.08, 1.0),
-                  crop_ratio=(3 / 4, 4 / 3), mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                  runlocal_data: dict | None = None) -> ConfigDict:
+def imagenet_data(
+    arg: ConfigDict,
+    *,
+    image_size: int,
+    crop_pct: float,
+    crop_scale=(0.08, 1.0),
+    crop_ratio=(3 / 4, 4 / 3),
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+    runlocal_data: dict | None = None,
+) -> ConfigDict:
     """The data section: ImageNet from `data_root=` in `source=` format, or in-memory data under runlocal.
 
     Training crops are random resized crops (area `crop_scale`, aspect `crop_ratio`) flipped
     horizontally; evaluation resizes to image_size / crop_pct and centre-crops image_size.
     `runlocal_data` replaces the synthetic 10-class images of a runlocal run (tokenizers: photos).
     """
-    transforms = dict(crop_scale=crop_scale, crop_ratio=crop_ratio, hflip=True, crop_pct=crop_pct, mean=mean,
-                      std=std)
+    transforms = dict(crop_scale=crop_scale, crop_ratio=crop_ratio, hflip=True, crop_pct=crop_pct, mean=mean, std=std)
     if arg.runlocal:
         return ConfigDict(dict(runlocal_data or RUNLOCAL_SYNTHETIC, **transforms))
     # num_classes is checked against the class folders (a wrong root fails early) and spares
     # array_record a scan of every label.
-    return ConfigDict(dict(name=arg.source, root=arg.data_root or MISSING_DATA_ROOT, train_split="train",
-                           eval_split="val", image_size=image_size, num_classes=IMAGENET_CLASSES, read_threads=16,
-                           **transforms))
+    return ConfigDict(
+        dict(
+            name=arg.source,
+            root=arg.data_root or MISSING_DATA_ROOT,
+            train_split="train",
+            eval_split="val",
+            image_size=image_size,
+            num_classes=IMAGENET_CLASSES,
+            read_threads=16,
+            **transforms,
+        )
+    )
 
 
 def compute_dtype(arg: ConfigDict) -> str:
@@ -238,8 +267,12 @@ def perceptual_network(arg: ConfigDict) -> dict:
     (the configs then set its weight to 0).
     """
     if bool(arg.perceptual_network) != bool(arg.perceptual_weights):
-        raise ValueError("perceptual_network= and perceptual_weights= go together: the network's class "
-                         f"(pkg.module:Class) and the file of its weights; got perceptual_network="
-                         f"{arg.perceptual_network!r}, perceptual_weights={arg.perceptual_weights!r}.")
-    return dict(perceptual_network=arg.perceptual_network or "small_feature_net",
-                perceptual_weights=arg.perceptual_weights or None)
+        raise ValueError(
+            "perceptual_network= and perceptual_weights= go together: the network's class "
+            f"(pkg.module:Class) and the file of its weights; got perceptual_network="
+            f"{arg.perceptual_network!r}, perceptual_weights={arg.perceptual_weights!r}."
+        )
+    return dict(
+        perceptual_network=arg.perceptual_network or "small_feature_net",
+        perceptual_weights=arg.perceptual_weights or None,
+    )

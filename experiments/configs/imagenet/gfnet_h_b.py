@@ -1,4 +1,5 @@
-r"""GFNet-H-B (hierarchical, widths 96-768, 27 blocks in stage 3) on ImageNet-1k at 224 px: a global Fourier filter as the token mixer.
+r"""GFNet-H-B (hierarchical, widths 96-768, 27 blocks in stage 3) on ImageNet-1k at 224 px: a global Fourier
+filter as the token mixer.
 
     python -m mixtok.train \
         --config experiments/configs/imagenet/gfnet_h_b.py:data_root=/data/imagenet \
@@ -45,13 +46,18 @@ def get_config(arg=None):
         config.model.kwargs.update(common.one_block_per_stage("gfnet_h_b"))  # the same layers, fewer
         config.model.kwargs.image_size = common.RUNLOCAL_IMAGE_SIZE  # the filters' size follows the image's
 
-    config.optimizer = ConfigDict(dict(
-        name="adamw", lr=1e-3 * config.batch_size / 1024,  # 5e-4 x 1024 / 512, scaled linearly
-        warmup_steps=common.warmup_steps(arg, epochs=5),  # linear warm-up, then cosine
-        min_lr=1e-5,  # cosine decay to min_lr
-        weight_decay=0.05,
-        b1=0.9, b2=0.999, eps=1e-8,
-        grad_clip=1.0,  # main_gfnet.py's --clip-grad default
-    ))
+    config.optimizer = ConfigDict(
+        dict(
+            name="adamw",
+            lr=1e-3 * config.batch_size / 1024,  # 5e-4 x 1024 / 512, scaled linearly
+            warmup_steps=common.warmup_steps(arg, epochs=5),  # linear warm-up, then cosine
+            min_lr=1e-5,  # cosine decay to min_lr
+            weight_decay=0.05,
+            b1=0.9,
+            b2=0.999,
+            eps=1e-8,
+            grad_clip=1.0,  # main_gfnet.py's --clip-grad default
+        )
+    )
     config.label_smoothing = 0.1
     return config

@@ -42,13 +42,18 @@ def get_config(arg=None):
     if arg.runlocal:
         config.model.kwargs.update(common.one_block_per_stage("identityformer_m48"))  # the same layers, fewer
 
-    config.optimizer = ConfigDict(dict(
-        name="adamw", lr=4e-3 * config.batch_size / 4096,  # official at batch 4096, scaled linearly
-        warmup_steps=common.warmup_steps(arg, epochs=5),  # linear warm-up, then cosine
-        min_lr=1e-5,  # cosine decay to min_lr
-        weight_decay=0.05,
-        b1=0.9, b2=0.999, eps=1e-8,
-        grad_clip=0.0,  # timm's --clip-grad None
-    ))
+    config.optimizer = ConfigDict(
+        dict(
+            name="adamw",
+            lr=4e-3 * config.batch_size / 4096,  # official at batch 4096, scaled linearly
+            warmup_steps=common.warmup_steps(arg, epochs=5),  # linear warm-up, then cosine
+            min_lr=1e-5,  # cosine decay to min_lr
+            weight_decay=0.05,
+            b1=0.9,
+            b2=0.999,
+            eps=1e-8,
+            grad_clip=0.0,  # timm's --clip-grad None
+        )
+    )
     config.label_smoothing = 0.1
     return config

@@ -1,4 +1,5 @@
-r"""iformer_s on ImageNet-1k at 224 px: inception mixers (high-frequency conv / max-pool branches, low-frequency attention).
+r"""iformer_s on ImageNet-1k at 224 px: inception mixers (high-frequency conv / max-pool
+branches, low-frequency attention).
 
     python -m mixtok.train \
         --config experiments/configs/imagenet/iformer_s.py:data_root=/data/imagenet \
@@ -41,13 +42,18 @@ def get_config(arg=None):
         config.model.kwargs.update(common.first_block_of_each_stage("iformer_s", "attention_heads"))
         config.model.kwargs.image_size = common.RUNLOCAL_IMAGE_SIZE
 
-    config.optimizer = ConfigDict(dict(
-        name="adamw", lr=1e-3 * config.batch_size / 1024,  # official at batch 1024, scaled linearly
-        warmup_steps=common.warmup_steps(arg, epochs=5),  # linear warm-up, then cosine
-        min_lr=1e-6,  # cosine decay to min_lr
-        weight_decay=0.05,
-        b1=0.9, b2=0.999, eps=1e-8,
-        grad_clip=0.0,  # args.yaml
-    ))
+    config.optimizer = ConfigDict(
+        dict(
+            name="adamw",
+            lr=1e-3 * config.batch_size / 1024,  # official at batch 1024, scaled linearly
+            warmup_steps=common.warmup_steps(arg, epochs=5),  # linear warm-up, then cosine
+            min_lr=1e-6,  # cosine decay to min_lr
+            weight_decay=0.05,
+            b1=0.9,
+            b2=0.999,
+            eps=1e-8,
+            grad_clip=0.0,  # args.yaml
+        )
+    )
     config.label_smoothing = 0.1
     return config

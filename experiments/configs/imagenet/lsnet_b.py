@@ -41,13 +41,18 @@ def get_config(arg=None):
         # Two blocks per stage after the first keep one LSConv (odd depth) and, in stage 4, attention.
         config.model.kwargs.update(depths=(0, 2, 2, 2), image_size=common.RUNLOCAL_IMAGE_SIZE)
 
-    config.optimizer = ConfigDict(dict(
-        name="adamw", lr=4e-3 * config.batch_size / 2048,  # main.py: 1e-3 x batch / 512
-        warmup_steps=common.warmup_steps(arg, epochs=5),  # linear warm-up, then cosine
-        min_lr=1e-5,  # cosine decay to min_lr
-        weight_decay=0.05,  # main.py / README
-        b1=0.9, b2=0.999, eps=1e-8,
-        grad_clip=0.0,  # global-norm clipping; 0 disables it
-    ))
+    config.optimizer = ConfigDict(
+        dict(
+            name="adamw",
+            lr=4e-3 * config.batch_size / 2048,  # main.py: 1e-3 x batch / 512
+            warmup_steps=common.warmup_steps(arg, epochs=5),  # linear warm-up, then cosine
+            min_lr=1e-5,  # cosine decay to min_lr
+            weight_decay=0.05,  # main.py / README
+            b1=0.9,
+            b2=0.999,
+            eps=1e-8,
+            grad_clip=0.0,  # global-norm clipping; 0 disables it
+        )
+    )
     config.label_smoothing = 0.1
     return config

@@ -25,7 +25,7 @@ from mixtok.kernels.dct_filter.reference import forward as reference_forward
 from mixtok.kernels.dct_filter.reference import inverse as reference_inverse
 from mixtok.kernels.dft import compute_dtype, matmul
 
-KRONECKER_MAX_PIXELS = 256       # "xla" uses one [H*W, H*W] GEMM each way up to this many pixels
+KRONECKER_MAX_PIXELS = 256  # "xla" uses one [H*W, H*W] GEMM each way up to this many pixels
 
 
 def dct_matrix(size: int) -> np.ndarray:
@@ -43,13 +43,13 @@ def uses_kronecker_form(height: int, width: int) -> bool:
     return height * width <= KRONECKER_MAX_PIXELS
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def kronecker_matrix(height: int, width: int) -> np.ndarray:
     """C_H (x) C_W [H*W, H*W] in float64: rows (k_h, k_w), columns (h, w), both row-major."""
     return np.kron(dct_matrix(height), dct_matrix(width))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _separable_matrices(height: int, width: int) -> tuple:
     return dct_matrix(height), dct_matrix(width)
 
@@ -59,8 +59,7 @@ def forward(x: jax.Array) -> jax.Array:
     batch, height, width, channels = x.shape
     dtype = compute_dtype(x.dtype)
     if uses_kronecker_form(height, width):
-        z = matmul("nm,bmc->bnc", kronecker_matrix(height, width), x.reshape(batch, height * width, channels),
-                   dtype)
+        z = matmul("nm,bmc->bnc", kronecker_matrix(height, width), x.reshape(batch, height * width, channels), dtype)
         return z.reshape(batch, height, width, channels)
     c_h, c_w = _separable_matrices(height, width)
     a = matmul("kw,bhwc->bhkc", c_w, x, dtype)
@@ -72,8 +71,7 @@ def inverse(z: jax.Array, out_dtype) -> jax.Array:
     batch, height, width, channels = z.shape
     dtype = compute_dtype(out_dtype)
     if uses_kronecker_form(height, width):
-        y = matmul("nm,bnc->bmc", kronecker_matrix(height, width), z.reshape(batch, height * width, channels),
-                   dtype)
+        y = matmul("nm,bnc->bmc", kronecker_matrix(height, width), z.reshape(batch, height * width, channels), dtype)
         return y.reshape(batch, height, width, channels).astype(out_dtype)
     c_h, c_w = _separable_matrices(height, width)
     u = matmul("ph,bpkc->bhkc", c_h, z, dtype)
@@ -92,7 +90,7 @@ def transform_filter_op(forward_transform, inverse_transform):
 
     def op_bwd(residuals, dy):
         x, filt = residuals
-        g = forward_transform(dy.astype(x.dtype))       # the operator is symmetric: dx = op(dy)
+        g = forward_transform(dy.astype(x.dtype))  # the operator is symmetric: dx = op(dy)
         dx = inverse_transform(g * filt, x.dtype)
         dfilt = forward_transform(x) * g
         if filt.ndim == 3:  # a static filter gathers the gradient of every sample

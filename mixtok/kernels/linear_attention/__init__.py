@@ -49,8 +49,16 @@ from mixtok.kernels.linear_attention.xla import xla_op
 
 IMPLS = dispatch.IMPLS
 
-__all__ = ["DEFAULT_BLOCKS", "DEFAULT_EPS", "FEATURE_MAPS", "IMPLS", "LinearAttentionBlocks", "linear_attention",
-           "linear_attention_reference", "resolve_impl"]
+__all__ = [
+    "DEFAULT_BLOCKS",
+    "DEFAULT_EPS",
+    "FEATURE_MAPS",
+    "IMPLS",
+    "LinearAttentionBlocks",
+    "linear_attention",
+    "linear_attention_reference",
+    "resolve_impl",
+]
 
 
 def resolve_impl(impl: str) -> str:
@@ -59,9 +67,18 @@ def resolve_impl(impl: str) -> str:
     return dispatch.resolve_impl("linear_attention", impl, lambda backend: "xla")
 
 
-def linear_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, causal: bool = False, feature_map: str = "elu1",
-                     eps: float = DEFAULT_EPS, impl: str = "auto", interpret: bool = False,
-                     blocks: LinearAttentionBlocks = DEFAULT_BLOCKS) -> jax.Array:
+def linear_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    *,
+    causal: bool = False,
+    feature_map: str = "elu1",
+    eps: float = DEFAULT_EPS,
+    impl: str = "auto",
+    interpret: bool = False,
+    blocks: LinearAttentionBlocks = DEFAULT_BLOCKS,
+) -> jax.Array:
     """Linear attention of q [B, heads, L, d], k [B, heads, L, d] and v [B, heads, L, dv] -> [B, heads, L, dv].
 
     causal: output i attends to j <= i. feature_map: "elu1", "relu" (both normalised, eps added to

@@ -106,17 +106,17 @@ from mixtok.kernels.linear_attention.xla import attention_op, xla_backward
 from mixtok.kernels.mosaic_gpu_common import BF16_TRANSFORMS, interpret_params, static_interpret
 from mixtok.kernels.mosaic_gpu_common import WGMMA_ROWS as ROWS
 
-VALUE_BLOCK = 64          # columns of V and O per program: one 128-byte swizzle row of bf16
-SLOTS = 2                 # depth of the TMA input rings
+VALUE_BLOCK = 64  # columns of V and O per program: one 128-byte swizzle row of bf16
+SLOTS = 2  # depth of the TMA input rings
 HEAD_DIMS = (64, 128)
-ALL_ONES, LAST_TILE_ONES, CAUSAL_MASK = 0, 1, 2   # the tiles of `_constant_tiles`
+ALL_ONES, LAST_TILE_ONES, CAUSAL_MASK = 0, 1, 2  # the tiles of `_constant_tiles`
 
 
 def smem_bytes(head_dim: int, causal: bool) -> int:
     """SMEM one program uses (module docstring), in bytes."""
     tile = ROWS * VALUE_BLOCK * 2
     rings = SLOTS * (2 * ROWS * head_dim * 2 + tile)
-    fixed = head_dim * VALUE_BLOCK * 2 + 3 * tile + tile + (tile if causal else 0)   # S, constants, O, P
+    fixed = head_dim * VALUE_BLOCK * 2 + 3 * tile + tile + (tile if causal else 0)  # S, constants, O, P
     return rings + fixed + ROWS * 4 + (3 * SLOTS + 1) * 8
 
 
@@ -124,16 +124,22 @@ def check_mgpu_inputs(q, k, v, feature_map: str) -> None:
     """linear_attention's checks, then the kernel's own: bfloat16, d in HEAD_DIMS, dv % 64 == 0."""
     check_inputs(q, k, v, feature_map)
     if q.dtype != jnp.bfloat16:
-        raise ValueError(f"linear_attention_mgpu_forward takes bfloat16 q, k, v (bf16 wgmma; tf32 wgmma has no "
-                         f"transposed operand); got {q.dtype}. Use impl='xla' for float32.")
+        raise ValueError(
+            f"linear_attention_mgpu_forward takes bfloat16 q, k, v (bf16 wgmma; tf32 wgmma has no "
+            f"transposed operand); got {q.dtype}. Use impl='xla' for float32."
+        )
     if q.shape[-1] not in HEAD_DIMS:
-        raise ValueError(f"linear_attention_mgpu_forward takes head dim d (last axis of q, k) in {HEAD_DIMS}; "
-                         f"got d = {q.shape[-1]}. Use impl='xla' for other head dims.")
+        raise ValueError(
+            f"linear_attention_mgpu_forward takes head dim d (last axis of q, k) in {HEAD_DIMS}; "
+            f"got d = {q.shape[-1]}. Use impl='xla' for other head dims."
+        )
     if q.shape[2] < 1:
         raise ValueError(f"linear_attention_mgpu_forward needs a sequence length L >= 1; got q of shape {q.shape}.")
     if v.shape[-1] % VALUE_BLOCK:
-        raise ValueError(f"linear_attention_mgpu_forward takes a value dim dv (last axis of v) that is a multiple "
-                         f"of {VALUE_BLOCK} (64, 128, 192, 256, ...); got dv = {v.shape[-1]}. Use impl='xla'.")
+        raise ValueError(
+            f"linear_attention_mgpu_forward takes a value dim dv (last axis of v) that is a multiple "
+            f"of {VALUE_BLOCK} (64, 128, 192, 256, ...); got dv = {v.shape[-1]}. Use impl='xla'."
+        )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -153,6 +159,7 @@ def _zeros():
 
 def _gemm(*operand_pairs, columns=ROWS):
     """sum_i a_i @ b_i into a fresh [64, columns] fp32 accumulator, returned as a value."""
+
     def body(acc):
         for a, b in operand_pairs:
             plgpu.wgmma(acc, a, b)
@@ -165,6 +172,7 @@ def _gemm(*operand_pairs, columns=ROWS):
 def _for_each_tile(n_tiles, step, carry):
     """carry = step(t, slot, carry) for t = 0 .. n_tiles - 1 in order, slot = t % SLOTS as a Python
     int (static SMEM indices): a fori_loop over pairs of tiles, then the odd last tile. t is traced."""
+
     def pair(i, carry):
         for slot in range(SLOTS):
             carry = step(SLOTS * i + slot, slot, carry)
@@ -213,7 +221,7 @@ def _constant_tiles(length: int) -> np.ndarray:
     that the interpreter of jax 0.10.2 cannot run."""
     tiles = np.ones((3, ROWS, ROWS), np.float32)
     if length % ROWS:
-        tiles[LAST_TILE_ONES, :, length % ROWS:] = 0.0
+        tiles[LAST_TILE_ONES, :, length % ROWS :] = 0.0
     tiles[CAUSAL_MASK] = np.tril(tiles[CAUSAL_MASK])
     return tiles
 
@@ -230,7 +238,7 @@ def _query_dot_norm(query_pieces, norm):
 
 def _store_output(out, den, o_smem, den_smem, o_gmem, den_gmem, bh, value_block, t):
     """Stages one 64-row output tile (and den, from value block 0 only) and TMA-stores it."""
-    plgpu.wait_smem_to_gmem(0, wait_read_only=True)     # the previous tile's stores have read the staging
+    plgpu.wait_smem_to_gmem(0, wait_read_only=True)  # the previous tile's stores have read the staging
     o_smem[...] = out.astype(o_smem.dtype)
     if den is not None:
         den_smem[...] = den
@@ -238,6 +246,7 @@ def _store_output(out, den, o_smem, den_smem, o_gmem, den_gmem, bh, value_block,
     rows = pl.ds(t * ROWS, ROWS)
     plgpu.copy_smem_to_gmem(o_smem, o_gmem.at[bh, rows, pl.ds(value_block * VALUE_BLOCK, VALUE_BLOCK)])
     if den is not None:
+
         @pl.when(value_block == 0)
         def _():
             plgpu.copy_smem_to_gmem(den_smem, den_gmem.at[bh, rows])
@@ -267,7 +276,7 @@ def _noncausal_body(*refs, head_dim, n_tiles, length, feature_map, eps):
 
     for t in range(min(SLOTS, n_tiles)):
         load_kv(t, t)
-        load_q(t, t)                                        # prefetched during pass 1
+        load_q(t, t)  # prefetched during pass 1
     _load_constants(constants_gmem, constants_smem, constants_bar)
 
     def accumulate(t, slot, carry):
@@ -277,11 +286,12 @@ def _noncausal_body(*refs, head_dim, n_tiles, length, feature_map, eps):
         plgpu.commit_smem()
         # Padded keys (zero rows of K and V) add phi(0)^T 0 = 0 to S; the last tile's ones tile drops them from z.
         ones = constants_smem.at[jnp.where(t == n_tiles - 1, LAST_TILE_ONES, ALL_ONES)]
-        carry = _updated_state(*carry, k_smem.at[slot], v_smem.at[slot], ones)   # waits: the slot is free
+        carry = _updated_state(*carry, k_smem.at[slot], v_smem.at[slot], ones)  # waits: the slot is free
 
         @pl.when(t + SLOTS < n_tiles)
         def _():
             load_kv(t + SLOTS, slot)
+
         return carry
 
     zeros = tuple(_zeros() for _ in range(d_chunks))
@@ -314,8 +324,20 @@ def _causal_body(*refs, head_dim, n_tiles, feature_map, eps):
     normalize = feature_map != "identity"
     q_gmem, k_gmem, v_gmem, constants_gmem, o_gmem, *refs = refs
     den_gmem = refs.pop(0) if normalize else None
-    (q_smem, k_smem, v_smem, s_smem, constants_smem, o_smem, den_smem, p_smem, q_bars, k_bars, v_bars,
-     constants_bar) = refs
+    (
+        q_smem,
+        k_smem,
+        v_smem,
+        s_smem,
+        constants_smem,
+        o_smem,
+        den_smem,
+        p_smem,
+        q_bars,
+        k_bars,
+        v_bars,
+        constants_bar,
+    ) = refs
     bh, value_block = jax.lax.axis_index("bh"), jax.lax.axis_index("value_block")
     values = pl.ds(value_block * VALUE_BLOCK, VALUE_BLOCK)
     d_chunks = head_dim // ROWS
@@ -330,11 +352,11 @@ def _causal_body(*refs, head_dim, n_tiles, feature_map, eps):
         load(t, t)
     _load_constants(constants_gmem, constants_smem, constants_bar)
     zeros = tuple(_zeros() for _ in range(d_chunks))
-    _store_state(zeros, s_smem)                             # S_<0 = 0
+    _store_state(zeros, s_smem)  # S_<0 = 0
     plgpu.commit_smem()
 
     def chunk(t, slot, carry):
-        state, norm = carry                                 # S_<c (also in s_smem, bf16) and Zrow_<c
+        state, norm = carry  # S_<c (also in s_smem, bf16) and Zrow_<c
         plgpu.barrier_wait(q_bars.at[slot])
         plgpu.barrier_wait(k_bars.at[slot])
         plgpu.barrier_wait(v_bars.at[slot])
@@ -358,7 +380,7 @@ def _causal_body(*refs, head_dim, n_tiles, feature_map, eps):
         def _():
             load(t + SLOTS, slot)
 
-        _store_state(state, s_smem)                         # the numerator GEMM has finished reading S_<c
+        _store_state(state, s_smem)  # the numerator GEMM has finished reading S_<c
         _store_output(num, den, o_smem, den_smem, o_gmem, den_gmem, bh, value_block, t)
         return state, norm
 
@@ -374,9 +396,15 @@ def _scratch(head_dim, dtype, causal):
     def smem(*shape):
         return plgpu.SMEM(shape, dtype, transforms=BF16_TRANSFORMS)
 
-    scratch = [smem(SLOTS, ROWS, head_dim), smem(SLOTS, ROWS, head_dim), smem(SLOTS, ROWS, VALUE_BLOCK),
-               smem(head_dim, VALUE_BLOCK), smem(3, ROWS, ROWS), smem(ROWS, VALUE_BLOCK),
-               plgpu.SMEM((ROWS,), jnp.float32)]
+    scratch = [
+        smem(SLOTS, ROWS, head_dim),
+        smem(SLOTS, ROWS, head_dim),
+        smem(SLOTS, ROWS, VALUE_BLOCK),
+        smem(head_dim, VALUE_BLOCK),
+        smem(3, ROWS, ROWS),
+        smem(ROWS, VALUE_BLOCK),
+        plgpu.SMEM((ROWS,), jnp.float32),
+    ]
     if causal:
         scratch.append(smem(ROWS, ROWS))
     return scratch + [plgpu.Barrier(num_barriers=SLOTS) for _ in range(3)] + [plgpu.Barrier(num_barriers=1)]
@@ -393,8 +421,9 @@ def _forward(q, k, v, *, causal, feature_map, eps, interpret):
     if causal:
         body = functools.partial(_causal_body, head_dim=head_dim, n_tiles=n_tiles, feature_map=feature_map, eps=eps)
     else:
-        body = functools.partial(_noncausal_body, head_dim=head_dim, n_tiles=n_tiles, length=length,
-                                 feature_map=feature_map, eps=eps)
+        body = functools.partial(
+            _noncausal_body, head_dim=head_dim, n_tiles=n_tiles, length=length, feature_map=feature_map, eps=eps
+        )
     out_type = [jax.ShapeDtypeStruct((batch * heads, padded, value_dim), v.dtype)]
     if normalize:
         out_type.append(jax.ShapeDtypeStruct((batch * heads, padded), jnp.float32))
@@ -412,8 +441,16 @@ def _forward(q, k, v, *, causal, feature_map, eps, interpret):
     return o, outputs[1][:, :length].reshape(batch, heads, length)
 
 
-def linear_attention_mgpu_forward(q: jax.Array, k: jax.Array, v: jax.Array, *, causal: bool, feature_map: str,
-                                  eps: float = DEFAULT_EPS, interpret=False) -> tuple:
+def linear_attention_mgpu_forward(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    *,
+    causal: bool,
+    feature_map: str,
+    eps: float = DEFAULT_EPS,
+    interpret=False,
+) -> tuple:
     """(o, den) of linear attention with Mosaic GPU kernels: the drop-in for `pallas_forward` on GPU.
 
     q, k: [B, heads, L, d] bfloat16, d in (64, 128); v: [B, heads, L, dv] bfloat16, dv a multiple of 64.
@@ -432,7 +469,7 @@ def linear_attention_mgpu_forward(q: jax.Array, k: jax.Array, v: jax.Array, *, c
     return _forward(q, k, v, causal=bool(causal), feature_map=feature_map, eps=float(eps), interpret=interpret)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def mosaic_gpu_op(causal: bool, feature_map: str, eps: float, chunk: int, interpret=False):
     """impl="pallas" on a GPU for one static configuration: these forward kernels, the "xla" backward.
 
@@ -440,7 +477,9 @@ def mosaic_gpu_op(causal: bool, feature_map: str, eps: float, chunk: int, interp
     CPU interpreter; differentiate the op under `jax.jit` then (`linear_attention_mgpu_forward`).
     """
     return attention_op(
-        lambda q, k, v: linear_attention_mgpu_forward(q, k, v, causal=causal, feature_map=feature_map, eps=eps,
-                                                      interpret=interpret),
+        lambda q, k, v: linear_attention_mgpu_forward(
+            q, k, v, causal=causal, feature_map=feature_map, eps=eps, interpret=interpret
+        ),
         lambda q, k, v, g, h: xla_backward(q, k, v, g, h, causal, feature_map, chunk),
-        feature_map != "identity")
+        feature_map != "identity",
+    )

@@ -65,8 +65,9 @@ DEFAULT_BLOCKS = LinearAttentionBlocks()
 def _gemm(a, b, dtype, dims=(((1,), (0,)), ((), ()))):
     """a @ b (dims: dot_general dimension numbers) with dtype operands and float32 accumulation."""
     precision = jax.lax.Precision.HIGHEST if dtype == jnp.float32 else jax.lax.Precision.DEFAULT
-    return jax.lax.dot_general(a.astype(dtype), b.astype(dtype), dims, precision=precision,
-                               preferred_element_type=jnp.float32)
+    return jax.lax.dot_general(
+        a.astype(dtype), b.astype(dtype), dims, precision=precision, preferred_element_type=jnp.float32
+    )
 
 
 TN = (((0,), (0,)), ((), ()))  # a^T b
@@ -78,12 +79,10 @@ def _positions(rows, tile_index):
 
 
 def _causal_mask(rows):
-    return (jax.lax.broadcasted_iota(jnp.int32, (rows, rows), 0)
-            >= jax.lax.broadcasted_iota(jnp.int32, (rows, rows), 1))
+    return jax.lax.broadcasted_iota(jnp.int32, (rows, rows), 0) >= jax.lax.broadcasted_iota(jnp.int32, (rows, rows), 1)
 
 
-def _noncausal_forward_kernel(q_ref, k_ref, v_ref, o_ref, den_ref, state_ref, norm_ref, *,
-                              feature_map, eps, length):
+def _noncausal_forward_kernel(q_ref, k_ref, v_ref, o_ref, den_ref, state_ref, norm_ref, *, feature_map, eps, length):
     phase, tile = pl.program_id(1), pl.program_id(2)
     dtype = q_ref.dtype
 
@@ -110,8 +109,23 @@ def _noncausal_forward_kernel(q_ref, k_ref, v_ref, o_ref, den_ref, state_ref, no
         den_ref[...] = den
 
 
-def _noncausal_backward_kernel(q_ref, k_ref, v_ref, g_ref, h_ref, dq_ref, dk_ref, dv_ref,
-                               state_ref, norm_ref, dstate_ref, dnorm_ref, *, feature_map, length):
+def _noncausal_backward_kernel(
+    q_ref,
+    k_ref,
+    v_ref,
+    g_ref,
+    h_ref,
+    dq_ref,
+    dk_ref,
+    dv_ref,
+    state_ref,
+    norm_ref,
+    dstate_ref,
+    dnorm_ref,
+    *,
+    feature_map,
+    length,
+):
     phase, tile = pl.program_id(1), pl.program_id(2)
     dtype, normalize = q_ref.dtype, feature_map != "identity"
 
@@ -123,7 +137,7 @@ def _noncausal_backward_kernel(q_ref, k_ref, v_ref, g_ref, h_ref, dq_ref, dk_ref
     @pl.when(phase == 0)
     def _():
         kf = jnp.where(_positions(k_ref.shape[0], tile) < length, features(k_ref[...], feature_map), 0.0)
-        qf = features(q_ref[...], feature_map)                 # padded rows have G = h = 0
+        qf = features(q_ref[...], feature_map)  # padded rows have G = h = 0
         state_ref[...] += _gemm(kf, v_ref[...], dtype, TN)
         dstate_ref[...] += _gemm(qf, g_ref[...], dtype, TN)
         if normalize:
@@ -224,29 +238,48 @@ def pallas_forward(q, k, v, causal, feature_map, eps, blocks, interpret):
     padded = -(-length // rows) * rows
     tiles = padded // rows
     q2, k2, v2 = (flat_padded(x, padded) for x in (q, k, v))
-    out_shape = [jax.ShapeDtypeStruct((batch * heads, padded, dv), v.dtype),
-                 jax.ShapeDtypeStruct((batch * heads, padded, 1), jnp.float32)]
+    out_shape = [
+        jax.ShapeDtypeStruct((batch * heads, padded, dv), v.dtype),
+        jax.ShapeDtypeStruct((batch * heads, padded, 1), jnp.float32),
+    ]
     scratch = [(d, dv), (1, d)]
     if causal:
+
         def index(b, c):
             return (b, c, 0)
+
         kernel = functools.partial(_causal_forward_kernel, feature_map=feature_map, eps=eps)
-        o, den = pallas_tpu_call(kernel, grid=(batch * heads, tiles), in_specs=_row_specs(rows, (d, d, dv), index),
-                                 out_specs=_row_specs(rows, (dv, 1), index), out_shape=out_shape, scratch=scratch,
-                                 interpret=interpret, semantics=("parallel", "arbitrary"))(q2, k2, v2)
+        o, den = pallas_tpu_call(
+            kernel,
+            grid=(batch * heads, tiles),
+            in_specs=_row_specs(rows, (d, d, dv), index),
+            out_specs=_row_specs(rows, (dv, 1), index),
+            out_shape=out_shape,
+            scratch=scratch,
+            interpret=interpret,
+            semantics=("parallel", "arbitrary"),
+        )(q2, k2, v2)
     else:
-        def q_index(b, p, t):                       # Q in pass 1 only: parked on tile 0 in pass 0
+
+        def q_index(b, p, t):  # Q in pass 1 only: parked on tile 0 in pass 0
             return (b, t * p, 0)
 
-        def kv_index(b, p, t):                      # K, V in pass 0 only: parked on the last tile in pass 1
+        def kv_index(b, p, t):  # K, V in pass 0 only: parked on the last tile in pass 1
             return (b, t + p * (tiles - 1 - t), 0)
+
         kernel = functools.partial(_noncausal_forward_kernel, feature_map=feature_map, eps=eps, length=length)
         in_specs = _row_specs(rows, (d,), q_index) + _row_specs(rows, (d, dv), kv_index)
-        o, den = pallas_tpu_call(kernel, grid=(batch * heads, 2, tiles), in_specs=in_specs,
-                                 out_specs=_row_specs(rows, (dv, 1), q_index), out_shape=out_shape, scratch=scratch,
-                                 interpret=interpret, semantics=("parallel", "arbitrary", "arbitrary"))(q2, k2, v2)
-    return (o[:, :length].reshape(batch, heads, length, dv),
-            den[:, :length, 0].reshape(batch, heads, length))
+        o, den = pallas_tpu_call(
+            kernel,
+            grid=(batch * heads, 2, tiles),
+            in_specs=in_specs,
+            out_specs=_row_specs(rows, (dv, 1), q_index),
+            out_shape=out_shape,
+            scratch=scratch,
+            interpret=interpret,
+            semantics=("parallel", "arbitrary", "arbitrary"),
+        )(q2, k2, v2)
+    return (o[:, :length].reshape(batch, heads, length, dv), den[:, :length, 0].reshape(batch, heads, length))
 
 
 def pallas_backward(q, k, v, g, h, causal, feature_map, blocks, interpret):
@@ -266,42 +299,63 @@ def pallas_backward(q, k, v, g, h, causal, feature_map, blocks, interpret):
         return tuple(shapes[n][0] for n in names)
 
     if causal:
+
         def forward_index(b, c):
             return (b, c, 0)
 
         def reverse_index(b, c):
             return (b, tiles - 1 - c, 0)
+
         semantics = ("parallel", "arbitrary")
         dq_kernel = functools.partial(_causal_dq_kernel, feature_map=feature_map)
-        (dq,) = pallas_tpu_call(dq_kernel, grid=(batch * heads, tiles),
-                                in_specs=_row_specs(rows, widths, forward_index),
-                                out_specs=_row_specs(rows, widths_of("q"), forward_index), out_shape=outputs("q"),
-                                scratch=[(d, dv), (1, d)], interpret=interpret, semantics=semantics)(*inputs)
+        (dq,) = pallas_tpu_call(
+            dq_kernel,
+            grid=(batch * heads, tiles),
+            in_specs=_row_specs(rows, widths, forward_index),
+            out_specs=_row_specs(rows, widths_of("q"), forward_index),
+            out_shape=outputs("q"),
+            scratch=[(d, dv), (1, d)],
+            interpret=interpret,
+            semantics=semantics,
+        )(*inputs)
         dkv_kernel = functools.partial(_causal_dkv_kernel, feature_map=feature_map)
-        dk, dv_ = pallas_tpu_call(dkv_kernel, grid=(batch * heads, tiles),
-                                  in_specs=_row_specs(rows, widths, reverse_index),
-                                  out_specs=_row_specs(rows, widths_of("k", "v"), reverse_index),
-                                  out_shape=outputs("k", "v"), scratch=[(d, dv), (1, d)], interpret=interpret,
-                                  semantics=semantics)(*inputs)
+        dk, dv_ = pallas_tpu_call(
+            dkv_kernel,
+            grid=(batch * heads, tiles),
+            in_specs=_row_specs(rows, widths, reverse_index),
+            out_specs=_row_specs(rows, widths_of("k", "v"), reverse_index),
+            out_shape=outputs("k", "v"),
+            scratch=[(d, dv), (1, d)],
+            interpret=interpret,
+            semantics=semantics,
+        )(*inputs)
     else:
+
         def in_index(b, p, t):
             return (b, t, 0)
 
-        def out_index(b, p, t):                     # written in pass 1 only
+        def out_index(b, p, t):  # written in pass 1 only
             return (b, t * p, 0)
+
         kernel = functools.partial(_noncausal_backward_kernel, feature_map=feature_map, length=length)
-        dq, dk, dv_ = pallas_tpu_call(kernel, grid=(batch * heads, 2, tiles),
-                                      in_specs=_row_specs(rows, widths, in_index),
-                                      out_specs=_row_specs(rows, widths_of("q", "k", "v"), out_index),
-                                      out_shape=outputs("q", "k", "v"), scratch=[(d, dv), (1, d), (d, dv), (1, d)],
-                                      interpret=interpret, semantics=("parallel", "arbitrary", "arbitrary"))(*inputs)
+        dq, dk, dv_ = pallas_tpu_call(
+            kernel,
+            grid=(batch * heads, 2, tiles),
+            in_specs=_row_specs(rows, widths, in_index),
+            out_specs=_row_specs(rows, widths_of("q", "k", "v"), out_index),
+            out_shape=outputs("q", "k", "v"),
+            scratch=[(d, dv), (1, d), (d, dv), (1, d)],
+            interpret=interpret,
+            semantics=("parallel", "arbitrary", "arbitrary"),
+        )(*inputs)
     return tuple(x[:, :length].reshape(batch, heads, length, x.shape[-1]) for x in (dq, dk, dv_))
 
 
-
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def pallas_op(causal: bool, feature_map: str, eps: float, blocks: LinearAttentionBlocks, interpret: bool):
     """impl="pallas" on TPU (or interpreted) for one static configuration: these kernels forward and backward."""
-    return attention_op(lambda q, k, v: pallas_forward(q, k, v, causal, feature_map, eps, blocks, interpret),
-                        lambda q, k, v, g, h: pallas_backward(q, k, v, g, h, causal, feature_map, blocks, interpret),
-                        feature_map != "identity")
+    return attention_op(
+        lambda q, k, v: pallas_forward(q, k, v, causal, feature_map, eps, blocks, interpret),
+        lambda q, k, v, g, h: pallas_backward(q, k, v, g, h, causal, feature_map, blocks, interpret),
+        feature_map != "identity",
+    )

@@ -56,7 +56,6 @@ def linear_attention_reference(q, k, v, *, causal=False, feature_map="elu1", eps
     return out.astype(v.dtype)
 
 
-
 def flat_padded(x, padded):
     """[B, H, L, ...] -> [B*H, padded, ...], zero rows at the end: the kernels' layout."""
     x = x.reshape((-1,) + x.shape[2:])

@@ -27,8 +27,7 @@ from mixtok.kernels.linear_attention.reference import feature_slope, features
 
 def _einsum(spec, a, b, dtype):
     precision = jax.lax.Precision.HIGHEST if dtype == jnp.float32 else jax.lax.Precision.DEFAULT
-    return jnp.einsum(spec, a.astype(dtype), b.astype(dtype), precision=precision,
-                      preferred_element_type=jnp.float32)
+    return jnp.einsum(spec, a.astype(dtype), b.astype(dtype), precision=precision, preferred_element_type=jnp.float32)
 
 
 def _chunked(x, chunk):
@@ -56,9 +55,10 @@ def xla_forward(q, k, v, causal, feature_map, eps, chunk):
         mask = jnp.tril(jnp.ones((chunk, chunk), bool))
         scores = jnp.where(mask, _einsum("...cid,...cjd->...cij", qf, kf, dtype), 0.0)
         chunk_states = _einsum("...cjd,...cje->...cde", kf, vc, dtype)
-        previous = jnp.cumsum(chunk_states, axis=-3) - chunk_states          # exclusive: chunks before c
-        num = (_einsum("...cij,...cje->...cie", scores, vc, dtype)
-               + _einsum("...cid,...cde->...cie", qf, previous, dtype))
+        previous = jnp.cumsum(chunk_states, axis=-3) - chunk_states  # exclusive: chunks before c
+        num = _einsum("...cij,...cje->...cie", scores, vc, dtype) + _einsum(
+            "...cid,...cde->...cie", qf, previous, dtype
+        )
         chunk_norms = kf.sum(-2)
         previous_norm = jnp.cumsum(chunk_norms, axis=-2) - chunk_norms
         den = scores.sum(-1) + jnp.einsum("...cid,...cd->...ci", qf, previous_norm, precision="highest") + eps
@@ -91,8 +91,9 @@ def xla_backward(q, k, v, g, h, causal, feature_map, chunk):
         previous = jnp.cumsum(chunk_states, axis=-3) - chunk_states
         chunk_dstates = _einsum("...cid,...cie->...cde", qf, gc, dtype)
         later = jnp.cumsum(chunk_dstates[..., ::-1, :, :], axis=-3)[..., ::-1, :, :] - chunk_dstates
-        dqf = (_einsum("...cij,...cjd->...cid", dscores, kf, dtype)
-               + _einsum("...cie,...cde->...cid", gc, previous, dtype))
+        dqf = _einsum("...cij,...cjd->...cid", dscores, kf, dtype) + _einsum(
+            "...cie,...cde->...cid", gc, previous, dtype
+        )
         dkf = _einsum("...cij,...cid->...cjd", dscores, qf, dtype) + _einsum("...cje,...cde->...cjd", vc, later, dtype)
         dv = _einsum("...cij,...cie->...cje", scores, gc, dtype) + _einsum("...cjd,...cde->...cje", kf, later, dtype)
         if normalize:
@@ -105,7 +106,6 @@ def xla_backward(q, k, v, g, h, causal, feature_map, chunk):
     dq = dqf * feature_slope(q, feature_map)
     dk = dkf * feature_slope(k, feature_map)
     return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype)
-
 
 
 def output_gradients(do, o, den, normalize):
@@ -136,9 +136,11 @@ def attention_op(forward, backward, normalize: bool):
     return op
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def xla_op(causal: bool, feature_map: str, eps: float, chunk: int):
     """impl="xla" for one static configuration: these einsums forward and backward."""
-    return attention_op(lambda q, k, v: xla_forward(q, k, v, causal, feature_map, eps, chunk),
-                        lambda q, k, v, g, h: xla_backward(q, k, v, g, h, causal, feature_map, chunk),
-                        feature_map != "identity")
+    return attention_op(
+        lambda q, k, v: xla_forward(q, k, v, causal, feature_map, eps, chunk),
+        lambda q, k, v, g, h: xla_backward(q, k, v, g, h, causal, feature_map, chunk),
+        feature_map != "identity",
+    )

@@ -37,8 +37,14 @@ IMPLS = dispatch.IMPLS
 CPU_XLA_MAX_PIXELS = 64  # measured: "auto" on CPU uses "xla" for H*W up to this, "reference" above
 MOSAIC_GPU_MAX_BLOCK_CHANNELS = 64  # the Mosaic GPU kernel's safer SMEM plan at 14x14 (mosaic_gpu.py)
 
-__all__ = ["DEFAULT_BLOCKS", "IMPLS", "SpectralFilterBlocks", "resolve_impl", "spectral_filter",
-           "spectral_filter_reference"]
+__all__ = [
+    "DEFAULT_BLOCKS",
+    "IMPLS",
+    "SpectralFilterBlocks",
+    "resolve_impl",
+    "spectral_filter",
+    "spectral_filter_reference",
+]
 
 
 def resolve_impl(impl: str, height: int, width: int) -> str:
@@ -52,8 +58,14 @@ def resolve_impl(impl: str, height: int, width: int) -> str:
     return dispatch.resolve_impl("spectral_filter", impl, auto)
 
 
-def spectral_filter(x: jax.Array, filt: jax.Array, *, impl: str = "auto", interpret: bool = False,
-                    blocks: SpectralFilterBlocks = DEFAULT_BLOCKS) -> jax.Array:
+def spectral_filter(
+    x: jax.Array,
+    filt: jax.Array,
+    *,
+    impl: str = "auto",
+    interpret: bool = False,
+    blocks: SpectralFilterBlocks = DEFAULT_BLOCKS,
+) -> jax.Array:
     """Filters every channel of `x` over (H, W) by `filt` in the 2-D Fourier domain.
 
     x: [B, H, W, C], float32 or bfloat16 (the output has x's dtype). filt: complex, [H, W//2+1, C]

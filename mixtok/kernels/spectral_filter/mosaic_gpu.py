@@ -137,8 +137,8 @@ from mixtok.kernels.mosaic_gpu_common import (
 from mixtok.kernels.mosaic_gpu_common import WGMMA_ROWS as ROWS
 from mixtok.kernels.spectral_filter.xla import xla_op
 
-NSUB = 64                   # wgmma N per instruction: one 128-byte swizzle row of bf16
-MAX_BOX_ROWS = 256          # TMA box dimension limit
+NSUB = 64  # wgmma N per instruction: one 128-byte swizzle row of bf16
+MAX_BOX_ROWS = 256  # TMA box dimension limit
 BLOCK_CHANNELS = (64, 128)
 
 
@@ -165,7 +165,7 @@ class _Axis:
         the first new row (an output store rewrites at most 7 rows); boxes with no new row dropped."""
         boxes = []
         for slot, row, count in self.chunks[j]:
-            new = np.flatnonzero(self.first[slot:slot + count])
+            new = np.flatnonzero(self.first[slot : slot + count])
             if new.size:
                 skip = int(new[0]) // TILE_ROWS * TILE_ROWS
                 boxes.append((slot + skip, row + skip, count - skip))
@@ -184,7 +184,7 @@ class _Axis:
         return merged
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _axis(n: int) -> _Axis:
     if n < TILE_ROWS:
         raise ValueError(f"the Mosaic GPU kernel needs at least {TILE_ROWS} rows per axis (TMA tiles); got {n}")
@@ -197,13 +197,13 @@ def _axis(n: int) -> _Axis:
     slots = ROWS * len(chunks)
     source = np.empty(slots, np.int64)
     for slot, row, count in (b for chunk in chunks for b in chunk):
-        source[slot:slot + count] = np.arange(row, row + count)
+        source[slot : slot + count] = np.arange(row, row + count)
     first = np.zeros(slots, bool)
     first[np.unique(source, return_index=True)[1]] = True
     return _Axis(n, slots, chunks, source, first)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _mgpu_matrices(height: int, width: int) -> tuple:
     """(forward [2*Hp, Kx], inverse [Kx, 2*Hp]) float32, F and F^T permuted onto the padded slots.
 
@@ -212,10 +212,10 @@ def _mgpu_matrices(height: int, width: int) -> tuple:
     row r is F^T at pixel source[r] (duplicates included: every output slot is stored), columns
     as the forward rows, duplicate frequency slots zero.
     """
-    forward, _, _ = dft.split_kronecker_matrices(height, width)       # [2*H*Wf, H*W], rows (re: p,k) then (im: p,k)
+    forward, _, _ = dft.split_kronecker_matrices(height, width)  # [2*H*Wf, H*W], rows (re: p,k) then (im: p,k)
     half = height * (width // 2 + 1)
     pixels, freqs = _axis(height * width), _axis(half)
-    rows = np.concatenate([freqs.source, half + freqs.source])             # [2*Hp]
+    rows = np.concatenate([freqs.source, half + freqs.source])  # [2*Hp]
     row_ok = np.concatenate([freqs.first, freqs.first])[:, None]
     f_pad = np.where(row_ok & pixels.first[None, :], forward[rows][:, pixels.source], 0.0)
     g_pad = np.where(row_ok, forward[rows][:, pixels.source], 0.0).T
@@ -226,11 +226,11 @@ def _mgpu_matrices(height: int, width: int) -> tuple:
 class SmemPlan:
     """SMEM layout of one CTA: sizes (rows) and ring depths, and the bytes they take."""
 
-    pixel_slots: int      # Kx = My
-    freq_slots: int       # Hp
-    block_channels: int   # Cb
-    matrix_slots: int     # S
-    filter_slots: int     # SF
+    pixel_slots: int  # Kx = My
+    freq_slots: int  # Hp
+    block_channels: int  # Cb
+    matrix_slots: int  # S
+    filter_slots: int  # SF
     barriers: int
 
     @property
@@ -263,14 +263,16 @@ def smem_plan(height: int, width: int, block_channels: int) -> SmemPlan:
     barriers = _count_barriers(pixels, freqs, steps)
     n_freq_chunks = len(freqs.chunks)
     for matrix_slots, filter_slots in ((2, 2), (2, 1), (1, 2), (1, 1)):
-        plan = SmemPlan(pixels.slots, freqs.slots, block_channels, matrix_slots,
-                        min(filter_slots, n_freq_chunks), barriers)
+        plan = SmemPlan(
+            pixels.slots, freqs.slots, block_channels, matrix_slots, min(filter_slots, n_freq_chunks), barriers
+        )
         if plan.total_bytes <= SMEM_LIMIT:
             return plan
     raise ValueError(
         f"spectral_filter_forward_mgpu: a {height}x{width} grid with block_channels={block_channels} needs "
         f"{plan.total_bytes} bytes of SMEM even single-buffered ({plan.bytes()}), over the {SMEM_LIMIT}-byte "
-        f"limit; use block_channels=64 or impl='xla'.")
+        f"limit; use block_channels=64 or impl='xla'."
+    )
 
 
 def fold_filter(filt: jax.Array, width: int) -> tuple:
@@ -290,9 +292,24 @@ def fold_filter(filt: jax.Array, width: int) -> tuple:
 # The kernel.
 
 
-def _kernel_body(x_gmem, fr_gmem, fi_gmem, fwd_gmem, inv_gmem, y_gmem,
-                 x_smem, u_smem, mat_smem, w_smem, barriers, *, plan: SmemPlan, pixels: _Axis,
-                 freqs: _Axis, per_sample: bool):
+def _kernel_body(
+    x_gmem,
+    fr_gmem,
+    fi_gmem,
+    fwd_gmem,
+    inv_gmem,
+    y_gmem,
+    x_smem,
+    u_smem,
+    mat_smem,
+    w_smem,
+    barriers,
+    *,
+    plan: SmemPlan,
+    pixels: _Axis,
+    freqs: _Axis,
+    per_sample: bool,
+):
     b = jax.lax.axis_index("b")
     c = jax.lax.axis_index("c")
     cb = plan.block_channels
@@ -346,8 +363,10 @@ def _kernel_body(x_gmem, fr_gmem, fi_gmem, fwd_gmem, inv_gmem, y_gmem,
             filter_pending[j] = pending
 
     # 1. Prologue: X once, the first filter and matrix chunks.
-    x_pending = [load(x_gmem.at[b, pl.ds(row, count), channels], x_smem.at[pl.ds(slot, count)])
-                 for slot, row, count in pixels.merged_boxes()]
+    x_pending = [
+        load(x_gmem.at[b, pl.ds(row, count), channels], x_smem.at[pl.ds(slot, count)])
+        for slot, row, count in pixels.merged_boxes()
+    ]
     for j in range(plan.filter_slots):
         issue_filter(j)
     for t in range(plan.matrix_slots):
@@ -360,13 +379,14 @@ def _kernel_body(x_gmem, fr_gmem, fi_gmem, fwd_gmem, inv_gmem, y_gmem,
     # 2. Forward GEMMs and the filter multiply, one 64-frequency chunk at a time.
     acc_types = [plgpu.ACC((ROWS, NSUB), jnp.float32) for _ in range(2 * halves)]
     for j in range(n_freq):
+
         def forward_chunk(*accs, j=j):
-            for part in (0, 1):                                   # Fr_j X, then Fi_j X
+            for part in (0, 1):  # Fr_j X, then Fi_j X
                 t = 2 * j + part
                 a = matrix_operand(t)
                 for h in range(halves):
                     plgpu.wgmma(accs[part * halves + h], a, x_smem.at[:, column(h)])
-                plgpu.wgmma_wait(0)                               # slot t is free again
+                plgpu.wgmma_wait(0)  # slot t is free again
                 issue_matrix(t + plan.matrix_slots)
             wait(filter_pending.pop(j))
             slot = j % plan.filter_slots
@@ -376,14 +396,15 @@ def _kernel_body(x_gmem, fr_gmem, fi_gmem, fwd_gmem, inv_gmem, y_gmem,
                 wi = w_smem[slot, 1, :, column(h)]
                 u_smem[pl.ds(ROWS * j, ROWS), column(h)] = (zr * wr - zi * wi).astype(u_smem.dtype)
                 u_smem[pl.ds(hp + ROWS * j, ROWS), column(h)] = (zr * wi + zi * wr).astype(u_smem.dtype)
-            plgpu.commit_smem()   # U visible to wgmma; every thread done reading the filter slot
+            plgpu.commit_smem()  # U visible to wgmma; every thread done reading the filter slot
             issue_filter(j + plan.filter_slots)
 
-        pl.run_scoped(forward_chunk, *acc_types[:2 * halves])
+        pl.run_scoped(forward_chunk, *acc_types[: 2 * halves])
 
     # 3. Inverse GEMMs; Y staged in the (now dead) X buffer and stored with TMA.
     staging_slots = min(2, kx // ROWS)
     for i in range(n_pix):
+
         def inverse_chunk(*accs, i=i):
             t = 2 * n_freq + i
             a = matrix_operand(t)
@@ -399,9 +420,11 @@ def _kernel_body(x_gmem, fr_gmem, fi_gmem, fwd_gmem, inv_gmem, y_gmem,
             plgpu.commit_smem()
             boxes = pixels.store_boxes(i)
             for k, (slot, row, count) in enumerate(boxes):
-                plgpu.copy_smem_to_gmem(x_smem.at[pl.ds(stage + slot - ROWS * i, count)],
-                                        y_gmem.at[b, pl.ds(row, count), channels],
-                                        commit_group=k == len(boxes) - 1)
+                plgpu.copy_smem_to_gmem(
+                    x_smem.at[pl.ds(stage + slot - ROWS * i, count)],
+                    y_gmem.at[b, pl.ds(row, count), channels],
+                    commit_group=k == len(boxes) - 1,
+                )
 
         pl.run_scoped(inverse_chunk, *acc_types[:halves])
     plgpu.wait_smem_to_gmem(0)
@@ -430,8 +453,13 @@ def _forward(x, filt_real, filt_imag, *, block_channels, interpret):
         ],
         interpret=interpret_params(interpret, "spectral_filter_forward_mgpu"),
     )
-    y = kernel(x.reshape(batch, height * width, channels), filt_real, filt_imag,
-               jnp.asarray(forward, x.dtype), jnp.asarray(inverse, x.dtype))
+    y = kernel(
+        x.reshape(batch, height * width, channels),
+        filt_real,
+        filt_imag,
+        jnp.asarray(forward, x.dtype),
+        jnp.asarray(inverse, x.dtype),
+    )
     return y.reshape(x.shape)
 
 
@@ -440,14 +468,17 @@ def check_inputs(x, filt_real, filt_imag, block_channels: int) -> None:
     if x.ndim != 4:
         raise ValueError(f"x must be NHWC [B, H, W, C]; got shape {x.shape}.")
     if x.dtype != jnp.bfloat16:
-        raise ValueError(f"spectral_filter_forward_mgpu takes bfloat16 x (bf16 wgmma); got {x.dtype}. "
-                         "Use impl='xla' or 'reference' of mixtok.kernels.spectral_filter for other dtypes.")
+        raise ValueError(
+            f"spectral_filter_forward_mgpu takes bfloat16 x (bf16 wgmma); got {x.dtype}. "
+            "Use impl='xla' or 'reference' of mixtok.kernels.spectral_filter for other dtypes."
+        )
     batch, height, width, channels = x.shape
     half = (height * (width // 2 + 1), channels)
     for name, f in (("filt_real", filt_real), ("filt_imag", filt_imag)):
         if f.shape not in (half, (batch,) + half):
-            raise ValueError(f"{name} must be [H*Wf, C] = {list(half)} or [B, H*Wf, C] = {[batch, *half]}; "
-                             f"got {list(f.shape)}.")
+            raise ValueError(
+                f"{name} must be [H*Wf, C] = {list(half)} or [B, H*Wf, C] = {[batch, *half]}; got {list(f.shape)}."
+            )
         if f.dtype != jnp.float32:
             raise ValueError(f"{name} must be float32; got {f.dtype}.")
     if filt_real.shape != filt_imag.shape:
@@ -460,8 +491,9 @@ def check_inputs(x, filt_real, filt_imag, block_channels: int) -> None:
         raise ValueError(f"the grid {height}x{width} is too small: H*W and H*(W//2+1) must be >= {TILE_ROWS}.")
 
 
-def spectral_filter_forward_mgpu(x: jax.Array, filt_real: jax.Array, filt_imag: jax.Array, *,
-                                 block_channels: int = 64, interpret=False) -> jax.Array:
+def spectral_filter_forward_mgpu(
+    x: jax.Array, filt_real: jax.Array, filt_imag: jax.Array, *, block_channels: int = 64, interpret=False
+) -> jax.Array:
     """y = irfft2(rfft2(x, ortho) * filt, ortho) with one fused Mosaic GPU kernel (forward only).
 
     x: [B, H, W, C] bfloat16. filt_real, filt_imag: float32 [H*Wf, C] or [B, H*Wf, C], the real and
@@ -478,7 +510,7 @@ def spectral_filter_forward_mgpu(x: jax.Array, filt_real: jax.Array, filt_imag: 
     return _forward(x, filt_real, filt_imag, block_channels=block_channels, interpret=interpret)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def mosaic_gpu_op(block_channels: int, interpret=False):
     """The op impl="pallas" runs on a GPU: this forward kernel, with the "xla" form's gradient.
 
@@ -490,8 +522,7 @@ def mosaic_gpu_op(block_channels: int, interpret=False):
     @jax.custom_vjp
     def op(x, filt):
         filt_real, filt_imag = fold_filter(filt, x.shape[2])
-        return spectral_filter_forward_mgpu(x, filt_real, filt_imag, block_channels=block_channels,
-                                            interpret=interpret)
+        return spectral_filter_forward_mgpu(x, filt_real, filt_imag, block_channels=block_channels, interpret=interpret)
 
     def op_fwd(x, filt):
         return op(x, filt), (x, filt)

@@ -64,7 +64,8 @@ class SpectralFilterBlocks:
             raise ValueError(
                 f"spectral_filter(impl='pallas') takes grids of at most {self.max_pixels} pixels "
                 f"(SpectralFilterBlocks.max_pixels, the Kronecker form); got {height}x{width} = {height * width}. "
-                "Use impl='xla' or 'reference' (or 'auto') there.")
+                "Use impl='xla' or 'reference' (or 'auto') there."
+            )
 
 
 DEFAULT_BLOCKS = SpectralFilterBlocks()
@@ -79,16 +80,28 @@ def _dot(a, b, dtype):
 def _filter_kernel(x_ref, forward_ref, inverse_ref, filt_real_ref, filt_imag_ref, y_ref):
     """One (batch, channel-block) tile: y = F^T ((F x) * w), with w = m * filt (complex, split)."""
     dtype = forward_ref.dtype
-    half = filt_real_ref.shape[0]                                   # H * Wf
-    z = _dot(forward_ref[...], x_ref[...], dtype)                   # [2 H Wf, Cb] float32
+    half = filt_real_ref.shape[0]  # H * Wf
+    z = _dot(forward_ref[...], x_ref[...], dtype)  # [2 H Wf, Cb] float32
     zr, zi = z[:half], z[half:]
     wr, wi = filt_real_ref[...], filt_imag_ref[...]
     u = jnp.concatenate([zr * wr - zi * wi, zr * wi + zi * wr], axis=0)
     y_ref[...] = _dot(inverse_ref[...], u, dtype).astype(y_ref.dtype)
 
 
-def _gradient_kernel(x_ref, dy_ref, forward_ref, inverse_ref, weights_ref, filt_real_ref, filt_imag_ref,
-                     dx_ref, dfilt_real_ref, dfilt_imag_ref, *, accumulate: bool):
+def _gradient_kernel(
+    x_ref,
+    dy_ref,
+    forward_ref,
+    inverse_ref,
+    weights_ref,
+    filt_real_ref,
+    filt_imag_ref,
+    dx_ref,
+    dfilt_real_ref,
+    dfilt_imag_ref,
+    *,
+    accumulate: bool,
+):
     """dx = F^T (conj(w) * (F dy)) and dfilt = m * (F x) * conj(F dy) for one tile.
 
     With `accumulate` (a filter shared by the batch) the dfilt block is the same for every batch
@@ -104,9 +117,10 @@ def _gradient_kernel(x_ref, dy_ref, forward_ref, inverse_ref, weights_ref, filt_
     u = jnp.concatenate([gr * wr + gi * wi, gi * wr - gr * wi], axis=0)  # conj(w) * G
     dx_ref[...] = _dot(inverse_ref[...], u, dtype).astype(dx_ref.dtype)
     m = weights_ref[...]
-    dfilt_real = m * (zr * gr + zi * gi)                            # m * Z * conj(G)
+    dfilt_real = m * (zr * gr + zi * gi)  # m * Z * conj(G)
     dfilt_imag = m * (zi * gr - zr * gi)
     if accumulate:
+
         @pl.when(pl.program_id(1) == 0)
         def _():
             dfilt_real_ref[...] = jnp.zeros_like(dfilt_real_ref)
@@ -136,11 +150,14 @@ def _tile_specs(pixels, half, cb, per_sample, grid_order):
     grid_order "bc": grid (B, C/cb); "cb": grid (C/cb, B), the batch innermost.
     """
     if grid_order == "bc":
+
         def index(fn):
             return lambda b, c: fn(b, c)
     else:
+
         def index(fn):
             return lambda c, b: fn(b, c)
+
     activation = pl.BlockSpec((None, pixels, cb), index(lambda b, c: (b, 0, c)))
     forward = pl.BlockSpec((2 * half, pixels), index(lambda b, c: (0, 0)))
     inverse = pl.BlockSpec((pixels, 2 * half), index(lambda b, c: (0, 0)))
@@ -156,10 +173,15 @@ def _forward(x, filt_real, filt_imag, matrices, cb, interpret):
     batch, pixels, channels = x.shape
     half = filt_real.shape[-2]
     activation, forward, inverse, _, filt = _tile_specs(pixels, half, cb, filt_real.ndim == 3, "bc")
-    call = pallas_tpu_call(_filter_kernel, grid=(batch, channels // cb),
-                           in_specs=[activation, forward, inverse, filt, filt], out_specs=activation,
-                           out_shape=jax.ShapeDtypeStruct(x.shape, x.dtype), interpret=interpret,
-                           semantics=("parallel", "parallel"))
+    call = pallas_tpu_call(
+        _filter_kernel,
+        grid=(batch, channels // cb),
+        in_specs=[activation, forward, inverse, filt, filt],
+        out_specs=activation,
+        out_shape=jax.ShapeDtypeStruct(x.shape, x.dtype),
+        interpret=interpret,
+        semantics=("parallel", "parallel"),
+    )
     return call(x, matrices[0], matrices[1], filt_real, filt_imag)
 
 
@@ -170,14 +192,18 @@ def _gradients(x, dy, filt_real, filt_imag, matrices, cb, interpret):
     activation, forward, inverse, weights, filt = _tile_specs(pixels, half, cb, per_sample, "cb")
     dfilt_shape = jax.ShapeDtypeStruct(filt_real.shape, jnp.float32)
     call = pallas_tpu_call(
-        functools.partial(_gradient_kernel, accumulate=not per_sample), grid=(channels // cb, batch),
-        in_specs=[activation, activation, forward, inverse, weights, filt, filt], out_specs=[activation, filt, filt],
-        out_shape=[jax.ShapeDtypeStruct(x.shape, x.dtype), dfilt_shape, dfilt_shape], interpret=interpret,
-        semantics=("parallel", "parallel" if per_sample else "arbitrary"))   # the batch sums a static dfilt
+        functools.partial(_gradient_kernel, accumulate=not per_sample),
+        grid=(channels // cb, batch),
+        in_specs=[activation, activation, forward, inverse, weights, filt, filt],
+        out_specs=[activation, filt, filt],
+        out_shape=[jax.ShapeDtypeStruct(x.shape, x.dtype), dfilt_shape, dfilt_shape],
+        interpret=interpret,
+        semantics=("parallel", "parallel" if per_sample else "arbitrary"),
+    )  # the batch sums a static dfilt
     return call(x, dy, *matrices, filt_real, filt_imag)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def pallas_op(blocks: SpectralFilterBlocks, interpret: bool):
     """The Pallas filter op with its custom VJP, for one block configuration and mode."""
 

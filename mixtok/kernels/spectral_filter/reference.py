@@ -13,8 +13,7 @@ from mixtok.kernels.dispatch import check_image_and_filter
 
 def check_inputs(x: jax.Array, filt: jax.Array) -> None:
     """Raises a ValueError that says which dimension or dtype of `x` or `filt` is wrong and why."""
-    check_image_and_filter("spectral_filter", x, filt, x.shape[2] // 2 + 1 if x.ndim == 4 else 0,
-                           complex_filter=True)
+    check_image_and_filter("spectral_filter", x, filt, x.shape[2] // 2 + 1 if x.ndim == 4 else 0, complex_filter=True)
 
 
 def spectral_filter_reference(x: jax.Array, filt: jax.Array) -> jax.Array:

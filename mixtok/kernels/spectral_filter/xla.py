@@ -45,7 +45,7 @@ def transform_filter_op(forward, inverse):
         zr, zi = forward(x)
         gr, gi = forward(dy)
         weights = jnp.asarray(dft.half_spectrum_weights(x.shape[2])[:, None], jnp.float32)  # [Wf, 1]
-        dfilt_real = weights * (zr * gr + zi * gi)                 # m * Z * conj(G)
+        dfilt_real = weights * (zr * gr + zi * gi)  # m * Z * conj(G)
         dfilt_imag = weights * (zi * gr - zr * gi)
         if filt.ndim == 3:  # a static filter gathers the gradient of every sample
             dfilt_real, dfilt_imag = dfilt_real.sum(0), dfilt_imag.sum(0)

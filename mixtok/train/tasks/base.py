@@ -51,8 +51,10 @@ def compute_dtype(config: ConfigDict) -> Any:
 
 def image_batch(image_size: int, batch_size: int = 1) -> dict[str, jax.Array]:
     """Zero images and labels of the trainer's batch layout: what `init` traces the model with."""
-    return {"image": jnp.zeros((batch_size, image_size, image_size, 3), jnp.float32),
-            "label": jnp.zeros((batch_size,), jnp.int32)}
+    return {
+        "image": jnp.zeros((batch_size, image_size, image_size, 3), jnp.float32),
+        "label": jnp.zeros((batch_size,), jnp.int32),
+    }
 
 
 class Task(abc.ABC):
@@ -113,21 +115,24 @@ class Task(abc.ABC):
     # --------------------------------------------------------------------------------- train and eval
 
     @abc.abstractmethod
-    def train_loss(self, params: Any, other_variables: Mapping[str, Any], batch: Mapping[str, Any],
-                   rng: jax.Array, step: jax.Array) -> tuple[jax.Array, tuple[dict[str, jax.Array], dict[str, Any]]]:
+    def train_loss(
+        self, params: Any, other_variables: Mapping[str, Any], batch: Mapping[str, Any], rng: jax.Array, step: jax.Array
+    ) -> tuple[jax.Array, tuple[dict[str, jax.Array], dict[str, Any]]]:
         """(loss, (metrics, updated)) of a training batch; `updated` holds new values of other_variables."""
 
     @abc.abstractmethod
-    def eval_sums(self, params: Any, other_variables: Mapping[str, Any],
-                  batch: Mapping[str, Any]) -> dict[str, jax.Array]:
+    def eval_sums(
+        self, params: Any, other_variables: Mapping[str, Any], batch: Mapping[str, Any]
+    ) -> dict[str, jax.Array]:
         """Sums over the real (mask == 1) examples of a padded eval batch; added up over the eval set."""
 
     @abc.abstractmethod
     def summarize_eval(self, sums: Mapping[str, Any]) -> dict[str, float]:
         """The eval metrics ("eval/<name>") from the eval set's summed `eval_sums`."""
 
-    def eval_images(self, params: Any, other_variables: Mapping[str, Any],
-                    batch: Mapping[str, Any]) -> dict[str, jax.Array]:
+    def eval_images(
+        self, params: Any, other_variables: Mapping[str, Any], batch: Mapping[str, Any]
+    ) -> dict[str, jax.Array]:
         """Images to write after each eval, from the first eval batch; the default writes none ({})."""
         return {}
 

@@ -39,8 +39,12 @@ class ClassificationTask(Task):
     @classmethod
     def build_model(cls, config: ConfigDict, info: DatasetInfo):
         """`create_model(config.model.name, num_classes=info.num_classes, **config.model.kwargs)`."""
-        return create_model(config.model.name, num_classes=info.num_classes, dtype=compute_dtype(config),
-                            **config.model.get("kwargs", ConfigDict()).to_dict())
+        return create_model(
+            config.model.name,
+            num_classes=info.num_classes,
+            dtype=compute_dtype(config),
+            **config.model.get("kwargs", ConfigDict()).to_dict(),
+        )
 
     @classmethod
     def from_config(cls, config: ConfigDict, info: DatasetInfo) -> "ClassificationTask":
@@ -61,9 +65,13 @@ class ClassificationTask(Task):
         """
         dropout_rng, drop_path_rng = jax.random.split(rng)
         mutable = [name for name in self.UPDATED_COLLECTIONS if name in other_variables]
-        logits, updated = self.model.apply({"params": params, **other_variables}, batch["image"], train=True,
-                                           rngs={"dropout": dropout_rng, "drop_path": drop_path_rng},
-                                           mutable=mutable)
+        logits, updated = self.model.apply(
+            {"params": params, **other_variables},
+            batch["image"],
+            train=True,
+            rngs={"dropout": dropout_rng, "drop_path": drop_path_rng},
+            mutable=mutable,
+        )
         loss = jnp.mean(self._cross_entropy(logits, batch["label"]))
         accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
         return loss, ({"accuracy": accuracy}, dict(updated))

@@ -61,14 +61,26 @@ from mixtok.train.tasks.base import Task, compute_dtype
 log = logging.getLogger(__name__)
 
 LOSS_DEFAULTS = dict(
-    reconstruction="l2", reconstruction_weight=1.0, quantizer_weight=1.0,
-    perceptual_weight=0.0, perceptual_network="small_feature_net", perceptual_kwargs={}, perceptual_weights=None,
-    gan_weight=0.0, gan_start_step=0, gan_loss="hinge", discriminator="titok", discriminator_kwargs={},
-    lecam_weight=0.0, lecam_decay=0.999,
+    reconstruction="l2",
+    reconstruction_weight=1.0,
+    quantizer_weight=1.0,
+    perceptual_weight=0.0,
+    perceptual_network="small_feature_net",
+    perceptual_kwargs={},
+    perceptual_weights=None,
+    gan_weight=0.0,
+    gan_start_step=0,
+    gan_loss="hinge",
+    discriminator="titok",
+    discriminator_kwargs={},
+    lecam_weight=0.0,
+    lecam_decay=0.999,
 )
 DISCRIMINATORS = {"titok": losses.TiTokDiscriminator, "patchgan": losses.PatchGANDiscriminator}
-GAN_LOSSES = {"hinge": (losses.hinge_d_loss, losses.hinge_g_loss),
-              "non_saturating": (losses.non_saturating_d_loss, losses.non_saturating_g_loss)}
+GAN_LOSSES = {
+    "hinge": (losses.hinge_d_loss, losses.hinge_g_loss),
+    "non_saturating": (losses.non_saturating_d_loss, losses.non_saturating_g_loss),
+}
 MAX_HISTOGRAM_CODES = 1 << 16  # eval keeps a code histogram up to this codebook size
 NUM_EVAL_IMAGES = 8  # originals / reconstructions in the eval PNG
 
@@ -97,8 +109,10 @@ def _feature_network(name: str, kwargs: Mapping[str, Any]) -> nn.Module:
         return losses.SmallFeatureNet(**kwargs)
     module_name, _, class_name = name.partition(":")
     if not class_name:
-        raise ValueError(f"config.loss.perceptual_network={name!r} must be 'small_feature_net' or "
-                         "'package.module:ClassName' of a linen module that maps images to feature maps.")
+        raise ValueError(
+            f"config.loss.perceptual_network={name!r} must be 'small_feature_net' or "
+            "'package.module:ClassName' of a linen module that maps images to feature maps."
+        )
     try:
         return getattr(importlib.import_module(module_name), class_name)(**kwargs)
     except (ImportError, AttributeError) as error:
@@ -112,9 +126,19 @@ class TokenizerTask(Task):
     UPDATED_COLLECTIONS = (QUANTIZER_STATE, "batch_stats")
     PROGRESS_METRICS = ("eval/psnr",)
 
-    def __init__(self, model: nn.Module, *, loss: ConfigDict, mean, std, eval_num_tokens=(),
-                 discriminator_optimizer: ConfigDict = None, optimizer: ConfigDict = None, total_steps: int = 1,
-                 dtype=jnp.float32):
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        loss: ConfigDict,
+        mean,
+        std,
+        eval_num_tokens=(),
+        discriminator_optimizer: ConfigDict = None,
+        optimizer: ConfigDict = None,
+        total_steps: int = 1,
+        dtype=jnp.float32,
+    ):
         self.model = model
         self.loss = loss
         self.mean = jnp.asarray(mean, jnp.float32)
@@ -132,8 +156,10 @@ class TokenizerTask(Task):
         num_latent = getattr(model, "num_latent_tokens", None)
         self.eval_num_tokens = tuple(int(k) for k in eval_num_tokens)
         if self.eval_num_tokens and not getattr(model, "PREFIX_DECODING", False):
-            raise ValueError(f"eval_num_tokens={self.eval_num_tokens} needs a tokenizer with prefix decoding; "
-                             f"{type(model).__name__} has none.")
+            raise ValueError(
+                f"eval_num_tokens={self.eval_num_tokens} needs a tokenizer with prefix decoding; "
+                f"{type(model).__name__} has none."
+            )
         for k in self.eval_num_tokens:
             if num_latent is not None and not 1 <= k <= num_latent:
                 raise ValueError(f"eval_num_tokens has k={k}; valid: 1..{num_latent} (the model's tokens).")
@@ -143,28 +169,39 @@ class TokenizerTask(Task):
         loss_options(config)
         eval_num_tokens = config.get("eval_num_tokens", ())
         if not isinstance(eval_num_tokens, (list, tuple)) or not all(
-                isinstance(k, int) and not isinstance(k, bool) for k in eval_num_tokens):
-            raise ValueError(f"config.eval_num_tokens must be a list of token counts k (ints); "
-                             f"got {eval_num_tokens!r}.")
+            isinstance(k, int) and not isinstance(k, bool) for k in eval_num_tokens
+        ):
+            raise ValueError(
+                f"config.eval_num_tokens must be a list of token counts k (ints); got {eval_num_tokens!r}."
+            )
 
     @classmethod
     def build_model(cls, config: ConfigDict, info: DatasetInfo) -> nn.Module:
         """`create_tokenizer(config.model.name, **config.model.kwargs)`, checked against the data's image size."""
-        model = create_tokenizer(config.model.name, dtype=compute_dtype(config),
-                                 **config.model.get("kwargs", ConfigDict()).to_dict())
+        model = create_tokenizer(
+            config.model.name, dtype=compute_dtype(config), **config.model.get("kwargs", ConfigDict()).to_dict()
+        )
         image_size = getattr(model, "image_size", None)
         if image_size is not None and image_size != info.image_size:
-            raise ValueError(f"config.data.image_size={info.image_size} but {config.model.name} is built for "
-                             f"{image_size}-px images; set config.model.kwargs.image_size={info.image_size} or "
-                             f"data.image_size={image_size}.")
+            raise ValueError(
+                f"config.data.image_size={info.image_size} but {config.model.name} is built for "
+                f"{image_size}-px images; set config.model.kwargs.image_size={info.image_size} or "
+                f"data.image_size={image_size}."
+            )
         return model
 
     @classmethod
     def from_config(cls, config: ConfigDict, info: DatasetInfo) -> "TokenizerTask":
-        return cls(cls.build_model(config, info), loss=loss_options(config), mean=info.mean, std=info.std,
-                   eval_num_tokens=tuple(config.get("eval_num_tokens", ())),
-                   optimizer=config.optimizer, discriminator_optimizer=config.get("discriminator_optimizer", None),
-                   total_steps=config.total_steps)
+        return cls(
+            cls.build_model(config, info),
+            loss=loss_options(config),
+            mean=info.mean,
+            std=info.std,
+            eval_num_tokens=tuple(config.get("eval_num_tokens", ())),
+            optimizer=config.optimizer,
+            discriminator_optimizer=config.get("discriminator_optimizer", None),
+            total_steps=config.total_steps,
+        )
 
     # ------------------------------------------------------------------------------------------- set-up
 
@@ -183,8 +220,9 @@ class TokenizerTask(Task):
     def init(self, rng: jax.Array, batch: Mapping[str, Any]):
         tok_rng, disc_rng, perc_rng = jax.random.split(rng, 3)
         images = batch["image"]
-        tokenizer = dict(self.model.init({"params": tok_rng, "noise": tok_rng, "dropout": tok_rng}, images,
-                                         train=False))
+        tokenizer = dict(
+            self.model.init({"params": tok_rng, "noise": tok_rng, "dropout": tok_rng}, images, train=False)
+        )
         params = {"tokenizer": tokenizer.pop("params")}
         other: dict[str, Any] = {"tokenizer": tokenizer}
         if self.discriminator is not None:
@@ -197,8 +235,11 @@ class TokenizerTask(Task):
             if self.loss.perceptual_weights is not None:
                 perceptual = _load_weights(self.loss.perceptual_weights, perceptual)
             else:
-                log.warning("config.loss.perceptual_weights is None: the perceptual loss uses randomly initialised "
-                            "%s features, a stand-in, not a perceptual metric.", self.loss.perceptual_network)
+                log.warning(
+                    "config.loss.perceptual_weights is None: the perceptual loss uses randomly initialised "
+                    "%s features, a stand-in, not a perceptual metric.",
+                    self.loss.perceptual_network,
+                )
             other["perceptual"] = {"params": perceptual["params"]}
         return {"params": params, **other}
 
@@ -220,15 +261,22 @@ class TokenizerTask(Task):
         tok_state = other_variables["tokenizer"]
         mutable = [name for name in self.UPDATED_COLLECTIONS if name in tok_state]
         out, tok_updated = self.model.apply(
-            {"params": params["tokenizer"], **tok_state}, images, train=True, mutable=mutable,
-            rngs={"dropout": dropout_rng, "drop_path": drop_path_rng, "noise": noise_rng})
+            {"params": params["tokenizer"], **tok_state},
+            images,
+            train=True,
+            mutable=mutable,
+            rngs={"dropout": dropout_rng, "drop_path": drop_path_rng, "noise": noise_rng},
+        )
         recon = out.reconstruction.astype(jnp.float32)
         loss = self.loss
         rec = losses.reconstruction_loss(images, recon, loss.reconstruction)
         total = loss.reconstruction_weight * rec + loss.quantizer_weight * out.quantizer.loss
-        metrics = {"reconstruction_loss": rec, "quantizer_loss": out.quantizer.loss,
-                   "psnr": jnp.mean(psnr(self._pixels(images), jnp.clip(self._pixels(recon), 0.0, 1.0))),
-                   **{f"quantizer/{k}": v for k, v in out.quantizer.stats.items()}}
+        metrics = {
+            "reconstruction_loss": rec,
+            "quantizer_loss": out.quantizer.loss,
+            "psnr": jnp.mean(psnr(self._pixels(images), jnp.clip(self._pixels(recon), 0.0, 1.0))),
+            **{f"quantizer/{k}": v for k, v in out.quantizer.stats.items()},
+        }
         updated = {"tokenizer": {**tok_state, **tok_updated}}
         if self.perceptual_network is not None:
             network_vars = other_variables["perceptual"]
@@ -242,16 +290,24 @@ class TokenizerTask(Task):
             on = losses.gan_weight_at(step, loss.gan_start_step, 1.0)
             # Generator: the discriminator's weights are constants (its statistics from this pass are dropped).
             fake_for_g, _ = self.discriminator.apply(
-                {"params": jax.lax.stop_gradient(params["discriminator"]), **disc_state}, recon, train=True,
-                mutable=disc_mutable)
+                {"params": jax.lax.stop_gradient(params["discriminator"]), **disc_state},
+                recon,
+                train=True,
+                mutable=disc_mutable,
+            )
             g_loss = g_loss_fn(fake_for_g)
             total = total + on * loss.gan_weight * g_loss
             # Discriminator: real images, then the reconstructions as constants (two passes, as TiTok).
-            real, state1 = self.discriminator.apply({"params": params["discriminator"], **disc_state}, images,
-                                                    train=True, mutable=disc_mutable)
+            real, state1 = self.discriminator.apply(
+                {"params": params["discriminator"], **disc_state}, images, train=True, mutable=disc_mutable
+            )
             state1 = {**disc_state, **state1}
-            fake, state2 = self.discriminator.apply({"params": params["discriminator"], **state1},
-                                                    jax.lax.stop_gradient(recon), train=True, mutable=disc_mutable)
+            fake, state2 = self.discriminator.apply(
+                {"params": params["discriminator"], **state1},
+                jax.lax.stop_gradient(recon),
+                train=True,
+                mutable=disc_mutable,
+            )
             d_loss = d_loss_fn(real, fake)
             lecam = other_variables["lecam"]
             if loss.lecam_weight > 0:
@@ -261,12 +317,20 @@ class TokenizerTask(Task):
             total = total + on * d_loss
             # Before gan_start_step the discriminator does not step: keep its statistics and LeCam EMAs.
             keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(on > 0, a, b), new, old)  # noqa
-            new_lecam = {"real": losses.update_lecam_ema(lecam["real"], real, loss.lecam_decay),
-                         "fake": losses.update_lecam_ema(lecam["fake"], fake, loss.lecam_decay)}
+            new_lecam = {
+                "real": losses.update_lecam_ema(lecam["real"], real, loss.lecam_decay),
+                "fake": losses.update_lecam_ema(lecam["fake"], fake, loss.lecam_decay),
+            }
             updated["discriminator"] = keep({**state1, **state2}, disc_state)
             updated["lecam"] = keep(new_lecam, lecam)
-            metrics.update({"generator_gan_loss": g_loss, "discriminator_loss": d_loss,
-                            "logits_real": jnp.mean(real), "logits_fake": jnp.mean(fake)})
+            metrics.update(
+                {
+                    "generator_gan_loss": g_loss,
+                    "discriminator_loss": d_loss,
+                    "logits_real": jnp.mean(real),
+                    "logits_fake": jnp.mean(fake),
+                }
+            )
         return total, (metrics, updated)
 
     # ------------------------------------------------------------------------------------------- evaluation
@@ -283,15 +347,20 @@ class TokenizerTask(Task):
         out = self._reconstruct(params, other_variables, images)
         x = self._pixels(images)
         y = jnp.clip(self._pixels(out.reconstruction), 0.0, 1.0)
-        sums = {"psnr": jnp.sum(psnr(x, y) * mask), "ssim": jnp.sum(ssim(x, y) * mask),
-                "mse": jnp.sum(jnp.mean(jnp.square(x - y), axis=(1, 2, 3)) * mask), "count": jnp.sum(mask)}
+        sums = {
+            "psnr": jnp.sum(psnr(x, y) * mask),
+            "ssim": jnp.sum(ssim(x, y) * mask),
+            "mse": jnp.sum(jnp.mean(jnp.square(x - y), axis=(1, 2, 3)) * mask),
+            "count": jnp.sum(mask),
+        }
         codebook_size = self.codebook_size
         if out.quantizer.indices is not None and codebook_size and codebook_size <= MAX_HISTOGRAM_CODES:
             # A residual quantizer's [B, ..., depth] indices count every level's codes together.
             indices = out.quantizer.indices.reshape(images.shape[0], -1)
             weights = jnp.broadcast_to(mask[:, None], indices.shape)
-            sums["code_counts"] = jnp.zeros((codebook_size,), jnp.float32).at[indices.reshape(-1)].add(
-                weights.reshape(-1))
+            sums["code_counts"] = (
+                jnp.zeros((codebook_size,), jnp.float32).at[indices.reshape(-1)].add(weights.reshape(-1))
+            )
         for k in self.eval_num_tokens:
             y_k = jnp.clip(self._pixels(self._reconstruct(params, other_variables, images, k).reconstruction), 0, 1)
             sums[f"psnr_k{k}"] = jnp.sum(psnr(x, y_k) * mask)
@@ -299,8 +368,9 @@ class TokenizerTask(Task):
 
     def summarize_eval(self, sums: Mapping[str, Any]) -> dict[str, float]:
         count = max(float(sums["count"]), 1.0)
-        out = {f"eval/{key}": float(value) / count for key, value in sums.items()
-               if key not in ("count", "code_counts")}
+        out = {
+            f"eval/{key}": float(value) / count for key, value in sums.items() if key not in ("count", "code_counts")
+        }
         if "code_counts" in sums:
             out["eval/codebook_usage"] = float(usage_from_counts(sums["code_counts"]))
             out["eval/perplexity"] = float(perplexity_from_counts(sums["code_counts"]))
@@ -310,8 +380,10 @@ class TokenizerTask(Task):
         """The first NUM_EVAL_IMAGES originals and reconstructions as [0, 1] pixels."""
         images = batch["image"][:NUM_EVAL_IMAGES].astype(jnp.float32)
         out = self._reconstruct(params, other_variables, images)
-        return {"original": jnp.clip(self._pixels(images), 0.0, 1.0),
-                "reconstruction": jnp.clip(self._pixels(out.reconstruction), 0.0, 1.0)}
+        return {
+            "original": jnp.clip(self._pixels(images), 0.0, 1.0),
+            "reconstruction": jnp.clip(self._pixels(out.reconstruction), 0.0, 1.0),
+        }
 
     def write_eval_images(self, images: Mapping[str, np.ndarray], directory: Path, step: int) -> Path:
         """Writes originals (left) beside reconstructions (right), one pair per row, to step_<N>.png."""
@@ -326,14 +398,16 @@ def per_parameter_set(transforms: Mapping[str, optax.GradientTransformation]) ->
     What optax.multi_transform does for top-level groups, without its masked copies of the whole tree
     (whose MaskedNode leaves the sharded train state's abstract tree cannot carry).
     """
+
     def init(params):
         return {name: tx.init(params[name]) for name, tx in transforms.items()}
 
     def update(updates, state, params=None):
         new_updates, new_state = {}, {}
         for name, tx in transforms.items():
-            new_updates[name], new_state[name] = tx.update(updates[name], state[name],
-                                                           None if params is None else params[name])
+            new_updates[name], new_state[name] = tx.update(
+                updates[name], state[name], None if params is None else params[name]
+            )
         return new_updates, new_state
 
     return optax.GradientTransformation(init, update)
@@ -343,6 +417,7 @@ def _codebook_size(model):
     quantizer = getattr(model, "quantizer", None)
     if isinstance(quantizer, Mapping):
         from mixtok.tokenizers.quantizers import make_quantizer
+
         return make_quantizer(**dict(quantizer)).codebook_size
     return None
 
@@ -357,8 +432,10 @@ def _load_weights(path: str, target: Mapping[str, Any]) -> dict[str, Any]:
     want = jax.tree_util.tree_map(np.shape, dict(target))
     got = jax.tree_util.tree_map(np.shape, restored)
     if want != got:
-        raise ValueError(f"config.loss.perceptual_weights {path!r} does not fit the network: its arrays have shapes "
-                         f"{got}, the network needs {want}.")
+        raise ValueError(
+            f"config.loss.perceptual_weights {path!r} does not fit the network: its arrays have shapes "
+            f"{got}, the network needs {want}."
+        )
     return restored
 
 
@@ -370,7 +447,7 @@ def image_grid(columns, padding: int = 2) -> np.ndarray:
     for c, images in enumerate(columns):
         for r in range(rows):
             top, left = padding + r * (h + padding), padding + c * (w + padding)
-            grid[top:top + h, left:left + w] = images[r]
+            grid[top : top + h, left : left + w] = images[r]
     return np.rint(grid * 255.0).astype(np.uint8)
 
 
