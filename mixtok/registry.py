@@ -1,6 +1,7 @@
 """Name -> object registries with errors that suggest the closest valid names."""
 
 import difflib
+import fnmatch
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
@@ -42,8 +43,9 @@ class Registry(Generic[T]):
             raise unknown_name_error(self.kind, name, self._entries)
         return self._entries[name]
 
-    def names(self) -> list[str]:
-        return sorted(self._entries)
+    def names(self, pattern: str = "*") -> list[str]:
+        """The registered names, sorted, optionally filtered by a shell-style pattern (`caformer_*`)."""
+        return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
 
     def __contains__(self, name: str) -> bool:
         return name in self._entries

@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mixtok.layers.linear import dense
 from mixtok.layers.module import Module
 from mixtok.layers.partitioning import dense_kernel_init, zeros_with_axes
 
@@ -359,8 +360,7 @@ class MultiHeadAttention(Module):
         qkv = nn.Dense(
             3 * heads * width,
             use_bias=self.qkv_bias,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
+            **self.dtype_kwargs,
             kernel_init=self.qkv_kernel_init(),
             bias_init=zeros_with_axes(("heads",)),
             name=self.QKV_NAME,
@@ -386,13 +386,11 @@ class MultiHeadAttention(Module):
     def project_out(self, out, *, train: bool = False):
         """[..., L, heads, head_dim] -> [..., L, dim] through PROJ_NAME, then the projection dropout."""
         out = out.reshape(out.shape[:-2] + (-1,))
-        out = nn.Dense(
+        out = dense(
             self.dim,
+            ("heads", "embed"),
             use_bias=self.proj_bias,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            kernel_init=dense_kernel_init(("heads", "embed")),
-            bias_init=zeros_with_axes(("embed",)),
+            **self.dtype_kwargs,
             name=self.PROJ_NAME,
         )(out)
         if self.proj_dropout > 0.0:

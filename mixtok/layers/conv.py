@@ -189,8 +189,7 @@ class ConvNormAct(Module):
             kernel_init=self.kernel_init,
             norm_name=self.norm_name,
             train=train,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
+            **self.dtype_kwargs,
         )
 
 

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from mixtok.layers.init import dense_kernel_init
+from mixtok.layers.linear import dense
 from mixtok.layers.module import Module
 from mixtok.layers.norms import LayerNorm
 from mixtok.layers.partitioning import zeros_with_axes
@@ -107,13 +108,7 @@ class MlpHead(Module):
     def __call__(self, x, *, train: bool = False):
         common = self.dtype_kwargs
         hidden = int(self.mlp_ratio * x.shape[-1])
-        x = nn.Dense(
-            hidden,
-            kernel_init=dense_kernel_init(("embed", "mlp")),
-            bias_init=zeros_with_axes(("mlp",)),
-            name="fc1",
-            **common,
-        )(x)
+        x = dense(hidden, ("embed", "mlp"), name="fc1", **common)(x)
         x = jnp.square(nn.relu(x))
         x = LayerNorm(epsilon=self.norm_epsilon, name="norm", **common)(x)
         x = nn.Dropout(self.dropout, deterministic=not train)(x)

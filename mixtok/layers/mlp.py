@@ -3,9 +3,8 @@
 import flax.linen as nn
 
 from mixtok.layers.activations import get_activation
-from mixtok.layers.init import dense_kernel_init
+from mixtok.layers.linear import dense
 from mixtok.layers.module import Module
-from mixtok.layers.partitioning import zeros_with_axes
 
 
 class Mlp(Module):
@@ -25,24 +24,8 @@ class Mlp(Module):
     def __call__(self, x, *, train: bool = False):
         dim = x.shape[-1]
         hidden = int(self.mlp_ratio * dim)
-        x = nn.Dense(
-            hidden,
-            use_bias=self.use_bias,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            kernel_init=dense_kernel_init(("embed", "mlp")),
-            bias_init=zeros_with_axes(("mlp",)),
-            name="fc1",
-        )(x)
-        x = get_activation(self.activation, dtype=self.dtype, param_dtype=self.param_dtype, name="act")(x)
+        x = dense(hidden, ("embed", "mlp"), use_bias=self.use_bias, **self.dtype_kwargs, name="fc1")(x)
+        x = get_activation(self.activation, **self.dtype_kwargs, name="act")(x)
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
-        x = nn.Dense(
-            dim,
-            use_bias=self.use_bias,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            kernel_init=dense_kernel_init(("mlp", "embed")),
-            bias_init=zeros_with_axes(("embed",)),
-            name="fc2",
-        )(x)
+        x = dense(dim, ("mlp", "embed"), use_bias=self.use_bias, **self.dtype_kwargs, name="fc2")(x)
         return nn.Dropout(self.dropout, deterministic=not train)(x)

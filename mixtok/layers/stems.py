@@ -149,8 +149,7 @@ class PatchEmbed(Module):
             norm_epsilon=self.norm_epsilon,
             norm_first=self.norm_first,
             kernel_init=self.kernel_init,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
+            **self.dtype_kwargs,
         )
 
 

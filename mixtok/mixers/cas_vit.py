@@ -55,9 +55,7 @@ class ChannelOperation(Module):
     @nn.compact
     def __call__(self, z):
         pooled = jnp.mean(z.astype(jnp.float32), axis=(1, 2), keepdims=True).astype(z.dtype)
-        gate = torch_conv(
-            z.shape[-1], 1, use_bias=False, name="block_1", dtype=self.dtype, param_dtype=self.param_dtype
-        )(pooled)
+        gate = torch_conv(z.shape[-1], 1, use_bias=False, name="block_1", **self.dtype_kwargs)(pooled)
         return z * nn.sigmoid(gate)
 
 

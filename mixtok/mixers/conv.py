@@ -12,8 +12,9 @@ The inverted-bottleneck layout is MobileNetV2's.
 import flax.linen as nn
 
 from mixtok.layers.activations import get_activation
+from mixtok.layers.linear import dense
 from mixtok.layers.module import Module
-from mixtok.layers.partitioning import conv_kernel_init, dense_kernel_init, zeros_with_axes
+from mixtok.layers.partitioning import conv_kernel_init, zeros_with_axes
 from mixtok.mixers.registry import register
 
 
@@ -31,15 +32,9 @@ class SepConv(Module):
     @nn.compact
     def __call__(self, x, *, train: bool = False):
         hidden = int(self.expansion_ratio * self.dim)
-        common = dict(use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype)
-        x = nn.Dense(
-            hidden,
-            kernel_init=dense_kernel_init(("embed", "mlp")),
-            bias_init=zeros_with_axes(("mlp",)),
-            name="pwconv1",
-            **common,
-        )(x)
-        x = get_activation(self.activation1, dtype=self.dtype, param_dtype=self.param_dtype, name="act1")(x)
+        common = dict(use_bias=self.use_bias, **self.dtype_kwargs)
+        x = dense(hidden, ("embed", "mlp"), name="pwconv1", **common)(x)
+        x = get_activation(self.activation1, **self.dtype_kwargs, name="act1")(x)
         pad = self.kernel_size // 2
         x = nn.Conv(
             hidden,
@@ -51,11 +46,5 @@ class SepConv(Module):
             name="dwconv",
             **common,
         )(x)
-        x = get_activation(self.activation2, dtype=self.dtype, param_dtype=self.param_dtype, name="act2")(x)
-        return nn.Dense(
-            self.dim,
-            kernel_init=dense_kernel_init(("mlp", "embed")),
-            bias_init=zeros_with_axes(("embed",)),
-            name="pwconv2",
-            **common,
-        )(x)
+        x = get_activation(self.activation2, **self.dtype_kwargs, name="act2")(x)
+        return dense(self.dim, ("mlp", "embed"), name="pwconv2", **common)(x)

@@ -52,8 +52,9 @@ import jax.numpy as jnp
 
 from mixtok.kernels.dct_filter import dct_filter
 from mixtok.layers.activations import get_activation
+from mixtok.layers.linear import dense
 from mixtok.layers.module import Module
-from mixtok.layers.partitioning import dense_kernel_init, param_with_axes, zeros_with_axes
+from mixtok.layers.partitioning import param_with_axes
 from mixtok.mixers.registry import register
 from mixtok.mixers.spectral import resize_bicubic
 
@@ -74,23 +75,11 @@ class DynamicSpectrumWeights(Module):
 
     @nn.compact
     def __call__(self, pooled: jax.Array, height: int, width: int) -> jax.Array:
-        common = dict(use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype)
+        common = dict(use_bias=self.use_bias, **self.dtype_kwargs)
         hidden = int(self.hidden_ratio * pooled.shape[-1])
-        r = nn.Dense(
-            hidden,
-            kernel_init=dense_kernel_init(("embed", None)),
-            bias_init=zeros_with_axes((None,)),
-            name="fc1",
-            **common,
-        )(pooled)
-        r = get_activation(self.activation, dtype=self.dtype, param_dtype=self.param_dtype, name="act")(r)
-        r = nn.Dense(
-            self.num_filters * self.channels,
-            kernel_init=dense_kernel_init((None, None)),
-            bias_init=zeros_with_axes((None,)),
-            name="fc2",
-            **common,
-        )(r)
+        r = dense(hidden, ("embed", None), name="fc1", **common)(pooled)
+        r = get_activation(self.activation, **self.dtype_kwargs, name="act")(r)
+        r = dense(self.num_filters * self.channels, (None, None), name="fc2", **common)(r)
         routing = jax.nn.softmax(r.astype(jnp.float32).reshape(-1, self.num_filters, self.channels), axis=1)
         base = self.param(
             "base_filters",
@@ -130,31 +119,18 @@ class DynamicSpectrumMixer(Module):
         if len(grid) != 2:
             raise ValueError(f"grid_size must be (h, w); got {self.grid_size!r}.")
         hidden = int(self.expansion_ratio * self.dim)
-        common = dict(use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype)
+        common = dict(use_bias=self.use_bias, **self.dtype_kwargs)
         pooled = jnp.mean(x.astype(jnp.float32), axis=(1, 2)).astype(self.dtype or x.dtype)
         filt = DynamicSpectrumWeights(
             channels=hidden,
             grid_size=grid,
             num_filters=self.num_filters,
             hidden_ratio=self.weight_hidden_ratio,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
+            **self.dtype_kwargs,
             name="spectrum_weights",
         )(pooled, height, width)
-        y = nn.Dense(
-            hidden,
-            kernel_init=dense_kernel_init(("embed", "mlp")),
-            bias_init=zeros_with_axes(("mlp",)),
-            name="pwconv1",
-            **common,
-        )(x)
-        y = get_activation(self.activation1, dtype=self.dtype, param_dtype=self.param_dtype, name="act1")(y)
+        y = dense(hidden, ("embed", "mlp"), name="pwconv1", **common)(x)
+        y = get_activation(self.activation1, **self.dtype_kwargs, name="act1")(y)
         y = dct_filter(y, filt, impl=self.impl)
-        y = get_activation(self.activation2, dtype=self.dtype, param_dtype=self.param_dtype, name="act2")(y)
-        return nn.Dense(
-            self.dim,
-            kernel_init=dense_kernel_init(("mlp", "embed")),
-            bias_init=zeros_with_axes(("embed",)),
-            name="pwconv2",
-            **common,
-        )(y)
+        y = get_activation(self.activation2, **self.dtype_kwargs, name="act2")(y)
+        return dense(self.dim, ("mlp", "embed"), name="pwconv2", **common)(y)

@@ -29,8 +29,9 @@ import jax
 import jax.numpy as jnp
 
 from mixtok.layers.attention import dot_product_attention
+from mixtok.layers.linear import dense
 from mixtok.layers.module import Module
-from mixtok.layers.partitioning import conv_kernel_init, dense_kernel_init, zeros_with_axes
+from mixtok.layers.partitioning import conv_kernel_init, zeros_with_axes
 from mixtok.mixers.registry import register
 
 
@@ -97,15 +98,7 @@ class LowMixer(Module):
             x = nn.avg_pool(x, (s, s), strides=(s, s))
         pooled_h, pooled_w = x.shape[1:3]
         tokens = x.reshape(batch, pooled_h * pooled_w, channels)
-        qkv = nn.Dense(
-            3 * channels,
-            use_bias=True,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            kernel_init=dense_kernel_init(("embed", "heads")),
-            bias_init=zeros_with_axes(("heads",)),
-            name="qkv",
-        )(tokens)
+        qkv = dense(3 * channels, ("embed", "heads"), use_bias=True, **self.dtype_kwargs, name="qkv")(tokens)
         q, k, v = jnp.moveaxis(qkv.reshape(batch, -1, 3, self.num_heads, head_dim), 2, 0)
         rng = self.make_rng("dropout") if train and self.attn_dropout > 0.0 else None
         out = dot_product_attention(q, k, v, dropout_rate=self.attn_dropout, dropout_rng=rng)
@@ -146,13 +139,12 @@ class InceptionMixer(Module):
                 f"InceptionMixer: pool_size={self.pool_size} must be >= 1 and divide the feature map "
                 f"{x.shape[1]}x{x.shape[2]} (the attention runs on the pooled map, then is upsampled)."
             )
-        high = HighMixer(dtype=self.dtype, param_dtype=self.param_dtype, name="high_mixer")(x[..., :high_dim])
+        high = HighMixer(**self.dtype_kwargs, name="high_mixer")(x[..., :high_dim])
         low = LowMixer(
             self.attention_heads,
             self.pool_size,
             self.attn_dropout,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
+            **self.dtype_kwargs,
             name="low_mixer",
         )(x[..., high_dim:], train=train)
         z = jnp.concatenate([high, low.astype(high.dtype)], axis=-1)

@@ -19,8 +19,8 @@ the official `torch.nn.Linear`s have them. No 1/sqrt(d) scale (the official code
 import flax.linen as nn
 
 from mixtok.kernels.linear_attention import linear_attention
+from mixtok.layers.linear import dense
 from mixtok.layers.module import Module
-from mixtok.layers.partitioning import dense_kernel_init, zeros_with_axes
 from mixtok.mixers.registry import register
 
 
@@ -44,25 +44,21 @@ class LinearAttention(Module):
         heads = self.num_heads or max(self.dim // self.head_dim, 1)
         inner = heads * self.head_dim
         tokens = x.reshape(batch, height * width, channels)
-        qkv = nn.Dense(
+        qkv = dense(
             3 * inner,
+            ("embed", "heads"),
             use_bias=self.qkv_bias,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            kernel_init=dense_kernel_init(("embed", "heads")),
-            bias_init=zeros_with_axes(("heads",)),
+            **self.dtype_kwargs,
             name="qkv",
         )(tokens)
         qkv = qkv.reshape(batch, height * width, 3, heads, self.head_dim).transpose(2, 0, 3, 1, 4)
         out = linear_attention(qkv[0], qkv[1], qkv[2], feature_map=self.feature_map, eps=self.eps, impl=self.impl)
         out = out.transpose(0, 2, 1, 3).reshape(batch, height * width, inner)
-        out = nn.Dense(
+        out = dense(
             channels,
+            ("heads", "embed"),
             use_bias=self.proj_bias,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            kernel_init=dense_kernel_init(("heads", "embed")),
-            bias_init=zeros_with_axes(("embed",)),
+            **self.dtype_kwargs,
             name="proj",
         )(out)
         out = nn.Dropout(self.proj_dropout, deterministic=not train)(out)

@@ -80,7 +80,7 @@ class LargeKernelPerception(Module):
         groups = dim // self.channels_per_kernel
         taps = self.small_kernel**2
         # LSNet keeps PyTorch's default Conv2d init (weights and the cv4 bias U(+-1/sqrt(fan_in))).
-        common = dict(kernel_init=TORCH_DEFAULT_INIT, dtype=self.dtype, param_dtype=self.param_dtype)
+        common = dict(kernel_init=TORCH_DEFAULT_INIT, **self.dtype_kwargs)
         h = nn.relu(ConvBN(hidden, name="cv1", **common)(x, train=train))
         h = ConvBN(hidden, self.large_kernel, groups=hidden, name="cv2", **common)(h, train=train)
         h = nn.relu(ConvBN(hidden, name="cv3", **common)(h, train=train))
@@ -90,8 +90,7 @@ class LargeKernelPerception(Module):
             num_groups=groups,
             epsilon=GROUP_NORM_EPSILON,
             use_fast_variance=False,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
+            **self.dtype_kwargs,
             scale_init=ones_with_axes(("conv_out",)),
             bias_init=zeros_with_axes(("conv_out",)),
             name="norm",
@@ -125,10 +124,9 @@ class LSConv(Module):
             self.large_kernel,
             self.small_kernel,
             self.channels_per_kernel,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
+            **self.dtype_kwargs,
             name="lkp",
         )(x, train=train)
         y = small_kernel_aggregation(x, kernels)
-        y = batch_norm("bn", train=train, dtype=self.dtype, param_dtype=self.param_dtype)(y)
+        y = batch_norm("bn", train=train, **self.dtype_kwargs)(y)
         return y + x

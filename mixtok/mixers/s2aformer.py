@@ -48,6 +48,7 @@ import flax.linen as nn
 import jax
 
 from mixtok.layers.attention import dot_product_attention
+from mixtok.layers.linear import dense
 from mixtok.layers.module import Module
 from mixtok.layers.norms import LayerNorm
 from mixtok.layers.partitioning import conv_kernel_init, dense_kernel_init, zeros_with_axes
@@ -157,13 +158,7 @@ class LocalInteractionModule(Module):
             raise ValueError(f"kernel_size must be a positive odd integer; got {self.kernel_size}.")
         common = self.dtype_kwargs
         pad = self.kernel_size // 2
-        x = nn.Dense(
-            self.dim,
-            kernel_init=dense_kernel_init(("embed", "mlp")),
-            bias_init=zeros_with_axes(("mlp",)),
-            name="pw1",
-            **common,
-        )(x)
+        x = dense(self.dim, ("embed", "mlp"), name="pw1", **common)(x)
         x = nn.Conv(
             self.dim,
             (self.kernel_size,) * 2,
@@ -175,10 +170,4 @@ class LocalInteractionModule(Module):
             **common,
         )(x)
         x = jax.nn.gelu(x, approximate=False)
-        return nn.Dense(
-            self.dim,
-            kernel_init=dense_kernel_init(("mlp", "embed")),
-            bias_init=zeros_with_axes(("embed",)),
-            name="pw2",
-            **common,
-        )(x)
+        return dense(self.dim, ("mlp", "embed"), name="pw2", **common)(x)

@@ -50,6 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mixtok.layers.attention import dot_product_attention, softmax_weights
+from mixtok.layers.linear import dense
 from mixtok.layers.module import Module
 from mixtok.layers.norms import LayerNorm
 from mixtok.layers.partitioning import DEFAULT_KERNEL_INIT, dense_kernel_init, param_with_axes, zeros_with_axes
@@ -156,14 +157,14 @@ class _TemperedQueryMixin:
 
     def _cpb_bias(self, index, table, heads, query_len, key_len):
         """[heads, Nq, Nk] continuous relative position bias from the official two-layer CPB MLP."""
-        dense = dict(dtype=self.dtype, param_dtype=self.param_dtype, bias_init=zeros_with_axes(("mlp",)))
+        common = dict(**self.dtype_kwargs, bias_init=zeros_with_axes(("mlp",)))
         hidden = nn.relu(
-            nn.Dense(CPB_HIDDEN, kernel_init=dense_kernel_init((None, "mlp")), name="cpb_fc1", **dense)(
+            nn.Dense(CPB_HIDDEN, kernel_init=dense_kernel_init((None, "mlp")), name="cpb_fc1", **common)(
                 jnp.asarray(table)
             )
         )
-        dense["bias_init"] = zeros_with_axes(("heads",))
-        per_entry = nn.Dense(heads, kernel_init=dense_kernel_init(("mlp", "heads")), name="cpb_fc2", **dense)(hidden)
+        common["bias_init"] = zeros_with_axes(("heads",))
+        per_entry = nn.Dense(heads, kernel_init=dense_kernel_init(("mlp", "heads")), name="cpb_fc2", **common)(hidden)
         return per_entry.T[:, index].reshape(heads, query_len, key_len)
 
 
@@ -201,31 +202,17 @@ class AggregatedAttention(_TemperedQueryMixin, Module):
                 f"{self.fixed_pool_size}) must be between 1x1 and the input grid {height}x{width}."
             )
         tokens, pooled = height * width, pool_h * pool_w
-        dense = self.dtype_kwargs
+        common = self.dtype_kwargs
         valid, n_valid = local_window_constants(height, width, self.window_size)
         length_scale = jnp.asarray(np.log(n_valid + pooled).astype(np.float32))  # [N]
 
-        q = nn.Dense(
-            channels,
-            use_bias=self.qkv_bias,
-            kernel_init=dense_kernel_init(("embed", "heads")),
-            bias_init=zeros_with_axes(("heads",)),
-            name="q",
-            **dense,
-        )(x)
+        q = dense(channels, ("embed", "heads"), use_bias=self.qkv_bias, name="q", **common)(x)
         q_norm = _l2_normalize(q.reshape(batch, tokens, heads, head_dim))
         temperature = jax.nn.softplus(self._temperature(heads))[:, 0, 0]
         query_embedding = self._query_embedding(heads, head_dim)[:, 0]
         q_scaled = (q_norm + query_embedding) * temperature[:, None] * length_scale[:, None, None]
 
-        kv_layer = nn.Dense(
-            2 * channels,
-            use_bias=self.qkv_bias,
-            kernel_init=dense_kernel_init(("embed", "heads")),
-            bias_init=zeros_with_axes(("heads",)),
-            name="kv",
-            **dense,
-        )
+        kv_layer = dense(2 * channels, ("embed", "heads"), use_bias=self.qkv_bias, name="kv", **common)
         k_local, v_local = jnp.split(kv_layer(x), 2, axis=-1)
         k_local = _l2_normalize(k_local.reshape(batch, height, width, heads, head_dim))
         v_local = v_local.reshape(batch, height, width, heads, head_dim)
@@ -244,7 +231,7 @@ class AggregatedAttention(_TemperedQueryMixin, Module):
         # `sr` is the official 1x1 Conv2d, initialised as its convs are: normal(0, sqrt(2 / fan_out)), fan_out = C.
         sr_init = param_with_axes(jax.nn.initializers.normal(float(np.sqrt(2.0 / channels))), ("embed", "heads"))
         reduced = nn.gelu(
-            nn.Dense(channels, kernel_init=sr_init, bias_init=zeros_with_axes(("heads",)), name="sr", **dense)(x),
+            nn.Dense(channels, kernel_init=sr_init, bias_init=zeros_with_axes(("heads",)), name="sr", **common)(x),
             approximate=False,
         )
         reduced = jnp.einsum(
@@ -253,7 +240,7 @@ class AggregatedAttention(_TemperedQueryMixin, Module):
             reduced,
             jnp.asarray(adaptive_pool_matrix(width, pool_w)),
         )
-        reduced = LayerNorm(epsilon=1e-5, name="norm", **dense)(reduced.reshape(batch, pooled, channels))
+        reduced = LayerNorm(epsilon=1e-5, name="norm", **common)(reduced.reshape(batch, pooled, channels))
         k_pool, v_pool = jnp.split(kv_layer(reduced), 2, axis=-1)
         k_pool = _l2_normalize(k_pool.reshape(batch, pooled, heads, head_dim))
         v_pool = v_pool.reshape(batch, pooled, heads, head_dim)
@@ -283,13 +270,7 @@ class AggregatedAttention(_TemperedQueryMixin, Module):
         out = (
             jnp.einsum("bhnt,bnthd->bnhd", local_weights, v_win) + jnp.einsum("bhnp,bphd->bnhd", attn_pool, v_pool)
         ).reshape(batch, height, width, channels)
-        out = nn.Dense(
-            channels,
-            kernel_init=dense_kernel_init(("heads", "embed")),
-            bias_init=zeros_with_axes(("embed",)),
-            name="proj",
-            **dense,
-        )(out)
+        out = dense(channels, ("heads", "embed"), name="proj", **common)(out)
         return nn.Dropout(self.proj_dropout, deterministic=not train)(out)
 
     def _windows(self, x):
@@ -321,15 +302,8 @@ class LengthScaledCosineAttention(_TemperedQueryMixin, Module):
         _check(self.dim, self.num_heads, x)
         batch, height, width, channels = x.shape
         heads, head_dim, tokens = self.num_heads, channels // self.num_heads, height * width
-        dense = self.dtype_kwargs
-        qkv = nn.Dense(
-            3 * channels,
-            use_bias=self.qkv_bias,
-            kernel_init=dense_kernel_init(("embed", "heads")),
-            bias_init=zeros_with_axes(("heads",)),
-            name="qkv",
-            **dense,
-        )(x)
+        common = self.dtype_kwargs
+        qkv = dense(3 * channels, ("embed", "heads"), use_bias=self.qkv_bias, name="qkv", **common)(x)
         q, k, v = jnp.moveaxis(qkv.reshape(batch, tokens, 3, heads, head_dim), 2, 0)
         temperature = jax.nn.softplus(self._temperature(heads))[:, 0, 0]
         q_scaled = (
@@ -350,13 +324,7 @@ class LengthScaledCosineAttention(_TemperedQueryMixin, Module):
             dropout_rng=rng,
         )
         out = out.reshape(batch, height, width, channels)
-        out = nn.Dense(
-            channels,
-            kernel_init=dense_kernel_init(("heads", "embed")),
-            bias_init=zeros_with_axes(("embed",)),
-            name="proj",
-            **dense,
-        )(out)
+        out = dense(channels, ("heads", "embed"), name="proj", **common)(out)
         return nn.Dropout(self.proj_dropout, deterministic=not train)(out)
 
 
@@ -376,15 +344,9 @@ class ConvGLU(Module):
         if x.ndim != 4 or x.shape[-1] != self.dim:
             raise ValueError(f"ConvGLU expects NHWC input with {self.dim} channels; got shape {x.shape}.")
         hidden = int(2 * int(self.dim * self.mlp_ratio) / 3)
-        dense = self.dtype_kwargs
+        common = self.dtype_kwargs
         x, gate = jnp.split(
-            nn.Dense(
-                2 * hidden,
-                kernel_init=dense_kernel_init(("embed", "mlp")),
-                bias_init=zeros_with_axes(("mlp",)),
-                name="fc1",
-                **dense,
-            )(x),
+            dense(2 * hidden, ("embed", "mlp"), name="fc1", **common)(x),
             2,
             axis=-1,
         )
@@ -397,15 +359,9 @@ class ConvGLU(Module):
             name="dwconv",
             kernel_init=param_with_axes(jax.nn.initializers.normal(np.sqrt(2.0 / fan_out)), (None, None, None, "mlp")),
             bias_init=zeros_with_axes(("mlp",)),
-            **dense,
+            **common,
         )(x)
         x = nn.gelu(x, approximate=False) * gate
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
-        x = nn.Dense(
-            self.dim,
-            kernel_init=dense_kernel_init(("mlp", "embed")),
-            bias_init=zeros_with_axes(("embed",)),
-            name="fc2",
-            **dense,
-        )(x)
+        x = dense(self.dim, ("mlp", "embed"), name="fc2", **common)(x)
         return nn.Dropout(self.dropout, deterministic=not train)(x)

@@ -142,7 +142,7 @@ class InvertedResidual(Module):
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
-        common = dict(activation=self.activation, dtype=self.dtype, param_dtype=self.param_dtype)
+        common = dict(activation=self.activation, **self.dtype_kwargs)
         in_channels = x.shape[-1]
         hidden = make_divisible(int(round(in_channels * self.expand_ratio)), 8)
         y = x
@@ -274,7 +274,7 @@ class AFFNet(Backbone):
         self._check_config()
         check_images(images, TOTAL_STRIDE, "AFFNet", "a stride-2 stem and four stride-2 layers")
         check_image_size(images, self.image_size, "AFFNet")
-        common = dict(activation=self.activation, dtype=self.dtype, param_dtype=self.param_dtype)
+        common = dict(activation=self.activation, **self.dtype_kwargs)
         x = images.astype(self.dtype) if self.dtype is not None else images
         x = ConvNormAct(STEM_CHANNELS, 3, 2, name="conv_1", **common)(x, train=train)
         maps = []
@@ -303,8 +303,7 @@ class AFFNet(Backbone):
             1,
             activation=self.activation,
             name="conv_1x1_exp",
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
+            **self.dtype_kwargs,
         )(features, train=train)
         return pooled_classifier(
             self,
@@ -314,6 +313,5 @@ class AFFNet(Backbone):
             train=train,
             name="classifier_fc",
             kernel_init=param_with_axes(XAVIER_UNIFORM_INIT, ("embed", None)),
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
+            **self.dtype_kwargs,
         )

@@ -143,7 +143,7 @@ class DualAttentionUnit(Module):
     @nn.compact
     def __call__(self, x, *, train: bool = False):
         for k, options in enumerate(self.blocks):
-            x = DaViTBlock(**options, name=str(k), dtype=self.dtype, param_dtype=self.param_dtype)(x, train=train)
+            x = DaViTBlock(**options, name=str(k), **self.dtype_kwargs)(x, train=train)
         return x
 
 
@@ -285,7 +285,6 @@ class DaViT(Backbone):
             norm_epsilon=self.norm_epsilon,
             head_dropout=self.head_dropout,
             name="head",
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
+            **self.dtype_kwargs,
         )(features, train=train)
         return logits.astype(jnp.float32)

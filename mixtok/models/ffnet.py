@@ -106,7 +106,7 @@ class FFBlock(Module):
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
-        common = dict(fused=self.fused, dtype=self.dtype, param_dtype=self.param_dtype)
+        common = dict(fused=self.fused, **self.dtype_kwargs)
         y = FFNifiedAttention(x.shape[-1], self.kernel_size1, self.kernel_size2, name="token_mixer_0_main", **common)(
             x, train=train
         )

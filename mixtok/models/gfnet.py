@@ -94,8 +94,7 @@ class PatchConv(Module):
             self.patch_size,
             stride=self.patch_size,
             padding=0,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
+            **self.dtype_kwargs,
             name="conv",
         )(x)
 
@@ -128,8 +127,7 @@ class _GFNetHead(Backbone):
             norm_before_pool=True,
             head_dropout=self.head_dropout,
             name="head",
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
+            **self.dtype_kwargs,
         )(features, train=train)
         return logits.astype(jnp.float32)
 

@@ -47,10 +47,11 @@ import jax.numpy as jnp
 
 from mixtok.layers.conv import conv_norm_act
 from mixtok.layers.drop import DropPath
+from mixtok.layers.linear import dense
 from mixtok.layers.mlp import Mlp
 from mixtok.layers.module import Module
 from mixtok.layers.norms import LayerNorm
-from mixtok.layers.partitioning import DEFAULT_KERNEL_INIT, dense_kernel_init, param_with_axes, zeros_with_axes
+from mixtok.layers.partitioning import DEFAULT_KERNEL_INIT, param_with_axes
 from mixtok.layers.stems import resize_pos_embed
 from mixtok.mixers.inception import InceptionMixer
 from mixtok.models.backbone import Backbone
@@ -127,7 +128,7 @@ class IFormer(Backbone):
 
     def _downsample(self, x, stage: int, dim: int, train: bool):
         """The stage's patch embedding: the official two-conv stem (stride 4) or one conv3x3 s2 - BN."""
-        conv = dict(use_bias=True, train=train, dtype=self.dtype, param_dtype=self.param_dtype)
+        conv = dict(use_bias=True, train=train, **self.dtype_kwargs)
         if stage > 0:
             return conv_norm_act(
                 x,
@@ -192,10 +193,4 @@ class IFormer(Backbone):
         x = jnp.mean(LayerNorm(LN_EPSILON, name="norm", **common)(x), axis=(1, 2))
         self.sow("intermediates", "pre_logits", x)
         x = nn.Dropout(self.head_dropout, deterministic=not train)(x)
-        return nn.Dense(
-            self.num_classes,
-            kernel_init=dense_kernel_init(("embed", None)),
-            bias_init=zeros_with_axes((None,)),
-            name="head",
-            **common,
-        )(x)
+        return dense(self.num_classes, ("embed", None), name="head", **common)(x)

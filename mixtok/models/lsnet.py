@@ -57,8 +57,9 @@ import numpy as np
 from mixtok.layers.attention import dot_product_attention
 from mixtok.layers.conv import ConvBN, batch_norm
 from mixtok.layers.drop import DropPath
+from mixtok.layers.linear import dense
 from mixtok.layers.module import Module
-from mixtok.layers.partitioning import TORCH_DEFAULT_INIT, dense_kernel_init, param_with_axes, zeros_with_axes
+from mixtok.layers.partitioning import TORCH_DEFAULT_INIT, param_with_axes
 from mixtok.layers.se import SqueezeExcite
 from mixtok.layers.stems import conv_stem
 from mixtok.mixers.lsnet import LSConv
@@ -83,9 +84,7 @@ class RepVGGDW(Module):
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
-        depthwise = functools.partial(
-            _conv_bn, x.shape[-1], groups=x.shape[-1], dtype=self.dtype, param_dtype=self.param_dtype
-        )
+        depthwise = functools.partial(_conv_bn, x.shape[-1], groups=x.shape[-1], **self.dtype_kwargs)
         return depthwise(3, name="conv")(x, train=train) + depthwise(1, name="conv1")(x, train=train) + x
 
 
@@ -228,10 +227,4 @@ class LSNet(Backbone):
         self.sow("intermediates", "pre_logits", x)
         x = batch_norm("head_bn", train=train, **common)(x)
         x = nn.Dropout(self.head_dropout, deterministic=not train)(x)
-        return nn.Dense(
-            self.num_classes,
-            kernel_init=dense_kernel_init(("embed", None)),
-            bias_init=zeros_with_axes((None,)),
-            name="head_l",
-            **common,
-        )(x)
+        return dense(self.num_classes, ("embed", None), name="head_l", **common)(x)

@@ -264,7 +264,6 @@ class MetaFormer(Backbone):
             mlp_norm_epsilon=self.head_mlp_norm_epsilon,
             head_dropout=self.head_dropout,
             name="head",
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
+            **self.dtype_kwargs,
         )(features, train=train)
         return logits.astype(jnp.float32)

@@ -9,7 +9,6 @@ overrides replace any of those arguments.
 """
 
 import dataclasses
-import fnmatch
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -34,17 +33,9 @@ class ModelSpec:
 MODELS: Registry[ModelSpec] = Registry("model")
 
 
-def register_model(name: str, spec: ModelSpec) -> None:
-    MODELS.register(name, spec)
-
-
-def list_models(pattern: str = "*") -> list[str]:
-    """Names of the registered variants, optionally filtered by a shell-style pattern."""
-    return [n for n in MODELS.names() if fnmatch.fnmatch(n, pattern)]
-
-
-def model_spec(name: str) -> ModelSpec:
-    return MODELS.get(name)
+register_model = MODELS.register
+list_models = MODELS.names  # names of the registered variants, optionally filtered: list_models("caformer_*")
+model_spec = MODELS.get
 
 
 def create_model(name: str, num_classes: int = 1000, **overrides) -> nn.Module:

@@ -42,10 +42,10 @@ import numpy as np
 
 from mixtok.layers.conv import conv2d, conv_norm_act
 from mixtok.layers.drop import DropPath
+from mixtok.layers.linear import dense
 from mixtok.layers.mlp import Mlp
 from mixtok.layers.module import Module
 from mixtok.layers.norms import LayerNorm
-from mixtok.layers.partitioning import dense_kernel_init, zeros_with_axes
 from mixtok.layers.stems import conv_stem
 from mixtok.mixers.s2aformer import LocalInteractionModule, StripSelfAttention
 from mixtok.models.backbone import Backbone
@@ -182,11 +182,5 @@ class S2AFormer(Backbone):
         if self.num_classes <= 0:
             return x
         x = nn.Dropout(self.head_dropout, deterministic=not train)(x)
-        logits = nn.Dense(
-            self.num_classes,
-            kernel_init=dense_kernel_init(("embed", None)),
-            bias_init=zeros_with_axes((None,)),
-            name="head",
-            **common,
-        )(x)
+        logits = dense(self.num_classes, ("embed", None), name="head", **common)(x)
         return logits.astype(jnp.float32)

@@ -39,9 +39,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from mixtok.layers.drop import DropPath
+from mixtok.layers.linear import dense
 from mixtok.layers.module import Module
 from mixtok.layers.norms import LayerNorm
-from mixtok.layers.partitioning import dense_kernel_init, zeros_with_axes
 from mixtok.layers.stems import PatchEmbed
 from mixtok.mixers.transnext import AggregatedAttention, ConvGLU, LengthScaledCosineAttention
 from mixtok.models.backbone import Backbone
@@ -81,8 +81,7 @@ class TransNeXtBlock(Module):
             qkv_bias=self.qkv_bias,
             attn_dropout=self.attn_dropout,
             proj_dropout=self.dropout,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
+            **self.dtype_kwargs,
             name="attn",
         )
         if self.sr_ratio == 1:
@@ -91,12 +90,10 @@ class TransNeXtBlock(Module):
             attn = AggregatedAttention(
                 window_size=self.window_size, sr_ratio=self.sr_ratio, fixed_pool_size=self.fixed_pool_size, **common
             )
-        norm = dict(epsilon=NORM_EPSILON, dtype=self.dtype, param_dtype=self.param_dtype)
+        norm = dict(epsilon=NORM_EPSILON, **self.dtype_kwargs)
         drop_path = DropPath(self.drop_path)
         x = x + drop_path(attn(LayerNorm(name="norm1", **norm)(x), train=train), train=train)
-        mlp = ConvGLU(
-            self.dim, self.mlp_ratio, dropout=self.dropout, dtype=self.dtype, param_dtype=self.param_dtype, name="mlp"
-        )
+        mlp = ConvGLU(self.dim, self.mlp_ratio, dropout=self.dropout, **self.dtype_kwargs, name="mlp")
         return x + drop_path(mlp(LayerNorm(name="norm2", **norm)(x), train=train), train=train)
 
 
@@ -172,10 +169,4 @@ class TransNeXt(Backbone):
         features = jnp.mean(x, axis=(1, 2))
         self.sow("intermediates", "pre_logits", features)
         features = nn.Dropout(self.head_dropout, deterministic=not train)(features)
-        return nn.Dense(
-            self.num_classes,
-            kernel_init=dense_kernel_init(("embed", None)),
-            bias_init=zeros_with_axes((None,)),
-            name="head",
-            **common,
-        )(features)
+        return dense(self.num_classes, ("embed", None), name="head", **common)(features)

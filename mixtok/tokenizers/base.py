@@ -28,6 +28,8 @@ from typing import Any
 import flax
 import jax
 
+from mixtok.layers.module import Module
+
 QUANTIZER_STATE = "quantizer_state"  # mutable collection of EMA codebooks / usage counters
 
 
@@ -65,3 +67,26 @@ class TokenizerOutput:
     quantizer: QuantizerOutput
     num_tokens: Any
     extra: dict[str, Any] = flax.struct.field(default_factory=dict)
+
+
+class PrefixDecodingTokenizer(Module):
+    """What the 1D tokenizers (TiTok, One-D-Piece, FlexTok) share: decoding from the first k tokens.
+
+    A subclass defines `encode(images, *, train) -> QuantizerOutput`, a `quantize` submodule, and
+    `_decode(quantized, num_tokens, train) -> (images, tokens used)`, where `num_tokens` is None (all
+    tokens), a Python int (the tokens are sliced) or an int array, scalar or [B] (later tokens masked).
+    """
+
+    def decode(self, quantized, *, num_tokens=None, train: bool = False):
+        """Quantized tokens [B, K', code_dim] -> images, decoded from the first `num_tokens` tokens."""
+        return self._decode(quantized, num_tokens, train)[0]
+
+    def decode_indices(self, indices, *, num_tokens=None):
+        """Token indices [B, K'] (a prefix of the K tokens) -> images, through the quantizer's codes."""
+        return self.decode(self.quantize.decode_indices(indices), num_tokens=num_tokens)
+
+    def __call__(self, images, *, train: bool = False, num_tokens=None) -> TokenizerOutput:
+        """Encode, quantize and decode; the output's `num_tokens` says how many tokens the decoder used."""
+        quantizer_output = self.encode(images, train=train)
+        reconstruction, used = self._decode(quantizer_output.quantized, num_tokens, train)
+        return TokenizerOutput(reconstruction=reconstruction, quantizer=quantizer_output, num_tokens=used)

@@ -43,10 +43,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mixtok.layers.module import Module
+from mixtok.layers.linear import dense
 from mixtok.layers.norms import LayerNorm
-from mixtok.layers.partitioning import conv_kernel_init, dense_kernel_init, param_with_axes, zeros_with_axes
-from mixtok.tokenizers.base import QuantizerOutput, TokenizerOutput
+from mixtok.layers.partitioning import conv_kernel_init, param_with_axes, zeros_with_axes
+from mixtok.tokenizers.base import PrefixDecodingTokenizer, QuantizerOutput
 from mixtok.tokenizers.quantizers import make_quantizer
 from mixtok.tokenizers.titok import TORCH_LAYER_NORM_EPS, Transformer
 
@@ -99,12 +99,15 @@ def sample_keep_k(rng: jax.Array, batch: int, num_registers: int, mode: str) -> 
     raise ValueError(f"nested_dropout_mode {mode!r} is not one of {NESTED_DROPOUT_MODES}.")
 
 
-class FlexTok(Module):
+class FlexTok(PrefixDecodingTokenizer):
     """FlexTok-style tokenizer with a deterministic ViT decoder (a stand-in; see the module docstring).
 
     quantizer: keyword arguments of `make_quantizer`; default FSQ [8, 8, 8, 5, 5, 5].
     nested_dropout_mode: how training draws keep_k per sample, one of NESTED_DROPOUT_MODES ("pow2"
       needs a power-of-two `num_registers`, as the official assertion).
+
+    The output's `num_tokens` is per sample, [B] int32: nested dropout draws keep_k per sample, and
+    registers >= keep_k become the learned mask token.
     """
 
     PREFIX_DECODING = True
@@ -159,18 +162,8 @@ class FlexTok(Module):
         )
         self.encoder = Transformer(self.encoder_depth, self.encoder_heads, **common)
         self.encoder_norm = LayerNorm(**norm)
-        self.to_quantizer = nn.Dense(
-            self.quantize.input_dim,
-            kernel_init=dense_kernel_init(("embed", None)),
-            bias_init=zeros_with_axes((None,)),
-            **common,
-        )
-        self.decoder_embed = nn.Dense(
-            self.decoder_width,
-            kernel_init=dense_kernel_init((None, "embed")),
-            bias_init=zeros_with_axes(("embed",)),
-            **common,
-        )
+        self.to_quantizer = dense(self.quantize.input_dim, ("embed", None), **common)
+        self.decoder_embed = dense(self.decoder_width, (None, "embed"), **common)
         self.dropout_mask_token = self.param(
             "dropout_mask_token", param_with_axes(TRUNC_NORMAL_002, ("embed",)), (self.decoder_width,), self.param_dtype
         )
@@ -185,12 +178,7 @@ class FlexTok(Module):
         )
         self.decoder = Transformer(self.decoder_depth, self.decoder_heads, **common)
         self.decoder_norm = LayerNorm(**norm)
-        self.to_pixels = nn.Dense(
-            self.patch_size * self.patch_size * 3,
-            kernel_init=dense_kernel_init(("embed", None)),
-            bias_init=zeros_with_axes((None,)),
-            **common,
-        )
+        self.to_pixels = dense(self.patch_size * self.patch_size * 3, ("embed", None), **common)
 
     def encode(self, images, *, train: bool = False) -> QuantizerOutput:
         """Images [B, H, W, 3] -> QuantizerOutput over the R registers (indices [B, R])."""
@@ -243,17 +231,3 @@ class FlexTok(Module):
         x = self.to_pixels(x).reshape(batch, grid, grid, patch, patch, 3).transpose(0, 1, 3, 2, 4, 5)
         used = jnp.full((batch,), self.num_registers, jnp.int32) if keep is None else keep
         return x.reshape(batch, grid * patch, grid * patch, 3), used
-
-    def decode(self, quantized, *, num_tokens=None, train: bool = False):
-        """Quantized registers [B, K', code_dim] -> images; registers >= min(K', num_tokens) become the mask token."""
-        return self._decode(quantized, num_tokens, train)[0]
-
-    def decode_indices(self, indices, *, num_tokens=None):
-        """Token indices [B, K'] (K' <= R, a prefix) -> images, through the quantizer's codes."""
-        return self.decode(self.quantize.decode_indices(indices), num_tokens=num_tokens)
-
-    def __call__(self, images, *, train: bool = False, num_tokens=None) -> TokenizerOutput:
-        """`num_tokens` of the output is per sample, [B] int32 (nested dropout draws keep_k per sample)."""
-        quantizer_output = self.encode(images, train=train)
-        reconstruction, used = self._decode(quantizer_output.quantized, num_tokens, train)
-        return TokenizerOutput(reconstruction=reconstruction, quantizer=quantizer_output, num_tokens=used)

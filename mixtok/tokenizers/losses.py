@@ -192,8 +192,7 @@ class SmallFeatureNet(Module):
                 stride=1 if stage == 0 else 2,
                 padding=(1, 1),
                 fan_in=9 * x.shape[-1],
-                dtype=self.dtype,
-                param_dtype=self.param_dtype,
+                **self.dtype_kwargs,
                 name=f"conv{stage}",
             )(x)
             x = nn.relu(x)
@@ -269,8 +268,7 @@ class PatchGANDiscriminator(Module):
             kernel_size=4,
             padding=(1, 1),
             kernel_init=_normal_init(0.0, 0.02),
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
+            **self.dtype_kwargs,
         )
         x = conv(self.ndf, stride=2, fan_in=16 * images.shape[-1], name="conv_in")(images)
         x = nn.leaky_relu(x, 0.2)
@@ -282,8 +280,7 @@ class PatchGANDiscriminator(Module):
                 use_running_average=not train,
                 momentum=0.9,
                 epsilon=1e-5,
-                dtype=self.dtype,
-                param_dtype=self.param_dtype,
+                **self.dtype_kwargs,
                 scale_init=param_with_axes(_normal_init(1.0, 0.02), ("conv_out",)),
                 bias_init=param_with_axes(jax.nn.initializers.zeros, ("conv_out",)),
                 name=f"norm{layer}",
@@ -374,8 +371,7 @@ class TiTokDiscriminator(Module):
                 stride=1,
                 padding=(0, 0),
                 fan_in=kernel_size**2 * x.shape[-1],
-                dtype=self.dtype,
-                param_dtype=self.param_dtype,
+                **self.dtype_kwargs,
                 name=name,
             )(x)
 
@@ -389,8 +385,7 @@ class TiTokDiscriminator(Module):
             x = nn.GroupNorm(
                 num_groups=32,
                 epsilon=1e-5,
-                dtype=self.dtype,
-                param_dtype=self.param_dtype,
+                **self.dtype_kwargs,
                 scale_init=param_with_axes(jax.nn.initializers.ones, ("conv_out",)),
                 bias_init=param_with_axes(jax.nn.initializers.zeros, ("conv_out",)),
                 name=f"stage{stage}_norm",

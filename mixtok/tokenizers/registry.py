@@ -8,7 +8,6 @@ A variant is a module class plus its keyword arguments; overrides replace any of
 """
 
 import dataclasses
-import fnmatch
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -33,17 +32,9 @@ class TokenizerSpec:
 TOKENIZERS: Registry[TokenizerSpec] = Registry("tokenizer")
 
 
-def register_tokenizer(name: str, spec: TokenizerSpec) -> None:
-    TOKENIZERS.register(name, spec)
-
-
-def list_tokenizers(pattern: str = "*") -> list[str]:
-    """Names of the registered tokenizer variants, optionally filtered by a shell-style pattern."""
-    return [n for n in TOKENIZERS.names() if fnmatch.fnmatch(n, pattern)]
-
-
-def tokenizer_spec(name: str) -> TokenizerSpec:
-    return TOKENIZERS.get(name)
+register_tokenizer = TOKENIZERS.register
+list_tokenizers = TOKENIZERS.names  # names of the registered variants, optionally filtered by a shell-style pattern
+tokenizer_spec = TOKENIZERS.get
 
 
 def create_tokenizer(name: str, **overrides) -> nn.Module:

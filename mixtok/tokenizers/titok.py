@@ -61,16 +61,16 @@ import jax
 import jax.numpy as jnp
 
 from mixtok.layers.attention import MultiHeadAttention
+from mixtok.layers.linear import dense
 from mixtok.layers.mlp import Mlp
 from mixtok.layers.module import Module
 from mixtok.layers.norms import LayerNorm
 from mixtok.layers.partitioning import (
     conv_kernel_init,
-    dense_kernel_init,
     param_with_axes,
     zeros_with_axes,
 )
-from mixtok.tokenizers.base import QuantizerOutput, TokenizerOutput
+from mixtok.tokenizers.base import PrefixDecodingTokenizer, QuantizerOutput
 from mixtok.tokenizers.quantizers import make_quantizer
 
 TORCH_LAYER_NORM_EPS = 1e-5
@@ -79,6 +79,12 @@ TORCH_LAYER_NORM_EPS = 1e-5
 def scaled_normal_init(scale: float, axes):
     """scale * N(0, 1): the official init of TiTok's embeddings and latent tokens (scale = width^-0.5)."""
     return param_with_axes(jax.nn.initializers.normal(stddev=scale), axes)
+
+
+def embedding_param(module: nn.Module, name: str, shape: tuple, scale: float) -> jax.Array:
+    """A learned embedding of `module` (`shape`, last axis the width `embed`) drawn as scale * N(0, 1)."""
+    axes = (None,) * (len(shape) - 1) + ("embed",)
+    return module.param(name, scaled_normal_init(scale, axes), shape, module.param_dtype)
 
 
 def sample_tail_token_drop_length(rng: jax.Array, num_tokens: int) -> jax.Array:
@@ -120,13 +126,13 @@ class ResidualAttentionBlock(Module):
 
     @nn.compact
     def __call__(self, x, mask=None):
-        norm = dict(epsilon=TORCH_LAYER_NORM_EPS, dtype=self.dtype, param_dtype=self.param_dtype)
-        x = x + MultiheadSelfAttention(
-            dim=x.shape[-1], num_heads=self.num_heads, dtype=self.dtype, param_dtype=self.param_dtype, name="attn"
-        )(LayerNorm(**norm, name="ln_1")(x), mask=mask)
-        return x + Mlp(
-            self.mlp_ratio, activation="gelu", use_bias=True, dtype=self.dtype, param_dtype=self.param_dtype, name="mlp"
-        )(LayerNorm(**norm, name="ln_2")(x))
+        norm = dict(epsilon=TORCH_LAYER_NORM_EPS, **self.dtype_kwargs)
+        x = x + MultiheadSelfAttention(dim=x.shape[-1], num_heads=self.num_heads, **self.dtype_kwargs, name="attn")(
+            LayerNorm(**norm, name="ln_1")(x), mask=mask
+        )
+        return x + Mlp(self.mlp_ratio, activation="gelu", use_bias=True, **self.dtype_kwargs, name="mlp")(
+            LayerNorm(**norm, name="ln_2")(x)
+        )
 
 
 class Transformer(Module):
@@ -138,9 +144,7 @@ class Transformer(Module):
     @nn.compact
     def __call__(self, x, mask=None):
         for index in range(self.depth):
-            x = ResidualAttentionBlock(
-                self.num_heads, dtype=self.dtype, param_dtype=self.param_dtype, name=f"block_{index}"
-            )(x, mask)
+            x = ResidualAttentionBlock(self.num_heads, **self.dtype_kwargs, name=f"block_{index}")(x, mask)
         return x
 
 
@@ -176,27 +180,16 @@ class TiTokEncoder(Module):
             (self.patch_size, self.patch_size),
             strides=self.patch_size,
             padding="VALID",
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
+            **self.dtype_kwargs,
             kernel_init=conv_kernel_init(),
             bias_init=zeros_with_axes(("conv_out",)),
             name="patch_embed",
         )(images)
         x = x.reshape(batch, grid * grid, self.width)
-        class_embedding = self.param(
-            "class_embedding", scaled_normal_init(scale, (None, "embed")), (1, self.width), self.param_dtype
-        )
-        positional_embedding = self.param(
-            "positional_embedding",
-            scaled_normal_init(scale, (None, "embed")),
-            (grid * grid + 1, self.width),
-            self.param_dtype,
-        )
-        latent_positional_embedding = self.param(
-            "latent_token_positional_embedding",
-            scaled_normal_init(scale, (None, "embed")),
-            (self.num_latent_tokens, self.width),
-            self.param_dtype,
+        class_embedding = embedding_param(self, "class_embedding", (1, self.width), scale)
+        positional_embedding = embedding_param(self, "positional_embedding", (grid * grid + 1, self.width), scale)
+        latent_positional_embedding = embedding_param(
+            self, "latent_token_positional_embedding", (self.num_latent_tokens, self.width), scale
         )
         x = jnp.concatenate(
             [jnp.broadcast_to(class_embedding.astype(dtype), (batch, 1, self.width)), x.astype(dtype)], axis=1
@@ -204,21 +197,12 @@ class TiTokEncoder(Module):
         x = x + positional_embedding.astype(dtype)
         latents = (latent_tokens + latent_positional_embedding).astype(dtype)
         x = jnp.concatenate([x, jnp.broadcast_to(latents, (batch,) + latents.shape)], axis=1)
-        norm = dict(epsilon=TORCH_LAYER_NORM_EPS, dtype=self.dtype, param_dtype=self.param_dtype)
+        norm = dict(epsilon=TORCH_LAYER_NORM_EPS, **self.dtype_kwargs)
         x = LayerNorm(**norm, name="ln_pre")(x)
-        x = Transformer(self.depth, self.num_heads, dtype=self.dtype, param_dtype=self.param_dtype, name="transformer")(
-            x
-        )
+        x = Transformer(self.depth, self.num_heads, **self.dtype_kwargs, name="transformer")(x)
         x = LayerNorm(**norm, name="ln_post")(x[:, 1 + grid * grid :])
         # The official 1x1 Conv2d over the (fake 2-D) latent grid is this linear map.
-        return nn.Dense(
-            self.output_dim,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            kernel_init=dense_kernel_init(("embed", None)),
-            bias_init=zeros_with_axes((None,)),
-            name="conv_out",
-        )(x)
+        return dense(self.output_dim, ("embed", None), **self.dtype_kwargs, name="conv_out")(x)
 
 
 class TiTokDecoder(Module):
@@ -244,32 +228,13 @@ class TiTokDecoder(Module):
                 f"{self.num_latent_tokens} (a prefix of the encoder's tokens)."
             )
         scale = self.width**-0.5
-        x = nn.Dense(
-            self.width,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            kernel_init=dense_kernel_init((None, "embed")),
-            bias_init=zeros_with_axes(("embed",)),
-            name="decoder_embed",
-        )(quantized)
+        x = dense(self.width, (None, "embed"), **self.dtype_kwargs, name="decoder_embed")(quantized)
         dtype = x.dtype
-        class_embedding = self.param(
-            "class_embedding", scaled_normal_init(scale, (None, "embed")), (1, self.width), self.param_dtype
-        )
-        positional_embedding = self.param(
-            "positional_embedding",
-            scaled_normal_init(scale, (None, "embed")),
-            (grid * grid + 1, self.width),
-            self.param_dtype,
-        )
-        mask_token = self.param(
-            "mask_token", scaled_normal_init(scale, (None, None, "embed")), (1, 1, self.width), self.param_dtype
-        )
-        latent_positional_embedding = self.param(
-            "latent_token_positional_embedding",
-            scaled_normal_init(scale, (None, "embed")),
-            (self.num_latent_tokens, self.width),
-            self.param_dtype,
+        class_embedding = embedding_param(self, "class_embedding", (1, self.width), scale)
+        positional_embedding = embedding_param(self, "positional_embedding", (grid * grid + 1, self.width), scale)
+        mask_token = embedding_param(self, "mask_token", (1, 1, self.width), scale)
+        latent_positional_embedding = embedding_param(
+            self, "latent_token_positional_embedding", (self.num_latent_tokens, self.width), scale
         )
         queries = (
             jnp.concatenate([class_embedding[None], jnp.broadcast_to(mask_token, (1, grid * grid, self.width))], axis=1)
@@ -279,21 +244,12 @@ class TiTokDecoder(Module):
         x = x + latent_positional_embedding[:num_tokens].astype(dtype)
         x = jnp.concatenate([queries, x], axis=1)
         mask = None if keep is None else prefix_key_mask(keep, num_tokens, num_prefix=grid * grid + 1)
-        norm = dict(epsilon=TORCH_LAYER_NORM_EPS, dtype=self.dtype, param_dtype=self.param_dtype)
+        norm = dict(epsilon=TORCH_LAYER_NORM_EPS, **self.dtype_kwargs)
         x = LayerNorm(**norm, name="ln_pre")(x)
-        x = Transformer(self.depth, self.num_heads, dtype=self.dtype, param_dtype=self.param_dtype, name="transformer")(
-            x, mask
-        )
+        x = Transformer(self.depth, self.num_heads, **self.dtype_kwargs, name="transformer")(x, mask)
         x = LayerNorm(**norm, name="ln_post")(x[:, 1 : 1 + grid * grid])
         patch = self.patch_size
-        x = nn.Dense(
-            patch * patch * 3,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            kernel_init=dense_kernel_init(("embed", None)),
-            bias_init=zeros_with_axes((None,)),
-            name="ffn",
-        )(x)
+        x = dense(patch * patch * 3, ("embed", None), **self.dtype_kwargs, name="ffn")(x)
         # Official Rearrange('b (p1 p2 c) h w -> b c (h p1) (w p2)'): channels ordered (p1, p2, c).
         x = x.reshape(batch, grid, grid, patch, patch, 3).transpose(0, 1, 3, 2, 4, 5)
         x = x.reshape(batch, grid * patch, grid * patch, 3)
@@ -301,15 +257,14 @@ class TiTokDecoder(Module):
             3,
             (3, 3),
             padding=1,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
+            **self.dtype_kwargs,
             kernel_init=conv_kernel_init((None, None, None, None)),
             bias_init=zeros_with_axes((None,)),
             name="conv_out",
         )(x)
 
 
-class TiTok(Module):
+class TiTok(PrefixDecodingTokenizer):
     """TiTok (single-stage RGB), optionally with One-D-Piece's tail token drop; see the module docstring.
 
     quantizer: keyword arguments of `make_quantizer`, e.g. {"name": "vq", "codebook_size": 4096,
@@ -356,8 +311,7 @@ class TiTok(Module):
             self.encoder_heads,
             self.num_latent_tokens,
             self.quantize.input_dim,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
+            **self.dtype_kwargs,
         )
         self.decoder = TiTokDecoder(
             self.image_size,
@@ -366,8 +320,7 @@ class TiTok(Module):
             self.decoder_depth,
             self.decoder_heads,
             self.num_latent_tokens,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
+            **self.dtype_kwargs,
         )
 
     def encode(self, images, *, train: bool = False) -> QuantizerOutput:
@@ -388,19 +341,3 @@ class TiTok(Module):
             return self.decoder(quantized[:, :num_tokens]), jnp.asarray(num_tokens, jnp.int32)
         keep = jnp.clip(jnp.asarray(num_tokens, jnp.int32), 1, quantized.shape[1])
         return self.decoder(quantized, keep), keep
-
-    def decode(self, quantized, *, num_tokens=None, train: bool = False):
-        """Quantized tokens [B, K', code_dim] -> images; `num_tokens=k` decodes from the first k tokens only.
-
-        k is a Python int (the tokens are sliced) or an int array, scalar or [B] (tokens >= k are masked).
-        """
-        return self._decode(quantized, num_tokens, train)[0]
-
-    def decode_indices(self, indices, *, num_tokens=None):
-        """Token indices [B, K'] -> images, through the quantizer's codebook."""
-        return self.decode(self.quantize.decode_indices(indices), num_tokens=num_tokens)
-
-    def __call__(self, images, *, train: bool = False, num_tokens=None) -> TokenizerOutput:
-        quantizer_output = self.encode(images, train=train)
-        reconstruction, used = self._decode(quantizer_output.quantized, num_tokens, train)
-        return TokenizerOutput(reconstruction=reconstruction, quantizer=quantizer_output, num_tokens=used)

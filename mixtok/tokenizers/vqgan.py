@@ -206,16 +206,13 @@ class _ConvNet(Module):
             self.activation,
             self.norm_type,
             self.norm_groups,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
+            **self.dtype_kwargs,
             name=names("ResBlock"),
         )
 
     def _output(self, x, features: int, kernel_size: int, names: _Names):
         x = _norm(self.norm_type, self.norm_groups, names(NORM_TYPES[self.norm_type]), self.dtype, self.param_dtype)(x)
-        return _conv(features, kernel_size, names("Conv"), dtype=self.dtype, param_dtype=self.param_dtype)(
-            ACTIVATIONS[self.activation](x)
-        )
+        return _conv(features, kernel_size, names("Conv"), **self.dtype_kwargs)(ACTIVATIONS[self.activation](x))
 
 
 class VQGANEncoder(_ConvNet):
@@ -340,8 +337,7 @@ class VQGAN(Module):
             activation=self.activation,
             norm_type=self.norm_type,
             norm_groups=self.norm_groups,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
+            **self.dtype_kwargs,
         )
         self.encoder = VQGANEncoder(output_dim=self.quantize.input_dim, conv_downsample=self.conv_downsample, **net)
         self.decoder = VQGANDecoder(output_dim=3, **net)
