@@ -41,9 +41,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mixtok.layers.init import dense_kernel_init
 from mixtok.layers.linear import dense
 from mixtok.layers.module import Module
-from mixtok.layers.partitioning import dense_kernel_init, zeros_with_axes
+from mixtok.layers.partitioning import zeros_with_axes
 
 IMPLEMENTATIONS = ("auto", "reference", "xla", "cudnn", "pallas")
 CUDNN_DTYPES = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))

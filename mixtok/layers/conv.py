@@ -33,9 +33,10 @@ import jax
 import jax.numpy as jnp
 
 from mixtok.layers.activations import get_activation
+from mixtok.layers.init import DEFAULT_KERNEL_INIT
 from mixtok.layers.module import Module
 from mixtok.layers.norms import NORMS, get_norm
-from mixtok.layers.partitioning import DEFAULT_KERNEL_INIT, param_with_axes, zeros_with_axes
+from mixtok.layers.partitioning import param_with_axes, zeros_with_axes
 from mixtok.registry import unknown_name_error
 
 BN_EPSILON = 1e-5  # torch.nn.BatchNorm2d default

@@ -13,8 +13,8 @@ import jax.numpy as jnp
 
 from mixtok.layers.activations import get_activation
 from mixtok.layers.conv import conv2d
+from mixtok.layers.init import TORCH_DEFAULT_INIT, torch_uniform_init
 from mixtok.layers.module import Module
-from mixtok.layers.partitioning import TORCH_DEFAULT_INIT, torch_uniform_init
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None, round_limit: float = 0.9) -> int:

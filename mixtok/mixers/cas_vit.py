@@ -26,8 +26,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from mixtok.layers.conv_bn import batch_norm, conv2d
+from mixtok.layers.init import TORCH_DEFAULT_INIT
 from mixtok.layers.module import Module
-from mixtok.layers.partitioning import TORCH_DEFAULT_INIT
 from mixtok.mixers.registry import register
 
 

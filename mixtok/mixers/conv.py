@@ -12,9 +12,10 @@ The inverted-bottleneck layout is MobileNetV2's.
 import flax.linen as nn
 
 from mixtok.layers.activations import get_activation
+from mixtok.layers.init import conv_kernel_init
 from mixtok.layers.linear import dense
 from mixtok.layers.module import Module
-from mixtok.layers.partitioning import conv_kernel_init, zeros_with_axes
+from mixtok.layers.partitioning import zeros_with_axes
 from mixtok.mixers.registry import register
 
 

@@ -29,9 +29,10 @@ import jax
 import jax.numpy as jnp
 
 from mixtok.layers.attention import dot_product_attention
+from mixtok.layers.init import conv_kernel_init
 from mixtok.layers.linear import dense
 from mixtok.layers.module import Module
-from mixtok.layers.partitioning import conv_kernel_init, zeros_with_axes
+from mixtok.layers.partitioning import zeros_with_axes
 from mixtok.mixers.registry import register
 
 

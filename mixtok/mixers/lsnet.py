@@ -32,8 +32,9 @@ import jax
 import jax.numpy as jnp
 
 from mixtok.layers.conv import ConvBN, batch_norm, conv2d
+from mixtok.layers.init import TORCH_DEFAULT_INIT, torch_uniform_init
 from mixtok.layers.module import Module
-from mixtok.layers.partitioning import TORCH_DEFAULT_INIT, ones_with_axes, torch_uniform_init, zeros_with_axes
+from mixtok.layers.partitioning import ones_with_axes, zeros_with_axes
 from mixtok.mixers.registry import register
 
 GROUP_NORM_EPSILON = 1e-5

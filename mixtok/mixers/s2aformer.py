@@ -48,10 +48,11 @@ import flax.linen as nn
 import jax
 
 from mixtok.layers.attention import dot_product_attention
+from mixtok.layers.init import conv_kernel_init, dense_kernel_init
 from mixtok.layers.linear import dense
 from mixtok.layers.module import Module
 from mixtok.layers.norms import LayerNorm
-from mixtok.layers.partitioning import conv_kernel_init, dense_kernel_init, zeros_with_axes
+from mixtok.layers.partitioning import zeros_with_axes
 from mixtok.mixers.registry import register
 
 __all__ = ["LocalInteractionModule", "StripSelfAttention", "compressed_qk_dim"]

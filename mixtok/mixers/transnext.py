@@ -50,10 +50,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from mixtok.layers.attention import dot_product_attention, softmax_weights
+from mixtok.layers.init import DEFAULT_KERNEL_INIT, dense_kernel_init
 from mixtok.layers.linear import dense
 from mixtok.layers.module import Module
 from mixtok.layers.norms import LayerNorm
-from mixtok.layers.partitioning import DEFAULT_KERNEL_INIT, dense_kernel_init, param_with_axes, zeros_with_axes
+from mixtok.layers.partitioning import param_with_axes, zeros_with_axes
 from mixtok.mixers.registry import register
 
 SOFTPLUS_TEMPERATURE_INIT = 1 / 0.24  # the official init makes softplus(temperature) = 1 / 0.24

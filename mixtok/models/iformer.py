@@ -47,11 +47,12 @@ import jax.numpy as jnp
 
 from mixtok.layers.conv import conv_norm_act
 from mixtok.layers.drop import DropPath
+from mixtok.layers.init import DEFAULT_KERNEL_INIT
 from mixtok.layers.linear import dense
 from mixtok.layers.mlp import Mlp
 from mixtok.layers.module import Module
 from mixtok.layers.norms import LayerNorm
-from mixtok.layers.partitioning import DEFAULT_KERNEL_INIT, param_with_axes
+from mixtok.layers.partitioning import param_with_axes
 from mixtok.layers.stems import resize_pos_embed
 from mixtok.mixers.inception import InceptionMixer
 from mixtok.models.backbone import Backbone

@@ -57,9 +57,10 @@ import numpy as np
 from mixtok.layers.attention import dot_product_attention
 from mixtok.layers.conv import ConvBN, batch_norm
 from mixtok.layers.drop import DropPath
+from mixtok.layers.init import TORCH_DEFAULT_INIT
 from mixtok.layers.linear import dense
 from mixtok.layers.module import Module
-from mixtok.layers.partitioning import TORCH_DEFAULT_INIT, param_with_axes
+from mixtok.layers.partitioning import param_with_axes
 from mixtok.layers.se import SqueezeExcite
 from mixtok.layers.stems import conv_stem
 from mixtok.mixers.lsnet import LSConv

@@ -43,9 +43,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mixtok.layers.init import conv_kernel_init
 from mixtok.layers.linear import dense
 from mixtok.layers.norms import LayerNorm
-from mixtok.layers.partitioning import conv_kernel_init, param_with_axes, zeros_with_axes
+from mixtok.layers.partitioning import param_with_axes, zeros_with_axes
 from mixtok.tokenizers.base import PrefixDecodingTokenizer, QuantizerOutput
 from mixtok.tokenizers.quantizers import make_quantizer
 from mixtok.tokenizers.titok import TORCH_LAYER_NORM_EPS, Transformer

@@ -43,8 +43,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mixtok.layers.init import TORCH_DEFAULT_INIT, torch_uniform_init
 from mixtok.layers.module import Module
-from mixtok.layers.partitioning import TORCH_DEFAULT_INIT, param_with_axes, torch_uniform_init
+from mixtok.layers.partitioning import param_with_axes
 
 # ---------------------------------------------------------------------------------------------------------------
 # Reconstruction and perceptual losses

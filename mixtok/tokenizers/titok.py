@@ -61,15 +61,12 @@ import jax
 import jax.numpy as jnp
 
 from mixtok.layers.attention import MultiHeadAttention
+from mixtok.layers.init import conv_kernel_init
 from mixtok.layers.linear import dense
 from mixtok.layers.mlp import Mlp
 from mixtok.layers.module import Module
 from mixtok.layers.norms import LayerNorm
-from mixtok.layers.partitioning import (
-    conv_kernel_init,
-    param_with_axes,
-    zeros_with_axes,
-)
+from mixtok.layers.partitioning import param_with_axes, zeros_with_axes
 from mixtok.tokenizers.base import PrefixDecodingTokenizer, QuantizerOutput
 from mixtok.tokenizers.quantizers import make_quantizer
 
