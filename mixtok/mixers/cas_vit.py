@@ -25,7 +25,7 @@ Differences from the official code:
 import flax.linen as nn
 import jax.numpy as jnp
 
-from mixtok.layers.conv_bn import batch_norm, conv2d
+from mixtok.layers.conv import batch_norm, conv2d
 from mixtok.layers.init import TORCH_DEFAULT_INIT
 from mixtok.layers.module import Module
 from mixtok.mixers.registry import register

@@ -19,7 +19,7 @@ convs are unchanged. `FFNifiedAttention(..., fused=True)` is the module those va
 BatchNorm keeps running statistics in `batch_stats` (PyTorch defaults: momentum 0.1, i.e. flax 0.9,
 eps 1e-5); apply with `mutable=["batch_stats"]` when `train=True`. Parameter names follow the official
 paths (`conv1/conv1/conv/kernel` for `conv1.conv1.c.weight`; `c` is named `conv` as in
-`mixtok.layers.conv_bn.ConvBN`).
+`mixtok.layers.conv.ConvBN`).
 
 Differences from the official code:
 - NHWC layout. Init: trunc-normal 0.02 kernels and zero biases for every conv (official `_init_weights`),
@@ -33,7 +33,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 
-from mixtok.layers.conv_bn import ConvBN, conv2d, fuse_conv_bn, pad_kernel
+from mixtok.layers.conv import ConvBN, conv2d, fuse_conv_bn, pad_kernel
 from mixtok.layers.module import Module
 from mixtok.mixers.registry import register
 

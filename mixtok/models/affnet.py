@@ -77,7 +77,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from mixtok.layers.activations import get_activation
-from mixtok.layers.conv_bn import batch_norm, conv2d
+from mixtok.layers.conv import batch_norm, conv2d
 from mixtok.layers.drop import DropPath
 from mixtok.layers.heads import pooled_classifier
 from mixtok.layers.init import TORCH_DEFAULT_INIT, XAVIER_UNIFORM_INIT

@@ -41,7 +41,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from mixtok.layers.activations import get_activation
-from mixtok.layers.conv_bn import batch_norm
+from mixtok.layers.conv import batch_norm
 from mixtok.layers.drop import DropPath
 from mixtok.layers.heads import classifier, global_avg_pool, pooled_classifier
 from mixtok.layers.module import Module

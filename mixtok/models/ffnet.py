@@ -42,7 +42,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mixtok.layers.conv_bn import BN_EPSILON, ConvBN, batch_norm
+from mixtok.layers.conv import BN_EPSILON, ConvBN, batch_norm
 from mixtok.layers.drop import DropPath
 from mixtok.layers.heads import pooled_classifier
 from mixtok.layers.module import Module

@@ -41,7 +41,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from mixtok.layers.conv_bn import conv2d
+from mixtok.layers.conv import conv2d
 from mixtok.layers.drop import DropPath
 from mixtok.layers.heads import ClassifierHead
 from mixtok.layers.init import TRUNC_NORMAL_INIT

@@ -37,7 +37,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from mixtok import mixers
-from mixtok.layers.conv_bn import conv2d
+from mixtok.layers.conv import conv2d
 from mixtok.layers.drop import DropPath
 from mixtok.layers.heads import ClassifierHead
 from mixtok.layers.mlp import Mlp

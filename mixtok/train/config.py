@@ -8,9 +8,9 @@ from ml_collections import ConfigDict
 
 from mixtok.registry import unknown_name_error
 from mixtok.train.tasks import DEFAULT_TASK, TASKS, get_task
-from mixtok.train.tasks.base import DTYPES, compute_dtype
+from mixtok.train.tasks.base import compute_dtype
 
-__all__ = ["DTYPES", "REQUIRED", "TRAINER_FIELDS", "compute_dtype", "parse_config_arg", "validate_config"]
+__all__ = ["REQUIRED", "TRAINER_FIELDS", "compute_dtype", "parse_config_arg", "validate_config"]
 
 REQUIRED = ("model", "data", "batch_size", "total_steps", "seed", "optimizer")
 TRAINER_FIELDS = REQUIRED + (

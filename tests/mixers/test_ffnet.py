@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mixtok.layers.conv_bn import pad_kernel
+from mixtok.layers.conv import pad_kernel
 from mixtok.mixers import registry
 from mixtok.mixers.ffnet import FFNifiedAttention, fuse_ffnified_attention, fuse_repvgg_dw
 from tests.helpers import random_variables

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mixtok.layers.conv_bn import ConvBN, conv_bn_variables, fuse_conv_bn, pad_kernel
+from mixtok.layers.conv import ConvBN, conv_bn_variables, fuse_conv_bn, pad_kernel
 
 
 def _randomised(variables, seed=1):
