@@ -183,25 +183,22 @@ def _with_uncounted(by_key: dict[str, Any], uncounted: Any) -> dict[str, Any]:
     return result
 
 
-def _summary(variables: dict[str, Any]) -> str:
+def cli_summary(variables: dict[str, Any]) -> str:
     classes = variables["params"]["classifier_fc"]["kernel"].shape[-1] if "classifier_fc" in variables["params"] else 0
     statistics = sum(leaf.size for leaf in jax.tree.leaves(variables["batch_stats"]))
     return f" ({classes} classes) and {statistics:,} BatchNorm statistics"
 
 
+CLI_DESCRIPTION = (
+    "Converts an official AFFNet checkpoint (microsoft/TokenMixers, cvnets .pt) to mixtok variables (flax "
+    "msgpack; read them back with mixtok.interop.affnet.load_variables)."
+)
+CLI_NAME_HELP = "affnet_et, affnet_t, affnet (or the official mode: xx_small, x_small, small)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """The command line: converts an official AFFNet checkpoint to a mixtok msgpack file."""
-    return run_cli(
-        argv,
-        prog="python -m mixtok.interop.affnet",
-        description="Converts an official AFFNet checkpoint (microsoft/TokenMixers, cvnets .pt) to mixtok "
-        "variables (flax msgpack; read them back with mixtok.interop.affnet.load_variables).",
-        name_help="affnet_et, affnet_t, affnet (or the official mode: xx_small, x_small, small)",
-        convert=convert,
-        resolve_name=resolve_name,
-        wrapper_keys=WRAPPER_KEYS,
-        summary=_summary,
-    )
+    """The command line (`python -m mixtok.interop.affnet --help`); see `mixtok.interop.official.run_cli`."""
+    return run_cli(argv, sys.modules[__name__])
 
 
 if __name__ == "__main__":

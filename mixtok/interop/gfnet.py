@@ -202,27 +202,24 @@ def official_shapes(name: str, *, num_classes: int = 1000, **overrides) -> dict[
     return {e.key: e.official_shape for e in _table(resolve_name(name), num_classes, freeze(overrides))}
 
 
-def _summary(variables: dict[str, Any]) -> str:
+def cli_summary(variables: dict[str, Any]) -> str:
     params = variables["params"]
     classes = params["head"]["fc"]["kernel"].shape[-1] if "fc" in params["head"] else 0
     grid = params["pos_embed"]["pos_embed"].shape[1]
     return f" ({classes} classes, {grid} x {grid} position embedding)"
 
 
+WRAPPER_KEYS = ("model", "state_dict")
+CLI_DESCRIPTION = (
+    "Converts an official GFNet checkpoint (raoyongming/GFNet, .pth) to mixtok variables (flax msgpack; read "
+    "them back with mixtok.interop.gfnet.load_variables)."
+)
+CLI_NAME_HELP = "gfnet_ti, gfnet_xs, gfnet_s, gfnet_b, gfnet_h_ti, gfnet_h_s, gfnet_h_b (or the official --arch)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """The command line: converts an official GFNet checkpoint to a mixtok msgpack file."""
-    return run_cli(
-        argv,
-        prog="python -m mixtok.interop.gfnet",
-        description="Converts an official GFNet checkpoint (raoyongming/GFNet, .pth) to mixtok variables "
-        "(flax msgpack; read them back with mixtok.interop.gfnet.load_variables).",
-        name_help="gfnet_ti, gfnet_xs, gfnet_s, gfnet_b, gfnet_h_ti, gfnet_h_s, gfnet_h_b "
-        "(or the official --arch: gfnet-ti ...)",
-        convert=convert,
-        resolve_name=resolve_name,
-        wrapper_keys=("model", "state_dict"),
-        summary=_summary,
-    )
+    """The command line (`python -m mixtok.interop.gfnet --help`); see `mixtok.interop.official.run_cli`."""
+    return run_cli(argv, sys.modules[__name__])
 
 
 if __name__ == "__main__":

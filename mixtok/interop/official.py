@@ -23,16 +23,20 @@ import math
 import os
 import re
 import sys
+import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from mixtok.interop.weight_files import load_state_dict, mismatch_error, save_variables, walk_leaves
+from mixtok.interop.weight_files import WRAPPER_KEYS, load_state_dict, mismatch_error, save_variables, walk_leaves
 from mixtok.models import count_params
 
 Path = tuple[str, ...]
 LAYOUTS = ("same", "linear", "conv", "tokens")
+# The axes of the official array in mixtok's order: Linear [out, in] -> [in, out], Conv2d [out, in/g, kh, kw] ->
+# [kh, kw, in/g, out]; the way back is the inverse permutation.
+_AXES_FROM_OFFICIAL = {"linear": (1, 0), "conv": (2, 3, 1, 0)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,29 +61,22 @@ class Entry:
 
     @property
     def official_shape(self) -> tuple[int, ...]:
-        if self.layout == "linear":
-            return self.shape[::-1]
-        if self.layout == "conv":
-            kh, kw, cin, cout = self.shape
-            return (cout, cin, kh, kw)
+        if self.layout in _AXES_FROM_OFFICIAL:
+            return tuple(self.shape[i] for i in np.argsort(_AXES_FROM_OFFICIAL[self.layout]))
         if self.layout == "tokens":
             return (self.shape[0], math.prod(self.shape[1:-1]), self.shape[-1])
         return self.shape
 
     def from_official(self, array: np.ndarray) -> np.ndarray:
-        if self.layout == "linear":
-            array = array.T
-        elif self.layout == "conv":
-            array = array.transpose(2, 3, 1, 0)
+        if self.layout in _AXES_FROM_OFFICIAL:
+            array = array.transpose(_AXES_FROM_OFFICIAL[self.layout])
         elif self.layout == "tokens":
             array = array.reshape(self.shape)
         return np.ascontiguousarray(array, dtype=self.dtype)
 
     def to_official(self, array: np.ndarray) -> np.ndarray:
-        if self.layout == "linear":
-            array = array.T
-        elif self.layout == "conv":
-            array = array.transpose(3, 2, 0, 1)
+        if self.layout in _AXES_FROM_OFFICIAL:
+            array = array.transpose(np.argsort(_AXES_FROM_OFFICIAL[self.layout]))
         elif self.layout == "tokens":
             array = array.reshape(self.official_shape)
         return np.ascontiguousarray(array)
@@ -179,21 +176,23 @@ def freeze(value: Any) -> Any:
     return value
 
 
-def run_cli(
-    argv: Sequence[str] | None,
-    *,
-    prog: str,
-    description: str,
-    name_help: str,
-    convert: Callable[..., dict[str, Any]],
-    resolve_name: Callable[[str], str],
-    wrapper_keys: Sequence[str],
-    summary: Callable[[dict[str, Any]], str] = lambda v: "",
-    checkpoint_help: str = "the official checkpoint file (.pth / .pt; .safetensors)",
-) -> int:
-    """The command line of an importer: checkpoint file -> mixtok msgpack (atomic, never overwrites)."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("name", help=name_help)
+def run_cli(argv: Sequence[str] | None, importer: types.ModuleType) -> int:
+    """The command line of an importer module: checkpoint file -> mixtok msgpack (atomic, never overwrites).
+
+    `importer` is the module (`sys.modules[__name__]` in its `main`). It defines `convert(name, state_dict,
+    num_classes=)`, `resolve_name(name)`, `CLI_DESCRIPTION` and `CLI_NAME_HELP`, and may define `WRAPPER_KEYS`
+    (the dict keys a checkpoint wraps its state dict in; default `weight_files.WRAPPER_KEYS`),
+    `CLI_CHECKPOINT_HELP` and `cli_summary(variables) -> str` (appended to the closing line).
+    Exit codes: 0 written, 1 bad input (one `error:` line on stderr), 2 bad arguments (argparse).
+    """
+    # Run as `python -m`, the module is __main__; its spec still has the importable name.
+    prog = f"python -m {getattr(importer.__spec__, 'name', None) or importer.__name__}"
+    checkpoint_help = getattr(importer, "CLI_CHECKPOINT_HELP", "the official checkpoint (.pth / .pt; .safetensors)")
+    summary = getattr(importer, "cli_summary", lambda variables: "")
+    wrapper_keys = getattr(importer, "WRAPPER_KEYS", WRAPPER_KEYS)
+    convert, resolve_name = importer.convert, importer.resolve_name
+    parser = argparse.ArgumentParser(prog=prog, description=importer.CLI_DESCRIPTION)
+    parser.add_argument("name", help=importer.CLI_NAME_HELP)
     parser.add_argument("checkpoint", help=checkpoint_help)
     parser.add_argument("output", help="where to write the variables (.msgpack); must not exist yet")
     parser.add_argument(

@@ -42,7 +42,6 @@ import numpy as np
 from mixtok.interop import timm_davit
 from mixtok.interop.official import run_cli
 from mixtok.interop.weight_files import (
-    WRAPPER_KEYS,
     load_state_dict,
     load_variables,
     mismatch_error,
@@ -286,20 +285,21 @@ def to_timm(name: str, variables: Mapping[str, Any], **overrides) -> dict[str, n
     return {e.key: e.to_timm(np.asarray(leaves[e.path])) for e in entries}
 
 
+CLI_DESCRIPTION = (
+    "Converts a timm MetaFormer or DaViT checkpoint (.safetensors, .pth, .bin) to mixtok variables (flax "
+    "msgpack; read them back with mixtok.interop.timm.load_variables)."
+)
+CLI_NAME_HELP = "mixtok or timm model name, e.g. caformer_s18 or caformer_s18.sail_in1k"
+CLI_CHECKPOINT_HELP = "the timm checkpoint file, e.g. model.safetensors"
+
+
+def cli_summary(variables: dict[str, Any]) -> str:
+    return f" ({_num_classes_of_mixtok(variables['params'])} classes)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """The command line: converts a downloaded timm checkpoint to a mixtok msgpack file."""
-    return run_cli(
-        argv,
-        prog="python -m mixtok.interop.timm",
-        description="Converts a timm MetaFormer or DaViT checkpoint (.safetensors, .pth, .bin) to mixtok variables "
-        "(flax msgpack; read them back with mixtok.interop.timm.load_variables).",
-        name_help="mixtok or timm model name, e.g. caformer_s18 or caformer_s18.sail_in1k",
-        checkpoint_help="the timm checkpoint file, e.g. model.safetensors",
-        convert=convert,
-        resolve_name=resolve_name,
-        wrapper_keys=WRAPPER_KEYS,
-        summary=lambda variables: f" ({_num_classes_of_mixtok(variables['params'])} classes)",
-    )
+    """The command line (`python -m mixtok.interop.timm --help`); see `mixtok.interop.official.run_cli`."""
+    return run_cli(argv, sys.modules[__name__])
 
 
 if __name__ == "__main__":
