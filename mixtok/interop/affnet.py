@@ -47,7 +47,7 @@ with strict=True.
 import functools
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -55,7 +55,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mixtok.interop.official import build_table, freeze, run_cli, state_dict_from_variables, variables_from_state_dict
+from mixtok.interop.official import (
+    build_table,
+    command_line,
+    freeze,
+    state_dict_from_variables,
+    variables_from_state_dict,
+)
 from mixtok.interop.weight_files import load_state_dict, load_variables, save_variables, to_numpy, unwrap_state_dict
 from mixtok.models import create_model
 from mixtok.models.affnet_variants import SIZES
@@ -77,6 +83,11 @@ OFFICIAL_MODES = {spec[0]: name for name, spec in SIZES.items()}  # "xx_small" -
 WRAPPER_KEYS = ("model_state_dict", "state_dict", "model")
 LEAF_NAMES = {"kernel": "weight", "scale": "weight", "mean": "running_mean", "var": "running_var"}
 UNCOUNTED = "num_batches_tracked"
+CLI_DESCRIPTION = (
+    "Converts an official AFFNet checkpoint (microsoft/TokenMixers, cvnets .pt) to mixtok variables (flax "
+    "msgpack; read them back with mixtok.interop.affnet.load_variables)."
+)
+CLI_NAME_HELP = "affnet_et, affnet_t, affnet (or the official mode: xx_small, x_small, small)"
 
 
 def resolve_name(name: str) -> str:
@@ -189,16 +200,7 @@ def cli_summary(variables: dict[str, Any]) -> str:
     return f" ({classes} classes) and {statistics:,} BatchNorm statistics"
 
 
-CLI_DESCRIPTION = (
-    "Converts an official AFFNet checkpoint (microsoft/TokenMixers, cvnets .pt) to mixtok variables (flax "
-    "msgpack; read them back with mixtok.interop.affnet.load_variables)."
-)
-CLI_NAME_HELP = "affnet_et, affnet_t, affnet (or the official mode: xx_small, x_small, small)"
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """The command line (`python -m mixtok.interop.affnet --help`); see `mixtok.interop.official.run_cli`."""
-    return run_cli(argv, sys.modules[__name__])
+main = command_line(__name__)  # python -m mixtok.interop.affnet --help; see official.command_line
 
 
 if __name__ == "__main__":

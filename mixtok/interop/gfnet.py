@@ -44,14 +44,20 @@ import functools
 import math
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mixtok.interop.official import build_table, freeze, run_cli, state_dict_from_variables, variables_from_state_dict
+from mixtok.interop.official import (
+    build_table,
+    command_line,
+    freeze,
+    state_dict_from_variables,
+    variables_from_state_dict,
+)
 from mixtok.interop.weight_files import load_state_dict, load_variables, save_variables, to_numpy, unwrap_state_dict
 from mixtok.models import create_model, list_models, model_spec
 from mixtok.models.gfnet import GFNetPyramid
@@ -70,6 +76,12 @@ __all__ = [
 
 PYRAMID_PATCH_SIZE = 4  # the first stage's stride, which the pyramid's position embedding has a row per
 PYRAMID_STRIDE = 32  # its last stage's: the image side must be a multiple of it
+WRAPPER_KEYS = ("model", "state_dict")
+CLI_DESCRIPTION = (
+    "Converts an official GFNet checkpoint (raoyongming/GFNet, .pth) to mixtok variables (flax msgpack; read "
+    "them back with mixtok.interop.gfnet.load_variables)."
+)
+CLI_NAME_HELP = "gfnet_ti, gfnet_xs, gfnet_s, gfnet_b, gfnet_h_ti, gfnet_h_s, gfnet_h_b (or the official --arch)"
 
 
 def resolve_name(name: str) -> str:
@@ -209,17 +221,7 @@ def cli_summary(variables: dict[str, Any]) -> str:
     return f" ({classes} classes, {grid} x {grid} position embedding)"
 
 
-WRAPPER_KEYS = ("model", "state_dict")
-CLI_DESCRIPTION = (
-    "Converts an official GFNet checkpoint (raoyongming/GFNet, .pth) to mixtok variables (flax msgpack; read "
-    "them back with mixtok.interop.gfnet.load_variables)."
-)
-CLI_NAME_HELP = "gfnet_ti, gfnet_xs, gfnet_s, gfnet_b, gfnet_h_ti, gfnet_h_s, gfnet_h_b (or the official --arch)"
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """The command line (`python -m mixtok.interop.gfnet --help`); see `mixtok.interop.official.run_cli`."""
-    return run_cli(argv, sys.modules[__name__])
+main = command_line(__name__)  # python -m mixtok.interop.gfnet --help; see official.command_line
 
 
 if __name__ == "__main__":

@@ -176,10 +176,15 @@ def freeze(value: Any) -> Any:
     return value
 
 
+def command_line(module_name: str) -> Callable[[Sequence[str] | None], int]:
+    """`main(argv=None) -> exit code` of the importer module `module_name` (pass `__name__`); see `run_cli`."""
+    return lambda argv=None: run_cli(argv, sys.modules[module_name])
+
+
 def run_cli(argv: Sequence[str] | None, importer: types.ModuleType) -> int:
     """The command line of an importer module: checkpoint file -> mixtok msgpack (atomic, never overwrites).
 
-    `importer` is the module (`sys.modules[__name__]` in its `main`). It defines `convert(name, state_dict,
+    `importer` is the module (`main = command_line(__name__)` there). It defines `convert(name, state_dict,
     num_classes=)`, `resolve_name(name)`, `CLI_DESCRIPTION` and `CLI_NAME_HELP`, and may define `WRAPPER_KEYS`
     (the dict keys a checkpoint wraps its state dict in; default `weight_files.WRAPPER_KEYS`),
     `CLI_CHECKPOINT_HELP` and `cli_summary(variables) -> str` (appended to the closing line).

@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mixtok.interop import timm_davit
-from mixtok.interop.official import run_cli
+from mixtok.interop.official import command_line
 from mixtok.interop.weight_files import (
     load_state_dict,
     load_variables,
@@ -56,6 +56,14 @@ from mixtok.registry import unknown_name_error
 __all__ = ["convert", "load_state_dict", "load_variables", "main", "resolve_name", "save_variables", "to_timm"]
 
 Path = tuple[str, ...]
+
+
+CLI_DESCRIPTION = (
+    "Converts a timm MetaFormer or DaViT checkpoint (.safetensors, .pth, .bin) to mixtok variables (flax "
+    "msgpack; read them back with mixtok.interop.timm.load_variables)."
+)
+CLI_NAME_HELP = "mixtok or timm model name, e.g. caformer_s18 or caformer_s18.sail_in1k"
+CLI_CHECKPOINT_HELP = "the timm checkpoint file, e.g. model.safetensors"
 
 
 def timm_backed_models() -> dict[str, str]:
@@ -285,21 +293,11 @@ def to_timm(name: str, variables: Mapping[str, Any], **overrides) -> dict[str, n
     return {e.key: e.to_timm(np.asarray(leaves[e.path])) for e in entries}
 
 
-CLI_DESCRIPTION = (
-    "Converts a timm MetaFormer or DaViT checkpoint (.safetensors, .pth, .bin) to mixtok variables (flax "
-    "msgpack; read them back with mixtok.interop.timm.load_variables)."
-)
-CLI_NAME_HELP = "mixtok or timm model name, e.g. caformer_s18 or caformer_s18.sail_in1k"
-CLI_CHECKPOINT_HELP = "the timm checkpoint file, e.g. model.safetensors"
-
-
 def cli_summary(variables: dict[str, Any]) -> str:
     return f" ({_num_classes_of_mixtok(variables['params'])} classes)"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """The command line (`python -m mixtok.interop.timm --help`); see `mixtok.interop.official.run_cli`."""
-    return run_cli(argv, sys.modules[__name__])
+main = command_line(__name__)  # python -m mixtok.interop.timm --help; see official.command_line
 
 
 if __name__ == "__main__":
