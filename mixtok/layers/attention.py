@@ -43,7 +43,7 @@ import numpy as np
 
 from mixtok.layers.init import dense_kernel_init
 from mixtok.layers.linear import dense
-from mixtok.layers.module import Module
+from mixtok.layers.module import Module, check_channels
 from mixtok.layers.partitioning import zeros_with_axes
 
 IMPLEMENTATIONS = ("auto", "reference", "xla", "cudnn", "pallas")
@@ -324,6 +324,7 @@ class MultiHeadAttention(Module):
 
     @nn.compact
     def __call__(self, x, *, mask=None, bias=None, train: bool = False):
+        check_channels(self, x)
         tokens = x.reshape(x.shape[0], -1, x.shape[-1])
         q, k, v = self.project_qkv(tokens)
         out = self.attend(q, k, v, mask=mask, bias=bias, train=train)
@@ -353,10 +354,7 @@ class MultiHeadAttention(Module):
     @nn.nowrap
     def project_qkv(self, tokens):
         """[..., L, C] -> q, k, v [..., L, heads, head_dim] through the fused projection QKV_NAME."""
-        if tokens.shape[-1] != self.dim:
-            raise ValueError(
-                f"{type(self).__name__}(dim={self.dim}) got {tokens.shape[-1]} channels (input shape {tokens.shape})."
-            )
+        check_channels(self, tokens)
         heads, width = self.heads()
         qkv = nn.Dense(
             3 * heads * width,

@@ -30,3 +30,10 @@ class Module(nn.Module):
     def dtype_kwargs(self) -> dict:
         """`dtype` and `param_dtype` as keyword arguments, for the submodules a module builds."""
         return dict(dtype=self.dtype, param_dtype=self.param_dtype)
+
+
+def check_channels(module: nn.Module, x: Any, *, nhwc: bool = False) -> None:
+    """Raises one ValueError line unless `x` ends in `module.dim` channels (and is [B, H, W, C] if `nhwc`)."""
+    if x.shape[-1:] != (module.dim,) or (nhwc and x.ndim != 4):
+        layout = f"NHWC input [B, H, W, {module.dim}]" if nhwc else f"input [..., {module.dim}]"
+        raise ValueError(f"{type(module).__name__}(dim={module.dim}) takes {layout}; got shape {x.shape}.")

@@ -9,6 +9,7 @@ Every mixer follows the contract of docs/contracts.md, "Mixer": `Mixer(dim=C, **
 
 from mixtok.mixers.aff import AdaptiveFrequencyFilter
 from mixtok.mixers.attention import Attention
+from mixtok.mixers.base import Mixer
 from mixtok.mixers.cas_vit import AdditiveTokenMixer
 from mixtok.mixers.conv import SepConv
 from mixtok.mixers.davit import ChannelAttention, MultiHeadAttention, WindowAttention
@@ -41,6 +42,7 @@ __all__ = [
     "LengthScaledCosineAttention",
     "LinearAttention",
     "MIXERS",
+    "Mixer",
     "MultiHeadAttention",
     "Pooling",
     "RandomMixing",

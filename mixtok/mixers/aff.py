@@ -45,8 +45,8 @@ import jax.numpy as jnp
 
 from mixtok.kernels.spectral_filter import spectral_filter
 from mixtok.layers.activations import get_activation
-from mixtok.layers.module import Module
 from mixtok.layers.partitioning import param_with_axes
+from mixtok.mixers.base import Mixer
 from mixtok.mixers.registry import register
 
 ACTIVATION_ALIASES = {"swish": "silu"}  # cvnets' names for the same functions
@@ -63,10 +63,9 @@ def _divisors(n: int) -> list:
 
 
 @register("adaptive_frequency_filter")
-class AdaptiveFrequencyFilter(Module):
+class AdaptiveFrequencyFilter(Mixer):
     """y = irfft2(rfft2(x) * M(rfft2(x))) + x with M an input-dependent complex mask (AFFNet's AFF)."""
 
-    dim: int
     num_blocks: int = 8
     sparsity_threshold: float = 0.01
     hidden_size_factor: int = 1
@@ -99,15 +98,9 @@ class AdaptiveFrequencyFilter(Module):
         self.act = get_activation(kind, dtype=jnp.float32, param_dtype=self.param_dtype)
         self.act2 = get_activation(kind, dtype=jnp.float32, param_dtype=self.param_dtype)
 
-    def _check(self, x):
-        if x.ndim != 4 or x.shape[-1] != self.dim:
-            raise ValueError(
-                f"AdaptiveFrequencyFilter(dim={self.dim}) takes NHWC x [B, H, W, {self.dim}]; got shape {x.shape}."
-            )
-
     def mask(self, x: jax.Array) -> jax.Array:
         """The complex mask M [B, H, W//2+1, C] (complex64) that `__call__` multiplies the spectrum by."""
-        self._check(x)
+        self.check_input(x)
         batch, height, width, channels = x.shape
         blocks, size = self.num_blocks, channels // self.num_blocks
         spectrum = jnp.fft.rfft2(x.astype(jnp.float32), axes=(1, 2), norm="ortho")
@@ -128,7 +121,7 @@ class AdaptiveFrequencyFilter(Module):
         return mask.reshape(batch, height, width // 2 + 1, channels)
 
     def __call__(self, x, *, train: bool = False):
-        self._check(x)
+        self.check_input(x)
         filtered = spectral_filter(x.astype(jnp.float32), self.mask(x))
         out_dtype = self.dtype or x.dtype
         return filtered.astype(out_dtype) + x.astype(out_dtype)

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 from mixtok.layers.conv import batch_norm, conv2d
 from mixtok.layers.init import TORCH_DEFAULT_INIT
 from mixtok.layers.module import Module
+from mixtok.mixers.base import Mixer
 from mixtok.mixers.registry import register
 
 
@@ -60,19 +61,15 @@ class ChannelOperation(Module):
 
 
 @register("additive_token_mixer")
-class AdditiveTokenMixer(Module):
+class AdditiveTokenMixer(Mixer):
     """CATM: y = proj(dwc(ChannelOp(SpatialOp(q)) + ChannelOp(SpatialOp(k))) * v), no softmax (CAS-ViT)."""
 
-    dim: int
     attn_bias: bool = False  # bias of the q/k/v 1x1 conv (official default False)
     proj_drop: float = 0.0
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
-        if x.ndim != 4 or x.shape[-1] != self.dim:
-            raise ValueError(
-                f"AdditiveTokenMixer(dim={self.dim}) takes [B, H, W, {self.dim}] inputs; got shape {x.shape}."
-            )
+        self.check_input(x)
         common = self.dtype_kwargs
         dim = self.dim
         qkv = torch_conv(3 * dim, 1, use_bias=self.attn_bias, name="qkv", **common)(x)

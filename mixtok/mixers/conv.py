@@ -14,16 +14,15 @@ import flax.linen as nn
 from mixtok.layers.activations import get_activation
 from mixtok.layers.init import conv_kernel_init
 from mixtok.layers.linear import dense
-from mixtok.layers.module import Module
 from mixtok.layers.partitioning import zeros_with_axes
+from mixtok.mixers.base import Mixer
 from mixtok.mixers.registry import register
 
 
 @register("sepconv")
-class SepConv(Module):
+class SepConv(Mixer):
     """Pointwise expand -> activation -> depthwise k x k -> activation -> pointwise project."""
 
-    dim: int
     expansion_ratio: float = 2.0
     kernel_size: int = 7
     activation1: str = "star_relu"
@@ -32,6 +31,7 @@ class SepConv(Module):
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
+        self.check_input(x)
         hidden = int(self.expansion_ratio * self.dim)
         common = dict(use_bias=self.use_bias, **self.dtype_kwargs)
         x = dense(hidden, ("embed", "mlp"), name="pwconv1", **common)(x)

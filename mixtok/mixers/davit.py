@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mixtok.layers.attention import MultiHeadAttention
+from mixtok.layers.module import check_channels
 from mixtok.mixers.registry import register
 
 # DaViT's global attention is the shared module as it is: qkv and proj with biases, heads of width C / heads.
@@ -80,6 +81,7 @@ class WindowAttention(MultiHeadAttention):
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
+        check_channels(self, x, nhwc=True)
         batch, height, width, _ = x.shape
         self.heads()
         ws = self.window_size
@@ -120,6 +122,7 @@ class ChannelAttention(MultiHeadAttention):
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
+        check_channels(self, x, nhwc=True)
         batch, height, width, channels = x.shape
         _, head_dim = self.heads()
         tokens = x.reshape(batch, height * width, channels)

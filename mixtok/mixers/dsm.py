@@ -55,6 +55,7 @@ from mixtok.layers.activations import get_activation
 from mixtok.layers.linear import dense
 from mixtok.layers.module import Module
 from mixtok.layers.partitioning import param_with_axes
+from mixtok.mixers.base import Mixer
 from mixtok.mixers.registry import register
 from mixtok.mixers.spectral import resize_bicubic
 
@@ -93,10 +94,9 @@ class DynamicSpectrumWeights(Module):
 
 
 @register("dynamic_spectrum_mixer")
-class DynamicSpectrumMixer(Module):
+class DynamicSpectrumMixer(Mixer):
     """pwconv1 -> StarReLU -> idctn(dctn(.) * K(x)) -> pwconv2, K(x) generated per sample (DSM)."""
 
-    dim: int
     expansion_ratio: float = 2.0
     num_filters: int = 4
     weight_hidden_ratio: float = 0.25
@@ -108,10 +108,7 @@ class DynamicSpectrumMixer(Module):
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
-        if x.ndim != 4 or x.shape[-1] != self.dim:
-            raise ValueError(
-                f"DynamicSpectrumMixer(dim={self.dim}) takes NHWC x [B, H, W, {self.dim}]; got shape {x.shape}."
-            )
+        self.check_input(x)
         if self.num_filters < 1:
             raise ValueError(f"num_filters must be a positive number of base filters; got {self.num_filters}.")
         height, width = x.shape[1:3]

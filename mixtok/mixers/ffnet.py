@@ -35,6 +35,7 @@ import jax
 
 from mixtok.layers.conv import ConvBN, conv2d, fuse_conv_bn, pad_kernel
 from mixtok.layers.module import Module
+from mixtok.mixers.base import Mixer
 from mixtok.mixers.registry import register
 
 REPVGG_KERNEL = 7  # the official builds a RepVGGDW exactly when the kernel size is 7
@@ -67,10 +68,9 @@ class RepVGGDW(Module):
 
 
 @register("ffnified_attention")
-class FFNifiedAttention(Module):
+class FFNifiedAttention(Mixer):
     """y = conv2(GELU(conv1(ConvBN_1x1(x)))): FFNet's `Token_Mixer`; `fused=True` is its inference form."""
 
-    dim: int
     kernel_size1: int = 7
     kernel_size2: int = 7
     fused: bool = False
@@ -83,10 +83,7 @@ class FFNifiedAttention(Module):
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
-        if x.ndim != 4 or x.shape[-1] != self.dim:
-            raise ValueError(
-                f"FFNifiedAttention(dim={self.dim}) takes [B, H, W, {self.dim}] inputs; got shape {x.shape}."
-            )
+        self.check_input(x)
         for kernel_size in (self.kernel_size1, self.kernel_size2):
             if kernel_size < 1 or kernel_size % 2 == 0:
                 raise ValueError(

@@ -4,15 +4,14 @@ sail-sg/metaformer: metaformer_baselines.py uses `nn.Identity` as the mixer: the
 norm + MLP with residuals, the paper's lower bound of what the MetaFormer skeleton gives alone.
 """
 
-from mixtok.layers.module import Module
+from mixtok.mixers.base import Mixer
 from mixtok.mixers.registry import register
 
 
 @register("identity")
-class Identity(Module):
+class Identity(Mixer):
     """Returns its input: no token mixing at all."""
 
-    dim: int
-
     def __call__(self, x, *, train: bool = False):
+        self.check_input(x)
         return x

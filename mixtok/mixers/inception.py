@@ -33,6 +33,7 @@ from mixtok.layers.init import conv_kernel_init
 from mixtok.layers.linear import dense
 from mixtok.layers.module import Module
 from mixtok.layers.partitioning import zeros_with_axes
+from mixtok.mixers.base import Mixer
 from mixtok.mixers.registry import register
 
 
@@ -110,10 +111,9 @@ class LowMixer(Module):
 
 
 @register("inception_mixer")
-class InceptionMixer(Module):
+class InceptionMixer(Mixer):
     """iFormer's token mixer: channel split into high-frequency (conv, max-pool) and low-frequency (attention)."""
 
-    dim: int
     num_heads: int = 8
     attention_heads: int = 1
     pool_size: int = 2
@@ -122,10 +122,7 @@ class InceptionMixer(Module):
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
-        if x.shape[-1] != self.dim:
-            raise ValueError(f"InceptionMixer(dim={self.dim}) got {x.shape[-1]} channels (input shape {x.shape}).")
-        if self.num_heads < 1 or self.dim % self.num_heads:
-            raise ValueError(f"InceptionMixer: num_heads={self.num_heads} must be >= 1 and divide dim={self.dim}.")
+        self.check_input(x, num_heads=self.num_heads)
         head_dim = self.dim // self.num_heads
         low_dim = self.attention_heads * head_dim
         high_dim = self.dim - low_dim

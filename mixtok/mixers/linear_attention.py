@@ -20,15 +20,14 @@ import flax.linen as nn
 
 from mixtok.kernels.linear_attention import linear_attention
 from mixtok.layers.linear import dense
-from mixtok.layers.module import Module
+from mixtok.mixers.base import Mixer
 from mixtok.mixers.registry import register
 
 
 @register("linear_attention")
-class LinearAttention(Module):
+class LinearAttention(Mixer):
     """Global linear (kernelised) self-attention over the H * W tokens of an NHWC feature map."""
 
-    dim: int
     num_heads: int | None = None
     head_dim: int = 32
     feature_map: str = "elu1"
@@ -40,6 +39,7 @@ class LinearAttention(Module):
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
+        self.check_input(x)
         batch, height, width, channels = x.shape
         heads = self.num_heads or max(self.dim // self.head_dim, 1)
         inner = heads * self.head_dim

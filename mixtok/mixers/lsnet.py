@@ -35,6 +35,7 @@ from mixtok.layers.conv import ConvBN, batch_norm, conv2d
 from mixtok.layers.init import TORCH_DEFAULT_INIT, torch_uniform_init
 from mixtok.layers.module import Module
 from mixtok.layers.partitioning import ones_with_axes, zeros_with_axes
+from mixtok.mixers.base import Mixer
 from mixtok.mixers.registry import register
 
 GROUP_NORM_EPSILON = 1e-5
@@ -100,18 +101,16 @@ class LargeKernelPerception(Module):
 
 
 @register("ls_conv")
-class LSConv(Module):
+class LSConv(Mixer):
     """LSNet's LS convolution: BN(SKA(x, LKP(x))) + x, with interleaved kernel groups (channel c -> c mod C/8)."""
 
-    dim: int
     large_kernel: int = 7
     small_kernel: int = 3
     channels_per_kernel: int = 8
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
-        if x.shape[-1] != self.dim:
-            raise ValueError(f"LSConv(dim={self.dim}) got {x.shape[-1]} channels (input shape {x.shape}).")
+        self.check_input(x)
         if self.dim % 2 or self.channels_per_kernel < 1 or self.dim % self.channels_per_kernel:
             raise ValueError(
                 f"LSConv: dim={self.dim} must be even and divisible by channels_per_kernel={self.channels_per_kernel}."

@@ -16,19 +16,19 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mixtok.layers.module import Module
+from mixtok.mixers.base import Mixer
 from mixtok.mixers.registry import register
 
 
 @register("random_mixing")
-class RandomMixing(Module):
+class RandomMixing(Mixer):
     """y = M x over tokens with a frozen row-stochastic random N x N matrix M."""
 
-    dim: int
     num_tokens: int | None = None  # None: taken from the H * W of the input at initialisation
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
+        self.check_input(x)
         batch, height, width, channels = x.shape
         tokens = height * width
         if self.num_tokens is not None and self.num_tokens != tokens:

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mixtok.layers.module import Module
+from mixtok.mixers.base import Mixer
 from mixtok.mixers.registry import register
 
 
@@ -39,11 +39,11 @@ def avg_pool_exclude_padding(x: jax.Array, pool_size: int) -> jax.Array:
 
 
 @register("pooling")
-class Pooling(Module):
+class Pooling(Mixer):
     """y = AvgPool(pool_size, stride 1, padding excluded from the divisor)(x) - x. No parameters."""
 
-    dim: int
     pool_size: int = 3
 
     def __call__(self, x, *, train: bool = False):
+        self.check_input(x)
         return avg_pool_exclude_padding(x, self.pool_size) - x

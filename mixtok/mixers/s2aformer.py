@@ -50,9 +50,9 @@ import jax
 from mixtok.layers.attention import dot_product_attention
 from mixtok.layers.init import conv_kernel_init, dense_kernel_init
 from mixtok.layers.linear import dense
-from mixtok.layers.module import Module
 from mixtok.layers.norms import LayerNorm
 from mixtok.layers.partitioning import zeros_with_axes
+from mixtok.mixers.base import Mixer
 from mixtok.mixers.registry import register
 
 __all__ = ["LocalInteractionModule", "StripSelfAttention", "compressed_qk_dim"]
@@ -66,20 +66,10 @@ def compressed_qk_dim(dim: int, num_heads: int, qk_ratio: float) -> int:
     return int(math.ceil(width / num_heads) * num_heads)
 
 
-def _check_nhwc(x: jax.Array, dim: int, who: str) -> None:
-    if x.ndim != 4:
-        raise ValueError(f"{who} takes NHWC feature maps [B, H, W, C]; got shape {x.shape}.")
-    if x.shape[-1] != dim:
-        raise ValueError(
-            f"{who} was built for dim={dim} channels; got an input with {x.shape[-1]} channels (shape {x.shape})."
-        )
-
-
 @register("strip_self_attention")
-class StripSelfAttention(Module):
+class StripSelfAttention(Mixer):
     """Softmax attention of full-resolution queries over r-fold reduced keys/values, Q and K compressed to d << C."""
 
-    dim: int
     num_heads: int = 1
     reduction: int = 1  # spatial reduction ratio r of K and V (stride of the depth-wise conv)
     qk_dim: int | None = None  # compressed query/key width d; None: from qk_ratio
@@ -95,10 +85,8 @@ class StripSelfAttention(Module):
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
-        _check_nhwc(x, self.dim, "StripSelfAttention")
+        self.check_input(x, num_heads=self.num_heads)
         heads, r, d = self.num_heads, self.reduction, self.resolved_qk_dim()
-        if heads <= 0 or self.dim % heads:
-            raise ValueError(f"num_heads={heads} must be positive and divide dim={self.dim}.")
         if d <= 0 or d % heads:
             raise ValueError(f"qk_dim={d} must be positive and divisible by num_heads={heads}.")
         if r < 1:
@@ -146,15 +134,14 @@ class StripSelfAttention(Module):
         return out.reshape(batch, height, width, channels)
 
 
-class LocalInteractionModule(Module):
+class LocalInteractionModule(Mixer):
     """Stand-in LIM (structure unknown): 1x1 conv -> depth-wise k x k conv -> GELU -> 1x1 conv."""
 
-    dim: int
     kernel_size: int = 3
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
-        _check_nhwc(x, self.dim, "LocalInteractionModule")
+        self.check_input(x)
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be a positive odd integer; got {self.kernel_size}.")
         common = self.dtype_kwargs

@@ -38,8 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from mixtok.kernels.spectral_filter import spectral_filter
-from mixtok.layers.module import Module
 from mixtok.layers.partitioning import param_with_axes
+from mixtok.mixers.base import Mixer
 from mixtok.mixers.registry import register
 
 TORCH_BICUBIC_A = -0.75  # PyTorch's cubic-convolution coefficient (Keys' kernel uses -0.5)
@@ -88,16 +88,14 @@ def resize_bicubic(x: jax.Array, size: tuple[int, int], *, align_corners: bool, 
 
 
 @register("global_filter")
-class GlobalFilter(Module):
+class GlobalFilter(Mixer):
     """y = irfft2(rfft2(x) * K) per channel: a learned global circular convolution (GFNet)."""
 
-    dim: int
     grid_size: Sequence[int] | None = None  # (h, w) of the stored filter; None: the input's at init
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
-        if x.ndim != 4 or x.shape[-1] != self.dim:
-            raise ValueError(f"GlobalFilter(dim={self.dim}) takes NHWC x [B, H, W, {self.dim}]; got shape {x.shape}.")
+        self.check_input(x)
         height, width = x.shape[1:3]
         grid_h, grid_w = self.grid_size if self.grid_size is not None else (height, width)
         weight = self.param(

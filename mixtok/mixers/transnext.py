@@ -52,9 +52,9 @@ import numpy as np
 from mixtok.layers.attention import dot_product_attention, softmax_weights
 from mixtok.layers.init import DEFAULT_KERNEL_INIT, dense_kernel_init
 from mixtok.layers.linear import dense
-from mixtok.layers.module import Module
 from mixtok.layers.norms import LayerNorm
 from mixtok.layers.partitioning import param_with_axes, zeros_with_axes
+from mixtok.mixers.base import Mixer
 from mixtok.mixers.registry import register
 
 SOFTPLUS_TEMPERATURE_INIT = 1 / 0.24  # the official init makes softplus(temperature) = 1 / 0.24
@@ -129,13 +129,6 @@ def _l2_normalize(x, eps=1e-12):
     return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
 
 
-def _check(dim, num_heads, x):
-    if dim % num_heads:
-        raise ValueError(f"dim {dim} must be divisible by num_heads; got num_heads={num_heads}.")
-    if x.ndim != 4 or x.shape[-1] != dim:
-        raise ValueError(f"Expected NHWC input with {dim} channels; got shape {x.shape}.")
-
-
 class _TemperedQueryMixin:
     """Parameters shared by both attention forms: temperature, query embedding and the CPB MLP."""
 
@@ -170,10 +163,9 @@ class _TemperedQueryMixin:
 
 
 @register("aggregated_attention")
-class AggregatedAttention(_TemperedQueryMixin, Module):
+class AggregatedAttention(_TemperedQueryMixin, Mixer):
     """TransNeXt's pixel-focused attention: a 3x3 sliding window plus pooled tokens under one softmax."""
 
-    dim: int
     num_heads: int = 8
     window_size: int = 3
     sr_ratio: int = 8
@@ -185,7 +177,7 @@ class AggregatedAttention(_TemperedQueryMixin, Module):
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
-        _check(self.dim, self.num_heads, x)
+        self.check_input(x, num_heads=self.num_heads)
         if self.window_size % 2 != 1 or self.window_size < 1:
             raise ValueError(f"window_size must be a positive odd number; got {self.window_size}.")
         if self.sr_ratio < 1:
@@ -288,10 +280,9 @@ class AggregatedAttention(_TemperedQueryMixin, Module):
 
 
 @register("length_scaled_cosine_attention")
-class LengthScaledCosineAttention(_TemperedQueryMixin, Module):
+class LengthScaledCosineAttention(_TemperedQueryMixin, Mixer):
     """TransNeXt's full attention (stage 4, sr_ratio 1): cosine scores scaled by softplus(t) log N, plus CPB bias."""
 
-    dim: int
     num_heads: int = 8
     pretrain_size: Sequence[int] | None = None
     qkv_bias: bool = True
@@ -300,7 +291,7 @@ class LengthScaledCosineAttention(_TemperedQueryMixin, Module):
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
-        _check(self.dim, self.num_heads, x)
+        self.check_input(x, num_heads=self.num_heads)
         batch, height, width, channels = x.shape
         heads, head_dim, tokens = self.num_heads, channels // self.num_heads, height * width
         common = self.dtype_kwargs
@@ -329,21 +320,19 @@ class LengthScaledCosineAttention(_TemperedQueryMixin, Module):
         return nn.Dropout(self.proj_dropout, deterministic=not train)(out)
 
 
-class ConvGLU(Module):
+class ConvGLU(Mixer):
     """TransNeXt's channel mixer on NHWC: Linear(GELU(dw3x3(x)) * g) with x, g = split(Linear(C -> 2 hidden)).
 
     hidden = int(2 * int(dim * mlp_ratio) / 3), as the official Block and ConvolutionalGLU compute it.
     The depthwise conv's kernel is [3, 3, 1, hidden] (torch weight [hidden, 1, 3, 3] transposed).
     """
 
-    dim: int
     mlp_ratio: float = 4.0
     dropout: float = 0.0
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
-        if x.ndim != 4 or x.shape[-1] != self.dim:
-            raise ValueError(f"ConvGLU expects NHWC input with {self.dim} channels; got shape {x.shape}.")
+        self.check_input(x)
         hidden = int(2 * int(self.dim * self.mlp_ratio) / 3)
         common = self.dtype_kwargs
         x, gate = jnp.split(

@@ -100,5 +100,5 @@ def test_training_updates_the_running_statistics_and_eval_uses_them():
 
 
 def test_wrong_channel_count_is_rejected_with_the_shape():
-    with pytest.raises(ValueError, match=r"AdditiveTokenMixer\(dim=8\) takes \[B, H, W, 8\].*\(1, 4, 4, 6\)"):
+    with pytest.raises(ValueError, match=r"AdditiveTokenMixer\(dim=8\) takes NHWC.*\(1, 4, 4, 6\)"):
         AdditiveTokenMixer(dim=8).init(jax.random.PRNGKey(0), jnp.zeros((1, 4, 4, 6)))

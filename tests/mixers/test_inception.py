@@ -137,5 +137,5 @@ def test_bad_configurations_name_the_bad_value():
         init(InceptionMixer(12, num_heads=5), x)
     with pytest.raises(ValueError, match="pool_size=2 must be >= 1 and divide the feature map 5x4"):
         init(InceptionMixer(12, num_heads=3), jnp.zeros((1, 5, 4, 12)))
-    with pytest.raises(ValueError, match=r"InceptionMixer\(dim=16\) got 12 channels"):
+    with pytest.raises(ValueError, match=r"InceptionMixer\(dim=16\) takes NHWC.*got shape \(1, 4, 4, 12\)"):
         init(InceptionMixer(16, num_heads=4), x)

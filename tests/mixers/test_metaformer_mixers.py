@@ -158,3 +158,10 @@ def test_every_mixer_keeps_shape_jits_and_has_finite_gradients(name):
 def test_registry_suggests_close_names():
     with pytest.raises(ValueError, match="Unknown token mixer 'poolng'. Did you mean 'pooling'"):
         mixers.get("poolng")
+
+
+@pytest.mark.parametrize("name", mixers.list_mixers())
+def test_every_mixer_names_itself_and_its_dim_when_the_channels_do_not_fit(name):
+    module = mixers.get(name)(dim=32, **SMALL_MAP_OPTIONS.get(name, {}))
+    with pytest.raises(ValueError, match=rf"{type(module).__name__}\(dim=32\).*\(2, 6, 5, 24\)"):
+        module.init(jax.random.PRNGKey(0), jnp.zeros((2, 6, 5, 24)))

@@ -109,9 +109,9 @@ def test_ssa_rejects_bad_inputs_and_settings_by_name():
     x = jnp.zeros((1, 4, 4, 8))
     with pytest.raises(ValueError, match=r"NHWC.*\(4, 4, 8\)"):
         StripSelfAttention(8).init(jax.random.PRNGKey(0), x[0])
-    with pytest.raises(ValueError, match="dim=6 channels; got an input with 8"):
+    with pytest.raises(ValueError, match=r"StripSelfAttention\(dim=6\) takes NHWC.*got shape \(1, 4, 4, 8\)"):
         StripSelfAttention(6).init(jax.random.PRNGKey(0), x)
-    with pytest.raises(ValueError, match="num_heads=3 must be positive and divide dim=8"):
+    with pytest.raises(ValueError, match="num_heads=3 must be >= 1 and divide dim=8"):
         StripSelfAttention(8, num_heads=3).init(jax.random.PRNGKey(0), x)
     with pytest.raises(ValueError, match="qk_dim=3 must be positive and divisible by num_heads=2"):
         StripSelfAttention(8, num_heads=2, qk_dim=3).init(jax.random.PRNGKey(0), x)
