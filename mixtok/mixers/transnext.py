@@ -129,8 +129,14 @@ def _l2_normalize(x, eps=1e-12):
     return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
 
 
-class _TemperedQueryMixin:
-    """Parameters shared by both attention forms: temperature, query embedding and the CPB MLP."""
+class _TransNeXtAttention(Mixer):
+    """What both attention forms share: their options, the temperature, query embedding and the CPB MLP."""
+
+    num_heads: int = 8
+    pretrain_size: Sequence[int] | None = None  # feature-map (h, w) the CPB offsets are normalised by
+    qkv_bias: bool = True
+    attn_dropout: float = 0.0
+    proj_dropout: float = 0.0
 
     def _temperature(self, heads):
         init = float(np.log(np.expm1(SOFTPLUS_TEMPERATURE_INIT)))
@@ -163,17 +169,12 @@ class _TemperedQueryMixin:
 
 
 @register("aggregated_attention")
-class AggregatedAttention(_TemperedQueryMixin, Mixer):
+class AggregatedAttention(_TransNeXtAttention):
     """TransNeXt's pixel-focused attention: a 3x3 sliding window plus pooled tokens under one softmax."""
 
-    num_heads: int = 8
     window_size: int = 3
     sr_ratio: int = 8
     fixed_pool_size: int | None = None
-    pretrain_size: Sequence[int] | None = None  # feature-map (h, w) the CPB offsets are normalised by
-    qkv_bias: bool = True
-    attn_dropout: float = 0.0
-    proj_dropout: float = 0.0
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
@@ -280,14 +281,8 @@ class AggregatedAttention(_TemperedQueryMixin, Mixer):
 
 
 @register("length_scaled_cosine_attention")
-class LengthScaledCosineAttention(_TemperedQueryMixin, Mixer):
+class LengthScaledCosineAttention(_TransNeXtAttention):
     """TransNeXt's full attention (stage 4, sr_ratio 1): cosine scores scaled by softplus(t) log N, plus CPB bias."""
-
-    num_heads: int = 8
-    pretrain_size: Sequence[int] | None = None
-    qkv_bias: bool = True
-    attn_dropout: float = 0.0
-    proj_dropout: float = 0.0
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):

@@ -23,6 +23,7 @@ State: EMA codebooks and usage counters live in the `quantizer_state` collection
 tokenizer task updates every training step (as `batch_stats` is for BatchNorm).
 """
 
+from collections.abc import Mapping
 from typing import Any
 
 import flax
@@ -69,13 +70,47 @@ class TokenizerOutput:
     extra: dict[str, Any] = flax.struct.field(default_factory=dict)
 
 
-class PrefixDecodingTokenizer(Module):
-    """What the 1D tokenizers (TiTok, One-D-Piece, FlexTok) share: decoding from the first k tokens.
+def patch_grid(image_size: int, patch_size: int) -> int:
+    """Patches per side of a square `image_size` image; a ValueError unless `patch_size` divides it."""
+    if image_size % patch_size:
+        raise ValueError(f"image_size {image_size} must be a multiple of patch_size {patch_size}.")
+    return image_size // patch_size
 
-    A subclass defines `encode(images, *, train) -> QuantizerOutput`, a `quantize` submodule, and
+
+def check_square_images(images: jax.Array, image_size: int) -> None:
+    """A ValueError naming the shape unless `images` is [B, image_size, image_size, 3]."""
+    if images.shape[1:] != (image_size, image_size, 3):
+        raise ValueError(
+            f"images have shape {images.shape}; expected [B, {image_size}, {image_size}, 3] "
+            f"(image_size {image_size}, RGB, NHWC)."
+        )
+
+
+class PrefixDecodingTokenizer(Module):
+    """What the 1D tokenizers (TiTok, One-D-Piece, FlexTok) share: a ViT encoder and decoder over the
+    `patch_size` patches of square `image_size` images, and decoding from the first k tokens.
+
+    Fields: the two transformers' `*_width`, `*_depth` and `*_heads`, and `quantizer` (keyword
+    arguments of `make_quantizer`; what None means is the subclass's). A subclass defines
+    `encode(images, *, train) -> QuantizerOutput`, a `quantize` submodule, and
     `_decode(quantized, num_tokens, train) -> (images, tokens used)`, where `num_tokens` is None (all
     tokens), a Python int (the tokens are sliced) or an int array, scalar or [B] (later tokens masked).
     """
+
+    image_size: int = 256
+    patch_size: int = 16
+    encoder_width: int = 512
+    encoder_depth: int = 8
+    encoder_heads: int = 8
+    decoder_width: int = 512
+    decoder_depth: int = 8
+    decoder_heads: int = 8
+    quantizer: Mapping[str, Any] | None = None
+
+    @property
+    def grid_size(self) -> int:
+        """Patches per side (`image_size // patch_size`)."""
+        return patch_grid(self.image_size, self.patch_size)
 
     def decode(self, quantized, *, num_tokens=None, train: bool = False):
         """Quantized tokens [B, K', code_dim] -> images, decoded from the first `num_tokens` tokens."""

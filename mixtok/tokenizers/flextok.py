@@ -35,19 +35,15 @@ Prefix decoding: `num_tokens=k` (an int, or an int array, scalar or [B]) replace
 the mask token, as the official `eval_keep_k`.
 """
 
-from collections.abc import Mapping
-from typing import Any
-
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mixtok.layers.init import conv_kernel_init
+from mixtok.layers.conv import conv2d
 from mixtok.layers.linear import dense
 from mixtok.layers.norms import LayerNorm
-from mixtok.layers.partitioning import param_with_axes, zeros_with_axes
-from mixtok.tokenizers.base import PrefixDecodingTokenizer, QuantizerOutput
+from mixtok.layers.partitioning import param_with_axes
+from mixtok.tokenizers.base import PrefixDecodingTokenizer, QuantizerOutput, check_square_images
 from mixtok.tokenizers.quantizers import make_quantizer
 from mixtok.tokenizers.titok import TORCH_LAYER_NORM_EPS, Transformer
 
@@ -113,27 +109,12 @@ class FlexTok(PrefixDecodingTokenizer):
 
     PREFIX_DECODING = True
 
-    image_size: int = 256
-    patch_size: int = 16
-    encoder_width: int = 512
-    encoder_depth: int = 8
-    encoder_heads: int = 8
-    decoder_width: int = 512
-    decoder_depth: int = 8
-    decoder_heads: int = 8
     num_registers: int = 256
-    quantizer: Mapping[str, Any] = None
     nested_dropout_mode: str = "pow2"
 
     @property
     def num_latent_tokens(self) -> int:
         return self.num_registers
-
-    @property
-    def grid_size(self) -> int:
-        if self.image_size % self.patch_size:
-            raise ValueError(f"image_size {self.image_size} must be a multiple of patch_size {self.patch_size}.")
-        return self.image_size // self.patch_size
 
     def setup(self):
         if self.nested_dropout_mode not in NESTED_DROPOUT_MODES:
@@ -146,15 +127,7 @@ class FlexTok(PrefixDecodingTokenizer):
         self.quantize = make_quantizer(**quantizer)
         common = self.dtype_kwargs
         norm = dict(epsilon=TORCH_LAYER_NORM_EPS, **common)
-        self.patch_embed = nn.Conv(
-            self.encoder_width,
-            (self.patch_size, self.patch_size),
-            strides=self.patch_size,
-            padding="VALID",
-            kernel_init=conv_kernel_init(),
-            bias_init=zeros_with_axes(("conv_out",)),
-            **common,
-        )
+        self.patch_embed = conv2d(self.encoder_width, self.patch_size, stride=self.patch_size, padding=0, **common)
         self.registers = self.param(
             "registers",
             param_with_axes(TRUNC_NORMAL_002, (None, "embed")),
@@ -184,11 +157,7 @@ class FlexTok(PrefixDecodingTokenizer):
     def encode(self, images, *, train: bool = False) -> QuantizerOutput:
         """Images [B, H, W, 3] -> QuantizerOutput over the R registers (indices [B, R])."""
         grid = self.grid_size
-        if images.shape[1:] != (self.image_size, self.image_size, 3):
-            raise ValueError(
-                f"images have shape {images.shape}; expected [B, {self.image_size}, "
-                f"{self.image_size}, 3] (image_size {self.image_size}, RGB, NHWC)."
-            )
+        check_square_images(images, self.image_size)
         batch = images.shape[0]
         x = self.patch_embed(images).reshape(batch, grid * grid, self.encoder_width)
         x = x + sincos_2d_embedding(grid, grid, self.encoder_width).astype(x.dtype)

@@ -53,21 +53,19 @@ k ~ U{1..K} per step for the whole batch, drawn from the `noise` rng stream (off
 The quantizer loss is computed over all K tokens, before the drop, as in the official code.
 """
 
-from collections.abc import Mapping
-from typing import Any
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from mixtok.layers.attention import MultiHeadAttention
+from mixtok.layers.conv import conv2d
 from mixtok.layers.init import conv_kernel_init
 from mixtok.layers.linear import dense
 from mixtok.layers.mlp import Mlp
 from mixtok.layers.module import Module
 from mixtok.layers.norms import LayerNorm
 from mixtok.layers.partitioning import param_with_axes, zeros_with_axes
-from mixtok.tokenizers.base import PrefixDecodingTokenizer, QuantizerOutput
+from mixtok.tokenizers.base import PrefixDecodingTokenizer, QuantizerOutput, check_square_images, patch_grid
 from mixtok.tokenizers.quantizers import make_quantizer
 
 TORCH_LAYER_NORM_EPS = 1e-5
@@ -145,14 +143,9 @@ class Transformer(Module):
         return x
 
 
-def _grid_size(image_size: int, patch_size: int) -> int:
-    if image_size % patch_size:
-        raise ValueError(f"image_size {image_size} must be a multiple of patch_size {patch_size}.")
-    return image_size // patch_size
-
-
-class TiTokEncoder(Module):
-    """Images [B, H, W, 3] and latent tokens [K, W] -> [B, K, output_dim] (official `TiTokEncoder`)."""
+class _TiTokHalf(Module):
+    """The sizes the encoder and the decoder share: a `width`-wide, `depth`-deep ViT with `num_heads` heads
+    over the patches of square `image_size` images and `num_latent_tokens` latent tokens."""
 
     image_size: int
     patch_size: int
@@ -160,28 +153,21 @@ class TiTokEncoder(Module):
     depth: int
     num_heads: int
     num_latent_tokens: int
+
+
+class TiTokEncoder(_TiTokHalf):
+    """Images [B, H, W, 3] and latent tokens [K, W] -> [B, K, output_dim] (official `TiTokEncoder`)."""
+
     output_dim: int
 
     @nn.compact
     def __call__(self, images, latent_tokens):
-        grid = _grid_size(self.image_size, self.patch_size)
-        if images.shape[1:] != (self.image_size, self.image_size, 3):
-            raise ValueError(
-                f"images have shape {images.shape}; expected [B, {self.image_size}, "
-                f"{self.image_size}, 3] (image_size {self.image_size}, RGB, NHWC)."
-            )
+        grid = patch_grid(self.image_size, self.patch_size)
+        check_square_images(images, self.image_size)
         batch, scale = images.shape[0], self.width**-0.5
         dtype = self.dtype or images.dtype
-        x = nn.Conv(
-            self.width,
-            (self.patch_size, self.patch_size),
-            strides=self.patch_size,
-            padding="VALID",
-            **self.dtype_kwargs,
-            kernel_init=conv_kernel_init(),
-            bias_init=zeros_with_axes(("conv_out",)),
-            name="patch_embed",
-        )(images)
+        patch = self.patch_size
+        x = conv2d(self.width, patch, stride=patch, padding=0, **self.dtype_kwargs, name="patch_embed")(images)
         x = x.reshape(batch, grid * grid, self.width)
         class_embedding = embedding_param(self, "class_embedding", (1, self.width), scale)
         positional_embedding = embedding_param(self, "positional_embedding", (grid * grid + 1, self.width), scale)
@@ -202,22 +188,15 @@ class TiTokEncoder(Module):
         return dense(self.output_dim, ("embed", None), **self.dtype_kwargs, name="conv_out")(x)
 
 
-class TiTokDecoder(Module):
+class TiTokDecoder(_TiTokHalf):
     """Quantized tokens [B, K', code_dim] (K' <= K) -> images [B, H, W, 3] (official `TiTokDecoder`, RGB head).
 
     `keep` (None, a scalar or [B] int array) masks latent tokens >= keep out of the attention as keys.
     """
 
-    image_size: int
-    patch_size: int
-    width: int
-    depth: int
-    num_heads: int
-    num_latent_tokens: int
-
     @nn.compact
     def __call__(self, quantized, keep=None):
-        grid = _grid_size(self.image_size, self.patch_size)
+        grid = patch_grid(self.image_size, self.patch_size)
         batch, num_tokens, _ = quantized.shape
         if not 1 <= num_tokens <= self.num_latent_tokens:
             raise ValueError(
@@ -270,16 +249,7 @@ class TiTok(PrefixDecodingTokenizer):
       tokenizer advertise prefix decoding (`PREFIX_DECODING`), which the decoder supports either way.
     """
 
-    image_size: int = 256
-    patch_size: int = 16
-    encoder_width: int = 512
-    encoder_depth: int = 8
-    encoder_heads: int = 8
-    decoder_width: int = 512
-    decoder_depth: int = 8
-    decoder_heads: int = 8
     num_latent_tokens: int = 128
-    quantizer: Mapping[str, Any] = None
     tail_token_drop: bool = False
 
     @property
