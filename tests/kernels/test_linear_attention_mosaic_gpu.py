@@ -1,13 +1,16 @@
-"""The Mosaic GPU forward linear attention, run in the Mosaic GPU CPU interpreter, against the reference.
+"""The Mosaic GPU forward linear attention against the reference: interpreted on CPU, compiled on a Hopper GPU.
 
-The interpreter is private JAX API (jax._src.pallas.mosaic_gpu.interpret, wgmma since jax 0.10.2):
-the interpreter tests skip, saying why, where it cannot be imported. It runs the kernels' TMA copies,
-barriers, wgmmas and SMEM loads/stores on CPU with NaN-initialised scratch SMEM, so a pass also shows
-that no unwritten SMEM slot reaches the result. jax 0.10.2's interpreter has no rule for wgmma
-operands made with `plgpu.transpose_ref` (its wgmma reads every operand through index transforms
-only); the `interpreter` fixture adds one (`_wgmma_with_transposed_operands`): read the operand
-through its indexers, then apply the trailing transpose. Separately, the kernels are put through
-Pallas's Mosaic GPU lowering with `jax.export(..., platforms=["cuda"])`, which runs on a CPU. Nothing
+On CPU the kernels run in the Mosaic GPU CPU interpreter; on a Hopper GPU the same tests compile
+them with Mosaic GPU and run them (the `interpret` fixture; tests/kernels/backend.py), and the
+public op is checked at a stage's length. The interpreter is private JAX API
+(jax._src.pallas.mosaic_gpu.interpret, wgmma since jax 0.10.2): the interpreter tests skip, saying
+why, where it cannot be imported. It runs the kernels' TMA copies, barriers, wgmmas and SMEM
+loads/stores on CPU with NaN-initialised scratch SMEM, so a pass also shows that no unwritten SMEM
+slot reaches the result. jax 0.10.2's interpreter has no rule for wgmma operands made with
+`plgpu.transpose_ref` (its wgmma reads every operand through index transforms only); the
+`interpreter` fixture adds one (`_wgmma_with_transposed_operands`): read the operand through its
+indexers, then apply the trailing transpose. Separately, the kernels are put through Pallas's
+Mosaic GPU lowering with `jax.export(..., platforms=["cuda"])`, which runs on a CPU. On CPU nothing
 is compiled to PTX, run on a GPU or timed.
 """
 
@@ -18,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mixtok.kernels.linear_attention import DEFAULT_BLOCKS, DEFAULT_EPS, linear_attention_reference
+from mixtok.kernels.linear_attention import DEFAULT_BLOCKS, DEFAULT_EPS, linear_attention, linear_attention_reference
 from mixtok.kernels.linear_attention.mosaic_gpu import (
     HEAD_DIMS,
     _forward,
@@ -30,6 +33,7 @@ from mixtok.kernels.linear_attention.mosaic_gpu import (
 from mixtok.kernels.linear_attention.pallas_tpu import pallas_forward
 from mixtok.kernels.linear_attention.xla import xla_forward
 from mixtok.kernels.mosaic_gpu_common import SMEM_LIMIT
+from tests.kernels.backend import gpu_only, mosaic_gpu_interpret, skip_interpreter_on_gpu
 
 
 def _wgmma_with_transposed_operands(callbacks):
@@ -90,7 +94,8 @@ def _wgmma_with_transposed_operands(callbacks):
 
 @pytest.fixture
 def interpreter(monkeypatch):
-    """The interpreter's params module; skips (with the reason) if this JAX does not have the interpreter."""
+    """The interpreter's params module; skips (with the reason) where this JAX lacks the interpreter, and on a GPU."""
+    skip_interpreter_on_gpu()
     params = pytest.importorskip(
         "jax._src.pallas.mosaic_gpu.interpret.params",
         reason="the Mosaic GPU CPU interpreter (private jax._src.pallas.mosaic_gpu.interpret) is not in this JAX",
@@ -106,6 +111,12 @@ def interpreter(monkeypatch):
     callbacks.reset_gpu_interpret_mode_state()  # a failed earlier run leaves its state behind
     yield params
     callbacks.reset_gpu_interpret_mode_state()
+
+
+@pytest.fixture
+def interpret(request):
+    """The kernels' `interpret`: True (the interpreter, set up) on CPU, False (compiled) on a Hopper GPU."""
+    return mosaic_gpu_interpret(request)
 
 
 def _inputs(batch_heads, length, head_dim, value_dim, seed=0):
@@ -141,9 +152,9 @@ CASES = [
 
 
 @pytest.mark.parametrize("causal,feature_map,length,head_dim,value_dim", CASES)
-def test_interpreted_kernel_matches_the_reference(interpreter, causal, feature_map, length, head_dim, value_dim):
+def test_kernel_matches_the_reference(interpret, causal, feature_map, length, head_dim, value_dim):
     q, k, v = _inputs(2, length, head_dim, value_dim)
-    o, den = linear_attention_mgpu_forward(q, k, v, causal=causal, feature_map=feature_map, interpret=True)
+    o, den = linear_attention_mgpu_forward(q, k, v, causal=causal, feature_map=feature_map, interpret=interpret)
     assert o.shape == v.shape and o.dtype == jnp.bfloat16
     assert den.shape == q.shape[:3] and den.dtype == jnp.float32
     f32 = [x.astype(jnp.float32) for x in (q, k, v)]
@@ -153,20 +164,20 @@ def test_interpreted_kernel_matches_the_reference(interpreter, causal, feature_m
     assert _relative_error(den, expected_den) < 1e-2
 
 
-def test_returns_what_the_pallas_forward_returns(interpreter):
+def test_returns_what_the_pallas_forward_returns(interpret):
     # The drop-in contract: same shapes, dtypes and values as pallas_forward (Pallas's interpreter).
     q, k, v = _inputs(2, 100, 64, 64, seed=1)
     for causal in (False, True):
-        o, den = linear_attention_mgpu_forward(q, k, v, causal=causal, feature_map="elu1", interpret=True)
+        o, den = linear_attention_mgpu_forward(q, k, v, causal=causal, feature_map="elu1", interpret=interpret)
         o_ref, den_ref = pallas_forward(q, k, v, causal, "elu1", 1e-6, DEFAULT_BLOCKS, True)
         assert (o.shape, o.dtype, den.shape, den.dtype) == (o_ref.shape, o_ref.dtype, den_ref.shape, den_ref.dtype)
         assert _relative_error(o, o_ref) < 1e-2 and _relative_error(den, den_ref) < 1e-2
 
 
-def test_the_gpu_pallas_op_gives_reference_outputs_and_gradients(interpreter):
+def test_the_gpu_pallas_op_gives_reference_outputs_and_gradients(interpret):
     # What linear_attention(impl="pallas") runs on a GPU: mosaic_gpu_op, this forward and the "xla" backward.
     causal, feature_map = True, "elu1"
-    op = mosaic_gpu_op(causal, feature_map, DEFAULT_EPS, DEFAULT_BLOCKS.chunk, True)
+    op = mosaic_gpu_op(causal, feature_map, DEFAULT_EPS, DEFAULT_BLOCKS.chunk, interpret)
     q, k, v = _inputs(2, 100, 64, 64, seed=3)
     weights = jnp.asarray(np.random.default_rng(4).normal(size=v.shape), jnp.float32)
 
@@ -240,3 +251,25 @@ def test_rejects_inputs_outside_the_contract():
     if jax.default_backend() != "gpu":
         with pytest.raises(ValueError, match="interpret=True"):
             linear_attention_mgpu_forward(q, k, v, causal=False, feature_map="elu1")
+
+
+@gpu_only
+@pytest.mark.parametrize("causal,length,head_dim", [(False, 196, 64), (True, 196, 64), (False, 784, 128)])
+def test_public_pallas_impl_compiles_on_gpu_and_matches_the_reference(causal, length, head_dim):
+    # linear_attention(impl="pallas") on a GPU, as the benchmark runs it: the dispatch, the Mosaic GPU
+    # forward and the "xla" backward, at a stage's length with several (batch, head) programs.
+    rng = np.random.default_rng(7)
+    q, k, v = (jnp.asarray(rng.normal(size=(4, 2, length, head_dim)), jnp.bfloat16) for _ in range(3))
+    f32 = [x.astype(jnp.float32) for x in (q, k, v)]
+    out = jax.jit(lambda *a: linear_attention(*a, causal=causal, impl="pallas"))(q, k, v)
+    assert out.dtype == jnp.bfloat16
+    assert _relative_error(out, linear_attention_reference(*f32, causal=causal)) < 1e-2
+    weights = jnp.asarray(rng.normal(size=v.shape), jnp.float32)
+
+    def grads(fn, *args):
+        return jax.jit(jax.grad(lambda *a: jnp.sum(fn(*a).astype(jnp.float32) * weights), argnums=(0, 1, 2)))(*args)
+
+    actual = grads(lambda *a: linear_attention(*a, causal=causal, impl="pallas"), q, k, v)
+    expected = grads(functools.partial(linear_attention_reference, causal=causal), *f32)
+    for grad, grad_ref in zip(actual, expected):  # the bf16 "xla" backward: up to 1.2e-2 (above)
+        assert grad.dtype == jnp.bfloat16 and _relative_error(grad, grad_ref) < 2e-2

@@ -1,10 +1,13 @@
-"""The Mosaic GPU forward spectral filter, run in the Mosaic GPU CPU interpreter, against numpy's FFT.
+"""The Mosaic GPU forward spectral filter against numpy's FFT: interpreted on CPU, compiled on a Hopper GPU.
 
-The interpreter is private JAX API (jax._src.pallas.mosaic_gpu.interpret, wgmma since jax 0.10.2):
-the interpreter tests skip, saying why, where it cannot be imported. It runs the kernel's TMA
-copies, barriers, wgmmas and SMEM loads/stores on CPU with NaN-initialised scratch SMEM, so a pass
-also shows that no unwritten SMEM slot reaches the result. It does not compile or time anything.
-Shapes are kept small: the whole file runs in well under a minute on a 2-core CPU.
+On CPU the kernel runs in the Mosaic GPU CPU interpreter, private JAX API
+(jax._src.pallas.mosaic_gpu.interpret, wgmma since jax 0.10.2): the interpreter tests skip, saying
+why, where it cannot be imported. It runs the kernel's TMA copies, barriers, wgmmas and SMEM
+loads/stores on CPU with NaN-initialised scratch SMEM, so a pass also shows that no unwritten SMEM
+slot reaches the result. It does not compile or time anything. On a Hopper GPU the same tests
+compile the kernel with Mosaic GPU and run it (the `interpret` fixture; tests/kernels/backend.py),
+and the public op is checked at the benchmark's target grid. Shapes are kept small: the whole file
+runs in well under a minute on a 2-core CPU.
 """
 
 import jax
@@ -12,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mixtok.kernels.spectral_filter import spectral_filter_reference
+from mixtok.kernels.spectral_filter import spectral_filter, spectral_filter_reference
 from mixtok.kernels.spectral_filter.mosaic_gpu import (
     SMEM_LIMIT,
     _axis,
@@ -22,11 +25,13 @@ from mixtok.kernels.spectral_filter.mosaic_gpu import (
     smem_plan,
     spectral_filter_forward_mgpu,
 )
+from tests.kernels.backend import gpu_only, mosaic_gpu_interpret, skip_interpreter_on_gpu
 
 
 @pytest.fixture
 def interpreter():
-    """The interpreter's private modules; skips (with the reason) if this JAX does not have them."""
+    """The interpreter's private modules; skips (with the reason) if this JAX does not have them, and on a GPU."""
+    skip_interpreter_on_gpu()
     params = pytest.importorskip(
         "jax._src.pallas.mosaic_gpu.interpret.params",
         reason="the Mosaic GPU CPU interpreter (private jax._src.pallas.mosaic_gpu.interpret) is not in this JAX",
@@ -38,6 +43,12 @@ def interpreter():
     callbacks.reset_gpu_interpret_mode_state()  # a failed earlier run leaves its state behind
     yield params
     callbacks.reset_gpu_interpret_mode_state()
+
+
+@pytest.fixture
+def interpret(request):
+    """The kernels' `interpret`: True (the interpreter, set up) on CPU, False (compiled) on a Hopper GPU."""
+    return mosaic_gpu_interpret(request)
 
 
 def _inputs(batch, height, width, channels, per_sample, seed=0):
@@ -76,10 +87,10 @@ CASES = [
 
 
 @pytest.mark.parametrize("height,width,batch,per_sample,channels,block", CASES)
-def test_interpreted_kernel_matches_numpy_fft(interpreter, height, width, batch, per_sample, channels, block):
+def test_kernel_matches_numpy_fft(interpret, height, width, batch, per_sample, channels, block):
     x, filt = _inputs(batch, height, width, channels, per_sample)
     filt_real, filt_imag = fold_filter(jnp.asarray(filt, jnp.complex64), width)
-    y = spectral_filter_forward_mgpu(x, filt_real, filt_imag, block_channels=block, interpret=True)
+    y = spectral_filter_forward_mgpu(x, filt_real, filt_imag, block_channels=block, interpret=interpret)
     assert y.shape == x.shape and y.dtype == jnp.bfloat16
     _assert_close(y, _numpy_filter(x, filt), 1e-2)
 
@@ -142,11 +153,11 @@ def test_rejects_inputs_outside_the_contract():
         check_inputs(x, filt_real, filt_imag, 32)
 
 
-def test_the_gpu_pallas_op_runs_this_kernel_forward_and_the_xla_gradient_backward(interpreter):
-    # What spectral_filter(impl="pallas") runs on a GPU, here with the kernel interpreted.
+def test_the_gpu_pallas_op_runs_this_kernel_forward_and_the_xla_gradient_backward(interpret):
+    # What spectral_filter(impl="pallas") runs on a GPU, with the kernel interpreted on CPU.
     x, filt = _inputs(2, 7, 7, 64, per_sample=False, seed=3)
     filt = jnp.asarray(filt, jnp.complex64)
-    op = mosaic_gpu_op(64, interpret=True)
+    op = mosaic_gpu_op(64, interpret=interpret)
     y = op(x, filt)
     expected = _numpy_filter(x, filt)
     assert y.dtype == jnp.bfloat16
@@ -163,3 +174,26 @@ def test_the_gpu_pallas_op_runs_this_kernel_forward_and_the_xla_gradient_backwar
     dx_ref, dfilt_ref = jax.grad(loss(spectral_filter_reference), argnums=(0, 1))(x.astype(jnp.float32), filt)
     np.testing.assert_allclose(np.asarray(dx, np.float32), dx_ref, rtol=0, atol=1e-2 * np.abs(dx_ref).max())
     np.testing.assert_allclose(dfilt, dfilt_ref, rtol=0, atol=1e-2 * np.abs(dfilt_ref).max())
+
+
+@gpu_only
+@pytest.mark.parametrize("height,width,batch,channels,per_sample", [(14, 14, 8, 384, False), (7, 7, 4, 512, True)])
+def test_public_pallas_impl_compiles_on_gpu_and_matches_the_reference(height, width, batch, channels, per_sample):
+    # spectral_filter(impl="pallas") on a GPU, as the benchmark runs it: the dispatch, the default
+    # blocks (capped at 64 channels per CTA there), the Mosaic GPU forward and the "xla" gradient.
+    x, filt_np = _inputs(batch, height, width, channels, per_sample, seed=5)
+    filt = jnp.asarray(filt_np, jnp.complex64)
+    y = jax.jit(lambda a, b: spectral_filter(a, b, impl="pallas"))(x, filt)
+    assert y.dtype == jnp.bfloat16
+    _assert_close(y, _numpy_filter(x, filt_np), 1e-2)
+    weights = jnp.asarray(np.random.default_rng(6).normal(size=x.shape), jnp.float32)
+
+    def grads(fn, a):
+        return jax.jit(jax.grad(lambda a, b: jnp.sum(fn(a, b).astype(jnp.float32) * weights), argnums=(0, 1)))(a, filt)
+
+    dx, dfilt = grads(lambda a, b: spectral_filter(a, b, impl="pallas"), x)
+    dx_ref, dfilt_ref = grads(spectral_filter_reference, x.astype(jnp.float32))
+    assert dx.dtype == jnp.bfloat16 and dfilt.dtype == jnp.complex64
+    # The backward is the bf16 "xla" one (bf16 GEMMs, checked on CPU to 1e-2 at 14x14): 2e-2 here.
+    np.testing.assert_allclose(np.asarray(dx, np.float32), dx_ref, rtol=0, atol=2e-2 * np.abs(dx_ref).max())
+    np.testing.assert_allclose(dfilt, dfilt_ref, rtol=0, atol=2e-2 * np.abs(dfilt_ref).max())
