@@ -21,11 +21,15 @@ Implementations: every one that compiles on this backend: "xla" everywhere and "
 GPU (on GPU the Mosaic GPU forward kernels, bf16 with d in {64, 128}: other shapes are skipped with
 the reason; on CPU Pallas runs only in its interpreter, whose time means nothing; see
 mixtok/kernels/linear_attention/). "reference", the O(L^2) definition, only with `--impls`, which
-overrides.
+overrides. An impl that fails to compile or run at a shape is reported on a "# FAILED" line and the
+others are still timed; the exit status is then 1 (a failed softmax baseline, e.g. out of memory at
+the longest lengths, is reported but is not a failure). `--head-dims 64` keeps the shapes with those
+d (the ones the Mosaic GPU kernels take); with `--batch 1 --scale 0.01 --repeats 1` it is a smoke run.
 """
 
 import argparse
 import platform
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -55,7 +59,13 @@ def _softmax_attention(q, k, v, causal):
     return out.transpose(0, 2, 1, 3)
 
 
-def bench_shape(batch, heads, length, d, causal, dtype, impls, repeats):
+def one_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0][:300] if lines else ''}"
+
+
+def bench_shape(batch, heads, length, d, causal, dtype, impls, repeats, failures):
+    """{op: (fwd s, fwd+bwd s)} at one shape; a failed impl (not the softmax baseline) goes to `failures`."""
     rng = np.random.default_rng(0)
     q, k, v, do = (jnp.asarray(rng.normal(size=(batch, heads, length, d)), dtype) for _ in range(4))
     ops = {impl: (lambda q, k, v, impl=impl: linear_attention(q, k, v, causal=causal, impl=impl)) for impl in impls}
@@ -69,7 +79,13 @@ def bench_shape(batch, heads, length, d, causal, dtype, impls, repeats):
             continue
         forward = jax.jit(op)
         train = jax.jit(lambda q, k, v, do, op=op: jax.vjp(op, q, k, v)[1](do))
-        rows[name] = (median_seconds(forward, (q, k, v), repeats), median_seconds(train, (q, k, v, do), repeats))
+        try:
+            rows[name] = (median_seconds(forward, (q, k, v), repeats), median_seconds(train, (q, k, v, do), repeats))
+        except Exception as failure:  # does not compile or run here (or out of memory): report it, time the others
+            where = f"{name} at B={batch} heads={heads} L={length} d={d} {'causal' if causal else 'non-causal'}"
+            print(f"# FAILED {where}: {one_line(failure)}", flush=True)
+            if name != "softmax":
+                failures.append(where)
     return rows
 
 
@@ -84,6 +100,7 @@ def main():
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     parser.add_argument("--impls", default="", help="comma-separated; default: all that compile here")
     parser.add_argument("--causal", default="both", choices=["both", "yes", "no"])
+    parser.add_argument("--head-dims", default="", help="comma-separated d to keep, e.g. 64; default all")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--bandwidth-gbs", type=float, default=None, help="memory bandwidth bound, GB/s")
     args = parser.parse_args()
@@ -96,12 +113,16 @@ def main():
         f"# jax {jax.__version__}, {kind} ({platform.processor() or platform.machine()}), {args.dtype} q/k/v, "
         f"elu+1 normalised, median of {args.repeats}; batch cap {args.batch}, length scale {args.scale}"
     )
+    head_dims = {int(d) for d in args.head_dims.split(",") if d}
+    failures = []
     for batch, heads, length, d, causal in SHAPES:
         if args.causal != "both" and causal != (args.causal == "yes"):
             continue
+        if head_dims and d not in head_dims:
+            continue
         batch = min(batch, args.batch or batch)
         length = max(1, round(length * args.scale))
-        rows = bench_shape(batch, heads, length, d, causal, dtype, impls, args.repeats)
+        rows = bench_shape(batch, heads, length, d, causal, dtype, impls, args.repeats, failures)
         header = ["impl", "fwd ms", "fwd GB/s", "fwd+bwd ms", "fwd+bwd GB/s"]
         if args.bandwidth_gbs:
             header[3:3] = ["fwd % BW"]
@@ -110,7 +131,7 @@ def main():
         print(f"\n### {'causal' if causal else 'non-causal'} B={batch} heads={heads} L={length} d={d}\n")
         print("| " + " | ".join(header) + " |")
         print("|" + "---|" * len(header))
-        soft_fwd, soft_train = rows["softmax"]
+        soft_fwd, soft_train = rows.get("softmax", (float("nan"), float("nan")))
         for name, (fwd, train) in rows.items():
             fwd_gbs = min_bytes(batch, heads, length, d, dtype.itemsize, False) / fwd / 1e9
             train_gbs = min_bytes(batch, heads, length, d, dtype.itemsize, True) / train / 1e9
@@ -122,7 +143,10 @@ def main():
                 cells.append(f"{100 * train_gbs / args.bandwidth_gbs:.1f}")
             cells += [f"{soft_fwd / fwd:.2f}x", f"{soft_train / train:.2f}x"]
             print("| " + " | ".join(cells) + " |", flush=True)
+    if failures:
+        print(f"\n# {len(failures)} failed: {'; '.join(failures)}")
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -16,12 +16,17 @@ Implementations: by default every one that compiles on this backend: "reference"
 everywhere, and "pallas" on TPU (on CPU it only runs in Pallas's interpreter, whose time means
 nothing; on GPU its Mosaic GPU forward kernel has never been compiled on hardware, so ask for it
 with `--impls reference,xla,pallas`; see mixtok/kernels/spectral_filter/). "pallas" rows are left out
-for grids past its Kronecker form (SpectralFilterBlocks.max_pixels). The bandwidth bound is taken
-from the device kind for H100/H200 when `--bandwidth-gbs` is not given.
+for grids past its Kronecker form (SpectralFilterBlocks.max_pixels), and an impl is skipped, with
+the reason, at a shape or dtype outside its contract (on GPU "pallas" takes bf16 x only). An impl
+that fails to compile or run at a shape is reported on a "# FAILED" line and the rest are still
+timed; the exit status is then 1 (skips and failures are listed below the table). The bandwidth
+bound is taken from the device kind for H100/H200 when `--bandwidth-gbs` is not given. `--sizes`
+and `--batch` shrink the set (a smoke run: `--batch 2 --sizes 8 --repeats 2`).
 """
 
 import argparse
 import platform
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -53,7 +58,13 @@ def min_bytes(batch, size, channels, itemsize, backward):
     return forward + (3 * itemsize * elements + 2 * filt if backward else 0)
 
 
-def bench_shape(batch, size, channels, dtype, impls, repeats):
+def one_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0][:300] if lines else ''}"
+
+
+def bench_shape(batch, size, channels, dtype, impls, repeats, notes, failures):
+    """{impl: (fwd s, fwd+bwd s, max abs error)} at one shape; skips go to `notes`, failures to both lists."""
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(batch, size, size, channels)), dtype)
     shape = (size, size // 2 + 1, channels)
@@ -66,8 +77,20 @@ def bench_shape(batch, size, channels, dtype, impls, repeats):
             continue
         forward = jax.jit(lambda x, f, impl=impl: spectral_filter(x, f, impl=impl))
         train = jax.jit(lambda x, f, dy, impl=impl: jax.vjp(lambda a, b: spectral_filter(a, b, impl=impl), x, f)[1](dy))
-        error = float(jnp.max(jnp.abs(forward(x, filt).astype(jnp.float32) - exact)))
-        rows[impl] = (median_seconds(forward, (x, filt), repeats), median_seconds(train, (x, filt, dy), repeats), error)
+        where = f"{impl} at {batch}x{size}x{size}x{channels} {jnp.dtype(dtype).name}"
+        try:
+            jax.eval_shape(forward, x, filt)
+        except ValueError as reason:  # outside the impl's contract, e.g. the Mosaic GPU kernel takes bf16 x only
+            notes.append(f"# {where} skipped: {reason}")
+            continue
+        try:
+            error = float(jnp.max(jnp.abs(forward(x, filt).astype(jnp.float32) - exact)))
+            times = (median_seconds(forward, (x, filt), repeats), median_seconds(train, (x, filt, dy), repeats))
+        except Exception as failure:  # a kernel that does not compile or run here: report it, time the others
+            notes.append(f"# FAILED {where}: {one_line(failure)}")
+            failures.append(where)
+            continue
+        rows[impl] = (*times, error)
     return rows
 
 
@@ -100,11 +123,12 @@ def main():
     header += ["fwd speed-up vs reference", "fwd+bwd speed-up vs reference", "max abs err vs fp32 reference"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
+    notes, failures = [], []
     for size, channels, factor in SHAPES:
         if sizes and size not in sizes:
             continue
         batch = max(1, int(args.batch * factor))
-        rows = bench_shape(batch, size, channels, dtype, impls, args.repeats)
+        rows = bench_shape(batch, size, channels, dtype, impls, args.repeats, notes, failures)
         for impl, (fwd, train, error) in rows.items():
             fwd_gbs = min_bytes(batch, size, channels, dtype.itemsize, False) / fwd / 1e9
             train_gbs = min_bytes(batch, size, channels, dtype.itemsize, True) / train / 1e9
@@ -117,7 +141,11 @@ def main():
             base_fwd, base_train = rows["reference"][:2] if "reference" in rows else (float("nan"),) * 2
             cells += [f"{base_fwd / fwd:.2f}x", f"{base_train / train:.2f}x", f"{error:.2e}"]
             print("| " + " | ".join(cells) + " |", flush=True)
+    print("\n".join(["", *notes]) if notes else "")
+    if failures:
+        print(f"# {len(failures)} failed: {'; '.join(failures)}")
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
