@@ -212,8 +212,17 @@ for name in wanted + plugins:
     except importlib.metadata.PackageNotFoundError:
         version = "not installed"
     print(f"{name} {version}")
+
+
+def installed(name):
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 for name in ("grain", "ml_collections", "tensorboardX"):  # the trainer's; the kernels and benchmarks do without
-    print(f"{name}: {'installed' if importlib.util.find_spec(name) else 'not installed'}")
+    print(f"{name}: {'installed' if installed(name) else 'not installed'}")
 import jax  # noqa: E402
 
 import mixtok.kernels  # noqa: E402, F401  (imports without the trainer's dependencies)
