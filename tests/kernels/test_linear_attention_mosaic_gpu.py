@@ -9,12 +9,14 @@ loads/stores on CPU with NaN-initialised scratch SMEM, so a pass also shows that
 slot reaches the result. jax 0.10.2's interpreter has no rule for wgmma operands made with
 `plgpu.transpose_ref` (its wgmma reads every operand through index transforms only); the
 `interpreter` fixture adds one (`_wgmma_with_transposed_operands`): read the operand through its
-indexers, then apply the trailing transpose. Separately, the kernels are put through Pallas's
+indexers, then apply the trailing transpose (jax 0.11's interpreter reads transposes itself, and its
+wgmma takes other arguments, so there the fixture leaves it alone). Separately, the kernels are put through Pallas's
 Mosaic GPU lowering with `jax.export(..., platforms=["cuda"])`, which runs on a CPU. On CPU nothing
 is compiled to PTX, run on a GPU or timed.
 """
 
 import functools
+import inspect
 
 import jax
 import jax.numpy as jnp
@@ -104,10 +106,11 @@ def interpreter(monkeypatch):
         "jax._src.pallas.mosaic_gpu.interpret.gpu_callbacks",
         reason="the Mosaic GPU interpreter's gpu_callbacks module is missing",
     )
-    for name in ("wgmma", "_get_shared_memory", "_remove_noop_transforms", "HostAllocationKey"):
-        if not hasattr(callbacks, name):
-            pytest.skip(f"the Mosaic GPU interpreter's gpu_callbacks has no {name} (another JAX version)")
-    monkeypatch.setattr(callbacks, "wgmma", _wgmma_with_transposed_operands(callbacks))
+    if "device_id" in inspect.signature(callbacks.wgmma).parameters:  # jax 0.10's wgmma rule: no transposes
+        for name in ("_get_shared_memory", "_remove_noop_transforms", "HostAllocationKey"):
+            if not hasattr(callbacks, name):
+                pytest.skip(f"the Mosaic GPU interpreter's gpu_callbacks has no {name} (another JAX version)")
+        monkeypatch.setattr(callbacks, "wgmma", _wgmma_with_transposed_operands(callbacks))
     callbacks.reset_gpu_interpret_mode_state()  # a failed earlier run leaves its state behind
     yield params
     callbacks.reset_gpu_interpret_mode_state()
