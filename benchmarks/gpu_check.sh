@@ -5,7 +5,8 @@
 #      kernels included), forward and gradients against the references (tests/kernels/backend.py);
 #   3. benchmarks/spectral_filter.py and 4. benchmarks/linear_attention.py on their kernel shapes,
 #      with every impl that runs on the GPU and the % of the HBM bound;
-#   5. benchmarks/train_step.py: caformer_s18 and poolformer_s12 in bf16 against timm (torch.compile).
+#   5. benchmarks/train_step.py: poolformer_s12, then caformer_s18 (one run each), in bf16 against
+#      timm eager and torch.compile.
 # Each step has its own time limit, so one hang cannot eat the others; a step that fails or times out
 # is recorded with its exit code and the next one runs. Exit status 0 only if every step passed.
 #
