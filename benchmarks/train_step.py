@@ -46,12 +46,14 @@ Record results, with the command, in benchmarks/RESULTS.md.
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import importlib
 import importlib.metadata
 import importlib.util
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -100,7 +102,7 @@ TOTAL_STEPS = 10_000  # the schedule's length; it changes the learning rate, not
 # about twice them.
 PAPER_GMACS = {
     # sail-sg/metaformer README ("MACs" column), 224 px; poolformer_s12: timm's model card
-    # (huggingface.co/timm/poolformer_s12.sail_in1k, "GMACs: 1.8"), as in the PoolFormer paper.
+    # (huggingface.co/timm/poolformer_s12.sail_in1k, "GMACs: 1.8").
     "poolformer_s12": (1.8, 224),
     "poolformerv2_s12": (1.8, 224),
     "poolformerv2_s24": (3.4, 224),
@@ -269,8 +271,7 @@ def tiny_overrides(name: str) -> dict:
 def model_overrides(name: str, size: int, tiny: bool) -> dict:
     """`--tiny`'s depths, and `image_size=size` for the variants built for one size (position embeddings)."""
     overrides = tiny_overrides(name) if tiny else {}
-    spec = model_spec(name)
-    if "image_size" in spec.kwargs:
+    if "image_size" in {field.name for field in dataclasses.fields(model_spec(name).cls)}:
         overrides["image_size"] = size
     return overrides
 
@@ -330,6 +331,7 @@ class TimmSteps:
         if on_gpu and not torch.cuda.is_available():
             raise RuntimeError("torch has no CUDA here, and a CPU baseline would not compare with the GPU")
         self.device = torch.device("cuda" if on_gpu else "cpu")
+        torch.backends.cudnn.benchmark = True  # as timm's train.py sets it
         self.dtype = dtype_name if on_gpu else "float32"
         self.model = timm.create_model(timm_name, pretrained=False, num_classes=NUM_CLASSES)
         if tiny:
@@ -602,10 +604,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.against == "timm":
         absent = [p for p in ("torch", "timm") if importlib.util.find_spec(p) is None]
         if absent:
-            raise UsageError(
-                f"--against timm needs torch and timm, and {' and '.join(absent)} is not installed "
-                "(pip install -e '.[timm]')"
-            )
+            needs = "--against timm needs torch and timm"
+            raise UsageError(f"{needs}; not installed: {', '.join(absent)} (pip install -e '.[timm]')")
     return args
 
 
@@ -615,6 +615,10 @@ def main(argv=None) -> int:
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.against == "timm":
+        # Torch and JAX share the GPU: JAX must not take 75% of its memory up front. Set before JAX's
+        # backend starts (the first jax.devices()); it changes nothing on a CPU.
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     pieces = trainer_pieces()
     device = jax.devices()[0]
     peak_tflops, peak_text = device_peak(args.dtype)
