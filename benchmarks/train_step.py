@@ -30,7 +30,14 @@ torch keeps its default thread count, and runs in whichever memory format (conti
 channels_last, as timm recommends for convnets) was faster in one trial step, which the notes say.
 On a CPU, or on a GPU without torch CUDA, timm runs in float32 whatever `--dtype` is (bf16 autocast
 on CPU is not what PyTorch users train with); on CUDA it runs `--dtype` under `torch.autocast`.
-The ratios are mixtok images/s over timm images/s (> 1: mixtok faster).
+The ratios are mixtok images/s over timm images/s (> 1: mixtok faster). On a GPU, JAX then does
+not preallocate its memory (XLA_PYTHON_CLIENT_PREALLOCATE=false) so torch fits beside it, and torch
+runs with cudnn.benchmark on, as timm's train.py does. On an oversubscribed CPU (more runnable jobs
+than cores) torch's OpenMP threads wait on one another and its eager step can be ten times slower
+than with one thread (seen on the shared 2-core development machine): compare on a quiet machine.
+
+MFU on a GPU in float32 is against the fp32 non-tensor-core peak; XLA may run float32 matmuls on
+tensor cores as TF32, so it can then exceed what that peak suggests.
 
 `--tiny` shrinks each model to one block per stage (its widths, mixers and norms unchanged, and
 timm's model alike) for smoke runs; its FLOPs are then not the paper's.
@@ -38,7 +45,7 @@ timm's model alike) for smoke runs; its FLOPs are then not the paper's.
 Imports: only jax, flax, optax, numpy and mixtok's models, parallel and train-step modules; torch
 and timm only with `--against timm`. Importing `mixtok.train.steps` runs `mixtok/train/__init__.py`,
 which imports the whole trainer (grain via mixtok.data, ml_collections, orbax, tqdm, tensorboardX);
-where those are not installed (a bare GPU image), `trainer_pieces` loads the three modules the step
+where those are not installed (a bare GPU image), `trainer_pieces` loads the four modules the step
 needs without that package init (see its docstring).
 
 Record results, with the command, in benchmarks/RESULTS.md.
