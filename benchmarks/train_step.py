@@ -659,13 +659,14 @@ def main(argv=None) -> int:
     if args.against == "timm":
         import torch
 
-        formats = sorted({r["timm_memory_format"] for r in rows if r["timm_memory_format"]})
+        formats = [f"{r['model']} {r['timm_memory_format']}" for r in rows if r["timm_memory_format"]]
         dtypes = sorted({r["timm_dtype"] for r in rows if r["timm_dtype"]})
         notes.insert(
             0,
             f"timm: steps timed in turns with mixtok's (jax, torch, jax, torch, ...), so shared-machine load "
             f"hits both alike; torch threads {torch.get_num_threads()} (default), dtype {'/'.join(dtypes) or '-'}, "
-            f"memory format {'/'.join(formats) or '-'} (the faster in a trial step); ratio = mixtok img/s / timm img/s",
+            f"memory format (the faster in a trial step): {', '.join(formats) or '-'}; "
+            "ratio = mixtok img/s / timm img/s",
         )
     if pieces[3]:
         notes.append(
