@@ -6,6 +6,7 @@ plain name from the benchmarks folder.
 
 import statistics
 import time
+from collections.abc import Callable, Mapping
 
 import jax
 
@@ -23,6 +24,28 @@ def median_seconds(fn, args, repeats):
         jax.block_until_ready(fn(*args))
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def interleaved_median_seconds(
+    steps: Mapping[str, Callable[[], object]], repeats: int, warmup: int = 1
+) -> dict[str, float]:
+    """Median wall time of each zero-argument `steps[name]()`, the repeats taken in turns (a, b, a, b, ...).
+
+    Each step must block until its work is done (`jax.block_until_ready`, `torch.cuda.synchronize`).
+    Every step first runs once untimed (compilation, lazy initialisation), then `warmup` more times;
+    then the timed runs alternate between the steps, so a load that comes and goes on a shared
+    machine slows them alike.
+    """
+    for step in steps.values():
+        for _ in range(1 + warmup):
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def device_bandwidth_gbs():
