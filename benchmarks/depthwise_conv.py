@@ -4,9 +4,10 @@ r"""Time of `mixtok.layers.depthwise.depthwise_conv2d` per implementation, on de
     python benchmarks/depthwise_conv.py --shapes small --repeats 3                  # a quick CPU run
 
 Prints one row per (shape, kernel, stride, impl): forward and forward+backward time (median of `--repeats`
-runs after compilation and one warm-up, `block_until_ready`; "fwd+bwd" is the forward and the VJP to both
-x and the kernel), their ratios to "xla" (> 1: faster than xla), and the max abs error of the forward and
-of the gradients (dx, dkernel) against "xla". Inputs are N(0, 1) of `--dtype`.
+runs after compilation and one warm-up, `block_until_ready`; "fwd+bwd" returns the forward's output and
+its VJP to both x and the kernel for a given output gradient), their ratios to "xla" (> 1: faster than
+xla), and the max abs error of the forward and of the gradients (dx, dkernel) against "xla". Inputs are
+N(0, 1) of `--dtype`.
 
 Shapes (`--batch` B): ConvFormer-S18's SepConv depthwise 7x7 at 224 px (hidden = 2 * dim: [B, 56, 56, 128],
 [B, 28, 28, 256], [B, 14, 14, 640], [B, 7, 7, 1024]), a 3x3 stride-1 conv (CAS-ViT, TransNeXt) and a 3x3
@@ -52,12 +53,17 @@ def bench_shape(batch, size, channels, kernel_size, stride, dtype, impls, repeat
 
         forward = jax.jit(conv)
         y = forward(x, kernel)
-        train = jax.jit(lambda a, b, dy, conv=conv: jax.vjp(conv, a, b)[1](dy))
+
+        def forward_and_backward(a, b, dy, conv=conv):
+            y, vjp = jax.vjp(conv, a, b)
+            return y, *vjp(dy)
+
+        train = jax.jit(forward_and_backward)
         rows[impl] = dict(
             fwd=median_seconds(forward, (x, kernel), repeats),
             train=median_seconds(train, (x, kernel, dy), repeats),
             y=y.astype(jnp.float32),
-            grads=[g.astype(jnp.float32) for g in train(x, kernel, dy)],
+            grads=[g.astype(jnp.float32) for g in train(x, kernel, dy)[1:]],
         )
     return rows
 

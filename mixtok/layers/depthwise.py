@@ -14,23 +14,40 @@ Implementations (`impl`), each computing the same function:
 - "shifted": the sum above written out as kh * kw strided slices of the zero-padded input, each times one
   kernel tap, which XLA fuses into one elementwise loop. It has its own VJP: the input gradient is the same
   shifted sum over the output gradient (dilated by the stride, padded by kh - 1 - top etc.) with the spatially
-  flipped kernel; the kernel gradient is kh * kw reductions of (input window) * (output gradient), taken one
-  output row at a time in a `lax.fori_loop` so that each row's windows stay in cache. It computes in float32
-  (or wider) whatever the input dtype and rounds the result to it once, as XLA:CPU's convolution does.
-  No forward-mode differentiation (`jax.jvp`) through it: that takes "xla".
+  flipped kernel; the kernel gradient is kh * kw sums of (input window) * (output gradient), taken as one
+  fused variadic reduction (a row loop on maps under 64 positions; `_kernel_grad`). It computes in float32
+  (or wider) whatever the input dtype and rounds the result once, as XLA:CPU's convolution does (bf16
+  forwards agree exactly). No forward-mode differentiation (`jax.jvp`) through it: that takes "xla".
 - "auto": "shifted" on CPU and "xla" on GPU / TPU, whose native (cuDNN / TPU) convolutions are kept until
   measured otherwise. `platform` names the platform a call is lowered for (default: the device of a concrete
   `x`, else `jax.default_backend()`).
 
 Why "shifted" on CPU: XLA:CPU's grouped convolution (and the `batch_group_count` convolution of its kernel
 gradient) takes a slow generic path, the bottleneck of ConvFormer / CAFormer and the other depthwise families
-on CPU. Measured on a shared 2-core CPU (float32, 7x7, stride 1, jit, median of a few runs after compilation;
-the machine was under other load, so read the ratios rather than the times):
+on CPU. Measured on a shared 2-core CPU (AMD EPYC, JAX 0.10.2, float32, jit, median of 3 after compilation;
+other jobs ran beside it, so read the ratios rather than the times), `python benchmarks/depthwise_conv.py`:
 
-    [4, 56, 56, 64]     xla: forward 48 ms, forward + backward 143 ms
-                        shifted: forward 2 ms, forward + backward 20 ms
-                        (shifted with jax's own autodiff of the slices: 114 ms; the kernel gradient as 49
-                        whole-array reductions: 105 ms; as one einsum over a stacked im2col: 264 ms)
+    B x H x W x C    k, stride   xla fwd / fwd+bwd ms   shifted fwd / fwd+bwd ms
+    16x56x56x128     7, 1        321 / 1353             15 / 94
+    16x28x28x256     7, 1        196 / 812              8.1 / 50
+    16x14x14x640     7, 1        99 / 666               5.2 / 29
+    16x7x7x1024      7, 1        92 / 611               6.1 / 26
+    16x28x28x128     3, 1        33 / 91                1.0 / 4.4
+    16x56x56x64      3, 2        17 / 131               1.1 / 6.5
+
+("fwd+bwd": the output and its VJP to x and the kernel.) One case is slower than these, though still faster
+than "xla": when the output gradient is a cheap elementwise function of the conv's own output (a loss
+sum(y ** 2) right on it), XLA:CPU fuses the forward into the kernel-gradient loop and computes it again
+for every tap (29 ms instead of 7 at [4, 56, 56, 64]; "xla" 111 ms). Gradients arriving through a Dense
+layer or a norm, as in the models, are materialised first.
+
+Forms tried and left (same machine, minimum of 5 runs): the forward as a `fori_loop` over kernel rows is
+4-6x slower than the unrolled slices, a row-block `scan` 2-3x, an einsum over a stacked im2col 40-65x (it
+materialises kh * kw copies); the kernel gradient as kh * kw separate whole-array reductions is 10x slower
+than the fused variadic one at [4, 56, 56, 64] (105 vs 8 ms), a per-output-row loop 2-3x (it wins only
+on maps of 49 positions, hence the switch), a batched matmul with diagonal sums 3x. Without the custom
+VJP (jax's own transpose of the slices: pads and adds) fwd+bwd at [4, 56, 56, 64] takes 53 ms, with it 13 ms
+("xla" 118 ms, same run).
 
 `benchmarks/depthwise_conv.py` prints the table for more shapes.
 """
@@ -45,6 +62,7 @@ from jax import lax
 
 IMPLEMENTATIONS = ("auto", "xla", "shifted")
 DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
+ROW_LOOP_MAX_POSITIONS = 64  # "shifted" kernel gradient: a row loop below this many output positions per image
 
 Padding = str | int | Sequence[tuple[int, int]]
 
@@ -208,16 +226,30 @@ def _input_grad(grad: jax.Array, kernel: jax.Array, x_shape, strides, pads) -> j
 def _kernel_grad(x: jax.Array, grad: jax.Array, kernel_shape, strides, pads) -> jax.Array:
     """dL/dkernel[i, j] = sum over batch and output positions of (the input window of tap (i, j)) * grad.
 
-    One variadic `lax.reduce` of the kh * kw products over each image's output positions, which XLA fuses
-    with the slices into one loop (kh * kw separate reductions copy every window out to memory first, 5-8x
-    slower), then a sum over the batch; the per-image partial sums also keep float32 rounding small.
+    XLA:CPU copies every window out to memory before a reduction of it, so kh * kw plain reductions are slow
+    (5-8x); two forms avoid that, each faster on its side of about 64 output positions per image (measured):
+    - maps of at least `ROW_LOOP_MAX_POSITIONS` positions: one variadic `lax.reduce` of the kh * kw products
+      over each image's positions, which XLA fuses with the windows into one loop, then a sum over the batch
+      (the per-image partial sums also keep float32 rounding small);
+    - smaller maps (a 7x7 stage), where that loop's per-output set-up dominates: one output row per
+      `fori_loop` step, its kh input rows in cache for the kh * kw reductions.
     """
     kh, kw = kernel_shape[:2]
     acc_dtype = _accumulation_dtype(jnp.result_type(x, grad))
     xp = _pad_spatial(x.astype(acc_dtype), pads)
     grad = grad.astype(acc_dtype)
-    out_hw = grad.shape[1:3]
-    products = [_window(xp, i, j, out_hw, strides) * grad for i in range(kh) for j in range(kw)]
-    zeros = [jnp.zeros((), acc_dtype)] * len(products)
-    sums = lax.reduce(products, zeros, lambda a, b: tuple(u + v for u, v in zip(a, b, strict=True)), (1, 2))
-    return jnp.sum(jnp.stack(sums), axis=1).reshape(kh, kw, 1, grad.shape[-1])
+    ho, wo, channels = grad.shape[1:]
+    if ho * wo >= ROW_LOOP_MAX_POSITIONS:
+        products = [_window(xp, i, j, (ho, wo), strides) * grad for i in range(kh) for j in range(kw)]
+        zeros = [jnp.zeros((), acc_dtype)] * len(products)
+        sums = lax.reduce(products, zeros, lambda a, b: tuple(u + v for u, v in zip(a, b, strict=True)), (1, 2))
+        return jnp.sum(jnp.stack(sums), axis=1).reshape(kh, kw, 1, channels)
+
+    def row(o, total):
+        rows = lax.dynamic_slice_in_dim(xp, o * strides[0], kh, axis=1)
+        grad_row = lax.dynamic_slice_in_dim(grad, o, 1, axis=1)
+        windows = [_window(rows, i, j, (1, wo), (1, strides[1])) for i in range(kh) for j in range(kw)]
+        return total + jnp.stack([jnp.sum(window * grad_row, axis=(0, 1, 2)) for window in windows])
+
+    total = lax.fori_loop(0, ho, row, jnp.zeros((kh * kw, channels), acc_dtype))
+    return total.reshape(kh, kw, 1, channels)
