@@ -1,9 +1,10 @@
 """The shared core that mixers and models compose: attention, norms, activations, MLPs, heads, scales,
-drop path, initialisers, conv-norm-act, squeeze-excite, stems and patch embeddings."""
+drop path, initialisers, convolutions (depthwise too), conv-norm-act, squeeze-excite, stems and patch embeddings."""
 
 from mixtok.layers.activations import SquaredReLU, StarReLU, get_activation
 from mixtok.layers.attention import MultiHeadAttention, dot_product_attention
-from mixtok.layers.conv import ConvBN, ConvNormAct, batch_norm, conv2d, conv_norm_act, fuse_conv_bn
+from mixtok.layers.conv import Conv2d, ConvBN, ConvNormAct, batch_norm, conv2d, conv_norm_act, fuse_conv_bn
+from mixtok.layers.depthwise import depthwise_conv2d
 from mixtok.layers.drop import DropPath
 from mixtok.layers.heads import ClassifierHead, MlpHead, classifier, global_avg_pool, pooled_classifier
 from mixtok.layers.init import (
@@ -27,6 +28,7 @@ from mixtok.layers.stems import PatchEmbed, conv_stem, patch_embed, resize_pos_e
 
 __all__ = [
     "ClassifierHead",
+    "Conv2d",
     "ConvBN",
     "ConvNormAct",
     "DEFAULT_KERNEL_INIT",
@@ -52,6 +54,7 @@ __all__ = [
     "conv_norm_act",
     "conv_stem",
     "dense_kernel_init",
+    "depthwise_conv2d",
     "dot_product_attention",
     "fan_out_normal_init",
     "fuse_conv_bn",

@@ -5,6 +5,11 @@
     y = conv_norm_act(x, 64, 3, stride=2, use_bias=True, conv_name="proj1", norm_name="norm1", train=train)
     kernel, bias = fuse_conv_bn(conv_kernel, bn_params, bn_stats)         # the same map as one conv
 
+`conv2d` builds a `Conv2d`: flax's `nn.Conv` for NHWC images, with nn.Conv's parameters (names, shapes,
+initialisers, dtype promotion), whose depthwise case (groups = input channels = features) runs
+`mixtok.layers.depthwise.depthwise_conv2d` ("auto": XLA's convolution on GPU / TPU, a faster shifted
+multiply-add form on CPU) and every other case `lax.conv_general_dilated` as nn.Conv does.
+
 Many efficient backbones (LeViT-style `Conv2d_BN`, RepVGG, MobileNet, CAS-ViT, FFNet, LSNet, iFormer's
 stem) are made of these pieces. `conv_norm_act` creates its layers in the scope of the module that calls
 it, under the names it is given, so a family whose official code is a flat `Sequential` of Conv2d and
@@ -31,8 +36,18 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.linen.dtypes import promote_dtype
+from jax import lax
 
 from mixtok.layers.activations import get_activation
+from mixtok.layers.depthwise import (
+    DIMENSION_NUMBERS,
+    IMPLEMENTATIONS,
+    Padding,
+    depthwise_conv2d,
+    explicit_padding,
+    pair,
+)
 from mixtok.layers.init import DEFAULT_KERNEL_INIT
 from mixtok.layers.module import Module
 from mixtok.layers.norms import NORMS, get_norm
@@ -66,6 +81,68 @@ def batch_norm(
     )
 
 
+class Conv2d(Module):
+    """flax's `nn.Conv` for NHWC images (any leading batch axes, as nn.Conv), with the same parameters and maths.
+
+    Parameters as nn.Conv creates them: `kernel` [kh, kw, in / groups, features] then `bias` [features], from
+    `kernel_init` / `bias_init` (nn.Conv's defaults: lecun-normal, zeros) in `param_dtype`; inputs, kernel and
+    bias promoted by `flax.linen.dtypes.promote_dtype` to `dtype`. A depthwise conv (feature_group_count =
+    input channels = features) runs `depthwise_conv2d(impl=depthwise_impl)`; every other one runs
+    `lax.conv_general_dilated` as nn.Conv does. `padding`: "SAME", "VALID", an int for every side or
+    ((top, bottom), (left, right)).
+    """
+
+    features: int
+    kernel_size: int | Sequence[int]
+    strides: int | Sequence[int] = 1
+    padding: Padding = "SAME"
+    feature_group_count: int = 1
+    use_bias: bool = True
+    kernel_init: Callable = nn.initializers.lecun_normal()
+    bias_init: Callable = nn.initializers.zeros_init()
+    precision: Any = None
+    depthwise_impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x):
+        name = type(self).__name__
+        kernel_size = pair(self.kernel_size, f"{name}: kernel_size")
+        strides = pair(self.strides, f"{name}: strides")
+        if self.depthwise_impl not in IMPLEMENTATIONS:
+            raise ValueError(f"{name}: depthwise_impl {self.depthwise_impl!r} is not one of {IMPLEMENTATIONS}.")
+        if x.ndim < 3:
+            raise ValueError(f"{name} takes [..., H, W, C] images; got shape {x.shape}.")
+        in_features, groups = x.shape[-1], self.feature_group_count
+        if groups < 1 or in_features % groups or self.features % groups:
+            raise ValueError(
+                f"{name}: feature_group_count={groups} must divide the input channels ({in_features}) "
+                f"and features ({self.features})."
+            )
+        kernel_shape = (*kernel_size, in_features // groups, self.features)
+        kernel = self.param("kernel", self.kernel_init, kernel_shape, self.param_dtype)
+        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
+        x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
+        batch_shape = x.shape[:-3]
+        x = x.reshape(-1, *x.shape[-3:])  # one batch axis, as nn.Conv flattens them
+        if groups == in_features == self.features:
+            y = depthwise_conv2d(
+                x, kernel, stride=strides, padding=self.padding, impl=self.depthwise_impl, precision=self.precision
+            )
+        else:
+            y = lax.conv_general_dilated(
+                x,
+                kernel,
+                strides,
+                explicit_padding(self.padding, x.shape[1:3], kernel_size, strides),
+                dimension_numbers=DIMENSION_NUMBERS,
+                feature_group_count=groups,
+                precision=self.precision,
+            )
+        if bias is not None:
+            y = y + bias
+        return y.reshape(*batch_shape, *y.shape[1:])
+
+
 def conv2d(
     features: int,
     kernel_size: int,
@@ -79,15 +156,15 @@ def conv2d(
     dtype: Any = None,
     param_dtype: Any = jnp.float32,
     name: str | None = None,
-) -> nn.Conv:
-    """An NHWC conv as PyTorch's Conv2d builds it: padding (k - 1) // 2 per side unless given, `groups`,
+) -> Conv2d:
+    """An NHWC conv (`Conv2d`) as PyTorch's Conv2d builds it: padding (k - 1) // 2 per side unless given, `groups`,
     `kernel_init` (default trunc-normal 0.02) and `bias_init` (default zeros) with logical axes (a grouped
     kernel's input axis, C / groups, is never sharded)."""
     pad = (kernel_size - 1) // 2 if padding is None else padding
     in_axis = None if groups > 1 else "conv_in"
     init = param_with_axes(kernel_init or DEFAULT_KERNEL_INIT, (None, None, in_axis, "conv_out"))
     bias = zeros_with_axes(("conv_out",)) if bias_init is None else param_with_axes(bias_init, ("conv_out",))
-    return nn.Conv(
+    return Conv2d(
         features,
         (kernel_size, kernel_size),
         strides=(stride, stride),

@@ -12,6 +12,7 @@ The inverted-bottleneck layout is MobileNetV2's.
 import flax.linen as nn
 
 from mixtok.layers.activations import get_activation
+from mixtok.layers.conv import Conv2d
 from mixtok.layers.init import conv_kernel_init
 from mixtok.layers.linear import dense
 from mixtok.layers.partitioning import zeros_with_axes
@@ -37,7 +38,7 @@ class SepConv(Mixer):
         x = dense(hidden, ("embed", "mlp"), name="pwconv1", **common)(x)
         x = get_activation(self.activation1, **self.dtype_kwargs, name="act1")(x)
         pad = self.kernel_size // 2
-        x = nn.Conv(
+        x = Conv2d(
             hidden,
             (self.kernel_size, self.kernel_size),
             padding=((pad, pad), (pad, pad)),

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from mixtok.layers.attention import dot_product_attention
+from mixtok.layers.conv import Conv2d
 from mixtok.layers.init import conv_kernel_init
 from mixtok.layers.linear import dense
 from mixtok.layers.module import Module
@@ -43,7 +44,7 @@ def _gelu(x):
 
 def _depthwise_conv3x3(x, name, dtype, param_dtype):
     channels = x.shape[-1]
-    return nn.Conv(
+    return Conv2d(
         channels,
         (3, 3),
         padding=((1, 1), (1, 1)),

@@ -48,6 +48,7 @@ import flax.linen as nn
 import jax
 
 from mixtok.layers.attention import dot_product_attention
+from mixtok.layers.conv import Conv2d
 from mixtok.layers.init import conv_kernel_init, dense_kernel_init
 from mixtok.layers.linear import dense
 from mixtok.layers.norms import LayerNorm
@@ -108,7 +109,7 @@ class StripSelfAttention(Mixer):
 
         reduced = x
         if r > 1:
-            reduced = nn.Conv(
+            reduced = Conv2d(
                 channels,
                 (r, r),
                 strides=(r, r),
@@ -147,7 +148,7 @@ class LocalInteractionModule(Mixer):
         common = self.dtype_kwargs
         pad = self.kernel_size // 2
         x = dense(self.dim, ("embed", "mlp"), name="pw1", **common)(x)
-        x = nn.Conv(
+        x = Conv2d(
             self.dim,
             (self.kernel_size,) * 2,
             padding=((pad, pad), (pad, pad)),

@@ -50,6 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mixtok.layers.attention import dot_product_attention, softmax_weights
+from mixtok.layers.conv import Conv2d
 from mixtok.layers.init import DEFAULT_KERNEL_INIT, dense_kernel_init
 from mixtok.layers.linear import dense
 from mixtok.layers.norms import LayerNorm
@@ -336,7 +337,7 @@ class ConvGLU(Mixer):
             axis=-1,
         )
         fan_out = 3 * 3 * hidden // hidden  # the official conv init: normal(0, sqrt(2 / fan_out)), fan_out / groups
-        x = nn.Conv(
+        x = Conv2d(
             hidden,
             (3, 3),
             padding=1,

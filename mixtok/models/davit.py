@@ -47,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mixtok import mixers as mixer_registry
+from mixtok.layers.conv import Conv2d
 from mixtok.layers.drop import DropPath
 from mixtok.layers.heads import ClassifierHead
 from mixtok.layers.init import conv_axes, torch_conv_init
@@ -71,8 +72,8 @@ def _conv(
     name: str,
     dtype: Any,
     param_dtype: Any,
-) -> nn.Conv:
-    return nn.Conv(
+) -> Conv2d:
+    return Conv2d(
         features,
         (kernel, kernel),
         strides=(stride, stride),
