@@ -87,7 +87,7 @@ class Conv2d(Module):
     Parameters as nn.Conv creates them: `kernel` [kh, kw, in / groups, features] then `bias` [features], from
     `kernel_init` / `bias_init` (nn.Conv's defaults: lecun-normal, zeros) in `param_dtype`; inputs, kernel and
     bias promoted by `flax.linen.dtypes.promote_dtype` to `dtype`. A depthwise conv (feature_group_count =
-    input channels = features) runs `depthwise_conv2d(impl=depthwise_impl)`; every other one runs
+    input channels; features a multiple of them) runs `depthwise_conv2d(impl=depthwise_impl)`; every other one runs
     `lax.conv_general_dilated` as nn.Conv does. `padding`: "SAME", "VALID", an int for every side or
     ((top, bottom), (left, right)).
     """
@@ -124,7 +124,7 @@ class Conv2d(Module):
         x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
         batch_shape = x.shape[:-3]
         x = x.reshape(-1, *x.shape[-3:])  # one batch axis, as nn.Conv flattens them
-        if groups == in_features == self.features:
+        if groups == in_features:  # depthwise, with a channel multiplier if features = m * in_features
             y = depthwise_conv2d(
                 x, kernel, stride=strides, padding=self.padding, impl=self.depthwise_impl, precision=self.precision
             )

@@ -77,16 +77,21 @@ def depthwise_conv2d(
     precision: Any = None,
     platform: str | None = None,
 ) -> jax.Array:
-    """Depthwise conv of NHWC `x` with a [kh, kw, 1, C] `kernel` by the implementation `impl` names.
+    """Depthwise conv of NHWC `x` with a [kh, kw, 1, C * m] `kernel` by the implementation `impl` names.
+
+    A channel multiplier m > 1 (C * m outputs, output channel o from input channel o // m: the grouped
+    conv with C groups and C * m features, FFNet's downsampling) repeats each input channel m times for
+    "shifted"; "xla" runs the grouped conv as it is.
 
     x and kernel are promoted to one dtype (jnp's rules), the result's. `precision` goes to the "xla"
     implementation (nn.Conv's `precision`); "shifted" computes in float32 or wider.
     """
     if impl not in IMPLEMENTATIONS:
         raise ValueError(f"depthwise_conv2d: impl {impl!r} is not one of {IMPLEMENTATIONS}.")
-    if x.ndim != 4 or kernel.ndim != 4 or kernel.shape[2] != 1 or kernel.shape[3] != x.shape[3]:
+    if x.ndim != 4 or kernel.ndim != 4 or kernel.shape[2] != 1 or kernel.shape[3] % x.shape[3]:
         raise ValueError(
-            f"depthwise_conv2d takes x [B, H, W, C] and kernel [kh, kw, 1, C]; got x {x.shape}, kernel {kernel.shape}."
+            f"depthwise_conv2d takes x [B, H, W, C] and kernel [kh, kw, 1, C * m]; got x {x.shape}, "
+            f"kernel {kernel.shape}."
         )
     strides = pair(stride, "stride")
     pads = explicit_padding(padding, x.shape[1:3], kernel.shape[:2], strides)
@@ -110,6 +115,9 @@ def depthwise_conv2d(
             feature_group_count=x.shape[-1],
             precision=precision,
         )
+    multiplier = kernel.shape[3] // x.shape[3]
+    if multiplier > 1:  # output channel o reads input channel o // m, as in the grouped conv
+        x = jnp.repeat(x, multiplier, axis=-1)
     return _shifted(x, kernel, strides, pads)
 
 

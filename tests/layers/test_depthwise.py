@@ -89,6 +89,17 @@ def test_depthwise_conv2d_paddings_even_kernels_and_strides(impl, kernel_size, s
         _check(impl, x, kernel, stride, padding, atol=1e-5)
 
 
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("kernel_size,stride", [(3, 2), (7, 2), (7, 1)])
+def test_depthwise_conv2d_with_a_channel_multiplier_is_the_grouped_conv(impl, kernel_size, stride):
+    # FFNet's downsampling: C groups, 2C outputs; output channel o reads input channel o // 2.
+    rng = np.random.default_rng(kernel_size)
+    x = jnp.asarray(rng.normal(size=(2, 9, 8, CHANNELS)), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(kernel_size, kernel_size, 1, 2 * CHANNELS)) / kernel_size, jnp.float32)
+    pad = kernel_size // 2
+    _check(impl, x, kernel, stride, ((pad, pad), (pad, pad)), atol=1e-5)
+
+
 @pytest.mark.parametrize("kernel_size,stride", [(3, 1), (7, 1), (3, 2), (9, 2)])
 def test_depthwise_conv2d_bf16_matches_within_bf16_tolerance(kernel_size, stride):
     pad = kernel_size // 2
@@ -118,7 +129,7 @@ def test_depthwise_conv2d_rejects_bad_arguments_in_one_line():
         ValueError, match=r"^depthwise_conv2d: impl 'fast' is not one of \('auto', 'xla', 'shifted'\)\.$"
     ):
         depthwise_conv2d(x, kernel, impl="fast")
-    with pytest.raises(ValueError, match=r"kernel \[kh, kw, 1, C\]; got x \(1, 6, 6, 6\), kernel \(3, 3, 2, 6\)"):
+    with pytest.raises(ValueError, match=r"kernel \[kh, kw, 1, C \* m\]; got x \(1, 6, 6, 6\), kernel \(3, 3, 2, 6\)"):
         depthwise_conv2d(x, jnp.zeros((3, 3, 2, CHANNELS)))
     with pytest.raises(ValueError, match=r"^padding 'CIRCULAR' is not 'SAME', 'VALID'"):
         depthwise_conv2d(x, kernel, padding="CIRCULAR")
@@ -148,7 +159,7 @@ CONV_CASES = {
     "depthwise SAME": (8, 5, dict(feature_group_count=8)),
     "dense 3x3": (5, 3, dict(padding=1)),
     "grouped (2 groups)": (6, 3, dict(padding=((1, 1), (0, 2)), feature_group_count=2)),
-    "channel multiplier (not depthwise)": (16, 3, dict(padding=1, feature_group_count=8)),
+    "depthwise, channel multiplier 2": (16, 3, dict(padding=1, feature_group_count=8)),
     "bf16 compute": (8, 3, dict(padding=1, feature_group_count=8, dtype=jnp.bfloat16)),
     "bf16 params": (8, 3, dict(padding=1, feature_group_count=8, param_dtype=jnp.bfloat16)),
 }
