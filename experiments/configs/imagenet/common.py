@@ -276,3 +276,80 @@ def perceptual_network(arg: ConfigDict) -> dict:
         perceptual_network=arg.perceptual_network or "small_feature_net",
         perceptual_weights=arg.perceptual_weights or None,
     )
+
+
+def one_d_tokenizer(
+    arg: ConfigDict, model: str, *, official_batch: int, prefix_eval_tokens: tuple[int, ...] = ()
+) -> ConfigDict:
+    """The 1D tokenizers' single-stage recipe (this docstring, "1D tokenizers") for the registered `model`.
+
+    `arg` from `parse_arg` (batch, steps, perceptual network); the learning rates are the official ones
+    at `official_batch`, scaled linearly to the run's batch. `prefix_eval_tokens` (One-D-Piece's tail
+    token drop) also reports PSNR decoded from that many first tokens ([1, 4] under runlocal).
+    """
+    config = tokenizer_loop(arg)  # eval and checkpoint every 10,000 steps
+    # Official: shorter side to 256, random crop 256; mixtok's nearest: a square random-resized crop of
+    # 60-100% of the area, resized to 256. Tokenizers see pixels in [-1, 1].
+    config.data = imagenet_data(
+        arg,
+        image_size=256,
+        crop_pct=1.0,
+        crop_scale=(0.6, 1.0),
+        crop_ratio=(1.0, 1.0),
+        mean=HALF,
+        std=HALF,
+        runlocal_data=RUNLOCAL_PHOTOS,
+    )
+
+    config.model = ConfigDict(dict(name=model, dtype=compute_dtype(arg)))
+    config.model.kwargs = ConfigDict(RUNLOCAL_TOKENIZER if arg.runlocal else {})
+
+    # Stage 1: 10k warm-up steps. Stage 2: the discriminator warms up 5k steps, its loss counts from 20k.
+    warmup, disc_warmup, gan_start = (1, 1, 2) if arg.runlocal else (10_000, 5_000, 20_000)
+    check_steps_cover(arg, warmup=warmup, gan_start=gan_start)
+    scale = config.batch_size / official_batch  # the official learning rates at their batch, scaled linearly
+    config.optimizer = ConfigDict(
+        dict(
+            name="adamw",
+            lr=1e-4 * scale,
+            min_lr=1e-5 * scale,
+            warmup_steps=warmup,  # then cosine to min_lr
+            weight_decay=1e-4,
+            b1=0.9,
+            b2=0.99,
+            eps=1e-8,
+            grad_clip=1.0,
+        )
+    )
+    config.discriminator_optimizer = ConfigDict(
+        dict(
+            name="adamw",
+            lr=1e-4 * scale,
+            min_lr=1e-5 * scale,
+            warmup_steps=disc_warmup,
+            weight_decay=1e-4,
+            b1=0.9,
+            b2=0.999,
+            eps=1e-8,
+            grad_clip=1.0,
+        )
+    )
+    config.loss = ConfigDict(
+        dict(
+            reconstruction="l2",
+            reconstruction_weight=1.0,
+            quantizer_weight=1.0,
+            # TiTok's ConvNeXt-S perceptual loss (0.1) needs weights mixtok cannot download: off unless given.
+            perceptual_weight=0.1 if arg.perceptual_network else 0.0,
+            **perceptual_network(arg),
+            gan_weight=0.01,
+            gan_start_step=gan_start,
+            gan_loss="hinge",
+            discriminator="titok",
+            lecam_weight=0.001,
+            lecam_decay=0.999,
+        )
+    )
+    if prefix_eval_tokens:
+        config.eval_num_tokens = [1, 4] if arg.runlocal else list(prefix_eval_tokens)
+    return config
