@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from mixtok import host_memory
 from mixtok.models import count_params, create_model
 
 
@@ -94,6 +95,7 @@ def main():
     parser.add_argument("--no-timm", action="store_true", help="skip the timm (PyTorch) baseline")
     args = parser.parse_args()
 
+    host_memory.retain()  # before JAX's backend starts (mixtok/host_memory.py)
     device = jax.devices()[0]
     print(
         f"device: {device.device_kind} ({device.platform}) x{jax.device_count()}, {_cpu_name()}"

@@ -75,6 +75,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from timing import interleaved_median_seconds  # noqa: E402
 
+from mixtok import host_memory  # noqa: E402
 from mixtok.models import count_params, create_model, list_models, model_spec  # noqa: E402
 from mixtok.parallel import batch_sharding, create_mesh, rules_from_config  # noqa: E402
 from mixtok.registry import unknown_name_error  # noqa: E402
@@ -626,6 +627,8 @@ def main(argv=None) -> int:
         # Torch and JAX share the GPU: JAX must not take 75% of its memory up front. Set before JAX's
         # backend starts (the first jax.devices()); it changes nothing on a CPU.
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    # Before JAX's backend starts: keeps XLA:CPU's per-step temporaries mapped (mixtok/host_memory.py).
+    retained = host_memory.retain()
     pieces = trainer_pieces()
     device = jax.devices()[0]
     peak_tflops, peak_text = device_peak(args.dtype)
@@ -654,7 +657,7 @@ def main(argv=None) -> int:
         f"device: {where}, 1 of {jax.device_count()} | {versions} | "
         f"{datetime.datetime.now().astimezone().isoformat(timespec='seconds')} | batch {args.batch}, "
         f"{args.size} px, {args.dtype} | median of {args.repeats} steps after 1 + {args.warmup} warm-up | "
-        f"peak: {peak_text}"
+        f"peak: {peak_text} | host memory retained: {'yes' if retained else 'no'}"
     )
     if args.against == "timm":
         import torch

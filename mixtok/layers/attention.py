@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mixtok.layers.init import dense_kernel_init
-from mixtok.layers.linear import dense
+from mixtok.layers.linear import Dense, dense
 from mixtok.layers.module import Module, check_channels
 from mixtok.layers.partitioning import zeros_with_axes
 
@@ -356,7 +356,7 @@ class MultiHeadAttention(Module):
         """[..., L, C] -> q, k, v [..., L, heads, head_dim] through the fused projection QKV_NAME."""
         check_channels(self, tokens)
         heads, width = self.heads()
-        qkv = nn.Dense(
+        qkv = Dense(
             3 * heads * width,
             use_bias=self.qkv_bias,
             **self.dtype_kwargs,

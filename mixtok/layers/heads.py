@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from mixtok.layers.init import dense_kernel_init
-from mixtok.layers.linear import dense
+from mixtok.layers.linear import Dense, dense
 from mixtok.layers.module import Module
 from mixtok.layers.norms import LayerNorm
 from mixtok.layers.partitioning import zeros_with_axes
@@ -50,13 +50,13 @@ def classifier(
     kernel_init: Callable | None = None,
     dtype: Any = None,
     param_dtype: Any = jnp.float32,
-) -> nn.Dense:
+) -> Dense:
     """The final Linear (features -> classes): trunc-normal 0.02 kernel (timm's) unless `kernel_init`, zero bias.
 
     The class axis is never sharded (a class count rarely divides a mesh axis).
     """
     init = kernel_init or dense_kernel_init((in_axis, None))
-    return nn.Dense(
+    return Dense(
         num_classes,
         kernel_init=init,
         bias_init=zeros_with_axes((None,)),

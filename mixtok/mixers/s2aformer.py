@@ -50,7 +50,7 @@ import jax
 from mixtok.layers.attention import dot_product_attention
 from mixtok.layers.conv import Conv2d
 from mixtok.layers.init import conv_kernel_init, dense_kernel_init
-from mixtok.layers.linear import dense
+from mixtok.layers.linear import Dense, dense
 from mixtok.layers.norms import LayerNorm
 from mixtok.layers.partitioning import zeros_with_axes
 from mixtok.mixers.base import Mixer
@@ -98,7 +98,7 @@ class StripSelfAttention(Mixer):
         common = self.dtype_kwargs
 
         def dense(features, name, use_bias, axes):
-            return nn.Dense(
+            return Dense(
                 features,
                 use_bias=use_bias,
                 kernel_init=dense_kernel_init(axes),

@@ -52,7 +52,7 @@ import numpy as np
 from mixtok.layers.attention import dot_product_attention, softmax_weights
 from mixtok.layers.conv import Conv2d
 from mixtok.layers.init import DEFAULT_KERNEL_INIT, dense_kernel_init
-from mixtok.layers.linear import dense
+from mixtok.layers.linear import Dense, dense
 from mixtok.layers.norms import LayerNorm
 from mixtok.layers.partitioning import param_with_axes, zeros_with_axes
 from mixtok.mixers.base import Mixer
@@ -160,12 +160,12 @@ class _TransNeXtAttention(Mixer):
         """[heads, Nq, Nk] continuous relative position bias from the official two-layer CPB MLP."""
         common = dict(**self.dtype_kwargs, bias_init=zeros_with_axes(("mlp",)))
         hidden = nn.relu(
-            nn.Dense(CPB_HIDDEN, kernel_init=dense_kernel_init((None, "mlp")), name="cpb_fc1", **common)(
+            Dense(CPB_HIDDEN, kernel_init=dense_kernel_init((None, "mlp")), name="cpb_fc1", **common)(
                 jnp.asarray(table)
             )
         )
         common["bias_init"] = zeros_with_axes(("heads",))
-        per_entry = nn.Dense(heads, kernel_init=dense_kernel_init(("mlp", "heads")), name="cpb_fc2", **common)(hidden)
+        per_entry = Dense(heads, kernel_init=dense_kernel_init(("mlp", "heads")), name="cpb_fc2", **common)(hidden)
         return per_entry.T[:, index].reshape(heads, query_len, key_len)
 
 
@@ -226,7 +226,7 @@ class AggregatedAttention(_TransNeXtAttention):
         # `sr` is the official 1x1 Conv2d, initialised as its convs are: normal(0, sqrt(2 / fan_out)), fan_out = C.
         sr_init = param_with_axes(jax.nn.initializers.normal(float(np.sqrt(2.0 / channels))), ("embed", "heads"))
         reduced = nn.gelu(
-            nn.Dense(channels, kernel_init=sr_init, bias_init=zeros_with_axes(("heads",)), name="sr", **common)(x),
+            Dense(channels, kernel_init=sr_init, bias_init=zeros_with_axes(("heads",)), name="sr", **common)(x),
             approximate=False,
         )
         reduced = jnp.einsum(

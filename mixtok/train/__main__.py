@@ -8,6 +8,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from mixtok import host_memory
 from mixtok.train.trainer import NonFiniteLossError, train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -77,6 +78,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     logging.getLogger().setLevel(logging.INFO)
+    host_memory.retain()  # before JAX's backend starts; MIXTOK_RETAIN_HOST_MEMORY=0 turns it off
     if _DISTRIBUTED.value:
         initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     # Orbax and grain log every checkpoint step at INFO through absl; keep the progress bar readable.
