@@ -8,12 +8,20 @@
   bias=False)`, timm `GroupNorm1NoBias`, eps 1e-6).
 
 Variance is the two-pass E[(x - mean)^2], as PyTorch computes it, so converted weights agree to
-float32 precision.
+float32 precision. The normalisation has its own VJP, the closed form PyTorch's native layer-norm
+backward also uses: with y = (x - mean) * rstd and g the gradient at y,
+dx = rstd * (g - mean(g) - y * mean(g * y)), means over the normalised axes. Left to autodiff, the
+two-pass statistics backpropagate through four reductions and their broadcasts, which XLA:CPU runs as
+separate passes (with materialised broadcasts) over every activation map; the closed form is two
+reductions and one elementwise pass. Measured: ConvFormer-S18's CPU train step at batch 8 3.5% faster
+(`benchmarks/train_step.py`, 2-core AMD EPYC, JAX 0.10.2, same-process A/B).
 """
 
+import functools
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from mixtok.layers.module import Module
@@ -22,11 +30,36 @@ from mixtok.registry import unknown_name_error
 
 
 def _normalize(x, axes, eps):
-    x32 = x.astype(jnp.float32)
-    mean = jnp.mean(x32, axis=axes, keepdims=True)
-    centered = x32 - mean
+    """(x - mean) / sqrt(var + eps) over `axes`, in float32, with the closed-form VJP (module docstring)."""
+    return _normalized(x.astype(jnp.float32), tuple(axes), eps)
+
+
+def _normalized_forward(x, axes, eps):
+    mean = jnp.mean(x, axis=axes, keepdims=True)
+    centered = x - mean
     var = jnp.mean(jnp.square(centered), axis=axes, keepdims=True)
-    return centered * (1.0 / jnp.sqrt(var + eps))
+    rstd = 1.0 / jnp.sqrt(var + eps)
+    return centered * rstd, rstd
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _normalized(x, axes, eps):
+    return _normalized_forward(x, axes, eps)[0]
+
+
+def _normalized_fwd(x, axes, eps):
+    y, rstd = _normalized_forward(x, axes, eps)
+    return y, (y, rstd)
+
+
+def _normalized_bwd(axes, eps, residuals, grad):
+    y, rstd = residuals
+    mean_grad = jnp.mean(grad, axis=axes, keepdims=True)
+    mean_grad_y = jnp.mean(grad * y, axis=axes, keepdims=True)
+    return (rstd * (grad - mean_grad - y * mean_grad_y),)
+
+
+_normalized.defvjp(_normalized_fwd, _normalized_bwd)
 
 
 class _ChannelAffineNorm(Module):

@@ -59,6 +59,33 @@ def test_groupnorm1_normalises_over_height_width_and_channels_with_per_channel_a
     np.testing.assert_allclose(out, (x - mean) / np.sqrt(var + 1e-5) * scale + bias, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("kind, axes", [("layernorm", (-1,)), ("groupnorm1", (1, 2, 3))])
+def test_norm_gradients_equal_autodiff_of_the_two_pass_formula(kind, axes):
+    """The closed-form VJP against jax's own differentiation of the same formula, in float64 numpy terms."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(1.5, 2.0, (2, 5, 7, 12)).astype(np.float32)
+    cotangent = rng.normal(size=x.shape).astype(np.float32)
+    module = get_norm(kind, epsilon=1e-5)
+    variables = module.init(jax.random.PRNGKey(0), x)
+    variables = jax.tree.map(lambda p: p + jnp.asarray(rng.normal(size=p.shape), p.dtype) * 0.3, variables)
+
+    def reference(variables, x):
+        params = _unboxed(variables)["params"]
+        mean = jnp.mean(x, axis=axes, keepdims=True)
+        var = jnp.mean(jnp.square(x - mean), axis=axes, keepdims=True)
+        return (x - mean) / jnp.sqrt(var + 1e-5) * params["scale"] + params["bias"]
+
+    def vjp(f):
+        with jax.enable_x64():
+            args = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), (variables, x))
+            return jax.vjp(f, *args)[1](jnp.asarray(cotangent, jnp.float64))
+
+    want = vjp(reference)
+    got = jax.vjp(module.apply, variables, x)[1](jnp.asarray(cotangent))
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=2e-5)
+
+
 def test_norms_compute_in_float32_for_bfloat16_inputs():
     x = (np.random.default_rng(2).normal(size=(2, 4, 4, 16)) * 100 + 1000).astype(np.float32)
     module = LayerNorm(epsilon=1e-6, use_bias=False)
