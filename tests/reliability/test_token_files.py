@@ -1,11 +1,34 @@
-"""Issue 13 ("Nothing lost, nothing silent"), token files: written files get the umask's permissions."""
+"""Issue 13 ("Nothing lost, nothing silent"), token files: `decode_indices` raises ValueError for ids outside
+the codebook unless traced (and still jits); written files get the umask's permissions."""
 
 import os
 import stat
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from mixtok.files import current_umask, write_atomically
+
+
+def test_vqgan_decode_indices_checks_ids():
+    from mixtok.tokenizers.vqgan import VQGAN
+
+    model = VQGAN(
+        image_size=8, filters=8, channel_multipliers=(1, 1), num_res_blocks=0, norm_groups=4,
+        quantizer={"name": "vq", "codebook_size": 16, "code_dim": 4},
+    )  # fmt: skip
+    indices = jnp.zeros((1, 4, 4), jnp.int32)
+    variables = model.init(jax.random.PRNGKey(0), indices, method="decode_indices")
+    np.testing.assert_array_equal(
+        np.asarray(jax.jit(lambda i: model.apply(variables, i, method="decode_indices"))(indices)),
+        np.asarray(model.apply(variables, indices, method="decode_indices")),
+    )
+    with pytest.raises(ValueError, match=r"VQGAN.decode_indices: 1 of 16 token ids .*\[0, 2, 1\].*valid ids are 0..15"):
+        model.apply(variables, indices.at[0, 2, 1].set(16), method="decode_indices")
+    with pytest.raises(ValueError, match="float16 values"):
+        model.apply(variables, indices.astype(jnp.float16), method="decode_indices")
 
 
 @pytest.fixture
