@@ -12,14 +12,31 @@ tokens.npz holds `tokens` ([N, K] int32 for 1D tokenizers, [N, h, w] for 2D ones
 a continuous bottleneck), the image file names, and the run that wrote them: the tokenizer name and
 arguments, the checkpoint step and a SHA-256 of the tokenizer's weights. `decode` refuses tokens
 from another tokenizer or checkpoint. `--num-tokens k` decodes from the first k tokens only, for the
-tokenizers with prefix decoding (One-D-Piece, FlexTok-style). Neither command overwrites a file:
-an existing output is an error.
+tokenizers with prefix decoding (One-D-Piece, FlexTok-style); a file may also hold a prefix of the
+tokens of such a tokenizer.
+
+`decode` checks the tokens before decoding anything: integer ids (float codes only for a continuous
+bottleneck) in 0..codebook size - 1, in the shape the tokenizer encodes. A decode under jit cannot look
+at the values (an id outside the codebook would decode to some other code, or NaN, without a word), so
+the checks run here, on the file's arrays.
+
+Outputs: neither command overwrites a file: an existing output is an error and nothing is written
+(`decode --out` may be an existing folder: the PNGs must not exist in it). Files are written whole or
+not at all, with the permissions a plain open() gives (0o666 less the umask).
+
+Exit status: 0 when everything was written; 2 for a bad argument, input or output (a missing or
+unreadable file, a file that is not a mixtok token file, tokens from another tokenizer, ids outside
+the codebook, an output that exists or cannot be written), with one line on stderr
+"mixtok.tokenize: error: ..." that says what is wrong and what would be valid (argparse's usage
+errors are 2 as well).
 """
 
 import argparse
 import hashlib
 import json
+import os
 import sys
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +46,11 @@ import numpy as np
 from mixtok.files import write_atomically
 
 FORMAT_VERSION = 1
+TOKEN_FILE_KEYS = ("tokens", "files", "header")
+TOKEN_FILE = (
+    "a mixtok token file (written by `python -m mixtok.tokenize encode`) is a .npz holding the arrays "
+    "tokens (integer ids), files (the image names) and header (JSON text naming the tokenizer)"
+)
 
 
 class TokenizeError(ValueError):
@@ -74,7 +96,56 @@ class TokenizerRun:
             "step": self.step,
             "weights_sha256": weights_digest(self.variables["params"]),
         }
+        # Entries of the quantizer's codebook (None: a continuous bottleneck, whose tokens are float codes).
+        self.codebook_size = getattr(self.model.bind(self.variables).quantize, "codebook_size", None)
+        self._token_shape = None
         self._compile()
+
+    @property
+    def token_shape(self) -> tuple[int, ...]:
+        """The shape of one image's tokens, as `encode` writes them: (K,), (h, w), (K, depth), (K, code_dim)."""
+        if self._token_shape is None:
+            import jax
+
+            images = jax.ShapeDtypeStruct((1, self.image_size, self.image_size, 3), np.float32)
+            out = jax.eval_shape(self._encode, self.variables, images)
+            self._token_shape = tuple((out.indices if out.indices is not None else out.quantized).shape[1:])
+        return self._token_shape
+
+    def token_problem(self, tokens: np.ndarray) -> str | None:
+        """None if `decode` can take `tokens`; else what is wrong with them and what would be valid.
+
+        The tokenizer's jitted decode cannot look at the values, so this is where ids outside the
+        codebook are caught."""
+        from mixtok.tokenizers.base import out_of_range_tokens
+
+        continuous = self.codebook_size is None
+        if continuous and not np.issubdtype(tokens.dtype, np.floating):
+            return (
+                f"the tokens are {tokens.dtype} values; this tokenizer has a continuous bottleneck: its token "
+                "files hold float32 codes"
+            )
+        if not continuous and not np.issubdtype(tokens.dtype, np.integer):
+            return (
+                f"the tokens are {tokens.dtype} values, not token ids: token files hold integer ids (int32), "
+                f"here 0..{self.codebook_size - 1} for this tokenizer's {self.codebook_size:,} codes"
+            )
+        expected = self.token_shape
+        shape = tuple(tokens.shape[1:])
+        prefix = getattr(self.model, "PREFIX_DECODING", False) and len(expected) >= 1
+        if shape != expected and not (
+            prefix and len(shape) == len(expected) and shape[1:] == expected[1:] and 1 <= shape[0] <= expected[0]
+        ):
+            what = f"[N, {', '.join(map(str, expected))}]"
+            if prefix:
+                what += f" (or a prefix of 1..{expected[0]} tokens: [N, k{''.join(f', {d}' for d in expected[1:])}])"
+            return f"the tokens have shape {list(tokens.shape)}; this tokenizer's are {what}"
+        if continuous:
+            if not np.isfinite(tokens).all():
+                bad = np.size(tokens) - np.count_nonzero(np.isfinite(tokens))
+                return f"{bad} of the {np.size(tokens)} float codes are not finite (NaN or inf)"
+            return None
+        return out_of_range_tokens(tokens, self.codebook_size)
 
     # ------------------------------------------------------------------------------------------ tokens
 
@@ -85,7 +156,11 @@ class TokenizerRun:
         return np.asarray(out.indices if out.indices is not None else out.quantized)
 
     def decode(self, tokens: np.ndarray, num_tokens: int | None = None) -> np.ndarray:
-        """tokens -> uint8 [N, S, S, 3]."""
+        """tokens -> uint8 [N, S, S, 3]; a TokenizeError for tokens this tokenizer cannot decode (`token_problem`)."""
+        tokens = np.asarray(tokens)
+        problem = self.token_problem(tokens)
+        if problem is not None:
+            raise TokenizeError(f"the tokens: {problem}.")
         method = "decode_indices" if np.issubdtype(tokens.dtype, np.integer) else "decode"
         images = self._decode(self.variables, tokens, method, num_tokens)
         pixels = np.asarray(images, np.float32) * self.std + self.mean
@@ -148,13 +223,31 @@ def _refuse_existing(path: Path, what: str) -> None:
         raise TokenizeError(f"{what} {str(path)!r} already exists; choose another path (nothing was overwritten).")
 
 
+def _check_folder_can_be(folder: Path, flag: str) -> None:
+    """A TokenizeError unless `folder` is, or can be made, a folder: no file on its path."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        where = "is a file" if existing == folder else f"cannot be made: {str(existing)!r} is a file"
+        raise TokenizeError(f"{flag}: the folder {str(folder)!r} {where}, not a folder; choose another path.")
+
+
+def _cannot_write(flag: str, path: Path, error: OSError, written: str = "") -> TokenizeError:
+    reason = error.strerror or str(error)
+    return TokenizeError(f"{flag}: cannot write {str(path)!r}: {reason}.{written}")
+
+
 def encode_command(
     workdir: str, image_paths: Sequence[str], out: str, step: int | None = None, batch_size: int = 32
 ) -> Path:
     out_path = Path(out)
+    if out_path.is_dir():
+        raise TokenizeError(f"--out {out!r} is a folder; encode writes one .npz file: name a new file ending in .npz.")
     if out_path.suffix != ".npz":
         raise TokenizeError(f"--out {out!r} must end in .npz.")
     _refuse_existing(out_path, "--out")
+    _check_folder_can_be(out_path.parent, "--out")
     run = TokenizerRun(workdir, step)
     images = read_images(image_paths, run.image_size)
     tokens = np.concatenate([run.encode(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
@@ -173,27 +266,68 @@ def encode_command(
                 header=np.asarray(json.dumps(header, sort_keys=True)),
             )
 
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(out_path, write)
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(out_path, write)
+    except FileExistsError as error:  # it appeared while we encoded
+        raise TokenizeError(f"--out: {error}") from None
+    except OSError as error:
+        raise _cannot_write("--out", out_path, error, " Nothing was written.") from None
     return out_path
 
 
 def read_tokens(path: str) -> dict[str, Any]:
+    """The arrays of a token file `encode` wrote; a TokenizeError (one line) for anything else."""
+    where = f"--tokens {path!r}"
+    if os.path.isdir(path):
+        raise TokenizeError(f"{where} is a folder; {TOKEN_FILE}.")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if not {"tokens", "files", "header"} <= set(data.files):
-                raise TokenizeError(f"{path}: not a mixtok tokens file (it lacks tokens / files / header arrays).")
-            return {
-                "tokens": data["tokens"],
-                "files": [str(f) for f in data["files"]],
-                "header": json.loads(str(data["header"])),
-            }
+        data = np.load(path, allow_pickle=False)
     except FileNotFoundError:
-        raise TokenizeError(f"--tokens {path!r}: no such file.") from None
-    except (OSError, ValueError) as error:
-        if isinstance(error, TokenizeError):
-            raise
-        raise TokenizeError(f"--tokens {path!r} is not a readable .npz file: {error}") from None
+        raise TokenizeError(f"{where}: no such file.") from None
+    except OSError as error:
+        raise TokenizeError(f"{where} cannot be read: {error.strerror or error}.") from None
+    except (ValueError, EOFError, zipfile.BadZipFile):  # numpy's "pickled data" for any non-.npy/.npz file
+        raise TokenizeError(f"{where} is not a mixtok token file (not a .npz archive); {TOKEN_FILE}.") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise TokenizeError(
+            f"{where} is not a mixtok token file (a single .npy array of shape {list(data.shape)}, not a .npz "
+            f"archive); {TOKEN_FILE}."
+        )
+    with data:
+        missing = [key for key in TOKEN_FILE_KEYS if key not in data.files]
+        if missing:
+            held = ", ".join(sorted(data.files)) or "no arrays"
+            raise TokenizeError(
+                f"{where} is not a mixtok token file: it holds {held} (no {' / '.join(missing)}); {TOKEN_FILE}."
+            )
+        arrays = {}
+        for key in TOKEN_FILE_KEYS:
+            try:
+                arrays[key] = data[key]
+            except ValueError:  # an object array: numpy would need allow_pickle, which we never give
+                raise TokenizeError(
+                    f"{where} is not a mixtok token file: its {key!r} array holds Python objects (pickled), "
+                    f"which mixtok does not load; {TOKEN_FILE}."
+                ) from None
+            except (OSError, EOFError, zipfile.BadZipFile) as error:
+                raise TokenizeError(f"{where} is damaged: its {key!r} array cannot be read ({error}).") from None
+    tokens, files = arrays["tokens"], arrays["files"]
+    try:
+        header = json.loads(str(arrays["header"])) if arrays["header"].ndim == 0 else None
+    except ValueError:
+        header = None
+    if not isinstance(header, dict) or header.get("format") != FORMAT_VERSION:
+        found = "no mixtok header" if not isinstance(header, dict) else f"format {header.get('format')!r}"
+        raise TokenizeError(
+            f"{where}: its header is not a mixtok token header of format {FORMAT_VERSION} ({found}); {TOKEN_FILE}."
+        )
+    if tokens.ndim < 2 or files.ndim != 1 or len(files) != len(tokens):
+        raise TokenizeError(
+            f"{where} holds tokens of shape {list(tokens.shape)} and {files.size} file names; a token file has "
+            "one row of tokens per image (an array [N, ...] of rank 2 or more) and one image name per row."
+        )
+    return {"tokens": tokens, "files": [str(f) for f in files], "header": header}
 
 
 def check_same_tokenizer(header: dict[str, Any], run: TokenizerRun, path: str) -> None:
@@ -222,36 +356,54 @@ def decode_command(
     batch_size: int = 32,
 ) -> list[Path]:
     saved = read_tokens(tokens_path)
+    out_dir = Path(out)
+    _check_folder_can_be(out_dir, "--out")
     run = TokenizerRun(workdir, step if step is not None else saved["header"].get("step"))
     check_same_tokenizer(saved["header"], run, tokens_path)
+    tokens = saved["tokens"]
+    problem = run.token_problem(tokens)
+    if problem is not None:
+        raise TokenizeError(f"--tokens {tokens_path!r}: {problem}.")
     if num_tokens is not None:
         if not getattr(run.model, "PREFIX_DECODING", False):
             raise TokenizeError(
                 f"--num-tokens: {run.config.model.name} has no prefix decoding; decode all tokens "
                 "(prefix decoding is for One-D-Piece and FlexTok-style tokenizers)."
             )
-        total = run.model.num_latent_tokens
+        total = min(run.model.num_latent_tokens, tokens.shape[1])  # the file may hold a prefix
         if not 1 <= num_tokens <= total:
             raise TokenizeError(f"--num-tokens {num_tokens} is out of range: valid values are 1..{total}.")
-    out_dir = Path(out)
     stems = [Path(f).stem for f in saved["files"]]
     names = [f"{i:04d}_{stem}.png" for i, stem in enumerate(stems)]
     paths = [out_dir / name for name in names]
     for path in paths:
         _refuse_existing(path, "output image")
-    tokens = saved["tokens"]
-    out_dir.mkdir(parents=True, exist_ok=True)
     from PIL import Image
 
-    for i in range(0, len(tokens), batch_size):
-        images = run.decode(tokens[i : i + batch_size], num_tokens)
-        for image, path in zip(images, paths[i : i + batch_size]):
-            write_atomically(path, lambda p, image=image: Image.fromarray(image, "RGB").save(p, format="PNG"))
+    written = 0
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for i in range(0, len(tokens), batch_size):
+            images = run.decode(tokens[i : i + batch_size], num_tokens)
+            for image, path in zip(images, paths[i : i + batch_size], strict=True):
+                write_atomically(path, lambda p, image=image: Image.fromarray(image, "RGB").save(p, format="PNG"))
+                written += 1
+    except OSError as error:
+        failed = paths[written] if written < len(paths) else out_dir
+        done = f" {written} of {len(paths)} images were written before it." if written else " Nothing was written."
+        if isinstance(error, FileExistsError):  # it appeared while we decoded
+            raise TokenizeError(f"--out: {error}{done}") from None
+        raise _cannot_write("--out", failed, error, done) from None
     return paths
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mixtok.tokenize", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m mixtok.tokenize",
+        description=__doc__.splitlines()[0],
+        epilog=__doc__[__doc__.index("Exit status:") :],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     encode = commands.add_parser("encode", help="images -> tokens.npz")
     encode.add_argument("--workdir", required=True, help="the tokenizer's training workdir")
@@ -261,7 +413,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     decode = commands.add_parser("decode", help="tokens.npz -> PNG images")
     decode.add_argument("--workdir", required=True, help="the tokenizer's training workdir")
     decode.add_argument("--tokens", required=True, help="a .npz written by `encode`")
-    decode.add_argument("--out", required=True, help="folder for the PNGs (existing files are never replaced)")
+    decode.add_argument(
+        "--out", required=True, help="folder for the PNGs, new or existing (existing files are never replaced)"
+    )
     decode.add_argument("--num-tokens", type=int, default=None, help="decode from the first k tokens only")
     decode.add_argument("--step", type=int, default=None, help="checkpoint step (default: the one that encoded)")
     args = parser.parse_args(argv)

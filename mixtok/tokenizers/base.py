@@ -13,6 +13,13 @@ modules with
     images = tokenizer.decode(q.quantized, num_tokens=None) # from quantized values
     images = tokenizer.decode_indices(q.indices, num_tokens=None)
 
+`decode_indices` takes integer ids in [0, codebook size): other dtypes raise a ValueError, and so do ids
+outside the codebook when the indices are concrete arrays (numpy, or jax outside jit). Under `jax.jit`
+(or grad / vmap) the ids are traced values and cannot be checked: an id outside the codebook then
+decodes without an error (FSQ, LFQ and BSQ wrap it round to another code; a VQ codebook gives NaN for
+ids >= its size and counts negative ids from the end), so check ids from an untrusted source before a
+jitted decode (`check_token_indices`, or `mixtok.tokenize`, which checks a token file's ids itself).
+
 Images are NHWC in the data pipeline's normalised space (the tokenizer configs use mean = std = 0.5,
 so pixels are in [-1, 1]); reconstructions are in the same space. `num_tokens=k` decodes from the
 first k tokens only (prefix decoding), where the tokenizer supports it (`PREFIX_DECODING = True`).
@@ -28,6 +35,7 @@ from typing import Any
 
 import flax
 import jax
+import numpy as np
 
 from mixtok.layers.module import Module
 
@@ -86,6 +94,48 @@ def check_square_images(images: jax.Array, image_size: int) -> None:
         )
 
 
+def non_integer_tokens(dtype) -> str | None:
+    """None for an integer dtype; else what is wrong, e.g. "they hold float32 values; token ids are integers"."""
+    if np.issubdtype(np.dtype(dtype), np.integer):
+        return None
+    return f"they hold {np.dtype(dtype)} values; token ids are integers (int32), one per token"
+
+
+def out_of_range_tokens(indices: np.ndarray, codebook_size: int, *, listed: int = 5) -> str | None:
+    """None when every id is in [0, codebook_size); else how many are not, where (the first `listed`
+    positions), the smallest and largest id found, and the valid range."""
+    indices = np.asarray(indices)
+    bad = (indices < 0) | (indices >= codebook_size)
+    count = int(np.count_nonzero(bad))
+    if not count:
+        return None
+    positions = np.argwhere(bad)[:listed]
+    where = ", ".join("[" + ", ".join(str(int(i)) for i in position) + "]" for position in positions)
+    first = f"first {len(positions)} at " if count > len(positions) else "at "
+    return (
+        f"{count} of {indices.size} token ids are outside the codebook ({first}{where}; the ids found range "
+        f"from {int(indices.min())} to {int(indices.max())}); valid ids are 0..{codebook_size - 1} "
+        f"(the tokenizer's {codebook_size:,} codes)"
+    )
+
+
+def check_token_indices(indices, codebook_size: int | None, owner: str) -> None:
+    """A ValueError unless `indices` are integer ids in [0, codebook_size).
+
+    The dtype is checked always (it is static); the values only on concrete arrays: a traced array
+    (under jax.jit, grad, vmap) has no values to look at, so it passes unchecked. `codebook_size` None
+    (a continuous bottleneck) checks nothing: that quantizer's `decode_indices` raises by itself.
+    """
+    if codebook_size is None:
+        return
+    dtype = indices.dtype if hasattr(indices, "dtype") else np.asarray(indices).dtype
+    problem = non_integer_tokens(dtype)
+    if problem is None and not isinstance(indices, jax.core.Tracer):
+        problem = out_of_range_tokens(np.asarray(indices), codebook_size)
+    if problem is not None:
+        raise ValueError(f"{owner}.decode_indices: {problem}.")
+
+
 class PrefixDecodingTokenizer(Module):
     """What the 1D tokenizers (TiTok, One-D-Piece, FlexTok) share: a ViT encoder and decoder over the
     `patch_size` patches of square `image_size` images, and decoding from the first k tokens.
@@ -117,7 +167,11 @@ class PrefixDecodingTokenizer(Module):
         return self._decode(quantized, num_tokens, train)[0]
 
     def decode_indices(self, indices, *, num_tokens=None):
-        """Token indices [B, K'] (a prefix of the K tokens) -> images, through the quantizer's codes."""
+        """Token indices [B, K'] (a prefix of the K tokens) -> images, through the quantizer's codes.
+
+        A ValueError for non-integer indices, and for ids outside the codebook unless traced (module docstring).
+        """
+        check_token_indices(indices, self.quantize.codebook_size, type(self).__name__)
         return self.decode(self.quantize.decode_indices(indices), num_tokens=num_tokens)
 
     def __call__(self, images, *, train: bool = False, num_tokens=None) -> TokenizerOutput:

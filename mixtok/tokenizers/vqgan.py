@@ -91,7 +91,7 @@ from mixtok.layers.module import Module
 from mixtok.layers.partitioning import param_with_axes, zeros_with_axes
 from mixtok.models.inputs import check_images
 from mixtok.registry import unknown_name_error
-from mixtok.tokenizers.base import QuantizerOutput, TokenizerOutput
+from mixtok.tokenizers.base import QuantizerOutput, TokenizerOutput, check_token_indices
 from mixtok.tokenizers.quantizers import make_quantizer
 
 NORM_EPSILON = 1e-6  # flax GroupNorm / LayerNorm default, as the official code uses them
@@ -364,8 +364,13 @@ class VQGAN(Module):
         return self.decoder(quantized)
 
     def decode_indices(self, indices, *, num_tokens=None):
-        """Code indices [B, h, w] -> images [B, h * f, w * f, 3], through the quantizer's codebook."""
+        """Code indices [B, h, w] -> images [B, h * f, w * f, 3], through the quantizer's codebook.
+
+        A ValueError for non-integer indices, and for ids outside the codebook unless they are traced
+        (under jax.jit they cannot be checked; see mixtok.tokenizers.base).
+        """
         self._check_num_tokens(num_tokens)
+        check_token_indices(indices, self.quantize.codebook_size, "VQGAN")
         return self.decode(self.quantize.decode_indices(indices))
 
     def __call__(self, images, *, train: bool = False, num_tokens=None) -> TokenizerOutput:
