@@ -220,6 +220,13 @@ def test_resume_mismatch_allow_resumes_with_a_warning_listing_the_fields(workdir
     assert [r["step"] for r in read_metrics(workdir)] == [4, 8, 12]
 
 
+def test_an_intact_checkpoint_that_does_not_fit_the_changed_model_is_left_in_place(workdir, resume_mismatch_field):
+    config = run_config(resume_mismatch="allow", **{"model.kwargs.dims": (8, 8, 16, 24)})
+    with pytest.raises(ValueError, match="step 8 .* cannot be restored into this run .* left in place"):
+        train_and_evaluate(config, workdir)
+    assert checkpoint_names(workdir) == ["4", "8"]
+
+
 # --- failed saves ------------------------------------------------------------------------------
 
 
@@ -291,3 +298,17 @@ def test_a_failed_save_stops_training_and_the_next_start_cleans_up(tmp_path, dis
     create_checkpointer(run_config(), tmp_path).close()
     assert not list((tmp_path / "checkpoints").glob("*orbax-checkpoint-tmp*"))
     assert any("interrupted save" in r.getMessage() for r in caplog.records if r.name == CHECKPOINT_LOG)
+
+
+def test_close_while_another_error_unwinds_logs_the_failed_save_and_keeps_the_first_error(
+    tmp_path, tiny_save, disk_full, caplog
+):
+    checkpointer = Checkpointer(tmp_path / "checkpoints", async_save=True)
+    tiny_save(checkpointer, 5)
+    with pytest.raises(KeyboardInterrupt):
+        try:
+            raise KeyboardInterrupt
+        finally:
+            checkpointer.close()
+    (record,) = [r for r in caplog.records if r.name == CHECKPOINT_LOG and r.levelno == logging.ERROR]
+    assert "step 5 was not saved" in record.getMessage()
