@@ -33,6 +33,7 @@ from mixtok.train.checkpointing import (
 from mixtok.train.metric_writer import read_metrics
 from mixtok.train.tasks import get_task
 from mixtok.train.trainer import train_and_evaluate
+from tests.train.test_cli import QUICKSTART, _cli
 from tests.train.test_trainer import tiny_config
 
 CHECKPOINT_LOG = "mixtok.train.checkpointing"
@@ -225,6 +226,21 @@ def test_an_intact_checkpoint_that_does_not_fit_the_changed_model_is_left_in_pla
     with pytest.raises(ValueError, match="step 8 .* cannot be restored into this run .* left in place"):
         train_and_evaluate(config, workdir)
     assert checkpoint_names(workdir) == ["4", "8"]
+
+
+@pytest.mark.parametrize("damage", ["all_checkpoints_bad", "another_run"])
+def test_the_command_line_reports_an_unresumable_workdir_in_one_line_with_exit_code_2(workdir, damage):
+    if damage == "all_checkpoints_bad":
+        corrupt_array_file(workdir / "checkpoints" / "4")
+        corrupt_array_file(workdir / "checkpoints" / "8")
+        expected = "can be resumed"
+    else:  # the quickstart is another model, data and seed than the tiny run that wrote the workdir
+        expected = "model.kwargs.dims: [8, 8, 16, 16] -> [32, 48, 64, 96]"
+    proc = _cli("--config", QUICKSTART, "--workdir", str(workdir), "--config.data.name=synthetic")
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 2, stderr[-3000:]
+    (line,) = [line for line in stderr.splitlines() if line.startswith("mixtok.train: error:")]
+    assert expected in line and "Traceback" not in stderr, stderr[-3000:]
 
 
 # --- failed saves ------------------------------------------------------------------------------
