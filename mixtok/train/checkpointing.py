@@ -51,6 +51,7 @@ Nothing lost, nothing silent:
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -109,9 +110,13 @@ def _is_primary() -> bool:
     return jax.process_index() == 0
 
 
+_BARRIERS = itertools.count()
+
+
 def _sync(name: str) -> None:
+    """A barrier across the processes of a multi-host run (names must be unique: numbered)."""
     if jax.process_count() > 1:
-        ocp.multihost.sync_global_processes(f"mixtok_checkpointing_{name}")
+        ocp.multihost.sync_global_processes(f"mixtok_checkpointing_{name}_{next(_BARRIERS)}")
 
 
 def _jsonable_iterator_state(state: Any) -> Any:

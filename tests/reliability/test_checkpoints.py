@@ -10,6 +10,8 @@ import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -241,6 +243,36 @@ def test_the_command_line_reports_an_unresumable_workdir_in_one_line_with_exit_c
     assert proc.returncode == 2, stderr[-3000:]
     (line,) = [line for line in stderr.splitlines() if line.startswith("mixtok.train: error:")]
     assert expected in line and "Traceback" not in stderr, stderr[-3000:]
+
+
+def test_two_processes_move_a_bad_checkpoint_aside_once_and_resume_together(workdir):
+    from tests.train.test_multihost import REPO, _free_port
+
+    corrupt_array_file(workdir / "checkpoints" / "8")
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    command = [sys.executable, "-m", "tests.reliability.multihost_resume_worker"]
+    procs = [
+        subprocess.Popen(
+            [*command, str(i), str(port), str(workdir)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    finals = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-3000:]
+        assert "Checkpoint step 8 is unreadable" in err
+        finals.append(json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])["final"])
+    assert finals[0] == finals[1] and np.isfinite(finals[0]["train/loss"])
+    assert len(list((workdir / "checkpoints").glob("8.unreadable-*"))) == 1  # moved once, by process 0
+    assert saved_steps(workdir) == [4, 8] and [r["step"] for r in read_metrics(workdir)] == [4, 8]
+    assert verify_manifest(workdir / "checkpoints" / "8")
 
 
 # --- failed saves ------------------------------------------------------------------------------
