@@ -19,10 +19,11 @@ Nothing lost, nothing silent:
   integrity check of its own (only a CRC32C of each zarr3 shard index), hence this one.
   Hashing and verifying read each file once more (about a second per GB), in the training
   thread, at the next save and at resume; `load_run` verifies the checkpoint it loads.
-- A failed save is not silent. Orbax logs a failed background write and carries on; here the
-  next `save`, `wait` or `close` raises `CheckpointSaveError` (an OSError) naming the step and
-  the cause. (Raised from `close` while another error is already propagating, it is logged
-  instead, so the first error is the one reported.)
+- A failed save is not silent. Orbax 0.12 only logs a background write that failed (or raises
+  it from its next wait); here the next `save`, `wait` or `close` raises `CheckpointSaveError`
+  (an OSError) naming the step, the cause and the steps that are saved; the step is also
+  checked to exist on disk, whatever orbax reported. (Raised from `close` while another error
+  is already propagating, it is logged instead, so the first error is the one reported.)
 - Leftovers. Temporary folders of an interrupted save (`*.orbax-checkpoint-tmp*`) are removed
   when a `Checkpointer` starts, with a warning naming them.
 - Resume (`Checkpointer.restore_latest`) tries the checkpoints newest first. A checkpoint is bad
