@@ -3,27 +3,121 @@
 Each checkpoint `workdir/checkpoints/<step>/` holds four items:
   state         the train state (step, params, optimizer state, frozen weights), restored already sharded;
   data          the grain iterator's state, so a resumed run sees exactly the batches it would have seen;
-  config        the config that wrote it, so a workdir cannot silently resume a different model;
+  config        the config that wrote it, so a workdir cannot silently resume a different run;
   dataset_info  the data's `DatasetInfo` (class count, image size, normalisation), so a run's model
                 can be rebuilt without its data (checkpoints written before it existed lack it).
 Saves are asynchronous (training continues while arrays are written); orbax writes into a
 temporary directory and renames it when complete, so a crash never leaves a half checkpoint that
 looks whole. The iterator state is read synchronously at save time, before training moves on.
+
+Nothing lost, nothing silent:
+
+- Manifest. Once a save has finished (orbax renamed its folder: checked at the next `save`, at
+  `wait` and at `close`), `<step>/mixtok_manifest.json` records the size and SHA-256 of every
+  file orbax wrote. It is written last and atomically (a temporary file, then `os.replace`), so
+  a checkpoint either has a complete manifest or none. Orbax 0.12 has no whole-checkpoint
+  integrity check of its own (only a CRC32C of each zarr3 shard index), hence this one.
+  Hashing and verifying read each file once more (about a second per GB), in the training
+  thread, at the next save and at resume; `load_run` verifies the checkpoint it loads.
+- A failed save is not silent. Orbax 0.12 only logs a background write that failed (or raises
+  it from its next wait); here the next `save`, `wait` or `close` raises `CheckpointSaveError`
+  (an OSError) naming the step, the cause and the steps that are saved; the step is also
+  checked to exist on disk, whatever orbax reported. (Raised from `close` while another error
+  is already propagating, it is logged instead, so the first error is the one reported.)
+- Leftovers. Temporary folders of an interrupted save (`*.orbax-checkpoint-tmp*`) are removed
+  when a `Checkpointer` starts, with a warning naming them.
+- Resume (`Checkpointer.restore_latest`) tries the checkpoints newest first. A checkpoint is bad
+  when a file differs from its manifest (missing, other size, other checksum), when its
+  manifest, config or (without a manifest) any item cannot be read, or when the restored params
+  or optimizer state hold NaN or infinity. A bad checkpoint is moved aside (never deleted) to
+  `<step>.unreadable-<unix time>/` (with `UNREADABLE.txt` giving the reason; orbax no longer
+  lists it, rename it back to retry it), one warning names the step and the reason, and the next
+  older one is tried. When none is good, `NoUsableCheckpointError` (a ValueError) names the
+  folder; it is raised again on every start while the folder holds moved-aside checkpoints and
+  no good one, so a run never silently restarts from step 0. A checkpoint without a manifest
+  (written before manifests existed) is restored unverified, in a try. A checkpoint whose files
+  match its manifest but that still cannot be restored is intact: the reader (the code or the
+  config) is what changed, so it is not moved, and the error says so. Running out of memory
+  while restoring is re-raised as it is.
+- Identity. Before restoring, the fields that define the run are compared with the saved config
+  (`IDENTITY_FIELDS`): model (name, kwargs), data (every field but the runtime ones in
+  `RUNTIME_DATA_FIELDS`: where the files are, how many threads read them, whether undecodable
+  images are skipped; defaults filled in on both sides), task, optimizer, batch_size and seed.
+  `total_steps` is not compared (a run may be extended), nor are logging, evaluation and
+  checkpoint cadence, the mesh or the compute dtype. A difference stops the run with
+  `ResumeMismatchError` (a ValueError) listing `field: saved -> now`; with
+  `config.resume_mismatch = "allow"` the run resumes anyway and the list is logged as a warning
+  (a checkpoint that then cannot be restored into the changed state is left in place).
 """
 
 import dataclasses
+import hashlib
+import itertools
 import json
+import logging
+import os
+import shutil
+import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from ml_collections import ConfigDict
 
 from mixtok.data import DatasetInfo, dataset_info
 from mixtok.train.tasks import DEFAULT_TASK, get_task
 
+log = logging.getLogger(__name__)
+
 ITEMS = ("state", "data", "config", "dataset_info")
+MANIFEST = "mixtok_manifest.json"
+UNREADABLE = ".unreadable-"
+TMP_MARKER = ".orbax-checkpoint-tmp"
+IDENTITY_FIELDS = ("model", "data", "task", "optimizer", "batch_size", "seed")
+RUNTIME_DATA_FIELDS = ("root", "read_threads", "skip_undecodable")
+RESUME_MISMATCH_MODES = ("error", "allow")
+_ABSENT = "(absent)"
+
+
+class CheckpointSaveError(OSError):
+    """A checkpoint was not written (orbax's save, possibly in the background, failed)."""
+
+
+class NoUsableCheckpointError(ValueError):
+    """The workdir holds checkpoints but none of them can be resumed."""
+
+
+class ResumeMismatchError(ValueError):
+    """The workdir's checkpoints were written by a run with other defining fields."""
+
+
+class _Unreadable(Exception):
+    """A checkpoint is bad; the message is the reason."""
+
+
+def _one_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    if len(text) > 300:
+        text = text[:300] + "..."
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _is_primary() -> bool:
+    return jax.process_index() == 0
+
+
+_BARRIERS = itertools.count()
+
+
+def _sync(name: str) -> None:
+    """A barrier across the processes of a multi-host run (names must be unique: numbered)."""
+    if jax.process_count() > 1:
+        ocp.multihost.sync_global_processes(f"mixtok_checkpointing_{name}_{next(_BARRIERS)}")
 
 
 def _jsonable_iterator_state(state: Any) -> Any:
@@ -34,59 +128,158 @@ def _iterator_state_from_json(saved: Mapping[str, Any]) -> Any:
     return saved["bytes"].encode("utf-8") if "bytes" in saved else saved["value"]
 
 
-class Checkpointer:
-    """Saves and restores (state, data iterator, config) with orbax, keeping the last `keep`."""
+# --- the manifest ---------------------------------------------------------------------------
 
-    def __init__(self, directory: Path, keep: int = 3, save_every: int = 1000, async_save: bool = True):
-        self.directory = Path(directory).absolute()
-        self.save_every = save_every
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=async_save)
-        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
 
-    def latest_step(self) -> int | None:
-        return self.manager.latest_step()
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
-    def should_save(self, step: int) -> bool:
-        return step % self.save_every == 0
 
-    def save(
-        self, step: int, state: Any, data_iterator: Any, config: ConfigDict, info: DatasetInfo, *, force: bool = False
-    ) -> bool:
-        args = ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            data=ocp.args.JsonSave(_jsonable_iterator_state(data_iterator.get_state())),
-            config=ocp.args.JsonSave(json.loads(config.to_json_best_effort())),
-            dataset_info=ocp.args.JsonSave(dataclasses.asdict(info)),
+def _checkpoint_files(step_dir: Path) -> list[Path]:
+    return sorted(
+        p for p in step_dir.rglob("*") if p.is_file() and not (p.parent == step_dir and p.name.startswith(MANIFEST))
+    )
+
+
+def write_manifest(step_dir: Path, step: int) -> None:
+    """Writes `step_dir/mixtok_manifest.json`: size and SHA-256 of every file in the finished checkpoint."""
+    files = {
+        p.relative_to(step_dir).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p)}
+        for p in _checkpoint_files(step_dir)
+    }
+    manifest = {"format": 1, "step": int(step), "algorithm": "sha256", "files": files}
+    tmp = step_dir / f"{MANIFEST}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(manifest, f, indent=0, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, step_dir / MANIFEST)
+
+
+def verify_manifest(step_dir: Path) -> bool:
+    """True when every file matches the manifest, False when there is none; raises `_Unreadable` otherwise."""
+    path = step_dir / MANIFEST
+    if not path.is_file():
+        return False
+    try:
+        manifest = json.loads(path.read_text())
+        files = manifest["files"]
+        assert isinstance(files, dict) and files
+    except Exception as error:
+        raise _Unreadable(f"its manifest {MANIFEST} is unreadable ({_one_line(error)})") from None
+    bad = []
+    for name, expected in files.items():
+        file = step_dir / name
+        try:
+            if not file.is_file():
+                bad.append(f"{name} is missing")
+            elif file.stat().st_size != expected["size"]:
+                bad.append(f"{name} has {file.stat().st_size} bytes, not {expected['size']}")
+            elif _sha256(file) != expected["sha256"]:
+                bad.append(f"{name} has another SHA-256 than when it was written")
+        except OSError as error:
+            bad.append(f"{name} cannot be read ({_one_line(error)})")
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise _Unreadable(f"its files differ from its manifest: {bad[0]}{more}")
+    return True
+
+
+# --- the run's identity ---------------------------------------------------------------------
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def _data_identity(data: Mapping[str, Any]) -> dict[str, Any]:
+    """config.data with its defaults filled in (as the data pipeline reads it), runtime fields left out."""
+    from mixtok.data.options import data_options
+
+    raw = dict(data or {})
+    options_log = logging.getLogger("mixtok.data.options")
+    level = options_log.level
+    options_log.setLevel(logging.ERROR)  # unknown fields were reported when the run started
+    try:
+        filled = {**raw, **dataclasses.asdict(data_options(raw))}
+    except Exception:  # e.g. a saved config from an older data pipeline: compare what was written
+        filled = raw
+    finally:
+        options_log.setLevel(level)
+    return _jsonable({k: v for k, v in filled.items() if k not in RUNTIME_DATA_FIELDS})
+
+
+def _identity(config: Mapping[str, Any]) -> dict[str, Any]:
+    model = config.get("model") or {}
+    return _jsonable(
+        {
+            "model": {"name": model.get("name"), "kwargs": model.get("kwargs") or {}},
+            "data": _data_identity(config.get("data") or {}),
+            "task": config.get("task", DEFAULT_TASK),
+            "optimizer": config.get("optimizer"),
+            "batch_size": config.get("batch_size"),
+            "seed": config.get("seed"),
+        }
+    )
+
+
+def _differences(saved: Any, now: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    if isinstance(saved, dict) and isinstance(now, dict):
+        out = []
+        for key in list(saved) + [k for k in now if k not in saved]:
+            out += _differences(saved.get(key, _ABSENT), now.get(key, _ABSENT), f"{prefix}{key}.")
+        return out
+    return [] if saved == now else [(prefix.rstrip("."), saved, now)]
+
+
+def resume_differences(saved_config: Mapping[str, Any], config: ConfigDict) -> list[tuple[str, Any, Any]]:
+    """(field, saved, now) for each defining field (IDENTITY_FIELDS) that differs between the two configs."""
+    return _differences(_identity(saved_config), _identity(json.loads(config.to_json_best_effort())))
+
+
+def _format_differences(differences: list[tuple[str, Any, Any]]) -> str:
+    return "; ".join(f"{field}: {saved!r} -> {now!r}" for field, saved, now in differences)
+
+
+def resume_mismatch_mode(config: ConfigDict) -> str:
+    mode = config.get("resume_mismatch", "error")
+    if mode not in RESUME_MISMATCH_MODES:
+        raise ValueError(f"config.resume_mismatch must be one of {RESUME_MISMATCH_MODES}; got {mode!r}.")
+    return mode
+
+
+def check_resume_identity(
+    saved_config: Mapping[str, Any], config: ConfigDict, directory: Path, step: int
+) -> list[tuple[str, Any, Any]]:
+    """Raises `ResumeMismatchError` listing the defining fields that differ, unless config.resume_mismatch="allow".
+
+    Returns the differences (empty when the run is the same); under "allow" they are logged as a warning.
+    """
+    saved, now = _identity(saved_config), _identity(json.loads(config.to_json_best_effort()))
+    differences = _differences(saved, now)
+    if not differences:
+        return []
+    listed = _format_differences(differences)
+    if resume_mismatch_mode(config) == "allow":
+        log.warning(
+            "Resuming %s at step %d although the run's defining fields changed (resume_mismatch=allow; "
+            "saved -> now): %s",
+            directory,
+            step,
+            listed,
         )
-        return self.manager.save(step, args=args, force=force)
-
-    def restore_config(self, step: int) -> dict:
-        restored = self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
-        return restored["config"]
-
-    def restore(self, step: int, abstract_state: Any, data_iterator: Any) -> Any:
-        """Restores the state into `abstract_state`'s shardings and rewinds `data_iterator`."""
-        restored = self.manager.restore(
-            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore())
+        return differences
+    if saved["model"] != now["model"]:
+        head = (
+            f"The workdir's checkpoints in {directory} were written for model {saved['model']} but this config "
+            f"asks for {now['model']}"
         )
-        data_iterator.set_state(_iterator_state_from_json(restored["data"]))
-        return restored["state"]
-
-    def wait(self) -> None:
-        self.manager.wait_until_finished()
-
-    def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
-
-
-def create_checkpointer(config: ConfigDict, workdir: Any) -> Checkpointer:
-    """The checkpointer of a run in `workdir` (`workdir/checkpoints`), as the config's checkpoint fields say."""
-    return Checkpointer(
-        Path(workdir) / "checkpoints",
-        keep=config.get("keep_checkpoints", 3),
-        save_every=config.get("checkpoint_every", 1000),
-        async_save=config.get("async_checkpointing", True),
+    else:
+        head = f"The workdir's checkpoints in {directory} were written by a run with another config"
+    raise ResumeMismatchError(
+        f"{head}; the fields that differ (saved -> now): {listed}. Use a new --workdir for a different run "
+        f"(nothing was overwritten), or set --config.resume_mismatch=allow to resume from step {step} anyway."
     )
 
 
@@ -102,6 +295,292 @@ def check_same_model(saved_config: Mapping[str, Any], config: ConfigDict, direct
             f"The workdir's checkpoints in {directory} were written for model {saved_arch} but this config "
             f"asks for {current_arch}. Use a new --workdir for a different model (nothing was overwritten)."
         )
+
+
+# --- non-finite state ----------------------------------------------------------------------
+
+
+def _first_nonfinite(state: Any) -> str | None:
+    """The path of the first params / optimizer-state array holding NaN or infinity, or None."""
+    groups = {name: getattr(state, name) for name in ("params", "opt_state") if hasattr(state, name)}
+    if not groups and isinstance(state, Mapping):
+        groups = {name: state[name] for name in ("params", "opt_state") if name in state}
+    if not groups:
+        groups = {"state": state}
+    leaves = [
+        (f"{name}{jax.tree_util.keystr(path)}", leaf)
+        for name, tree in groups.items()
+        for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+        if hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.inexact)
+    ]
+    if not leaves:
+        return None
+    finite = jax.jit(lambda xs: jnp.stack([jnp.all(jnp.isfinite(x)) for x in xs]))([leaf for _, leaf in leaves])
+    finite = jax.device_get(finite)
+    for (name, _), ok in zip(leaves, finite):
+        if not ok:
+            return name
+    return None
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, MemoryError) or "RESOURCE_EXHAUSTED" in str(error)
+
+
+# --- orbax's background errors ---------------------------------------------------------------
+
+
+class _OrbaxErrorCatcher(logging.Handler):
+    """Keeps the exception of the last error orbax logged (its failed background saves are only logged)."""
+
+    def __init__(self):
+        super().__init__(level=logging.ERROR)
+        self.error: BaseException | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info and record.exc_info[1] is not None and "orbax" in (record.pathname or ""):
+            self.error = record.exc_info[1]
+
+    def take(self) -> BaseException | None:
+        error, self.error = self.error, None
+        return error
+
+
+class Checkpointer:
+    """Saves and restores (state, data iterator, config) with orbax, keeping the last `keep`."""
+
+    def __init__(self, directory: Path, keep: int = 3, save_every: int = 1000, async_save: bool = True):
+        self.directory = Path(directory).absolute()
+        self.save_every = save_every
+        self.async_save = async_save
+        self._pending: int | None = None  # a step whose save may still be running: no manifest yet
+        self._remove_unfinished_saves()
+        self._catcher = _OrbaxErrorCatcher()
+        logging.getLogger("absl").addHandler(self._catcher)
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=async_save)
+        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
+
+    def _remove_unfinished_saves(self) -> None:
+        if _is_primary() and self.directory.is_dir():
+            leftovers = sorted(p for p in self.directory.iterdir() if TMP_MARKER in p.name)
+            for path in leftovers:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+            if leftovers:
+                log.warning(
+                    "Removed %d unfinished checkpoint folder(s) an interrupted save left in %s: %s",
+                    len(leftovers),
+                    self.directory,
+                    ", ".join(p.name for p in leftovers),
+                )
+        _sync("remove_unfinished")
+
+    def _step_dir(self, step: int) -> Path:
+        return self.directory / str(step)
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def should_save(self, step: int) -> bool:
+        return step % self.save_every == 0
+
+    # --- saving ---
+
+    def save(
+        self, step: int, state: Any, data_iterator: Any, config: ConfigDict, info: DatasetInfo, *, force: bool = False
+    ) -> bool:
+        """Starts saving step `step`; raises `CheckpointSaveError` if this or the previous save failed."""
+        self._finish_pending()
+        args = ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=ocp.args.JsonSave(_jsonable_iterator_state(data_iterator.get_state())),
+            config=ocp.args.JsonSave(json.loads(config.to_json_best_effort())),
+            dataset_info=ocp.args.JsonSave(dataclasses.asdict(info)),
+        )
+        self._catcher.take()
+        try:
+            saved = self.manager.save(step, args=args, force=force)
+        except Exception as error:
+            raise CheckpointSaveError(
+                f"Saving the checkpoint of step {step} in {self.directory} failed: {_one_line(error)}"
+            ) from error
+        if saved:
+            self._pending = int(step)
+            if not self.async_save:
+                self._finish_pending()
+        return saved
+
+    def _finish_pending(self) -> None:
+        """Waits for the running save; raises if it failed, else writes its manifest."""
+        if self._pending is None:
+            return
+        step, self._pending = self._pending, None
+        try:
+            self.manager.wait_until_finished()
+            self.manager.check_for_errors()
+        except Exception as error:
+            self.manager.reload()
+            raise CheckpointSaveError(
+                f"The checkpoint of step {step} was not saved in {self.directory} ({_one_line(error)}); the saved "
+                f"steps are {sorted(self.manager.all_steps())}."
+            ) from error
+        step_dir = self._step_dir(step)
+        if not step_dir.is_dir():  # orbax renames its temporary folder only once everything is written
+            error = self._catcher.take()
+            self.manager.reload()
+            cause = _one_line(error) if error is not None else "orbax's background save failed; see the log"
+            raise CheckpointSaveError(
+                f"The checkpoint of step {step} was not saved in {self.directory} ({cause}); the saved steps are "
+                f"{sorted(self.manager.all_steps())}."
+            ) from error
+        if _is_primary():
+            try:
+                write_manifest(step_dir, step)
+            except OSError as error:
+                raise CheckpointSaveError(
+                    f"The manifest of the checkpoint of step {step} in {self.directory} could not be written: "
+                    f"{_one_line(error)}"
+                ) from error
+
+    def wait(self) -> None:
+        """Waits for the running save and writes its manifest; raises `CheckpointSaveError` if it failed."""
+        self._finish_pending()
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        """Finishes the running save (see `wait`) and closes orbax's manager."""
+        propagating = sys.exc_info()[1]  # called from a `finally` while another error unwinds
+        try:
+            self._finish_pending()
+        except CheckpointSaveError as error:
+            if propagating is None:
+                raise
+            log.error("%s", error)
+        finally:
+            self.manager.close()
+            logging.getLogger("absl").removeHandler(self._catcher)
+
+    # --- restoring ---
+
+    def restore_config(self, step: int) -> dict:
+        restored = self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+        return restored["config"]
+
+    def restore(self, step: int, abstract_state: Any, data_iterator: Any) -> Any:
+        """Restores the state into `abstract_state`'s shardings and rewinds `data_iterator` (no checks)."""
+        restored = self.manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore())
+        )
+        data_iterator.set_state(_iterator_state_from_json(restored["data"]))
+        return restored["state"]
+
+    def unreadable(self) -> list[Path]:
+        """The checkpoints moved aside as unreadable (`<step>.unreadable-<time>/`)."""
+        if not self.directory.is_dir():
+            return []
+        return sorted(p for p in self.directory.iterdir() if UNREADABLE in p.name)
+
+    def _move_aside(self, step: int, reason: str) -> Path:
+        """Renames a bad checkpoint to `<step>.unreadable-<unix time>` (kept, not deleted); one warning."""
+        source = self._step_dir(step)
+        stamp = int(time.time())
+        target = self.directory / f"{step}{UNREADABLE}{stamp}"
+        n = 1
+        while target.exists():
+            target = self.directory / f"{step}{UNREADABLE}{stamp}-{n}"
+            n += 1
+        _sync(f"move_aside_{step}_begin")
+        if _is_primary():
+            os.rename(source, target)
+            try:
+                (target / "UNREADABLE.txt").write_text(f"step {step} moved aside by mixtok at {stamp}: {reason}\n")
+            except OSError:
+                pass
+        _sync(f"move_aside_{step}_end")
+        self.manager.reload()
+        log.warning("Checkpoint step %d is unreadable (%s); moved it aside to %s.", step, reason, target)
+        return target
+
+    def restore_latest(self, abstract_state: Any, data_iterator: Any, config: ConfigDict) -> tuple[int, Any] | None:
+        """(step, state) of the newest good checkpoint, `data_iterator` rewound to it; None without checkpoints.
+
+        Checks, for each checkpoint newest first: its manifest, its config (the run's identity, see
+        the module docstring), that it restores, and that params and optimizer state are finite.
+        A bad checkpoint is moved aside with a warning and the next older one is tried.
+        """
+        resume_mismatch_mode(config)
+        self.wait()
+        steps = sorted(self.manager.all_steps(), reverse=True)
+        for step in steps:
+            step_dir = self._step_dir(step)
+            try:
+                verified = verify_manifest(step_dir)
+                try:
+                    saved_config = self.restore_config(step)
+                except Exception as error:
+                    raise _Unreadable(f"its config cannot be read ({_one_line(error)})") from None
+            except _Unreadable as bad:
+                self._move_aside(step, str(bad))
+                continue
+            differences = check_resume_identity(saved_config, config, self.directory, step)
+            try:
+                restored = self.manager.restore(
+                    step,
+                    args=ocp.args.Composite(
+                        state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()
+                    ),
+                )
+                state, data_state = restored["state"], _iterator_state_from_json(restored["data"])
+                data_iterator.set_state(data_state)
+            except Exception as error:
+                if _out_of_memory(error):
+                    raise
+                if verified or differences:
+                    why = (
+                        "its files match their checksums, so the checkpoint is intact and what reads it changed"
+                        if verified
+                        else f"this config changed {', '.join(f for f, _, _ in differences)}"
+                    )
+                    raise ValueError(
+                        f"The checkpoint of step {step} in {self.directory} cannot be restored into this run "
+                        f"({_one_line(error)}); {why}. It was left in place: use a new --workdir, or the code "
+                        f"and config that wrote it."
+                    ) from error
+                self._move_aside(step, f"it cannot be restored: {_one_line(error)}")
+                continue
+            nonfinite = _first_nonfinite(state)
+            if nonfinite is not None:
+                self._move_aside(step, f"{nonfinite} holds NaN or infinite values")
+                continue
+            log.info(
+                "Resumed from %s at step %d (%s).",
+                self.directory,
+                step,
+                "checksums verified" if verified else "no manifest: written by an older version, not verified",
+            )
+            return int(step), state
+        moved = self.unreadable()
+        if moved:
+            raise NoUsableCheckpointError(
+                f"No checkpoint in {self.directory} can be resumed: "
+                + (f"all {len(steps)} were unreadable and " if steps else "")
+                + f"the unreadable ones are kept beside it as {', '.join(p.name for p in moved)} (each holds "
+                "UNREADABLE.txt with the reason). Use a new --workdir, or move those folders out of "
+                f"{self.directory} to start this run again from step 0."
+            )
+        return None
+
+
+def create_checkpointer(config: ConfigDict, workdir: Any) -> Checkpointer:
+    """The checkpointer of a run in `workdir` (`workdir/checkpoints`), as the config's checkpoint fields say."""
+    return Checkpointer(
+        Path(workdir) / "checkpoints",
+        keep=config.get("keep_checkpoints", 3),
+        save_every=config.get("checkpoint_every", 1000),
+        async_save=config.get("async_checkpointing", True),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,7 +603,8 @@ def load_run(workdir: Any, step: int | None = None) -> Run:
     """The run in `workdir` at checkpoint `step` (default: the latest); errors name what the workdir holds.
 
     The model is rebuilt from the saved config by the run's task (`Task.build_model`), without its
-    losses or optimizer and without reading the data.
+    losses or optimizer and without reading the data. A checkpoint whose files differ from its
+    manifest is an error (nothing is moved: only training moves checkpoints aside).
     """
     workdir = Path(workdir).expanduser().absolute()
     if not workdir.is_dir():
@@ -150,6 +630,13 @@ def load_run(workdir: Any, step: int | None = None) -> Run:
             step = steps[-1]
         elif step not in steps:
             raise ValueError(f"Step {step} is not a checkpoint in {directory}; saved steps: {steps}.")
+        try:
+            verify_manifest(directory / str(step))
+        except _Unreadable as bad:
+            raise ValueError(
+                f"Checkpoint step {step} in {directory} is damaged: {bad}. Saved steps: {steps}; pass another "
+                "step, or resume the run (training moves a damaged checkpoint aside and falls back)."
+            ) from None
         items = dict(state=ocp.args.StandardRestore(), config=ocp.args.JsonRestore())
         has_info = (directory / str(step) / "dataset_info").is_dir()
         if has_info:

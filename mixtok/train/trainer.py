@@ -30,7 +30,7 @@ from tqdm import tqdm
 from mixtok import data as data_lib
 from mixtok.parallel import batch_sharding, create_mesh, rules_from_config
 from mixtok.train import steps
-from mixtok.train.checkpointing import check_same_model, create_checkpointer
+from mixtok.train.checkpointing import create_checkpointer
 from mixtok.train.config import validate_config
 from mixtok.train.metric_writer import MetricWriter
 from mixtok.train.steps import TrainState
@@ -100,11 +100,14 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *, stop_at_step: int | 
 
     train_iter = data_lib.create_train_iterator(config.data, global_batch_size=config.batch_size, seed=config.seed)
     checkpointer = create_checkpointer(config, workdir)
-    start = checkpointer.latest_step()
-    if start is not None:
-        check_same_model(checkpointer.restore_config(start), config, checkpointer.directory)
-        state = checkpointer.restore(start, layout, train_iter)
-        log.info("Resumed from %s at step %d.", checkpointer.directory, start)
+    # The newest good checkpoint (verified, same run, finite), bad ones moved aside (checkpointing.py).
+    try:
+        resumed = checkpointer.restore_latest(layout, train_iter, config)
+    except BaseException:
+        checkpointer.close()
+        raise
+    if resumed is not None:
+        start, state = resumed
     else:
         start = 0
         state = steps.create_train_state(task, tx, init_rng, info.image_size, layout)
