@@ -8,6 +8,7 @@ The command-line tests run `python -m mixtok.train` on a tiny config file that b
 
 import json
 import logging
+import math
 import os
 import re
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from mixtok.train.config import validate_config
 from mixtok.train.metric_writer import MetricsFileError, MetricWriter, read_metrics
 from mixtok.train.trainer import train_and_evaluate
 from tests.train.test_trainer import tiny_config
@@ -119,3 +121,25 @@ def test_bad_metrics_line_before_the_last_is_an_error_naming_file_and_line(tmp_p
 
 
 # --- non-finite inputs and losses -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("data.std", 0.0),
+        ("data.std", (0.5, 0.0, 0.5)),
+        ("data.std", math.nan),
+        ("data.std", (0.5, math.inf, 0.5)),
+        ("data.mean", (0.5, math.nan, 0.5)),
+        ("data.mean", -math.inf),
+    ],
+)
+def test_non_finite_or_zero_normalisation_is_refused(field, value):
+    with pytest.raises(ValueError, match=rf"config\.{re.escape(field)} must be finite"):
+        validate_config(tiny_config(**{field: value}))
+
+
+def test_finite_normalisation_and_resume_mismatch_values_are_checked():
+    validate_config(tiny_config(**{"data.std": (0.5, 0.25, 0.5), "data.mean": 0.5, "resume_mismatch": "allow"}))
+    with pytest.raises(ValueError, match=r"config\.resume_mismatch must be one of \('error', 'allow'\); got 'maybe'"):
+        validate_config(tiny_config(resume_mismatch="maybe"))
