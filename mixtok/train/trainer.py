@@ -9,6 +9,12 @@ the latest checkpoint in `workdir` if there is one, and then trains to `config.t
 logging to `workdir/metrics.jsonl` and TensorBoard, evaluating every `eval_every` steps and
 checkpointing every `checkpoint_every` steps, on SIGTERM, and at the end.
 
+Nothing lost, nothing silent: the workdir is checked, created and locked first (one trainer per
+workdir, `mixtok.train.workdir`); a run stopped by SIGTERM saves a checkpoint and raises
+`Preempted(step)`, never returning as if it had finished; a NaN or infinite loss raises
+`NonFiniteLossError` naming the step; a metrics write
+that fails (a full disk) raises `MetricsWriteError` and keeps the metrics written before it.
+
 The pieces it composes (`mixtok.train.steps`: the train state, the jitted train and eval steps)
 are importable, so a notebook can run the same steps by hand and get the same numbers.
 
@@ -20,7 +26,6 @@ interrupted and resumed ends with the same parameters and metrics as one that ne
 import logging
 import signal
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -35,14 +40,27 @@ from mixtok.train.config import validate_config
 from mixtok.train.metric_writer import MetricWriter
 from mixtok.train.steps import TrainState
 from mixtok.train.tasks import DEFAULT_TASK, get_task
+from mixtok.train.workdir import Workdir, open_workdir
 
-__all__ = ["NonFiniteLossError", "TrainState", "train_and_evaluate"]
+__all__ = ["NonFiniteLossError", "Preempted", "TrainState", "train_and_evaluate"]
 
 log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(FloatingPointError):
     """Training stopped because the loss or the gradient norm became NaN or infinite."""
+
+
+class Preempted(Exception):
+    """The run was stopped by a signal (SIGTERM: preemption) after saving a checkpoint at `step`.
+
+    Raised rather than returned, so that a stopped run is never taken for a finished one; running
+    the same command (or call) again resumes from that checkpoint.
+    """
+
+    def __init__(self, step: int, signum: int):
+        self.step, self.signum = step, signum
+        super().__init__(f"preempted at step {step}; rerun the same command to resume")
 
 
 class _StopSignal:
@@ -79,11 +97,17 @@ def _first_nonfinite(history) -> tuple | None:
 def train_and_evaluate(config: ConfigDict, workdir: str, *, stop_at_step: int | None = None) -> dict[str, float]:
     """Trains `config` in `workdir` (resuming if it holds checkpoints); returns the last metrics.
 
-    `stop_at_step` stops early as a preemption would (a checkpoint is saved); tests use it.
+    `stop_at_step` stops early as a preemption would (a checkpoint is saved) and returns; tests use
+    it. SIGTERM saves a checkpoint and raises `Preempted`. A workdir that is a file, not writable or
+    locked by another trainer raises a `WorkdirError` (a ValueError) before anything is written.
     """
     validate_config(config)
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    with open_workdir(workdir, jax.process_index(), jax.process_count()) as run_dir:
+        return _train(config, run_dir, stop_at_step)
+
+
+def _train(config: ConfigDict, run_dir: Workdir, stop_at_step: int | None) -> dict[str, float]:
+    workdir = run_dir.path
     rules = rules_from_config(config.get("sharding_rules", None))
     mesh = create_mesh(config.get("mesh", None))
     batch_shard = batch_sharding(mesh, rules)
@@ -135,12 +159,14 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *, stop_at_step: int | 
     )
     tick, tick_step = time.perf_counter(), start
     step = start
+    preempted = None
     try:
         with _StopSignal() as stop:
             while step < total:
                 batch = steps.put_batch(next(train_iter), batch_shard)
                 state, metrics = train_step(state, batch, step_rng)
                 step += 1
+                run_dir.started()
                 history.append((step, metrics))
                 progress.update(1)
                 is_log = step % log_every == 0 or step == config.total_steps
@@ -176,15 +202,14 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *, stop_at_step: int | 
                     history = []
                     if is_save:
                         checkpointer.save(step, state, train_iter, config, info, force=True)
-                    if stopping:
-                        log.warning(
-                            "Received signal %d: saved a checkpoint at step %d; rerun the same command to resume.",
-                            stop.received,
-                            step,
-                        )
+                    if stopping and step < config.total_steps:  # a signal at the last step: finished
+                        preempted = Preempted(step, stop.received)
                         break
     finally:
         progress.close()
         checkpointer.close()
         writer.close()
+    if preempted is not None:  # raised once the checkpoint is written and the files are closed
+        log.info("Received signal %d: saved a checkpoint at step %d.", preempted.signum, preempted.step)
+        raise preempted
     return last
