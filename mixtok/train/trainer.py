@@ -12,7 +12,7 @@ checkpointing every `checkpoint_every` steps, on SIGTERM, and at the end.
 Nothing lost, nothing silent: the workdir is checked, created and locked first (one trainer per
 workdir, `mixtok.train.workdir`); a run stopped by SIGTERM saves a checkpoint and raises
 `Preempted(step)`, never returning as if it had finished; a NaN or infinite loss raises
-`NonFiniteLossError` naming the step; a metrics write
+`NonFiniteLossError` naming the step, the likely causes and the last checkpoint; a metrics write
 that fails (a full disk) raises `MetricsWriteError` and keeps the metrics written before it.
 
 The pieces it composes (`mixtok.train.steps`: the train state, the jitted train and eval steps)
@@ -83,6 +83,25 @@ class _StopSignal:
     def __exit__(self, *exc):
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
+
+
+def _nonfinite_message(bad: tuple, config: ConfigDict, last_checkpoint: int | None) -> str:
+    """Names the step and value, the likely causes that apply to this config, and what to resume from."""
+    step, key, value = bad
+    optimizer = config.optimizer
+    clip = optimizer.get("grad_clip", None)
+    causes = [
+        "the data (NaN or inf in the inputs)",
+        f"the learning rate (optimizer.lr={optimizer.get('lr', '?')}; lower it)",
+        f"the gradients (clipped to global norm {clip}; lower the clip or the learning rate)"
+        if clip
+        else "the gradients (clipping is off: enable optimizer.grad_clip, e.g. 1.0)",
+    ]
+    if last_checkpoint is None:
+        after = "No checkpoint was saved before it: fix the cause and start again."
+    else:
+        after = f"The last checkpoint (step {last_checkpoint}) is untouched: fix the cause and rerun to resume from it."
+    return f"Training stopped: {key} is {value} at step {step}. Likely causes: {'; '.join(causes)}. {after}"
 
 
 def _first_nonfinite(history) -> tuple | None:
@@ -179,11 +198,7 @@ def _train(config: ConfigDict, run_dir: Workdir, stop_at_step: int | None) -> di
                     history = jax.device_get(history)
                     bad = _first_nonfinite(history)
                     if bad is not None:
-                        raise NonFiniteLossError(
-                            f"Training stopped: {bad[1]} is {bad[2]} at step {bad[0]}. The last checkpoint "
-                            f"(step {checkpointer.latest_step()}) is untouched; lower the learning rate or "
-                            f"enable gradient clipping (optimizer.grad_clip) and resume."
-                        )
+                        raise NonFiniteLossError(_nonfinite_message(bad, config, checkpointer.latest_step()))
                     if is_log or is_eval:
                         now = time.perf_counter()
                         record = {f"train/{k}": float(v) for k, v in history[-1][1].items()}

@@ -24,7 +24,7 @@ import pytest
 from mixtok.train import steps
 from mixtok.train.config import validate_config
 from mixtok.train.metric_writer import MetricsFileError, MetricWriter, read_metrics
-from mixtok.train.trainer import Preempted, train_and_evaluate
+from mixtok.train.trainer import NonFiniteLossError, Preempted, train_and_evaluate
 from mixtok.train.workdir import WorkdirError, WorkdirLockedError
 from tests.train.test_trainer import tiny_config
 
@@ -296,6 +296,26 @@ def test_resume_mismatch_can_be_set_from_the_command_line_on_a_config_without_it
         assert flags.FLAGS.config.resume_mismatch == "allow"
     finally:
         flags.FLAGS.unparse_flags()
+
+
+def test_nonfinite_loss_without_clipping_or_checkpoint_says_so(tmp_path):
+    config = tiny_config(**{"optimizer.lr": 1e30, "optimizer.grad_clip": None, "optimizer.warmup_steps": 0})
+    with pytest.raises(NonFiniteLossError) as error:
+        train_and_evaluate(config, tmp_path)
+    message = str(error.value)
+    assert re.search(r"is (nan|inf|-inf) at step \d+", message)
+    assert "clipping is off: enable optimizer.grad_clip" in message and "optimizer.lr=1e+30" in message
+    assert "No checkpoint was saved before it" in message and "step None" not in message
+
+
+def test_nonfinite_loss_with_clipping_names_the_clip_and_the_last_checkpoint(tmp_path):
+    config = tiny_config(checkpoint_every=1, **{"optimizer.lr": 1e30, "optimizer.warmup_steps": 0})
+    with pytest.raises(NonFiniteLossError) as error:
+        train_and_evaluate(config, tmp_path)
+    message = str(error.value)
+    assert "clipped to global norm 1.0" in message and "clipping is off" not in message
+    saved = re.search(r"The last checkpoint \(step (\d+)\) is untouched", message)
+    assert saved and (tmp_path / "checkpoints" / saved.group(1)).is_dir(), message
 
 
 def test_help_documents_the_exit_codes():
