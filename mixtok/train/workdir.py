@@ -49,7 +49,12 @@ class Workdir:
         self._created: list[Path] = []  # the folders this run created, outermost first
         self._started = False
         self._fd = None
-        self._create()
+        try:
+            self._create()
+        except PermissionError:  # e.g. a parent folder this user may not even look into
+            raise WorkdirError(
+                f"The workdir {str(self.path)!r} cannot be used: permission denied; pass a --workdir you can write."
+            ) from None
         name = ".lock" if process_count <= 1 else f".lock.{process_index}"
         self.lock_path = self.path / name
         try:
