@@ -318,6 +318,14 @@ def test_nonfinite_loss_with_clipping_names_the_clip_and_the_last_checkpoint(tmp
     assert saved and (tmp_path / "checkpoints" / saved.group(1)).is_dir(), message
 
 
+def test_nonfinite_loss_from_the_command_line_is_one_line_and_exit_1(tmp_path):
+    overrides = {"optimizer.lr": 1e30, "optimizer.grad_clip": None, "optimizer.warmup_steps": 0}
+    proc = _cli("--config", str(_config_file(tmp_path, **overrides)), "--workdir", str(tmp_path / "run"))
+    _, stderr = _finish(proc)
+    line = _one_error_line(stderr, 1, proc.returncode)
+    assert "Training stopped: " in line and "clipping is off: enable optimizer.grad_clip" in line, line
+
+
 def test_help_documents_the_exit_codes():
     proc = _cli("--help")
     stdout, _ = _finish(proc, timeout=120)
