@@ -1,5 +1,16 @@
 """Command line: python -m mixtok.train --config experiments/configs/NAME.py[:ARGS] --workdir DIR
-[--config.FIELD=VALUE ...]. Running the same command again resumes from the latest checkpoint."""
+[--config.FIELD=VALUE ...]. Running the same command again resumes from the latest checkpoint.
+
+Exit codes (each failure is one line on stderr, "mixtok.train: error: ..."; no traceback):
+  0    the run finished (or had already finished); also a preempted run with --exit_zero_on_preemption
+  1    the run failed: a fault of the machine or of the training, e.g. the disk filled up while writing
+       metrics or checkpoints, or the loss became NaN or infinite. What was saved before is kept.
+  2    the command is wrong: a bad flag or config value, a missing config file, a --workdir that is a
+       file, not writable, in use by another trainer (its host and pid are named), holding another
+       model's checkpoints, or holding a metrics.jsonl with a bad line.
+  143  preempted (128 + SIGTERM, what schedulers expect): the run saved a checkpoint and stopped, and
+       says "preempted at step N; rerun the same command to resume" on stderr.
+"""
 
 import logging
 import os
@@ -9,7 +20,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from mixtok import host_memory
-from mixtok.train.trainer import NonFiniteLossError, train_and_evaluate
+from mixtok.train.config import OPTIONAL_DEFAULTS
+from mixtok.train.trainer import NonFiniteLossError, Preempted, train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to a config file, optionally with :ARGS.", lock_config=True
@@ -25,6 +37,11 @@ _DISTRIBUTED = flags.DEFINE_bool(
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (with --distributed).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (with --distributed).")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (with --distributed).")
+_EXIT_ZERO_ON_PREEMPTION = flags.DEFINE_bool(
+    "exit_zero_on_preemption",
+    False,
+    "Exit with code 0 instead of 143 (128 + SIGTERM) when SIGTERM stops the run after saving a checkpoint.",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -46,8 +63,24 @@ def _without_traceback(message: str) -> str:
     return message
 
 
+def _pop_optional_overrides(argv) -> tuple[list, dict]:
+    """Takes `--config.FIELD=VALUE` for the optional fields (config.OPTIONAL_DEFAULTS) out of argv: a config
+    file need not define them, and ml_collections only overrides fields that exist."""
+    rest, optional = [], {}
+    args = iter(argv)
+    for arg in args:
+        name, sep, value = arg.partition("=")
+        field = name[len("--config.") :] if name.startswith("--config.") else None
+        if field in OPTIONAL_DEFAULTS:
+            optional[field] = value if sep else next(args, "")
+        else:
+            rest.append(arg)
+    return rest, optional
+
+
 def parse_flags(argv):
     """absl's parser, with config-override mistakes (`--config.total_stepz=5`) reported in one line."""
+    argv, optional = _pop_optional_overrides(argv)
     # config_flags defers a missing config file's error to first use, deep inside the trainer.
     for i, arg in enumerate(argv):
         value = (
@@ -63,7 +96,12 @@ def parse_flags(argv):
             )
             sys.exit(2)
     try:
-        return flags.FLAGS(argv)
+        rest = flags.FLAGS(argv)
+        config = _CONFIG.value
+        for field, value in optional.items():
+            with config.unlocked():
+                config[field] = value
+        return rest
     except flags.Error as error:
         print(f"mixtok.train: error: {_without_traceback(str(error))}", file=sys.stderr)
     except (AttributeError, KeyError, TypeError, ValueError) as error:
@@ -85,10 +123,18 @@ def main(argv):
     logging.getLogger("absl").setLevel(logging.WARNING)
     try:
         metrics = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    except (ValueError, FileNotFoundError, NonFiniteLossError) as error:
+    except Preempted as stopped:
+        # Not "final metrics": the run is not finished. 128 + the signal's number, as a killed process reports.
+        print(f"mixtok.train: {stopped}", file=sys.stderr)
+        sys.exit(0 if _EXIT_ZERO_ON_PREEMPTION.value else 128 + stopped.signum)
+    except (ValueError, FileNotFoundError) as error:
         # User errors get their message, not a traceback from deep inside.
         print(f"mixtok.train: error: {error}", file=sys.stderr)
         sys.exit(2)
+    except (NonFiniteLossError, OSError) as error:
+        # Faults of the run (the loss diverged, the disk filled up): one line, and what was saved is kept.
+        print(f"mixtok.train: error: {error}", file=sys.stderr)
+        sys.exit(1)
     if metrics:
         print("final metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))
 

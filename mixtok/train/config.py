@@ -2,7 +2,14 @@
 
 The trainer owns the fields in TRAINER_FIELDS; the task (`config.task`, default "classification")
 owns its own (`Task.CONFIG_FIELDS`, e.g. the tokenizer's `loss`) and checks them (`Task.validate`).
+
+Optional trainer fields a config file may lack (their defaults are in OPTIONAL_DEFAULTS), e.g.
+`resume_mismatch`: "error" (default) refuses to resume checkpoints whose saved config differs from
+this one in what the run depends on; "allow" resumes them anyway.
 """
+
+import math
+from numbers import Real
 
 from ml_collections import ConfigDict
 
@@ -10,7 +17,7 @@ from mixtok.registry import unknown_name_error
 from mixtok.train.tasks import DEFAULT_TASK, TASKS, get_task
 from mixtok.train.tasks.base import compute_dtype
 
-__all__ = ["REQUIRED", "TRAINER_FIELDS", "compute_dtype", "parse_config_arg", "validate_config"]
+__all__ = ["OPTIONAL_DEFAULTS", "REQUIRED", "TRAINER_FIELDS", "compute_dtype", "parse_config_arg", "validate_config"]
 
 REQUIRED = ("model", "data", "batch_size", "total_steps", "seed", "optimizer")
 TRAINER_FIELDS = REQUIRED + (
@@ -25,7 +32,27 @@ TRAINER_FIELDS = REQUIRED + (
     "tensorboard",
     "async_checkpointing",
     "eval_batch_size",
+    "resume_mismatch",
 )
+# Fields a config file need not define; `--config.FIELD=VALUE` sets them all the same (mixtok.train's CLI).
+OPTIONAL_DEFAULTS = {"resume_mismatch": "error"}
+RESUME_MISMATCH = ("error", "allow")
+
+
+def _check_normalisation(data) -> None:
+    """data.mean must be finite and data.std finite and positive (scalar or per channel): images are divided by std."""
+    for key, positive in (("mean", False), ("std", True)):
+        if key not in data:
+            continue
+        value = data[key]
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        ok = bool(values) and all(
+            isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v) and (v > 0 or not positive)
+            for v in values
+        )
+        if not ok:
+            what = "finite and positive (the images are divided by it)" if positive else "finite"
+            raise ValueError(f"config.data.{key} must be {what}, a number or one per channel; got {value!r}.")
 
 
 def validate_config(config: ConfigDict) -> None:
@@ -57,6 +84,11 @@ def validate_config(config: ConfigDict) -> None:
             "mixtok.tokenizers.list_tokenizers())."
         )
     compute_dtype(config)  # an unknown config.model.dtype is an error naming the valid ones
+    if "data" in config and hasattr(config.data, "keys"):
+        _check_normalisation(config.data)
+    mismatch = config.get("resume_mismatch", "error")
+    if mismatch not in RESUME_MISMATCH:
+        raise ValueError(f"config.resume_mismatch must be one of {RESUME_MISMATCH}; got {mismatch!r}.")
     task.validate(config)
 
 

@@ -9,6 +9,12 @@ the latest checkpoint in `workdir` if there is one, and then trains to `config.t
 logging to `workdir/metrics.jsonl` and TensorBoard, evaluating every `eval_every` steps and
 checkpointing every `checkpoint_every` steps, on SIGTERM, and at the end.
 
+Nothing lost, nothing silent: the workdir is checked, created and locked first (one trainer per
+workdir, `mixtok.train.workdir`); a run stopped by SIGTERM saves a checkpoint and raises
+`Preempted(step)`, never returning as if it had finished; a NaN or infinite loss raises
+`NonFiniteLossError` naming the step, the likely causes and the last checkpoint; a metrics write
+that fails (a full disk) raises `MetricsWriteError` and keeps the metrics written before it.
+
 The pieces it composes (`mixtok.train.steps`: the train state, the jitted train and eval steps)
 are importable, so a notebook can run the same steps by hand and get the same numbers.
 
@@ -20,7 +26,6 @@ interrupted and resumed ends with the same parameters and metrics as one that ne
 import logging
 import signal
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -35,14 +40,27 @@ from mixtok.train.config import validate_config
 from mixtok.train.metric_writer import MetricWriter
 from mixtok.train.steps import TrainState
 from mixtok.train.tasks import DEFAULT_TASK, get_task
+from mixtok.train.workdir import Workdir, open_workdir
 
-__all__ = ["NonFiniteLossError", "TrainState", "train_and_evaluate"]
+__all__ = ["NonFiniteLossError", "Preempted", "TrainState", "train_and_evaluate"]
 
 log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(FloatingPointError):
     """Training stopped because the loss or the gradient norm became NaN or infinite."""
+
+
+class Preempted(Exception):
+    """The run was stopped by a signal (SIGTERM: preemption) after saving a checkpoint at `step`.
+
+    Raised rather than returned, so that a stopped run is never taken for a finished one; running
+    the same command (or call) again resumes from that checkpoint.
+    """
+
+    def __init__(self, step: int, signum: int):
+        self.step, self.signum = step, signum
+        super().__init__(f"preempted at step {step}; rerun the same command to resume")
 
 
 class _StopSignal:
@@ -67,6 +85,25 @@ class _StopSignal:
             signal.signal(signal.SIGTERM, self._previous)
 
 
+def _nonfinite_message(bad: tuple, config: ConfigDict, last_checkpoint: int | None) -> str:
+    """Names the step and value, the likely causes that apply to this config, and what to resume from."""
+    step, key, value = bad
+    optimizer = config.optimizer
+    clip = optimizer.get("grad_clip", None)
+    causes = [
+        "the data (NaN or inf in the inputs)",
+        f"the learning rate (optimizer.lr={optimizer.get('lr', '?')}; lower it)",
+        f"the gradients (clipped to global norm {clip}; lower the clip or the learning rate)"
+        if clip
+        else "the gradients (clipping is off: enable optimizer.grad_clip, e.g. 1.0)",
+    ]
+    if last_checkpoint is None:
+        after = "No checkpoint was saved before it: fix the cause and start again."
+    else:
+        after = f"The last checkpoint (step {last_checkpoint}) is untouched: fix the cause and rerun to resume from it."
+    return f"Training stopped: {key} is {value} at step {step}. Likely causes: {'; '.join(causes)}. {after}"
+
+
 def _first_nonfinite(history) -> tuple | None:
     for step, metrics in history:
         for key in ("loss", "grad_norm"):
@@ -79,11 +116,17 @@ def _first_nonfinite(history) -> tuple | None:
 def train_and_evaluate(config: ConfigDict, workdir: str, *, stop_at_step: int | None = None) -> dict[str, float]:
     """Trains `config` in `workdir` (resuming if it holds checkpoints); returns the last metrics.
 
-    `stop_at_step` stops early as a preemption would (a checkpoint is saved); tests use it.
+    `stop_at_step` stops early as a preemption would (a checkpoint is saved) and returns; tests use
+    it. SIGTERM saves a checkpoint and raises `Preempted`. A workdir that is a file, not writable or
+    locked by another trainer raises a `WorkdirError` (a ValueError) before anything is written.
     """
     validate_config(config)
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    with open_workdir(workdir, jax.process_index(), jax.process_count()) as run_dir:
+        return _train(config, run_dir, stop_at_step)
+
+
+def _train(config: ConfigDict, run_dir: Workdir, stop_at_step: int | None) -> dict[str, float]:
+    workdir = run_dir.path
     rules = rules_from_config(config.get("sharding_rules", None))
     mesh = create_mesh(config.get("mesh", None))
     batch_shard = batch_sharding(mesh, rules)
@@ -138,12 +181,14 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *, stop_at_step: int | 
     )
     tick, tick_step = time.perf_counter(), start
     step = start
+    preempted = None
     try:
         with _StopSignal() as stop:
             while step < total:
                 batch = steps.put_batch(next(train_iter), batch_shard)
                 state, metrics = train_step(state, batch, step_rng)
                 step += 1
+                run_dir.started()
                 history.append((step, metrics))
                 progress.update(1)
                 is_log = step % log_every == 0 or step == config.total_steps
@@ -156,11 +201,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *, stop_at_step: int | 
                     history = jax.device_get(history)
                     bad = _first_nonfinite(history)
                     if bad is not None:
-                        raise NonFiniteLossError(
-                            f"Training stopped: {bad[1]} is {bad[2]} at step {bad[0]}. The last checkpoint "
-                            f"(step {checkpointer.latest_step()}) is untouched; lower the learning rate or "
-                            f"enable gradient clipping (optimizer.grad_clip) and resume."
-                        )
+                        raise NonFiniteLossError(_nonfinite_message(bad, config, checkpointer.latest_step()))
                     if is_log or is_eval:
                         now = time.perf_counter()
                         record = {f"train/{k}": float(v) for k, v in history[-1][1].items()}
@@ -179,15 +220,14 @@ def train_and_evaluate(config: ConfigDict, workdir: str, *, stop_at_step: int | 
                     history = []
                     if is_save:
                         checkpointer.save(step, state, train_iter, config, info, force=True)
-                    if stopping:
-                        log.warning(
-                            "Received signal %d: saved a checkpoint at step %d; rerun the same command to resume.",
-                            stop.received,
-                            step,
-                        )
+                    if stopping and step < config.total_steps:  # a signal at the last step: finished
+                        preempted = Preempted(step, stop.received)
                         break
     finally:
         progress.close()
         checkpointer.close()
         writer.close()
+    if preempted is not None:  # raised once the checkpoint is written and the files are closed
+        log.info("Received signal %d: saved a checkpoint at step %d.", preempted.signum, preempted.step)
+        raise preempted
     return last

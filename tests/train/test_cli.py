@@ -50,11 +50,11 @@ def test_sigterm_saves_a_checkpoint_and_the_same_command_resumes(tmp_path):
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 0, stderr[-2000:]
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-2000:]  # preempted, not finished
     entries = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     saved = sorted(int(name) for name in entries if name.isdigit())
     assert len(saved) == 1 and 2 <= saved[0] < 100000, (entries, stderr[-3000:])
-    assert "rerun the same command to resume" in stderr
+    assert f"preempted at step {saved[0]}; rerun the same command to resume" in stderr
 
     resumed = _cli(
         *args[:4],
