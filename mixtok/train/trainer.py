@@ -100,7 +100,10 @@ def _nonfinite_message(bad: tuple, config: ConfigDict, last_checkpoint: int | No
     if last_checkpoint is None:
         after = "No checkpoint was saved before it: fix the cause and start again."
     else:
-        after = f"The last checkpoint (step {last_checkpoint}) is untouched: fix the cause and rerun to resume from it."
+        after = (
+            f"The last checkpoint (step {last_checkpoint}) is untouched: fix the cause and rerun to resume from it "
+            "(a changed optimizer or data setting also needs --config.resume_mismatch=allow)."
+        )
     return f"Training stopped: {key} is {value} at step {step}. Likely causes: {'; '.join(causes)}. {after}"
 
 
