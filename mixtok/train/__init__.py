@@ -23,9 +23,10 @@ from mixtok.train.steps import (
     seed_rngs,
 )
 from mixtok.train.tasks import Task, get_task
-from mixtok.train.trainer import NonFiniteLossError, train_and_evaluate
+from mixtok.train.trainer import NonFiniteLossError, Preempted, train_and_evaluate
 
 __all__ = [
+    "Preempted",
     "Checkpointer",
     "NonFiniteLossError",
     "Run",
