@@ -444,6 +444,20 @@ class Checkpointer:
                     f"{_one_line(error)}"
                 ) from error
 
+    def poll(self) -> None:
+        """Finishes a background save that has ended, without waiting for one still running.
+
+        The trainer calls it after every step, so a save that failed (a full disk) stops the run at the
+        next step with the save's error (`CheckpointSaveError`), not at the next save; one that succeeded
+        gets its manifest then. Single-process runs only: with several processes, finishing a save
+        passes barriers that every process must reach together, so there the next `save`, `wait` or
+        `close` reports it.
+        """
+        if self._pending is None or jax.process_count() > 1:
+            return
+        if self._catcher.error is not None or not self.manager.is_saving_in_progress():
+            self._finish_pending()
+
     def wait(self) -> None:
         """Waits for the running save and writes its manifest; raises `CheckpointSaveError` if it failed."""
         self._finish_pending()

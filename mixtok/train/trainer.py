@@ -192,6 +192,7 @@ def _train(config: ConfigDict, run_dir: Workdir, stop_at_step: int | None) -> di
                 state, metrics = train_step(state, batch, step_rng)
                 step += 1
                 run_dir.started()
+                checkpointer.poll()  # a background save that failed stops the run here, not at the next save
                 history.append((step, metrics))
                 progress.update(1)
                 is_log = step % log_every == 0 or step == config.total_steps

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -329,6 +330,27 @@ def test_a_failed_background_save_is_raised_at_the_next_save_naming_the_step(tmp
         tiny_save(checkpointer, 3)
     assert "\n" not in str(error.value) and "[1]" in str(error.value)
     checkpointer.close()  # the error was reported once
+
+
+def test_a_failed_background_save_is_raised_at_the_next_poll(tmp_path, tiny_save, disk_full):
+    """The trainer polls after every step: the failure stops the run at the next step, not the next save."""
+    checkpointer = Checkpointer(tmp_path / "checkpoints", async_save=True)
+    tiny_save(checkpointer, 2)
+    while checkpointer.manager.is_saving_in_progress():  # the background save ends (however loaded the machine)
+        time.sleep(0.01)
+    with pytest.raises(CheckpointSaveError, match="step 2 was not saved"):
+        checkpointer.poll()
+    checkpointer.poll()  # reported once; nothing pending
+    checkpointer.close()
+
+
+def test_a_successful_background_save_gets_its_manifest_at_a_poll(tmp_path, tiny_save):
+    checkpointer = Checkpointer(tmp_path / "checkpoints", async_save=True)
+    tiny_save(checkpointer, 3)
+    checkpointer.manager.wait_until_finished()
+    checkpointer.poll()
+    assert verify_manifest(tmp_path / "checkpoints" / "3")
+    checkpointer.close()
 
 
 def test_a_failed_background_save_is_raised_by_close(tmp_path, tiny_save, disk_full):
