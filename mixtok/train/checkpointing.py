@@ -388,11 +388,32 @@ class Checkpointer:
 
     # --- saving ---
 
+    def _check_free_space(self, step: int) -> None:
+        """Refuses to start a save that cannot fit: the newest checkpoint's size (from its manifest) is the
+        estimate, so the first save of a run is not checked (the save itself then fails, one line)."""
+        steps = sorted(self.manager.all_steps())
+        if not steps or not _is_primary():
+            return
+        try:
+            manifest = json.loads((self._step_dir(steps[-1]) / MANIFEST).read_text())
+            needed = sum(int(entry["size"]) for entry in manifest["files"].values())
+            free = shutil.disk_usage(self.directory).free
+        except (OSError, ValueError, KeyError, TypeError):
+            return  # no manifest (older checkpoint) or nothing to measure: let the save itself report
+        if free < needed:
+            raise CheckpointSaveError(
+                f"Not saving the checkpoint of step {step}: {self.directory} has {free / 2**20:.1f} MiB free and "
+                f"the last checkpoint (step {steps[-1]}) took {needed / 2**20:.1f} MiB. Free some space and rerun "
+                f"to resume from step {steps[-1]}."
+            )
+
     def save(
         self, step: int, state: Any, data_iterator: Any, config: ConfigDict, info: DatasetInfo, *, force: bool = False
     ) -> bool:
-        """Starts saving step `step`; raises `CheckpointSaveError` if this or the previous save failed."""
+        """Starts saving step `step`; raises `CheckpointSaveError` if this or the previous save failed, or if
+        the disk has less free space than the last checkpoint took."""
         self._finish_pending()
+        self._check_free_space(step)
         args = ocp.args.Composite(
             state=ocp.args.StandardSave(state),
             data=ocp.args.JsonSave(_jsonable_iterator_state(data_iterator.get_state())),

@@ -353,6 +353,19 @@ def test_a_successful_background_save_gets_its_manifest_at_a_poll(tmp_path, tiny
     checkpointer.close()
 
 
+def test_a_save_that_cannot_fit_is_refused_before_it_starts(tmp_path, tiny_save, monkeypatch):
+    checkpointer = Checkpointer(tmp_path / "checkpoints", async_save=True)
+    tiny_save(checkpointer, 1)
+    checkpointer.wait()
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: real(path)._replace(free=10))
+    with pytest.raises(CheckpointSaveError, match=r"Not saving the checkpoint of step 2: .* MiB free .*step 1\)"):
+        tiny_save(checkpointer, 2)
+    monkeypatch.undo()
+    assert sorted(checkpointer.manager.all_steps()) == [1] and not list((tmp_path / "checkpoints").glob("2*"))
+    checkpointer.close()
+
+
 def test_a_failed_background_save_is_raised_by_close(tmp_path, tiny_save, disk_full):
     checkpointer = Checkpointer(tmp_path / "checkpoints", async_save=True)
     tiny_save(checkpointer, 5)
