@@ -10,8 +10,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
-import sys
 import time
 
 import jax
@@ -247,29 +245,12 @@ def test_the_command_line_reports_an_unresumable_workdir_in_one_line_with_exit_c
 
 
 def test_two_processes_move_a_bad_checkpoint_aside_once_and_resume_together(workdir):
-    from tests.train.test_multihost import REPO, _free_port
+    from tests.train.test_multihost import run_two_processes
 
     corrupt_array_file(workdir / "checkpoints" / "8")
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    command = [sys.executable, "-m", "tests.reliability.multihost_resume_worker"]
-    procs = [
-        subprocess.Popen(
-            [*command, str(i), str(port), str(workdir)],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    finals = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err[-3000:]
-        assert "Checkpoint step 8 is unreadable" in err
-        finals.append(json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])["final"])
+    results = run_two_processes(workdir, "tests.reliability.test_checkpoints:run_config")
+    assert all("Checkpoint step 8 is unreadable" in err for _, err in results)
+    finals = [result["final"] for result, _ in results]
     assert finals[0] == finals[1] and np.isfinite(finals[0]["train/loss"])
     assert len(list((workdir / "checkpoints").glob("8.unreadable-*"))) == 1  # moved once, by process 0
     assert saved_steps(workdir) == [4, 8] and [r["step"] for r in read_metrics(workdir)] == [4, 8]

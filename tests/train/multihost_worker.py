@@ -1,8 +1,11 @@
 """One process of the two-process run in test_multihost.py (not a test itself).
 
-python -m tests.train.multihost_worker PROCESS_ID PORT WORKDIR
+python -m tests.train.multihost_worker PROCESS_ID PORT WORKDIR [MODULE:FUNCTION]
+
+MODULE:FUNCTION names a function returning the run's config (default: test_trainer's tiny 4-step run).
 """
 
+import importlib
 import json
 import os
 import sys
@@ -19,9 +22,14 @@ def main():
     from mixtok.train.trainer import train_and_evaluate
 
     initialize_distributed(f"127.0.0.1:{port}", num_processes=2, process_id=process_id)
-    from tests.train.test_trainer import tiny_config
+    if len(sys.argv) > 4:
+        module, function = sys.argv[4].split(":")
+        config = getattr(importlib.import_module(module), function)()
+    else:
+        from tests.train.test_trainer import tiny_config
 
-    final = train_and_evaluate(tiny_config(total_steps=4, log_every=1, eval_every=4, checkpoint_every=4), workdir)
+        config = tiny_config(total_steps=4, log_every=1, eval_every=4, checkpoint_every=4)
+    final = train_and_evaluate(config, workdir)
     print(
         "RESULT "
         + json.dumps(

@@ -18,12 +18,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_train_together_and_only_the_first_writes_metrics(tmp_path):
+def run_two_processes(workdir, config_ref: str | None = None) -> list[tuple[dict, str]]:
+    """Runs `multihost_worker` as processes 0 and 1 of one jax.distributed run over loopback; returns
+    each one's RESULT record and stderr, after asserting that both exited 0."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    extra = [config_ref] if config_ref else []
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "tests.train.multihost_worker", str(i), str(port), str(tmp_path)],
+            [sys.executable, "-m", "tests.train.multihost_worker", str(i), str(port), str(workdir), *extra],
             cwd=REPO,
             env=env,
             stdout=subprocess.PIPE,
@@ -36,7 +39,12 @@ def test_two_processes_train_together_and_only_the_first_writes_metrics(tmp_path
     for proc in procs:
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-3000:]
-        results.append(json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:]))
+        results.append((json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:]), err))
+    return results
+
+
+def test_two_processes_train_together_and_only_the_first_writes_metrics(tmp_path):
+    results = [result for result, _ in run_two_processes(tmp_path)]
     assert [(r["process"], r["processes"], r["devices"]) for r in results] == [(0, 2, 8), (1, 2, 8)]
     # The processes hold shards of one global batch and one replicated model: same metrics.
     assert results[0]["final"] == results[1]["final"]
