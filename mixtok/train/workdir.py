@@ -76,18 +76,8 @@ class Workdir:
                     )
                 break
             missing.append(folder)
-        try:
+        with _unwritable_as_workdir_error(path, "cannot be created"):
             path.mkdir(parents=True, exist_ok=True)
-        except PermissionError:
-            raise WorkdirError(
-                f"The workdir {str(path)!r} cannot be created: permission denied; pass a --workdir you can write."
-            ) from None
-        except OSError as error:
-            if error.errno == errno.EROFS:
-                raise WorkdirError(
-                    f"The workdir {str(path)!r} cannot be created: read-only file system; pass another --workdir."
-                ) from None
-            raise
         self._created = [folder for folder in reversed(missing) if folder.is_dir()]
         if not os.access(path, os.W_OK | os.X_OK):
             raise WorkdirError(
@@ -96,19 +86,10 @@ class Workdir:
             )
 
     def _lock(self) -> None:
-        try:
+        with _unwritable_as_workdir_error(
+            self.path, f"is not writable by this user (cannot create {self.lock_path.name})"
+        ):
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        except PermissionError:
-            raise WorkdirError(
-                f"The workdir {str(self.path)!r} is not writable by this user (cannot create {self.lock_path.name}); "
-                "fix its permissions or pass another --workdir."
-            ) from None
-        except OSError as error:
-            if error.errno == errno.EROFS:
-                raise WorkdirError(
-                    f"The workdir {str(self.path)!r} is on a read-only file system; pass another --workdir."
-                ) from None
-            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
@@ -186,3 +167,20 @@ def open_workdir(path, process_index: int = 0, process_count: int = 1):
         workdir.close(failed=True)
         raise
     workdir.close()
+
+
+@contextlib.contextmanager
+def _unwritable_as_workdir_error(path: Path, what: str):
+    """Turns a permission-denied or read-only-file-system error into one `WorkdirError` line about `path`."""
+    try:
+        yield
+    except PermissionError:
+        raise WorkdirError(
+            f"The workdir {str(path)!r} {what}: permission denied; fix its permissions or pass another --workdir."
+        ) from None
+    except OSError as error:
+        if error.errno != errno.EROFS:
+            raise
+        raise WorkdirError(
+            f"The workdir {str(path)!r} {what}: read-only file system; pass another --workdir."
+        ) from None

@@ -17,21 +17,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 BENCHMARKS = REPO / "benchmarks"
 TINY = ["--models", "poolformer_s12", "--batch", "2", "--size", "32", "--repeats", "1", "--warmup", "0", "--tiny"]
-COLUMNS = [
-    "model",
-    "params",
-    "GFLOP/img (XLA)",
-    "train GFLOP/img (XLA)",
-    "paper GMACs",
-    "XLA/(2*GMACs)",
-    "step ms",
-    "img/s",
-    "MFU %",
-    "timm eager img/s",
-    "ratio",
-    "timm compile img/s",
-    "ratio",
-]
 # Run as the GPU image would: the trainer's extras absent (an import of them raises ModuleNotFoundError).
 WITHOUT_TRAINER_EXTRAS = (
     "import runpy, sys\n"
@@ -74,23 +59,24 @@ def _check_rows(path):
     return row
 
 
-def test_tiny_run_prints_the_table_and_writes_finite_rows(tmp_path):
+def test_tiny_run_prints_the_table_and_writes_finite_rows(tmp_path, train_step):
+    columns = list(train_step.COLUMNS)
     result = _run([*TINY, "--json", str(tmp_path / "out.json")])
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert "MFU against the measured float32 GEMM rate of this CPU" in lines[0]
     assert lines[1].startswith("device: cpu") and "batch 2, 32 px, float32" in lines[1] and "peak: measured" in lines[1]
-    assert [cell.strip() for cell in lines[2].split("|")] == COLUMNS
-    assert lines[4].split("|")[0].strip() == "poolformer_s12" and len(lines[4].split("|")) == len(COLUMNS)
+    assert [cell.strip() for cell in lines[2].split("|")] == columns
+    assert lines[4].split("|")[0].strip() == "poolformer_s12" and len(lines[4].split("|")) == len(columns)
     row = _check_rows(tmp_path / "out.json")
     assert math.isfinite(row["mfu_percent"]) and row["mfu_percent"] > 0
 
 
-def test_runs_in_bfloat16_without_grain_or_ml_collections(tmp_path):
+def test_runs_in_bfloat16_without_grain_or_ml_collections(tmp_path, train_step):
     args = [*TINY, "--dtype", "bfloat16", "--markdown", "--json", str(tmp_path / "out.json")]
     result = _run(args, code=WITHOUT_TRAINER_EXTRAS)
     assert result.returncode == 0, result.stderr
-    assert "| " + " | ".join(COLUMNS) + " |" in result.stdout.splitlines()
+    assert "| " + " | ".join(train_step.COLUMNS) + " |" in result.stdout.splitlines()
     assert "| poolformer_s12 |" in result.stdout and "batch 2, 32 px, bfloat16" in result.stdout
     assert "not installed: grain, ml_collections" in result.stdout
     _check_rows(tmp_path / "out.json")

@@ -308,32 +308,9 @@ def one_d_tokenizer(
     warmup, disc_warmup, gan_start = (1, 1, 2) if arg.runlocal else (10_000, 5_000, 20_000)
     check_steps_cover(arg, warmup=warmup, gan_start=gan_start)
     scale = config.batch_size / official_batch  # the official learning rates at their batch, scaled linearly
-    config.optimizer = ConfigDict(
-        dict(
-            name="adamw",
-            lr=1e-4 * scale,
-            min_lr=1e-5 * scale,
-            warmup_steps=warmup,  # then cosine to min_lr
-            weight_decay=1e-4,
-            b1=0.9,
-            b2=0.99,
-            eps=1e-8,
-            grad_clip=1.0,
-        )
-    )
-    config.discriminator_optimizer = ConfigDict(
-        dict(
-            name="adamw",
-            lr=1e-4 * scale,
-            min_lr=1e-5 * scale,
-            warmup_steps=disc_warmup,
-            weight_decay=1e-4,
-            b1=0.9,
-            b2=0.999,
-            eps=1e-8,
-            grad_clip=1.0,
-        )
-    )
+    adamw = dict(name="adamw", lr=1e-4 * scale, min_lr=1e-5 * scale, weight_decay=1e-4, b1=0.9, eps=1e-8, grad_clip=1.0)
+    config.optimizer = ConfigDict(dict(adamw, warmup_steps=warmup, b2=0.99))  # warm-up, then cosine to min_lr
+    config.discriminator_optimizer = ConfigDict(dict(adamw, warmup_steps=disc_warmup, b2=0.999))
     config.loss = ConfigDict(
         dict(
             reconstruction="l2",
