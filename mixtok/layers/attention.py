@@ -44,7 +44,7 @@ import numpy as np
 from mixtok.layers.init import dense_kernel_init
 from mixtok.layers.linear import Dense, dense
 from mixtok.layers.module import Module, check_channels
-from mixtok.layers.partitioning import zeros_with_axes
+from mixtok.layers.partitioning import constrain, constrain_channels_last, zeros_with_axes
 
 IMPLEMENTATIONS = ("auto", "reference", "xla", "cudnn", "pallas")
 CUDNN_DTYPES = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
@@ -365,7 +365,9 @@ class MultiHeadAttention(Module):
             name=self.QKV_NAME,
         )(tokens)
         qkv = qkv.reshape(tokens.shape[:-1] + (3, heads, width))
-        return qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
+        # Tensor parallelism splits the heads (inside mixtok.parallel.sharding_context; else a no-op).
+        names = ("batch",) + ("length",) * (tokens.ndim - 2) + ("heads", "kv")
+        return tuple(constrain(qkv[..., i, :, :], names) for i in range(3))
 
     @nn.nowrap
     def attend(self, q, k, v, *, mask=None, bias=None, scale=None, train: bool = False):
@@ -392,6 +394,7 @@ class MultiHeadAttention(Module):
             **self.dtype_kwargs,
             name=self.PROJ_NAME,
         )(out)
+        out = constrain_channels_last(out, "embed")  # the row-parallel projection's partial sums reduced here
         if self.proj_dropout > 0.0:
             out = nn.Dropout(self.proj_dropout, deterministic=not train)(out)
         return out

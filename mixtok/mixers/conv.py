@@ -15,7 +15,7 @@ from mixtok.layers.activations import get_activation
 from mixtok.layers.conv import Conv2d
 from mixtok.layers.init import conv_kernel_init
 from mixtok.layers.linear import dense
-from mixtok.layers.partitioning import zeros_with_axes
+from mixtok.layers.partitioning import constrain_channels_last, zeros_with_axes
 from mixtok.mixers.base import Mixer
 from mixtok.mixers.registry import register
 
@@ -37,6 +37,7 @@ class SepConv(Mixer):
         common = dict(use_bias=self.use_bias, **self.dtype_kwargs)
         x = dense(hidden, ("embed", "mlp"), name="pwconv1", **common)(x)
         x = get_activation(self.activation1, **self.dtype_kwargs, name="act1")(x)
+        x = constrain_channels_last(x, "mlp")  # tensor parallelism: hidden channels split (a no-op elsewhere)
         pad = self.kernel_size // 2
         x = Conv2d(
             hidden,
@@ -49,4 +50,4 @@ class SepConv(Mixer):
             **common,
         )(x)
         x = get_activation(self.activation2, **self.dtype_kwargs, name="act2")(x)
-        return dense(self.dim, ("mlp", "embed"), name="pwconv2", **common)(x)
+        return constrain_channels_last(dense(self.dim, ("mlp", "embed"), name="pwconv2", **common)(x), "embed")

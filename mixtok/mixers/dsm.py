@@ -54,7 +54,7 @@ from mixtok.kernels.dct_filter import dct_filter
 from mixtok.layers.activations import get_activation
 from mixtok.layers.linear import dense
 from mixtok.layers.module import Module
-from mixtok.layers.partitioning import param_with_axes
+from mixtok.layers.partitioning import constrain_channels_last, param_with_axes
 from mixtok.mixers.base import Mixer
 from mixtok.mixers.registry import register
 from mixtok.mixers.spectral import resize_bicubic
@@ -127,7 +127,7 @@ class DynamicSpectrumMixer(Mixer):
             name="spectrum_weights",
         )(pooled, height, width)
         y = dense(hidden, ("embed", "mlp"), name="pwconv1", **common)(x)
-        y = get_activation(self.activation1, **self.dtype_kwargs, name="act1")(y)
+        y = constrain_channels_last(get_activation(self.activation1, **self.dtype_kwargs, name="act1")(y), "mlp")
         y = dct_filter(y, filt, impl=self.impl)
         y = get_activation(self.activation2, **self.dtype_kwargs, name="act2")(y)
-        return dense(self.dim, ("mlp", "embed"), name="pwconv2", **common)(y)
+        return constrain_channels_last(dense(self.dim, ("mlp", "embed"), name="pwconv2", **common)(y), "embed")

@@ -20,6 +20,7 @@ import flax.linen as nn
 
 from mixtok.kernels.linear_attention import linear_attention
 from mixtok.layers.linear import dense
+from mixtok.layers.partitioning import constrain_channels_last
 from mixtok.mixers.base import Mixer
 from mixtok.mixers.registry import register
 
@@ -61,5 +62,6 @@ class LinearAttention(Mixer):
             **self.dtype_kwargs,
             name="proj",
         )(out)
+        out = constrain_channels_last(out, "embed")  # tensor parallelism: the row-parallel projection's sum
         out = nn.Dropout(self.proj_dropout, deterministic=not train)(out)
         return out.reshape(batch, height, width, channels)

@@ -52,7 +52,7 @@ from mixtok.layers.conv import Conv2d
 from mixtok.layers.init import conv_kernel_init, dense_kernel_init
 from mixtok.layers.linear import Dense, dense
 from mixtok.layers.norms import LayerNorm
-from mixtok.layers.partitioning import zeros_with_axes
+from mixtok.layers.partitioning import constrain_channels_last, zeros_with_axes
 from mixtok.mixers.base import Mixer
 from mixtok.mixers.registry import register
 
@@ -130,7 +130,7 @@ class StripSelfAttention(Mixer):
         rng = self.make_rng("dropout") if train and self.attn_dropout > 0.0 else None
         out = dot_product_attention(q, k, v, dropout_rate=self.attn_dropout, dropout_rng=rng)
         out = out.reshape(batch, height * width, channels)
-        out = dense(channels, "proj", self.proj_bias, ("heads", "embed"))(out)
+        out = constrain_channels_last(dense(channels, "proj", self.proj_bias, ("heads", "embed"))(out), "embed")
         out = nn.Dropout(self.proj_dropout, deterministic=not train)(out)
         return out.reshape(batch, height, width, channels)
 

@@ -54,7 +54,7 @@ from mixtok.layers.conv import Conv2d
 from mixtok.layers.init import DEFAULT_KERNEL_INIT, dense_kernel_init
 from mixtok.layers.linear import Dense, dense
 from mixtok.layers.norms import LayerNorm
-from mixtok.layers.partitioning import param_with_axes, zeros_with_axes
+from mixtok.layers.partitioning import constrain_channels_last, param_with_axes, zeros_with_axes
 from mixtok.mixers.base import Mixer
 from mixtok.mixers.registry import register
 
@@ -265,7 +265,7 @@ class AggregatedAttention(_TransNeXtAttention):
         out = (
             jnp.einsum("bhnt,bnthd->bnhd", local_weights, v_win) + jnp.einsum("bhnp,bphd->bnhd", attn_pool, v_pool)
         ).reshape(batch, height, width, channels)
-        out = dense(channels, ("heads", "embed"), name="proj", **common)(out)
+        out = constrain_channels_last(dense(channels, ("heads", "embed"), name="proj", **common)(out), "embed")
         return nn.Dropout(self.proj_dropout, deterministic=not train)(out)
 
     def _windows(self, x):
@@ -312,7 +312,7 @@ class LengthScaledCosineAttention(_TransNeXtAttention):
             dropout_rng=rng,
         )
         out = out.reshape(batch, height, width, channels)
-        out = dense(channels, ("heads", "embed"), name="proj", **common)(out)
+        out = constrain_channels_last(dense(channels, ("heads", "embed"), name="proj", **common)(out), "embed")
         return nn.Dropout(self.proj_dropout, deterministic=not train)(out)
 
 
@@ -347,7 +347,7 @@ class ConvGLU(Mixer):
             bias_init=zeros_with_axes(("mlp",)),
             **common,
         )(x)
-        x = nn.gelu(x, approximate=False) * gate
+        x = constrain_channels_last(nn.gelu(x, approximate=False) * gate, "mlp")  # tensor parallelism's split
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
-        x = dense(self.dim, ("mlp", "embed"), name="fc2", **common)(x)
+        x = constrain_channels_last(dense(self.dim, ("mlp", "embed"), name="fc2", **common)(x), "embed")
         return nn.Dropout(self.dropout, deterministic=not train)(x)

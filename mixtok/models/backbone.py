@@ -26,6 +26,7 @@ import flax.linen as nn
 import numpy as np
 
 from mixtok.layers.module import Module
+from mixtok.layers.partitioning import constrain_channels_last
 
 OUTPUTS = ("logits", "features", "intermediates", "head")
 PerStage = Any | Sequence[Any]
@@ -65,7 +66,9 @@ class Backbone(Module):
             raise ValueError(f"output must be one of {OUTPUTS}; got {output!r}.")
         if output == "head":
             return self.classify(x, train=train)
-        maps = tuple(self.stage_maps(x, train=train))
+        # Stage boundaries: batch split over the data-parallel devices, channels as the rules say (whole by
+        # default). A no-op outside mixtok.parallel.sharding_context (mixtok.layers.partitioning.constrain).
+        maps = tuple(constrain_channels_last(m, "embed") for m in self.stage_maps(x, train=train))
         if output == "intermediates":
             return maps
         if output == "features":

@@ -17,9 +17,10 @@ import os
 import sys
 
 from absl import app, flags
-from ml_collections import config_flags
+from ml_collections import ConfigDict, config_flags
 
 from mixtok import host_memory
+from mixtok.parallel import MESH_AXES
 from mixtok.train.config import OPTIONAL_DEFAULTS
 from mixtok.train.trainer import NonFiniteLossError, Preempted, train_and_evaluate
 
@@ -63,24 +64,65 @@ def _without_traceback(message: str) -> str:
     return message
 
 
+class _OverrideError(ValueError):
+    """A `--config.FIELD=VALUE` for an optional field whose value does not parse."""
+
+
+def _optional_value(field: str, value: str):
+    """`value` typed as the default of optional `field` (or, for `mesh.AXIS`, as an axis size)."""
+    if field.startswith("mesh."):
+        axis = field[len("mesh.") :]
+        if axis not in MESH_AXES:
+            raise _OverrideError(f"--config.{field}: {axis!r} is not a mesh axis; the axes are {', '.join(MESH_AXES)}.")
+        try:
+            size = int(value)
+        except ValueError:
+            size = 0
+        if size < 1 and size != -1:
+            raise _OverrideError(f"--config.{field}={value}: a mesh axis size is a positive integer or -1 (the rest).")
+        return size
+    default = OPTIONAL_DEFAULTS[field]
+    try:
+        return type(default)(value)
+    except ValueError:
+        raise _OverrideError(f"--config.{field}={value}: expected a {type(default).__name__}.") from None
+
+
 def _pop_optional_overrides(argv) -> tuple[list, dict]:
-    """Takes `--config.FIELD=VALUE` for the optional fields (config.OPTIONAL_DEFAULTS) out of argv: a config
-    file need not define them, and ml_collections only overrides fields that exist."""
+    """Takes `--config.FIELD=VALUE` for the optional fields (config.OPTIONAL_DEFAULTS) and the mesh axes
+    (`--config.mesh.AXIS=N`) out of argv: a config file need not define them, and ml_collections only
+    overrides fields that exist. Raises `_OverrideError` for a value that does not parse."""
     rest, optional = [], {}
     args = iter(argv)
     for arg in args:
         name, sep, value = arg.partition("=")
         field = name[len("--config.") :] if name.startswith("--config.") else None
-        if field in OPTIONAL_DEFAULTS:
-            optional[field] = value if sep else next(args, "")
+        if field is not None and (field in OPTIONAL_DEFAULTS or field.startswith("mesh.")):
+            optional[field] = _optional_value(field, value if sep else next(args, ""))
         else:
             rest.append(arg)
     return rest, optional
 
 
+def _apply_optional_overrides(config, optional: dict) -> None:
+    mesh = {field[len("mesh.") :]: size for field, size in optional.items() if field.startswith("mesh.")}
+    with config.unlocked():
+        for field, value in optional.items():
+            if not field.startswith("mesh."):
+                config[field] = value
+        if mesh:
+            config.mesh = ConfigDict({**dict(config.get("mesh") or {}), **mesh})
+
+
 def parse_flags(argv):
     """absl's parser, with config-override mistakes (`--config.total_stepz=5`) reported in one line."""
-    argv, optional = _pop_optional_overrides(argv)
+    try:
+        argv, optional = _pop_optional_overrides(argv)
+    except _OverrideError as error:
+        print(f"mixtok.train: error: bad config override: {error}", file=sys.stderr)
+        sys.exit(2)
+    # ml_collections' config flag reads its `--config.X` overrides from sys.argv, not from `argv`.
+    sys.argv = list(argv)
     # config_flags defers a missing config file's error to first use, deep inside the trainer.
     for i, arg in enumerate(argv):
         value = (
@@ -97,10 +139,7 @@ def parse_flags(argv):
             sys.exit(2)
     try:
         rest = flags.FLAGS(argv)
-        config = _CONFIG.value
-        for field, value in optional.items():
-            with config.unlocked():
-                config[field] = value
+        _apply_optional_overrides(_CONFIG.value, optional)
         return rest
     except flags.Error as error:
         print(f"mixtok.train: error: {_without_traceback(str(error))}", file=sys.stderr)

@@ -5,7 +5,10 @@ owns its own (`Task.CONFIG_FIELDS`, e.g. the tokenizer's `loss`) and checks them
 
 Optional trainer fields a config file may lack (their defaults are in OPTIONAL_DEFAULTS), e.g.
 `resume_mismatch`: "error" (default) refuses to resume checkpoints whose saved config differs from
-this one in what the run depends on; "allow" resumes them anyway.
+this one in what the run depends on; "allow" resumes them anyway. `sharding_tolerance` (0.1): the
+share of parameter bytes that may stay replicated when the mesh asks for FSDP or tensor parallelism
+(`mixtok.parallel.check_sufficiently_sharded`). `mesh` ({"data": -1, "fsdp": 1, "tensor": 1}): the
+device mesh; `--config.mesh.AXIS=N` sets one axis whether or not the config file has a `mesh`.
 """
 
 import math
@@ -28,6 +31,7 @@ TRAINER_FIELDS = REQUIRED + (
     "keep_checkpoints",
     "mesh",
     "sharding_rules",
+    "sharding_tolerance",
     "progress_bar",
     "tensorboard",
     "async_checkpointing",
@@ -35,7 +39,7 @@ TRAINER_FIELDS = REQUIRED + (
     "resume_mismatch",
 )
 # Fields a config file need not define; `--config.FIELD=VALUE` sets them all the same (mixtok.train's CLI).
-OPTIONAL_DEFAULTS = {"resume_mismatch": "error"}
+OPTIONAL_DEFAULTS = {"resume_mismatch": "error", "sharding_tolerance": 0.1}
 RESUME_MISMATCH = ("error", "allow")
 
 
@@ -86,6 +90,9 @@ def validate_config(config: ConfigDict) -> None:
     compute_dtype(config)  # an unknown config.model.dtype is an error naming the valid ones
     if "data" in config and hasattr(config.data, "keys"):
         _check_normalisation(config.data)
+    tolerance = config.get("sharding_tolerance", OPTIONAL_DEFAULTS["sharding_tolerance"])
+    if isinstance(tolerance, bool) or not isinstance(tolerance, Real) or not 0 <= tolerance <= 1:
+        raise ValueError(f"config.sharding_tolerance must be a number in [0, 1]; got {tolerance!r}.")
     mismatch = config.get("resume_mismatch", "error")
     if mismatch not in RESUME_MISMATCH:
         raise ValueError(f"config.resume_mismatch must be one of {RESUME_MISMATCH}; got {mismatch!r}.")

@@ -15,16 +15,19 @@ gets bit-for-bit the parameters and metrics the trainer gets:
     layout = abstract_train_state(task, tx, info.image_size, mesh, rules)
     init_rng, step_rng = seed_rngs(config.seed)
     state = create_train_state(task, tx, init_rng, info.image_size, layout)
-    train_step = make_train_step(task, tx, schedule, layout, batch_sharding(mesh, rules))
+    train_step = make_train_step(task, tx, schedule, layout, batch_sharding(mesh, rules), rules)
     batches = data.create_train_iterator(config.data, global_batch_size=config.batch_size, seed=config.seed)
     state, metrics = train_step(state, put_batch(next(batches), batch_sharding(mesh, rules)), step_rng)
 
 The state's layout (`abstract_train_state`) is a TrainState of `jax.ShapeDtypeStruct`s whose
 `.sharding` says where each array lives; the steps are jitted with those shardings, and the
-train step donates the state it is given (use the state it returns).
+train step donates the state it is given (use the state it returns). Given `rules`, the steps trace
+the model inside `mixtok.parallel.sharding_context(mesh, rules)`, so its activation constraints
+(`mixtok.layers.partitioning.constrain`: block outputs, MLP hidden units, attention heads) act.
 """
 
-from collections.abc import Callable, Iterable, Mapping
+import contextlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import flax
@@ -34,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mixtok.parallel import logical_shardings, replicated
+from mixtok.parallel import logical_shardings, replicated, sharding_context
 from mixtok.train.tasks import Task
 
 
@@ -98,15 +101,30 @@ def create_train_state(
     return jax.jit(lambda r: nn.meta.unbox(init(r)), out_shardings=shardings_of(layout))(rng)
 
 
+def _tracing_context(mesh, rules: Sequence | None):
+    """The sharding context a step traces in: `rules` and the mesh (None: no activation constraints)."""
+    return contextlib.nullcontext() if rules is None else sharding_context(mesh, rules)
+
+
 def make_train_step(
-    task: Task, tx: optax.GradientTransformation, schedule: optax.Schedule, layout: TrainState, batch_sharding
+    task: Task,
+    tx: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    layout: TrainState,
+    batch_sharding,
+    rules: Sequence | None = None,
 ) -> Callable[[TrainState, dict[str, jax.Array], jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
     """The jitted `(state, batch, step_rng) -> (state + 1 step, metrics)`; it donates `state`.
 
     Metrics: the loss, the global gradient norm, the learning rate of this step, and the task's own.
+    `rules` (the run's sharding rules) turn on the model's activation constraints on the batch's mesh.
     """
 
     def train_step(state: TrainState, batch, step_rng):
+        with _tracing_context(batch_sharding.mesh, rules):
+            return _train_step(state, batch, step_rng)
+
+    def _train_step(state: TrainState, batch, step_rng):
         rng = jax.random.fold_in(step_rng, state.step)
         grad_fn = jax.value_and_grad(task.train_loss, has_aux=True)
         (loss, (aux, updated_variables)), grads = grad_fn(state.params, state.other_variables, batch, rng, state.step)
@@ -124,24 +142,29 @@ def make_train_step(
     )
 
 
-def _jit_on_state(fn, layout: TrainState, batch_sharding):
+def _jit_on_state(fn, layout: TrainState, batch_sharding, rules: Sequence | None = None):
     """`fn(params, other_variables, batch)` jitted with the state's shardings; its output replicated."""
     shardings = shardings_of(layout)
+
+    def traced(params, other_variables, batch):
+        with _tracing_context(batch_sharding.mesh, rules):
+            return fn(params, other_variables, batch)
+
     return jax.jit(
-        fn,
+        traced,
         in_shardings=(shardings.params, shardings.other_variables, batch_sharding),
         out_shardings=replicated(batch_sharding.mesh),
     )
 
 
-def make_eval_step(task: Task, layout: TrainState, batch_sharding):
+def make_eval_step(task: Task, layout: TrainState, batch_sharding, rules: Sequence | None = None):
     """The jitted `task.eval_sums(params, other_variables, batch)`: one eval batch's sums."""
-    return _jit_on_state(task.eval_sums, layout, batch_sharding)
+    return _jit_on_state(task.eval_sums, layout, batch_sharding, rules)
 
 
-def make_eval_images_step(task: Task, layout: TrainState, batch_sharding):
+def make_eval_images_step(task: Task, layout: TrainState, batch_sharding, rules: Sequence | None = None):
     """The jitted `task.eval_images(params, other_variables, batch)` ({} for a task that writes none)."""
-    return _jit_on_state(task.eval_images, layout, batch_sharding)
+    return _jit_on_state(task.eval_images, layout, batch_sharding, rules)
 
 
 def evaluate(

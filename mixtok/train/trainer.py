@@ -33,7 +33,13 @@ from ml_collections import ConfigDict
 from tqdm import tqdm
 
 from mixtok import data as data_lib
-from mixtok.parallel import batch_sharding, create_mesh, rules_from_config
+from mixtok.parallel import (
+    DEFAULT_SHARDING_TOLERANCE,
+    batch_sharding,
+    check_sufficiently_sharded,
+    create_mesh,
+    rules_from_config,
+)
 from mixtok.train import steps
 from mixtok.train.checkpointing import create_checkpointer
 from mixtok.train.config import validate_config
@@ -140,9 +146,12 @@ def _train(config: ConfigDict, run_dir: Workdir, stop_at_step: int | None) -> di
     tx, schedule = task.create_optimizer(config)
     layout = steps.abstract_train_state(task, tx, info.image_size, mesh, rules)
     init_rng, step_rng = steps.seed_rngs(config.seed)
-    train_step = steps.make_train_step(task, tx, schedule, layout, batch_shard)
-    eval_step = steps.make_eval_step(task, layout, batch_shard)
-    eval_images_step = steps.make_eval_images_step(task, layout, batch_shard)
+    check_sufficiently_sharded(
+        layout.params, mesh, config.get("sharding_tolerance", DEFAULT_SHARDING_TOLERANCE)
+    )  # before anything is allocated
+    train_step = steps.make_train_step(task, tx, schedule, layout, batch_shard, rules)
+    eval_step = steps.make_eval_step(task, layout, batch_shard, rules)
+    eval_images_step = steps.make_eval_images_step(task, layout, batch_shard, rules)
 
     train_iter = data_lib.create_train_iterator(config.data, global_batch_size=config.batch_size, seed=config.seed)
     checkpointer = create_checkpointer(config, workdir)

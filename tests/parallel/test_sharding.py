@@ -53,8 +53,7 @@ def test_fsdp_training_matches_data_parallel_training(tmp_path):
         log_every=1,
         eval_every=4,
         checkpoint_every=4,
-        mesh={"data": 2, "fsdp": 4},
-        sharding_rules=[["batch", ["data", "fsdp"]], ["embed", "fsdp"]],
+        mesh={"data": 2, "fsdp": 4},  # the default rules shard `embed` and `conv_out` over fsdp
     )
     train_and_evaluate(dp, tmp_path / "dp")
     train_and_evaluate(fsdp, tmp_path / "fsdp")

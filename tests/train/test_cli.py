@@ -79,6 +79,11 @@ def test_sigterm_saves_a_checkpoint_and_the_same_command_resumes(tmp_path):
         (["--config.data.image_size=36"], "Image size 36x36 is not divisible by the model's total stride 32"),
         (["--config.data.name=digitz"], "Did you mean 'digits'"),
         (["--config.progress_barr=False"], "the config has no field 'progress_barr'"),
+        (["--config.mesh.pipeline=2"], "'pipeline' is not a mesh axis; the axes are data, fsdp, tensor"),
+        (["--config.mesh.tensor=0"], "a mesh axis size is a positive integer or -1"),
+        (["--config.mesh.tensor=3"], "8 is not divisible by 3"),
+        (["--config.sharding_tolerance=lots"], "--config.sharding_tolerance=lots: expected a float"),
+        (["--config.sharding_tolerance=2"], "config.sharding_tolerance must be a number in [0, 1]; got 2.0"),
     ],
 )
 def test_bad_input_gets_one_clear_line(tmp_path, args, message):

@@ -143,9 +143,11 @@ def _loop(config: ConfigDict) -> ConfigDict:
     """Adds the fields every ImageNet run shares: checkpoints kept, progress bar, mesh and sharding rules."""
     config.keep_checkpoints = 3
     config.progress_bar = True  # --config.progress_bar=False for batch jobs' logs
-    # Data parallel by default; `--config.mesh.fsdp=8` shards every weight's `embed` axis 8 ways (FSDP).
+    # Data parallel by default. The trainer's default sharding rules (mixtok.parallel.DEFAULT_RULES) name
+    # every mesh axis, so the mesh alone picks the parallelism: `--config.mesh.fsdp=8` shards each weight's
+    # `embed` / `conv_out` axis 8 ways (FSDP), `--config.mesh.tensor=2` splits attention heads and MLP
+    # hidden units 2 ways (tensor parallelism).
     config.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1))
-    config.sharding_rules = [["batch", ["data", "fsdp"]], ["embed", "fsdp"]]
     return config
 
 
