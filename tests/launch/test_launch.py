@@ -395,3 +395,21 @@ def test_a_child_killed_by_a_signal_counts_as_128_plus_the_signal():
     out = io.BytesIO()
     killed = _python("import os, signal; os.kill(os.getpid(), signal.SIGKILL)")
     assert supervise([killed], stdout=out, stderr=out) == 128 + signal.SIGKILL
+
+
+WRAPPER_ARGS = {
+    "local": ("--processes", "2", "--port", "2000", "--python", "python"),
+    "tpu": ("--name", "pod", "--zone", "z"),
+    "slurm": ("--nodes", "2", "--gpus-per-node", "4"),
+    "gke": ("--cluster", "c", "--workload", "w", "--tpu-type", "v5litepod-16"),
+}
+
+
+@pytest.mark.parametrize("kind", WRAPPER_ARGS)
+def test_each_shell_wrapper_runs_the_launcher(kind):
+    args = (*WRAPPER_ARGS[kind], "--dry-run", *TRAIN[:-1], "gs://b/r" if kind != "local" else "/tmp/r")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.update(PYTHONPATH=str(REPO), PYTHON=sys.executable)
+    wrapper = subprocess.run(["bash", f"launch/{kind}.sh", *args], cwd=REPO, env=env, capture_output=True, text=True)
+    assert wrapper.returncode == 0, wrapper.stderr
+    assert wrapper.stdout == dry_run(kind, *args)
