@@ -4,7 +4,7 @@
         --config experiments/configs/quickstart.py --workdir gs://my-bucket/runs/quickstart
 
 The shape is xpk's: `xpk workload create --cluster C --workload W --command "..." (--tpu-type T
-[--num-slices S] | --device-type D --num-nodes N)` (AI-Hypercomputer/xpk: docs/usage/workloads.md).
+[--num-slices S] | --device-type D --num-nodes N)` (AI-Hypercomputer/xpk, usage guide workloads.md).
 On TPUs `jax.distributed.initialize()` detects the GKE slice by itself (jax-ml/jax:
 jax/_src/clusters/cloud_tpu_cluster.py). On GPUs xpk runs one container per node and sets
 JAX_COORDINATOR_ADDRESS, JAX_COORDINATOR_PORT, NNODES and NODE_RANK (AI-Hypercomputer/xpk:

@@ -6,7 +6,7 @@
 Process i runs `python -m mixtok.train ... --distributed --coordinator_address 127.0.0.1:PORT
 --num_processes N --process_id i` on the CPU (JAX_PLATFORMS=cpu) with K simulated devices
 (JAX_NUM_CPU_DEVICES, and XLA's --xla_force_host_platform_device_count for older JAX), the pattern of
-the JAX docs' multi-process toy example (jax-ml/jax: docs/multi_process.md, "Toy example"); CPU
+the JAX docs' multi-process toy example (jax-ml/jax docs, multi_process.md, "Toy example"); CPU
 processes exchange collectives over gloo, JAX's default since 0.5.1 (jax-ml/jax: CHANGELOG.md).
 
 The launcher waits for every process, prefixes each one's output lines with `[i] `, forwards SIGTERM and

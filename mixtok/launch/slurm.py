@@ -7,7 +7,7 @@ The script asks for `--nodes=N --ntasks-per-node=G --gpus-per-node=G` and runs `
 mixtok.train ... --distributed`: each srun task is one process, and `jax.distributed.initialize()`
 finds the coordinator, the process count and this process's id in SLURM's variables, and gives task
 SLURM_LOCALID that GPU of its node (jax-ml/jax: jax/_src/clusters/slurm_cluster.py, cluster.py). The
-JAX docs recommend "one process per GPU and not one per node" (jax-ml/jax: docs/gpu_performance_tips.md);
+JAX docs recommend "one process per GPU and not one per node" (jax-ml/jax docs, gpu_performance_tips.md);
 `--gpus-per-task=1` would hide the other GPUs from each task and break that mapping with "invalid
 device ordinal" (jax-ml/jax issues #23452, #28194, #29669).
 
@@ -39,7 +39,7 @@ from mixtok.launch.common import (
 HELP = "A SLURM GPU cluster: an sbatch script, one process per GPU, submitted with sbatch."
 # From MaxText's multi-node H100 (A3) scripts (AI-Hypercomputer/maxtext: src/maxtext/configs/gpu/a3/
 # llama_2_7b/16vm.sh); the JAX docs warn such flags "may be jaxlib-version dependent"
-# (jax-ml/jax: docs/gpu_performance_tips.md), and XLA refuses a flag it does not know.
+# (jax-ml/jax docs, gpu_performance_tips.md), and XLA refuses a flag it does not know.
 XLA_GPU_FLAGS = (
     "--xla_gpu_enable_latency_hiding_scheduler=true",
     "--xla_gpu_enable_triton_gemm=false",

@@ -4,7 +4,7 @@
         --config experiments/configs/quickstart.py --workdir gs://my-bucket/runs/quickstart
 
 Every worker runs `cd CHECKOUT && INSTALL && exec python3 -m mixtok.train ... --distributed`; on a TPU
-VM `jax.distributed.initialize()` needs no arguments (jax-ml/jax: docs/multi_process.md, "TPU
+VM `jax.distributed.initialize()` needs no arguments (jax-ml/jax docs, multi_process.md, "TPU
 Example"). This is big_vision's pattern (google-research/big_vision: README.md): `gcloud compute tpus
 tpu-vm ssh $NAME --zone=$ZONE --worker=all --command "..."`, its run_tpu.sh installing `jax[tpu]` and
 running `python3 -m ...`. `exec` makes the trainer the process that receives a shutdown's SIGTERM.
