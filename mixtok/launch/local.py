@@ -22,6 +22,7 @@ import os
 import queue
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -31,6 +32,7 @@ import time
 from collections.abc import Mapping, Sequence
 
 from mixtok.launch.common import (
+    LaunchError,
     TrainerArgs,
     add_common_options,
     at_least_one,
@@ -49,6 +51,16 @@ def _port(text: str) -> int:
     return int(text)
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
+    return value
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("--processes", type=at_least_one, default=2, help="Number of processes N (default 2).")
     parser.add_argument(
@@ -57,7 +69,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--port", type=_port, default=None, help="Coordinator port on 127.0.0.1 (default: a free one).")
     parser.add_argument(
         "--grace-seconds",
-        type=float,
+        type=_seconds,
         default=10.0,
         help="After one process fails, how long the others get to stop before SIGTERM, then SIGKILL (default 10).",
     )
@@ -102,6 +114,8 @@ def run(options, trainer: TrainerArgs) -> int:
         assignments = " ".join(f"{k}={shlex.quote(v)}" for k, v in variables.items())
         print_commands([f"{assignments} {shlex.join(argv)}" for argv in argvs])
         return 0
+    if shutil.which(options.python) is None:
+        raise LaunchError(f"--python {options.python!r} is not an interpreter on PATH; give a path or a command name.")
     return supervise(argvs, env={**os.environ, **variables}, grace_seconds=options.grace_seconds)
 
 

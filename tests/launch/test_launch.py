@@ -4,6 +4,8 @@ and the local launcher really runs two cooperating trainer processes and stops w
 import io
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -217,6 +219,14 @@ BAD_INPUT = {
         ("local", "--processes", "0", "--dry-run", *TRAIN),
         "argument --processes: 0 is less than 1 (it must be 1 or more)",
     ),
+    "negative grace period": (
+        ("local", "--grace-seconds", "-1", "--dry-run", *TRAIN),
+        "argument --grace-seconds: '-1' is not a number of seconds >= 0",
+    ),
+    "no such interpreter": (
+        ("local", "--python", "python-nope", "--", "--config", CONFIG, "--workdir", "/tmp/x"),
+        "--python 'python-nope' is not an interpreter on PATH; give a path or a command name.",
+    ),
     "zero nodes": (
         ("slurm", "--nodes", "0", "--dry-run", "--", "--config", CONFIG, "--workdir", "/shared/x"),
         "argument --nodes: 0 is less than 1 (it must be 1 or more)",
@@ -332,8 +342,13 @@ def test_local_launcher_trains_quickstart_as_two_processes_of_four_devices(tmp_p
     assert set(finals) == {"[0] ", "[1] "}, result.stdout
     # Two processes of one run: each holds half of every batch of one model, so both report the same metrics.
     assert finals["[0] "] == finals["[1] "]
-    assert "Rank 7 is connected to 7 peer ranks" in result.stdout  # 8 gloo ranks: 2 processes x 4 devices
     assert (workdir / "checkpoints" / "4").is_dir()
+    # Each process of a multi-host run locks the workdir as `.lock.<process index>` (mixtok.train.workdir) ...
+    assert sorted(p.name for p in workdir.glob(".lock*")) == [".lock.0", ".lock.1"]
+    # ... and the checkpoint's arrays were laid out on one mesh of 2 x 4 devices (orbax records each sharding).
+    shardings = json.loads((workdir / "checkpoints" / "4" / "state" / "_sharding").read_text())
+    meshes = {tuple(json.loads(s)["shape"]) for s in shardings.values()}
+    assert meshes == {(8, 1, 1)}
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [2, 4]  # written once, by process 0
     assert f"eval/accuracy={records[-1]['eval/accuracy']:.4f}" in finals["[0] "]
@@ -413,3 +428,40 @@ def test_each_shell_wrapper_runs_the_launcher(kind):
     wrapper = subprocess.run(["bash", f"launch/{kind}.sh", *args], cwd=REPO, env=env, capture_output=True, text=True)
     assert wrapper.returncode == 0, wrapper.stderr
     assert wrapper.stdout == dry_run(kind, *args)
+
+
+def _documented_dry_runs():
+    """(page, command, printed output) for each ```bash block of a `python -m mixtok.launch` command that the
+    docs follow directly with its output block."""
+    found = []
+    for page in ("README.md", "launch/README.md"):
+        blocks = re.findall(r"```(\w*)\n(.*?)```", (REPO / page).read_text(), flags=re.S)
+        for (language, code), (_, output) in zip(blocks, blocks[1:]):
+            if language == "bash" and code.startswith("python -m mixtok.launch "):
+                found.append((page, code.replace("\\\n", " "), output))
+    return found
+
+
+DOCUMENTED = _documented_dry_runs()
+
+
+@pytest.mark.parametrize("page, command, output", DOCUMENTED, ids=[f"{p}:{c.split()[3]}" for p, c, _ in DOCUMENTED])
+def test_the_dry_run_output_in_the_docs_is_what_the_launcher_prints(tmp_path, page, command, output):
+    # The docs show a SLURM script written in /home/me/mixtok: run there, in a stand-in with the configs.
+    checkout = tmp_path / "mixtok"
+    checkout.mkdir()
+    (checkout / "experiments").symlink_to(REPO / "experiments")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["PYTHONPATH"] = str(REPO)
+    argv = shlex.split(command)[3:]
+    result = subprocess.run(
+        [sys.executable, "-m", "mixtok.launch", *argv], cwd=checkout, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.replace(str(checkout), "/home/me/mixtok") == output
+
+
+def test_every_kind_has_a_documented_dry_run():
+    assert {(page, command.split()[3]) for page, command, _ in DOCUMENTED} == {
+        (page, kind) for page in ("README.md", "launch/README.md") for kind in ("local", "tpu", "slurm", "gke")
+    }
