@@ -5,12 +5,18 @@
     for batch in create_eval_iterator(config.data, global_batch_size=256):
       ...                    # plus 'mask': f32, 0 on padding
 
-Training: each of the P processes reads a disjoint, equal-sized shard of the
-train split (the last `num_train % P` examples are left out so every process
-has the same epoch length), shuffles it with `seed` anew each epoch, repeats
-forever, augments (`transforms.TrainTransform`) and batches. The stream is
-repeated before it is batched, so batches are always full and none are
-dropped: a batch may hold the end of one epoch and the start of the next.
+Training: one global stream, the same for any number of processes: the whole
+train split shuffled with `seed` anew each epoch, repeated forever, each
+example augmented (`transforms.TrainTransform`) with a key from its place in
+that stream. Global batch t is examples [t * B, (t + 1) * B) of it; of the P
+processes, process i reads only rows [i * B / P, (i + 1) * B / P) of each
+global batch. So a run gets the same batches, crops and flips on 1 process or
+on 8, and a global batch is the concatenation of the processes' batches in
+process order (what `jax.make_array_from_process_local_data` assembles). The
+stream is repeated before it is batched, so batches are always full and none
+are dropped: a batch may hold the end of one epoch and the start of the next.
+(With `data.skip_undecodable`, a process that skips an image fills its rows
+from its next ones, so the batches then depend on the process count.)
 
 Checkpointing: the train iterator is a `grain.DatasetIterator`; `get_state()`
 returns a JSON-able dict and `set_state(state)` resumes with exactly the batch
@@ -25,7 +31,8 @@ that would have come next. With orbax (grain 0.2.18 registers the handler):
 process writes its own `process_<i>-of-<n>.json` inside the item folder. A
 state restores into an iterator made with the same config, seed,
 global_batch_size, shard_count and worker_count (with workers the state holds
-one entry per worker).
+one entry per worker). The state counts the examples this process has read, so
+after step s (and no skipped images) it is s * B / P on every process.
 
 Evaluation: one ordered pass; process i gets a contiguous block of the eval
 split, padded with masked-out zero images so that all processes see the same
@@ -154,22 +161,44 @@ def create_train_iterator(
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
         raise ValueError(f"seed must be an int in [0, 2**32), got {seed!r}.")
     source = sources.create_source(options, options.train_split)
-    per_shard = len(source) // shard_count
-    if per_shard == 0:
-        raise ValueError(
-            f"The {options.train_split!r} split has {len(source)} examples, fewer "
-            f"than shard_count={shard_count}: some processes would get none."
-        )
-    start = shard_index * per_shard
-    ds = grain.MapDataset.source(source)[start : start + per_shard]
-    ds = ds.shuffle(seed=int(seed)).repeat()
-    # Augmentations use a seed that differs per shard: the same seed everywhere
-    # would give the k-th example of every process the same crop and flip.
-    augment_seed = int(np.random.SeedSequence([int(seed), shard_index]).generate_state(1)[0])
+    if len(source) == 0:
+        raise ValueError(f"The {options.train_split!r} split has no examples.")
+    ds = grain.MapDataset.source(source).shuffle(seed=int(seed)).repeat()
+    # random_map keys each example by its index in this global stream, so every
+    # process count gives an example the same crop and flip.
+    augment_seed = int(np.random.SeedSequence([int(seed), 0]).generate_state(1)[0])
     ds = ds.random_map(TrainTransform(options), seed=augment_seed)
+    ds = ProcessRows(ds, rows=batch_size, index=shard_index, count=shard_count)
     batches = batching.SkipUndecodableBatchDataset(ds.to_iter_dataset(_read_options(options)), batch_size)
     batches = _multiprocess(batches, worker_count)
     return batching.ReportSkippedIterator(batches.__iter__())
+
+
+class ProcessRows(grain.MapDataset):
+    """Process `index` of `count`'s rows of each global batch of `rows * count` examples of `parent`.
+
+    Local example m is global example (m // rows * count + index) * rows + m % rows, so batching the
+    local stream by `rows` gives, at every step, this process's block of the same global batch.
+    """
+
+    def __init__(self, parent: grain.MapDataset, *, rows: int, index: int, count: int):
+        super().__init__(parent)
+        self._rows, self._index, self._count = rows, index, count
+
+    def __len__(self) -> int:
+        return len(self._parent) // self._count
+
+    def global_index(self, local: int) -> int:
+        batch, row = divmod(int(local), self._rows)
+        return (batch * self._count + self._index) * self._rows + row
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        return self._parent[self.global_index(index)]
+
+    def __str__(self) -> str:
+        return f"ProcessRows(rows={self._rows}, index={self._index}, count={self._count})"
 
 
 class _PaddedShard:

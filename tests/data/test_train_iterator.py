@@ -53,17 +53,43 @@ def test_each_epoch_visits_the_shard_once_in_a_new_order(indexed_config):
     assert not np.array_equal(first, second)
 
 
-def test_train_shards_are_disjoint_and_equal_sized(indexed_config):
-    # 40 examples over 3 processes: 13 each, one example left out.
-    seen = []
-    for index in range(3):
-        iterator = create_train_iterator(indexed_config, global_batch_size=6, seed=1, shard_index=index, shard_count=3)
-        labels = np.concatenate([b["label"] for b in _take(iterator, 13)])
-        assert labels.shape == (26,)  # two epochs of 13
-        epoch = set(labels[:13].tolist())
-        assert len(epoch) == 13 and epoch == set(labels[13:].tolist())
-        seen.append(epoch)
-    assert not (seen[0] & seen[1] or seen[0] & seen[2] or seen[1] & seen[2])
+@pytest.mark.parametrize("shard_count", [2, 4])
+def test_processes_read_their_rows_of_the_one_process_batches(digits_config, shard_count):
+    """Any process count gives the same global batches, crops and flips: process i's batch is rows
+    [i * b, (i + 1) * b) of the batch one process reads, for steps across an epoch boundary."""
+    steps, batch = 100, 16  # 1,497 digits: an epoch ends inside step 94
+    alone = _take(
+        create_train_iterator(digits_config, global_batch_size=batch, seed=5, shard_index=0, shard_count=1), steps
+    )
+    shards = [
+        _take(
+            create_train_iterator(
+                digits_config, global_batch_size=batch, seed=5, shard_index=i, shard_count=shard_count
+            ),
+            steps,
+        )
+        for i in range(shard_count)
+    ]
+    joined = [
+        {key: np.concatenate([shard[t][key] for shard in shards]) for key in ("image", "label")} for t in range(steps)
+    ]
+    _assert_same_batches(joined, alone)
+
+
+def test_a_state_saved_by_one_process_count_resumes_at_the_same_step_under_another(indexed_config):
+    """The state counts this process's examples (next_index = steps * rows): rescaled, it resumes another count."""
+    one = create_train_iterator(indexed_config, global_batch_size=8, seed=1, shard_index=0, shard_count=1)
+    _take(one, 7)
+    state = one.get_state()
+    assert state["next_index"] == 7 * 8
+    expected = _take(one, 3)
+    halves = []
+    for index in range(2):
+        resumed = create_train_iterator(indexed_config, global_batch_size=8, seed=1, shard_index=index, shard_count=2)
+        resumed.set_state({**state, "next_index": 7 * 4})
+        halves.append(_take(resumed, 3))
+    joined = [{key: np.concatenate([h[t][key] for h in halves]) for key in ("image", "label")} for t in range(3)]
+    _assert_same_batches(joined, expected)
 
 
 def test_shards_default_to_the_jax_process(digits_config):

@@ -332,10 +332,13 @@ def test_slurm_never_overwrites_a_script(tmp_path):
 
 
 def test_local_launcher_trains_quickstart_as_two_processes_of_four_devices(tmp_path):
-    workdir = tmp_path / "run"
+    """The done-when of issue 14: the quickstart config, unchanged, trains as two cooperating processes with
+    FSDP x tensor x data parallelism and gets what one device gets."""
+    workdir, alone = tmp_path / "run", tmp_path / "one_device"
+    trainer_args = ["--config", f"{CONFIG}:steps=4", "--config.log_every=2"]
     result = launch(
         "local", "--processes", "2", "--devices-per-process", "4",
-        "--", "--config", f"{CONFIG}:steps=4", "--workdir", str(workdir), "--config.log_every=2",
+        "--", *trainer_args, "--workdir", str(workdir), "--config.mesh.fsdp=2", "--config.mesh.tensor=2",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     finals = {line[:4]: line[4:] for line in result.stdout.splitlines() if "final metrics:" in line}
@@ -345,13 +348,27 @@ def test_local_launcher_trains_quickstart_as_two_processes_of_four_devices(tmp_p
     assert (workdir / "checkpoints" / "4").is_dir()
     # Each process of a multi-host run locks the workdir as `.lock.<process index>` (mixtok.train.workdir) ...
     assert sorted(p.name for p in workdir.glob(".lock*")) == [".lock.0", ".lock.1"]
-    # ... and the checkpoint's arrays were laid out on one mesh of 2 x 4 devices (orbax records each sharding).
+    # ... and the checkpoint's arrays were laid out on one mesh of 2 x 2 x 2 devices (orbax records each sharding).
     shardings = json.loads((workdir / "checkpoints" / "4" / "state" / "_sharding").read_text())
     meshes = {tuple(json.loads(s)["shape"]) for s in shardings.values()}
-    assert meshes == {(8, 1, 1)}
+    assert meshes == {(2, 2, 2)}
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [2, 4]  # written once, by process 0
     assert f"eval/accuracy={records[-1]['eval/accuracy']:.4f}" in finals["[0] "]
+
+    # The same command on one device, one process.
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.update(PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    single = subprocess.run(
+        [sys.executable, "-m", "mixtok.train", *trainer_args, "--workdir", str(alone)],
+        cwd=REPO, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert single.returncode == 0, single.stderr[-3000:]
+    expected = [json.loads(line) for line in (alone / "metrics.jsonl").read_text().splitlines()]
+    assert [r.keys() for r in records] == [r.keys() for r in expected]
+    for got, want in zip(records, expected):
+        for key in want:
+            assert got[key] == pytest.approx(want[key], rel=2e-4, abs=1e-5), (got["step"], key)
 
 
 def _python(code: str) -> list[str]:
