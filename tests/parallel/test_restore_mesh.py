@@ -55,9 +55,8 @@ def resume_on(devices: int, workdir: Path, stop_at_step: int, data: int, fsdp: i
     return json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:])
 
 
-def final_params(workdir: Path, step: int):
-    """The params of checkpoint `step`, restored replicated on this process's devices, as numpy."""
-    config = remesh_config()
+def checkpoint_params(workdir: Path, step: int, config):
+    """The params of `config`'s checkpoint `step` in `workdir`, restored replicated on this process's devices."""
     info = data_lib.dataset_info(config.data)
     task = get_task(config.task).from_config(config, info)
     tx, _ = task.create_optimizer(config)
@@ -98,6 +97,6 @@ def test_a_run_saved_on_8_devices_resumes_on_4_then_on_1_as_if_it_had_not_moved(
         for key in a:
             np.testing.assert_allclose(b[key], a[key], rtol=2e-4, atol=1e-5, err_msg=f"step {a['step']} {key}")
     assert on_1["final"] == {k: v for k, v in got[-1].items() if k != "step"}
-    params_a, params_b = final_params(straight, TOTAL_STEPS), final_params(moved, TOTAL_STEPS)
+    params_a, params_b = (checkpoint_params(w, TOTAL_STEPS, remesh_config()) for w in (straight, moved))
     for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(params_a), jax.tree_util.tree_leaves(params_b)):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6, err_msg=jax.tree_util.keystr(path))
