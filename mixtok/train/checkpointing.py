@@ -2,7 +2,8 @@
 
 Each checkpoint `workdir/checkpoints/<step>/` holds four items:
   state         the train state (step, params, optimizer state, frozen weights), restored already sharded;
-  data          the grain iterator's state, so a resumed run sees exactly the batches it would have seen;
+  data          the grain iterator's state of every process (and their count), so a resumed run sees
+                exactly the batches it would have seen;
   config        the config that wrote it, so a workdir cannot silently resume a different run;
   dataset_info  the data's `DatasetInfo` (class count, image size, normalisation), so a run's model
                 can be rebuilt without its data (checkpoints written before it existed lack it).
@@ -181,6 +182,18 @@ def _from_primary(decide: Callable[[], Any]) -> Any:
     return answer["value"]
 
 
+def _gather_json(value: Any) -> list[Any]:
+    """Every process's JSON-able `value`, in process order (a collective: all processes call it together)."""
+    from jax.experimental import multihost_utils
+
+    payload = np.frombuffer(json.dumps(value).encode(), np.uint8)
+    sizes = np.asarray(multihost_utils.process_allgather(np.int32(payload.size))).reshape(-1)
+    buffer = np.zeros(max(256, 1 << (int(sizes.max()) - 1).bit_length()), np.uint8)  # few sizes: few compilations
+    buffer[: payload.size] = payload
+    rows = np.asarray(multihost_utils.process_allgather(buffer)).reshape(len(sizes), -1)
+    return [json.loads(bytes(row[:size])) for row, size in zip(rows, sizes)]
+
+
 def _processes(count: int) -> str:
     return f"{count} process" if count == 1 else f"{count} processes"
 
@@ -196,13 +209,29 @@ def _failed_processes(failed: bool) -> list[int]:
 
 
 def _jsonable_iterator_state(state: Any) -> Any:
-    """The data item: the iterator's state and the process count it belongs to (each process has its own
-    shard, so a position only applies to the same count; checkpoints written before it was recorded lack it)."""
-    saved = {"bytes": state.decode("utf-8")} if isinstance(state, bytes) else {"value": state}
-    return {**saved, "process_count": jax.process_count()}
+    """The data item: every process's iterator state and the process count they belong to.
+
+    Orbax's JSON item is written by the primary process only, so the states of all processes are
+    gathered into it (`processes`, in process order; a collective, like the save). Each process
+    reads its own shard, and their positions differ when one skipped undecodable images. The
+    top-level state is process 0's (what checkpoints written before `processes` hold); a position
+    only applies to the same process count.
+    """
+
+    def one(state: Any) -> dict[str, Any]:
+        return {"bytes": state.decode("utf-8")} if isinstance(state, bytes) else {"value": state}
+
+    saved = one(state)
+    if jax.process_count() == 1:
+        return {**saved, "process_count": 1}
+    return {**saved, "process_count": jax.process_count(), "processes": _gather_json(saved)}
 
 
 def _iterator_state_from_json(saved: Mapping[str, Any]) -> Any:
+    """This process's state from the data item (process 0's in checkpoints that hold only that one)."""
+    processes = saved.get("processes")
+    if processes and len(processes) == jax.process_count():
+        saved = processes[jax.process_index()]
     return saved["bytes"].encode("utf-8") if "bytes" in saved else saved["value"]
 
 

@@ -85,6 +85,21 @@ def test_both_processes_fall_back_to_the_same_step_and_the_bad_checkpoint_is_mov
         np.testing.assert_array_equal(b, a, err_msg=jax.tree_util.keystr(path))
 
 
+def test_the_data_item_holds_each_process_iterator_position(two_process_run):
+    workdir, _ = two_process_run
+    config = run_config()
+    expected = []
+    for index in range(2):  # each process's shard, 8 steps of its half of the global batch
+        batches = data_lib.create_train_iterator(
+            config.data, global_batch_size=config.batch_size, seed=config.seed, shard_index=index, shard_count=2
+        )
+        for _ in range(8):
+            next(batches)
+        expected.append({"value": batches.get_state()})
+    saved = json.loads((workdir / "checkpoints" / "8" / "data" / "metadata").read_text())
+    assert saved == {**expected[0], "process_count": 2, "processes": expected}
+
+
 def test_a_checkpoint_of_two_processes_is_not_resumed_by_one_with_the_wrong_data_position(workdir):
     metrics = (workdir / "metrics.jsonl").read_text()
     with pytest.raises(ProcessCountChangedError) as error:
