@@ -57,10 +57,11 @@ Nothing lost, nothing silent:
   resume_mismatch="allow", restores the state and leaves the data iterator at its start.
 - Shared workdirs (several processes, one folder). Process 0 alone reads the checkpoint folder to
   decide (the steps, the manifests, the saved config and process count, the moved-aside folders)
-  and broadcasts its answer (`_from_primary`); all processes then act on it, so they resume from
-  the same step or stop with the same error. Restoring is a collective; a restore that failed on
-  some processes only stops all of them with `CheckpointRestoreError`. Only process 0 moves a
-  checkpoint aside and writes manifests. docs/reliability.md, "Shared workdirs", has the details.
+  and broadcasts its answer (`mixtok.train.primary_decides`); all processes then act on it, so
+  they resume from the same step or stop with the same error. Restoring is a collective; a
+  restore that failed on some processes only stops all of them with `CheckpointRestoreError`.
+  Only process 0 moves a checkpoint aside and writes manifests. docs/reliability.md, "Shared
+  workdirs", has the details.
 """
 
 import dataclasses
@@ -73,17 +74,17 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import orbax.checkpoint as ocp
 from ml_collections import ConfigDict
 
 from mixtok.data import DatasetInfo, dataset_info
+from mixtok.train.primary_decides import failed_processes, from_primary, gather_json
 from mixtok.train.tasks import DEFAULT_TASK, get_task
 
 log = logging.getLogger(__name__)
@@ -144,68 +145,8 @@ def _sync(name: str) -> None:
         ocp.multihost.sync_global_processes(f"mixtok_checkpointing_{name}_{next(_BARRIERS)}")
 
 
-class PrimaryProcessError(OSError):
-    """What the other processes raise when the primary failed while deciding for all of them (reading or
-    moving checkpoints in the shared workdir: an OSError, so the command line reports it in one line, exit 1)."""
-
-
-def _from_primary(decide: Callable[[], Any]) -> Any:
-    """`decide()` run by the primary process only; every process returns its (JSON-able) result.
-
-    One process reads the shared workdir and decides, so that all of them act on the same answer
-    (a shared file system may show processes different things for a moment, and N processes
-    hashing the same checkpoint would read it N times). The answer travels as JSON bytes with
-    `jax.experimental.multihost_utils.broadcast_one_to_all` (a collective: every process calls
-    this at the same point). An error of `decide` is raised again on the primary and as a
-    `PrimaryProcessError` naming it on the others.
-    """
-    if jax.process_count() == 1:
-        return decide()
-    from jax.experimental import multihost_utils
-
-    error = None
-    payload = b""
-    if _is_primary():
-        try:
-            payload = json.dumps({"value": decide()}).encode()
-        except Exception as raised:
-            error = raised
-            payload = json.dumps({"error": _one_line(raised)}).encode()
-    size = int(multihost_utils.broadcast_one_to_all(np.int32(len(payload))))
-    buffer = np.zeros(max(256, 1 << (size - 1).bit_length()), np.uint8)  # few sizes: few compilations
-    buffer[: len(payload)] = np.frombuffer(payload, np.uint8)
-    answer = json.loads(bytes(multihost_utils.broadcast_one_to_all(buffer)[:size]))
-    if error is not None:
-        raise error
-    if "error" in answer:
-        raise PrimaryProcessError(f"The primary process (0) failed while deciding for every process: {answer['error']}")
-    return answer["value"]
-
-
-def _gather_json(value: Any) -> list[Any]:
-    """Every process's JSON-able `value`, in process order (a collective: all processes call it together)."""
-    from jax.experimental import multihost_utils
-
-    payload = np.frombuffer(json.dumps(value).encode(), np.uint8)
-    sizes = np.asarray(multihost_utils.process_allgather(np.int32(payload.size))).reshape(-1)
-    buffer = np.zeros(max(256, 1 << (int(sizes.max()) - 1).bit_length()), np.uint8)  # few sizes: few compilations
-    buffer[: payload.size] = payload
-    rows = np.asarray(multihost_utils.process_allgather(buffer)).reshape(len(sizes), -1)
-    return [json.loads(bytes(row[:size])) for row, size in zip(rows, sizes)]
-
-
 def _processes(count: int) -> str:
     return f"{count} process" if count == 1 else f"{count} processes"
-
-
-def _failed_processes(failed: bool) -> list[int]:
-    """The indices of the processes that pass failed=True (a collective in a multi-host run)."""
-    if jax.process_count() == 1:
-        return [0] if failed else []
-    from jax.experimental import multihost_utils
-
-    flags = np.asarray(multihost_utils.process_allgather(np.int32(failed))).reshape(-1)
-    return [int(i) for i in np.flatnonzero(flags)]
 
 
 def _jsonable_iterator_state(state: Any) -> Any:
@@ -224,7 +165,7 @@ def _jsonable_iterator_state(state: Any) -> Any:
     saved = one(state)
     if jax.process_count() == 1:
         return {**saved, "process_count": 1}
-    return {**saved, "process_count": jax.process_count(), "processes": _gather_json(saved)}
+    return {**saved, "process_count": jax.process_count(), "processes": gather_json(saved)}
 
 
 def _iterator_state_from_json(saved: Mapping[str, Any]) -> Any:
@@ -518,7 +459,7 @@ class Checkpointer:
                 f"to resume from step {steps[-1]}."
             )
 
-        message = _from_primary(refusal)
+        message = from_primary(refusal)
         if message is not None:
             raise CheckpointSaveError(message)
 
@@ -653,7 +594,7 @@ class Checkpointer:
                 pass
             return target.name
 
-        target = self.directory / _from_primary(move)
+        target = self.directory / from_primary(move)
         self.manager.reload()
         log.warning("Checkpoint step %d is unreadable (%s); moved it aside to %s.", step, reason, target)
         return target
@@ -719,9 +660,9 @@ class Checkpointer:
         """
         resume_mismatch_mode(config)
         self.wait()
-        steps = _from_primary(lambda: sorted(self.manager.all_steps(), reverse=True))
+        steps = from_primary(lambda: sorted(self.manager.all_steps(), reverse=True))
         for step in steps:
-            seen = _from_primary(functools.partial(self._inspect, step))
+            seen = from_primary(functools.partial(self._inspect, step))
             if seen["bad"] is not None:
                 self._move_aside(step, seen["bad"])
                 continue
@@ -740,7 +681,7 @@ class Checkpointer:
                 if _out_of_memory(raised) and jax.process_count() == 1:
                     raise
                 error = raised
-            failed = _failed_processes(error is not None)
+            failed = failed_processes(error is not None)
             if failed:
                 if error is not None and _out_of_memory(error):
                     raise error
@@ -778,7 +719,7 @@ class Checkpointer:
                 "checksums verified" if seen["verified"] else "no manifest: written by an older version, not verified",
             )
             return int(step), state
-        moved = _from_primary(lambda: [p.name for p in self.unreadable()])
+        moved = from_primary(lambda: [p.name for p in self.unreadable()])
         if moved:
             raise NoUsableCheckpointError(
                 f"No checkpoint in {self.directory} can be resumed: "
