@@ -2,7 +2,8 @@
 
 Each checkpoint `workdir/checkpoints/<step>/` holds four items:
   state         the train state (step, params, optimizer state, frozen weights), restored already sharded;
-  data          the grain iterator's state, so a resumed run sees exactly the batches it would have seen;
+  data          the grain iterator's state of every process (and their count), so a resumed run sees
+                exactly the batches it would have seen;
   config        the config that wrote it, so a workdir cannot silently resume a different run;
   dataset_info  the data's `DatasetInfo` (class count, image size, normalisation), so a run's model
                 can be rebuilt without its data (checkpoints written before it existed lack it).
@@ -48,9 +49,23 @@ Nothing lost, nothing silent:
   `ResumeMismatchError` (a ValueError) listing `field: saved -> now`; with
   `config.resume_mismatch = "allow"` the run resumes anyway and the list is logged as a warning
   (a checkpoint that then cannot be restored into the changed state is left in place).
+- Another mesh. The state is restored into the layout the caller gives (the trainer's, built for
+  the current mesh), so a checkpoint resumes on another device count or mesh shape. The data
+  iterator's position is per process (each process reads and shuffles its own shard), so the
+  `data` item records the process count that wrote it; another count stops the run with
+  `ProcessCountChangedError` (a ValueError) before anything is restored, or, with
+  resume_mismatch="allow", restores the state and leaves the data iterator at its start.
+- Shared workdirs (several processes, one folder). Process 0 alone reads the checkpoint folder to
+  decide (the steps, the manifests, the saved config and process count, the moved-aside folders)
+  and broadcasts its answer (`mixtok.train.primary_decides`); all processes then act on it, so
+  they resume from the same step or stop with the same error. Restoring is a collective; a
+  restore that failed on some processes only stops all of them with `CheckpointRestoreError`.
+  Only process 0 moves a checkpoint aside and writes manifests. docs/reliability.md, "Shared
+  workdirs", has the details.
 """
 
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
@@ -69,12 +84,14 @@ import orbax.checkpoint as ocp
 from ml_collections import ConfigDict
 
 from mixtok.data import DatasetInfo, dataset_info
+from mixtok.train.primary_decides import failed_processes, from_primary, gather_json
 from mixtok.train.tasks import DEFAULT_TASK, get_task
 
 log = logging.getLogger(__name__)
 
 ITEMS = ("state", "data", "config", "dataset_info")
 MANIFEST = "mixtok_manifest.json"
+JSON_FILE = "metadata"  # the file orbax's JsonSave writes inside an item's folder
 UNREADABLE = ".unreadable-"
 TMP_MARKER = ".orbax-checkpoint-tmp"
 IDENTITY_FIELDS = ("model", "data", "task", "optimizer", "batch_size", "seed")
@@ -93,6 +110,14 @@ class NoUsableCheckpointError(ValueError):
 
 class ResumeMismatchError(ValueError):
     """The workdir's checkpoints were written by a run with other defining fields."""
+
+
+class ProcessCountChangedError(ValueError):
+    """The checkpoint was written by another number of processes: its data iterator position does not apply."""
+
+
+class CheckpointRestoreError(OSError):
+    """Some processes of a multi-host run restored a checkpoint and others could not (their file system)."""
 
 
 class _Unreadable(Exception):
@@ -120,11 +145,34 @@ def _sync(name: str) -> None:
         ocp.multihost.sync_global_processes(f"mixtok_checkpointing_{name}_{next(_BARRIERS)}")
 
 
+def _processes(count: int) -> str:
+    return f"{count} process" if count == 1 else f"{count} processes"
+
+
 def _jsonable_iterator_state(state: Any) -> Any:
-    return {"bytes": state.decode("utf-8")} if isinstance(state, bytes) else {"value": state}
+    """The data item: every process's iterator state and the process count they belong to.
+
+    Orbax's JSON item is written by the primary process only, so the states of all processes are
+    gathered into it (`processes`, in process order; a collective, like the save). Each process
+    reads its own shard, and their positions differ when one skipped undecodable images. The
+    top-level state is process 0's (what checkpoints written before `processes` hold); a position
+    only applies to the same process count.
+    """
+
+    def one(state: Any) -> dict[str, Any]:
+        return {"bytes": state.decode("utf-8")} if isinstance(state, bytes) else {"value": state}
+
+    saved = one(state)
+    if jax.process_count() == 1:
+        return {**saved, "process_count": 1}
+    return {**saved, "process_count": jax.process_count(), "processes": gather_json(saved)}
 
 
 def _iterator_state_from_json(saved: Mapping[str, Any]) -> Any:
+    """This process's state from the data item (process 0's in checkpoints that hold only that one)."""
+    processes = saved.get("processes")
+    if processes and len(processes) == jax.process_count():
+        saved = processes[jax.process_index()]
     return saved["bytes"].encode("utf-8") if "bytes" in saved else saved["value"]
 
 
@@ -390,22 +438,30 @@ class Checkpointer:
 
     def _check_free_space(self, step: int) -> None:
         """Refuses to start a save that cannot fit: the newest checkpoint's size (from its manifest) is the
-        estimate, so the first save of a run is not checked (the save itself then fails, one line)."""
-        steps = sorted(self.manager.all_steps())
-        if not steps or not _is_primary():
-            return
-        try:
-            manifest = json.loads((self._step_dir(steps[-1]) / MANIFEST).read_text())
-            needed = sum(int(entry["size"]) for entry in manifest["files"].values())
-            free = shutil.disk_usage(self.directory).free
-        except (OSError, ValueError, KeyError, TypeError):
-            return  # no manifest (older checkpoint) or nothing to measure: let the save itself report
-        if free < needed:
-            raise CheckpointSaveError(
+        estimate, so the first save of a run is not checked (the save itself then fails, one line).
+        The primary process measures; every process refuses together (none is left waiting in the save)."""
+
+        def refusal() -> str | None:
+            steps = sorted(self.manager.all_steps())
+            if not steps:
+                return None
+            try:
+                manifest = json.loads((self._step_dir(steps[-1]) / MANIFEST).read_text())
+                needed = sum(int(entry["size"]) for entry in manifest["files"].values())
+                free = shutil.disk_usage(self.directory).free
+            except (OSError, ValueError, KeyError, TypeError):
+                return None  # no manifest (older checkpoint) or nothing to measure: let the save itself report
+            if free >= needed:
+                return None
+            return (
                 f"Not saving the checkpoint of step {step}: {self.directory} has {free / 2**20:.1f} MiB free and "
                 f"the last checkpoint (step {steps[-1]}) took {needed / 2**20:.1f} MiB. Free some space and rerun "
                 f"to resume from step {steps[-1]}."
             )
+
+        message = from_primary(refusal)
+        if message is not None:
+            raise CheckpointSaveError(message)
 
     def save(
         self, step: int, state: Any, data_iterator: Any, config: ConfigDict, info: DatasetInfo, *, force: bool = False
@@ -518,48 +574,101 @@ class Checkpointer:
         return sorted(p for p in self.directory.iterdir() if UNREADABLE in p.name)
 
     def _move_aside(self, step: int, reason: str) -> Path:
-        """Renames a bad checkpoint to `<step>.unreadable-<unix time>` (kept, not deleted); one warning."""
-        source = self._step_dir(step)
-        stamp = int(time.time())
-        target = self.directory / f"{step}{UNREADABLE}{stamp}"
-        n = 1
-        while target.exists():
-            target = self.directory / f"{step}{UNREADABLE}{stamp}-{n}"
-            n += 1
-        _sync(f"move_aside_{step}_begin")
-        if _is_primary():
+        """Renames a bad checkpoint to `<step>.unreadable-<unix time>` (kept, not deleted); one warning.
+
+        Only the primary process renames; every process waits for it and names the same folder.
+        """
+
+        def move() -> str:
+            source = self._step_dir(step)
+            stamp = int(time.time())
+            target = self.directory / f"{step}{UNREADABLE}{stamp}"
+            n = 1
+            while target.exists():
+                target = self.directory / f"{step}{UNREADABLE}{stamp}-{n}"
+                n += 1
             os.rename(source, target)
             try:
                 (target / "UNREADABLE.txt").write_text(f"step {step} moved aside by mixtok at {stamp}: {reason}\n")
             except OSError:
                 pass
-        _sync(f"move_aside_{step}_end")
+            return target.name
+
+        target = self.directory / from_primary(move)
         self.manager.reload()
         log.warning("Checkpoint step %d is unreadable (%s); moved it aside to %s.", step, reason, target)
         return target
+
+    def _inspect(self, step: int) -> dict[str, Any]:
+        """What the primary process reads of checkpoint `step` before anything is restored (JSON-able).
+
+        {"bad": reason} for a bad checkpoint; else {"bad": None, "verified": manifest checked,
+        "config": the saved config, "processes": the process count that wrote it, None if not recorded}.
+        The JSON items are read as files (orbax's restore is a collective that all processes enter).
+        """
+        step_dir = self._step_dir(step)
+        try:
+            verified = verify_manifest(step_dir)
+            try:
+                saved_config = json.loads((step_dir / "config" / JSON_FILE).read_text())
+                assert isinstance(saved_config, dict), f"a {type(saved_config).__name__}, not a dict"
+            except Exception as error:
+                raise _Unreadable(f"its config cannot be read ({_one_line(error)})") from None
+        except _Unreadable as bad:
+            return {"bad": str(bad)}
+        try:
+            processes = json.loads((step_dir / "data" / JSON_FILE).read_text()).get("process_count")
+        except Exception:  # unreadable: the restore itself reports it
+            processes = None
+        return {"bad": None, "verified": verified, "config": saved_config, "processes": processes}
+
+    def _data_carries_over(self, saved: int | None, step: int, config: ConfigDict) -> bool:
+        """Whether the data iterator's saved position applies to this run's process count.
+
+        Raises `ProcessCountChangedError` when the count changed, unless config.resume_mismatch="allow".
+        """
+        now = jax.process_count()
+        if saved is None or saved == now:
+            return True
+        what = (
+            f"The checkpoint of step {step} in {self.directory} was written by {_processes(saved)} and this run "
+            f"has {_processes(now)}: the data iterator's position is per process (each reads and shuffles its own "
+            "shard of the train split), so it does not carry over"
+        )
+        if resume_mismatch_mode(config) == "allow":
+            log.warning(
+                "%s. Resuming the weights and optimizer at step %d with the data read from its start, in the "
+                "order of %s (resume_mismatch=allow).",
+                what,
+                step,
+                _processes(now),
+            )
+            return False
+        raise ProcessCountChangedError(
+            f"{what}. Resume with {_processes(saved)} (each may have another number of devices), or set "
+            f"--config.resume_mismatch=allow to resume from step {step} with the data read from its start."
+        )
 
     def restore_latest(self, abstract_state: Any, data_iterator: Any, config: ConfigDict) -> tuple[int, Any] | None:
         """(step, state) of the newest good checkpoint, `data_iterator` rewound to it; None without checkpoints.
 
         Checks, for each checkpoint newest first: its manifest, its config (the run's identity, see
-        the module docstring), that it restores, and that params and optimizer state are finite.
-        A bad checkpoint is moved aside with a warning and the next older one is tried.
+        the module docstring), the process count that wrote it, that it restores, and that params
+        and optimizer state are finite. A bad checkpoint is moved aside with a warning and the next
+        older one is tried. With several processes, the primary reads the files and decides, and
+        every process acts on its answer (see "Shared workdirs" in the module docstring).
         """
         resume_mismatch_mode(config)
         self.wait()
-        steps = sorted(self.manager.all_steps(), reverse=True)
+        steps = from_primary(lambda: sorted(self.manager.all_steps(), reverse=True))
         for step in steps:
-            step_dir = self._step_dir(step)
-            try:
-                verified = verify_manifest(step_dir)
-                try:
-                    saved_config = self.restore_config(step)
-                except Exception as error:
-                    raise _Unreadable(f"its config cannot be read ({_one_line(error)})") from None
-            except _Unreadable as bad:
-                self._move_aside(step, str(bad))
+            seen = from_primary(functools.partial(self._inspect, step))
+            if seen["bad"] is not None:
+                self._move_aside(step, seen["bad"])
                 continue
-            differences = check_resume_identity(saved_config, config, self.directory, step)
+            differences = check_resume_identity(seen["config"], config, self.directory, step)
+            carry_data = self._data_carries_over(seen["processes"], step, config)
+            error = None
             try:
                 restored = self.manager.restore(
                     step,
@@ -568,14 +677,26 @@ class Checkpointer:
                     ),
                 )
                 state, data_state = restored["state"], _iterator_state_from_json(restored["data"])
-                data_iterator.set_state(data_state)
-            except Exception as error:
-                if _out_of_memory(error):
+            except Exception as raised:
+                if _out_of_memory(raised) and jax.process_count() == 1:
                     raise
-                if verified or differences:
+                error = raised
+            failed = failed_processes(error is not None)
+            if failed:
+                if error is not None and _out_of_memory(error):
+                    raise error
+                if error is None or len(failed) < jax.process_count():
+                    cause = f" ({_one_line(error)})" if error is not None else ""
+                    raise CheckpointRestoreError(
+                        f"The checkpoint of step {step} in {self.directory} could not be restored by process(es) "
+                        f"{failed} of {jax.process_count()}{cause} while the others restored it. A shared workdir must "
+                        "look the same from every process: check the file system (and memory) of those hosts and "
+                        "rerun. Nothing was moved."
+                    ) from error
+                if seen["verified"] or differences:
                     why = (
                         "its files match their checksums, so the checkpoint is intact and what reads it changed"
-                        if verified
+                        if seen["verified"]
                         else f"this config changed {', '.join(f for f, _, _ in differences)}"
                     )
                     raise ValueError(
@@ -585,23 +706,25 @@ class Checkpointer:
                     ) from error
                 self._move_aside(step, f"it cannot be restored: {_one_line(error)}")
                 continue
-            nonfinite = _first_nonfinite(state)
+            nonfinite = _first_nonfinite(state)  # on global arrays: every process gets the same answer
             if nonfinite is not None:
                 self._move_aside(step, f"{nonfinite} holds NaN or infinite values")
                 continue
+            if carry_data:
+                data_iterator.set_state(data_state)
             log.info(
                 "Resumed from %s at step %d (%s).",
                 self.directory,
                 step,
-                "checksums verified" if verified else "no manifest: written by an older version, not verified",
+                "checksums verified" if seen["verified"] else "no manifest: written by an older version, not verified",
             )
             return int(step), state
-        moved = self.unreadable()
+        moved = from_primary(lambda: [p.name for p in self.unreadable()])
         if moved:
             raise NoUsableCheckpointError(
                 f"No checkpoint in {self.directory} can be resumed: "
                 + (f"all {len(steps)} were unreadable and " if steps else "")
-                + f"the unreadable ones are kept beside it as {', '.join(p.name for p in moved)} (each holds "
+                + f"the unreadable ones are kept beside it as {', '.join(moved)} (each holds "
                 "UNREADABLE.txt with the reason). Use a new --workdir, or move those folders out of "
                 f"{self.directory} to start this run again from step 0."
             )

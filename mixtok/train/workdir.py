@@ -13,6 +13,11 @@
 - A run that fails before its first step does not leave behind the empty workdir it created: the
   lock file and the empty files and folders the run's writers made are removed, then the folders
   it created, each only if it is empty.
+- A shared workdir (NFS, several processes of one run): each process creates the folder if it is
+  missing and takes its own `.lock.<process_index>`, so every process of a second run stops by
+  itself, before any collective. Beyond that only the primary process (0) removes anything: the
+  others remove at most their own empty lock file. (If a process other than 0 happened to create
+  the folder, a run that fails before its first step leaves that empty folder behind.)
 """
 
 import contextlib
@@ -55,6 +60,7 @@ class Workdir:
             raise WorkdirError(
                 f"The workdir {str(self.path)!r} cannot be used: permission denied; pass a --workdir you can write."
             ) from None
+        self._primary = process_index == 0
         name = ".lock" if process_count <= 1 else f".lock.{process_index}"
         self.lock_path = self.path / name
         try:
@@ -130,6 +136,11 @@ class Workdir:
 
     def _remove_created(self) -> None:
         if not self._created:
+            return
+        if not self._primary:  # a shared workdir: the others remove only their own (empty) lock file
+            with contextlib.suppress(OSError):
+                if self.lock_path.stat().st_size == 0:
+                    self.lock_path.unlink()
             return
         with contextlib.suppress(OSError):
             _remove_empty_run_files(self.path)

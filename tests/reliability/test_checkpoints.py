@@ -244,19 +244,6 @@ def test_the_command_line_reports_an_unresumable_workdir_in_one_line_with_exit_c
     assert expected in line and "Traceback" not in stderr, stderr[-3000:]
 
 
-def test_two_processes_move_a_bad_checkpoint_aside_once_and_resume_together(workdir):
-    from tests.train.test_multihost import run_two_processes
-
-    corrupt_array_file(workdir / "checkpoints" / "8")
-    results = run_two_processes(workdir, "tests.reliability.test_checkpoints:run_config")
-    assert all("Checkpoint step 8 is unreadable" in err for _, err in results)
-    finals = [result["final"] for result, _ in results]
-    assert finals[0] == finals[1] and np.isfinite(finals[0]["train/loss"])
-    assert len(list((workdir / "checkpoints").glob("8.unreadable-*"))) == 1  # moved once, by process 0
-    assert saved_steps(workdir) == [4, 8] and [r["step"] for r in read_metrics(workdir)] == [4, 8]
-    assert verify_manifest(workdir / "checkpoints" / "8")
-
-
 # --- failed saves ------------------------------------------------------------------------------
 
 
