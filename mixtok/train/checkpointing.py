@@ -51,10 +51,15 @@ Nothing lost, nothing silent:
   (a checkpoint that then cannot be restored into the changed state is left in place).
 - Another mesh. The state is restored into the layout the caller gives (the trainer's, built for
   the current mesh), so a checkpoint resumes on another device count or mesh shape. The data
-  iterator's position is per process (each process reads and shuffles its own shard), so the
-  `data` item records the process count that wrote it; another count stops the run with
-  `ProcessCountChangedError` (a ValueError) before anything is restored, or, with
-  resume_mismatch="allow", restores the state and leaves the data iterator at its start.
+  iterator's position is per process, so the `data` item records the process count that wrote it
+  and every process's position. The train stream is the same for any process count (process i
+  reads its rows of each global batch, `mixtok.data.pipeline`), so after step s with no image
+  skipped every position is s * batch_size / count; such a position is rescaled to the new count
+  (`rescaled_data_state`) and the run continues with the batches it would have had. Positions that
+  do not have that form (an undecodable image was skipped, or grain worker processes hold one
+  state each) stop the run with `ProcessCountChangedError` (a ValueError) before anything is
+  restored, or, with resume_mismatch="allow", restore the state and leave the data iterator at
+  its start.
 - Shared workdirs (several processes, one folder). Process 0 alone reads the checkpoint folder to
   decide (the steps, the manifests, the saved config and process count, the moved-aside folders)
   and broadcasts its answer (`mixtok.train.primary_decides`); all processes then act on it, so
@@ -113,7 +118,24 @@ class ResumeMismatchError(ValueError):
 
 
 class ProcessCountChangedError(ValueError):
-    """The checkpoint was written by another number of processes: its data iterator position does not apply."""
+    """The checkpoint was written by another number of processes and its data positions cannot be rescaled."""
+
+
+def rescaled_data_state(saved: Mapping[str, Any], step: int, batch_size: int, count: int) -> Any | None:
+    """The iterator state for `count` processes from a data item written by another count, or None.
+
+    The saved positions translate only when each is a plain grain position (`{"next_index": m}`) equal
+    to step * batch_size / saved count: the processes then read exactly their rows of `step` global
+    batches, and with `count` processes each will have read step * batch_size / count examples.
+    """
+    saved_count = saved.get("process_count") or 1
+    states = [entry.get("value") for entry in saved.get("processes") or [saved]]
+    expected = {"next_index": step * batch_size // saved_count}
+    if batch_size % saved_count or batch_size % count or len(states) != saved_count:
+        return None
+    if any(state != expected for state in states):
+        return None
+    return {"next_index": step * batch_size // count}
 
 
 class CheckpointRestoreError(OSError):
@@ -617,23 +639,37 @@ class Checkpointer:
         except _Unreadable as bad:
             return {"bad": str(bad)}
         try:
-            processes = json.loads((step_dir / "data" / JSON_FILE).read_text()).get("process_count")
+            data = json.loads((step_dir / "data" / JSON_FILE).read_text())
+            processes = data.get("process_count")
         except Exception:  # unreadable: the restore itself reports it
-            processes = None
-        return {"bad": None, "verified": verified, "config": saved_config, "processes": processes}
+            data, processes = None, None
+        return {"bad": None, "verified": verified, "config": saved_config, "processes": processes, "data": data}
 
-    def _data_carries_over(self, saved: int | None, step: int, config: ConfigDict) -> bool:
-        """Whether the data iterator's saved position applies to this run's process count.
+    def _data_carries_over(self, seen: Mapping[str, Any], step: int, config: ConfigDict) -> bool | dict:
+        """Whether the data iterator's saved position applies to this run's process count: True, False
+        (start the data from the beginning), or the rescaled state to use instead (`rescaled_data_state`).
 
-        Raises `ProcessCountChangedError` when the count changed, unless config.resume_mismatch="allow".
+        Raises `ProcessCountChangedError` when the count changed and the positions cannot be rescaled,
+        unless config.resume_mismatch="allow".
         """
-        now = jax.process_count()
+        saved, now = seen["processes"], jax.process_count()
         if saved is None or saved == now:
             return True
+        rescaled = rescaled_data_state(seen["data"] or {}, step, int(config.batch_size), now)
+        if rescaled is not None:
+            log.info(
+                "The checkpoint of step %d was written by %s; this run has %s: each process resumes at its rows "
+                "of the same global batches (data position %s).",
+                step,
+                _processes(saved),
+                _processes(now),
+                rescaled,
+            )
+            return rescaled
         what = (
             f"The checkpoint of step {step} in {self.directory} was written by {_processes(saved)} and this run "
-            f"has {_processes(now)}: the data iterator's position is per process (each reads and shuffles its own "
-            "shard of the train split), so it does not carry over"
+            f"has {_processes(now)}: the processes' data positions cannot be rescaled to another count (an "
+            "undecodable image was skipped, or grain worker processes each hold a position)"
         )
         if resume_mismatch_mode(config) == "allow":
             log.warning(
@@ -667,7 +703,7 @@ class Checkpointer:
                 self._move_aside(step, seen["bad"])
                 continue
             differences = check_resume_identity(seen["config"], config, self.directory, step)
-            carry_data = self._data_carries_over(seen["processes"], step, config)
+            carry_data = self._data_carries_over(seen, step, config)
             error = None
             try:
                 restored = self.manager.restore(
@@ -711,7 +747,7 @@ class Checkpointer:
                 self._move_aside(step, f"{nonfinite} holds NaN or infinite values")
                 continue
             if carry_data:
-                data_iterator.set_state(data_state)
+                data_iterator.set_state(carry_data if isinstance(carry_data, dict) else data_state)
             log.info(
                 "Resumed from %s at step %d (%s).",
                 self.directory,

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from mixtok import data as data_lib
-from mixtok.train.checkpointing import ProcessCountChangedError, verify_manifest
+from mixtok.train.checkpointing import ProcessCountChangedError, verify_manifest, write_manifest
 from mixtok.train.metric_writer import read_metrics
 from mixtok.train.trainer import train_and_evaluate
 from mixtok.train.workdir import Workdir
@@ -100,7 +100,36 @@ def test_the_data_item_holds_each_process_iterator_position(two_process_run):
     assert saved == {**expected[0], "process_count": 2, "processes": expected}
 
 
-def test_a_checkpoint_of_two_processes_is_not_resumed_by_one_with_the_wrong_data_position(workdir):
+def test_a_checkpoint_of_two_processes_resumes_on_one_as_if_it_had_not_moved(workdir, tmp_path):
+    """The train stream is the same for any process count, so one process continues at the same global
+    batches: its metrics equal those of the same two commands run on one process (float tolerance:
+    another reduction order), and the saved data position is that run's."""
+    train_and_evaluate(run_config(total_steps=12), workdir)
+    straight = tmp_path / "straight"  # the same two commands, on one process throughout
+    train_and_evaluate(run_config(), straight)
+    train_and_evaluate(run_config(total_steps=12), straight)
+    resumed, expected = read_metrics(workdir), read_metrics(straight)
+    assert [r["step"] for r in resumed] == [r["step"] for r in expected] == [4, 8, 12]
+    for got, want in zip(resumed, expected):
+        for key in want:
+            assert got[key] == pytest.approx(want[key], rel=2e-4, abs=1e-5), (got["step"], key)
+    saved = json.loads((workdir / "checkpoints" / "12" / "data" / "metadata").read_text())
+    reference = json.loads((straight / "checkpoints" / "12" / "data" / "metadata").read_text())
+    assert saved == reference == {"value": {"next_index": 12 * run_config().batch_size}, "process_count": 1}
+
+
+def _positions_that_do_not_rescale(workdir, step=8):
+    """Process 1 of the saved data item skipped an image (its position is one example further on)."""
+    step_dir = workdir / "checkpoints" / str(step)
+    path = step_dir / "data" / "metadata"
+    saved = json.loads(path.read_text())
+    saved["processes"][1]["value"]["next_index"] += 1
+    path.write_text(json.dumps(saved))
+    write_manifest(step_dir, step)  # an intact checkpoint, not a corrupted one
+
+
+def test_positions_that_do_not_rescale_stop_a_resume_on_another_process_count(workdir):
+    _positions_that_do_not_rescale(workdir)
     metrics = (workdir / "metrics.jsonl").read_text()
     with pytest.raises(ProcessCountChangedError) as error:
         train_and_evaluate(run_config(total_steps=12), workdir)
@@ -114,6 +143,7 @@ def test_a_checkpoint_of_two_processes_is_not_resumed_by_one_with_the_wrong_data
 
 
 def test_resume_mismatch_allow_resumes_the_weights_with_the_data_from_its_start(workdir, caplog):
+    _positions_that_do_not_rescale(workdir)
     train_and_evaluate(run_config(total_steps=12, resume_mismatch="allow"), workdir)
     (warning,) = [r.getMessage() for r in caplog.records if "written by 2 processes" in r.getMessage()]
     assert "data read from its start" in warning
