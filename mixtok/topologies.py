@@ -67,7 +67,7 @@ GPU_MEMORY_GIB = {"h100": 80.0, "h200": 141.0, "a100": 40.0}
 GPU_MEMORY_SOURCES = {
     "h100": "H100 SXM HBM (docs/facts/kernels.md 2.1)",
     "h200": "H200 HBM (docs/facts/kernels.md 2.2)",
-    "a100": "A100 40 GB, xpk's a100-40gb (docs/scale.md, device memory)",
+    "a100": 'A100 40 GB, as xpk\'s a100-40gb (docs/scale.md, "Device memory")',
 }
 # What JAX's device_kind says for each GPU family, to check a GPU host is the one named.
 GPU_DEVICE_KINDS = {"h100": "H100", "h200": "H200", "a100": "A100"}

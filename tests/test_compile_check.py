@@ -232,3 +232,35 @@ def test_tpu_v5e_8_prints_the_memory_of_the_step_compiled_in_process():
     stats = compiled.memory_analysis()
     printed = printed_bytes(result.stdout)
     assert (printed["argument"], printed["temporary"]) == (stats.argument_size_in_bytes, stats.temp_size_in_bytes)
+
+
+@pytest.mark.parametrize(
+    "name, devices, topology_name, chip_config, wrap, memory_gib",
+    [  # MaxText's accelerator_to_spec_map.py rows; memory from docs/scale.md, "Device memory"
+        ("v5e-8", 8, "v5e:2x4", "default", (False, False, False), 16.0),
+        ("v5e-256", 256, "v5e:16x16", "default", (True, True, False), 16.0),
+        ("v6e-16", 16, "v6e:4x4", "default", (False, False, False), 32.0),
+        ("v4-16", 8, "v4:2x2x2", "megacore_dense", (False, False, False), 32.0),
+        ("v5p-8", 4, "v5:2x2x1", "megacore", (False, False, False), 95.0),
+        ("v5p-128", 64, "v5:4x4x4", "megacore", (True, True, True), 95.0),
+    ],
+)
+def test_tpu_names_map_to_maxtexts_topologies(name, devices, topology_name, chip_config, wrap, memory_gib):
+    from mixtok.topologies import parse_topology
+
+    target = parse_topology(name)
+    assert (target.platform, target.num_devices, target.topology_name) == ("tpu", devices, topology_name)
+    assert (target.chip_config_name, target.wrap, target.memory_gib) == (chip_config, wrap, memory_gib)
+
+
+def test_gpu_and_cpu_names():
+    from mixtok.topologies import parse_topology
+
+    assert (parse_topology("h100-8").num_devices, parse_topology("h100-8").memory_gib) == (8, 80.0)
+    assert parse_topology("h200-16").memory_gib == 141.0
+    assert (parse_topology("a100-4").memory_gib, parse_topology("a100-80gb-4").memory_gib) == (40.0, 80.0)
+    cpu = parse_topology("cpu-8")
+    assert (cpu.platform, cpu.num_devices, cpu.memory_gib) == ("cpu", 8, None)
+    for bad in ("cpu-0", "h100-0", "v5e-0", "v4-8x", ""):
+        with pytest.raises(ValueError, match="valid forms"):
+            parse_topology(bad)
