@@ -100,7 +100,10 @@ def lower_train_step(config, devices):
 
     validate_config(config)
     rules = rules_from_config(config.get("sharding_rules", None))
-    mesh = create_mesh(config.get("mesh", None), devices=devices)
+    try:
+        mesh = create_mesh(config.get("mesh", None), devices=devices)
+    except ValueError as error:
+        raise ValueError(f"config.mesh does not fit the target's {len(devices)} devices: {error}") from None
     batch_shard = batch_sharding(mesh, rules)
     info = dataset_info_for_compile(config.data)
     task = get_task(config.get("task", DEFAULT_TASK)).from_config(config, info)

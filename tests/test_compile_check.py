@@ -192,7 +192,8 @@ def test_a_mesh_that_does_not_match_the_topology_is_exit_2(capsys, tmp_path):
     code = compile_check.main(["prog", "--config", str(config), "--topology", "cpu-8", "--config.mesh.fsdp=3"])
     assert code == 2
     assert capsys.readouterr().err.strip() == (
-        "mixtok.compile_check: error: Cannot fill mesh {'data': -1, 'fsdp': 3, 'tensor': 1} with 8 devices: "
+        "mixtok.compile_check: error: config.mesh does not fit the target's 8 devices: "
+        "Cannot fill mesh {'data': -1, 'fsdp': 3, 'tensor': 1} with 8 devices: "
         "8 is not divisible by 3."
     )
 
