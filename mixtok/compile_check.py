@@ -93,7 +93,14 @@ def lower_train_step(config, devices):
     import jax
     import numpy as np
 
-    from mixtok.parallel import batch_sharding, create_mesh, replicated, rules_from_config
+    from mixtok.parallel import (
+        DEFAULT_SHARDING_TOLERANCE,
+        batch_sharding,
+        check_sufficiently_sharded,
+        create_mesh,
+        replicated,
+        rules_from_config,
+    )
     from mixtok.train import steps
     from mixtok.train.config import validate_config
     from mixtok.train.tasks import DEFAULT_TASK, get_task
@@ -109,7 +116,9 @@ def lower_train_step(config, devices):
     task = get_task(config.get("task", DEFAULT_TASK)).from_config(config, info)
     tx, schedule = task.create_optimizer(config)
     layout = steps.abstract_train_state(task, tx, info.image_size, mesh, rules)
-    train_step = steps.make_train_step(task, tx, schedule, layout, batch_shard)
+    # The trainer's start-up check: FSDP or tensor parallelism asked for, but the parameters mostly replicated.
+    check_sufficiently_sharded(layout.params, mesh, config.get("sharding_tolerance", DEFAULT_SHARDING_TOLERANCE))
+    train_step = steps.make_train_step(task, tx, schedule, layout, batch_shard, rules)
 
     batch_axes = batch_shard.spec[0] if batch_shard.spec else None
     batch_axes = () if batch_axes is None else (batch_axes,) if isinstance(batch_axes, str) else tuple(batch_axes)
@@ -179,10 +188,18 @@ def _parse(argv: list[str]):
 
     Raises SystemExit(2) with one line on stderr for a missing config file or a bad flag or override.
     """
-    from mixtok.train.__main__ import _pop_optional_overrides, _without_traceback
+    from mixtok.train.__main__ import (
+        _apply_optional_overrides,
+        _OverrideError,
+        _pop_optional_overrides,
+        _without_traceback,
+    )
 
     argv = [arg.replace("--device-memory-gb", "--device_memory_gb", 1) for arg in argv]
-    argv, optional = _pop_optional_overrides(argv)
+    try:  # the optional fields and --config.mesh.AXIS=N, which a config file need not define
+        argv, optional = _pop_optional_overrides(argv)
+    except _OverrideError as error:
+        sys.exit(_error(f"error: bad config override: {error}"))
     values = flags.FlagValues()
     config_flag = config_flags.DEFINE_config_file(
         "config", None, "Path to a config file, optionally with :ARGS.", flag_values=values, sys_argv=argv
@@ -210,9 +227,7 @@ def _parse(argv: list[str]):
             if values[name].value is None:
                 raise flags.Error(f"--{name} is required")
         config = config_flag.value
-        for field, value in optional.items():
-            with config.unlocked():
-                config[field] = value
+        _apply_optional_overrides(config, optional)
     except flags.Error as error:
         sys.exit(_error(f"error: {_without_traceback(str(error))}"))
     except (AttributeError, KeyError, TypeError, ValueError) as error:

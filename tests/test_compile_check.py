@@ -27,11 +27,9 @@ QUICKSTART = REPO / "experiments" / "configs" / "quickstart.py"
 FIELDS = ("argument", "output", "alias", "temporary", "total")
 HAS_LIBTPU = importlib.util.find_spec("libtpu") is not None
 
-# quickstart with the ImageNet configs' mesh and sharding rules (experiments/configs/imagenet/common.py), so
-# `--config.mesh.fsdp=8` shards every weight's `embed` axis, as it does for those configs.
-SHARDED_QUICKSTART = f"""
+# quickstart with sharding rules that leave every weight replicated (only the batch is split).
+UNSHARDED_QUICKSTART = f"""
 import importlib.util
-from ml_collections import ConfigDict
 
 _spec = importlib.util.spec_from_file_location("quickstart", {str(QUICKSTART)!r})
 quickstart = importlib.util.module_from_spec(_spec)
@@ -40,8 +38,7 @@ _spec.loader.exec_module(quickstart)
 
 def get_config(arg=None):
     config = quickstart.get_config(arg)
-    config.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1))
-    config.sharding_rules = [["batch", ["data", "fsdp"]], ["embed", "fsdp"]]
+    config.sharding_rules = [["batch", ["data", "fsdp"]]]
     return config
 """
 
@@ -77,7 +74,7 @@ def compile_here(config, devices):
     rules = rules_from_config(config.get("sharding_rules"))
     layout = abstract_train_state(task, tx, info.image_size, mesh, rules)
     shard = batch_sharding(mesh, rules)
-    train_step = make_train_step(task, tx, schedule, layout, shard)
+    train_step = make_train_step(task, tx, schedule, layout, shard, rules)
     images = jax.ShapeDtypeStruct((config.batch_size, info.image_size, info.image_size, 3), np.float32, sharding=shard)
     labels = jax.ShapeDtypeStruct((config.batch_size,), np.int32, sharding=shard)
     key = jax.ShapeDtypeStruct(seed_rngs(0)[1].shape, np.uint32, sharding=jax.sharding.NamedSharding(mesh, P()))
@@ -127,18 +124,27 @@ def test_cpu8_quickstart_prints_the_memory_of_the_step_compiled_in_process():
     assert re.search(r"^fits: needs .* per device of 64\.00 GiB", result.stdout, re.MULTILINE)
 
 
-def test_fsdp_shards_the_arguments_that_data_parallelism_replicates(tmp_path):
-    config = tmp_path / "sharded_quickstart.py"
-    config.write_text(SHARDED_QUICKSTART)
-    common = ("--config", str(config), "--topology", "cpu-8")
-    data = run_check(*common, "--config.mesh.data=8")
-    fsdp = run_check(*common, "--config.mesh.data=1", "--config.mesh.fsdp=8")
+def test_fsdp_shards_the_arguments_that_data_parallelism_replicates():
+    data = run_check("--config", str(QUICKSTART), "--topology", "cpu-8", "--device-memory-gb", "64")  # data=8
+    fsdp = run_check("--config", str(QUICKSTART), "--topology", "cpu-8", "--config.mesh.fsdp=8")
     assert data.returncode == 0 and fsdp.returncode == 0, data.stderr + fsdp.stderr
-    assert "mesh data=1 fsdp=8 tensor=1" in fsdp.stdout
+    assert "mesh data=8 fsdp=1 tensor=1" in data.stdout and "mesh data=1 fsdp=8 tensor=1" in fsdp.stdout
     data_bytes, fsdp_bytes = printed_bytes(data.stdout), printed_bytes(fsdp.stdout)
     # The batch splits 8 ways in both; the state (params and two AdamW moments) only under fsdp.
     assert fsdp_bytes["argument"] < data_bytes["argument"] / 2
     assert fsdp_bytes["alias"] < data_bytes["alias"] / 2
+
+
+def test_config_rules_that_leave_the_weights_replicated_under_fsdp_fail_as_the_trainer_does(capsys, tmp_path):
+    config = tmp_path / "unsharded_quickstart.py"
+    config.write_text(UNSHARDED_QUICKSTART)
+    assert compile_check.main(["prog", "--config", str(config), "--topology", "cpu-8", "--config.mesh.fsdp=8"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(
+        "mixtok.compile_check: error: mesh {'data': 1, 'fsdp': 8, 'tensor': 1} asks for parameters split over "
+        "['fsdp'], but 100% of the parameter bytes are replicated"
+    ), err
 
 
 def test_a_device_memory_too_small_fails_with_what_to_change():
@@ -163,8 +169,8 @@ def test_a_device_memory_too_small_fails_with_what_to_change():
         ),
         (["--topology", "tpu-8"], r"error: unknown topology 'tpu-8'; valid forms: TPU slices v5e-N.*h100-N"),
         (
-            ["--topology", "cpu-8", "--config.mesh.fsdp=3"],  # quickstart has no mesh field; the trainer says the same
-            r"error: bad config override: the config has no field 'mesh' \(fields can only",
+            ["--topology", "cpu-8", "--config.mesh.fsdp=x"],
+            r"error: bad config override: --config.mesh.fsdp=x: a mesh axis size is a positive integer or -1",
         ),
         (["--topology", "cpu-8", "--config.total_stepz=3"], r"error: bad config override: 'total_stepz' Did you mean"),
         (["--device-memory-gb", "2"], r"error: --topology is required"),
@@ -186,10 +192,8 @@ def test_a_missing_config_file_is_exit_2(capsys):
     )
 
 
-def test_a_mesh_that_does_not_match_the_topology_is_exit_2(capsys, tmp_path):
-    config = tmp_path / "sharded_quickstart.py"
-    config.write_text(SHARDED_QUICKSTART)
-    code = compile_check.main(["prog", "--config", str(config), "--topology", "cpu-8", "--config.mesh.fsdp=3"])
+def test_a_mesh_that_does_not_match_the_topology_is_exit_2(capsys):
+    code = compile_check.main(["prog", "--config", str(QUICKSTART), "--topology", "cpu-8", "--config.mesh.fsdp=3"])
     assert code == 2
     assert capsys.readouterr().err.strip() == (
         "mixtok.compile_check: error: config.mesh does not fit the target's 8 devices: "
