@@ -161,18 +161,20 @@ def memory_table(memory: MemoryUse, device_gib: float | None, device_source: str
     return "\n".join(lines)
 
 
-def advice(config) -> str:
-    """What would lower the memory per device, for the "does not fit" line."""
-    mesh = dict(config.get("mesh", None) or {})
-    rules = {str(rule[0]): rule[1] for rule in (config.get("sharding_rules", None) or [])}
-    fsdp = mesh.get("fsdp", 1)
-    embed = rules.get("embed")
-    embed_on_fsdp = embed == "fsdp" or (isinstance(embed, (list, tuple)) and "fsdp" in embed)
+def advice(config, mesh_shape: dict) -> str:
+    """What would lower the memory per device under `config`'s rules, for the "does not fit" line."""
+    from mixtok.parallel import rules_from_config
+
+    rules = {}
+    for name, axes in rules_from_config(config.get("sharding_rules", None)):  # the trainer's rules; first match wins
+        rules.setdefault(name, (axes,) if isinstance(axes, str) else tuple(axes or ()))
     tips = [f"lower batch_size (now {config.batch_size})"]
-    if embed_on_fsdp:
-        tips.append(f"raise mesh.fsdp (now {fsdp}) to shard the weights and optimizer state")
+    if "fsdp" in rules.get("embed", ()):
+        tips.append(f"raise mesh.fsdp (now {mesh_shape['fsdp']}) to shard the weights and optimizer state")
     else:
         tips.append('shard the weights: a sharding rule ["embed", "fsdp"] and mesh.fsdp > 1')
+    if "tensor" in rules.get("mlp", ()) + rules.get("heads", ()):
+        tips.append(f"raise mesh.tensor (now {mesh_shape['tensor']}) to split MLPs and attention heads")
     if str(config.model.get("dtype", "float32")) == "float32":
         tips.append('compute in bfloat16 (config.model.dtype="bfloat16")')
     return "; ".join(tips)
@@ -283,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         first = next((line for line in text.splitlines() if "RESOURCE_EXHAUSTED" in line), text.splitlines()[0])
         return _error(
             f"does not fit: the compiler ran out of device memory on {target.name} ({first.strip()[:300]}); "
-            f"{advice(config)}.",
+            f"{advice(config, dict(mesh.shape))}.",
             EXIT_DOES_NOT_FIT,
         )
 
@@ -299,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     if memory.total > device_gib * GIB:
         return _error(
             f"does not fit: needs {_human(memory.total)} per device, the target has {_human(device_gib * GIB)}; "
-            f"{advice(config)}.",
+            f"{advice(config, dict(mesh.shape))}.",
             EXIT_DOES_NOT_FIT,
         )
     share = memory.total / (device_gib * GIB)
