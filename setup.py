@@ -31,6 +31,9 @@ EXTRAS_REQUIRE = {
     # The PyTorch references that the parity tests compare against. timm needs torchvision,
     # which PyPI only ships beside the CUDA build of torch (about 5 GB), so it is opt-in.
     "timm": ["torch>=2.1", "timm>=1.0.20", "safetensors>=0.4"],
+    # `python -m mixtok.compile_check --topology v5e-8 ...` on a machine without a TPU: libtpu compiles
+    # for TPU topologies. jax[tpu] pins the libtpu that matches the installed jax (0.0.42.* for 0.10.2).
+    "tpu-aot": ["jax[tpu]>=0.6"],
 }
 
 setup(
