@@ -7,6 +7,7 @@ everything after `--` goes to `python -m mixtok.train` unchanged, and the launch
 
 import argparse
 import os
+import re
 import shlex
 import shutil
 from collections.abc import Sequence
@@ -18,6 +19,8 @@ TRAINER_MODULE = "mixtok.train"
 LAUNCHER_FLAGS = ("--distributed", "--coordinator_address", "--num_processes", "--process_id")
 # HTTP(S) proxies "may cause a hang" in jax.distributed.initialize (jax-ml/jax: jax/_src/distributed.py).
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
+# `scheme://...` (RFC 3986: a letter, then letters, digits, '+', '-', '.'): gs://, s3://, file://, ...
+URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 class LaunchError(Exception):
@@ -86,15 +89,24 @@ def parse_trainer_args(argv: Sequence[str]) -> TrainerArgs:
     return TrainerArgs(tuple(argv), config, workdir)
 
 
-def require_shared_workdir(trainer: TrainerArgs, kind: str, *, absolute_ok: bool = False) -> None:
-    """A multi-host run needs a workdir every host writes to: a gs:// bucket (or, on SLURM, a shared filesystem)."""
+def require_shared_workdir(trainer: TrainerArgs, kind: str) -> None:
+    """A multi-host run needs a workdir every host writes to: an absolute path on a filesystem every host mounts.
+
+    The trainer opens the workdir as a local path (its lock, metrics.jsonl, TensorBoard events), so a URL such as
+    gs://bucket/run is refused: it would become a local directory `gs:/bucket/run` on each host. Whether the path
+    really is shared cannot be seen from here; that is the user's to ensure.
+    """
     workdir = trainer.workdir
-    if workdir.startswith("gs://") or (absolute_ok and os.path.isabs(workdir)):
-        return
-    valid = "a gs:// path or an absolute path on a filesystem every node mounts" if absolute_ok else "a gs:// path"
-    raise LaunchError(
-        f"--workdir {workdir!r} is a local path, but every host of a {kind} run writes to the workdir; use {valid}."
-    )
+    if URL.match(workdir):
+        raise LaunchError(
+            f"--workdir {workdir!r}: the trainer writes only to filesystem paths today; mount the bucket "
+            "(e.g. gcsfuse) or use a shared filesystem, and give its absolute path."
+        )
+    if not os.path.isabs(workdir):
+        raise LaunchError(
+            f"--workdir {workdir!r} is a relative path, but every host of a {kind} run writes to the workdir; "
+            "use an absolute path on a filesystem every host mounts."
+        )
 
 
 def trainer_command(python: str, trainer: TrainerArgs, *distributed_flags: str) -> list[str]:

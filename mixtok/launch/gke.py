@@ -1,7 +1,7 @@
 """GKE through xpk: `xpk workload create` runs the trainer in a container on every TPU VM or GPU node.
 
     python -m mixtok.launch gke --cluster my-cluster --workload quickstart-1 --tpu-type v5litepod-16 -- \
-        --config experiments/configs/quickstart.py --workdir gs://my-bucket/runs/quickstart
+        --config experiments/configs/quickstart.py --workdir /mnt/shared/runs/quickstart
 
 The shape is xpk's: `xpk workload create --cluster C --workload W --command "..." (--tpu-type T
 [--num-slices S] | --device-type D --num-nodes N)` (AI-Hypercomputer/xpk, usage guide workloads.md).
@@ -16,7 +16,11 @@ src/xpk/core/docker_container.py); `exec` makes the trainer that process. The po
 --termination-grace-period-seconds between SIGTERM and the kill (xpk's default is 30; here 120, time
 for a checkpoint), and with --max-restarts above 0 a workload that exits 42 or 127-255 is restarted
 (AI-Hypercomputer/xpk: src/xpk/parser/workload.py), so a preempted trainer (exit 143) resumes.
-The workdir must be a gs:// bucket: every host writes to it, and orbax writes checkpoints to GCS.
+The workdir must be an absolute path on a filesystem mounted in every container, e.g. a Filestore
+instance or a bucket attached with `xpk storage attach NAME --type=gcpfilestore|gcsfuse --mount-point
+/mnt/shared --auto-mount=true` (AI-Hypercomputer/xpk, usage guide storage.md): every host writes to it.
+gs:// URLs are refused, since the trainer writes only to filesystem paths today (launch/README.md,
+"The workdir").
 """
 
 import argparse

@@ -130,7 +130,7 @@ def script_text(options, trainer: TrainerArgs, directory: str) -> str:
 
 
 def run(options, trainer: TrainerArgs) -> int:
-    require_shared_workdir(trainer, "SLURM", absolute_ok=True)
+    require_shared_workdir(trainer, "SLURM")
     script = options.script or f"{options.job_name}.sbatch"
     text = script_text(options, trainer, os.getcwd())
     submit = ["sbatch", script]

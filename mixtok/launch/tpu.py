@@ -1,7 +1,7 @@
 """A Cloud TPU VM slice: the same trainer command on every worker, over `gcloud ... ssh --worker=all`.
 
     python -m mixtok.launch tpu --name my-v4-32 --zone us-central2-b [--create v4-32] -- \
-        --config experiments/configs/quickstart.py --workdir gs://my-bucket/runs/quickstart
+        --config experiments/configs/quickstart.py --workdir /mnt/shared/runs/quickstart
 
 Every worker runs `cd CHECKOUT && INSTALL && exec python3 -m mixtok.train ... --distributed`; on a TPU
 VM `jax.distributed.initialize()` needs no arguments (jax-ml/jax docs, multi_process.md, "TPU
@@ -14,7 +14,9 @@ With `--create ACCELERATOR_TYPE` the slice is first requested as a queued resour
 --node-id NAME [--spot | --reserved]`, Google Cloud doc page "gcloud compute tpus queued-resources
 create"), and the launcher polls it until its state is ACTIVE.
 
-The workdir must be a gs:// bucket: every worker writes to it, and orbax writes checkpoints to GCS.
+The workdir must be an absolute path on a filesystem every worker mounts (a Filestore NFS share, or a
+bucket mounted with gcsfuse on every worker, e.g. in --install): every worker writes to it. gs:// URLs
+are refused, since the trainer writes only to filesystem paths today (launch/README.md, "The workdir").
 The checkout (the same code, with the config file) must already be on every worker, e.g. by
 `gcloud compute tpus tpu-vm scp --recurse mixtok NAME: --zone Z --worker=all` or a `git clone` in --install.
 """

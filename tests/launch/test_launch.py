@@ -63,7 +63,7 @@ def test_local_dry_run_prints_one_command_per_process_with_its_cpu_devices():
 def test_tpu_dry_run_creates_the_queued_resource_waits_and_runs_on_every_worker():
     out = dry_run(
         "tpu", "--name", "pod", "--zone", "us-central2-b", "--create", "v4-32", "--spot", "--dry-run",
-        "--", "--config", CONFIG, "--workdir", "gs://bucket/run", "--config.total_steps=1000",
+        "--", "--config", CONFIG, "--workdir", "/mnt/shared/runs/q", "--config.total_steps=1000",
     )  # fmt: skip
     assert out == (
         "gcloud compute tpus queued-resources create pod --zone us-central2-b --runtime-version tpu-ubuntu2204-base "
@@ -72,19 +72,19 @@ def test_tpu_dry_run_creates_the_queued_resource_waits_and_runs_on_every_worker(
         "  # every 30 s until ACTIVE\n"
         "gcloud compute tpus tpu-vm ssh pod --zone us-central2-b --worker=all --command "
         '\'cd mixtok && python3 -m pip install "jax[tpu]" -e . && exec python3 -m mixtok.train '
-        f"--config {CONFIG} --workdir gs://bucket/run --config.total_steps=1000 --distributed'\n"
+        f"--config {CONFIG} --workdir /mnt/shared/runs/q --config.total_steps=1000 --distributed'\n"
     )
 
 
 def test_tpu_dry_run_with_its_own_checkout_install_step_and_project():
     out = dry_run(
         "tpu", "--name", "pod", "--zone", "europe-west4-a", "--project", "proj", "--checkout", "src/mixtok",
-        "--install", "", "--dry-run", "--", f"--config={CONFIG}:steps=10", "--workdir=gs://b/r",
+        "--install", "", "--dry-run", "--", f"--config={CONFIG}:steps=10", "--workdir=/mnt/shared/runs/q",
     )  # fmt: skip
     assert out == (
         "gcloud compute tpus tpu-vm ssh pod --zone europe-west4-a --worker=all --command "
-        f"'cd src/mixtok && exec python3 -m mixtok.train --config={CONFIG}:steps=10 --workdir=gs://b/r --distributed' "
-        "--project proj\n"
+        f"'cd src/mixtok && exec python3 -m mixtok.train --config={CONFIG}:steps=10 --workdir=/mnt/shared/runs/q "
+        "--distributed' --project proj\n"
     )
 
 
@@ -156,11 +156,11 @@ def test_slurm_dry_run_with_requeue_xla_flags_and_setup():
 def test_gke_dry_run_for_a_tpu_slice():
     out = dry_run(
         "gke", "--cluster", "c1", "--workload", "q-1", "--tpu-type", "v5litepod-16", "--num-slices", "2",
-        "--max-restarts", "10", "--dry-run", "--", "--config", CONFIG, "--workdir", "gs://b/q",
+        "--max-restarts", "10", "--dry-run", "--", "--config", CONFIG, "--workdir", "/mnt/shared/runs/q",
     )  # fmt: skip
     assert out == (
         "xpk workload create --cluster c1 --workload q-1 --command "
-        f"'exec python3 -m mixtok.train --config {CONFIG} --workdir gs://b/q --distributed' "
+        f"'exec python3 -m mixtok.train --config {CONFIG} --workdir /mnt/shared/runs/q --distributed' "
         "--tpu-type v5litepod-16 --num-slices 2 --max-restarts 10 --termination-grace-period-seconds 120\n"
     )
 
@@ -168,11 +168,12 @@ def test_gke_dry_run_for_a_tpu_slice():
 def test_gke_dry_run_for_gpu_nodes_passes_xpks_coordinator_variables():
     out = dry_run(
         "gke", "--cluster", "c1", "--workload", "q-2", "--device-type", "h100-80gb-8", "--num-nodes", "2",
-        "--docker-image", "gcr.io/p/mixtok:latest", "--dry-run", "--", "--config", CONFIG, "--workdir", "gs://b/q",
+        "--docker-image", "gcr.io/p/mixtok:latest", "--dry-run",
+        "--", "--config", CONFIG, "--workdir", "/mnt/shared/runs/q",
     )  # fmt: skip
     assert out == (
         "xpk workload create --cluster c1 --workload q-2 --command "
-        f"'exec python3 -m mixtok.train --config {CONFIG} --workdir gs://b/q --distributed "
+        f"'exec python3 -m mixtok.train --config {CONFIG} --workdir /mnt/shared/runs/q --distributed "
         "--coordinator_address ${JAX_COORDINATOR_ADDRESS}:${JAX_COORDINATOR_PORT} --num_processes ${NNODES} "
         "--process_id ${NODE_RANK}' --device-type h100-80gb-8 --num-nodes 2 --termination-grace-period-seconds 120 "
         "--docker-image gcr.io/p/mixtok:latest\n"
@@ -181,7 +182,12 @@ def test_gke_dry_run_for_gpu_nodes_passes_xpks_coordinator_variables():
 
 # --- bad input ------------------------------------------------------------------------------------
 
-TRAIN = ("--", "--config", CONFIG, "--workdir", "gs://b/r")
+TRAIN = ("--", "--config", CONFIG, "--workdir", "/mnt/shared/runs/quickstart")
+GKE = ("gke", "--cluster", "c", "--workload", "w")
+URL_REFUSED = (
+    "--workdir {!r}: the trainer writes only to filesystem paths today; mount the bucket (e.g. gcsfuse) or use a "
+    "shared filesystem, and give its absolute path."
+)
 BAD_INPUT = {
     "unknown kind": (
         ("k8s", *TRAIN),
@@ -243,15 +249,27 @@ BAD_INPUT = {
         ("tpu", "--name", "pod", "--dry-run", *TRAIN),
         "tpu needs --zone, the TPU VM's zone (e.g. us-central2-b).",
     ),
-    "tpu with a local workdir": (
-        ("tpu", "--name", "pod", "--zone", "z", "--dry-run", "--", "--config", CONFIG, "--workdir", "/tmp/run"),
-        "--workdir '/tmp/run' is a local path, but every host of a TPU pod run writes to the workdir; "
-        "use a gs:// path.",
+    "tpu with a relative workdir": (
+        ("tpu", "--name", "pod", "--zone", "z", "--dry-run", "--", "--config", CONFIG, "--workdir", "runs/q"),
+        "--workdir 'runs/q' is a relative path, but every host of a TPU pod run writes to the workdir; "
+        "use an absolute path on a filesystem every host mounts.",
+    ),
+    "tpu with a gs:// workdir": (
+        ("tpu", "--name", "pod", "--zone", "z", "--dry-run", "--", "--config", CONFIG, "--workdir", "gs://b/r"),
+        URL_REFUSED.format("gs://b/r"),
     ),
     "slurm with a relative workdir": (
         ("slurm", "--dry-run", "--", "--config", CONFIG, "--workdir", "runs/q"),
-        "--workdir 'runs/q' is a local path, but every host of a SLURM run writes to the workdir; use a gs:// path "
-        "or an absolute path on a filesystem every node mounts.",
+        "--workdir 'runs/q' is a relative path, but every host of a SLURM run writes to the workdir; "
+        "use an absolute path on a filesystem every host mounts.",
+    ),
+    "slurm with a gs:// workdir": (
+        ("slurm", "--dry-run", "--", "--config", CONFIG, "--workdir=gs://b/r"),
+        URL_REFUSED.format("gs://b/r"),
+    ),
+    "slurm with an s3:// workdir": (
+        ("slurm", "--dry-run", "--", "--config", CONFIG, "--workdir", "s3://b/r"),
+        URL_REFUSED.format("s3://b/r"),
     ),
     "gke without a cluster": (
         ("gke", "--workload", "w", "--tpu-type", "v5litepod-16", "--dry-run", *TRAIN),
@@ -261,24 +279,15 @@ BAD_INPUT = {
         ("gke", "--cluster", "c", "--workload", "w", "--dry-run", *TRAIN),
         "gke needs --tpu-type (e.g. v5litepod-16) or --device-type (e.g. h100-80gb-8).",
     ),
-    "gke with a local workdir": (
-        (
-            "gke",
-            "--cluster",
-            "c",
-            "--workload",
-            "w",
-            "--tpu-type",
-            "v5litepod-16",
-            "--dry-run",
-            "--",
-            "--config",
-            CONFIG,
-            "--workdir",
-            "/tmp/run",
-        ),
-        "--workdir '/tmp/run' is a local path, but every host of a GKE run writes to the workdir; use a gs:// path.",
-    ),  # fmt: skip
+    "gke with a relative workdir": (
+        (*GKE, "--tpu-type", "v5litepod-16", "--dry-run", "--", "--config", CONFIG, "--workdir", "runs/q"),
+        "--workdir 'runs/q' is a relative path, but every host of a GKE run writes to the workdir; "
+        "use an absolute path on a filesystem every host mounts.",
+    ),
+    "gke with a gs:// workdir": (
+        (*GKE, "--device-type", "h100-80gb-8", "--dry-run", "--", "--config", CONFIG, "--workdir", "gs://b/r"),
+        URL_REFUSED.format("gs://b/r"),
+    ),
 }
 
 
@@ -287,6 +296,13 @@ def test_bad_input_is_one_line_and_exit_2(case):
     args, message = BAD_INPUT[case]
     result = launch(*args)
     assert (result.returncode, result.stdout, result.stderr) == (2, "", f"mixtok.launch: error: {message}\n")
+
+
+@pytest.mark.parametrize("case", ["slurm with a relative workdir", "tpu with a gs:// workdir"])
+def test_the_workdir_errors_quoted_in_the_docs_are_the_launchers(case):
+    args, message = BAD_INPUT[case]
+    assert launch(*args).stderr == f"mixtok.launch: error: {message}\n"
+    assert f"`mixtok.launch: error: {message}`" in (REPO / "launch" / "README.md").read_text()
 
 
 @pytest.mark.parametrize(
@@ -439,7 +455,7 @@ WRAPPER_ARGS = {
 
 @pytest.mark.parametrize("kind", WRAPPER_ARGS)
 def test_each_shell_wrapper_runs_the_launcher(kind):
-    args = (*WRAPPER_ARGS[kind], "--dry-run", *TRAIN[:-1], "gs://b/r" if kind != "local" else "/tmp/r")
+    args = (*WRAPPER_ARGS[kind], "--dry-run", *TRAIN)
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     env.update(PYTHONPATH=str(REPO), PYTHON=sys.executable)
     wrapper = subprocess.run(["bash", f"launch/{kind}.sh", *args], cwd=REPO, env=env, capture_output=True, text=True)
