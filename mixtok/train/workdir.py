@@ -8,8 +8,9 @@
   trainer stops at once with `WorkdirLockedError` naming the holder. The kernel drops the lock when
   its process dies, however it dies, so a lock file left behind by a killed run is not locked and
   is taken over (with a warning naming the run that left it). The lock is released at exit.
-- An existing file, a path through a file, or a directory this user cannot write are
-  `WorkdirError`s (ValueErrors: the command line is wrong, not the run) with one clear line.
+- A URL (`gs://bucket/run`, any `scheme://`), an existing file, a path through a file, or a
+  directory this user cannot write are `WorkdirError`s (ValueErrors: the command line is wrong,
+  not the run) with one clear line.
 - A run that fails before its first step does not leave behind the empty workdir it created: the
   lock file and the empty files and folders the run's writers made are removed, then the folders
   it created, each only if it is empty.
@@ -25,6 +26,7 @@ import errno
 import fcntl
 import logging
 import os
+import re
 import shutil
 import socket
 from pathlib import Path
@@ -32,6 +34,7 @@ from pathlib import Path
 __all__ = ["Workdir", "WorkdirError", "WorkdirLockedError", "open_workdir"]
 
 log = logging.getLogger(__name__)
+URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")  # gs://, s3://, ...: refused (not written as a local "gs:" folder)
 
 
 class WorkdirError(ValueError):
@@ -50,6 +53,12 @@ class Workdir:
     """A created, writable, locked workdir; `close(failed=...)` releases it (see the module docstring)."""
 
     def __init__(self, path, process_index: int = 0, process_count: int = 1):
+        if URL.match(os.fspath(path)):
+            raise WorkdirError(
+                f"--workdir {os.fspath(path)!r}: the trainer writes only to filesystem paths today (its lock, "
+                "metrics and checkpoint manifests are POSIX files); mount the bucket (e.g. gcsfuse) or use a shared "
+                "filesystem, and give its path."
+            )
         self.path = Path(path).expanduser()
         self._created: list[Path] = []  # the folders this run created, outermost first
         self._started = False

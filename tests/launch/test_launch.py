@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from mixtok.launch.local import supervise
+from tests.train.test_multihost import MULTIHOST_UNSET
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = "experiments/configs/quickstart.py"
@@ -22,7 +23,7 @@ CONFIG = "experiments/configs/quickstart.py"
 
 def launch(*args, path=None, xla_flags=None):
     """`python -m mixtok.launch ARGS` in the repository, with a controlled environment."""
-    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "PYTHONPATH")}
+    env = {k: v for k, v in os.environ.items() if k not in (*MULTIHOST_UNSET, "PYTHONPATH")}
     env["PYTHONPATH"] = str(REPO)
     if xla_flags is not None:
         env["XLA_FLAGS"] = xla_flags

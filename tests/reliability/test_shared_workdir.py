@@ -41,11 +41,8 @@ def logged_run_config():
 
 
 def two_processes(workdir):
-    """`run_two_processes` with the test config, without the session's persistent compilation cache:
-    with some entries of that shared cache the two processes were seen to wait on each other forever."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
-        return run_two_processes(workdir, CONFIG)
+    """`run_two_processes` with the test config."""
+    return run_two_processes(workdir, CONFIG)
 
 
 @pytest.fixture(scope="module")

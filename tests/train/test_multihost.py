@@ -18,11 +18,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# Left out of the processes' environment: the test session's device count, and its persistent compilation
+# cache, with some entries of which two processes were seen to wait on each other until a timeout.
+MULTIHOST_UNSET = ("XLA_FLAGS", "JAX_COMPILATION_CACHE_DIR")
+
+
 def run_two_processes(workdir, config_ref: str | None = None) -> list[tuple[dict, str]]:
     """Runs `multihost_worker` as processes 0 and 1 of one jax.distributed run over loopback; returns
     each one's RESULT record and stderr, after asserting that both exited 0."""
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env = {k: v for k, v in os.environ.items() if k not in MULTIHOST_UNSET}
     extra = [config_ref] if config_ref else []
     procs = [
         subprocess.Popen(
