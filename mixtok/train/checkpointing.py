@@ -427,7 +427,13 @@ class Checkpointer:
         self._remove_unfinished_saves()
         self._catcher = _OrbaxErrorCatcher()
         logging.getLogger("absl").addHandler(self._catcher)
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=async_save)
+        # `max_to_keep` is deprecated in favour of preservation policies (orbax CheckpointManagerOptions'
+        # docstring: "deprecated, do not use. use `preservation_policy` instead"); LatestN(None) keeps all.
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=ocp.checkpoint_managers.LatestN(keep),
+            create=True,
+            enable_async_checkpointing=async_save,
+        )
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
 
     def _remove_unfinished_saves(self) -> None:
