@@ -26,12 +26,12 @@ from tests.train.test_trainer import tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
 TOTAL_STEPS = 6
-# An FSDP-sharded weight: ("embed", "mlp") -> ("fsdp", None).
+# An FSDP-sharded weight: ("embed", "mlp") -> ("fsdp", "tensor") under the default rules (tensor: size 1 here).
 PARAMETER = ("stages_2", "blocks_0", "mlp", "fc1", "kernel")
 
 
 def remesh_config(total_steps: int = TOTAL_STEPS, data: int = 2, fsdp: int = 4):
-    """The tiny run with FSDP rules, on the mesh data x fsdp; a record every step, eval at the end."""
+    """The tiny run on the mesh data x fsdp (the default rules: FSDP); a record every step, eval at the end."""
     return tiny_config(
         total_steps=total_steps,
         log_every=1,
@@ -40,7 +40,6 @@ def remesh_config(total_steps: int = TOTAL_STEPS, data: int = 2, fsdp: int = 4):
         tensorboard=False,
         async_checkpointing=False,
         mesh={"data": data, "fsdp": fsdp},
-        sharding_rules=[["batch", ["data", "fsdp"]], ["embed", "fsdp"]],
     )
 
 
@@ -80,13 +79,13 @@ def test_a_run_saved_on_8_devices_resumes_on_4_then_on_1_as_if_it_had_not_moved(
     assert on_4["devices"] == 4 and on_4["restored"] == {
         "step": 2,
         "mesh": {"data": 2, "fsdp": 2, "tensor": 1},
-        "spec": ["fsdp", None],
+        "spec": ["fsdp", "tensor"],
         "devices": [0, 1, 2, 3],
     }
     assert on_1["devices"] == 1 and on_1["restored"] == {
         "step": 4,
         "mesh": {"data": 1, "fsdp": 1, "tensor": 1},
-        "spec": ["fsdp", None],
+        "spec": ["fsdp", "tensor"],
         "devices": [0],
     }
     # Same metrics at every step (the data iterator's position carried over) and same final weights.
