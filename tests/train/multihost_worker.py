@@ -8,7 +8,8 @@ python -m tests.train.multihost_worker PROCESS_ID PORT WORKDIR --cli CONFIG_FILE
     loopback coordinator, CONFIG_FILE, WORKDIR and FLAGS), so the exit status and stderr are the trainer's own.
     --hold_after=K:DIR: once K steps are done, write DIR/held_<PROCESS_ID> and wait, before the next step,
     until every process has handed its step to JAX's preemption sync protocol (the test sends SIGTERM
-    meanwhile), so that the stop is agreed while the run is held, whatever the machine's speed.
+    meanwhile), so that the stop is agreed while the run is held, whatever the machine's speed; without
+    JAX's preemption service, until the test has written DIR/sigterm_sent.
 """
 
 import importlib
@@ -50,8 +51,13 @@ class _HeldIterator:
         from jax._src import distributed
 
         self._marker.write_text(f"{self._taken} steps done\n")
-        client, deadline = distributed.global_state.client, time.monotonic() + _HOLD_LIMIT_S
-        while len(client.key_value_dir_get(_PREEMPTION_COUNTERS)) < jax.process_count():
+        state, deadline = distributed.global_state, time.monotonic() + _HOLD_LIMIT_S
+        sent = self._marker.parent / "sigterm_sent"
+        while not (
+            sent.exists()
+            if state.preemption_sync_manager is None
+            else len(state.client.key_value_dir_get(_PREEMPTION_COUNTERS)) >= jax.process_count()
+        ):
             if time.monotonic() > deadline:
                 print(f"multihost_worker: no preemption counters after {_HOLD_LIMIT_S} s; going on", file=sys.stderr)
                 return

@@ -99,15 +99,19 @@ def _params(workdir: Path, step: int):
     return jax.tree_util.tree_map(np.asarray, state["params"])
 
 
-def test_sigterm_to_one_process_stops_both_at_one_step_and_the_rerun_resumes_exactly(tmp_path):
-    config = _config_file(tmp_path)
-    run, straight, markers, logs = tmp_path / "run", tmp_path / "straight", tmp_path / "markers", tmp_path / "logs"
-    markers.mkdir()
+def _preempt(run: Path, config: Path, name: str, *, hold: int = HOLD, announce: bool = False) -> int:
+    """Runs two processes in `run` (logs and markers in `run.parent / name`), sends SIGTERM to process 1 once
+    both have done `hold` steps of this run, checks that both stopped at the same step with the preemption
+    status and that the newest checkpoint is that step, complete, and returns the step. `announce`: write
+    sigterm_sent after the signal (the worker's hold waits for it when JAX's preemption service is off)."""
+    markers, logs = run.parent / name / "markers", run.parent / name / "logs"
+    markers.mkdir(parents=True)
     logs.mkdir()
-
-    procs = start_two_processes(run, "--cli", str(config), f"--hold_after={HOLD}:{markers}", logs=logs)
+    procs = start_two_processes(run, "--cli", str(config), f"--hold_after={hold}:{markers}", logs=logs)
     _wait_until_held(procs, markers, logs)
     procs[1].send_signal(signal.SIGTERM)  # process 1 only
+    if announce:
+        (markers / "sigterm_sent").write_text("SIGTERM sent to process 1\n")
     ended = _finish(procs, logs)
 
     # Both exit with the preemption status (128 + SIGTERM) and say where they stopped: the same step.
@@ -117,17 +121,29 @@ def test_sigterm_to_one_process_stops_both_at_one_step_and_the_rerun_resumes_exa
     (step_0,), (step_1,) = stopped
     assert step_0 == step_1, stopped
     step = int(step_0)
-    # JAX's sync point is the largest step any process had reached (both: HOLD) plus one.
-    assert step == HOLD + 1
     assert not any("final metrics" in out for _, out, _ in ended)
 
-    # One checkpoint, at that step, complete: finalised by orbax (no temporary folder), every item there,
-    # and every file as its manifest (written once the save finished) says.
+    # The newest checkpoint is that step, complete: finalised by orbax (no temporary folder left), every
+    # item there, and every file as its manifest (written once the save finished) says.
     checkpoints = run / "checkpoints"
-    assert sorted(p.name for p in checkpoints.iterdir()) == [str(step)]
+    assert max(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()) == step
+    assert not [p.name for p in checkpoints.iterdir() if not p.name.isdigit()]
     assert {p.name for p in (checkpoints / str(step)).iterdir()} >= set(ITEMS)
     assert verify_manifest(checkpoints / str(step))
     assert [r["step"] for r in read_metrics(run)] == list(range(1, step + 1))
+    return step
+
+
+def test_sigterm_to_one_process_stops_both_at_one_step_and_the_rerun_resumes_exactly(tmp_path):
+    config, run, straight = _config_file(tmp_path), tmp_path / "run", tmp_path / "straight"
+    step = _preempt(run, config, "first")
+    # JAX's sync point is the largest step any process had reached (both: HOLD) plus one.
+    assert step == HOLD + 1
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [str(step)]  # checkpoint_every > total
+
+    # SIGTERM again, before the first step of the resumed run: JAX's sync point is then already past (no
+    # process had reported a step of this run), and the gathered notice stops both after one step.
+    assert _preempt(run, config, "again", hold=0) == step + 1
 
     # Rerunning both resumes and finishes; the result equals a two-process run that was never stopped.
     resumed = _run(run, config, tmp_path / "logs_resumed")
@@ -138,3 +154,10 @@ def test_sigterm_to_one_process_stops_both_at_one_step_and_the_rerun_resumes_exa
     params, expected = _params(run, TOTAL_STEPS), _params(straight, TOTAL_STEPS)
     for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(expected), jax.tree_util.tree_leaves(params)):
         np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
+
+
+def test_without_jax_preemption_service_the_processes_agree_at_the_next_logged_step(tmp_path, monkeypatch):
+    # JAX reads its config from the environment; the workers inherit it.
+    monkeypatch.setenv("JAX_ENABLE_PREEMPTION_SERVICE", "false")
+    # Every step is logged (log_every=1): the all-gathered flag stops both at the first step after the signal.
+    assert _preempt(tmp_path / "run", _config_file(tmp_path), "first", announce=True) == HOLD + 1
