@@ -7,6 +7,7 @@ HOLD steps both processes pause before the next one until JAX's preemption sync 
 and the test sends SIGTERM to process 1 while they are paused.
 """
 
+import json
 import re
 import signal
 import subprocess
@@ -124,12 +125,15 @@ def _preempt(run: Path, config: Path, name: str, *, hold: int = HOLD, announce: 
     assert not any("final metrics" in out for _, out, _ in ended)
 
     # The newest checkpoint is that step, complete: finalised by orbax (no temporary folder left), every
-    # item there, and every file as its manifest (written once the save finished) says.
+    # item there, every file as its manifest (written once the save finished) says, and the data item
+    # holding both processes' iterator positions.
     checkpoints = run / "checkpoints"
     assert max(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()) == step
     assert not [p.name for p in checkpoints.iterdir() if not p.name.isdigit()]
     assert {p.name for p in (checkpoints / str(step)).iterdir()} >= set(ITEMS)
     assert verify_manifest(checkpoints / str(step))
+    data = json.loads((checkpoints / str(step) / "data" / "metadata").read_text())  # orbax's JSON item
+    assert data["process_count"] == 2 and len(data["processes"]) == 2  # both processes' iterator positions
     assert [r["step"] for r in read_metrics(run)] == list(range(1, step + 1))
     return step
 
