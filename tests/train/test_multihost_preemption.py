@@ -30,13 +30,6 @@ PREEMPTED = re.compile(r"^mixtok\.train: preempted at step (\d+); rerun the same
 TIMEOUT_S = 600
 
 
-@pytest.fixture(autouse=True)
-def _no_shared_compilation_cache(monkeypatch):
-    """The workers run without the session's persistent compilation cache (tests/conftest.py): with some
-    of its entries two processes were seen to wait on each other forever (tests/reliability/test_shared_workdir.py)."""
-    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
-
-
 def _config_file(tmp_path: Path) -> Path:
     """The trainer's config file: the tiny classification run, every step logged, no checkpoint but the
     preemption's before the end (checkpoint_every > total_steps)."""
