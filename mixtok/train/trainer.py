@@ -15,6 +15,10 @@ workdir, `mixtok.train.workdir`); a run stopped by SIGTERM saves a checkpoint an
 `NonFiniteLossError` naming the step, the likely causes and the last checkpoint; a metrics write
 that fails (a full disk) raises `MetricsWriteError` and keeps the metrics written before it.
 
+With several processes (`jax.distributed`), a SIGTERM to any of them stops all of them at one step,
+agreed through JAX's preemption sync point (`_stop_signal`; docs/reliability.md): every process saves
+its part of the same checkpoint and raises `Preempted` with the same step.
+
 The pieces it composes (`mixtok.train.steps`: the train state, the jitted train and eval steps)
 are importable, so a notebook can run the same steps by hand and get the same numbers.
 
@@ -29,6 +33,7 @@ import time
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from ml_collections import ConfigDict
 from tqdm import tqdm
 
@@ -70,7 +75,7 @@ class Preempted(Exception):
 
 
 class _StopSignal:
-    """Turns SIGTERM (preemption) into a flag the loop checks after each step."""
+    """Turns SIGTERM (preemption) into a flag the loop checks after each step (one process)."""
 
     def __init__(self):
         self.received = None
@@ -89,6 +94,99 @@ class _StopSignal:
     def __exit__(self, *exc):
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
+
+    def stopping(self, step: int) -> bool:
+        """Whether to save and stop after `step`; called once per step by every process (host-side only)."""
+        return self.received is not None
+
+    def stop_agreed(self) -> bool:
+        """A second chance to stop, called by every process at the steps where the loop has just read the
+        metrics (the same steps everywhere, after that step finished), unless `stopping` said yes."""
+        return False
+
+
+class _GatheredStopSignal(_StopSignal):
+    """Several processes without JAX's preemption service (`jax_enable_preemption_service=False`, or no
+    `jax.distributed` client): the processes all-gather their SIGTERM flags at the steps where the loop reads
+    the metrics anyway (log, eval and checkpoint steps) and all stop there if any process got one."""
+
+    def stopping(self, step: int) -> bool:
+        return False
+
+    def stop_agreed(self) -> bool:
+        self.received = _max_over_processes(self.received or 0) or None
+        return self.received is not None
+
+
+# The coordination-service key under which JAX's preemption sync manager posts a SIGTERM notice (openxla/xla:
+# xla/tsl/distributed_runtime/preemption/preemption_sync_manager.cc, kPreemptionNoticeKey).
+_PREEMPTION_NOTICE_KEY = "RECEIVED_PREEMPTION_NOTICE"
+
+
+class _PreemptionSyncPoint:
+    """Several processes with JAX's preemption service: after SIGTERM on any process, all stop at one step.
+
+    `jax.distributed.initialize` starts a preemption sync manager whose C++ notifier catches SIGTERM
+    (openxla/xla: xla/tsl/distributed_runtime/preemption/preemption_notifier.cc, `std::signal`). The notice
+    reaches every process through the coordination service, which agrees on the largest step any process
+    has reported plus one (jax/experimental/multihost_utils.py, `reached_preemption_sync_point`: all hosts
+    call it at every step, from the same start step). The call reads a host-side counter: no device sync.
+    No Python SIGTERM handler is installed: it would replace JAX's notifier.
+
+    A safety net, at the steps where the loop reads the metrics anyway: the processes all-gather whether
+    the notice was posted, and all stop there if so. It catches the notices the sync point misses: one
+    handled before the first step of a resumed run (the agreed step, from counters still 0, is then long
+    past) or while orbax's save-finalize thread had put the counter back to the saved step (orbax's
+    `CheckpointManager` calls `reached_preemption_sync_point(saved step)` from that thread too).
+    """
+
+    received = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+    def stopping(self, step: int) -> bool:
+        if multihost_utils.reached_preemption_sync_point(step):
+            self.received = signal.SIGTERM  # JAX's notifier listens for SIGTERM only
+        return self.received is not None
+
+    def stop_agreed(self) -> bool:
+        if _max_over_processes(_notice()):
+            self.received = signal.SIGTERM
+        return self.received is not None
+
+
+def _notice() -> int:
+    """1 if JAX's preemption notice has been posted in the coordination service, else 0."""
+    try:
+        _distributed_state().client.key_value_try_get(_PREEMPTION_NOTICE_KEY)
+    except Exception:  # NOT_FOUND: no notice (or a JAX that keeps it elsewhere)
+        return 0
+    return 1
+
+
+def _max_over_processes(value: int) -> int:
+    """The largest of every process's `value` (a collective: every process must call it at the same step)."""
+    return int(np.max(multihost_utils.process_allgather(np.int32(value))))
+
+
+def _distributed_state():
+    from jax._src import distributed  # where JAX keeps the distributed client and the preemption sync manager
+
+    return distributed.global_state
+
+
+def _stop_signal() -> _StopSignal | _PreemptionSyncPoint:
+    """How the loop learns that it must save and stop: alone (one process), or agreed by every process."""
+    if jax.process_count() == 1:
+        return _StopSignal()
+    state = _distributed_state()
+    if getattr(state, "client", None) is not None and getattr(state, "preemption_sync_manager", None) is not None:
+        return _PreemptionSyncPoint()
+    return _GatheredStopSignal()
 
 
 def _nonfinite_message(bad: tuple, config: ConfigDict, last_checkpoint: int | None) -> str:
@@ -195,7 +293,7 @@ def _train(config: ConfigDict, run_dir: Workdir, stop_at_step: int | None) -> di
     step = start
     preempted = None
     try:
-        with _StopSignal() as stop:
+        with _stop_signal() as stop:
             while step < total:
                 batch = steps.put_batch(next(train_iter), batch_shard)
                 state, metrics = train_step(state, batch, step_rng)
@@ -207,14 +305,17 @@ def _train(config: ConfigDict, run_dir: Workdir, stop_at_step: int | None) -> di
                 is_log = step % log_every == 0 or step == config.total_steps
                 is_eval = step % eval_every == 0 or step == config.total_steps
                 # Read the signal flag once: a SIGTERM arriving later in this step is handled at the
-                # next one, never between deciding not to save and stopping.
-                stopping = stop.received is not None
+                # next one, never between deciding not to save and stopping. With several processes,
+                # every process gets the same answer at the same step (see _stop_signal).
+                stopping = stop.stopping(step)
                 is_save = checkpointer.should_save(step) or step == total or stopping
                 if is_log or is_eval or is_save:
                     history = jax.device_get(history)
                     bad = _first_nonfinite(history)
                     if bad is not None:
                         raise NonFiniteLossError(_nonfinite_message(bad, config, checkpointer.latest_step()))
+                    if not stopping and stop.stop_agreed():  # several processes: once this step is done everywhere
+                        stopping = is_save = True
                     if is_log or is_eval:
                         now = time.perf_counter()
                         record = {f"train/{k}": float(v) for k, v in history[-1][1].items()}

@@ -23,23 +23,31 @@ def _free_port() -> int:
 MULTIHOST_UNSET = ("XLA_FLAGS", "JAX_COMPILATION_CACHE_DIR")
 
 
+def start_two_processes(workdir, *worker_args: str, logs: Path | None = None) -> list[subprocess.Popen]:
+    """Starts `multihost_worker` as processes 0 and 1 of one jax.distributed run over loopback, with
+    `worker_args` after PROCESS_ID PORT WORKDIR (see multihost_worker's docstring). Their stdout and stderr
+    are pipes, or the files `logs/process_<i>.out` and `.err` (nothing blocks on a full pipe while the
+    caller waits for something else)."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k not in MULTIHOST_UNSET}
+    procs = []
+    for i in range(2):
+        if logs is None:
+            out = err = subprocess.PIPE
+        else:
+            out, err = open(logs / f"process_{i}.out", "w"), open(logs / f"process_{i}.err", "w")
+        command = [sys.executable, "-m", "tests.train.multihost_worker", str(i), str(port), str(workdir)]
+        procs.append(subprocess.Popen([*command, *worker_args], cwd=REPO, env=env, stdout=out, stderr=err, text=True))
+        if logs is not None:  # the child holds its own copies
+            out.close()
+            err.close()
+    return procs
+
+
 def run_two_processes(workdir, config_ref: str | None = None) -> list[tuple[dict, str]]:
     """Runs `multihost_worker` as processes 0 and 1 of one jax.distributed run over loopback; returns
     each one's RESULT record and stderr, after asserting that both exited 0."""
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k not in MULTIHOST_UNSET}
-    extra = [config_ref] if config_ref else []
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "tests.train.multihost_worker", str(i), str(port), str(workdir), *extra],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
+    procs = start_two_processes(workdir, *([config_ref] if config_ref else []))
     results = []
     for proc in procs:
         out, err = proc.communicate(timeout=300)
