@@ -33,7 +33,8 @@ def main():
     task = get_task(config.task).from_config(config, info)
     tx, _ = task.create_optimizer(config)
     mesh = create_mesh(config.mesh)
-    layout = steps.abstract_train_state(task, tx, info.image_size, mesh, rules_from_config(config.get("sharding_rules")))
+    rules = rules_from_config(config.get("sharding_rules"))
+    layout = steps.abstract_train_state(task, tx, info.image_size, mesh, rules)
     batches = data_lib.create_train_iterator(config.data, global_batch_size=config.batch_size, seed=config.seed)
     checkpointer = create_checkpointer(config, workdir)
     try:
