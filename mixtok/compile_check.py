@@ -27,7 +27,6 @@ Exit codes (each failure is one line on stderr, "mixtok.compile_check: ..."):
 """
 
 import dataclasses
-import os
 import sys
 
 from absl import flags
@@ -190,17 +189,19 @@ def _parse(argv: list[str]):
 
     Raises SystemExit(2) with one line on stderr for a missing config file or a bad flag or override.
     """
-    from mixtok.train.__main__ import (
-        _apply_optional_overrides,
-        _OverrideError,
-        _pop_optional_overrides,
-        _without_traceback,
+    from mixtok.train.command_line import (
+        OverrideError,
+        apply_optional_overrides,
+        missing_config_file,
+        override_error_message,
+        pop_optional_overrides,
+        without_traceback,
     )
 
     argv = [arg.replace("--device-memory-gb", "--device_memory_gb", 1) for arg in argv]
     try:  # the optional fields and --config.mesh.AXIS=N, which a config file need not define
-        argv, optional = _pop_optional_overrides(argv)
-    except _OverrideError as error:
+        argv, optional = pop_optional_overrides(argv)
+    except OverrideError as error:
         sys.exit(_error(f"error: bad config override: {error}"))
     values = flags.FlagValues()
     config_flag = config_flags.DEFINE_config_file(
@@ -210,17 +211,9 @@ def _parse(argv: list[str]):
     memory = flags.DEFINE_float(
         "device_memory_gb", None, "Device memory (GiB) to check against; overrides the target's.", flag_values=values
     )
-    for i, arg in enumerate(argv):  # config_flags defers a missing file's error to first use
-        value = arg.split("=", 1)[1] if arg.startswith("--config=") else None
-        if arg == "--config" and i + 1 < len(argv):
-            value = argv[i + 1]
-        if value is not None and not os.path.isfile(value.split(":", 1)[0]):
-            sys.exit(
-                _error(
-                    f"error: config file {value.split(':', 1)[0]!r} does not exist "
-                    "(configs live in experiments/configs/; see experiments/README.md)."
-                )
-            )
+    missing = missing_config_file(argv)  # config_flags defers a missing file's error to first use
+    if missing:
+        sys.exit(_error(f"error: {missing}"))
     try:
         rest = values(argv)
         if len(rest) > 1:
@@ -229,14 +222,11 @@ def _parse(argv: list[str]):
             if values[name].value is None:
                 raise flags.Error(f"--{name} is required")
         config = config_flag.value
-        _apply_optional_overrides(config, optional)
+        apply_optional_overrides(config, optional)
     except flags.Error as error:
-        sys.exit(_error(f"error: {_without_traceback(str(error))}"))
+        sys.exit(_error(f"error: {without_traceback(str(error))}"))
     except (AttributeError, KeyError, TypeError, ValueError) as error:
-        message = str(error).strip("'\"").replace("\\n", " ").replace("\n", " ").replace("\\'", "'")
-        if " " not in message:  # ml_collections reports a missing field by its bare name
-            message = f"the config has no field {message!r} (fields can only be overridden, not added)"
-        sys.exit(_error(f"error: bad config override: {message}"))
+        sys.exit(_error(f"error: bad config override: {override_error_message(error)}"))
     if memory.value is not None and not memory.value > 0:
         sys.exit(_error(f"error: --device-memory-gb must be a positive number of GiB; got {memory.value!r}."))
     return config, topology.value, memory.value

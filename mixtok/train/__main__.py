@@ -13,15 +13,20 @@ Exit codes (each failure is one line on stderr, "mixtok.train: error: ..."; no t
 """
 
 import logging
-import os
 import sys
 
 from absl import app, flags
-from ml_collections import ConfigDict, config_flags
+from ml_collections import config_flags
 
 from mixtok import host_memory
-from mixtok.parallel import MESH_AXES
-from mixtok.train.config import OPTIONAL_DEFAULTS
+from mixtok.train.command_line import (
+    OverrideError,
+    apply_optional_overrides,
+    missing_config_file,
+    override_error_message,
+    pop_optional_overrides,
+    without_traceback,
+)
 from mixtok.train.trainer import NonFiniteLossError, Preempted, train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -56,98 +61,27 @@ def initialize_distributed(coordinator_address=None, num_processes=None, process
     )
 
 
-def _without_traceback(message: str) -> str:
-    """Keeps the first line and the final exception line of a message that embeds a traceback."""
-    lines = [line for line in message.splitlines() if line.strip()]
-    if any(line.startswith("Traceback") for line in lines):
-        return f"{lines[0]} {lines[-1].strip()}"
-    return message
-
-
-class _OverrideError(ValueError):
-    """A `--config.FIELD=VALUE` for an optional field whose value does not parse."""
-
-
-def _optional_value(field: str, value: str):
-    """`value` typed as the default of optional `field` (or, for `mesh.AXIS`, as an axis size)."""
-    if field.startswith("mesh."):
-        axis = field[len("mesh.") :]
-        if axis not in MESH_AXES:
-            raise _OverrideError(f"--config.{field}: {axis!r} is not a mesh axis; the axes are {', '.join(MESH_AXES)}.")
-        try:
-            size = int(value)
-        except ValueError:
-            size = 0
-        if size < 1 and size != -1:
-            raise _OverrideError(f"--config.{field}={value}: a mesh axis size is a positive integer or -1 (the rest).")
-        return size
-    default = OPTIONAL_DEFAULTS[field]
-    try:
-        return type(default)(value)
-    except ValueError:
-        raise _OverrideError(f"--config.{field}={value}: expected a {type(default).__name__}.") from None
-
-
-def _pop_optional_overrides(argv) -> tuple[list, dict]:
-    """Takes `--config.FIELD=VALUE` for the optional fields (config.OPTIONAL_DEFAULTS) and the mesh axes
-    (`--config.mesh.AXIS=N`) out of argv: a config file need not define them, and ml_collections only
-    overrides fields that exist. Raises `_OverrideError` for a value that does not parse."""
-    rest, optional = [], {}
-    args = iter(argv)
-    for arg in args:
-        name, sep, value = arg.partition("=")
-        field = name[len("--config.") :] if name.startswith("--config.") else None
-        if field is not None and (field in OPTIONAL_DEFAULTS or field.startswith("mesh.")):
-            optional[field] = _optional_value(field, value if sep else next(args, ""))
-        else:
-            rest.append(arg)
-    return rest, optional
-
-
-def _apply_optional_overrides(config, optional: dict) -> None:
-    mesh = {field[len("mesh.") :]: size for field, size in optional.items() if field.startswith("mesh.")}
-    with config.unlocked():
-        for field, value in optional.items():
-            if not field.startswith("mesh."):
-                config[field] = value
-        if mesh:
-            config.mesh = ConfigDict({**dict(config.get("mesh") or {}), **mesh})
-
-
 def parse_flags(argv):
     """absl's parser, with config-override mistakes (`--config.total_stepz=5`) reported in one line."""
     try:
-        argv, optional = _pop_optional_overrides(argv)
-    except _OverrideError as error:
+        argv, optional = pop_optional_overrides(argv)
+    except OverrideError as error:
         print(f"mixtok.train: error: bad config override: {error}", file=sys.stderr)
         sys.exit(2)
     # ml_collections' config flag reads its `--config.X` overrides from sys.argv, not from `argv`.
     sys.argv = list(argv)
-    # config_flags defers a missing config file's error to first use, deep inside the trainer.
-    for i, arg in enumerate(argv):
-        value = (
-            arg.split("=", 1)[1]
-            if arg.startswith("--config=")
-            else (argv[i + 1] if arg == "--config" and i + 1 < len(argv) else None)
-        )
-        if value is not None and not os.path.isfile(value.split(":", 1)[0]):
-            print(
-                f"mixtok.train: error: config file {value.split(':', 1)[0]!r} does not exist "
-                f"(configs live in experiments/configs/; see experiments/README.md).",
-                file=sys.stderr,
-            )
-            sys.exit(2)
+    missing = missing_config_file(argv)  # config_flags would report it only at first use, deep in the trainer
+    if missing:
+        print(f"mixtok.train: error: {missing}", file=sys.stderr)
+        sys.exit(2)
     try:
         rest = flags.FLAGS(argv)
-        _apply_optional_overrides(_CONFIG.value, optional)
+        apply_optional_overrides(_CONFIG.value, optional)
         return rest
     except flags.Error as error:
-        print(f"mixtok.train: error: {_without_traceback(str(error))}", file=sys.stderr)
+        print(f"mixtok.train: error: {without_traceback(str(error))}", file=sys.stderr)
     except (AttributeError, KeyError, TypeError, ValueError) as error:
-        message = str(error).strip("'\"").replace("\\n", " ").replace("\n", " ")
-        if " " not in message:  # ml_collections reports a missing field by its bare name
-            message = f"the config has no field {message!r} (fields can only be overridden, not added)"
-        print(f"mixtok.train: error: bad config override: {message}", file=sys.stderr)
+        print(f"mixtok.train: error: bad config override: {override_error_message(error)}", file=sys.stderr)
     sys.exit(2)
 
 
