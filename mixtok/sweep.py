@@ -23,9 +23,12 @@ directory names: letters, digits, '.', '_' and '-', starting with a letter or di
 `--launcher local` (the default) runs the points here one after another. `DIR/sweep.json` (written
 atomically) records the config, and per point its overrides, command, state ("pending", "running",
 "done", "failed" with the last line of the trainer's stderr in "error"), start and end times (UTC) and
-wall seconds. On a rerun with the same --root, a point that is "done" with the same command is skipped;
-every other point is run, so an interrupted one ("running") resumes from its last checkpoint and a failed
-one is tried again. A failing point does not stop the sweep. `--only a,b` runs only those points.
+wall seconds. On a rerun with the same --root, a point that is "done" (or "submitted") with the same
+command is skipped; every other point is run, so an interrupted one ("running") resumes from its last
+checkpoint and a failed one is tried again. A point whose overrides changed starts again as "pending";
+its run meets the checkpoints its workdir already holds (the trainer resumes them or, for another model,
+refuses them: delete the workdir to start that point afresh). A failing point does not stop the sweep.
+`--only a,b` runs only those points.
 
 `--launcher slurm|tpu|gke` hands each point to `python -m mixtok.launch KIND [launcher options] -- <the
 trainer's arguments>` (launch/README.md). The launcher options are everything after the sweep's `--`;
@@ -363,8 +366,8 @@ def main(argv: list[str]) -> int:
     for number, point in enumerate(points, 1):
         entry = state["points"][point.name]
         prefix = f"{PROG}: point {point.name} ({number}/{len(points)})"
-        if entry["state"] == "done":
-            print(f"{prefix}: done, skipped ({entry['command']})", flush=True)
+        if entry["state"] in ("done", "submitted"):
+            print(f"{prefix}: {entry['state']}, skipped ({entry['command']})", flush=True)
             continue
         print(f"{prefix}: {entry['command']}", flush=True)
         entry.update(state="running", start_time=_now())

@@ -271,3 +271,32 @@ def test_dry_run_prints_one_command_per_point_for_each_launcher(tmp_path, capsys
         f"{PYTHON} -m mixtok.launch gke --cluster c1 --tpu-type v5litepod-16 --workload abl-mixer-attn -- {trainer}"
     ]
     assert not root.exists()
+
+
+def test_slurm_submits_one_job_per_point_and_a_rerun_does_not_resubmit(tmp_path, monkeypatch):
+    config = write_config(tmp_path, 'return [{"name": "a"}, {"name": "b", "optimizer.lr": 2e-3}]')
+    root = tmp_path / "root"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(f'#!/bin/sh\necho "$1" >> {tmp_path}/submitted\necho "Submitted batch job 7"\n')
+    (bin_dir / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    argv = ["--config", config, "--root", str(root), "--launcher", "slurm", "--", "--job-name", "abl"]
+    assert main(argv) == 0
+    assert (tmp_path / "submitted").read_text().splitlines() == [f"{root}/a.sbatch", f"{root}/b.sbatch"]
+    assert [p["state"] for p in read_json(root / "sweep.json")["points"].values()] == ["submitted", "submitted"]
+    script = (root / "b.sbatch").read_text()
+    assert "#SBATCH --job-name=abl-b" in script
+    assert f"--workdir {root}/b --config.optimizer.lr=0.002 --distributed" in script
+    assert main(argv) == 0
+    assert len((tmp_path / "submitted").read_text().splitlines()) == 2  # not submitted again
+
+
+def test_a_cluster_submission_that_fails_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    config = write_config(tmp_path, 'return [{"name": "a"}, {"name": "b"}]')
+    root = tmp_path / "root"
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch; the launcher itself runs as sys.executable
+    assert main(["--config", config, "--root", str(root), "--launcher", "slurm"]) == 1
+    points = read_json(root / "sweep.json")["points"]
+    assert [p["state"] for p in points.values()] == ["failed", "failed"]
+    assert points["b"]["error"].startswith("mixtok.launch: error: sbatch is not on PATH")
