@@ -44,6 +44,7 @@ options, writes nothing and runs nothing.
 Exit status:
   0  every selected point is done (or submitted); always after --dry-run
   1  a point failed (its error is in sweep.json and on stderr)
+  130 interrupted (Ctrl-C): the point that was running stays "running" and resumes on a rerun
   2  bad input, found before anything runs: one line "mixtok.sweep: error: ...". A config file that does
      not exist or has no get_config / get_sweep; a point that is not a dict, has no name, repeats a name,
      has a name that is not a safe directory name, overrides a field the config does not have, or has a
@@ -303,10 +304,14 @@ def run_point(command: list[str]) -> tuple[int, str]:
     """Runs `command`, passing its stderr through; returns its exit status and the last line of its stderr."""
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, errors="replace")
     last = ""
-    for line in process.stderr:
-        sys.stderr.write(line)
-        if line.strip():
-            last = line.strip()
+    try:
+        for line in process.stderr:
+            sys.stderr.write(line)
+            if line.strip():
+                last = line.strip()
+    except KeyboardInterrupt:  # Ctrl-C reached the trainer too: let it save and stop before the sweep exits
+        process.wait()
+        raise
     return process.wait(), last
 
 
@@ -396,3 +401,6 @@ if __name__ == "__main__":
     except SweepError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; rerun the same command to resume (sweep.json keeps its state)", file=sys.stderr)
+        sys.exit(130)
