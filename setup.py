@@ -19,6 +19,7 @@ INSTALL_REQUIRES = [
     "pillow>=10.0",
     "array-record>=0.5",
     "msgpack>=1.0",
+    "matplotlib>=3.8",  # the plots of `python -m mixtok.report`
 ]
 
 EXTRAS_REQUIRE = {

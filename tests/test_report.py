@@ -1,0 +1,150 @@
+"""`python -m mixtok.report`: the table, plots and HParams of real tiny runs, checked against their files."""
+
+import csv
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import pytest
+from PIL import Image
+
+from mixtok.models import create_model
+from mixtok.train import train_and_evaluate
+from mixtok.train.metric_writer import read_metrics
+from tests.train.test_trainer import tiny_config
+
+REPO = Path(__file__).resolve().parents[1]
+ALL_POOLING = ("pooling", "pooling", "pooling", "pooling")
+# A few steps, an eval every 2 and at the end, one checkpoint at the end.
+SHORT = {"total_steps": 4, "log_every": 1, "eval_every": 2, "checkpoint_every": 4}
+
+
+def run_report(*args) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    return subprocess.run(
+        [sys.executable, "-m", "mixtok.report", *map(str, args)], capture_output=True, text=True, env=env, cwd=REPO
+    )
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Three real runs (one with other mixers, one stopped half-way, one level deeper) and an empty workdir."""
+    root = tmp_path_factory.mktemp("runs")
+    train_and_evaluate(tiny_config(**SHORT), root / "attention")
+    train_and_evaluate(tiny_config(**SHORT, **{"model.kwargs.token_mixers": ALL_POOLING}), root / "pooling")
+    train_and_evaluate(tiny_config(**{**SHORT, "total_steps": 8}), root / "group" / "stopped", stop_at_step=4)
+    (root / "empty").mkdir()
+    return root
+
+
+@pytest.fixture(scope="module")
+def report(runs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    result = run_report(runs, "--out", out)
+    assert result.returncode == 0, result.stderr
+    with open(out / "report.csv", newline="") as f:
+        rows = {row["run"]: row for row in csv.DictReader(f)}
+    return out, rows
+
+
+def independent_param_count(token_mixers) -> int:
+    kwargs = dict(tiny_config().model.kwargs.to_dict(), token_mixers=token_mixers)
+    model = create_model("poolformerv2_s12", num_classes=4, **kwargs)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))
+    return sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(shapes["params"]))
+
+
+def test_csv_has_one_row_per_workdir_with_its_state(report):
+    _, rows = report
+    assert sorted(rows) == ["attention", "empty", "group/stopped", "pooling"]
+    assert {name: row["state"] for name, row in rows.items()} == {
+        "attention": "done",
+        "pooling": "done",
+        "group/stopped": "in progress",
+        "empty": "no metrics",
+    }
+    assert rows["empty"]["params"] == rows["empty"]["eval/accuracy"] == rows["empty"]["last_step"] == ""
+
+
+def test_csv_numbers_equal_the_runs_metrics_files(runs, report):
+    _, rows = report
+    for name in ("attention", "pooling", "group/stopped"):
+        records = read_metrics(runs / name)
+        evals = [r for r in records if "eval/accuracy" in r]
+        best = max(evals, key=lambda r: r["eval/accuracy"])
+        row = rows[name]
+        assert float(row["eval/accuracy"]) == evals[-1]["eval/accuracy"]
+        assert float(row["eval/loss"]) == evals[-1]["eval/loss"]
+        assert (float(row["best"]), int(row["best_step"])) == (best["eval/accuracy"], best["step"])
+        assert int(row["last_step"]) == records[-1]["step"]
+        assert row["main_metric"] == "eval/accuracy"
+    assert [int(rows[n]["total_steps"]) for n in ("attention", "pooling", "group/stopped")] == [4, 4, 8]
+    assert int(rows["group/stopped"]["last_step"]) == 4
+
+
+def test_model_mixers_and_parameter_counts_come_from_the_saved_config(report):
+    _, rows = report
+    attention = tiny_config().model.kwargs.token_mixers
+    assert rows["attention"]["model"] == rows["pooling"]["model"] == "poolformerv2_s12"
+    assert rows["attention"]["mixers"] == "/".join(attention)
+    assert rows["pooling"]["mixers"] == "/".join(ALL_POOLING)
+    assert int(rows["attention"]["params"]) == independent_param_count(attention)
+    assert int(rows["pooling"]["params"]) == independent_param_count(ALL_POOLING)
+    assert rows["attention"]["params"] != rows["pooling"]["params"]
+
+
+def test_markdown_plots_and_hparams_are_written(report):
+    out, rows = report
+    markdown = (out / "report.md").read_text()
+    for name in rows:
+        assert f"| {name} |" in markdown
+    for plot in ("metric_vs_params.png", "metric_vs_throughput.png", "curves.png"):
+        with Image.open(out / plot) as image:
+            assert image.format == "PNG" and image.width > 100 and image.height > 100
+        assert f"({plot})" in markdown
+    for name in ("attention", "pooling"):
+        (events,) = (out / "hparams" / name).glob("events.out.tfevents.*")
+        # The session's hyperparameters are stored as text in the event's plugin data.
+        assert b"poolformerv2_s12" in events.read_bytes()
+    assert b"pooling" in next((out / "hparams" / "pooling").glob("events.*")).read_bytes()
+
+
+def test_sweep_json_gives_overrides_and_failed_or_pending_points(runs, tmp_path):
+    root = tmp_path / "sweep"
+    shutil.copytree(runs / "pooling", root / "pool")
+    shutil.copytree(runs / "group" / "stopped", root / "broken")
+    points = [
+        {"name": "pool", "overrides": {"model.kwargs.token_mixers": list(ALL_POOLING)}, "state": "done"},
+        {"name": "broken", "overrides": {"optimizer.lr": 0.5}, "state": "failed", "error": "NonFiniteLossError"},
+        {"name": "later", "overrides": {"optimizer.lr": 0.1}, "state": "pending"},
+    ]
+    (root / "sweep.json").write_text(json.dumps({"points": points}))
+    result = run_report(root)
+    assert result.returncode == 0, result.stderr
+    with open(root / "report.csv", newline="") as f:
+        states = {row["run"]: row["state"] for row in csv.DictReader(f)}
+    assert states == {"pool": "done", "broken": "failed", "later": "no metrics"}
+    (events,) = (root / "hparams" / "broken").glob("events.*")
+    assert b"optimizer.lr" in events.read_bytes()
+    # A rerun replaces its own hparams sessions instead of adding a second one per run.
+    assert run_report(root).returncode == 0
+    assert len(list((root / "hparams" / "broken").glob("events.*"))) == 1
+
+
+@pytest.mark.parametrize("setup", ["missing", "no_runs"])
+def test_bad_dir_is_one_line_and_exit_2(tmp_path, setup):
+    target = tmp_path / "nowhere"
+    if setup == "no_runs":
+        (target / "just_a_folder").mkdir(parents=True)
+    result = run_report(target)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mixtok.report: error: ")
+    assert str(target) in lines[0]
+    assert ("does not exist" if setup == "missing" else "holds no runs") in lines[0]
