@@ -35,6 +35,8 @@ Where each column comes from:
   write. A run without TensorBoard events (`tensorboard=False`) leaves both empty.
 - state: `done` (the last logged step is total_steps), `in progress` (not yet: running, or stopped
   and resumable), `failed` (its sweep point says so), `no metrics` (metrics.jsonl missing or empty).
+- sweep_wall_seconds and error (only when DIR/sweep.json has them): the point's `wall_seconds` (the
+  trainer process of its last attempt, start-up included) and the last line of a failed point's error.
 
 Exit codes: 0 written; 2 bad input (DIR missing, or holding no runs), one line on stderr
 `mixtok.report: error: ...`.
@@ -78,6 +80,8 @@ class RunSummary:
     wall_seconds: float | None = None
     last_step: int | None = None
     total_steps: int | None = None
+    sweep_wall_seconds: float | None = None
+    error: str | None = None
     hparams: dict[str, Any] = dataclasses.field(default_factory=dict)
     records: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
@@ -86,11 +90,17 @@ class RunSummary:
 
 
 def read_sweep(root: Path) -> dict[str, dict[str, Any]]:
-    """The points of `root/sweep.json` by name ({} without one or when it cannot be read)."""
+    """The points of `root/sweep.json` by name ({} without one or when it cannot be read).
+
+    `python -m mixtok.sweep` writes `{"points": {NAME: {"overrides", "command", "state", "wall_seconds",
+    "error", ...}}}`; a list of points that each have a "name" is read too.
+    """
     try:
         points = json.loads((root / "sweep.json").read_text())["points"]
-        return {str(p["name"]): p for p in points}
-    except (OSError, ValueError, KeyError, TypeError):
+        if isinstance(points, dict):
+            return {str(name): dict(point) for name, point in points.items()}
+        return {str(p["name"]): dict(p) for p in points}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}
 
 
@@ -289,6 +299,9 @@ def summarize(root: Path, workdir: Path, point: dict[str, Any] | None) -> RunSum
         run.images_per_second, run.wall_seconds = timing(workdir, batch, {r["step"] for r in evals})
         done = run.total_steps is not None and run.last_step >= run.total_steps
         run.state = "done" if done else "in progress"
+    if point is not None:
+        run.sweep_wall_seconds = point.get("wall_seconds")
+        run.error = point.get("error")
     if point is not None and point.get("state") == "failed":
         run.state = "failed"
     elif point is not None and point.get("state") == "running" and run.state != "done":
@@ -300,17 +313,20 @@ def summarize(root: Path, workdir: Path, point: dict[str, Any] | None) -> RunSum
 
 COLUMNS = ("run", "state", "model", "mixers", "params")
 TAIL = ("best", "best_step", "images_per_second", "wall_seconds", "last_step", "total_steps")
+SWEEP_COLUMNS = ("sweep_wall_seconds", "error")  # from sweep.json, when some point has them
 
 
 def table(runs: list[RunSummary]) -> tuple[list[str], list[list[Any]]]:
     """The header and rows shared by report.csv and report.md (eval columns: the union of eval/* keys)."""
     eval_keys = sorted({k for run in runs for k in run.final})
-    header = [*COLUMNS, "main_metric", *eval_keys, *TAIL]
+    sweep_fields = [f for f in SWEEP_COLUMNS if any(getattr(run, f) is not None for run in runs)]
+    header = [*COLUMNS, "main_metric", *eval_keys, *TAIL, *sweep_fields]
     rows = []
     for run in runs:
         row = [run.name, run.state, run.model, run.mixers, run.params, run.main_metric]
         row += [run.final.get(k) for k in eval_keys]
         row += [run.best, run.best_step, run.images_per_second, run.wall_seconds, run.last_step, run.total_steps]
+        row += [getattr(run, field) for field in sweep_fields]
         rows.append(row)
     return header, rows
 

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from mixtok.models import create_model
+from mixtok.report import read_sweep
 from mixtok.train import train_and_evaluate
 from mixtok.train.metric_writer import read_metrics
 from tests.train.test_trainer import tiny_config
@@ -119,17 +120,24 @@ def test_sweep_json_gives_overrides_and_failed_or_pending_points(runs, tmp_path)
     root = tmp_path / "sweep"
     shutil.copytree(runs / "pooling", root / "pool")
     shutil.copytree(runs / "group" / "stopped", root / "broken")
-    points = [
-        {"name": "pool", "overrides": {"model.kwargs.token_mixers": list(ALL_POOLING)}, "state": "done"},
-        {"name": "broken", "overrides": {"optimizer.lr": 0.5}, "state": "failed", "error": "NonFiniteLossError"},
-        {"name": "later", "overrides": {"optimizer.lr": 0.1}, "state": "pending"},
-    ]
-    (root / "sweep.json").write_text(json.dumps({"points": points}))
+    # As `python -m mixtok.sweep` writes it: points by name.
+    points = {
+        "pool": {"overrides": {"model.kwargs.token_mixers": list(ALL_POOLING)}, "state": "done", "wall_seconds": 12.5},
+        "broken": {"overrides": {"optimizer.lr": 0.5}, "state": "failed", "error": "NonFiniteLossError: loss is nan"},
+        "later": {"overrides": {"optimizer.lr": 0.1}, "state": "pending"},
+    }
+    (root / "sweep.json").write_text(json.dumps({"config": "x.py", "points": points}))
     result = run_report(root)
     assert result.returncode == 0, result.stderr
     with open(root / "report.csv", newline="") as f:
-        states = {row["run"]: row["state"] for row in csv.DictReader(f)}
-    assert states == {"pool": "done", "broken": "failed", "later": "no metrics"}
+        rows = {row["run"]: row for row in csv.DictReader(f)}
+    assert {name: row["state"] for name, row in rows.items()} == {
+        "pool": "done",
+        "broken": "failed",
+        "later": "no metrics",
+    }
+    assert rows["pool"]["sweep_wall_seconds"] == "12.5" and rows["later"]["sweep_wall_seconds"] == ""
+    assert rows["broken"]["error"] == "NonFiniteLossError: loss is nan"
     (events,) = (root / "hparams" / "broken").glob("events.*")
     assert b"optimizer.lr" in events.read_bytes()
     # A rerun replaces its own hparams sessions instead of adding a second one per run.
@@ -148,3 +156,10 @@ def test_bad_dir_is_one_line_and_exit_2(tmp_path, setup):
     assert len(lines) == 1 and lines[0].startswith("mixtok.report: error: ")
     assert str(target) in lines[0]
     assert ("does not exist" if setup == "missing" else "holds no runs") in lines[0]
+
+
+def test_sweep_json_points_may_also_be_a_list(tmp_path):
+    points = [{"name": "a", "overrides": {"seed": 1}, "state": "done"}]
+    (tmp_path / "sweep.json").write_text(json.dumps({"points": points}))
+    assert read_sweep(tmp_path) == {"a": points[0]}
+    assert read_sweep(tmp_path / "nowhere") == {}
