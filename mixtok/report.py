@@ -83,6 +83,7 @@ class RunSummary:
     sweep_wall_seconds: float | None = None
     error: str | None = None
     hparams: dict[str, Any] = dataclasses.field(default_factory=dict)
+    config: dict[str, Any] | None = None
     records: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
@@ -265,6 +266,7 @@ def summarize(root: Path, workdir: Path, point: dict[str, Any] | None) -> RunSum
     run = RunSummary(name=name, workdir=workdir, records=read_records(workdir))
     overrides = dict((point or {}).get("overrides") or {})
     config = latest_checkpoint_item(workdir, "config") if workdir.is_dir() else None
+    run.config = config
     model = dict((config or {}).get("model") or {})
     if not model:
         model = {"name": overrides.get("model.name"), "kwargs": {}}
@@ -424,26 +426,61 @@ def write_plots(out: Path, runs: list[RunSummary]) -> list[str]:
     return written
 
 
+def _config_value(config: dict[str, Any] | None, dotted: str) -> Any:
+    value: Any = config or {}
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _hparam(value: Any) -> bool | int | float | str:
+    return value if isinstance(value, (bool, int, float, str)) else json.dumps(value)
+
+
 def write_hparams(out: Path, runs: list[RunSummary]) -> None:
-    """One HParams session per run under OUT/hparams (tensorboardX `add_hparams`), replacing an earlier report's."""
+    """One HParams session per run under OUT/hparams, replacing an earlier report's.
+
+    What tensorboardX's `SummaryWriter.add_hparams` writes, except that every session declares the
+    same hyperparameters and metrics (the union over the runs): TensorBoard's dashboard takes its
+    columns from the first session it reads. A hyperparameter a run's sweep point does not override
+    is the value of its saved config (left out when it has none).
+    """
     from tensorboardX import SummaryWriter
+    from tensorboardX.summary import hparams as hparams_summaries
 
     directory = out / "hparams"
     if (directory / MARKER).exists():
         shutil.rmtree(directory)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / MARKER).write_text("written by python -m mixtok.report; replaced when it runs again\n")
-    with SummaryWriter(str(directory)) as writer:
-        for run in runs:
-            metrics = {k: v for k, v in run.final.items() if math.isfinite(v)}
-            if run.best is not None:
-                metrics[f"best/{run.main_metric}"] = run.best
-            if run.params is not None:
-                metrics["params"] = float(run.params)
-            if run.images_per_second is not None:
-                metrics["images_per_second"] = run.images_per_second
-            hparams = {**run.hparams, "state": run.state} if run.hparams else {"state": run.state}
-            writer.add_hparams(hparams, metrics, name=run.name)
+    metrics = {}
+    for run in runs:
+        values = {k: v for k, v in run.final.items() if math.isfinite(v)}
+        if run.best is not None:
+            values[f"best/{run.main_metric}"] = run.best
+        for field in ("params", "images_per_second"):
+            if getattr(run, field) is not None:
+                values[field] = float(getattr(run, field))
+        metrics[run.name] = values
+    metric_names = dict.fromkeys(k for values in metrics.values() for k in values)
+    names = dict.fromkeys(k for run in runs for k in run.hparams)
+    sessions = {}
+    for run in runs:
+        values = {k: run.hparams[k] if k in run.hparams else _config_value(run.config, k) for k in names}
+        sessions[run.name] = {**{k: _hparam(v) for k, v in values.items() if v is not None}, "state": run.state}
+    declared = {}  # each hyperparameter's type in the experiment: that of the first run that has it
+    for hparams in sessions.values():
+        declared = {**hparams, **declared}
+    experiment, _, _ = hparams_summaries(declared, dict.fromkeys(metric_names, 0.0))
+    for run in runs:
+        _, start, end = hparams_summaries(sessions[run.name], dict.fromkeys(metric_names, 0.0))
+        with SummaryWriter(str(directory / run.name)) as writer:
+            for summary in (experiment, start, end):
+                writer.file_writer.add_summary(summary)
+            for key, value in metrics[run.name].items():
+                writer.add_scalar(key, value, run.last_step or 0)
 
 
 def report(root: Path, out: Path | None = None) -> list[RunSummary]:

@@ -5,6 +5,7 @@ import json
 import math
 import os
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 from PIL import Image
+from tensorboardX.proto.event_pb2 import Event
+from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData
 
 from mixtok.models import create_model
 from mixtok.report import read_sweep
@@ -109,11 +112,47 @@ def test_markdown_plots_and_hparams_are_written(report):
         with Image.open(out / plot) as image:
             assert image.format == "PNG" and image.width > 100 and image.height > 100
         assert f"({plot})" in markdown
-    for name in ("attention", "pooling"):
-        (events,) = (out / "hparams" / name).glob("events.out.tfevents.*")
-        # The session's hyperparameters are stored as text in the event's plugin data.
-        assert b"poolformerv2_s12" in events.read_bytes()
-    assert b"pooling" in next((out / "hparams" / "pooling").glob("events.*")).read_bytes()
+
+
+def tfrecord_events(path: Path) -> list[Event]:
+    """The events of a TensorBoard file: TFRecords of (uint64 length, uint32 crc, data, uint32 crc)."""
+    data, events, at = path.read_bytes(), [], 0
+    while at < len(data):
+        (length,) = struct.unpack("<Q", data[at : at + 8])
+        event = Event()
+        event.ParseFromString(data[at + 12 : at + 12 + length])
+        events.append(event)
+        at += 16 + length
+    return events
+
+
+def hparams_session(out: Path, name: str) -> tuple[list[str], dict, dict]:
+    """(declared hyperparameter names, the session's hyperparameters, its scalars) of OUT/hparams/NAME."""
+    (path,) = (out / "hparams" / name).glob("events.out.tfevents.*")
+    declared, hparams, scalars = [], {}, {}
+    for event in tfrecord_events(path):
+        for value in event.summary.value:
+            if value.metadata.plugin_data.plugin_name == "hparams":
+                data = HParamsPluginData.FromString(value.metadata.plugin_data.content)
+                declared += [info.name for info in data.experiment.hparam_infos]
+                for key, v in data.session_start_info.hparams.items():
+                    hparams[key] = v.string_value if v.HasField("string_value") else v.number_value
+            else:
+                scalars[value.tag] = value.simple_value
+    return declared, hparams, scalars
+
+
+def test_hparams_sessions_hold_each_runs_config_and_final_metrics(runs, report):
+    out, rows = report
+    sessions = {name: hparams_session(out, name) for name in rows}
+    assert len({tuple(sorted(declared)) for declared, _, _ in sessions.values()}) == 1  # the same columns
+    _, pooling, scalars = sessions["pooling"]
+    assert pooling["model.name"] == "poolformerv2_s12" and pooling["state"] == "done"
+    assert json.loads(pooling["model.kwargs.token_mixers"]) == list(ALL_POOLING)
+    final = [r for r in read_metrics(runs / "pooling") if "eval/accuracy" in r][-1]
+    assert scalars["eval/accuracy"] == pytest.approx(final["eval/accuracy"], rel=1e-6)  # stored as float32
+    assert scalars["params"] == int(rows["pooling"]["params"])
+    assert sessions["empty"][1] == {"state": "no metrics"} and sessions["empty"][2] == {}
 
 
 def test_sweep_json_gives_overrides_and_failed_or_pending_points(runs, tmp_path):
@@ -138,8 +177,10 @@ def test_sweep_json_gives_overrides_and_failed_or_pending_points(runs, tmp_path)
     }
     assert rows["pool"]["sweep_wall_seconds"] == "12.5" and rows["later"]["sweep_wall_seconds"] == ""
     assert rows["broken"]["error"] == "NonFiniteLossError: loss is nan"
-    (events,) = (root / "hparams" / "broken").glob("events.*")
-    assert b"optimizer.lr" in events.read_bytes()
+    _, broken, _ = hparams_session(root, "broken")
+    _, pool, _ = hparams_session(root, "pool")
+    assert broken["optimizer.lr"] == 0.5 and broken["state"] == "failed"
+    assert pool["optimizer.lr"] == tiny_config().optimizer.lr  # not overridden: the saved config's value
     # A rerun replaces its own hparams sessions instead of adding a second one per run.
     assert run_report(root).returncode == 0
     assert len(list((root / "hparams" / "broken").glob("events.*"))) == 1
