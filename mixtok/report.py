@@ -223,7 +223,10 @@ def read_events(path: Path):
             if len(f.read(4)) < 4:
                 return
             event = Event()
-            event.ParseFromString(data)
+            try:
+                event.ParseFromString(data)
+            except Exception:  # a damaged record: what follows it cannot be trusted either
+                return
             yield event
 
 
@@ -491,6 +494,9 @@ def report(root: Path, out: Path | None = None) -> list[RunSummary]:
         raise ReportError(
             f"DIR {str(root)!r} {what}; pass a sweep root or a folder of `python -m mixtok.train` workdirs."
         )
+    out = Path(out) if out is not None else root
+    if out.exists() and not out.is_dir():
+        raise ReportError(f"--out {str(out)!r} is a file; give a directory (it is created if missing).")
     sweep = read_sweep(root)
     workdirs = find_workdirs(root, sweep)
     summaries = [summarize(root, w, sweep.get(w.relative_to(root).as_posix())) for w in workdirs]
@@ -499,7 +505,6 @@ def report(root: Path, out: Path | None = None) -> list[RunSummary]:
             f"DIR {str(root)!r} holds no runs (no metrics.jsonl, checkpoints/ or sweep.json under it); pass a sweep "
             "root or a folder of `python -m mixtok.train` workdirs."
         )
-    out = Path(out) if out is not None else root
     out.mkdir(parents=True, exist_ok=True)
     header, rows = table(summaries)
     write_csv(out / "report.csv", header, rows)

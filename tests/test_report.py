@@ -186,17 +186,19 @@ def test_sweep_json_gives_overrides_and_failed_or_pending_points(runs, tmp_path)
     assert len(list((root / "hparams" / "broken").glob("events.*"))) == 1
 
 
-@pytest.mark.parametrize("setup", ["missing", "no_runs"])
-def test_bad_dir_is_one_line_and_exit_2(tmp_path, setup):
-    target = tmp_path / "nowhere"
+@pytest.mark.parametrize("setup", ["missing", "no_runs", "out_is_a_file"])
+def test_bad_dir_is_one_line_and_exit_2(runs, tmp_path, setup):
+    target, args, message = tmp_path / "nowhere", (), {"missing": "does not exist", "no_runs": "holds no runs"}
     if setup == "no_runs":
         (target / "just_a_folder").mkdir(parents=True)
-    result = run_report(target)
+    if setup == "out_is_a_file":
+        target, args, message["out_is_a_file"] = tmp_path / "file", (runs, "--out"), "is a file"
+        target.write_text("")
+    result = run_report(*args, target)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("mixtok.report: error: ")
-    assert str(target) in lines[0]
-    assert ("does not exist" if setup == "missing" else "holds no runs") in lines[0]
+    assert str(target) in lines[0] and message[setup] in lines[0]
 
 
 def test_sweep_json_points_may_also_be_a_list(tmp_path):
@@ -204,3 +206,20 @@ def test_sweep_json_points_may_also_be_a_list(tmp_path):
     (tmp_path / "sweep.json").write_text(json.dumps({"points": points}))
     assert read_sweep(tmp_path) == {"a": points[0]}
     assert read_sweep(tmp_path / "nowhere") == {}
+
+
+def test_throughput_and_wall_time_are_those_of_the_tensorboard_stamps(runs, report):
+    _, rows = report
+    batch_size = tiny_config().batch_size
+    for name in ("attention", "pooling"):
+        (path,) = (runs / name / "tensorboard").glob("events.out.tfevents.*")
+        events = tfrecord_events(path)
+        loss = [(e.step, e.wall_time) for e in events if any(v.tag == "train/loss" for v in e.summary.value)]
+        evals = {r["step"] for r in read_metrics(runs / name) if "eval/accuracy" in r}
+        # Between consecutive logged steps, leaving out the intervals that end in an eval.
+        spans = [(b - a, tb - ta) for (a, ta), (b, tb) in zip(loss, loss[1:]) if b not in evals]
+        assert spans  # steps 1 -> 2 (eval), 2 -> 3, 3 -> 4 (eval)
+        expected = sum(steps for steps, _ in spans) * batch_size / sum(seconds for _, seconds in spans)
+        assert float(rows[name]["images_per_second"]) == pytest.approx(expected, rel=1e-9)
+        assert float(rows[name]["wall_seconds"]) == pytest.approx(events[-1].wall_time - events[0].wall_time)
+    assert rows["empty"]["images_per_second"] == rows["empty"]["wall_seconds"] == ""
