@@ -17,8 +17,9 @@ listed too when they have no metrics yet. Into OUT (default DIR) it writes:
 Where each column comes from:
 
 - model, mixers, total steps: the `config` item of the run's latest checkpoint
-  (`checkpoints/<step>/config/metadata`, mixtok/train/checkpointing.py), else the sweep point's
-  overrides. Mixers are `model.kwargs.token_mixers`, else the named variant's default
+  (`checkpoints/<step>/config/metadata`, mixtok/train/checkpointing.py); for a sweep point with
+  no checkpoint yet, the sweep's config file (`"config"` in sweep.json) with the point's overrides.
+  Mixers are `model.kwargs.token_mixers`, else the named variant's default
   (`mixtok.models.model_spec`), one entry per stage.
 - parameters: the run's task builds its model from that config and `jax.eval_shape` traces its
   init (nothing is allocated, no checkpoint is read); counted by `mixtok.models.count_params`.
@@ -97,12 +98,41 @@ def read_sweep(root: Path) -> dict[str, dict[str, Any]]:
     "error", ...}}}`; a list of points that each have a "name" is read too.
     """
     try:
-        points = json.loads((root / "sweep.json").read_text())["points"]
+        sweep = json.loads((root / "sweep.json").read_text())
+        points = sweep["points"]
         if isinstance(points, dict):
-            return {str(name): dict(point) for name, point in points.items()}
-        return {str(p["name"]): dict(p) for p in points}
+            points = {str(name): dict(point) for name, point in points.items()}
+        else:
+            points = {str(p["name"]): dict(p) for p in points}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}
+    if isinstance(sweep.get("config"), str):
+        for point in points.values():
+            point.setdefault("config", sweep["config"])  # the sweep's config file, for points without a checkpoint
+    return points
+
+
+def point_config(config_ref: str, overrides: dict[str, Any]) -> dict[str, Any] | None:
+    """The config a sweep point runs: `get_config(ARGS)` of its config file with the point's overrides.
+
+    For points that have no checkpoint yet (pending, or failed before their first save); None when the
+    file cannot be loaded from here (a relative path is read from the working directory).
+    """
+    from mixtok.train.config_files import load_module
+
+    path, _, arg = config_ref.partition(":")
+    try:
+        config = load_module(path).get_config(arg or None).to_dict()
+        for dotted, value in overrides.items():
+            *parents, last = dotted.split(".")
+            target = config
+            for part in parents:
+                target = target[part]
+            target[last] = tuple(value) if isinstance(value, list) else value
+    except Exception as error:
+        print(f"{PROG}: warning: cannot read the sweep's config {config_ref!r}: {error}", file=sys.stderr)
+        return None
+    return json.loads(json.dumps(config, default=str))  # as a checkpoint saves it
 
 
 def find_workdirs(root: Path, sweep: dict[str, dict[str, Any]]) -> list[Path]:
@@ -269,6 +299,8 @@ def summarize(root: Path, workdir: Path, point: dict[str, Any] | None) -> RunSum
     run = RunSummary(name=name, workdir=workdir, records=read_records(workdir))
     overrides = dict((point or {}).get("overrides") or {})
     config = latest_checkpoint_item(workdir, "config") if workdir.is_dir() else None
+    if config is None and (point or {}).get("config"):
+        config = point_config(point["config"], overrides)
     run.config = config
     model = dict((config or {}).get("model") or {})
     if not model:

@@ -163,9 +163,14 @@ def test_sweep_json_gives_overrides_and_failed_or_pending_points(runs, tmp_path)
     points = {
         "pool": {"overrides": {"model.kwargs.token_mixers": list(ALL_POOLING)}, "state": "done", "wall_seconds": 12.5},
         "broken": {"overrides": {"optimizer.lr": 0.5}, "state": "failed", "error": "NonFiniteLossError: loss is nan"},
-        "later": {"overrides": {"optimizer.lr": 0.1}, "state": "pending"},
+        "later": {"overrides": {"model.kwargs.token_mixers": list(ALL_POOLING)}, "state": "pending"},
     }
-    (root / "sweep.json").write_text(json.dumps({"config": "x.py", "points": points}))
+    config_file = tmp_path / "config.py"
+    config_file.write_text(
+        "from tests.train.test_trainer import tiny_config\n\n\n"
+        f"def get_config(arg=None):\n    return tiny_config(**{SHORT!r})\n"
+    )
+    (root / "sweep.json").write_text(json.dumps({"config": str(config_file), "points": points}))
     result = run_report(root)
     assert result.returncode == 0, result.stderr
     with open(root / "report.csv", newline="") as f:
@@ -177,6 +182,10 @@ def test_sweep_json_gives_overrides_and_failed_or_pending_points(runs, tmp_path)
     }
     assert rows["pool"]["sweep_wall_seconds"] == "12.5" and rows["later"]["sweep_wall_seconds"] == ""
     assert rows["broken"]["error"] == "NonFiniteLossError: loss is nan"
+    # A point without a checkpoint is described by the sweep's config file and its overrides.
+    later = rows["later"]
+    assert (later["model"], later["mixers"], later["total_steps"]) == ("poolformerv2_s12", "/".join(ALL_POOLING), "4")
+    assert int(later["params"]) == independent_param_count(ALL_POOLING)
     _, broken, _ = hparams_session(root, "broken")
     _, pool, _ = hparams_session(root, "pool")
     assert broken["optimizer.lr"] == 0.5 and broken["state"] == "failed"
