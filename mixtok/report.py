@@ -24,7 +24,8 @@ Where each column comes from:
 - parameters: the run's task builds its model from that config and `jax.eval_shape` traces its
   init (nothing is allocated, no checkpoint is read); counted by `mixtok.models.count_params`.
 - main metric: the task's first `PROGRESS_METRICS` (eval/accuracy for classification, eval/psnr for
-  tokenizers); best is its maximum over the eval records (the minimum for a `loss` key).
+  tokenizers); best is its maximum over the eval records (the minimum for a `loss` key), best_step
+  the first step that reached it.
 - images/s and wall time: the trainer keeps throughput out of metrics.jsonl and TensorBoard
   (mixtok/train/trainer.py: it is wall time, not a reproducible metric), so both are derived from
   the wall-clock stamps of the TensorBoard events (`workdir/tensorboard`). Images/s is
@@ -382,7 +383,8 @@ def _md(value: Any) -> str:
         return f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
     if isinstance(value, int):
         return f"{value:,}"
-    return str(value).replace("|", "\\|")
+    text = str(value) if len(str(value)) <= 100 else str(value)[:99] + "…"  # an error line: whole in the CSV
+    return text.replace("|", "\\|")
 
 
 def write_markdown(path: Path, root: Path, header: list[str], rows: list[list[Any]], plots: list[str]) -> None:
