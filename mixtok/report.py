@@ -427,8 +427,12 @@ def write_plots(out: Path, runs: list[RunSummary]) -> list[str]:
             continue
         fig, ax = plt.subplots(figsize=(6, 4.5))
         ax.scatter([p[0] for p in points], [p[1] for p in points])
-        for x, y, name in points:
-            ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        # Points at one value (accuracies are multiples of 1 / eval size) take labels above and below in turn.
+        previous_y, turn = None, 0
+        for x, y, name in sorted(points, key=lambda p: (p[1], p[0])):
+            turn = turn + 1 if y == previous_y else 0
+            previous_y = y
+            ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4 if turn % 2 == 0 else -11), fontsize=8)
         xs = [p[0] for p in points]
         if min(xs) > 0 and max(xs) / min(xs) > 20:
             ax.set_xscale("log")
