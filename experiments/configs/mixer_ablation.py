@@ -7,9 +7,9 @@ One point by hand (what the sweep runs for it):
 
     python -m mixtok.train --config experiments/configs/mixer_ablation.py:mixer=sepconv --workdir runs/abl_sepconv
 
-`get_config` is the backbone with the mixer `mixer=NAME` (default pooling) in all four stages: widths
-32-96, one block per stage, 32x32 digits (1,497 train / 300 test images, bundled with scikit-learn),
-`steps=N` AdamW steps (default 300) at batch 64. `get_sweep` has one point per registered mixer
+`get_config` is quickstart.py's run (32x32 digits, 1,497 train / 300 test images bundled with
+scikit-learn; AdamW, batch 64, `steps=N`, default 300) with one block per stage, widths 32-96, and the
+mixer `mixer=NAME` (default pooling) in all four stages. `get_sweep` has one point per registered mixer
 (`mixtok.mixers.list_mixers()`, read from the registry) that builds on this backbone's grids with its
 default options; `excluded_mixers()` names the others with the error that rules each out (today:
 aggregated_attention, inception_mixer and length_scaled_cosine_attention, whose defaults need larger
@@ -47,50 +47,21 @@ import functools
 from ml_collections import ConfigDict
 
 from mixtok.train.config import parse_config_arg
+from mixtok.train.config_files import import_beside
+
+quickstart = import_beside(__file__, "quickstart")
 
 LAYOUT = dict(depths=(1, 1, 1, 1), dims=(32, 48, 64, 96), drop_path_rate=0.0)
 IMAGE_SIZE = 32
 
 
 def get_config(arg=None):
+    """The quickstart's run (its data, optimizer, batch and cadence) with one block per stage and one mixer."""
     args = parse_config_arg(arg, steps=300, mixer="pooling")
-    config = ConfigDict()
-    config.seed = 0
-    config.task = "classification"
-    config.total_steps = args.steps
-    config.batch_size = 64
-    config.log_every = 25
-    config.eval_every = 100
+    config = quickstart.get_config(f"steps={args.steps}")
     config.checkpoint_every = 100
     config.keep_checkpoints = 1
-    config.data = ConfigDict(
-        dict(
-            name="digits",
-            image_size=IMAGE_SIZE,
-            crop_scale=(0.6, 1.0),
-            hflip=False,
-            crop_pct=1.0,
-            mean=(0.5, 0.5, 0.5),
-            std=(0.5, 0.5, 0.5),
-        )
-    )
-    config.model = ConfigDict()
-    config.model.name = "poolformerv2_s12"
-    config.model.dtype = "float32"
     config.model.kwargs = ConfigDict(dict(LAYOUT, token_mixers=(args.mixer,) * 4))
-    config.optimizer = ConfigDict(
-        dict(
-            name="adamw",
-            lr=3e-3,
-            min_lr=1e-5,
-            warmup_steps=min(30, args.steps // 10),
-            weight_decay=0.05,
-            b1=0.9,
-            b2=0.999,
-            grad_clip=1.0,
-        )
-    )
-    config.label_smoothing = 0.1
     return config
 
 
