@@ -26,7 +26,18 @@ EXTRAS_REQUIRE = {
     # ruff: lint and format, checked by .ci/run (configured in pyproject.toml).
     # pytest-timeout: a test that hangs fails on its own (its worker is replaced) instead of
     # stalling the whole run until CI's limit.
-    "test": ["pytest>=8.0", "pytest-xdist>=3.5", "pytest-timeout>=2.3", "ruff>=0.6"],
+    # nbclient, nbformat, ipykernel, jupytext: tests/test_notebooks.py runs notebooks/ in a python3 kernel and
+    # checks each .ipynb against its jupytext .py.
+    "test": [
+        "pytest>=8.0",
+        "pytest-xdist>=3.5",
+        "pytest-timeout>=2.3",
+        "ruff>=0.6",
+        "nbclient>=0.10",
+        "nbformat>=5.10",
+        "ipykernel>=6.29",
+        "jupytext>=1.16",
+    ],
     # Reading timm's pretrained checkpoints (.safetensors) without PyTorch.
     "weights": ["safetensors>=0.4"],
     # The PyTorch references that the parity tests compare against. timm needs torchvision,

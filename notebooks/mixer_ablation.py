@@ -98,13 +98,16 @@ print("sweep exit status:", status, "(0: every point done)")
 #
 # `mixtok.report.report(ROOT)` is `python -m mixtok.report ROOT`: report.md / report.csv (one row per
 # run), plots of the main metric against parameters and throughput, training curves, and TensorBoard
-# HParams under ROOT/hparams. Every point of the sweep has a row; those not run (not in MIXERS) say
-# "no metrics".
+# HParams under ROOT/hparams. Every point of the sweep has a row in report.md; those not run (not in
+# MIXERS) say "no metrics" and are left out of the table shown here, as are its image links (the
+# plots follow).
 
 # %%
 runs = report.report(Path(ROOT))
-markdown = (Path(ROOT) / "report.md").read_text()
-display(Markdown(markdown))
+lines = (Path(ROOT) / "report.md").read_text().splitlines()
+not_run = [line for line in lines if line.startswith("| ") and line.split(" | ")[1] == "no metrics"]
+display(Markdown("\n".join(line for line in lines if line not in not_run and not line.startswith("!["))))
+print(f"{len(runs)} runs in the report; {len(not_run)} points not run are left out of this table")
 
 # %%
 for plot in ("metric_vs_params.png", "metric_vs_throughput.png", "curves.png"):

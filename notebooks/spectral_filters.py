@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -95,20 +97,23 @@ for name, weight in FILTERS.items():
 FIRST = next(iter(FILTERS))  # the first stage's first block: the largest grid
 weight = FILTERS[FIRST]
 complex_filter = weight[..., 0] + 1j * weight[..., 1]  # [h, w//2+1, C]
+print(f"{FIRST}: mean |filter| {np.abs(complex_filter).mean():.4f} (about 0.025 at initialisation)")
 
 # %% [markdown]
-# |filter| per frequency for a few channels. Rows are vertical frequencies, shifted so that 0 is in
-# the middle (`fftshift` on the first axis); columns are the horizontal frequencies 0 .. w/2 of the
-# half spectrum. Learned filters are smooth in frequency, i.e. local-ish in space.
+# |filter| per frequency, averaged over the channels and for a few channels. Rows are vertical
+# frequencies, shifted so that 0 is in the middle (`fftshift` on the first axis); columns are the
+# horizontal frequencies 0 .. w/2 of the half spectrum. The filters start as N(0, 0.02^2) real and
+# imaginary parts (|filter| about 0.025 on average): compare the trained scale with that.
 
 # %%
-magnitude = np.fft.fftshift(np.abs(complex_filter), axes=0)
+magnitude = np.fft.fftshift(np.abs(complex_filter), axes=0)  # [h, w//2+1, C]
 h, half_w = magnitude.shape[:2]
 row_freqs = np.fft.fftshift(np.fft.fftfreq(h, 1 / h)).astype(int)
-fig, axes = plt.subplots(1, len(CHANNELS), figsize=(2.2 * len(CHANNELS), 2.6), squeeze=False)
-for ax, channel in zip(axes[0], CHANNELS):
-    image = ax.imshow(magnitude[:, :, channel], cmap="viridis")
-    ax.set_title(f"channel {channel}")
+panels = [("mean over channels", magnitude.mean(axis=-1))] + [(f"channel {c}", magnitude[:, :, c]) for c in CHANNELS]
+fig, axes = plt.subplots(1, len(panels), figsize=(2.4 * len(panels), 2.8), squeeze=False)
+for ax, (title, values) in zip(axes[0], panels):
+    image = ax.imshow(values, cmap="viridis")
+    ax.set_title(title, fontsize=9)
     ax.set_xticks(range(half_w))
     ax.set_yticks(range(h), row_freqs)
     ax.set_xlabel("horizontal freq.")
@@ -133,15 +138,15 @@ impulse[0, 0, 0, :] = 1.0
 mixer = GlobalFilter(dim=channels, grid_size=grid)
 KERNEL = np.asarray(jax.jit(mixer.apply)({"params": {"complex_weight": weight}}, impulse))[0]  # [H, W, C]
 
-fig, axes = plt.subplots(1, len(CHANNELS), figsize=(2.2 * len(CHANNELS), 2.6), squeeze=False)
+fig, axes = plt.subplots(1, len(CHANNELS), figsize=(2.4 * len(CHANNELS), 2.8), squeeze=False)
 offsets = np.fft.fftshift(np.fft.fftfreq(grid[0], 1 / grid[0])).astype(int)
 for ax, channel in zip(axes[0], CHANNELS):
     kernel = np.fft.fftshift(KERNEL[:, :, channel])
     limit = np.abs(kernel).max()
     image = ax.imshow(kernel, cmap="RdBu_r", vmin=-limit, vmax=limit)
-    ax.set_title(f"channel {channel}")
-    ax.set_xticks(range(grid[1]), offsets)
-    ax.set_yticks(range(grid[0]), offsets)
+    ax.set_title(f"channel {channel}", fontsize=9)
+    ax.set_xticks(range(0, grid[1], 2), offsets[::2])
+    ax.set_yticks(range(0, grid[0], 2), offsets[::2])
     fig.colorbar(image, ax=ax, fraction=0.046)
 fig.suptitle(f"{FIRST}: spatial kernel (token offsets)")
 plt.tight_layout()

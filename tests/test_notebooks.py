@@ -14,6 +14,8 @@ them with `.[test]`.
 import csv
 import json
 import os
+import sys
+import types
 from pathlib import Path
 
 import jupytext
@@ -91,6 +93,42 @@ def test_committed_notebook_has_no_outputs(name):
 
 def test_every_notebook_is_tested():
     assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == sorted(NAMES)
+
+
+def _setup_cell(name: str) -> str:
+    notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    return next(cell.source for cell in notebook.cells if cell.cell_type == "code")
+
+
+def test_every_notebook_opens_with_the_same_setup_cell():
+    assert all(_setup_cell(name) == _setup_cell(NAMES[0]) for name in NAMES)
+    assert 'REPO = "https://github.com/mixtok/mixtok"' in _setup_cell(NAMES[0])
+
+
+def _run_setup_cell(monkeypatch, cwd: Path) -> tuple[dict, list]:
+    """Executes the set-up cell in `cwd` with subprocess.run recorded, not run; returns its names and the calls."""
+    calls = []
+    monkeypatch.setattr("subprocess.run", lambda command, **kwargs: calls.append(command))
+    monkeypatch.chdir(cwd)
+    namespace = {}
+    exec(_setup_cell(NAMES[0]), namespace)
+    return namespace, calls
+
+
+def test_setup_cell_installs_nothing_inside_a_checkout(monkeypatch):
+    namespace, calls = _run_setup_cell(monkeypatch, NOTEBOOKS)
+    assert calls == [] and namespace["CONFIGS"] == str(REPO / "experiments" / "configs")
+
+
+def test_setup_cell_in_colab_clones_the_repo_and_installs_the_clone(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    namespace, calls = _run_setup_cell(monkeypatch, tmp_path)
+    clone = str(tmp_path / "mixtok_repo")
+    assert calls == [
+        ["git", "clone", "--depth", "1", "https://github.com/mixtok/mixtok", clone],
+        [sys.executable, "-m", "pip", "install", "--quiet", clone],
+    ]
+    assert namespace["CONFIGS"] == os.path.join(clone, "experiments", "configs")
 
 
 def test_quickstart_counts_parameters_and_trains(tmp_path):
