@@ -49,6 +49,7 @@ if CHECKOUT is None:
         subprocess.run(["git", "clone", "--depth", "1", REPO, CHECKOUT], check=True)
 if "google.colab" in sys.modules or importlib.util.find_spec("mixtok") is None:
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", CHECKOUT], check=True)
+    importlib.invalidate_caches()  # let this session's imports see the new package
 CONFIGS = os.path.join(CHECKOUT, "experiments", "configs")
 
 # %% tags=["parameters"]
