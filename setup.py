@@ -37,7 +37,13 @@ EXTRAS_REQUIRE = {
         "nbformat>=5.10",
         "ipykernel>=6.29",
         "jupytext>=1.16",
+        # gcsfs and a local Cloud Storage emulator: tests/reliability/test_gcs_workdir.py trains into gs://.
+        "gcsfs>=2025.1",
+        "gcp-storage-emulator>=2026.7",
     ],
+    # gs:// workdirs (mixtok/train/storage.py): gcsfs is what etils.epath, orbax's path type, uses for gs://
+    # without TensorFlow.
+    "gcs": ["gcsfs>=2025.1"],
     # Reading timm's pretrained checkpoints (.safetensors) without PyTorch.
     "weights": ["safetensors>=0.4"],
     # The PyTorch references that the parity tests compare against. timm needs torchvision,

@@ -7,7 +7,7 @@ detect the cluster, the coordinator flags. `--dry-run` prints what would run, on
 Exit status:
   0    the run (or the submission) succeeded; always after --dry-run
   2    bad input, found before anything started: one line on stderr, "mixtok.launch: error: ...".
-       An unknown kind, a missing or non-existent config, no --workdir, a relative or URL (gs://...) workdir
+       An unknown kind, a missing or non-existent config, no --workdir, a relative path or non-gs:// URL as workdir
        for a multi-host run, a count below 1, a missing pod / cluster name, a client tool (gcloud, sbatch, xpk)
        not installed.
   else local: the first non-zero status of a trainer process (143: preempted after saving, 128 + S: killed

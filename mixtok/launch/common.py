@@ -90,17 +90,20 @@ def parse_trainer_args(argv: Sequence[str]) -> TrainerArgs:
 
 
 def require_shared_workdir(trainer: TrainerArgs, kind: str) -> None:
-    """A multi-host run needs a workdir every host writes to: an absolute path on a filesystem every host mounts.
+    """A multi-host run needs a workdir every host writes to: a gs:// bucket path, or an absolute path on a
+    filesystem every host mounts.
 
-    The trainer opens the workdir as a local path (its lock, metrics.jsonl, TensorBoard events), so a URL such as
-    gs://bucket/run is refused: it would become a local directory `gs:/bucket/run` on each host. Whether the path
-    really is shared cannot be seen from here; that is the user's to ensure.
+    The trainer writes to gs:// itself (`mixtok.train.storage`, with gcsfs: the `gcs` extra); other URLs are
+    refused, as the trainer refuses them. Whether a filesystem path really is shared cannot be seen from here;
+    that is the user's to ensure.
     """
     workdir = trainer.workdir
+    if workdir.startswith("gs://"):
+        return
     if URL.match(workdir):
         raise LaunchError(
-            f"--workdir {workdir!r}: the trainer writes only to filesystem paths today; mount the bucket "
-            "(e.g. gcsfuse) or use a shared filesystem, and give its absolute path."
+            f"--workdir {workdir!r}: of URLs only gs:// (Google Cloud Storage) is supported; give a gs://bucket/path "
+            "or an absolute path on a filesystem every host mounts."
         )
     if not os.path.isabs(workdir):
         raise LaunchError(

@@ -19,8 +19,8 @@ for a checkpoint), and with --max-restarts above 0 a workload that exits 42 or 1
 The workdir must be an absolute path on a filesystem mounted in every container, e.g. a Filestore
 instance or a bucket attached with `xpk storage attach NAME --type=gcpfilestore|gcsfuse --mount-point
 /mnt/shared --auto-mount=true` (AI-Hypercomputer/xpk, usage guide storage.md): every host writes to it.
-gs:// URLs are refused, since the trainer writes only to filesystem paths today (launch/README.md,
-"The workdir").
+A gs://bucket/path works as well (the trainer writes to Cloud Storage itself; the image needs mixtok's
+`gcs` extra, gcsfs; launch/README.md, "The workdir").
 """
 
 import argparse

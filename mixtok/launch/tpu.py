@@ -14,9 +14,9 @@ With `--create ACCELERATOR_TYPE` the slice is first requested as a queued resour
 --node-id NAME [--spot | --reserved]`, Google Cloud doc page "gcloud compute tpus queued-resources
 create"), and the launcher polls it until its state is ACTIVE.
 
-The workdir must be an absolute path on a filesystem every worker mounts (a Filestore NFS share, or a
-bucket mounted with gcsfuse on every worker, e.g. in --install): every worker writes to it. gs:// URLs
-are refused, since the trainer writes only to filesystem paths today (launch/README.md, "The workdir").
+The workdir must be one every worker writes to: a gs://bucket/path (the trainer writes to Cloud Storage
+itself; the default --install installs the `gcs` extra, gcsfs) or an absolute path on a filesystem every
+worker mounts, such as a Filestore NFS share (launch/README.md, "The workdir").
 The checkout (the same code, with the config file) must already be on every worker, e.g. by
 `gcloud compute tpus tpu-vm scp --recurse mixtok NAME: --zone Z --worker=all` or a `git clone` in --install.
 """
@@ -36,7 +36,7 @@ from mixtok.launch.common import (
 )
 
 HELP = "A Cloud TPU VM slice: gcloud compute tpus tpu-vm ssh --worker=all (and queued resources with --create)."
-DEFAULT_INSTALL = 'python3 -m pip install "jax[tpu]" -e .'
+DEFAULT_INSTALL = 'python3 -m pip install "jax[tpu]" -e ".[gcs]"'
 # QueuedResource.state.state of the TPU v2 API (google-cloud-sdk: googlecloudsdk/generated_clients/apis/tpu/v2/
 # tpu_v2_messages.py): CREATING, ACCEPTED, PROVISIONING, WAITING_FOR_RESOURCES lead to ACTIVE; these do not.
 ACTIVE, FAILED_STATES = "ACTIVE", ("FAILED", "DELETING", "SUSPENDING", "SUSPENDED")

@@ -15,7 +15,7 @@ Nothing lost, nothing silent:
 
 - Manifest. Once a save has finished (orbax renamed its folder: checked at the next `save`, at
   `wait` and at `close`), `<step>/mixtok_manifest.json` records the size and SHA-256 of every
-  file orbax wrote. It is written last and atomically (a temporary file, then `os.replace`), so
+  file orbax wrote. It is written last and atomically (a temporary file, then `os.replace`; on gs:// one upload), so
   a checkpoint either has a complete manifest or none. Orbax 0.12 has no whole-checkpoint
   integrity check of its own (only a CRC32C of each zarr3 shard index), hence this one.
   Hashing and verifying read each file once more (about a second per GB), in the training
@@ -75,7 +75,6 @@ import hashlib
 import itertools
 import json
 import logging
-import os
 import shutil
 import sys
 import time
@@ -89,6 +88,7 @@ import orbax.checkpoint as ocp
 from ml_collections import ConfigDict
 
 from mixtok.data import DatasetInfo, dataset_info
+from mixtok.train import storage
 from mixtok.train.primary_decides import failed_processes, from_primary, gather_json
 from mixtok.train.tasks import DEFAULT_TASK, get_task
 
@@ -201,33 +201,26 @@ def _iterator_state_from_json(saved: Mapping[str, Any]) -> Any:
 # --- the manifest ---------------------------------------------------------------------------
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
+def _sha256(path) -> str:
+    with path.open("rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def _checkpoint_files(step_dir: Path) -> list[Path]:
-    return sorted(
-        p for p in step_dir.rglob("*") if p.is_file() and not (p.parent == step_dir and p.name.startswith(MANIFEST))
-    )
+def _checkpoint_files(step_dir) -> dict[str, int]:
+    """{name relative to step_dir: size} of the files orbax wrote (one listing, also on gs://)."""
+    return {name: size for name, size in storage.file_sizes(step_dir).items() if not name.startswith(MANIFEST)}
 
 
-def write_manifest(step_dir: Path, step: int) -> None:
+def write_manifest(step_dir, step: int) -> None:
     """Writes `step_dir/mixtok_manifest.json`: size and SHA-256 of every file in the finished checkpoint."""
     files = {
-        p.relative_to(step_dir).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p)}
-        for p in _checkpoint_files(step_dir)
+        name: {"size": size, "sha256": _sha256(step_dir / name)} for name, size in _checkpoint_files(step_dir).items()
     }
     manifest = {"format": 1, "step": int(step), "algorithm": "sha256", "files": files}
-    tmp = step_dir / f"{MANIFEST}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(manifest, f, indent=0, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, step_dir / MANIFEST)
+    storage.write_bytes_atomically(step_dir / MANIFEST, json.dumps(manifest, indent=0, sort_keys=True).encode())
 
 
-def verify_manifest(step_dir: Path) -> bool:
+def verify_manifest(step_dir) -> bool:
     """True when every file matches the manifest, False when there is none; raises `_Unreadable` otherwise."""
     path = step_dir / MANIFEST
     if not path.is_file():
@@ -239,14 +232,17 @@ def verify_manifest(step_dir: Path) -> bool:
     except Exception as error:
         raise _Unreadable(f"its manifest {MANIFEST} is unreadable ({_one_line(error)})") from None
     bad = []
+    try:
+        sizes = _checkpoint_files(step_dir)
+    except OSError as error:
+        raise _Unreadable(f"its files cannot be listed ({_one_line(error)})") from None
     for name, expected in files.items():
-        file = step_dir / name
         try:
-            if not file.is_file():
+            if name not in sizes:
                 bad.append(f"{name} is missing")
-            elif file.stat().st_size != expected["size"]:
-                bad.append(f"{name} has {file.stat().st_size} bytes, not {expected['size']}")
-            elif _sha256(file) != expected["sha256"]:
+            elif sizes[name] != expected["size"]:
+                bad.append(f"{name} has {sizes[name]} bytes, not {expected['size']}")
+            elif _sha256(step_dir / name) != expected["sha256"]:
                 bad.append(f"{name} has another SHA-256 than when it was written")
         except OSError as error:
             bad.append(f"{name} cannot be read ({_one_line(error)})")
@@ -420,7 +416,8 @@ class Checkpointer:
     """Saves and restores (state, data iterator, config) with orbax, keeping the last `keep`."""
 
     def __init__(self, directory: Path, keep: int = 3, save_every: int = 1000, async_save: bool = True):
-        self.directory = Path(directory).absolute()
+        directory = storage.as_path(directory)  # a local path, or gs:// (mixtok.train.storage)
+        self.directory = directory.absolute() if isinstance(directory, Path) else directory
         self.save_every = save_every
         self.async_save = async_save
         self._pending: int | None = None  # a step whose save may still be running: no manifest yet
@@ -440,7 +437,9 @@ class Checkpointer:
         if _is_primary() and self.directory.is_dir():
             leftovers = sorted(p for p in self.directory.iterdir() if TMP_MARKER in p.name)
             for path in leftovers:
-                if path.is_dir() and not path.is_symlink():
+                if not isinstance(path, Path):
+                    storage.remove_tree(path)
+                elif path.is_dir() and not path.is_symlink():
                     shutil.rmtree(path)
                 else:
                     path.unlink()
@@ -471,7 +470,7 @@ class Checkpointer:
 
         def refusal() -> str | None:
             steps = sorted(self.manager.all_steps())
-            if not steps:
+            if not steps or not isinstance(self.directory, Path):  # a bucket has no free space to read
                 return None
             try:
                 manifest = json.loads((self._step_dir(steps[-1]) / MANIFEST).read_text())
@@ -615,7 +614,7 @@ class Checkpointer:
             while target.exists():
                 target = self.directory / f"{step}{UNREADABLE}{stamp}-{n}"
                 n += 1
-            os.rename(source, target)
+            storage.move(source, target)
             try:
                 (target / "UNREADABLE.txt").write_text(f"step {step} moved aside by mixtok at {stamp}: {reason}\n")
             except OSError:
@@ -776,7 +775,7 @@ class Checkpointer:
 def create_checkpointer(config: ConfigDict, workdir: Any) -> Checkpointer:
     """The checkpointer of a run in `workdir` (`workdir/checkpoints`), as the config's checkpoint fields say."""
     return Checkpointer(
-        Path(workdir) / "checkpoints",
+        storage.as_path(workdir) / "checkpoints",
         keep=config.get("keep_checkpoints", 3),
         save_every=config.get("checkpoint_every", 1000),
         async_save=config.get("async_checkpointing", True),
@@ -806,7 +805,9 @@ def load_run(workdir: Any, step: int | None = None) -> Run:
     losses or optimizer and without reading the data. A checkpoint whose files differ from its
     manifest is an error (nothing is moved: only training moves checkpoints aside).
     """
-    workdir = Path(workdir).expanduser().absolute()
+    workdir = storage.as_path(workdir)  # a local path, or gs:// (mixtok.train.storage)
+    if isinstance(workdir, Path):
+        workdir = workdir.absolute()
     if not workdir.is_dir():
         raise ValueError(
             f"The workdir {str(workdir)!r} does not exist; pass the --workdir of a `python -m mixtok.train` run."

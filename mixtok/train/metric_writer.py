@@ -10,6 +10,13 @@ Faults: a last line left half-written by a run that was killed mid-write is drop
 warning; an invalid line anywhere else is a `MetricsFileError` naming the file and the line. A write
 that fails (a full disk) truncates the file back to its last whole line and raises
 `MetricsWriteError` naming the file, so what was logged before is kept, and the next run resumes it.
+
+A gs:// workdir (`mixtok.train.storage`): an object cannot be appended to, so the writer keeps the
+file's lines and uploads it whole (one upload: never seen half-written), at most every
+`UPLOAD_SECONDS`, at `flush()` (the trainer calls it before every checkpoint save, so a resumed run
+finds every line up to its checkpoint) and at `close()`. A failed upload raises `MetricsWriteError`;
+the object keeps its previous content. TensorBoard's event file is likewise uploaded whole at each of
+tensorboardX's flushes.
 """
 
 import contextlib
@@ -22,7 +29,10 @@ from pathlib import Path
 
 from tensorboardX import SummaryWriter
 
+from mixtok.train import storage
+
 log = logging.getLogger(__name__)
+UPLOAD_SECONDS = 30.0  # gs:// only: the longest metrics.jsonl goes without an upload while the run logs
 
 
 class MetricsFileError(ValueError):
@@ -39,7 +49,7 @@ class MetricsWriteError(OSError):
         return new
 
 
-def _kept_lines(path: Path, resume_step: int) -> list[str]:
+def _kept_lines(path, resume_step: int) -> list[str]:
     """The lines of `path` up to `resume_step`; a torn last line is dropped, another bad line is an error."""
     lines = path.read_bytes().decode("utf-8", "replace").splitlines()
     last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
@@ -75,15 +85,24 @@ class MetricWriter:
 
     def __init__(self, workdir: Path, resume_step: int | None = None, tensorboard: bool = True, enabled: bool = True):
         self.enabled = enabled
-        self.path = Path(workdir) / "metrics.jsonl"
+        workdir = storage.as_path(workdir)
+        self.path = workdir / "metrics.jsonl"
         self._fd = None
         self._tb = None
+        self._lines = None  # gs://: the file's lines, uploaded whole
         if not enabled:
             return
-        if resume_step is None and self.path.exists() and self.path.stat().st_size:
+        if resume_step is None and self.path.exists() and storage.size(self.path):
             orphan = self.path.with_name(f"metrics.jsonl.orphaned-{int(time.time())}")
-            os.replace(self.path, orphan)
+            storage.move(self.path, orphan)
             log.warning("%s came from a run that left no checkpoint; moved it to %s.", self.path, orphan.name)
+        if not isinstance(workdir, Path):
+            self._open_object(resume_step)
+            if tensorboard:
+                storage.register_tensorboard_writer()
+                purge = None if resume_step is None else resume_step + 1
+                self._tb = SummaryWriter(os.fspath(workdir / "tensorboard"), purge_step=purge)
+            return
         if resume_step is not None and self.path.exists():
             kept = _kept_lines(self.path, resume_step)
             tmp = self.path.with_suffix(".jsonl.tmp")
@@ -101,10 +120,45 @@ class MetricWriter:
         purge = None if resume_step is None else resume_step + 1
         self._tb = SummaryWriter(str(Path(workdir) / "tensorboard"), purge_step=purge) if tensorboard else None
 
+    def _open_object(self, resume_step: int | None) -> None:
+        self._lines = _kept_lines(self.path, resume_step) if resume_step is not None and self.path.exists() else []
+        self._uploaded = None  # how many lines the object holds; None: not uploaded by this writer yet
+        self._upload_time = time.monotonic()
+        if resume_step is not None and self.path.exists():
+            self._upload()  # drop the lines after the checkpoint now, as the local file is rewritten
+
+    def _upload(self) -> None:
+        try:
+            storage.write_bytes_atomically(self.path, "".join(line + "\n" for line in self._lines).encode())
+        except OSError as error:
+            raise MetricsWriteError.of(
+                error,
+                f"Could not upload {self.path}: {error.strerror or error}; the object keeps its previous content. "
+                "Rerun the same command to resume from the last checkpoint.",
+            ) from None
+        self._uploaded = len(self._lines)
+        self._upload_time = time.monotonic()
+
+    def flush(self) -> None:
+        """gs://: uploads the lines written since the last upload (a local file is written at once)."""
+        if self._lines is not None and (self._uploaded or 0) != len(self._lines):
+            self._upload()
+
     def write(self, step: int, metrics: Mapping[str, float]) -> None:
         if not self.enabled:
             return
         record = {"step": int(step), **{k: float(v) for k, v in metrics.items()}}
+        if self._lines is not None:
+            self._lines.append(json.dumps(record))
+            if time.monotonic() - self._upload_time >= UPLOAD_SECONDS:
+                self._upload()
+        else:
+            self._append(record, step)
+        if self._tb is not None:
+            for key, value in metrics.items():
+                self._tb.add_scalar(key, float(value), int(step))
+
+    def _append(self, record, step: int) -> None:
         data = (json.dumps(record) + "\n").encode()
         size = os.fstat(self._fd).st_size
         try:
@@ -119,13 +173,16 @@ class MetricWriter:
                 f"Could not write step {int(step)} to {self.path}: {error.strerror or error}; the metrics logged "
                 "before it are kept. Free space and rerun the same command to resume from the last checkpoint.",
             ) from None
-        if self._tb is not None:
-            for key, value in metrics.items():
-                self._tb.add_scalar(key, float(value), int(step))
 
     def close(self) -> None:
         if not self.enabled:
             return
+        try:
+            self.flush()
+        finally:
+            self._close_files()
+
+    def _close_files(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -136,5 +193,5 @@ class MetricWriter:
 
 def read_metrics(workdir) -> list:
     """The records of `workdir/metrics.jsonl`, in order."""
-    path = Path(workdir) / "metrics.jsonl"
+    path = storage.as_path(workdir) / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

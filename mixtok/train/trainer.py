@@ -333,6 +333,7 @@ def _train(config: ConfigDict, run_dir: Workdir, stop_at_step: int | None) -> di
                         tick, tick_step = time.perf_counter(), step
                     history = []
                     if is_save:
+                        writer.flush()  # gs://: every metrics line up to the checkpoint is uploaded first
                         checkpointer.save(step, state, train_iter, config, info, force=True)
                     if stopping and step < config.total_steps:  # a signal at the last step: finished
                         preempted = Preempted(step, stop.received)

@@ -64,7 +64,7 @@ def test_local_dry_run_prints_one_command_per_process_with_its_cpu_devices():
 def test_tpu_dry_run_creates_the_queued_resource_waits_and_runs_on_every_worker():
     out = dry_run(
         "tpu", "--name", "pod", "--zone", "us-central2-b", "--create", "v4-32", "--spot", "--dry-run",
-        "--", "--config", CONFIG, "--workdir", "/mnt/shared/runs/q", "--config.total_steps=1000",
+        "--", "--config", CONFIG, "--workdir", "gs://bucket/runs/q", "--config.total_steps=1000",
     )  # fmt: skip
     assert out == (
         "gcloud compute tpus queued-resources create pod --zone us-central2-b --runtime-version tpu-ubuntu2204-base "
@@ -72,8 +72,8 @@ def test_tpu_dry_run_creates_the_queued_resource_waits_and_runs_on_every_worker(
         "gcloud compute tpus queued-resources describe pod --zone us-central2-b '--format=value(state.state)'"
         "  # every 30 s until ACTIVE\n"
         "gcloud compute tpus tpu-vm ssh pod --zone us-central2-b --worker=all --command "
-        '\'cd mixtok && python3 -m pip install "jax[tpu]" -e . && exec python3 -m mixtok.train '
-        f"--config {CONFIG} --workdir /mnt/shared/runs/q --config.total_steps=1000 --distributed'\n"
+        '\'cd mixtok && python3 -m pip install "jax[tpu]" -e ".[gcs]" && exec python3 -m mixtok.train '
+        f"--config {CONFIG} --workdir gs://bucket/runs/q --config.total_steps=1000 --distributed'\n"
     )
 
 
@@ -157,11 +157,11 @@ def test_slurm_dry_run_with_requeue_xla_flags_and_setup():
 def test_gke_dry_run_for_a_tpu_slice():
     out = dry_run(
         "gke", "--cluster", "c1", "--workload", "q-1", "--tpu-type", "v5litepod-16", "--num-slices", "2",
-        "--max-restarts", "10", "--dry-run", "--", "--config", CONFIG, "--workdir", "/mnt/shared/runs/q",
+        "--max-restarts", "10", "--dry-run", "--", "--config", CONFIG, "--workdir", "gs://bucket/runs/q",
     )  # fmt: skip
     assert out == (
         "xpk workload create --cluster c1 --workload q-1 --command "
-        f"'exec python3 -m mixtok.train --config {CONFIG} --workdir /mnt/shared/runs/q --distributed' "
+        f"'exec python3 -m mixtok.train --config {CONFIG} --workdir gs://bucket/runs/q --distributed' "
         "--tpu-type v5litepod-16 --num-slices 2 --max-restarts 10 --termination-grace-period-seconds 120\n"
     )
 
@@ -186,8 +186,8 @@ def test_gke_dry_run_for_gpu_nodes_passes_xpks_coordinator_variables():
 TRAIN = ("--", "--config", CONFIG, "--workdir", "/mnt/shared/runs/quickstart")
 GKE = ("gke", "--cluster", "c", "--workload", "w")
 URL_REFUSED = (
-    "--workdir {!r}: the trainer writes only to filesystem paths today; mount the bucket (e.g. gcsfuse) or use a "
-    "shared filesystem, and give its absolute path."
+    "--workdir {!r}: of URLs only gs:// (Google Cloud Storage) is supported; give a gs://bucket/path or an absolute "
+    "path on a filesystem every host mounts."
 )
 BAD_INPUT = {
     "unknown kind": (
@@ -255,18 +255,18 @@ BAD_INPUT = {
         "--workdir 'runs/q' is a relative path, but every host of a TPU pod run writes to the workdir; "
         "use an absolute path on a filesystem every host mounts.",
     ),
-    "tpu with a gs:// workdir": (
-        ("tpu", "--name", "pod", "--zone", "z", "--dry-run", "--", "--config", CONFIG, "--workdir", "gs://b/r"),
-        URL_REFUSED.format("gs://b/r"),
+    "tpu with an s3:// workdir": (
+        ("tpu", "--name", "pod", "--zone", "z", "--dry-run", "--", "--config", CONFIG, "--workdir", "s3://b/r"),
+        URL_REFUSED.format("s3://b/r"),
     ),
     "slurm with a relative workdir": (
         ("slurm", "--dry-run", "--", "--config", CONFIG, "--workdir", "runs/q"),
         "--workdir 'runs/q' is a relative path, but every host of a SLURM run writes to the workdir; "
         "use an absolute path on a filesystem every host mounts.",
     ),
-    "slurm with a gs:// workdir": (
-        ("slurm", "--dry-run", "--", "--config", CONFIG, "--workdir=gs://b/r"),
-        URL_REFUSED.format("gs://b/r"),
+    "slurm with a file:// workdir": (
+        ("slurm", "--dry-run", "--", "--config", CONFIG, "--workdir=file:///b/r"),
+        URL_REFUSED.format("file:///b/r"),
     ),
     "slurm with an s3:// workdir": (
         ("slurm", "--dry-run", "--", "--config", CONFIG, "--workdir", "s3://b/r"),
@@ -285,9 +285,9 @@ BAD_INPUT = {
         "--workdir 'runs/q' is a relative path, but every host of a GKE run writes to the workdir; "
         "use an absolute path on a filesystem every host mounts.",
     ),
-    "gke with a gs:// workdir": (
-        (*GKE, "--device-type", "h100-80gb-8", "--dry-run", "--", "--config", CONFIG, "--workdir", "gs://b/r"),
-        URL_REFUSED.format("gs://b/r"),
+    "gke with an az:// workdir": (
+        (*GKE, "--device-type", "h100-80gb-8", "--dry-run", "--", "--config", CONFIG, "--workdir", "az://b/r"),
+        URL_REFUSED.format("az://b/r"),
     ),
 }
 
@@ -299,7 +299,7 @@ def test_bad_input_is_one_line_and_exit_2(case):
     assert (result.returncode, result.stdout, result.stderr) == (2, "", f"mixtok.launch: error: {message}\n")
 
 
-@pytest.mark.parametrize("case", ["slurm with a relative workdir", "tpu with a gs:// workdir"])
+@pytest.mark.parametrize("case", ["slurm with a relative workdir", "tpu with an s3:// workdir"])
 def test_the_workdir_errors_quoted_in_the_docs_are_the_launchers(case):
     args, message = BAD_INPUT[case]
     assert launch(*args).stderr == f"mixtok.launch: error: {message}\n"

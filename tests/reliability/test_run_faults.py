@@ -147,12 +147,12 @@ def test_workdir_that_is_a_file_is_one_line_and_exit_2(tmp_path):
     assert workdir.read_text() == "not a run\n"
 
 
-def test_a_url_workdir_is_one_line_and_exit_2_not_a_local_folder_named_like_it(tmp_path):
-    proc = _cli("--config", str(_config_file(tmp_path)), "--workdir", "gs://my-bucket/run")
+def test_an_unsupported_url_workdir_is_one_line_and_exit_2_not_a_local_folder_named_like_it(tmp_path):
+    proc = _cli("--config", str(_config_file(tmp_path)), "--workdir", "s3://my-bucket/run")
     _, stderr = _finish(proc)
     line = _one_error_line(stderr, 2, proc.returncode)
-    assert "--workdir 'gs://my-bucket/run': the trainer writes only to filesystem paths today" in line
-    assert not (REPO / "gs:").exists()
+    assert "--workdir 's3://my-bucket/run': of URLs only gs:// (Google Cloud Storage) is supported" in line
+    assert not (REPO / "s3:").exists()
 
 
 def test_read_only_workdir_is_one_line_and_exit_2(tmp_path):

@@ -55,6 +55,7 @@ from mixtok.files import write_atomically
 from mixtok.registry import unknown_name_error
 from mixtok.tokenizers import create_tokenizer, losses
 from mixtok.tokenizers.base import QUANTIZER_STATE
+from mixtok.train import storage
 from mixtok.train.optimizer import create_optimizer
 from mixtok.train.tasks.base import Task, compute_dtype
 
@@ -387,7 +388,7 @@ class TokenizerTask(Task):
 
     def write_eval_images(self, images: Mapping[str, np.ndarray], directory: Path, step: int) -> Path:
         """Writes originals (left) beside reconstructions (right), one pair per row, to step_<N>.png."""
-        path = Path(directory) / f"step_{step:07d}.png"
+        path = storage.as_path(directory) / f"step_{step:07d}.png"
         write_png(image_grid([images["original"], images["reconstruction"]]), path)
         return path
 
@@ -451,10 +452,18 @@ def image_grid(columns, padding: int = 2) -> np.ndarray:
     return np.rint(grid * 255.0).astype(np.uint8)
 
 
-def write_png(image: np.ndarray, path: Path) -> None:
-    """Writes an RGB uint8 image atomically (replacing an earlier image of the same step)."""
+def write_png(image: np.ndarray, path) -> None:
+    """Writes an RGB uint8 image atomically (replacing an earlier image of the same step); `path` is a local
+    path or a gs:// one (`mixtok.train.storage`), where the image is one upload."""
+    import io
+
     from PIL import Image
 
-    path = Path(path)
+    path = storage.as_path(path)
+    if not isinstance(path, Path):
+        data = io.BytesIO()
+        Image.fromarray(image, "RGB").save(data, format="PNG")
+        storage.write_bytes_atomically(path, data.getvalue())
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, lambda tmp: Image.fromarray(image, "RGB").save(tmp, format="PNG"), overwrite=True)
