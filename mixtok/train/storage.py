@@ -39,6 +39,8 @@ __all__ = [
     "SUPPORTED_URLS",
     "UnsupportedLocationError",
     "as_path",
+    "check_url",
+    "create_exclusively",
     "file_sizes",
     "is_url",
     "move",
@@ -58,11 +60,6 @@ class UnsupportedLocationError(ValueError):
 
 def is_url(path: Any) -> bool:
     return bool(URL.match(os.fspath(path)))
-
-
-def is_remote(path: Any) -> bool:
-    """True for a path that `as_path` made from a URL (an epath.Path of gs://), False for a local path."""
-    return is_url(os.fspath(path)) if not isinstance(path, Path) else False
 
 
 def check_url(url: str, what: str = "--workdir") -> None:
