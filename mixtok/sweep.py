@@ -94,18 +94,39 @@ class Point:
     overrides: dict
 
 
+def _literal(value) -> str:
+    """A Python literal of scalars, tuples and str-keyed dicts; strings double-quoted (a JSON string is a
+    Python literal too), so that shlex.join's single quotes around the whole flag stay readable:
+    '--config.x=("pooling", "attention")'."""
+    if isinstance(value, bool | int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, tuple | list):
+        items = [_literal(v) for v in value]
+        return f"({', '.join(items)}{',' if len(items) == 1 else ''})"
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return "{" + ", ".join(f"{json.dumps(k)}: {_literal(v)}" for k, v in value.items()) + "}"
+    raise TypeError(type(value).__name__)
+
+
 def format_value(value) -> str:
-    """`value` as ml_collections' `--config.FIELD=VALUE` parser reads it back (strings raw, tuples as literals)."""
+    """`value` as ml_collections' `--config.FIELD=VALUE` parser reads it back: strings raw, tuples as literals
+    (of scalars, tuples, or dicts with string keys, e.g. per-stage options ({"sr_ratio": 8}, {})); the
+    field must hold a tuple already for ml_collections to parse a tuple of dicts."""
     if isinstance(value, bool | int | float):
         return repr(value)
     if isinstance(value, str):
         return value
-    if isinstance(value, tuple | list) and all(isinstance(v, bool | int | float | str) for v in value):
-        # Double-quoted items (a JSON string is a Python literal too), so that shlex.join's single quotes
-        # around the whole flag stay readable: '--config.x=("pooling", "attention")'.
-        items = [json.dumps(v) if isinstance(v, str) else repr(v) for v in value]
-        return f"({', '.join(items)}{',' if len(items) == 1 else ''})"
-    raise TypeError(f"{value!r} is a {type(value).__name__}; a value is a str, bool, int, float, or a tuple of those")
+    if isinstance(value, tuple | list):
+        try:
+            return _literal(value)
+        except TypeError:
+            pass
+    raise TypeError(
+        f"{value!r} is a {type(value).__name__}; a value is a str, bool, int, float, or a tuple of those, of "
+        "tuples or of dicts with string keys"
+    )
 
 
 def _has_field(config: ConfigDict, field: str) -> bool:

@@ -92,8 +92,9 @@ def test_expand_sweep_gives_named_points_and_trainer_args_give_root_slash_name()
 
 
 def test_formatted_values_read_back_through_ml_collections_flag_parser(tmp_path, monkeypatch):
-    values = dict(s="hello world", b=True, f=1e-05, i=7, t=("pooling", "attention"), one=("x",), ti=(3, 4))
-    defaults = dict(s="a", b=False, f=1.0, i=3, t=("a", "b"), one=("a", "b"), ti=(1, 2))
+    stages = ({"sr_ratio": 8, "pretrain_size": (8, 8)}, {}, {"name": "it's"})  # per-stage mixer options
+    values = dict(s="hello world", b=True, f=1e-05, i=7, t=("pooling", "attention"), one=("x",), ti=(3, 4), d=stages)
+    defaults = dict(s="a", b=False, f=1.0, i=3, t=("a", "b"), one=("a", "b"), ti=(1, 2), d=({}, {}, {}))
     path = tmp_path / "values.py"
     path.write_text(f"import ml_collections\n\ndef get_config():\n    return ml_collections.ConfigDict({defaults!r})\n")
     argv = ["prog", "--config", str(path), *[f"--config.{k}={format_value(v)}" for k, v in values.items()]]

@@ -10,10 +10,20 @@ One point by hand (what the sweep runs for it):
 `get_config` is quickstart.py's run (32x32 digits, 1,497 train / 300 test images bundled with
 scikit-learn; AdamW, batch 64, `steps=N`, default 300) with one block per stage, widths 32-96, and the
 mixer `mixer=NAME` (default pooling) in all four stages. `get_sweep` has one point per registered mixer
-(`mixtok.mixers.list_mixers()`, read from the registry) that builds on this backbone's grids with its
-default options; `excluded_mixers()` names the others with the error that rules each out (today:
-aggregated_attention, inception_mixer and length_scaled_cosine_attention, whose defaults need larger
-maps than the 1x1 to 8x8 grids of 32-px inputs). A mixer added to the registry joins the sweep.
+(`mixtok.mixers.list_mixers()`, read from the registry) that builds on this backbone's grids;
+`excluded_mixers()` names any that does not, with the error that rules it out (today: none). A mixer
+added to the registry joins the sweep.
+
+Three mixers size themselves to the stage, as their papers do per stage, and their defaults assume
+the 56-7 px grids of 224-px images; here the grids are 8, 4, 2 and 1 (`STAGE_OPTIONS`, set in
+`model.kwargs.mixer_kwargs`, one dict per stage):
+- aggregated_attention: `sr_ratio` 8, 4, 2, 1, TransNeXt's own per-stage schedule
+  (DaiShiResearch/TransNeXt: classification/transnext.py, `sr_ratios=[8, 4, 2, 1]`); here every stage
+  pools to 1x1;
+- inception_mixer: `pool_size` 2, 2, 1, 1, iFormer's schedule (sail-sg/iFormer: models/inception_transformer.py);
+- aggregated_attention and length_scaled_cosine_attention: `pretrain_size` the stage's grid (their
+  default), but 2x2 for the 1x1 grid: the position bias divides offsets by size - 1, and the only
+  offset on a 1x1 grid, 0, gives the same bias for any size.
 
 Measured with the sweep command above (default 300 steps; `python -m mixtok.report` made the table) on
 the 2-core development CPU (AMD EPYC, JAX 0.10.2, 2026-12-07): 16 points, 8 min 37 s for the whole
@@ -53,6 +63,19 @@ quickstart = import_beside(__file__, "quickstart")
 
 LAYOUT = dict(depths=(1, 1, 1, 1), dims=(32, 48, 64, 96), drop_path_rate=0.0)
 IMAGE_SIZE = 32
+GRIDS = (8, 4, 2, 1)  # each stage's token grid at 32 px: stride 4, 8, 16, 32
+_PRETRAIN = tuple({"pretrain_size": (max(grid, 2),) * 2} for grid in GRIDS)
+STAGE_OPTIONS = {  # per-stage options of the mixers whose defaults need 224-px grids (see the docstring)
+    "aggregated_attention": tuple(dict(sr_ratio=r, **p) for r, p in zip((8, 4, 2, 1), _PRETRAIN)),
+    "inception_mixer": tuple(dict(pool_size=size) for size in (2, 2, 1, 1)),
+    "length_scaled_cosine_attention": _PRETRAIN,
+}
+NO_OPTIONS = ({}, {}, {}, {})
+
+
+def mixer_options(name: str) -> tuple:
+    """`model.kwargs.mixer_kwargs` for mixer `name` in every stage: its STAGE_OPTIONS, else none."""
+    return STAGE_OPTIONS.get(name, NO_OPTIONS)
 
 
 def get_config(arg=None):
@@ -61,7 +84,9 @@ def get_config(arg=None):
     config = quickstart.get_config(f"steps={args.steps}")
     config.checkpoint_every = 100
     config.keep_checkpoints = 1
-    config.model.kwargs = ConfigDict(dict(LAYOUT, token_mixers=(args.mixer,) * 4))
+    config.model.kwargs = ConfigDict(
+        dict(LAYOUT, token_mixers=(args.mixer,) * 4, mixer_kwargs=mixer_options(args.mixer))
+    )
     return config
 
 
@@ -76,7 +101,9 @@ def _build_errors() -> dict[str, str | None]:
 
     errors = {}
     for name in list_mixers():
-        model = create_model("poolformerv2_s12", num_classes=10, **LAYOUT, token_mixers=(name,) * 4)
+        model = create_model(
+            "poolformerv2_s12", num_classes=10, **LAYOUT, token_mixers=(name,) * 4, mixer_kwargs=mixer_options(name)
+        )
         try:
             jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, IMAGE_SIZE, IMAGE_SIZE, 3)))
             errors[name] = None
@@ -92,7 +119,7 @@ def excluded_mixers() -> dict[str, str]:
 
 def get_sweep(arg=None):
     return [
-        {"name": name, "model.kwargs.token_mixers": (name,) * 4}
+        {"name": name, "model.kwargs.token_mixers": (name,) * 4, "model.kwargs.mixer_kwargs": mixer_options(name)}
         for name, error in _build_errors().items()
         if error is None
     ]

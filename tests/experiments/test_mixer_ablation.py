@@ -20,7 +20,10 @@ def test_every_registered_mixer_is_a_point_or_excluded_with_the_error_that_rules
     assert sorted(names + list(excluded)) == sorted(list_mixers()) and not set(names) & set(excluded)
     assert {"pooling", "attention", "sepconv", "global_filter", "identity"} <= set(names)
     for name, error in excluded.items():
-        model = create_model(config.model.name, num_classes=10, **module.LAYOUT, token_mixers=(name,) * 4)
+        options = module.mixer_options(name)
+        model = create_model(
+            config.model.name, num_classes=10, **module.LAYOUT, token_mixers=(name,) * 4, mixer_kwargs=options
+        )
         try:
             jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
         except ValueError as raised:
@@ -28,4 +31,7 @@ def test_every_registered_mixer_is_a_point_or_excluded_with_the_error_that_rules
         else:
             raise AssertionError(f"{name} builds, so it belongs in the sweep")
     for point in points:
-        assert point.overrides == {"model.kwargs.token_mixers": (point.name,) * 4}
+        options = module.STAGE_OPTIONS.get(point.name, ({},) * 4)
+        assert point.overrides == {"model.kwargs.token_mixers": (point.name,) * 4, "model.kwargs.mixer_kwargs": options}
+    # Every grid mixer builds: the stage-sized ones with their papers' per-stage options.
+    assert not excluded and set(module.STAGE_OPTIONS) <= set(names)
