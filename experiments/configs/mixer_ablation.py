@@ -26,30 +26,33 @@ the 56-7 px grids of 224-px images; here the grids are 8, 4, 2 and 1 (`STAGE_OPT
   offset on a 1x1 grid, 0, gives the same bias for any size.
 
 Measured with the sweep command above (default 300 steps; `python -m mixtok.report` made the table) on
-the 2-core development CPU (AMD EPYC, JAX 0.10.2, 2026-12-07): 16 points, 8 min 37 s for the whole
+the 2-core development CPU (AMD EPYC, JAX 0.10.2, 2026-12-07): 19 points, 12 min 53 s for the whole
 sweep. "train img/s" is the report's throughput from the TensorBoard event times (compilation and eval
 left out); "run s" is each point's wall time including start-up and compilation. Other jobs shared the
-machine, so read the speeds as rough. On digits every mixer reaches 0.98-0.997 eval accuracy, including
+machine, so read the speeds as rough. On digits every mixer reaches 0.97-0.997 eval accuracy, including
 `identity` (no token mixing): this 32-px task does not separate the mixers' accuracy, only their cost;
 a harder dataset is needed for an accuracy ablation.
 
-    mixer                        params   eval acc   best (step)   train img/s   run s
-    adaptive_frequency_filter    246,258   0.9900     0.9900 (200)      1503     39.1
-    additive_token_mixer         331,218   0.9967     0.9967 (300)      1264     40.2
-    attention                    300,466   0.9800     0.9800 (200)      2225     24.8
-    channel_attention            304,498   0.9833     0.9833 (300)      2216     22.4
-    dynamic_spectrum_mixer       341,334   0.9867     0.9867 (300)      2008     29.4
-    ffnified_attention           283,858   0.9800     0.9867 (200)      1098     47.2
-    global_filter                241,394   0.9900     0.9900 (300)      2518     23.2
-    identity                     236,978   0.9900     0.9900 (300)      2868     17.1
-    linear_attention             301,378   0.9867     0.9867 (300)      1745     27.3
-    ls_conv                      266,708   0.9867     0.9867 (300)      1211     47.6
-    multi_head_attention         304,498   0.9867     0.9900 (200)      1542     27.4
-    pooling                      236,978   0.9867     0.9867 (300)      2601     19.8
-    random_mixing                241,347   0.9867     0.9867 (300)      2475     19.3
-    sepconv                      327,066   0.9800     0.9800 (200)      1262     38.7
-    strip_self_attention         279,178   0.9900     0.9900 (300)      1157     36.8
-    window_attention             304,498   0.9833     0.9900 (200)       604     51.6
+    mixer                             params   eval acc   best (step)   train img/s   run s
+    adaptive_frequency_filter         246,258   0.9900     0.9900 (200)       1447    38.8
+    additive_token_mixer              331,218   0.9967     0.9967 (300)       1471    44.3
+    aggregated_attention              347,426   0.9733     0.9800 (200)        947    53.7
+    attention                         300,466   0.9800     0.9800 (200)       2355    25.1
+    channel_attention                 304,498   0.9833     0.9833 (300)       2153    24.0
+    dynamic_spectrum_mixer            341,334   0.9867     0.9867 (300)       1897    29.9
+    ffnified_attention                283,858   0.9800     0.9867 (200)       1123    48.2
+    global_filter                     241,394   0.9900     0.9900 (300)       2732    21.6
+    identity                          236,978   0.9900     0.9900 (300)       3045    17.2
+    inception_mixer                   288,178   0.9867     0.9867 (200)        925    72.2
+    length_scaled_cosine_attention    327,330   0.9833     0.9833 (200)        837    71.1
+    linear_attention                  301,378   0.9867     0.9867 (300)       1633    39.9
+    ls_conv                           266,708   0.9867     0.9867 (300)        841    64.0
+    multi_head_attention              304,498   0.9867     0.9900 (200)       1176    48.3
+    pooling                           236,978   0.9867     0.9867 (300)       1898    26.6
+    random_mixing                     241,347   0.9867     0.9867 (300)       2272    25.5
+    sepconv                           327,066   0.9800     0.9800 (200)       1274    37.1
+    strip_self_attention              279,178   0.9900     0.9900 (300)       2018    29.7
+    window_attention                  304,498   0.9833     0.9900 (200)        648    46.3
 """
 
 import functools
