@@ -1,8 +1,8 @@
 """Writes the timm augmentation fixtures: timm's own ops run on bundled photos with fixed parameters.
 
 tests/data/test_augment_timm.py runs mixtok.data.augment on the same inputs and parameters and checks the
-outputs against these, op by op, so CI checks parity with timm without installing torch. Needs torch, timm
-and scikit-image (the `timm` extra plus scikit-image), not mixtok or JAX; run it from the repository root:
+outputs against these, op by op, so CI checks parity with timm without installing torch. Needs torch and timm
+(the `timm` extra) and scikit-image (a core dependency), not mixtok or JAX; run it from the repository root:
 
     python tools/make_timm_augment_fixtures.py --out tests/fixtures/timm_augment
 

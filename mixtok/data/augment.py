@@ -254,7 +254,9 @@ _OPS: dict[str, Callable[..., np.ndarray]] = {
     "Equalize": _pil(ImageOps.equalize),
     "Invert": lambda image: 255 - image,
     "Rotate": _pil(lambda im, degrees, resample, fill: im.rotate(degrees, resample=resample, fillcolor=fill)),
-    # Keeping b bits masks the low 8 - b bits; b >= 8 leaves the image alone (timm's `posterize`).
+    # Keeping b bits masks the low 8 - b bits; b >= 8 leaves the image alone (timm's `posterize`). b = 0 (timm's
+    # Posterize below M 2.5, PosterizeIncreasing at M 10) gives black, as Pillow's ImageOps.posterize did before
+    # it began to refuse bits outside 1..8 (Pillow 13 raises ValueError there, so timm fails on such a draw).
     "Posterize": lambda image, bits: image if bits >= 8 else image & np.uint8((0xFF << (8 - bits)) & 0xFF),
     # PIL's ImageOps.solarize: values at or above the threshold are inverted.
     "Solarize": lambda image, threshold: np.where(image >= threshold, 255 - image, image).astype(np.uint8),

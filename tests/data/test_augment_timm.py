@@ -9,6 +9,7 @@ use numpy generators, not timm's Python `random` stream, so they are checked aga
 against the statistics of many draws timm made.
 """
 
+import hashlib
 import json
 import math
 import os
@@ -31,6 +32,11 @@ def manifest():
 def arrays():
     with np.load(os.path.join(FIXTURES, "timm_augment.npz")) as data:
         return {key: data[key] for key in data.files}
+
+
+def test_the_fixture_file_is_the_one_the_manifest_describes(manifest):
+    with open(os.path.join(FIXTURES, "timm_augment.npz"), "rb") as f:
+        assert hashlib.sha256(f.read()).hexdigest() == manifest["sha256"]
 
 
 def _level_config(manifest) -> augment.RandAugmentConfig:
