@@ -19,8 +19,9 @@ Config fields this task owns:
                      mixup_alpha > 0, cutmix_alpha > 0 or cutmix_minmax is set (timm train.py's
                      `mixup_active`); it then needs an even `batch_size`. Without the block, or with it
                      off, the loss is the plain smoothed cross-entropy. Only the training loss mixes;
-                     eval is unchanged, and the training `accuracy` metric compares with the unmixed
-                     labels. E.g. DeiT's recipe: `config.mixup = dict(mixup_alpha=0.8, cutmix_alpha=1.0)`.
+                     eval is unchanged, and the training `accuracy` metric compares the predictions on
+                     the mixed images with the unmixed labels. E.g. DeiT's recipe (with
+                     label_smoothing=0.1): `config.mixup = dict(mixup_alpha=0.8, cutmix_alpha=1.0)`.
 """
 
 from collections.abc import Mapping
