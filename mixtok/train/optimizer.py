@@ -31,6 +31,7 @@ Optimizers:
   ratio capped at 1], `always_adapt` [False: True applies the trust ratio to the no-decay
   parameters too]. timm's `caution`, `decoupled_decay` and `corrected_weight_decay` are not
   implemented. `grad_clip` still clips before it, as timm's --clip-grad does before `Lamb.step`.
+  timm's Lamb before 1.0 (sail-sg/metaformer pins timm 0.6.11) does the same arithmetic.
 
 Schedules (both are functions of the optimizer step, 0 for the first update):
 
@@ -60,6 +61,12 @@ Schedules (both are functions of the optimizer step, 0 for the first update):
   and the cosine's length T (epochs, or updates), min_lr + (lr - min_lr) (1 + cos(pi t' / T)) / 2
   while t' < T, and min_lr after (the cool-down, and any step past timm's run). Steps past
   total_steps are never taken; a total_steps shorter than the schedule ends the run early.
+  Scripts built on DeiT's main.py (`scheduler.step(epoch)` after each epoch, a loop over --epochs
+  only) train epoch e at timm's rate for epoch e - 1 and never run the cool-down; that lag is not
+  modelled here.
+
+Both are checked against timm 1.0.31 itself, rate by rate and parameter by parameter, in
+tests/train/test_timm_optim.py (fixtures written by tools/make_timm_optim_fixtures.py).
 """
 
 from collections.abc import Callable
