@@ -43,7 +43,9 @@ Nothing lost, nothing silent:
 - Identity. Before restoring, the fields that define the run are compared with the saved config
   (`IDENTITY_FIELDS`): model (name, kwargs), data (every field but the runtime ones in
   `RUNTIME_DATA_FIELDS`: where the files are, how many threads read them, whether undecodable
-  images are skipped; defaults filled in on both sides), task, optimizer, batch_size and seed.
+  images are skipped; defaults filled in on both sides), task, the task's own fields that the config
+  sets (`Task.CONFIG_FIELDS`: label smoothing and mixup, a tokenizer's losses; listed under
+  `task_options`), optimizer, batch_size and seed.
   `total_steps` is not compared (a run may be extended), nor are logging, evaluation and
   checkpoint cadence, the mesh or the compute dtype. A difference stops the run with
   `ResumeMismatchError` (a ValueError) listing `field: saved -> now`; with
@@ -99,7 +101,7 @@ MANIFEST = "mixtok_manifest.json"
 JSON_FILE = "metadata"  # the file orbax's JsonSave writes inside an item's folder
 UNREADABLE = ".unreadable-"
 TMP_MARKER = ".orbax-checkpoint-tmp"
-IDENTITY_FIELDS = ("model", "data", "task", "optimizer", "batch_size", "seed")
+IDENTITY_FIELDS = ("model", "data", "task", "task_options", "optimizer", "batch_size", "seed")
 RUNTIME_DATA_FIELDS = ("root", "read_threads", "skip_undecodable")
 RESUME_MISMATCH_MODES = ("error", "allow")
 _ABSENT = "(absent)"
@@ -276,13 +278,25 @@ def _data_identity(data: Mapping[str, Any]) -> dict[str, Any]:
     return _jsonable({k: v for k, v in filled.items() if k not in RUNTIME_DATA_FIELDS})
 
 
+def _task_options(config: Mapping[str, Any], task: str) -> dict[str, Any]:
+    """The task's own top-level fields (`Task.CONFIG_FIELDS`: label smoothing, mixup, a tokenizer's losses)
+    that the config sets."""
+    try:
+        fields = get_task(task).CONFIG_FIELDS
+    except Exception:  # an unknown task: the "task" field itself shows the difference
+        return {}
+    return {field: config.get(field) for field in fields if field in config}
+
+
 def _identity(config: Mapping[str, Any]) -> dict[str, Any]:
     model = config.get("model") or {}
+    task = config.get("task", DEFAULT_TASK)
     return _jsonable(
         {
             "model": {"name": model.get("name"), "kwargs": model.get("kwargs") or {}},
             "data": _data_identity(config.get("data") or {}),
-            "task": config.get("task", DEFAULT_TASK),
+            "task": task,
+            "task_options": _task_options(config, task),
             "optimizer": config.get("optimizer"),
             "batch_size": config.get("batch_size"),
             "seed": config.get("seed"),

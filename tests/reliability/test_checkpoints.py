@@ -195,7 +195,11 @@ def test_nonfinite_restored_state_falls_back_to_the_previous_checkpoint(workdir,
 
 @pytest.mark.parametrize(
     "override,listed",
-    [({"data.num_examples": 128}, "data.num_examples: 96 -> 128"), ({"seed": 4}, "seed: 3 -> 4")],
+    [
+        ({"data.num_examples": 128}, "data.num_examples: 96 -> 128"),
+        ({"seed": 4}, "seed: 3 -> 4"),
+        ({"label_smoothing": 0.2}, "task_options.label_smoothing: 0.1 -> 0.2"),
+    ],
 )
 def test_resuming_a_different_run_is_refused_naming_the_field(workdir, override, listed):
     before = checkpoint_names(workdir)

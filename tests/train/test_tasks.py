@@ -76,7 +76,7 @@ def _minimal_config(**overrides):
 
 def test_both_tasks_implement_the_interface():
     assert issubclass(get_task("classification"), Task) and issubclass(get_task("tokenizer"), Task)
-    assert ClassificationTask.CONFIG_FIELDS == ("label_smoothing",)
+    assert ClassificationTask.CONFIG_FIELDS == ("label_smoothing", "mixup")
     assert set(TokenizerTask.CONFIG_FIELDS) == {"loss", "discriminator_optimizer", "eval_num_tokens"}
 
 
