@@ -14,12 +14,14 @@ import pytest
 from ml_collections import ConfigDict
 
 from mixtok import data as data_lib
+from mixtok.data import DatasetInfo
 from mixtok.models import count_params, create_model, list_models, model_spec
 from mixtok.models.metaformer_variants import BASELINES_PAPER, POOLFORMER_PAPER
 from mixtok.tokenizers import create_tokenizer, list_tokenizers, tokenizer_spec
 from mixtok.train import config_files
 from mixtok.train.config import compute_dtype, validate_config
 from mixtok.train.optimizer import create_optimizer
+from mixtok.train.tasks import get_task
 from mixtok.train.trainer import train_and_evaluate
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "experiments" / "configs"
@@ -93,6 +95,13 @@ def abstract_variables(config, classes: int, image_size: int):
     return variables
 
 
+def build_classification_task(config, classes: int, image_size: int):
+    info = DatasetInfo(
+        num_classes=classes, num_train=64, num_eval=32, image_size=image_size, mean=(0.5,) * 3, std=(0.5,) * 3
+    )
+    return get_task(config.get("task", "classification")).from_config(config, info)
+
+
 def imagenet_names():
     return [p.stem for p in IMAGENET_CONFIGS]
 
@@ -139,6 +148,9 @@ def test_the_default_config_validates_and_builds_its_model_and_optimizer(path):
     variables = abstract_variables(config, classes, image_size)
     tx, _ = create_optimizer(config.optimizer, config.total_steps)
     jax.eval_shape(tx.init, variables["params"])
+    if not is_tokenizer(config):  # the task, with its Mixup / CutMix, builds from the config
+        task = build_classification_task(config, classes, image_size)
+        assert (task.mixup is None) == (config.get("mixup") is None)
     if path in IMAGENET_CONFIGS and is_tokenizer(config):
         assert (image_size, classes) == (256, 1000)
         assert count_params(variables) == tokenizer_spec(config.model.name).official_params
@@ -161,7 +173,11 @@ def test_runlocal_is_a_laptop_run_that_validates_and_builds(path):
     assert local.data.name in IN_MEMORY_SOURCES
     assert local.data.image_size <= 64 and local.batch_size <= 32 and local.total_steps <= 10
     assert local.model.name == config.model.name
-    abstract_variables(local, num_classes(local), local.data.image_size)
+    variables = abstract_variables(local, num_classes(local), local.data.image_size)
+    tx, _ = create_optimizer(local.optimizer, local.total_steps)  # the schedule fits the 4 steps
+    jax.eval_shape(tx.init, variables["params"])
+    if not is_tokenizer(local):
+        build_classification_task(local, num_classes(local), local.data.image_size)
 
 
 def metaformer_names():
@@ -174,15 +190,12 @@ def test_imagenet_recipe_follows_the_official_scripts(name):
     config = get_config(CONFIG_DIR / "imagenet" / f"{name}.py")
     v1 = name.startswith("poolformer_")
     official_batch, official_lr = (1024, 1e-3) if v1 else (4096, 4e-3)
-    optimizer, grad_clip = "adamw", 0.0  # timm's --clip-grad None
+    optimizer = "adamw"  # timm's --clip-grad None
     if name.startswith("caformer"):
-        official_lr, optimizer, grad_clip = 8e-3, "lamb", 1.0  # timm's Lamb clips to 1.0 itself
+        official_lr, optimizer = 8e-3, "timm_lamb"  # timm's Lamb, which clips to 1.0 itself
     assert config.batch_size == official_batch
     assert config.optimizer.lr == pytest.approx(official_lr)
-    assert config.optimizer.name == optimizer and config.optimizer.grad_clip == grad_clip
-    assert config.total_steps == 300 * IMAGENET_TRAIN_IMAGES // official_batch
-    warmup_epochs = 20 if name.startswith(("convformer", "caformer")) else 5
-    assert config.optimizer.warmup_steps == warmup_epochs * IMAGENET_TRAIN_IMAGES // official_batch
+    assert config.optimizer.name == optimizer and config.optimizer.grad_clip == 0.0
     assert config.optimizer.weight_decay == 0.05 and config.label_smoothing == 0.1
     # timm's pretrained configs: PoolFormer v1 S 0.9, M 0.95, every MetaFormer baseline 1.0.
     expected_crop = (0.9 if "_s" in name else 0.95) if v1 else 1.0
@@ -190,6 +203,96 @@ def test_imagenet_recipe_follows_the_official_scripts(name):
     # The official train.py passes head dropout to ConvFormer / CAFormer (the MLP heads) only.
     if config.model.kwargs.head_dropout:
         assert model_spec(name).kwargs["use_mlp_head"]
+
+
+# timm's schedule and Mixup / CutMix as each family's official script sets them. Columns: family (the
+# config names' prefix), source, warm-up epochs, warm-up start (--warmup-lr), min_lr, cool-down epochs
+# (timm train.py runs --cooldown-epochs after the cosine; DeiT-style main.py never does), mixup alpha,
+# cutmix alpha. Every one mixes with prob 1.0, switch_prob 0.5, mode "batch" (timm's defaults).
+TIMM_RECIPES = {
+    "caformer": ("sail-sg/metaformer train.py", 20, 1e-6, 1e-5, 10, 0.8, 1.0),
+    "convformer": ("sail-sg/metaformer train.py", 20, 1e-6, 1e-5, 10, 0.8, 1.0),
+    "poolformerv2": ("sail-sg/metaformer train.py", 5, 1e-6, 1e-5, 10, 0.8, 1.0),
+    "identityformer": ("sail-sg/metaformer train.py", 5, 1e-6, 1e-5, 10, 0.8, 1.0),
+    "randformer": ("sail-sg/metaformer train.py", 5, 1e-6, 1e-5, 10, 0.8, 1.0),
+    "poolformer": ("sail-sg/poolformer train.py", 5, 1e-6, 1e-5, 10, 0.8, 1.0),
+    "davit": ("dingmyu/davit train.py", 5, 1e-6, 1e-5, 10, 0.8, 1.0),
+    "ffnet_1": ("ysj9909/FFNet train.py; README mixup 0.2", 5, 1e-6, 1e-5, 20, 0.2, 1.0),
+    "ffnet_2": ("ysj9909/FFNet train.py; README mixup 0.2", 5, 1e-6, 1e-5, 20, 0.2, 1.0),
+    "ffnet_3": ("ysj9909/FFNet train.py", 5, 1e-6, 1e-5, 20, 0.8, 1.0),
+    "ffnet_4": ("ysj9909/FFNet train.py", 5, 1e-6, 1e-5, 20, 0.8, 1.0),
+    "iformer_s": ("sail-sg/iFormer checkpoint/iformer_small/args.yaml", 5, 1e-6, 1e-6, 10, 0.8, 1.0),
+    "iformer_b": ("sail-sg/iFormer checkpoint/iformer_base/args.yaml", 5, 1e-6, 1e-5, 10, 0.8, 1.0),
+    "iformer_l": ("sail-sg/iFormer checkpoint/iformer_large/args.yaml", 5, 1e-6, 1e-5, 10, 0.8, 1.0),
+    "dsm": ("okojoalg/dfformer README and train.py", 20, 1e-6, 1e-5, 10, 0.8, 1.0),
+    "gfnet": ("raoyongming/GFNet main_gfnet.py", 5, 1e-6, 1e-5, 0, 0.8, 1.0),
+    "lsnet": ("jameslahm/lsnet main.py", 5, 1e-6, 1e-5, 0, 0.8, 1.0),
+    "transnext": ("DaiShiResearch/TransNeXt classification/main.py", 5, 1e-6, 1e-5, 0, 0.8, 1.0),
+}
+# Families whose official scripts do not use timm's scheduler: CAS-ViT (ConvNeXt-style per-step cosine
+# from 0, and main.py's --mixup 0 --cutmix 0 defaults) and AFFNet (apple/ml-cvnets mobilevit.yaml, no
+# Mixup / CutMix) keep the warm-up-then-cosine schedule and train without mixing.
+OWN_SCHEDULE_FAMILIES = ("cas_vit", "affnet")
+
+
+def recipe_family(name: str) -> str | None:
+    """The TIMM_RECIPES key of config `name`: the longest prefix followed by "_" or the end of the name."""
+    keys = [k for k in TIMM_RECIPES if name == k or name.startswith(k + "_")]
+    return max(keys, key=len) if keys else None
+
+
+def classification_names():
+    return [n for n in imagenet_names() if not is_tokenizer(get_config(CONFIG_DIR / "imagenet" / f"{n}.py"))]
+
+
+def test_every_classification_config_has_a_timm_recipe_row_or_keeps_its_own_schedule():
+    for name in classification_names():
+        own = name.startswith(OWN_SCHEDULE_FAMILIES)
+        assert (recipe_family(name) is None) == own, name
+
+
+@pytest.mark.parametrize("name", [n for n in imagenet_names() if recipe_family(n)])
+def test_imagenet_schedule_and_mixup_follow_the_official_scripts(name):
+    _, warmup, warmup_lr_init, min_lr, cooldown, mixup_alpha, cutmix_alpha = TIMM_RECIPES[recipe_family(name)]
+    config = get_config(CONFIG_DIR / "imagenet" / f"{name}.py")
+    optimizer, batch = config.optimizer, config.batch_size
+    per_epoch = IMAGENET_TRAIN_IMAGES // batch  # timm's updates per epoch: the loader drops the last partial batch
+    assert optimizer.schedule == "timm_cosine" and optimizer.schedule_on == "epoch" and "warmup_steps" not in optimizer
+    assert optimizer.steps_per_epoch == per_epoch and optimizer.epochs == 300
+    assert (optimizer.warmup_epochs, optimizer.cooldown_epochs) == (warmup, cooldown)
+    assert (optimizer.warmup_lr_init, optimizer.min_lr) == (warmup_lr_init, min_lr)
+    assert config.total_steps == (300 + cooldown) * IMAGENET_TRAIN_IMAGES // batch
+    assert config.mixup.to_dict() == dict(
+        mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, prob=1.0, switch_prob=0.5, mode="batch"
+    )
+    # The rates timm's scheduler gives: warm-up start, peak after the warm-up, min_lr from epoch 300 on.
+    _, schedule = create_optimizer(optimizer, config.total_steps)
+    lr = optimizer.lr
+    assert float(schedule(per_epoch - 1)) == pytest.approx(warmup_lr_init)
+    assert float(schedule(per_epoch)) == pytest.approx(warmup_lr_init + (lr - warmup_lr_init) / warmup, rel=1e-5)
+    cosine = min_lr + (lr - min_lr) * (1 + math.cos(math.pi * warmup / 300)) / 2
+    assert float(schedule(warmup * per_epoch)) == pytest.approx(cosine, rel=1e-5)
+    assert float(schedule(300 * per_epoch)) == pytest.approx(min_lr)
+    assert float(schedule(config.total_steps - 1)) == pytest.approx(min_lr)
+
+
+@pytest.mark.parametrize("name", ["cas_vit_t", "affnet_t"])
+def test_families_without_timms_scheduler_keep_their_schedule_and_do_not_mix(name):
+    config = get_config(CONFIG_DIR / "imagenet" / f"{name}.py")
+    assert config.optimizer.get("schedule", "warmup_cosine") == "warmup_cosine" and config.optimizer.warmup_steps > 0
+    assert config.get("mixup") is None and config.total_steps == 300 * IMAGENET_TRAIN_IMAGES // config.batch_size
+
+
+def test_runlocal_uses_timms_schedule_in_four_one_step_epochs():
+    config = get_config(CONFIG_DIR / "imagenet" / "caformer_s18.py", "runlocal")
+    optimizer = config.optimizer
+    assert config.total_steps == 4 and optimizer.name == "timm_lamb" and config.mixup.mixup_alpha == 0.8
+    assert optimizer.steps_per_epoch == 1 and optimizer.epochs == 4
+    assert optimizer.warmup_epochs == 1 and optimizer.cooldown_epochs == 0
+    _, schedule = create_optimizer(optimizer, config.total_steps)
+    lr = optimizer.lr
+    expected = [1e-6] + [1e-5 + (lr - 1e-5) * (1 + math.cos(math.pi * t / 4)) / 2 for t in (1, 2, 3)]
+    assert [float(schedule(s)) for s in range(4)] == pytest.approx(expected, rel=1e-5)
 
 
 def test_every_gfnet_and_affnet_variant_has_an_imagenet_config():
@@ -207,7 +310,6 @@ def test_gfnet_recipe_follows_main_gfnet(name):
     # README: --batch-size 128 on 8 GPUs; main_gfnet.py: lr 5e-4 * global batch / 512, clip-grad 1.
     assert config.batch_size == 1024 and config.optimizer.lr == pytest.approx(1e-3)
     assert config.optimizer.grad_clip == 1.0 and config.optimizer.weight_decay == 0.05
-    assert config.optimizer.warmup_steps == 5 * IMAGENET_TRAIN_IMAGES // 1024
     assert config.model.kwargs.drop_path_rate == GFNET_DROP_PATH[name]
     assert config.data.crop_pct == 0.875 and config.label_smoothing == 0.1
 
@@ -269,13 +371,15 @@ def test_batch_size_option_scales_the_learning_rate_linearly():
     half = get_config(POOLFORMERV2, "batch_size=2048")
     assert half.batch_size == 2048
     assert half.optimizer.lr == pytest.approx(official.optimizer.lr / 2)
-    assert half.total_steps == 300 * IMAGENET_TRAIN_IMAGES // 2048
+    assert half.total_steps == (300 + 10) * IMAGENET_TRAIN_IMAGES // 2048  # with timm's 10 cool-down epochs
+    assert half.optimizer.steps_per_epoch == IMAGENET_TRAIN_IMAGES // 2048
 
 
-def test_epochs_option_sets_the_steps_and_keeps_the_warm_up():
+def test_epochs_option_sets_the_cosine_and_keeps_the_warm_up_and_cool_down():
     config = get_config(POOLFORMERV2, "epochs=100")
-    assert config.total_steps == 100 * IMAGENET_TRAIN_IMAGES // 4096
-    assert config.optimizer.warmup_steps == 5 * IMAGENET_TRAIN_IMAGES // 4096
+    assert config.optimizer.epochs == 100
+    assert config.total_steps == (100 + 10) * IMAGENET_TRAIN_IMAGES // 4096
+    assert (config.optimizer.warmup_epochs, config.optimizer.cooldown_epochs) == (5, 10)
     with pytest.raises(ValueError, match="warm-up"):
         get_config(POOLFORMERV2, "epochs=5")
 

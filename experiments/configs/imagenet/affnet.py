@@ -20,6 +20,10 @@ false`; mixtok decays only weights with two or more dimensions). Sources: apple/
 config/classification/imagenet/mobilevit.yaml (global batch 1024 = 128 x 8 GPUs, AdamW betas (0.9,
 0.999)); AFFNet's README (microsoft/TokenMixers) for the 256-px train / eval resolution.
 
+Schedule and Mixup / CutMix: ml-cvnets' own cosine scheduler, not timm's (kept here as warm-up then
+cosine); mobilevit.yaml uses no Mixup / CutMix, RandAugment or random erasing (random resized crop
+and flip only), so this config sets none.
+
 Compute: 375,341 steps of 1,024 images (300 epochs). Time: not measured by mixtok.
 
 `:runlocal` smoke-tests this config on a laptop (synthetic data, 64 px, one AFF block per stage, 4

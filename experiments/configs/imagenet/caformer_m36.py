@@ -7,24 +7,28 @@ r"""CAFormer-M36 on ImageNet-1k at 224 px: SepConv in stages 1-2, attention in s
 Expect: MetaFormer Baselines for Vision (Yu et al., TPAMI 2024) reports 85.2% top-1 on ImageNet-1k
 val at 224 px, trained on ImageNet-1k only (sail-sg/metaformer README, "Models with common token
 mixers trained on ImageNet-1K"). mixtok has not reproduced it: parts of the official recipe listed
-in common.py's docstring (RandAugment, Mixup / CutMix, random erasing, ...) are not implemented yet,
-so expect a lower top-1 until they are.
+in common.py's docstring (RandAugment, random erasing, ...) are not implemented yet, so expect a
+lower top-1 until they are.
 
 Official recipe, from sail-sg/metaformer: scripts/caformer/train_caformer_m36.sh and train.py's
 defaults: LAMB, lr 8e-3 at global batch 4096, 20 warm-up epochs, drop path 0.4, head dropout 0.4,
 300 epochs, weight decay 0.05, label smoothing 0.1; eval crop_pct 1.0.
 
-timm's Lamb, which the official script uses, clips the global gradient norm to 1.0 itself: here that
-is grad_clip=1.0. optax's LAMB also applies the trust ratio to the weights without weight decay,
-which timm's does not (not implemented by mixtok yet).
+Optimizer: timm's Lamb, as the official script's `--opt lamb` builds it (mixtok's `timm_lamb`): it
+clips the global gradient norm to 1.0 itself and applies the trust ratio only to the weights with
+weight decay.
 
 Head dropout: mixtok's MLP head follows timm, which drops out before the MLP head and again
 inside it; the official model drops out inside the MLP head only.
 
-Compute: 93,835 steps of 4,096 images (300 epochs, 384M images at 224 px); 13.2 GMACs per image
-forward (official README), so about 1.5e19 multiply-adds to train (3x forward). The official script
-runs on 8 GPUs (type not stated) with 4 gradient-accumulation steps of 128 images per GPU. Time: not
-measured by mixtok.
+Schedule and Mixup / CutMix as sail-sg/metaformer train.py sets them: timm's cosine, rate changed
+once per epoch, warm-up from 1e-6, min lr 1e-5, then 10 cool-down epochs at min lr
+(--cooldown-epochs); mixup 0.8, cutmix 1.0, switch p 0.5, per batch.
+
+Compute: 96,963 steps of 4,096 images (300 epochs + 10 cool-down, 397M images at 224 px); 13.2 GMACs
+per image forward (official README), so about 1.6e19 multiply-adds to train (3x forward). The
+official script runs on 8 GPUs (type not stated) with 4 gradient-accumulation steps of 128 images
+per GPU. Time: not measured by mixtok.
 
 `:runlocal` smoke-tests this config on a laptop (synthetic data, 64 px, one block per stage, 4
 steps): about half a minute on a 2-core CPU, mostly compilation (measured 15-42 s over the 28
@@ -49,18 +53,23 @@ def get_config(arg=None):
     if arg.runlocal:
         config.model.kwargs.update(common.one_block_per_stage("caformer_m36"))  # the same layers, fewer
 
+    # timm's cosine (sail-sg/metaformer train.py): warm-up from 1e-6 over 20 epochs, cosine to 1e-5, then 10
+    # cool-down epochs at 1e-5; the rate changes once per epoch.
+    schedule = common.timm_cosine(config, arg, warmup_epochs=20, warmup_lr_init=1e-6, min_lr=1e-5, cooldown_epochs=10)
     config.optimizer = ConfigDict(
         dict(
-            name="lamb",
+            name="timm_lamb",
             lr=8e-3 * config.batch_size / 4096,  # official at batch 4096, scaled linearly
-            warmup_steps=common.warmup_steps(arg, epochs=20),  # linear warm-up, then cosine
-            min_lr=1e-5,  # cosine decay to min_lr
+            **schedule,
             weight_decay=0.05,
             b1=0.9,
             b2=0.999,
             eps=1e-6,
-            grad_clip=1.0,  # timm's Lamb clips the global gradient norm to 1.0 itself
+            grad_clip=0.0,  # timm_lamb clips the global gradient norm to 1.0 itself (max_grad_norm)
         )
     )
     config.label_smoothing = 0.1
+    # timm's Mixup / CutMix (sail-sg/metaformer train.py): one draw a batch, CutMix half the time; soft targets
+    # smoothed by label_smoothing.
+    config.mixup = ConfigDict(dict(mixup_alpha=0.8, cutmix_alpha=1.0, prob=1.0, switch_prob=0.5, mode="batch"))
     return config

@@ -17,6 +17,11 @@ epochs, 300 epochs, label smoothing 0.1, drop path 0.1 (the default and the READ
 per-variant rate is given), eval crop 0.875. Trains without the distillation head, as main.py does.
 Not implemented beyond common.py's list: weight EMA (0.9995), the multi-scale sampler.
 
+Schedule and Mixup / CutMix: main.py has its own cosine (its utils.cosine_scheduler, per step, from
+0), not timm's scheduler, so this config keeps its warm-up then cosine; main.py's defaults train
+without Mixup / CutMix (--mixup 0 --cutmix 0, which the README's command does not change), so it
+sets none.
+
 Compute: 187,670 steps of 2,048 images (300 epochs). Time: not measured by mixtok.
 
 `:runlocal` smoke-tests this config on a laptop (synthetic data, 64 px, a block or two per stage, 4

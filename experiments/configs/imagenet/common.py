@@ -17,7 +17,8 @@ Options after a config's colon (`caformer_s18.py:data_root=/data/imagenet,bf16`)
                           Required: without it, training stops at start-up with a message saying so.
     source=imagefolder    or array_record (see `python -m mixtok.data.imagefolder_to_array_record`)
     batch_size=N          global batch; each config scales its learning rate linearly from the official one
-    epochs=N              classification configs, default 300 (warm-up stays at the official number of epochs)
+    epochs=N              classification configs, default 300 (warm-up and cool-down stay at the official
+                          numbers of epochs)
     steps=N               tokenizer configs, default 1,000,000
     perceptual_network=pkg.module:Class, perceptual_weights=FILE.msgpack
                           tokenizer configs: the perceptual loss's network and its weights (together)
@@ -26,10 +27,21 @@ Options after a config's colon (`caformer_s18.py:data_root=/data/imagenet,bf16`)
                           at 32 px for tokenizers), a small batch, 4 steps, the named model with one block
                           per stage (its dims, mixers and norms); about half a minute on a 2-core CPU
 
-Steps come from epochs: total_steps = epochs * 1,281,167 // batch_size (93,835 at 4096). The official
-loaders (timm's train.py and its descendants) drop each epoch's last partial batch (312 steps per epoch
-at 4096, 93,600 in all); mixtok's stream never drops a batch, so the same number of images is seen in
-slightly more steps.
+Steps come from epochs: total_steps = (epochs + cool-down epochs) * 1,281,167 // batch_size (96,963 at
+4096 for 300 + 10). The official loaders (timm's train.py and its descendants) drop each epoch's last
+partial batch (312 steps per epoch at 4096, 96,720 in 310 epochs); mixtok's stream never drops a batch,
+so the same number of images is seen in slightly more steps (the last ones at min_lr).
+
+Learning rate: most official scripts drive timm's CosineLRScheduler (`timm_cosine`, below): a linear
+warm-up from `warmup_lr_init` (timm's --warmup-lr) over the warm-up epochs, a cosine to `min_lr` over
+`epochs=` epochs, then timm's --cooldown-epochs at min_lr, which train.py runs after the cosine (10 by
+default: 310 epochs in all, so total_steps covers epochs + cool-down), the rate changing once per epoch
+of the official loader's updates (steps_per_epoch = 1,281,167 // batch_size, 312 at 4096). Scripts built
+on DeiT's main.py never run the cool-down (their configs set 0) and lag timm's rate by one epoch, which
+is not modelled. Each config states its script's warm-up, warm-up start, min_lr and cool-down itself.
+Mixup / CutMix (`config.mixup`, timm's `Mixup` with soft targets smoothed by `label_smoothing`): each
+config states its script's alphas; timm train.py's recipe in these papers is mixup 0.8, cutmix 1.0,
+prob 1.0, switch_prob 0.5, mode "batch".
 
 The training pipeline, as in timm's train.py that most official classification scripts build on:
 random resized crop (area 0.08-1, aspect 3/4-4/3), horizontal flip (p 0.5), ImageNet mean / std;
@@ -38,10 +50,7 @@ all of which timm's recipe uses and which matter for reaching the papers' accura
 below the reported top-1 until they are; each config names its family's further gaps):
 
 - RandAugment (timm `rand-m9-mstd0.5-inc1`);
-- Mixup (alpha 0.8) and CutMix (alpha 1.0), switched per batch with p 0.5, with soft-target loss;
 - random erasing (p 0.25, per-pixel noise);
-- the cool-down epochs at min_lr that timm's scheduler appends (10: 310 epochs in all), the warm-up
-  starting at 1e-6 rather than 0, and timm's once-per-epoch (not per-step) learning-rate updates;
 - bicubic resizing at evaluation and a random (bilinear / bicubic) interpolation per training crop
   (mixtok resizes bilinearly).
 
@@ -187,6 +196,42 @@ def warmup_steps(arg: ConfigDict, *, epochs: float) -> int:
             f"epochs={arg.epochs} leaves no training after the recipe's {epochs} warm-up epochs; use epochs > {epochs}."
         )
     return steps(epochs, arg.batch_size)
+
+
+def timm_cosine(
+    config: ConfigDict,
+    arg: ConfigDict,
+    *,
+    warmup_epochs: int,
+    warmup_lr_init: float,
+    min_lr: float,
+    cooldown_epochs: int,
+) -> dict:
+    """The optimizer fields of timm's cosine schedule over `epochs=` epochs (module docstring, "Learning rate").
+
+    Also lengthens config.total_steps by the `cooldown_epochs` that timm's train.py runs at `min_lr`
+    after the cosine. Under runlocal: 4 one-step epochs, one of warm-up, no cool-down.
+    """
+    if arg.runlocal:
+        warmup_epochs, cooldown_epochs, steps_per_epoch, epochs = 1, 0, 1, RUNLOCAL_STEPS
+    else:
+        if arg.epochs <= warmup_epochs:
+            raise ValueError(
+                f"epochs={arg.epochs} leaves no training after the recipe's {warmup_epochs} warm-up epochs; "
+                f"use epochs > {warmup_epochs}."
+            )
+        steps_per_epoch, epochs = steps(1, arg.batch_size), arg.epochs
+        config.total_steps = steps(arg.epochs + cooldown_epochs, arg.batch_size)
+    return dict(
+        schedule="timm_cosine",
+        schedule_on="epoch",  # timm's default: the rate changes once per epoch
+        steps_per_epoch=steps_per_epoch,
+        epochs=epochs,
+        warmup_epochs=warmup_epochs,
+        warmup_lr_init=warmup_lr_init,
+        min_lr=min_lr,
+        cooldown_epochs=cooldown_epochs,
+    )
 
 
 def check_steps_cover(arg: ConfigDict, **milestones: int) -> None:

@@ -6,8 +6,8 @@ r"""GFNet-H-S (hierarchical, widths 96-768) on ImageNet-1k at 224 px: a global F
 
 Expect: the official README (raoyongming/GFNet) reports 81.5% top-1 on ImageNet-1k val at 224 px
 (32M parameters, 4.5G FLOPs), trained on ImageNet-1k only. mixtok has not reproduced it: the
-augmentations of the official recipe listed in common.py's docstring (RandAugment, Mixup / CutMix)
-are not implemented yet, so expect a lower top-1 until they are.
+augmentations of the official recipe listed in common.py's docstring (RandAugment) are not
+implemented yet, so expect a lower top-1 until they are.
 
 Official recipe (main_gfnet.py --arch gfnet-h-s --batch-size 128 on 8 GPUs): AdamW, lr 5e-4 x 1024 / 512
 = 1e-3 at global batch 1024, 5 warm-up epochs, cosine to 1e-5, 300 epochs, weight decay 0.05,
@@ -17,9 +17,12 @@ Sources: raoyongming/GFNet main_gfnet.py (defaults) and README (the training com
 128` on 8 GPUs for every variant). main_gfnet.py scales `--lr 5e-4` by global batch / 512, clips
 gradients at `--clip-grad 1`, keeps no EMA, and builds each architecture with its own stochastic
 depth, ignoring its --drop-path flag: gfnet-ti and gfnet-xs none, gfnet-s 0.15, gfnet-b 0.25,
-gfnet-h-ti 0.1, gfnet-h-s 0.2, gfnet-h-b 0.4. Its evaluation resizes to 256 bicubically. Not
-implemented beyond common.py's list: the script's DeiT-style RandAugment and Mixup 0.8 / CutMix 1.0
-(random erasing is off there, `--reprob 0`).
+gfnet-h-ti 0.1, gfnet-h-s 0.2, gfnet-h-b 0.4. Its evaluation resizes to 256 bicubically. The
+script's RandAugment is in common.py's list; random erasing is off there (`--reprob 0`).
+
+Schedule and Mixup / CutMix as raoyongming/GFNet main_gfnet.py sets them: timm's cosine stepped once
+per epoch, a warm-up from 1e-6, min lr 1e-5, no cool-down (the script never runs it; its one-epoch
+lag behind timm's rate is not modelled); mixup 0.8, cutmix 1.0, switch p 0.5, per batch.
 
 Compute: 375,341 steps of 1,024 images (300 epochs). Time: not measured by mixtok.
 
@@ -45,12 +48,14 @@ def get_config(arg=None):
         config.model.kwargs.update(common.one_block_per_stage("gfnet_h_s"))  # the same layers, fewer
         config.model.kwargs.image_size = common.RUNLOCAL_IMAGE_SIZE  # the filters' size follows the image's
 
+    # timm's cosine as raoyongming/GFNet main_gfnet.py steps it (once per epoch): warm-up from 1e-6 over 5 epochs,
+    # cosine to 1e-5; the script never runs timm's cool-down.
+    schedule = common.timm_cosine(config, arg, warmup_epochs=5, warmup_lr_init=1e-6, min_lr=1e-5, cooldown_epochs=0)
     config.optimizer = ConfigDict(
         dict(
             name="adamw",
             lr=1e-3 * config.batch_size / 1024,  # 5e-4 x 1024 / 512, scaled linearly
-            warmup_steps=common.warmup_steps(arg, epochs=5),  # linear warm-up, then cosine
-            min_lr=1e-5,  # cosine decay to min_lr
+            **schedule,
             weight_decay=0.05,
             b1=0.9,
             b2=0.999,
@@ -59,4 +64,7 @@ def get_config(arg=None):
         )
     )
     config.label_smoothing = 0.1
+    # timm's Mixup / CutMix (raoyongming/GFNet main_gfnet.py): one draw a batch, CutMix half the time; soft targets
+    # smoothed by label_smoothing.
+    config.mixup = ConfigDict(dict(mixup_alpha=0.8, cutmix_alpha=1.0, prob=1.0, switch_prob=0.5, mode="batch"))
     return config

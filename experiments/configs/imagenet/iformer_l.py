@@ -17,7 +17,11 @@ at global batch 1024 (README: -b 128 on 8 GPUs; the released args.yaml records 6
 decay 0.05, cosine after 5 warm-up epochs to min lr 1e-6 (S) or 1e-5 (B, L), 300 epochs, label
 smoothing 0.1, drop path 0.2 / 0.4 / 0.5, gradient clipping none (S) or 1.0 (B, L), eval crop 0.9.
 
-Compute: 375,341 steps of 1,024 images (300 epochs). Time: not measured by mixtok.
+Schedule and Mixup / CutMix as sail-sg/iFormer checkpoint/iformer_*/args.yaml sets them: timm's
+cosine, rate changed once per epoch, warm-up from 1e-6, min lr 1e-5, then 10 cool-down epochs at min
+lr (--cooldown-epochs); mixup 0.8, cutmix 1.0, switch p 0.5, per batch.
+
+Compute: 387,853 steps of 1,024 images (300 epochs + 10 cool-down). Time: not measured by mixtok.
 
 `:runlocal` smoke-tests this config on a laptop (synthetic data, 64 px, a block or two per stage, 4
 steps). Run the same command with the same --workdir to resume.
@@ -42,12 +46,14 @@ def get_config(arg=None):
         config.model.kwargs.update(common.first_block_of_each_stage("iformer_l", "attention_heads"))
         config.model.kwargs.image_size = common.RUNLOCAL_IMAGE_SIZE
 
+    # timm's cosine (sail-sg/iFormer checkpoint/iformer_*/args.yaml): warm-up from 1e-6 over 5 epochs, cosine to
+    # 1e-5, then 10 cool-down epochs at 1e-5; the rate changes once per epoch.
+    schedule = common.timm_cosine(config, arg, warmup_epochs=5, warmup_lr_init=1e-6, min_lr=1e-5, cooldown_epochs=10)
     config.optimizer = ConfigDict(
         dict(
             name="adamw",
             lr=1e-3 * config.batch_size / 1024,  # official at batch 1024, scaled linearly
-            warmup_steps=common.warmup_steps(arg, epochs=5),  # linear warm-up, then cosine
-            min_lr=1e-5,  # cosine decay to min_lr
+            **schedule,
             weight_decay=0.05,
             b1=0.9,
             b2=0.999,
@@ -56,4 +62,7 @@ def get_config(arg=None):
         )
     )
     config.label_smoothing = 0.1
+    # timm's Mixup / CutMix (sail-sg/iFormer checkpoint/iformer_*/args.yaml): one draw a batch, CutMix half the
+    # time; soft targets smoothed by label_smoothing.
+    config.mixup = ConfigDict(dict(mixup_alpha=0.8, cutmix_alpha=1.0, prob=1.0, switch_prob=0.5, mode="batch"))
     return config

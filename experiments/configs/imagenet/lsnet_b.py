@@ -17,6 +17,10 @@ Official recipe (jameslahm/lsnet: main.py defaults and README): AdamW (eps 1e-8)
 eval resize 256 and crop 224 (0.875). Not implemented beyond common.py's list: adaptive gradient
 clipping (AGC 0.02), weight EMA (0.99996), repeated augmentation.
 
+Schedule and Mixup / CutMix as jameslahm/lsnet main.py sets them: timm's cosine stepped once per
+epoch, a warm-up from 1e-6, min lr 1e-5, no cool-down (the script never runs it; its one-epoch lag
+behind timm's rate is not modelled); mixup 0.8, cutmix 1.0, switch p 0.5, per batch.
+
 Compute: 187,670 steps of 2,048 images (300 epochs). Time: not measured by mixtok.
 
 `:runlocal` smoke-tests this config on a laptop (synthetic data, 64 px, a block or two per stage, 4
@@ -41,12 +45,14 @@ def get_config(arg=None):
         # Two blocks per stage after the first keep one LSConv (odd depth) and, in stage 4, attention.
         config.model.kwargs.update(depths=(0, 2, 2, 2), image_size=common.RUNLOCAL_IMAGE_SIZE)
 
+    # timm's cosine as jameslahm/lsnet main.py steps it (once per epoch): warm-up from 1e-6 over 5 epochs, cosine to
+    # 1e-5; the script never runs timm's cool-down.
+    schedule = common.timm_cosine(config, arg, warmup_epochs=5, warmup_lr_init=1e-6, min_lr=1e-5, cooldown_epochs=0)
     config.optimizer = ConfigDict(
         dict(
             name="adamw",
             lr=4e-3 * config.batch_size / 2048,  # main.py: 1e-3 x batch / 512
-            warmup_steps=common.warmup_steps(arg, epochs=5),  # linear warm-up, then cosine
-            min_lr=1e-5,  # cosine decay to min_lr
+            **schedule,
             weight_decay=0.05,  # main.py / README
             b1=0.9,
             b2=0.999,
@@ -55,4 +61,7 @@ def get_config(arg=None):
         )
     )
     config.label_smoothing = 0.1
+    # timm's Mixup / CutMix (jameslahm/lsnet main.py): one draw a batch, CutMix half the time; soft targets smoothed
+    # by label_smoothing.
+    config.mixup = ConfigDict(dict(mixup_alpha=0.8, cutmix_alpha=1.0, prob=1.0, switch_prob=0.5, mode="batch"))
     return config

@@ -7,8 +7,7 @@ r"""PoolFormer-M48 on ImageNet-1k at 224 px: PoolFormer v1, pooling token mixer.
 Expect: MetaFormer Is Actually What You Need for Vision (Yu et al., CVPR 2022) reports 82.5% top-1
 on ImageNet-1k val at 224 px, trained on ImageNet-1k only (sail-sg/poolformer README, "PoolFormer
 Models"). mixtok has not reproduced it: parts of the official recipe listed in common.py's docstring
-(RandAugment, Mixup / CutMix, random erasing, ...) are not implemented yet, so expect a lower top-1
-until they are.
+(RandAugment, random erasing, ...) are not implemented yet, so expect a lower top-1 until they are.
 
 Official recipe, from sail-sg/poolformer: README.md "Train" and train.py's defaults: AdamW, lr 1e-3
 at global batch 1024 (8 GPUs x 128; the README's rule is lr = batch / 1024 * 1e-3), 5 warm-up
@@ -17,9 +16,13 @@ eval crop_pct 0.95 (timm's pretrained config).
 
 The official PoolFormer runs used apex mixed precision (fp16); `bf16` is mixtok's nearest option.
 
-Compute: 375,341 steps of 1,024 images (300 epochs, 384M images at 224 px); 11.6 GMACs per image
-forward (official README), so about 1.3e19 multiply-adds to train (3x forward). The official command
-runs on 8 GPUs (type not stated), batch 128 per GPU. Time: not measured by mixtok.
+Schedule and Mixup / CutMix as sail-sg/poolformer train.py sets them: timm's cosine, rate changed
+once per epoch, warm-up from 1e-6, min lr 1e-5, then 10 cool-down epochs at min lr
+(--cooldown-epochs); mixup 0.8, cutmix 1.0, switch p 0.5, per batch.
+
+Compute: 387,853 steps of 1,024 images (300 epochs + 10 cool-down, 397M images at 224 px); 11.6
+GMACs per image forward (official README), so about 1.4e19 multiply-adds to train (3x forward). The
+official command runs on 8 GPUs (type not stated), batch 128 per GPU. Time: not measured by mixtok.
 
 `:runlocal` smoke-tests this config on a laptop (synthetic data, 64 px, one block per stage, 4
 steps): about half a minute on a 2-core CPU, mostly compilation (measured 15-42 s over the 28
@@ -44,12 +47,14 @@ def get_config(arg=None):
     if arg.runlocal:
         config.model.kwargs.update(common.one_block_per_stage("poolformer_m48"))  # the same layers, fewer
 
+    # timm's cosine (sail-sg/poolformer train.py): warm-up from 1e-6 over 5 epochs, cosine to 1e-5, then 10
+    # cool-down epochs at 1e-5; the rate changes once per epoch.
+    schedule = common.timm_cosine(config, arg, warmup_epochs=5, warmup_lr_init=1e-6, min_lr=1e-5, cooldown_epochs=10)
     config.optimizer = ConfigDict(
         dict(
             name="adamw",
             lr=1e-3 * config.batch_size / 1024,  # official at batch 1024, scaled linearly
-            warmup_steps=common.warmup_steps(arg, epochs=5),  # linear warm-up, then cosine
-            min_lr=1e-5,  # cosine decay to min_lr
+            **schedule,
             weight_decay=0.05,
             b1=0.9,
             b2=0.999,
@@ -58,4 +63,7 @@ def get_config(arg=None):
         )
     )
     config.label_smoothing = 0.1
+    # timm's Mixup / CutMix (sail-sg/poolformer train.py): one draw a batch, CutMix half the time; soft targets
+    # smoothed by label_smoothing.
+    config.mixup = ConfigDict(dict(mixup_alpha=0.8, cutmix_alpha=1.0, prob=1.0, switch_prob=0.5, mode="batch"))
     return config

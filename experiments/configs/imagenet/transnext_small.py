@@ -19,6 +19,11 @@ Not implemented beyond common.py's list: no weight decay on the query embedding,
 bias, CPB and temperature (mixtok decays every weight with two or more dimensions, so of these the
 CPB MLP kernels are decayed), colour jitter, repeated augmentation.
 
+Schedule and Mixup / CutMix as DaiShiResearch/TransNeXt classification/main.py sets them: timm's
+cosine stepped once per epoch, a warm-up from 1e-6, min lr 1e-5, no cool-down (the script never runs
+it; its one-epoch lag behind timm's rate is not modelled); mixup 0.8, cutmix 1.0, switch p 0.5, per
+batch.
+
 Compute: 375,341 steps of 1,024 images (300 epochs). Time: not measured by mixtok.
 
 `:runlocal` smoke-tests this config on a laptop (synthetic data, 64 px, a block or two per stage, 4
@@ -42,12 +47,14 @@ def get_config(arg=None):
     if arg.runlocal:
         config.model.kwargs.update(common.one_block_per_stage("transnext_small"))  # the same layers, fewer
 
+    # timm's cosine as DaiShiResearch/TransNeXt classification/main.py steps it (once per epoch): warm-up from 1e-6
+    # over 5 epochs, cosine to 1e-5; the script never runs timm's cool-down.
+    schedule = common.timm_cosine(config, arg, warmup_epochs=5, warmup_lr_init=1e-6, min_lr=1e-5, cooldown_epochs=0)
     config.optimizer = ConfigDict(
         dict(
             name="adamw",
             lr=1e-3 * config.batch_size / 1024,  # official at batch 1024, scaled linearly
-            warmup_steps=common.warmup_steps(arg, epochs=5),  # linear warm-up, then cosine
-            min_lr=1e-5,  # cosine decay to min_lr
+            **schedule,
             weight_decay=0.05,
             b1=0.9,
             b2=0.999,
@@ -56,4 +63,7 @@ def get_config(arg=None):
         )
     )
     config.label_smoothing = 0.1
+    # timm's Mixup / CutMix (DaiShiResearch/TransNeXt classification/main.py): one draw a batch, CutMix half the
+    # time; soft targets smoothed by label_smoothing.
+    config.mixup = ConfigDict(dict(mixup_alpha=0.8, cutmix_alpha=1.0, prob=1.0, switch_prob=0.5, mode="batch"))
     return config
