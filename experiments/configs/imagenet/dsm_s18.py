@@ -15,9 +15,10 @@ epochs, cosine over 300 epochs, weight decay 0.05, label smoothing 0.1, drop pat
 1.0. Not implemented (common.py's list): DFFormer's RandAugment and random erasing 0.25 (its README;
 drop path 0.2 is stated for S18 only).
 
-Schedule and Mixup / CutMix as okojoalg/dfformer train.py, sail-sg/metaformer's sets them:
-timm's cosine, rate changed once per epoch, warm-up from 1e-6, min lr 1e-5, then 10 cool-down epochs
-at min lr (--cooldown-epochs); mixup 0.8, cutmix 1.0, switch p 0.5, per batch.
+Schedule and Mixup / CutMix (okojoalg/dfformer: the README's command (--warmup-lr 1e-6,
+--warmup-epochs 20, --mixup 0.8, --cutmix 1.0) and train.py's defaults): timm's cosine, rate changed
+once per epoch, warm-up from 1e-6, min lr 1e-5, then 10 cool-down epochs at min lr
+(--cooldown-epochs); mixup 0.8, cutmix 1.0, switch p 0.5, per batch.
 
 Compute: 387,853 steps of 1,024 images (300 epochs + 10 cool-down). Time: not measured by mixtok.
 
@@ -42,7 +43,7 @@ def get_config(arg=None):
     if arg.runlocal:
         config.model.kwargs.update(common.one_block_per_stage("dsm_s18"))  # the same layers, fewer
 
-    # timm's cosine (okojoalg/dfformer train.py, sail-sg/metaformer's): warm-up from 1e-6 over 20 epochs,
+    # timm's cosine (okojoalg/dfformer README command, train.py defaults): warm-up from 1e-6 over 20 epochs,
     # cosine to 1e-5, then 10 cool-down epochs at 1e-5; the rate changes once per epoch.
     schedule = common.timm_cosine(config, arg, warmup_epochs=20, warmup_lr_init=1e-6, min_lr=1e-5, cooldown_epochs=10)
     config.optimizer = ConfigDict(
@@ -58,7 +59,7 @@ def get_config(arg=None):
         )
     )
     config.label_smoothing = 0.1
-    # timm's Mixup / CutMix (okojoalg/dfformer train.py, sail-sg/metaformer's): one draw a batch, CutMix half
+    # timm's Mixup / CutMix (okojoalg/dfformer README command, train.py defaults): one draw a batch, CutMix half
     # the time; soft targets smoothed by label_smoothing.
     config.mixup = ConfigDict(dict(mixup_alpha=0.8, cutmix_alpha=1.0, prob=1.0, switch_prob=0.5, mode="batch"))
     return config

@@ -17,9 +17,10 @@ label smoothing 0.1, 256 px; drop path 0.1 / 0.15 / 0.35 (README) and 0.4 (FFNet
 default; the README gives only its 384-px fine-tune); eval crop 0.9 (1, 2) or 0.95 (3, 4). Not
 implemented beyond common.py's list: colour jitter, weight EMA (0.9995).
 
-Schedule and Mixup / CutMix as ysj9909/FFNet train.py sets them: timm's cosine, rate changed once
-per epoch, warm-up from 1e-6, min lr 1e-5, then 20 cool-down epochs at min lr (--cooldown-epochs);
-mixup 0.8, cutmix 1.0, switch p 0.5, per batch.
+Schedule and Mixup / CutMix (ysj9909/FFNet train.py (its defaults at commit aed6a70; since removed
+from the repository)): timm's cosine, rate changed once per epoch, warm-up from 1e-6, min lr 1e-5,
+then 20 cool-down epochs at min lr (--cooldown-epochs); mixup 0.8, cutmix 1.0, switch p 0.5, per
+batch.
 
 Compute: 400,364 steps of 1,024 images (300 epochs + 20 cool-down). Time: not measured by mixtok.
 
