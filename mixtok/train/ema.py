@@ -27,6 +27,16 @@ precision on the host) rather than by subtracting a float32 decay from 1, which 
 7 significant digits of 1 - 0.9998. The lerp is torch's (aten `lerp`: `e + w * (p - e)` for
 w < 0.5, else `p - (p - e) * (1 - w)`), so the first update copies the parameters exactly.
 
+Which official recipes keep an EMA (as the configs' docstrings in experiments/configs/imagenet record
+them, and the official code): MetaFormer (sail-sg/metaformer: train.py `--model-ema` off by default,
+scripts/*/train_*.sh do not set it), GFNet and TransNeXt (DaiShiResearch/TransNeXt:
+classification/main.py, its `--model-ema` arguments commented out) keep none; LSNet keeps one at
+0.99996 (DeiT's main.py default), CAS-ViT and FFNet at 0.9995, AffNet (cvnets) at momentum 5e-4,
+TiTok's tokenizer at 0.999. DeiT-style scripts use timm's older `ModelEma`, whose decay is constant
+from the first update (no copy at step 1, no warm-up): `warmup=False` here differs from it only by
+that first copy, so the two averages differ by decay * (the first step's change of the parameters),
+shrinking by another factor of decay at every step.
+
 Buffers: `ModelEmaV3` also averages the model's floating-point buffers (BatchNorm running
 statistics) unless `exclude_buffers=True`. Here only the parameters are averaged, and the EMA model
 is evaluated with the raw model's other collections (`batch_stats`, `quantizer_state`, frozen

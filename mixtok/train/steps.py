@@ -19,6 +19,11 @@ gets bit-for-bit the parameters and metrics the trainer gets:
     batches = data.create_train_iterator(config.data, global_batch_size=config.batch_size, seed=config.seed)
     state, metrics = train_step(state, put_batch(next(batches), batch_sharding(mesh, rules)), step_rng)
 
+With `config.model_ema`, pass `ema = model_ema_from_config(config)` (mixtok.train.ema) as the last
+argument of `abstract_train_state`, `create_train_state` and `make_train_step`: the state is then an
+`EmaTrainState` whose `ema_params` the train step updates, and `evaluate(..., use_ema=True)` evaluates
+them (`eval_ema/...` metrics). Without it (None) nothing differs from a run without EMA.
+
 The state's layout (`abstract_train_state`) is a TrainState of `jax.ShapeDtypeStruct`s whose
 `.sharding` says where each array lives; the steps are jitted with those shardings, and the
 train step donates the state it is given (use the state it returns). Given `rules`, the steps trace
