@@ -11,7 +11,9 @@ The logic lives in importable modules so that a notebook can drive it whole or s
 
 from mixtok.train.checkpointing import Checkpointer, Run, create_checkpointer, load_run
 from mixtok.train.config import validate_config
+from mixtok.train.ema import ModelEma, model_ema_from_config
 from mixtok.train.steps import (
+    EmaTrainState,
     TrainState,
     abstract_train_state,
     create_train_state,
@@ -28,6 +30,8 @@ from mixtok.train.trainer import NonFiniteLossError, Preempted, train_and_evalua
 __all__ = [
     "Preempted",
     "Checkpointer",
+    "EmaTrainState",
+    "ModelEma",
     "NonFiniteLossError",
     "Run",
     "Task",
@@ -41,6 +45,7 @@ __all__ = [
     "make_eval_images_step",
     "make_eval_step",
     "make_train_step",
+    "model_ema_from_config",
     "put_batch",
     "seed_rngs",
     "train_and_evaluate",

@@ -45,7 +45,8 @@ Nothing lost, nothing silent:
   `RUNTIME_DATA_FIELDS`: where the files are, how many threads read them, whether undecodable
   images are skipped; defaults filled in on both sides), task, the task's own fields that the config
   sets (`Task.CONFIG_FIELDS`: label smoothing and mixup, a tokenizer's losses; listed under
-  `task_options`), optimizer, batch_size and seed.
+  `task_options`), optimizer, batch_size, seed and model_ema (the parameters' moving average,
+  `mixtok.train.ema`: on or off and its schedule, defaults filled in; not its `eval` switch).
   `total_steps` is not compared (a run may be extended), nor are logging, evaluation and
   checkpoint cadence, the mesh or the compute dtype. A difference stops the run with
   `ResumeMismatchError` (a ValueError) listing `field: saved -> now`; with
@@ -91,6 +92,7 @@ from ml_collections import ConfigDict
 
 from mixtok.data import DatasetInfo, dataset_info
 from mixtok.train import storage
+from mixtok.train.ema import model_ema_from_config
 from mixtok.train.primary_decides import failed_processes, from_primary, gather_json
 from mixtok.train.tasks import DEFAULT_TASK, get_task
 
@@ -101,7 +103,7 @@ MANIFEST = "mixtok_manifest.json"
 JSON_FILE = "metadata"  # the file orbax's JsonSave writes inside an item's folder
 UNREADABLE = ".unreadable-"
 TMP_MARKER = ".orbax-checkpoint-tmp"
-IDENTITY_FIELDS = ("model", "data", "task", "task_options", "optimizer", "batch_size", "seed")
+IDENTITY_FIELDS = ("model", "data", "task", "task_options", "optimizer", "batch_size", "seed", "model_ema")
 RUNTIME_DATA_FIELDS = ("root", "read_threads", "skip_undecodable")
 RESUME_MISMATCH_MODES = ("error", "allow")
 _ABSENT = "(absent)"
@@ -288,6 +290,18 @@ def _task_options(config: Mapping[str, Any], task: str) -> dict[str, Any]:
     return {field: config.get(field) for field in fields if field in config}
 
 
+def _model_ema_identity(block: Any) -> Any:
+    """config.model_ema with its defaults filled in, `eval` left out (it only adds an eval pass); None when off."""
+    if block is None:
+        return None
+    try:
+        options = dataclasses.asdict(model_ema_from_config(ConfigDict({"model_ema": block})))
+    except Exception:  # e.g. a field this version does not know: compare what was written
+        return block
+    options.pop("eval")
+    return options
+
+
 def _identity(config: Mapping[str, Any]) -> dict[str, Any]:
     model = config.get("model") or {}
     task = config.get("task", DEFAULT_TASK)
@@ -300,6 +314,7 @@ def _identity(config: Mapping[str, Any]) -> dict[str, Any]:
             "optimizer": config.get("optimizer"),
             "batch_size": config.get("batch_size"),
             "seed": config.get("seed"),
+            "model_ema": _model_ema_identity(config.get("model_ema")),
         }
     )
 

@@ -9,6 +9,8 @@ this one in what the run depends on; "allow" resumes them anyway. `sharding_tole
 share of parameter bytes that may stay replicated when the mesh asks for FSDP or tensor parallelism
 (`mixtok.parallel.check_sufficiently_sharded`). `mesh` ({"data": -1, "fsdp": 1, "tensor": 1}): the
 device mesh; `--config.mesh.AXIS=N` sets one axis whether or not the config file has a `mesh`.
+`model_ema` (absent: off): a moving average of the parameters, timm's ModelEmaV3 (`mixtok.train.ema`
+lists its fields and defaults).
 """
 
 import math
@@ -17,6 +19,7 @@ from numbers import Real
 from ml_collections import ConfigDict
 
 from mixtok.registry import unknown_name_error
+from mixtok.train.ema import model_ema_from_config
 from mixtok.train.tasks import DEFAULT_TASK, TASKS, get_task
 from mixtok.train.tasks.base import compute_dtype
 
@@ -37,6 +40,7 @@ TRAINER_FIELDS = REQUIRED + (
     "async_checkpointing",
     "eval_batch_size",
     "resume_mismatch",
+    "model_ema",
 )
 # Fields a config file need not define; `--config.FIELD=VALUE` sets them all the same (mixtok.train's CLI).
 OPTIONAL_DEFAULTS = {"resume_mismatch": "error", "sharding_tolerance": 0.1}
@@ -96,6 +100,7 @@ def validate_config(config: ConfigDict) -> None:
     mismatch = config.get("resume_mismatch", "error")
     if mismatch not in RESUME_MISMATCH:
         raise ValueError(f"config.resume_mismatch must be one of {RESUME_MISMATCH}; got {mismatch!r}.")
+    model_ema_from_config(config)  # a bad config.model_ema field is one line naming it
     task.validate(config)
 
 

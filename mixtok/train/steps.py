@@ -19,6 +19,11 @@ gets bit-for-bit the parameters and metrics the trainer gets:
     batches = data.create_train_iterator(config.data, global_batch_size=config.batch_size, seed=config.seed)
     state, metrics = train_step(state, put_batch(next(batches), batch_sharding(mesh, rules)), step_rng)
 
+With `config.model_ema`, pass `ema = model_ema_from_config(config)` (mixtok.train.ema) as the last
+argument of `abstract_train_state`, `create_train_state` and `make_train_step`: the state is then an
+`EmaTrainState` whose `ema_params` the train step updates, and `evaluate(..., use_ema=True)` evaluates
+them (`eval_ema/...` metrics). Without it (None) nothing differs from a run without EMA.
+
 The state's layout (`abstract_train_state`) is a TrainState of `jax.ShapeDtypeStruct`s whose
 `.sharding` says where each array lives; the steps are jitted with those shardings, and the
 train step donates the state it is given (use the state it returns). Given `rules`, the steps trace
@@ -38,6 +43,7 @@ import numpy as np
 import optax
 
 from mixtok.parallel import logical_shardings, replicated, sharding_context
+from mixtok.train.ema import ModelEma
 from mixtok.train.tasks import Task
 
 
@@ -51,6 +57,17 @@ class TrainState:
     other_variables: Any  # model collections that are not trained (e.g. `frozen`, `batch_stats`)
 
 
+@flax.struct.dataclass
+class EmaTrainState(TrainState):
+    """The train state of a run with `config.model_ema`: also the parameters' moving average (mixtok.train.ema).
+
+    A subclass rather than an optional field, so that a run without EMA keeps the state's tree, and
+    so its checkpoints' structure, exactly as before (orbax restores by the tree's keys).
+    """
+
+    ema_params: Any  # float32, the parameters' logical axes and so their shardings
+
+
 def seed_rngs(seed: int) -> tuple[jax.Array, jax.Array]:
     """(init_rng, step_rng) of a run: step t's key is `fold_in(step_rng, t)`, so a resumed run repeats it."""
     init_rng, step_rng = jax.random.split(jax.random.PRNGKey(seed))
@@ -62,26 +79,33 @@ def put_batch(batch: Mapping[str, np.ndarray], sharding) -> dict[str, jax.Array]
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
 
 
-def _init_fn(task: Task, tx: optax.GradientTransformation, image_size: int) -> Callable[[jax.Array], TrainState]:
-    """rng -> the step-0 TrainState, its parameters still boxed with their logical axis names."""
+def _init_fn(
+    task: Task, tx: optax.GradientTransformation, image_size: int, ema: ModelEma | None = None
+) -> Callable[[jax.Array], TrainState]:
+    """rng -> the step-0 TrainState, its parameters (and their EMA) still boxed with their logical axis names."""
 
     def init(rng):
         variables = dict(task.init(rng, task.dummy_batch(image_size)))
         params = variables.pop("params")
-        return TrainState(
-            step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), other_variables=variables
-        )
+        step = jnp.zeros((), jnp.int32)
+        fields = dict(step=step, params=params, opt_state=tx.init(params), other_variables=variables)
+        if ema is None:
+            return TrainState(**fields)
+        return EmaTrainState(**fields, ema_params=ema.init(params))
 
     return init
 
 
-def abstract_train_state(task: Task, tx: optax.GradientTransformation, image_size: int, mesh, rules) -> TrainState:
+def abstract_train_state(
+    task: Task, tx: optax.GradientTransformation, image_size: int, mesh, rules, ema: ModelEma | None = None
+) -> TrainState:
     """The train state's layout: a `jax.ShapeDtypeStruct` per array, its `.sharding` from the logical axes.
 
     Nothing is allocated; orbax restores a checkpoint into this layout, and the steps are jitted
-    with its shardings.
+    with its shardings. With `ema` (`model_ema_from_config(config)`) it is an `EmaTrainState`,
+    whose `ema_params` are float32 with the parameters' logical axes and so their shardings.
     """
-    boxed = jax.eval_shape(_init_fn(task, tx, image_size), jax.random.PRNGKey(0))
+    boxed = jax.eval_shape(_init_fn(task, tx, image_size, ema), jax.random.PRNGKey(0))
     shardings = logical_shardings(boxed, mesh, rules)
     return jax.tree_util.tree_map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), nn.meta.unbox(boxed), shardings
@@ -94,10 +118,15 @@ def shardings_of(layout: Any) -> Any:
 
 
 def create_train_state(
-    task: Task, tx: optax.GradientTransformation, rng: jax.Array, image_size: int, layout: TrainState
+    task: Task,
+    tx: optax.GradientTransformation,
+    rng: jax.Array,
+    image_size: int,
+    layout: TrainState,
+    ema: ModelEma | None = None,
 ) -> TrainState:
     """The step-0 train state, each array created already sharded as `layout` says (never gathered)."""
-    init = _init_fn(task, tx, image_size)
+    init = _init_fn(task, tx, image_size, ema)
     return jax.jit(lambda r: nn.meta.unbox(init(r)), out_shardings=shardings_of(layout))(rng)
 
 
@@ -113,11 +142,15 @@ def make_train_step(
     layout: TrainState,
     batch_sharding,
     rules: Sequence | None = None,
+    ema: ModelEma | None = None,
 ) -> Callable[[TrainState, dict[str, jax.Array], jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
     """The jitted `(state, batch, step_rng) -> (state + 1 step, metrics)`; it donates `state`.
 
     Metrics: the loss, the global gradient norm, the learning rate of this step, and the task's own.
     `rules` (the run's sharding rules) turn on the model's activation constraints on the batch's mesh.
+    With `ema` (the state is an `EmaTrainState`), `state.ema_params` is updated after the optimizer
+    update with the new parameters and the step count after it (timm's
+    `model_ema.update(model, step=num_updates)`; mixtok.train.ema).
     """
 
     def train_step(state: TrainState, batch, step_rng):
@@ -132,9 +165,11 @@ def make_train_step(
         params = optax.apply_updates(state.params, updates)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "learning_rate": schedule(state.step), **aux}
         other_variables = {**state.other_variables, **updated_variables}  # e.g. BatchNorm running statistics
-        return state.replace(
-            step=state.step + 1, params=params, opt_state=opt_state, other_variables=other_variables
-        ), metrics
+        step = state.step + 1
+        state = state.replace(step=step, params=params, opt_state=opt_state, other_variables=other_variables)
+        if ema is not None:  # timm: after the optimizer step, with the update count that includes it
+            state = state.replace(ema_params=ema.update(state.ema_params, params, step))
+        return state, metrics
 
     shardings, repl = shardings_of(layout), replicated(batch_sharding.mesh)
     return jax.jit(
@@ -168,17 +203,38 @@ def make_eval_images_step(task: Task, layout: TrainState, batch_sharding, rules:
 
 
 def evaluate(
-    task: Task, eval_step, eval_images_step, state: TrainState, batches: Iterable[Mapping[str, Any]], batch_sharding
+    task: Task,
+    eval_step,
+    eval_images_step,
+    state: TrainState,
+    batches: Iterable[Mapping[str, Any]],
+    batch_sharding,
+    *,
+    use_ema: bool = False,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """One pass over `batches`: (the task's eval metrics, its eval images of the first batch, on the host)."""
+    """One pass over `batches`: (the task's eval metrics, its eval images of the first batch, on the host).
+
+    `use_ema` evaluates `state.ema_params` (with the raw model's other collections) and names the
+    metrics `eval_ema/...` instead of `eval/...`. `eval_images_step=None` writes no images ({}).
+    """
+    params = getattr(state, "ema_params", None) if use_ema else state.params
+    if params is None:
+        raise ValueError("use_ema=True needs an EmaTrainState (a run with config.model_ema).")
     sums, first = None, None
     for batch in batches:
         batch = put_batch(batch, batch_sharding)
         first = batch if first is None else first
-        out = eval_step(state.params, state.other_variables, batch)
+        out = eval_step(params, state.other_variables, batch)
         sums = out if sums is None else jax.tree_util.tree_map(jnp.add, sums, out)
     if first is None:
         raise ValueError("The eval set yielded no batches; check config.data's eval split.")
     metrics = task.summarize_eval(jax.device_get(sums))
-    images = jax.device_get(eval_images_step(state.params, state.other_variables, first))
+    if use_ema:
+        metrics = {_ema_name(key): value for key, value in metrics.items()}
+    images = {} if eval_images_step is None else jax.device_get(eval_images_step(params, state.other_variables, first))
     return metrics, images
+
+
+def _ema_name(key: str) -> str:
+    """`eval/accuracy` -> `eval_ema/accuracy` (a key without the `eval/` prefix gets `eval_ema/` in front)."""
+    return "eval_ema/" + key.removeprefix("eval/")

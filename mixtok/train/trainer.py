@@ -7,7 +7,10 @@ from `config.model` (`create_model(config.model.name, **config.model.kwargs)` fo
 `create_tokenizer(...)` for tokenizers), creates the train state already sharded, resumes from
 the latest checkpoint in `workdir` if there is one, and then trains to `config.total_steps`,
 logging to `workdir/metrics.jsonl` and TensorBoard, evaluating every `eval_every` steps and
-checkpointing every `checkpoint_every` steps, on SIGTERM, and at the end.
+checkpointing every `checkpoint_every` steps, on SIGTERM, and at the end. With `config.model_ema`
+the state also holds a moving average of the parameters (timm's ModelEmaV3, `mixtok.train.ema`),
+checkpointed with it and, with `model_ema.eval` (the default), evaluated beside the raw model
+(`eval_ema/...` beside `eval/...`).
 
 Nothing lost, nothing silent: the workdir is checked, created and locked first (one trainer per
 workdir, `mixtok.train.workdir`); a run stopped by SIGTERM saves a checkpoint and raises
@@ -48,6 +51,7 @@ from mixtok.parallel import (
 from mixtok.train import steps
 from mixtok.train.checkpointing import create_checkpointer
 from mixtok.train.config import validate_config
+from mixtok.train.ema import model_ema_from_config
 from mixtok.train.metric_writer import MetricWriter
 from mixtok.train.steps import TrainState
 from mixtok.train.tasks import DEFAULT_TASK, get_task
@@ -242,12 +246,13 @@ def _train(config: ConfigDict, run_dir: Workdir, stop_at_step: int | None) -> di
     info = data_lib.dataset_info(config.data)
     task = get_task(config.get("task", DEFAULT_TASK)).from_config(config, info)
     tx, schedule = task.create_optimizer(config)
-    layout = steps.abstract_train_state(task, tx, info.image_size, mesh, rules)
+    ema = model_ema_from_config(config)  # None: no EMA, and the state is what it was without it
+    layout = steps.abstract_train_state(task, tx, info.image_size, mesh, rules, ema)
     init_rng, step_rng = steps.seed_rngs(config.seed)
     check_sufficiently_sharded(
         layout.params, mesh, config.get("sharding_tolerance", DEFAULT_SHARDING_TOLERANCE)
     )  # before anything is allocated
-    train_step = steps.make_train_step(task, tx, schedule, layout, batch_shard, rules)
+    train_step = steps.make_train_step(task, tx, schedule, layout, batch_shard, rules, ema)
     eval_step = steps.make_eval_step(task, layout, batch_shard, rules)
     eval_images_step = steps.make_eval_images_step(task, layout, batch_shard, rules)
 
@@ -263,7 +268,7 @@ def _train(config: ConfigDict, run_dir: Workdir, stop_at_step: int | None) -> di
         start, state = resumed
     else:
         start = 0
-        state = steps.create_train_state(task, tx, init_rng, info.image_size, layout)
+        state = steps.create_train_state(task, tx, init_rng, info.image_size, layout, ema)
 
     def run_eval(state: TrainState) -> dict[str, float]:
         eval_batches = data_lib.create_eval_iterator(
@@ -272,6 +277,12 @@ def _train(config: ConfigDict, run_dir: Workdir, stop_at_step: int | None) -> di
         metrics, images = steps.evaluate(task, eval_step, eval_images_step, state, eval_batches, batch_shard)
         if images and is_lead:  # e.g. originals beside reconstructions, from the first eval batch
             task.write_eval_images(images, workdir / "images", int(jax.device_get(state.step)))
+        if ema is not None and ema.eval:  # the same eval set, on the EMA parameters: `eval_ema/...`
+            eval_batches = data_lib.create_eval_iterator(
+                config.data, global_batch_size=config.get("eval_batch_size", config.batch_size)
+            )
+            ema_metrics, _ = steps.evaluate(task, eval_step, None, state, eval_batches, batch_shard, use_ema=True)
+            metrics.update(ema_metrics)
         return metrics
 
     writer = MetricWriter(
