@@ -25,7 +25,8 @@ equals timm op by op:
 
 in timm's order and from the one generator of each example, drawn in that order, so
 turning RandAugment or erasing on leaves every crop and flip as it was. timm turns
-its colour jitter off when RandAugment is on; mixtok has no colour jitter.
+its colour jitter off when RandAugment is on (except with the `t3a` / `t3aw` op
+sets, which keep it); mixtok has no colour jitter, so those two differ from timm.
 
 mixtok's own crop and eval resize (the defaults, kept so that existing configs
 read exactly what they did) differ from timm's / torchvision's in three ways:
