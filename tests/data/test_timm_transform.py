@@ -45,9 +45,13 @@ def _grain_generators(seed: int, count: int) -> list[np.random.Generator]:
 
 def _by_hand(image, options, rng):
     """timm's transforms_imagenet_train order, each step augment.py's function (transforms.normalize is the
-    ToTensor + Normalize that the old path also uses)."""
+    ToTensor + Normalize that the old path also uses). Without train_interpolation, mixtok's own crop."""
     size = options.image_size
-    image = augment.random_resized_crop(image, size, rng, options.crop_scale, options.crop_ratio, "random")
+    if options.train_interpolation is None:
+        image = transforms.upsample_to_min_side(image, size)
+        image = transforms.random_resized_crop(image, size, rng, options.crop_scale, options.crop_ratio)
+    else:
+        image = augment.random_resized_crop(image, size, rng, options.crop_scale, options.crop_ratio, "random")
     if rng.random() < options.hflip:
         image = image[:, ::-1]
     ra = augment.rand_augment_config("rand-m9-mstd0.5-inc1", augment.rand_augment_hparams(size, options.mean))
@@ -65,10 +69,12 @@ def _train(config, seed=0, batch=7):
     return create_train_iterator(config, global_batch_size=batch, seed=seed, shard_index=0, shard_count=1)
 
 
-def test_each_row_equals_augment_functions_replayed_with_grain_generator():
-    options = data_options(TIMM)
+@pytest.mark.parametrize("crop", ["random", None], ids=["timm crop", "mixtok crop"])
+def test_each_row_equals_augment_functions_replayed_with_grain_generator(crop):
+    config = dict(TIMM, train_interpolation=crop)
+    options = data_options(config)
     source = sources.create_source(options, "train")
-    batch = next(_train(TIMM, seed=3, batch=14))
+    batch = next(_train(config, seed=3, batch=14))
     generators = _grain_generators(3, 14)
     assert sorted(batch["label"]) == list(range(14))  # one epoch: every photo once
     for row, (label, generator) in enumerate(zip(batch["label"], generators)):
