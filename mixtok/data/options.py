@@ -26,6 +26,23 @@ Fields of `config.data` (all but `name` optional):
   read_threads       threads that read and transform examples in each process
                      (0 = in the calling thread); default 0 for the in-memory
                      sources (digits, synthetic, sample_photos), 16 for files
+
+timm's training augmentations (names as timm's train.py flags; all off by default, so a config
+without them reads exactly what it did before they existed; see `mixtok.data.transforms`):
+
+  train_interpolation  None (default): mixtok's own random resized crop (bilinear, small
+                     images upsampled first); 'random', 'bilinear', 'bicubic' (or another
+                     PIL filter name): timm's RandomResizedCropAndInterpolation with that
+                     interpolation ('random': bilinear or bicubic per image)
+  auto_augment       a timm RandAugment string such as 'rand-m9-mstd0.5-inc1' (after the
+                     flip); None or '' (default): off. Its rotations, shears and translations
+                     use train_interpolation when that names one filter, else a random one
+  reprob             random erasing probability, after normalisation; default 0 (off)
+  remode             erasing fill: 'pixel' (default, as timm's train.py), 'rand' or 'const'
+  recount            at most this many erased boxes per image (uniform in 1..recount); default 1
+  eval_interpolation None (default): mixtok's eval resize (bilinear, centre offsets rounded
+                     down); 'bicubic' (timm's) or another filter: timm's eval resize and
+                     centre crop (torchvision's rounding of the offsets)
 """
 
 from __future__ import annotations
@@ -36,6 +53,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from mixtok.data import augment
 from mixtok.registry import close_matches_hint
 
 _log = logging.getLogger(__name__)
@@ -62,6 +80,12 @@ _FIELDS = (
     "std",
     "skip_undecodable",
     "read_threads",
+    "train_interpolation",
+    "auto_augment",
+    "reprob",
+    "remode",
+    "recount",
+    "eval_interpolation",
 )
 
 
@@ -85,6 +109,12 @@ class DataOptions:
     std: tuple[float, float, float]
     skip_undecodable: bool
     read_threads: int
+    train_interpolation: str | None = None
+    auto_augment: str | None = None
+    reprob: float = 0.0
+    remode: str = "pixel"
+    recount: int = 1
+    eval_interpolation: str | None = None
 
 
 def check_source_name(name: Any) -> str:
@@ -141,6 +171,48 @@ def _flip_probability(value: Any) -> float:
     raise ValueError(f"data.hflip must be True, False or a probability in [0, 1], got {value!r}.")
 
 
+def _interpolation(field: str, value: Any, allow_random: bool) -> str | None:
+    if value is None:
+        return None
+    valid = (("random",) if allow_random else ()) + tuple(augment.INTERPOLATIONS)
+    if value not in valid:
+        raise ValueError(
+            f"data.{field} must be None (mixtok's own resize) or one of {', '.join(valid)}, got {value!r}."
+            f"{close_matches_hint(value, valid)}"
+        )
+    return value
+
+
+def _augmentations(fields: Mapping[str, Any], image_size: int, mean: tuple[float, ...]) -> dict[str, Any]:
+    """The timm augmentation fields, checked with augment.py's own parsers (one-line errors naming the value)."""
+    train_interpolation = _interpolation("train_interpolation", fields.get("train_interpolation"), allow_random=True)
+    auto_augment = fields.get("auto_augment") or None
+    if auto_augment is not None:
+        try:
+            augment.rand_augment_config(
+                auto_augment, augment.rand_augment_hparams(image_size, mean, train_interpolation or "random")
+            )
+        except ValueError as error:
+            raise ValueError(f"data.auto_augment: {error}") from None
+    reprob = fields.get("reprob", 0.0)
+    if isinstance(reprob, bool) or not isinstance(reprob, (int, float)) or not 0.0 <= reprob <= 1.0:
+        raise ValueError(f"data.reprob (random erasing probability) must be a number in [0, 1], got {reprob!r}.")
+    remode = fields.get("remode", "pixel")
+    if remode not in augment.ERASING_MODES:
+        raise ValueError(
+            f"data.remode (random erasing fill) must be one of {', '.join(augment.ERASING_MODES)}, got {remode!r}."
+        )
+    recount = _positive_int("recount", fields.get("recount", 1))
+    return dict(
+        train_interpolation=train_interpolation,
+        auto_augment=auto_augment,
+        reprob=float(reprob),
+        remode=remode,
+        recount=recount,
+        eval_interpolation=_interpolation("eval_interpolation", fields.get("eval_interpolation"), allow_random=False),
+    )
+
+
 def data_options(data_config: Any) -> DataOptions:
     """Validates `config.data` and fills in the defaults for its source."""
     fields = _as_dict(data_config)
@@ -164,12 +236,14 @@ def data_options(data_config: Any) -> DataOptions:
     crop_pct = fields.get("crop_pct", 0.875)
     if not isinstance(crop_pct, (int, float)) or not 0 < crop_pct <= 1:
         raise ValueError(f"data.crop_pct must be in (0, 1], got {crop_pct!r}.")
+    image_size = _positive_int("image_size", fields.get("image_size", 32 if in_memory else 224))
+    mean = _triple("mean", fields.get("mean", IMAGENET_MEAN), positive=False)
     return DataOptions(
         name=name,
         root=None if root is None else os.path.expanduser(str(root)),
         train_split=str(fields.get("train_split", "train")),
         eval_split=str(fields.get("eval_split", "test" if in_memory else "val")),
-        image_size=_positive_int("image_size", fields.get("image_size", 32 if in_memory else 224)),
+        image_size=image_size,
         num_classes=num_classes,
         num_examples=_positive_int("num_examples", fields.get("num_examples", 512)),
         num_eval_examples=_positive_int("num_eval_examples", fields.get("num_eval_examples", 128)),
@@ -177,8 +251,9 @@ def data_options(data_config: Any) -> DataOptions:
         crop_ratio=_pair("crop_ratio", fields.get("crop_ratio", (3 / 4, 4 / 3)), 0.0, float("inf")),
         hflip=_flip_probability(fields.get("hflip", True)),
         crop_pct=float(crop_pct),
-        mean=_triple("mean", fields.get("mean", IMAGENET_MEAN), positive=False),
+        mean=mean,
         std=_triple("std", fields.get("std", IMAGENET_STD), positive=True),
         skip_undecodable=bool(fields.get("skip_undecodable", False)),
         read_threads=_positive_int("read_threads", fields.get("read_threads", 0 if in_memory else 16), allow_zero=True),
+        **_augmentations(fields, image_size, mean),
     )

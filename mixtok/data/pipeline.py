@@ -166,12 +166,16 @@ def create_train_iterator(
     ds = grain.MapDataset.source(source).shuffle(seed=int(seed)).repeat()
     # random_map keys each example by its index in this global stream, so every
     # process count gives an example the same crop and flip.
-    augment_seed = int(np.random.SeedSequence([int(seed), 0]).generate_state(1)[0])
-    ds = ds.random_map(TrainTransform(options), seed=augment_seed)
+    ds = ds.random_map(TrainTransform(options), seed=augment_seed(seed))
     ds = ProcessRows(ds, rows=batch_size, index=shard_index, count=shard_count)
     batches = batching.SkipUndecodableBatchDataset(ds.to_iter_dataset(_read_options(options)), batch_size)
     batches = _multiprocess(batches, worker_count)
     return batching.ReportSkippedIterator(batches.__iter__())
+
+
+def augment_seed(seed: int) -> int:
+    """The seed of the train stream's `random_map`: the generator of stream position t is grain's for index t."""
+    return int(np.random.SeedSequence([int(seed), 0]).generate_state(1)[0])
 
 
 class ProcessRows(grain.MapDataset):

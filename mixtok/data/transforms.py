@@ -8,6 +8,35 @@ Resizing is PIL bilinear (which antialiases when it shrinks). Randomness comes
 only from the `np.random.Generator` that grain's `random_map` hands each
 example, which grain derives from the pipeline seed and the example's position
 in the stream, so a transform is a pure function of (example, rng).
+
+timm's training transform (timm/data/transforms_factory.py
+`transforms_imagenet_train`) is switched on piece by piece by the data options
+(`mixtok.data.options`), each piece being `mixtok.data.augment`'s function, which
+equals timm op by op:
+
+  train_interpolation set  timm's random resized crop (augment.random_resized_crop)
+                           replaces mixtok's, with that interpolation
+  hflip                    as before (one draw whether or not it flips)
+  auto_augment             RandAugment (augment.rand_augment) on the uint8 crop
+  (normalise)
+  reprob > 0               random erasing (augment.random_erasing) on the float image
+  eval_interpolation set   augment.eval_resize_and_center_crop replaces the eval
+                           resize and crop
+
+in timm's order and from the one generator of each example, drawn in that order, so
+turning RandAugment or erasing on leaves every crop and flip as it was. timm turns
+its colour jitter off when RandAugment is on (except with the `t3a` / `t3aw` op
+sets, which keep it); mixtok has no colour jitter, so those two differ from timm.
+
+mixtok's own crop and eval resize (the defaults, kept so that existing configs
+read exactly what they did) differ from timm's / torchvision's in three ways:
+`random_resized_crop` resizes the box with PIL's `box=`, which reads pixels just
+outside the crop for its filter support (torchvision crops first, then resizes,
+so the border pixels differ); `sample_crop_box` draws its ten attempts in one
+vectorised call (another draw order than timm's loop) and small images are
+upsampled before cropping (timm does not); `center_crop` rounds the offsets
+down, (h - S) // 2, where torchvision rounds (h - S) / 2 half to even (a margin
+of 19 gives 9 here, 10 there). The timm options use augment.py's exact versions.
 """
 
 from __future__ import annotations
@@ -19,7 +48,7 @@ import grain
 import numpy as np
 from PIL import Image
 
-from mixtok.data import decode
+from mixtok.data import augment, decode
 from mixtok.data.options import DataOptions
 
 # torchvision's RandomResizedCrop tries this many crops before falling back to
@@ -132,22 +161,66 @@ def normalize(image: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]
 
 
 def eval_image(image: np.ndarray, options: DataOptions) -> np.ndarray:
-    """The eval transform: resize shorter side, centre crop, normalise."""
+    """The eval transform: resize shorter side, centre crop, normalise.
+
+    With `eval_interpolation` set, the resize and crop are timm's (`augment.eval_resize_and_center_crop`).
+    """
     size = options.image_size
+    if options.eval_interpolation is not None:
+        image = augment.eval_resize_and_center_crop(image, size, options.crop_pct, options.eval_interpolation)
+        return normalize(image, options.mean, options.std)
     image = resize_shorter_side(image, int(size / options.crop_pct))
     return normalize(center_crop(image, size), options.mean, options.std)
 
 
-def train_image(image: np.ndarray, options: DataOptions, rng: np.random.Generator) -> np.ndarray:
-    """The train transform: random resized crop, random flip, normalise."""
+def rand_augment_config(options: DataOptions) -> augment.RandAugmentConfig | None:
+    """The parsed `auto_augment` string with timm's hparams for this image size and mean, or None when off.
+
+    As timm's transforms_imagenet_train: translate_const 0.45 of the image size, fill the mean colour, and a
+    train_interpolation naming one filter fixes the geometric ops' interpolation (else random per op).
+    """
+    if options.auto_augment is None:
+        return None
+    hparams = augment.rand_augment_hparams(options.image_size, options.mean, options.train_interpolation or "random")
+    return augment.rand_augment_config(options.auto_augment, hparams)
+
+
+def random_erasing_config(options: DataOptions) -> augment.RandomErasingConfig | None:
+    """timm's RandomErasing(reprob, mode=remode, max_count=recount), or None when reprob is 0."""
+    if options.reprob <= 0:
+        return None
+    return augment.RandomErasingConfig(probability=options.reprob, mode=options.remode, max_count=options.recount)
+
+
+def train_image(
+    image: np.ndarray,
+    options: DataOptions,
+    rng: np.random.Generator,
+    ra_config: augment.RandAugmentConfig | None = None,
+    erasing_config: augment.RandomErasingConfig | None = None,
+) -> np.ndarray:
+    """The train transform: random resized crop, random flip, [RandAugment], normalise, [random erasing].
+
+    `ra_config` / `erasing_config` (from `rand_augment_config` / `random_erasing_config`) switch those on.
+    """
     size = options.image_size
-    image = upsample_to_min_side(image, size)
-    image = random_resized_crop(image, size, rng, options.crop_scale, options.crop_ratio)
+    if options.train_interpolation is None:
+        image = upsample_to_min_side(image, size)
+        image = random_resized_crop(image, size, rng, options.crop_scale, options.crop_ratio)
+    else:
+        image = augment.random_resized_crop(
+            image, size, rng, options.crop_scale, options.crop_ratio, options.train_interpolation
+        )
     # Draw even when hflip is 0 so turning flips on or off leaves the crops of
     # every other example unchanged.
     if rng.random() < options.hflip:
         image = horizontal_flip(image)
-    return normalize(image, options.mean, options.std)
+    if ra_config is not None:
+        image = augment.rand_augment(np.ascontiguousarray(image), ra_config, rng)
+    image = normalize(image, options.mean, options.std)
+    if erasing_config is not None:
+        image = augment.random_erasing(image, erasing_config, rng)
+    return image
 
 
 class TrainTransform(grain.transforms.RandomMap):
@@ -155,12 +228,17 @@ class TrainTransform(grain.transforms.RandomMap):
 
     def __init__(self, options: DataOptions):
         self._options = options
+        # Parsed once here rather than per example; both are small frozen dataclasses, so the
+        # transform still pickles into grain's worker processes.
+        self._ra_config = rand_augment_config(options)
+        self._erasing_config = random_erasing_config(options)
 
     def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         example = decode.decode_example(element, self._options.skip_undecodable)
         if decode.is_undecodable(example):
             return example
-        return {"image": train_image(example["image"], self._options, rng), "label": example["label"]}
+        image = train_image(example["image"], self._options, rng, self._ra_config, self._erasing_config)
+        return {"image": image, "label": example["label"]}
 
 
 class EvalTransform(grain.transforms.Map):
