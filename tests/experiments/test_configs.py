@@ -283,6 +283,81 @@ def test_families_without_timms_scheduler_keep_their_schedule_and_do_not_mix(nam
     assert config.get("mixup") is None and config.total_steps == 300 * IMAGENET_TRAIN_IMAGES // config.batch_size
 
 
+# The training augmentations each official script runs (its argparse defaults or, for DFFormer, its README
+# command): train interpolation, RandAugment, random-erasing probability; every one erases per pixel with one
+# box and evaluates with a bicubic resize (timm _cfg interpolation or DeiT-style Resize(interpolation=3)).
+RAND_M9 = "rand-m9-mstd0.5-inc1"
+AUGMENTATIONS = {
+    "caformer": ("sail-sg/metaformer train.py", "random", RAND_M9, 0.25),
+    "convformer": ("sail-sg/metaformer train.py", "random", RAND_M9, 0.25),
+    "poolformerv2": ("sail-sg/metaformer train.py", "random", RAND_M9, 0.25),
+    "identityformer": ("sail-sg/metaformer train.py", "random", RAND_M9, 0.25),
+    "randformer": ("sail-sg/metaformer train.py", "random", RAND_M9, 0.25),
+    "poolformer": ("sail-sg/poolformer train.py", "random", RAND_M9, 0.25),
+    "davit": ("dingmyu/davit train.py", "bicubic", RAND_M9, 0.25),
+    "ffnet": ("ysj9909/FFNet train.py @ aed6a70", "bicubic", RAND_M9, 0.25),
+    "iformer": ("sail-sg/iFormer checkpoint/iformer_*/args.yaml", "random", RAND_M9, 0.25),
+    "dsm": ("okojoalg/dfformer README command (--aa, --reprob 0.25), train.py", "random", RAND_M9, 0.25),
+    "gfnet": ("raoyongming/GFNet main_gfnet.py (--reprob 0)", "bicubic", RAND_M9, 0.0),
+    "lsnet": ("jameslahm/lsnet main.py", "bicubic", RAND_M9, 0.25),
+    "transnext": ("DaiShiResearch/TransNeXt classification/main.py", "bicubic", RAND_M9, 0.25),
+    "cas_vit": ("Tianfang-Zhang/CAS-ViT classification/main.py (--reprob 0.0)", "bicubic", RAND_M9, 0.0),
+}
+# apple/ml-cvnets mobilevit.yaml: random resized crop and flip only.
+NO_AUGMENTATION_FAMILIES = ("affnet",)
+AUGMENTATION_FIELDS = ("train_interpolation", "auto_augment", "reprob", "remode", "recount", "eval_interpolation")
+
+
+def augmentation_family(name: str) -> str | None:
+    keys = [k for k in AUGMENTATIONS if name == k or name.startswith(k + "_")]
+    return max(keys, key=len) if keys else None
+
+
+def test_every_classification_config_has_an_augmentation_row_or_trains_without():
+    for name in classification_names():
+        assert (augmentation_family(name) is None) == name.startswith(NO_AUGMENTATION_FAMILIES), name
+    assert all(augmentation_family(key) for key in TIMM_RECIPES)  # every timm-recipe family states its augmentations
+
+
+@pytest.mark.parametrize("name", classification_names())
+@pytest.mark.parametrize("arg", [None, "runlocal"])
+def test_imagenet_data_block_has_the_official_augmentations(name, arg):
+    config = get_config(CONFIG_DIR / "imagenet" / f"{name}.py", arg)
+    family = augmentation_family(name)
+    if family is None:  # AFFNet: mixtok's own crop, no RandAugment, no erasing, mixtok's eval resize
+        expected = dict(train_interpolation=None, auto_augment=None, reprob=0.0, eval_interpolation=None)
+    else:
+        _, interpolation, auto_augment, reprob = AUGMENTATIONS[family]
+        expected = dict(
+            train_interpolation=interpolation, auto_augment=auto_augment, reprob=reprob, eval_interpolation="bicubic"
+        )
+    expected.update(remode="pixel", recount=1)
+    data = config.data.to_dict()
+    assert {k: data[k] for k in AUGMENTATION_FIELDS} == expected
+    # mixtok's reader accepts them as they are (no typo passes silently into a run).
+    options = data_lib.data_options(config.data)
+    assert {k: getattr(options, k) for k in AUGMENTATION_FIELDS} == expected
+
+
+@pytest.mark.parametrize("name", ["affnet_t", "caformer_s18"])
+def test_augmentation_fields_are_overridable_on_a_locked_config_even_when_off(name):
+    config = get_config(CONFIG_DIR / "imagenet" / f"{name}.py")
+    config.lock()
+    overrides = dict(
+        train_interpolation="bilinear",
+        auto_augment="rand-m7-n2",
+        reprob=0.5,
+        remode="const",
+        recount=2,
+        eval_interpolation="bilinear",
+    )
+    for key, value in overrides.items():
+        config.data[key] = value  # what --config.data.<key>=<value> does; an unknown key would raise
+    assert {k: config.data[k] for k in AUGMENTATION_FIELDS} == overrides
+    options = data_lib.data_options(config.data)
+    assert {k: getattr(options, k) for k in AUGMENTATION_FIELDS} == overrides
+
+
 def test_runlocal_uses_timms_schedule_in_four_one_step_epochs():
     config = get_config(CONFIG_DIR / "imagenet" / "caformer_s18.py", "runlocal")
     optimizer = config.optimizer
@@ -409,6 +484,9 @@ def test_a_missing_data_root_stops_training_at_start_up_with_a_clear_message(tmp
 
 def test_runlocal_trains_an_imagenet_config_end_to_end(tmp_path):
     config = get_config(SMOKE_CONFIG, "runlocal")
+    # The run goes through timm's training augmentations and bicubic evaluation, as the full config does.
+    assert config.data.auto_augment == RAND_M9 and config.data.reprob == 0.25
+    assert config.data.train_interpolation == "random" and config.data.eval_interpolation == "bicubic"
     config.progress_bar = False
     metrics = train_and_evaluate(config, tmp_path)
     assert math.isfinite(metrics["train/loss"]) and math.isfinite(metrics["eval/loss"])

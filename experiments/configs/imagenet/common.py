@@ -45,14 +45,22 @@ prob 1.0, switch_prob 0.5, mode "batch".
 
 The training pipeline, as in timm's train.py that most official classification scripts build on:
 random resized crop (area 0.08-1, aspect 3/4-4/3), horizontal flip (p 0.5), ImageNet mean / std;
-evaluation resizes to image_size / crop_pct and centre-crops image_size. Not implemented yet by mixtok,
-all of which timm's recipe uses and which matter for reaching the papers' accuracy (expect a run to land
-below the reported top-1 until they are; each config names its family's further gaps):
+evaluation resizes to image_size / crop_pct and centre-crops image_size. On top of it, each
+classification config turns on, through `imagenet_data`, the augmentations its official script uses
+(mixtok.data.options names the fields; all are keys of config.data even when off, so
+`--config.data.reprob=0` and the like override them):
 
-- RandAugment (timm `rand-m9-mstd0.5-inc1`);
-- random erasing (p 0.25, per-pixel noise);
-- bicubic resizing at evaluation and a random (bilinear / bicubic) interpolation per training crop
-  (mixtok resizes bilinearly).
+- `train_interpolation`: timm's RandomResizedCropAndInterpolation with "random" (bilinear or bicubic
+  per image, timm train.py's default) or "bicubic" (DeiT-style main.py's default);
+- `auto_augment`: timm's RandAugment, `rand-m9-mstd0.5-inc1` in all these scripts;
+- `reprob` / `remode` / `recount`: random erasing (p 0.25, per-pixel noise, one box, where used);
+- `eval_interpolation="bicubic"`: timm's eval resize and centre crop, bicubic as the models'
+  pretrained configs and DeiT-style `transforms.Resize(size, interpolation=3)` resize.
+
+timm's create_transform skips colour jitter while RandAugment is on (transforms_factory.py: "color
+jitter is typically disabled if AA/RA on"), so the scripts' `--color-jitter 0.4` does nothing there
+and is not a gap. Not implemented yet by mixtok (each config names its family's further gaps): the
+repeated-augmentation sampler (DeiT's --repeated-aug), weight EMA, where a script uses them.
 
 Weight decay applies to the weights with two or more dimensions only, as timm's does (no decay on
 norms, biases and scales); where an official recipe excludes more by name, its config says so.
@@ -84,7 +92,7 @@ Differences that matter, all unimplemented or impossible offline (expect worse r
   area 60-100% and aspect 1 (then resized to 256) is the nearest its transforms give.
 """
 
-from ml_collections import ConfigDict
+from ml_collections import ConfigDict, config_dict
 
 from mixtok.data.options import IMAGENET_MEAN, IMAGENET_STD
 from mixtok.models import model_spec
@@ -243,6 +251,11 @@ def check_steps_cover(arg: ConfigDict, **milestones: int) -> None:
         )
 
 
+def _optional_str(value: str | None):
+    """`value`, or for None a str placeholder: ml_collections' command-line overrides refuse None-typed fields."""
+    return config_dict.placeholder(str) if value is None else value
+
+
 def imagenet_data(
     arg: ConfigDict,
     *,
@@ -253,14 +266,34 @@ def imagenet_data(
     mean=IMAGENET_MEAN,
     std=IMAGENET_STD,
     runlocal_data: dict | None = None,
+    train_interpolation: str | None = None,
+    auto_augment: str | None = None,
+    reprob: float = 0.0,
+    remode: str = "pixel",
+    recount: int = 1,
+    eval_interpolation: str | None = None,
 ) -> ConfigDict:
     """The data section: ImageNet from `data_root=` in `source=` format, or in-memory data under runlocal.
 
     Training crops are random resized crops (area `crop_scale`, aspect `crop_ratio`) flipped
     horizontally; evaluation resizes to image_size / crop_pct and centre-crops image_size.
     `runlocal_data` replaces the synthetic 10-class images of a runlocal run (tokenizers: photos).
+    The timm augmentations (mixtok.data.options: train_interpolation, auto_augment, reprob, remode,
+    recount, eval_interpolation; off by default) are keys of the section whatever their values, also
+    under runlocal, so that runlocal exercises them and `--config.data.<field>=` overrides them; a None
+    is a typed placeholder (a str override is accepted, the value read is None).
     """
-    transforms = dict(crop_scale=crop_scale, crop_ratio=crop_ratio, hflip=True, crop_pct=crop_pct, mean=mean, std=std)
+    augmentations = dict(
+        train_interpolation=_optional_str(train_interpolation),
+        auto_augment=_optional_str(auto_augment),
+        reprob=float(reprob),
+        remode=remode,
+        recount=int(recount),
+        eval_interpolation=_optional_str(eval_interpolation),
+    )
+    transforms = dict(
+        crop_scale=crop_scale, crop_ratio=crop_ratio, hflip=True, crop_pct=crop_pct, mean=mean, std=std, **augmentations
+    )
     if arg.runlocal:
         return ConfigDict(dict(runlocal_data or RUNLOCAL_SYNTHETIC, **transforms))
     # num_classes is checked against the class folders (a wrong root fails early) and spares

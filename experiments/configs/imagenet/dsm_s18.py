@@ -10,15 +10,19 @@ retrieved and no official code is known, so `dsm_s18` is a stand-in: DFFormer-S1
 Dynamic Spectrum Mixer (mixtok.mixers.dsm and mixtok.models.dsm write down every choice). Do not
 compare its top-1 with the paper's as a reproduction.
 
-Recipe: DFFormer's (okojoalg/dfformer README): AdamW, lr 1e-3 at global batch 1024, 20 warm-up
-epochs, cosine over 300 epochs, weight decay 0.05, label smoothing 0.1, drop path 0.2; eval crop_pct
-1.0. Not implemented (common.py's list): DFFormer's RandAugment and random erasing 0.25 (its README;
-drop path 0.2 is stated for S18 only).
+Recipe: DFFormer's (okojoalg/dfformer README): AdamW, lr 1e-3 at global batch 1024, 20 warm-up epochs,
+cosine over 300 epochs, weight decay 0.05, label smoothing 0.1, drop path 0.2; eval crop_pct 1.0. Drop
+path 0.2 is stated for S18 only (its README).
 
 Schedule and Mixup / CutMix (okojoalg/dfformer: the README's command (--warmup-lr 1e-6,
 --warmup-epochs 20, --mixup 0.8, --cutmix 1.0) and train.py's defaults): timm's cosine, rate changed
 once per epoch, warm-up from 1e-6, min lr 1e-5, then 10 cool-down epochs at min lr
 (--cooldown-epochs); mixup 0.8, cutmix 1.0, switch p 0.5, per batch.
+
+Augmentations (okojoalg/dfformer README command: --aa, --reprob 0.25; train.py's --train-interpolation
+random): RandAugment rand-m9-mstd0.5-inc1, random erasing p 0.25 (per-pixel noise, one box), training
+crops with a random (bilinear or bicubic) interpolation, bicubic evaluation resize (DFFormer's timm
+_cfg); its colour jitter 0.4 is skipped by timm's create_transform while RandAugment is on.
 
 Compute: 387,853 steps of 1,024 images (300 epochs + 10 cool-down). Time: not measured by mixtok.
 
@@ -36,7 +40,19 @@ common = import_beside(__file__, "common")
 def get_config(arg=None):
     arg = common.parse_arg(arg, batch_size=1024, epochs=300)  # DFFormer README: 128 x 8 GPUs
     config = common.classification_loop(arg)  # steps from epochs; eval and checkpoint once per epoch
-    config.data = common.imagenet_data(arg, image_size=224, crop_pct=1.0)  # DFFormer's timm _cfg
+    # Augmentations: okojoalg/dfformer README command: --aa, --reprob 0.25; train.py's --train-interpolation random;
+    # eval resize bicubic.
+    config.data = common.imagenet_data(
+        arg,
+        image_size=224,
+        crop_pct=1.0,  # DFFormer's timm _cfg
+        train_interpolation="random",
+        auto_augment="rand-m9-mstd0.5-inc1",
+        reprob=0.25,
+        remode="pixel",
+        recount=1,
+        eval_interpolation="bicubic",
+    )
 
     config.model = ConfigDict(dict(name="dsm_s18", dtype=common.compute_dtype(arg)))
     config.model.kwargs = ConfigDict(dict(drop_path_rate=0.2))  # DFFormer-S18's

@@ -4,23 +4,27 @@ r"""ffnet_2 on ImageNet-1k at 256 px: FFNified attention (convolutional token an
         --config experiments/configs/imagenet/ffnet_2.py:data_root=/data/imagenet \
         --workdir /tmp/mixtok/ffnet_2
 
-Expect: the official README (ysj9909/FFNet) reports 82.9% top-1 on ImageNet-1k val at 256 px,
-trained on ImageNet-1k only. mixtok has not reproduced it: the augmentations and other parts of the
-official recipe listed in common.py's docstring and below are not implemented yet, so expect a lower
-top-1 until they are.
+Expect: the official README (ysj9909/FFNet) reports 82.9% top-1 on ImageNet-1k val at 256 px, trained on
+ImageNet-1k only. mixtok has not reproduced it: its augmentations are the official script's (below), but
+the differences named below and in common.py's docstring may still leave a run under that top-1.
 
 Paper: MetaMixer Is All You Need (Yun et al.).
 
-Official recipe (ysj9909/FFNet: train.py defaults, README, default_cfgs): AdamW, lr 1e-3 at global
-batch 1024 (128 x 8 GPUs), weight decay 0.05, cosine to 1e-5 after 5 warm-up epochs, 300 epochs,
-label smoothing 0.1, 256 px; drop path 0.1 / 0.15 / 0.35 (README) and 0.4 (FFNet-4: the code's
-default; the README gives only its 384-px fine-tune); eval crop 0.9 (1, 2) or 0.95 (3, 4). Not
-implemented beyond common.py's list: colour jitter, weight EMA (0.9995).
+Official recipe (ysj9909/FFNet: train.py defaults, README, default_cfgs): AdamW, lr 1e-3 at global batch
+1024 (128 x 8 GPUs), weight decay 0.05, cosine to 1e-5 after 5 warm-up epochs, 300 epochs, label
+smoothing 0.1, 256 px; drop path 0.1 / 0.15 / 0.35 (README) and 0.4 (FFNet-4: the code's default; the
+README gives only its 384-px fine-tune); eval crop 0.9 (1, 2) or 0.95 (3, 4). Not implemented beyond
+common.py's list: weight EMA (0.9995).
 
 Schedule and Mixup / CutMix (ysj9909/FFNet train.py (its defaults at commit aed6a70; since removed
 from the repository)): timm's cosine, rate changed once per epoch, warm-up from 1e-6, min lr 1e-5,
 then 20 cool-down epochs at min lr (--cooldown-epochs); mixup 0.2 (the README's command), cutmix
 1.0, switch p 0.5, per batch.
+
+Augmentations (ysj9909/FFNet train.py defaults at aed6a70: --aa, --reprob 0.25, --train-interpolation
+bicubic): RandAugment rand-m9-mstd0.5-inc1, random erasing p 0.25 (per-pixel noise, one box), training
+crops with bicubic interpolation, bicubic evaluation resize (default_cfgs); its colour jitter 0.4 is
+skipped by timm's create_transform while RandAugment is on.
 
 Compute: 400,364 steps of 1,024 images (300 epochs + 20 cool-down). Time: not measured by mixtok.
 
@@ -38,7 +42,19 @@ common = import_beside(__file__, "common")
 def get_config(arg=None):
     arg = common.parse_arg(arg, batch_size=1024, epochs=300)  # 128 x 8 GPUs
     config = common.classification_loop(arg)  # steps from epochs; eval and checkpoint once per epoch
-    config.data = common.imagenet_data(arg, image_size=256, crop_pct=0.9)  # default_cfgs
+    # Augmentations: ysj9909/FFNet train.py defaults at aed6a70: --aa, --reprob 0.25, --train-interpolation bicubic;
+    # eval resize bicubic.
+    config.data = common.imagenet_data(
+        arg,
+        image_size=256,
+        crop_pct=0.9,  # default_cfgs
+        train_interpolation="bicubic",
+        auto_augment="rand-m9-mstd0.5-inc1",
+        reprob=0.25,
+        remode="pixel",
+        recount=1,
+        eval_interpolation="bicubic",
+    )
 
     config.model = ConfigDict(dict(name="ffnet_2", dtype=common.compute_dtype(arg)))
     config.model.kwargs = ConfigDict(dict(drop_path_rate=0.15))  # README (FFNet-4: the code's default)

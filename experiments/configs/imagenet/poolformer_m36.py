@@ -4,21 +4,26 @@ r"""PoolFormer-M36 on ImageNet-1k at 224 px: PoolFormer v1, pooling token mixer.
         --config experiments/configs/imagenet/poolformer_m36.py:data_root=/data/imagenet \
         --workdir /tmp/mixtok/poolformer_m36
 
-Expect: MetaFormer Is Actually What You Need for Vision (Yu et al., CVPR 2022) reports 82.1% top-1
-on ImageNet-1k val at 224 px, trained on ImageNet-1k only (sail-sg/poolformer README, "PoolFormer
-Models"). mixtok has not reproduced it: parts of the official recipe listed in common.py's docstring
-(RandAugment, random erasing, ...) are not implemented yet, so expect a lower top-1 until they are.
+Expect: MetaFormer Is Actually What You Need for Vision (Yu et al., CVPR 2022) reports 82.1% top-1 on
+ImageNet-1k val at 224 px, trained on ImageNet-1k only (sail-sg/poolformer README, "PoolFormer Models").
+mixtok has not reproduced it: its augmentations are the official script's (below), but the differences
+named below and in common.py's docstring may still leave a run under that top-1.
 
-Official recipe, from sail-sg/poolformer: README.md "Train" and train.py's defaults: AdamW, lr 1e-3
-at global batch 1024 (8 GPUs x 128; the README's rule is lr = batch / 1024 * 1e-3), 5 warm-up
-epochs, drop path 0.3, 300 epochs, weight decay 0.05, label smoothing 0.1, apex mixed precision;
-eval crop_pct 0.95 (timm's pretrained config).
+Official recipe, from sail-sg/poolformer: README.md "Train" and train.py's defaults: AdamW, lr 1e-3 at
+global batch 1024 (8 GPUs x 128; the README's rule is lr = batch / 1024 * 1e-3), 5 warm-up epochs, drop
+path 0.3, 300 epochs, weight decay 0.05, label smoothing 0.1, apex mixed precision; eval crop_pct 0.95
+(timm's pretrained config).
 
 The official PoolFormer runs used apex mixed precision (fp16); `bf16` is mixtok's nearest option.
 
 Schedule and Mixup / CutMix as sail-sg/poolformer train.py sets them: timm's cosine, rate changed
 once per epoch, warm-up from 1e-6, min lr 1e-5, then 10 cool-down epochs at min lr
 (--cooldown-epochs); mixup 0.8, cutmix 1.0, switch p 0.5, per batch.
+
+Augmentations (sail-sg/poolformer train.py defaults: --aa, --reprob 0.25, --train-interpolation random):
+RandAugment rand-m9-mstd0.5-inc1, random erasing p 0.25 (per-pixel noise, one box), training crops with
+a random (bilinear or bicubic) interpolation, bicubic evaluation resize (timm's pretrained config); its
+colour jitter 0.4 is skipped by timm's create_transform while RandAugment is on.
 
 Compute: 387,853 steps of 1,024 images (300 epochs + 10 cool-down, 397M images at 224 px); 8.8 GMACs
 per image forward (official README), so about 1.0e19 multiply-adds to train (3x forward). The
@@ -39,7 +44,19 @@ common = import_beside(__file__, "common")
 def get_config(arg=None):
     arg = common.parse_arg(arg, batch_size=1024, epochs=300)  # 8 GPUs x 128
     config = common.classification_loop(arg)  # steps from epochs; eval and checkpoint once per epoch
-    config.data = common.imagenet_data(arg, image_size=224, crop_pct=0.95)  # timm's pretrained config
+    # Augmentations: sail-sg/poolformer train.py defaults: --aa, --reprob 0.25, --train-interpolation random; eval
+    # resize bicubic.
+    config.data = common.imagenet_data(
+        arg,
+        image_size=224,
+        crop_pct=0.95,  # timm's pretrained config
+        train_interpolation="random",
+        auto_augment="rand-m9-mstd0.5-inc1",
+        reprob=0.25,
+        remode="pixel",
+        recount=1,
+        eval_interpolation="bicubic",
+    )
 
     config.model = ConfigDict(dict(name="poolformer_m36", dtype=common.compute_dtype(arg)))
     # Sail-sg/poolformer README "Train": lr = batch / 1024 * 1e-3.
