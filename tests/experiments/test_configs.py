@@ -339,6 +339,28 @@ def test_imagenet_data_block_has_the_official_augmentations(name, arg):
     assert {k: getattr(options, k) for k in AUGMENTATION_FIELDS} == expected
 
 
+# Weight EMA of the official scripts (family: (decay, source)); every other classification config has none.
+MODEL_EMA = {
+    "ffnet_": (0.9995, "ysj9909/FFNet train.py --model-ema-decay"),
+    "cas_vit_": (0.9995, "CAS-ViT classification/main.py --model-ema-decay"),
+    "lsnet_": (0.99996, "LSNet main.py (DeiT's) --model-ema-decay"),
+}
+
+
+@pytest.mark.parametrize("name", classification_names())
+def test_imagenet_model_ema_follows_the_official_scripts(name):
+    from mixtok.train.ema import model_ema_from_config
+
+    config = get_config(CONFIG_DIR / "imagenet" / f"{name}.py")
+    family = next((key for key in MODEL_EMA if name.startswith(key)), None)
+    if family is None:
+        assert "model_ema" not in config, name
+        return
+    decay, _ = MODEL_EMA[family]
+    ema = model_ema_from_config(config)
+    assert (ema.decay, ema.warmup, ema.eval) == (decay, False, True)
+
+
 @pytest.mark.parametrize("name", ["affnet_t", "caformer_s18"])
 def test_augmentation_fields_are_overridable_on_a_locked_config_even_when_off(name):
     config = get_config(CONFIG_DIR / "imagenet" / f"{name}.py")

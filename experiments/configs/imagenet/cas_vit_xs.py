@@ -14,8 +14,9 @@ Paper: CAS-ViT (Zhang et al., 2024).
 Official recipe (Tianfang-Zhang/CAS-ViT: classification/main.py defaults, README): AdamW, lr 6e-3 at
 global batch 2048 (128 x 8 GPUs x update_freq 2), weight decay 0.05, cosine to 1e-6 after 20 warm-up
 epochs, 300 epochs, label smoothing 0.1, drop path 0.1 (the default and the README's command; no
-per-variant rate is given), eval crop 0.875. Trains without the distillation head, as main.py does. Not
-implemented beyond common.py's list: weight EMA (0.9995), the multi-scale sampler.
+per-variant rate is given), eval crop 0.875. Trains without the distillation head, as main.py does. Weight EMA
+0.9995 (`config.model_ema`; the parameters only, not the BatchNorm statistics). Not implemented beyond
+common.py's list: the multi-scale sampler.
 
 Schedule and Mixup / CutMix: main.py has its own cosine (its utils.cosine_scheduler, per step, from
 0), not timm's scheduler, so this config keeps its warm-up then cosine; main.py's defaults train
@@ -77,4 +78,8 @@ def get_config(arg=None):
         )
     )
     config.label_smoothing = 0.1
+    # Weight EMA (CAS-ViT classification/main.py: --model-ema-decay 0.9995), timm's ModelEma:
+    # constant decay from the first step; the average covers the parameters only (BatchNorm statistics
+    # stay the raw model's; mixtok/train/ema.py).
+    config.model_ema = ConfigDict(dict(decay=0.9995, warmup=False))
     return config

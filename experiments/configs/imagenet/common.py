@@ -59,8 +59,10 @@ classification config turns on, through `imagenet_data`, the augmentations its o
 
 timm's create_transform skips colour jitter while RandAugment is on (transforms_factory.py: "color
 jitter is typically disabled if AA/RA on"), so the scripts' `--color-jitter 0.4` does nothing there
-and is not a gap. Not implemented yet by mixtok (each config names its family's further gaps): the
-repeated-augmentation sampler (DeiT's --repeated-aug), weight EMA, where a script uses them.
+and is not a gap. Weight EMA (`config.model_ema`, mixtok/train/ema.py) is set where a script keeps
+one (FFNet, CAS-ViT, LSNet); it averages the parameters only, not BatchNorm statistics. Not
+implemented yet by mixtok (each config names its family's further gaps): the repeated-augmentation
+sampler (DeiT's --repeated-aug), where a script uses it.
 
 Weight decay applies to the weights with two or more dimensions only, as timm's does (no decay on
 norms, biases and scales); where an official recipe excludes more by name, its config says so.

@@ -13,8 +13,8 @@ Paper: MetaMixer Is All You Need (Yun et al.).
 Official recipe (ysj9909/FFNet: train.py defaults, README, default_cfgs): AdamW, lr 1e-3 at global batch
 1024 (128 x 8 GPUs), weight decay 0.05, cosine to 1e-5 after 5 warm-up epochs, 300 epochs, label
 smoothing 0.1, 256 px; drop path 0.1 / 0.15 / 0.35 (README) and 0.4 (FFNet-4: the code's default; the
-README gives only its 384-px fine-tune); eval crop 0.9 (1, 2) or 0.95 (3, 4). Not implemented beyond
-common.py's list: weight EMA (0.9995).
+README gives only its 384-px fine-tune); eval crop 0.9 (1, 2) or 0.95 (3, 4). Weight EMA 0.9995
+(`config.model_ema`, `eval_ema/` metrics; the parameters only, not the BatchNorm statistics).
 
 Schedule and Mixup / CutMix (ysj9909/FFNet train.py (its defaults at commit aed6a70; since removed
 from the repository)): timm's cosine, rate changed once per epoch, warm-up from 1e-6, min lr 1e-5,
@@ -77,6 +77,10 @@ def get_config(arg=None):
         )
     )
     config.label_smoothing = 0.1
+    # Weight EMA (ysj9909/FFNet train.py: --model-ema, decay 0.9995), timm's ModelEma:
+    # constant decay from the first step; the average covers the parameters only (BatchNorm statistics
+    # stay the raw model's; mixtok/train/ema.py).
+    config.model_ema = ConfigDict(dict(decay=0.9995, warmup=False))
     # timm's Mixup / CutMix (ysj9909/FFNet README: mixup 0.2 for FFNet-1 and -2; train.py's cutmix 1.0),
     # one draw a batch, CutMix half the time; soft targets smoothed by label_smoothing.
     config.mixup = ConfigDict(dict(mixup_alpha=0.2, cutmix_alpha=1.0, prob=1.0, switch_prob=0.5, mode="batch"))
