@@ -1,7 +1,8 @@
 """Mixup and CutMix inside the jitted train step, the way timm's `Mixup` mixes a batch.
 
 Follows huggingface/pytorch-image-models: timm/data/mixup.py (`Mixup`, `mixup_target`, `rand_bbox`,
-`rand_bbox_minmax`, `cutmix_bbox_and_lam`) and timm/loss/cross_entropy.py (`SoftTargetCrossEntropy`).
+`rand_bbox_minmax`, `cutmix_bbox_and_lam`) and timm/loss/cross_entropy.py (`SoftTargetCrossEntropy`: that is
+optax.softmax_cross_entropy with soft targets, which the classification task uses).
 Papers: mixup (Zhang et al. 2017, https://arxiv.org/abs/1710.09412) and CutMix (Yun et al. 2019,
 https://arxiv.org/abs/1905.04899).
 
@@ -48,6 +49,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import optax
 
 MODES = ("batch", "pair", "elem")
 
@@ -106,24 +108,12 @@ def box_lam(image_size: Sequence[int], box: jax.Array) -> jax.Array:
     return 1.0 - area.astype(jnp.float32) / float(height * width)
 
 
-def smooth_one_hot(labels: jax.Array, num_classes: int, smoothing: float) -> jax.Array:
-    """timm's `one_hot(..., on_value=1 - s + s/K, off_value=s/K)`: [B] int labels -> [B, K] float32."""
-    off_value = smoothing / num_classes
-    on_value = 1.0 - smoothing + off_value
-    return jnp.where(jax.nn.one_hot(labels, num_classes, dtype=jnp.bool_), on_value, off_value).astype(jnp.float32)
-
-
 def mixup_target(labels: jax.Array, num_classes: int, lam: jax.Array, smoothing: float = 0.0) -> jax.Array:
     """timm's `mixup_target`: lam * smooth(labels) + (1 - lam) * smooth(labels flipped); lam [1] or [B]."""
-    y1 = smooth_one_hot(labels, num_classes, smoothing)
+    # timm's one_hot(on_value=1 - s + s / K, off_value=s / K) is optax's smooth_labels of the one-hot.
+    y1 = optax.smooth_labels(jax.nn.one_hot(labels, num_classes, dtype=jnp.float32), smoothing)
     lam = jnp.asarray(lam, jnp.float32).reshape(-1, 1)
     return y1 * lam + jnp.flip(y1, 0) * (1.0 - lam)
-
-
-def soft_target_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
-    """Per-example sum(-targets * log_softmax(logits)) in float32; its mean is timm's `SoftTargetCrossEntropy`."""
-    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    return -jnp.sum(targets.astype(jnp.float32) * log_probs, axis=-1)
 
 
 def check_mixup_options(

@@ -29,7 +29,6 @@ from mixtok.train.mixup import (
     box_lam,
     rand_bbox,
     rand_bbox_minmax,
-    soft_target_cross_entropy,
 )
 from mixtok.train.tasks.classification import MIXUP_RNG_STREAM, ClassificationTask
 from tests.train.test_trainer import tiny_config
@@ -105,22 +104,6 @@ def test_rand_bbox_centres_cover_the_image_uniformly():
     centre_y = np.where(boxes[:, 0] > 0, boxes[:, 0] + 3, boxes[:, 1] - 3)
     counts = np.bincount(centre_y, minlength=12)
     assert len(counts) == 12 and counts.min() > 6000 / 12 * 0.75
-
-
-def test_soft_target_cross_entropy_is_the_textbook_formula_and_optax_on_one_hot_targets():
-    rng = np.random.default_rng(0)
-    logits = rng.normal(size=(5, 7)).astype(np.float32) * 3
-    targets = rng.dirichlet(np.ones(7), size=5).astype(np.float32)
-    shifted = logits - logits.max(-1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
-    expected = -(targets * log_probs).sum(-1)
-    np.testing.assert_allclose(soft_target_cross_entropy(logits, targets), expected, rtol=1e-6)
-    labels = rng.integers(0, 7, size=5)
-    np.testing.assert_allclose(
-        soft_target_cross_entropy(logits, jax.nn.one_hot(labels, 7)),
-        optax.softmax_cross_entropy_with_integer_labels(logits, labels),
-        rtol=1e-6,
-    )
 
 
 def _draws(mixup, batch_size, count, image_size=(16, 16)):

@@ -35,7 +35,7 @@ from ml_collections import ConfigDict
 from mixtok.data import DatasetInfo
 from mixtok.models import create_model
 from mixtok.registry import unknown_name_error
-from mixtok.train.mixup import Mixup, check_mixup_options, soft_target_cross_entropy
+from mixtok.train.mixup import Mixup, check_mixup_options
 from mixtok.train.tasks.base import Task, compute_dtype
 
 # timm train.py's defaults for the fields of config.mixup (`--mixup`, `--cutmix`, `--mixup-prob`, ...).
@@ -125,8 +125,8 @@ class ClassificationTask(Task):
         )
         if self.mixup is None:
             loss = jnp.mean(self._cross_entropy(logits, batch["label"]))
-        else:
-            loss = jnp.mean(soft_target_cross_entropy(logits, targets))
+        else:  # optax's softmax cross-entropy takes soft targets: timm's SoftTargetCrossEntropy
+            loss = jnp.mean(optax.softmax_cross_entropy(logits.astype(jnp.float32), targets))
         accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
         return loss, ({"accuracy": accuracy}, dict(updated))
 
