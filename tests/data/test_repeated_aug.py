@@ -156,7 +156,7 @@ def test_off_gives_the_batches_pinned_before_the_option_existed(extra):
 
 @pytest.mark.parametrize("count", [2, 3])
 def test_processes_read_their_rows_of_the_one_process_batches(count):
-    """300 images: the epoch of 256 positions ends inside step 21 of 12 (and mid-image: 256 % 3 = 1)."""
+    """300 images: the epoch of 256 positions ends inside step 21 (batches of 12); its last image has 1 copy."""
     config, steps, batch = dict(INDEXED, num_examples=300, num_classes=300, repeated_aug=3), 24, 12
     alone = _take(_train(config, batch=batch, seed=3), steps)
     shards = [_take(_train(config, batch=batch, seed=3, index=i, count=count), steps) for i in range(count)]
@@ -166,7 +166,8 @@ def test_processes_read_their_rows_of_the_one_process_batches(count):
 
 @pytest.mark.parametrize("count", [1, 2])
 def test_a_state_saved_mid_epoch_resumes_at_exactly_the_next_batches(count):
-    """Saved after 20 positions (inside image 7's copies), the next 4 batches cross the end of the epoch of 40."""
+    """Saved after 20 positions (between the 2nd and 3rd copies of the epoch's 7th image); the next 4 batches
+    cross the end of the epoch of 40."""
     config = dict(SMALL, repeated_aug=3)
     expected, resumed = [], []
     for index in range(count):
