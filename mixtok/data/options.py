@@ -43,6 +43,16 @@ without them reads exactly what it did before they existed; see `mixtok.data.tra
   eval_interpolation None (default): mixtok's eval resize (bilinear, centre offsets rounded
                      down); 'bicubic' (timm's) or another filter: timm's eval resize and
                      centre crop (torchvision's rounding of the offsets)
+
+DeiT's repeated augmentation (facebookresearch/deit: samplers.py `RASampler`, main.py `--repeated-aug`;
+on by default there and in the ImageNet scripts of jameslahm/lsnet: main.py and DaiShiResearch/TransNeXt:
+classification/main.py, all with 3 copies: DeiT's num_repeats=3, the other two's samplers.py fix it at 3):
+
+  repeated_aug       copies of each image per epoch, consecutive in the train stream, each
+                     augmented with its own key; 0 (default) or 1: off; 3: DeiT's. An epoch is
+                     then the train split rounded down to a multiple of 256 examples (as
+                     RASampler's; the whole split below 256) but reads only about
+                     1 / repeated_aug of the images (`mixtok.data.pipeline`)
 """
 
 from __future__ import annotations
@@ -86,6 +96,7 @@ _FIELDS = (
     "remode",
     "recount",
     "eval_interpolation",
+    "repeated_aug",
 )
 
 
@@ -115,6 +126,7 @@ class DataOptions:
     remode: str = "pixel"
     recount: int = 1
     eval_interpolation: str | None = None
+    repeated_aug: int = 0
 
 
 def check_source_name(name: Any) -> str:
@@ -179,6 +191,15 @@ def _interpolation(field: str, value: Any, allow_random: bool) -> str | None:
         raise ValueError(
             f"data.{field} must be None (mixtok's own resize) or one of {', '.join(valid)}, got {value!r}."
             f"{close_matches_hint(value, valid)}"
+        )
+    return value
+
+
+def _repeated_aug(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(
+            "data.repeated_aug (copies of each image per epoch, DeiT's repeated augmentation) must be an integer "
+            f">= 0: 0 or 1 for off, 3 for DeiT's --repeated-aug; got {value!r}."
         )
     return value
 
@@ -255,5 +276,6 @@ def data_options(data_config: Any) -> DataOptions:
         std=_triple("std", fields.get("std", IMAGENET_STD), positive=True),
         skip_undecodable=bool(fields.get("skip_undecodable", False)),
         read_threads=_positive_int("read_threads", fields.get("read_threads", 0 if in_memory else 16), allow_zero=True),
+        repeated_aug=_repeated_aug(fields.get("repeated_aug", 0)),
         **_augmentations(fields, image_size, mean),
     )

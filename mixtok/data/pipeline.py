@@ -18,6 +18,37 @@ are dropped: a batch may hold the end of one epoch and the start of the next.
 (With `data.skip_undecodable`, a process that skips an image fills its rows
 from its next ones, so the batches then depend on the process count.)
 
+Repeated augmentation (`data.repeated_aug` = c > 1), DeiT's (facebookresearch/deit:
+samplers.py `RASampler`): the stream is cut into epochs of L positions, L the
+train split's size N rounded down to a multiple of 256 (N itself when N < 256),
+and the k-th position of epoch e (0 <= k < L) is image perm_e[k // c], perm_e
+being the permutation the plain stream reads in its epoch e. An epoch so holds
+as many examples as before but only ceil(L / c) distinct images, each as c
+consecutive positions augmented with those positions' keys (c different crops
+and flips), so all in one global batch unless a batch boundary falls between
+them. c = 0 or 1 is the plain stream, unchanged. The iterator state is the same
+position count as without it, so resumption is exact in the same way.
+
+RASampler, per epoch: a permutation of the N indices seeded by the epoch alone,
+each index repeated c times in a row, rank r of R taking entries r, r + R, ...,
+and each rank keeping the first floor(N // 256 * 256 / R) of them. Step t there
+reads entries [t * B, (t + 1) * B) of the repeated list (entry p on rank p % R),
+the images of this stream's batch t; with R dividing 256 an epoch is L examples
+there as here (the padding RASampler appends never reaches the entries it
+keeps). What differs: the row order within a global batch (process i reads a
+contiguous block, so an image's copies mostly share a process; a step that
+averages over the global batch does not see the order); perm_e (grain's shuffle
+with seed + e, not torch's randperm seeded by e); no DataLoader drop_last (a
+batch may span two epochs, as without repeated augmentation); for N < 256 an
+epoch of N where RASampler's is empty. DeiT's main.py uses RASampler only when
+distributed; jameslahm/lsnet: main.py and DaiShiResearch/TransNeXt:
+classification/main.py use it on one GPU too. All three default to it on, with
+c = 3.
+
+With worker_count = n > 0, worker w batches positions w, w + n, ... of the
+process's stream, so (with or without repeated augmentation) batches differ
+from worker_count = 0 and an image's copies spread over n consecutive batches.
+
 Checkpointing: the train iterator is a `grain.DatasetIterator`; `get_state()`
 returns a JSON-able dict and `set_state(state)` resumes with exactly the batch
 that would have come next. With orbax (grain 0.2.18 registers the handler):
@@ -164,6 +195,8 @@ def create_train_iterator(
     if len(source) == 0:
         raise ValueError(f"The {options.train_split!r} split has no examples.")
     ds = grain.MapDataset.source(source).shuffle(seed=int(seed)).repeat()
+    if options.repeated_aug > 1:
+        ds = RepeatedAugmentation(ds, copies=options.repeated_aug, num_examples=len(source))
     # random_map keys each example by its index in this global stream, so every
     # process count gives an example the same crop and flip.
     ds = ds.random_map(TrainTransform(options), seed=augment_seed(seed))
@@ -176,6 +209,44 @@ def create_train_iterator(
 def augment_seed(seed: int) -> int:
     """The seed of the train stream's `random_map`: the generator of stream position t is grain's for index t."""
     return int(np.random.SeedSequence([int(seed), 0]).generate_state(1)[0])
+
+
+def repeated_aug_epoch_length(num_examples: int) -> int:
+    """Stream positions per epoch under repeated augmentation: RASampler's N // 256 * 256, or N when N < 256.
+
+    RASampler (facebookresearch/deit: samplers.py) keeps `len(dataset) // 256 * 256 / num_replicas` indices per
+    rank, that many per epoch in all for any replica count dividing 256; below 256 images it would keep none.
+    """
+    return num_examples // 256 * 256 if num_examples >= 256 else num_examples
+
+
+class RepeatedAugmentation(grain.MapDataset):
+    """DeiT's repeated augmentation on a shuffled, repeated stream `parent` of epochs of `num_examples`.
+
+    Position k is parent position e * num_examples + (k % L) // copies, e = k // L, L the epoch length
+    (`repeated_aug_epoch_length`): epoch e's first ceil(L / copies) images of the parent's epoch e, each
+    `copies` times in a row. A `random_map` after it keys each copy by its own position.
+    """
+
+    def __init__(self, parent: grain.MapDataset, *, copies: int, num_examples: int):
+        super().__init__(parent)
+        self._copies, self._num_examples = copies, num_examples
+        self._epoch_length = repeated_aug_epoch_length(num_examples)
+
+    def __len__(self) -> int:
+        return len(self._parent)
+
+    def parent_index(self, index: int) -> int:
+        epoch, position = divmod(int(index), self._epoch_length)
+        return epoch * self._num_examples + position // self._copies
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        return self._parent[self.parent_index(index)]
+
+    def __str__(self) -> str:
+        return f"RepeatedAugmentation(copies={self._copies}, epoch_length={self._epoch_length})"
 
 
 class ProcessRows(grain.MapDataset):
