@@ -1,4 +1,4 @@
-"""Writes the timm optimizer fixtures: timm's cosine learning rates step by step, and timm's Lamb on a few steps.
+"""Writes the timm optimizer fixtures: timm's cosine rates step by step, timm's Lamb on a few steps, its clipping.
 
 tests/train/test_timm_optim.py checks mixtok's `timm_cosine` schedule and `timm_lamb` optimizer
 (mixtok/train/optimizer.py) against these numbers, so CI checks parity with timm without torch.
@@ -22,6 +22,19 @@ per-update cosine schedule and fixed seeded gradients; one step's gradients have
     init/<name>           the parameters before the first step
     grad/<k>/<name>       the gradients given at step k
     param/<k>/<name>      the parameters after step k
+
+`deit_schedules.json`: timm's scheduler from the same `create_scheduler_v2` arguments (per epoch, no
+cool-down), driven as facebookresearch/deit main.py drives it: no `step_update`, and `step(epoch)` after
+training epoch `epoch` of a loop over the epochs; the learning rate of every update, read as above.
+
+`clip_<mode>.npz` and the `clip` entry of `manifest.json`: timm's `dispatch_clip_grad`
+(timm/utils/clip_grad.py; 'agc' is timm/utils/agc.py `adaptive_clip_grad`) on seeded tensors in
+PyTorch's layouts (a Linear weight and bias, a 3x3 convolution, a depthwise 3x3 and a depthwise 1x1
+convolution, a norm weight and bias, a zero-initialised matrix, a 2-D parameter in the "same" layout like
+LSNet's attention biases), some units' gradients scaled far above and some far below their clipping
+norm. Arrays: `param/<name>`, `grad/<name>` (before) and `clipped/<name>` (after); the manifest gives
+each tensor's mixtok layout (mixtok.interop.official's names), the clipping value, and, for 'agc', how
+many units were clipped.
 
 The manifest records the timm / torch versions, each case's optimizer arguments, the parameter groups,
 the learning rate of each step, each step's global gradient norm, and each file's SHA-256.
@@ -64,6 +77,27 @@ SCHEDULES = {
     ),
 }
 SCHEDULE_LR = 1e-3
+# DeiT-style runs (facebookresearch/deit main.py): timm's scheduler stepped after each epoch, no cool-down.
+DEIT_SCHEDULES = {
+    "per_epoch_warmup": dict(BASE_SCHEDULE, step_on_epochs=True, cooldown_epochs=0),
+    "per_epoch_no_warmup": dict(BASE_SCHEDULE, step_on_epochs=True, cooldown_epochs=0, warmup_epochs=0),
+}
+# Clipping: name -> (PyTorch shape, mixtok layout). Parameters ~N(0, 1); each unit's gradient is scaled
+# by a factor from CLIP_SCALES (relative to the unit's parameter norm), so AGC leaves some units alone
+# and clips others.
+CLIP_TENSORS = {
+    "fc.weight": ((4, 6), "linear"),
+    "fc.bias": ((4,), "same"),
+    "conv.weight": ((5, 3, 3, 3), "conv"),
+    "dwconv.weight": ((6, 1, 3, 3), "conv"),  # depthwise 3x3 (in/groups = 1)
+    "dwconv1x1.weight": ((6, 1, 1, 1), "conv"),  # depthwise 1x1: LSNet's RepVGGDW conv1
+    "norm.weight": ((6,), "same"),
+    "norm.bias": ((6,), "same"),
+    "zero.weight": ((3, 4), "linear"),  # ||w|| = 0: the clipping norm is clip_factor * eps
+    "attention_biases": ((3, 7), "same"),  # [heads, offsets], kept in the official layout
+}
+CLIP_SCALES = (1e-4, 3e-3, 0.5, 5.0)
+CLIP_VALUES = {"agc": 0.02, "norm": 1.0, "value": 0.05}
 
 
 def schedule_rates(torch, create_scheduler_v2, settings: dict) -> tuple[list[float], int]:
@@ -78,6 +112,56 @@ def schedule_rates(torch, create_scheduler_v2, settings: dict) -> tuple[list[flo
             scheduler.step_update(num_updates=num_updates)
         scheduler.step(epoch + 1)
     return rates, num_epochs
+
+
+def deit_schedule_rates(torch, create_scheduler_v2, settings: dict) -> tuple[list[float], int]:
+    """Every update's learning rate with timm's scheduler stepped as DeiT's main.py steps it."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=SCHEDULE_LR)
+    scheduler, num_epochs = create_scheduler_v2(optimizer, **settings)
+    assert num_epochs == settings["num_epochs"]  # no cool-down: DeiT's loop runs --epochs only
+    rates = []
+    for epoch in range(settings["num_epochs"]):
+        for _ in range(settings["updates_per_epoch"]):  # train_one_epoch: no step_update
+            rates.append(optimizer.param_groups[0]["lr"])
+        scheduler.step(epoch)  # after the epoch, as main.py does
+    return rates, num_epochs
+
+
+def clip_case(torch, dispatch_clip_grad, mode: str) -> tuple[dict, dict]:
+    """timm's clipping of seeded gradients in `mode`: the arrays, and the manifest entry."""
+    rng = np.random.default_rng(SEED + 1)
+    arrays, params = {}, []
+    for i, (name, (shape, _)) in enumerate(CLIP_TENSORS.items()):
+        p = np.zeros(shape, np.float32) if name.startswith("zero") else rng.standard_normal(shape).astype(np.float32)
+        g = rng.standard_normal(shape).astype(np.float32)
+        units, g_units = timm_units(p), timm_units(g)
+        for u in range(units.shape[0]):  # each unit's gradient norm: a chosen multiple of its parameter norm
+            target = CLIP_SCALES[(i + u) % len(CLIP_SCALES)] * max(float(np.linalg.norm(units[u])), 1e-3)
+            g_units[u] *= target / float(np.linalg.norm(g_units[u]))
+        g = g_units.reshape(shape)
+        tensor = torch.nn.Parameter(torch.from_numpy(p.copy()))
+        tensor.grad = torch.from_numpy(g.copy())
+        params.append(tensor)
+        arrays[f"param/{name}"], arrays[f"grad/{name}"] = p, g
+    dispatch_clip_grad(params, CLIP_VALUES[mode], mode=mode)
+    for name, tensor in zip(CLIP_TENSORS, params):
+        arrays[f"clipped/{name}"] = tensor.grad.numpy().copy()
+    changed = {
+        n: int(np.sum(np.any(timm_units(arrays[f"clipped/{n}"]) != timm_units(arrays[f"grad/{n}"]), axis=1)))
+        for n in CLIP_TENSORS
+    }
+    entry = dict(
+        value=CLIP_VALUES[mode],
+        layouts={name: layout for name, (_, layout) in CLIP_TENSORS.items()},
+        units={name: int(timm_units(arrays[f"grad/{name}"]).shape[0]) for name in CLIP_TENSORS},
+        units_changed=changed,  # timm's units (rows along the first axis; 1-D: one) whose gradient changed
+    )
+    return arrays, entry
+
+
+def timm_units(x: np.ndarray) -> np.ndarray:
+    """A view of `x` with one row per unit of timm's unitwise_norm: the first axis, or one row for 1-D."""
+    return x.reshape(x.shape[0], -1) if x.ndim > 1 else x.reshape(1, -1)
 
 
 def tiny_model(torch):
@@ -160,6 +244,12 @@ def main():
         schedules[name] = dict(timm_args=settings, lr=SCHEDULE_LR, num_epochs=num_epochs, rates=rates)
     with open(os.path.join(args.out, "schedules.json"), "w") as f:
         json.dump(schedules, f, indent=1)
+    deit = {}
+    for name, settings in DEIT_SCHEDULES.items():
+        rates, num_epochs = deit_schedule_rates(torch, timm.scheduler.create_scheduler_v2, settings)
+        deit[name] = dict(timm_args=settings, lr=SCHEDULE_LR, num_epochs=num_epochs, rates=rates)
+    with open(os.path.join(args.out, "deit_schedules.json"), "w") as f:
+        json.dump(deit, f, indent=1)
 
     manifest = dict(
         timm=timm.__version__,
@@ -167,8 +257,15 @@ def main():
         python=platform.python_version(),
         seed=SEED,
         lamb={},
+        clip={},
         files={},
     )
+    from timm.utils.clip_grad import dispatch_clip_grad
+
+    for mode in CLIP_VALUES:
+        arrays, entry = clip_case(torch, dispatch_clip_grad, mode)
+        np.savez(os.path.join(args.out, f"clip_{mode}.npz"), **arrays)
+        manifest["clip"][mode] = entry
     for case, options in LAMB_CASES.items():
         arrays, steps, groups = run_lamb(torch, timm, options, foreach=False)  # timm's choice on CPU
         # timm's multi-tensor path folds the bias corrections differently; both must agree to float32 rounding.

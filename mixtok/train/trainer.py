@@ -198,10 +198,13 @@ def _nonfinite_message(bad: tuple, config: ConfigDict, last_checkpoint: int | No
     step, key, value = bad
     optimizer = config.optimizer
     clip = optimizer.get("grad_clip", None)
+    clipped = {"agc": f"adaptively clipped with factor {clip}", "value": f"clipped to +-{clip} each"}.get(
+        optimizer.get("clip_mode", "norm"), f"clipped to global norm {clip}"
+    )
     causes = [
         "the data (NaN or inf in the inputs)",
         f"the learning rate (optimizer.lr={optimizer.get('lr', '?')}; lower it)",
-        f"the gradients (clipped to global norm {clip}; lower the clip or the learning rate)"
+        f"the gradients ({clipped}; lower the clip or the learning rate)"
         if clip
         else "the gradients (clipping is off: enable optimizer.grad_clip, e.g. 1.0)",
     ]

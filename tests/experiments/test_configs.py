@@ -229,9 +229,15 @@ TIMM_RECIPES = {
     "lsnet": ("jameslahm/lsnet main.py", 5, 1e-6, 1e-5, 0, 0.8, 1.0),
     "transnext": ("DaiShiResearch/TransNeXt classification/main.py", 5, 1e-6, 1e-5, 0, 0.8, 1.0),
 }
+# Families whose scripts run DeiT's main.py loop (`lr_scheduler.step(epoch)` after each epoch: epoch e trains at
+# timm's rate of epoch e - 1; facebookresearch/deit main.py, raoyongming/GFNet main_gfnet.py, jameslahm/lsnet
+# main.py, DaiShiResearch/TransNeXt classification/main.py), which their configs model with epoch_lag=1.
+DEIT_LOOP_FAMILIES = ("gfnet", "lsnet", "transnext")
+# timm's --clip-mode where it is not "norm" (global norm), with its --clip-grad: jameslahm/lsnet main.py's defaults.
+CLIP_MODES = {"lsnet": ("agc", 0.02)}
 # Families whose official scripts do not use timm's scheduler: CAS-ViT (ConvNeXt-style per-step cosine
-# from 0, and main.py's --mixup 0 --cutmix 0 defaults) and AFFNet (apple/ml-cvnets mobilevit.yaml, no
-# Mixup / CutMix) keep the warm-up-then-cosine schedule and train without mixing.
+# from 0, and main.py's --mixup 0 --cutmix 0 defaults) keeps the warm-up-then-cosine schedule, AFFNet
+# (apple/ml-cvnets mobilevit.yaml, no Mixup / CutMix) ml-cvnets' cosine; both train without mixing.
 OWN_SCHEDULE_FAMILIES = ("cas_vit", "affnet")
 
 
@@ -265,21 +271,29 @@ def test_imagenet_schedule_and_mixup_follow_the_official_scripts(name):
     assert config.mixup.to_dict() == dict(
         mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, prob=1.0, switch_prob=0.5, mode="batch"
     )
-    # The rates timm's scheduler gives: warm-up start, peak after the warm-up, min_lr from epoch 300 on.
+    family = recipe_family(name)
+    lag = 1 if family.startswith(DEIT_LOOP_FAMILIES) else 0
+    assert optimizer.get("epoch_lag", 0) == lag
+    mode, clip = CLIP_MODES.get(family, ("norm", None))
+    assert optimizer.get("clip_mode", "norm") == mode and (clip is None or optimizer.grad_clip == clip)
+    # The rates timm's scheduler gives (lag epochs later under DeiT's loop): warm-up start, peak after the warm-up,
+    # min_lr from epoch 300 on (timm's train.py) or the rate of epoch 299 in the last epoch (DeiT's loop).
     _, schedule = create_optimizer(optimizer, config.total_steps)
     lr = optimizer.lr
-    assert float(schedule(per_epoch - 1)) == pytest.approx(warmup_lr_init)
-    assert float(schedule(per_epoch)) == pytest.approx(warmup_lr_init + (lr - warmup_lr_init) / warmup, rel=1e-5)
+    assert float(schedule((1 + lag) * per_epoch - 1)) == pytest.approx(warmup_lr_init)
+    first_step = warmup_lr_init + (lr - warmup_lr_init) / warmup
+    assert float(schedule((1 + lag) * per_epoch)) == pytest.approx(first_step, rel=1e-5)
     cosine = min_lr + (lr - min_lr) * (1 + math.cos(math.pi * warmup / 300)) / 2
-    assert float(schedule(warmup * per_epoch)) == pytest.approx(cosine, rel=1e-5)
-    assert float(schedule(300 * per_epoch)) == pytest.approx(min_lr)
-    assert float(schedule(config.total_steps - 1)) == pytest.approx(min_lr)
+    assert float(schedule((warmup + lag) * per_epoch)) == pytest.approx(cosine, rel=1e-5)
+    last = min_lr + (lr - min_lr) * (1 + math.cos(math.pi * 299 / 300)) / 2 if lag else min_lr
+    assert float(schedule(300 * per_epoch)) == pytest.approx(last, rel=1e-5)
+    assert float(schedule(config.total_steps - 1)) == pytest.approx(last, rel=1e-5)
 
 
-@pytest.mark.parametrize("name", ["cas_vit_t", "affnet_t"])
-def test_families_without_timms_scheduler_keep_their_schedule_and_do_not_mix(name):
+@pytest.mark.parametrize("name, schedule", [("cas_vit_t", "warmup_cosine"), ("affnet_t", "cvnets_cosine")])
+def test_families_without_timms_scheduler_keep_their_schedule_and_do_not_mix(name, schedule):
     config = get_config(CONFIG_DIR / "imagenet" / f"{name}.py")
-    assert config.optimizer.get("schedule", "warmup_cosine") == "warmup_cosine" and config.optimizer.warmup_steps > 0
+    assert config.optimizer.get("schedule", "warmup_cosine") == schedule and config.optimizer.warmup_steps > 0
     assert config.get("mixup") is None and config.total_steps == 300 * IMAGENET_TRAIN_IMAGES // config.batch_size
 
 
@@ -419,6 +433,18 @@ def test_affnet_recipe_is_cvnets_mobilevit_at_256_px(name):
     assert config.optimizer.min_lr == pytest.approx(2e-4) and config.optimizer.weight_decay == 0.01
     assert config.optimizer.warmup_steps == 20_000  # iterations at batch 1024, as mobilevit.yaml states
     assert config.model.kwargs.head_dropout == 0.1
+    # mobilevit.yaml: ml-cvnets' epoch-based cosine over max_epochs 300, warmup_init_lr 2e-4, and decay on
+    # BatchNorm and bias weights too (no_decay_bn_filter_bias: false).
+    optimizer = config.optimizer
+    assert optimizer.schedule == "cvnets_cosine" and optimizer.warmup_lr_init == pytest.approx(2e-4)
+    assert optimizer.epochs == 300 and optimizer.steps_per_epoch == IMAGENET_TRAIN_IMAGES // 1024
+    assert optimizer.weight_decay_on == "all"
+    _, schedule = create_optimizer(optimizer, config.total_steps)
+    assert float(schedule(0)) == pytest.approx(2e-4) and float(schedule(10_000)) == pytest.approx(1.1e-3, rel=1e-5)
+    epoch = 20_000 // optimizer.steps_per_epoch  # the cosine of the epoch the warm-up ends in
+    cosine = 2e-4 + (2e-3 - 2e-4) * (1 + math.cos(math.pi * epoch / 300)) / 2
+    assert float(schedule(20_000)) == pytest.approx(cosine, rel=1e-5)
+    assert float(schedule(config.total_steps - 1)) == pytest.approx(2e-4, rel=1e-5)
 
 
 ATTENTION_FAMILIES = ("davit", "cas_vit", "ffnet", "iformer", "lsnet", "transnext")

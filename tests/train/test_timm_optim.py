@@ -17,7 +17,7 @@ import pytest
 from flax import linen as nn
 from ml_collections import ConfigDict
 
-from mixtok.train.optimizer import create_optimizer, weight_decay_mask
+from mixtok.train.optimizer import create_optimizer, gradient_clipping, weight_decay_mask
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures", "timm_optim")
 with open(os.path.join(FIXTURES, "schedules.json")) as f:
@@ -177,6 +177,22 @@ BAD_CONFIGS = [
     (dict(name="timm_lamb", max_grad_norm=0.0), "optimizer.max_grad_norm=0.0 must be a positive number or None"),
     (dict(name="timm_lamb", always_adapt="yes"), "optimizer.always_adapt='yes' must be True or False"),
     (dict(name="timm_lam"), "Unknown optimizer 'timm_lam'. Did you mean 'timm_lamb'"),
+    (dict(grad_clip=0.02, clip_mode="acg"), "Unknown optimizer.clip_mode 'acg'. Did you mean 'agc'"),
+    (dict(clip_mode="agc"), "optimizer.clip_mode='agc' needs optimizer.grad_clip > 0 (its clip factor"),
+    (dict(clip_mode="agc", grad_clip=0.0), "optimizer.clip_mode='agc' needs optimizer.grad_clip > 0"),
+    (dict(clip_mode="value", grad_clip=None), "optimizer.clip_mode='value' needs optimizer.grad_clip > 0 (its bound"),
+    (dict(grad_clip=-1.0), "optimizer.grad_clip=-1.0 must be a number >= 0"),
+    (dict(schedule="timm_cosine", steps_per_epoch=4, epoch_lag=2), "optimizer.epoch_lag=2 must be 0 (timm's train"),
+    (
+        dict(schedule="timm_cosine", steps_per_epoch=4, schedule_on="step", epoch_lag=1),
+        "optimizer.epoch_lag=1 is for schedule_on='epoch'",
+    ),
+    (dict(epoch_lag=1), "optimizer.epoch_lag=1 is for schedule 'timm_cosine', not 'warmup_cosine'"),
+    (dict(weight_decay_on="bias"), "Unknown optimizer.weight_decay_on 'bias'. Valid optimizer.weight_decay_ons: all"),
+    (dict(warmup_lr_init=2e-4), "optimizer.warmup_lr_init=0.0002 is the start of a warm-up; set optimizer.warmup"),
+    (dict(schedule="cvnets_cosine"), "optimizer.steps_per_epoch is required by schedule 'cvnets_cosine'"),
+    (dict(schedule="cvnets_cosine", steps_per_epoch=50), "total_steps=40 is less than one epoch of optimizer"),
+    (dict(schedule="cvnets_cosine", steps_per_epoch=4, warmup_epochs=1), "optimizer.warmup_epochs=1 is for schedule"),
 ]
 
 
@@ -217,3 +233,92 @@ def test_the_trainer_runs_and_resumes_with_timm_lamb_and_the_timm_schedule(tmp_p
     # (1 + cos(pi / 3)) / 2 and (1 + cos(2 pi / 3)) / 2 of lr, then min_lr (0) in the cool-down.
     np.testing.assert_allclose([r["train/learning_rate"] for r in records], [1e-4, 1.5e-3, 5e-4, 0.0], atol=1e-9)
     assert all(np.isfinite(r["train/loss"]) for r in records)
+
+
+with open(os.path.join(FIXTURES, "deit_schedules.json")) as f:
+    DEIT_SCHEDULES = json.load(f)
+
+
+@pytest.mark.parametrize("case", sorted(DEIT_SCHEDULES))
+def test_epoch_lag_gives_the_rates_of_timms_scheduler_driven_as_deits_main_py_drives_it(case):
+    fixture = DEIT_SCHEDULES[case]
+    rates, args = np.asarray(fixture["rates"]), fixture["timm_args"]
+    total_steps = fixture["num_epochs"] * args["updates_per_epoch"]
+    assert len(rates) == total_steps
+    tolerance = dict(rtol=1e-5, atol=1e-7 * fixture["lr"])
+    _, schedule = create_optimizer(schedule_config(args, fixture["lr"], epoch_lag=1), total_steps)
+    np.testing.assert_allclose(jax.jit(schedule)(jnp.arange(total_steps)), rates, **tolerance)
+    # The same rates as timm's train.py, one epoch later (the first epoch twice).
+    _, timm_train = create_optimizer(schedule_config(args, fixture["lr"]), total_steps)
+    per_epoch = args["updates_per_epoch"]
+    train_rates = np.asarray(timm_train(jnp.arange(total_steps)))
+    np.testing.assert_allclose(rates[per_epoch:], train_rates[:-per_epoch], **tolerance)
+    np.testing.assert_allclose(rates[:per_epoch], train_rates[:per_epoch], **tolerance)
+    assert not np.allclose(rates, train_rates, **tolerance)
+
+
+# Flax's name and layout for each PyTorch tensor of the clipping fixture (mixtok.interop.official's layouts).
+FLAX_NAMES = {
+    "fc.weight": ("fc", "kernel"),
+    "fc.bias": ("fc", "bias"),
+    "conv.weight": ("conv", "kernel"),
+    "dwconv.weight": ("dwconv", "kernel"),
+    "dwconv1x1.weight": ("dwconv1x1", "kernel"),
+    "norm.weight": ("norm", "scale"),
+    "norm.bias": ("norm", "bias"),
+    "zero.weight": ("zero", "kernel"),
+    "attention_biases": ("mixer", "attention_biases"),
+}
+TO_FLAX = {"linear": (1, 0), "conv": (2, 3, 1, 0), "same": None}
+
+
+def clip_fixture(mode: str):
+    """(params, grads, timm's clipped grads) of one clipping fixture, as Flax trees in mixtok's layouts."""
+    arrays, entry = np.load(os.path.join(FIXTURES, f"clip_{mode}.npz")), MANIFEST["clip"][mode]
+    trees = {}
+    for kind in ("param", "grad", "clipped"):
+        tree = {}
+        for name, (module, leaf) in FLAX_NAMES.items():
+            axes = TO_FLAX[entry["layouts"][name]]
+            array = arrays[f"{kind}/{name}"]
+            tree.setdefault(module, {})[leaf] = array.transpose(axes) if axes else array
+        trees[kind] = tree
+    return trees["param"], trees["grad"], trees["clipped"], entry
+
+
+@pytest.mark.parametrize("mode", sorted(MANIFEST["clip"]))
+def test_gradient_clipping_gives_timms_clipped_gradients_on_flax_layouts(mode):
+    params, grads, expected, entry = clip_fixture(mode)
+    assert set(entry["layouts"]) == set(FLAX_NAMES)
+    # The fixture clips some units and leaves others alone, for AGC in every kind of tensor but 1-D weights.
+    changed = entry["units_changed"]
+    assert 0 < sum(changed.values()) and (mode == "norm" or sum(changed.values()) < sum(entry["units"].values()))
+    if mode == "agc":
+        kernels = ("fc.weight", "conv.weight", "dwconv.weight", "dwconv1x1.weight", "attention_biases")
+        assert all(0 < changed[n] < entry["units"][n] for n in kernels) and changed["norm.bias"] == 1
+    clip = gradient_clipping(ConfigDict(dict(grad_clip=entry["value"], clip_mode=mode)))
+    clipped, _ = jax.jit(clip.update)(grads, clip.init(params), params)
+    for module, leaves in expected.items():
+        for leaf, value in leaves.items():
+            np.testing.assert_allclose(clipped[module][leaf], value, rtol=2e-6, atol=1e-9, err_msg=f"{module}/{leaf}")
+
+
+def test_optax_adaptive_grad_clip_takes_other_units_than_timm_on_lsnets_layouts():
+    # Why mixtok has its own AGC: optax infers units from the rank alone (module docstring).
+    params, grads, expected, entry = clip_fixture("agc")
+    clipped, _ = optax.adaptive_grad_clip(entry["value"]).update(grads, optax.EmptyState(), params)
+    for module, leaf in (("dwconv1x1", "kernel"), ("mixer", "attention_biases")):
+        assert not np.allclose(clipped[module][leaf], expected[module][leaf], rtol=1e-3)
+    for module, leaf in (("fc", "kernel"), ("conv", "kernel"), ("dwconv", "kernel"), ("norm", "bias")):
+        np.testing.assert_allclose(clipped[module][leaf], expected[module][leaf], rtol=2e-6, atol=1e-9)
+
+
+def test_create_optimizer_feeds_the_optimizer_timms_adaptively_clipped_gradients():
+    params, grads, expected, entry = clip_fixture("agc")
+    # With eps far above every sqrt(v), Adam's first update is -lr * g / eps to 1e-4: linear in the gradient.
+    config = ConfigDict(dict(lr=1.0, eps=1e6, weight_decay=0.0, grad_clip=entry["value"], clip_mode="agc"))
+    tx, _ = create_optimizer(config, total_steps=10)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    for module, leaves in expected.items():
+        for leaf, value in leaves.items():
+            np.testing.assert_allclose(-1e6 * updates[module][leaf], value, rtol=1e-4, atol=1e-12)

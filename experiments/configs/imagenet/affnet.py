@@ -13,16 +13,19 @@ on: AdamW, cosine 2e-3 -> 2e-4 over 300 epochs after a 20,000-iteration warm-up,
 weight decay 0.01, label smoothing 0.1, classifier dropout 0.1; eval resize 288, crop 256. BatchNorm
 statistics are global-batch (synchronised) under mixtok's sharded jit.
 
-Not implemented beyond common.py's list, all of which the MobileViT recipe uses: the multi-scale
-variable-batch sampler (160-320 px), EMA of the weights (momentum 5e-4), the warm-up starting at
-2e-4 instead of 0, and weight decay on the BatchNorm and bias weights (`no_decay_bn_filter_bias:
-false`; mixtok decays only weights with two or more dimensions). Sources: apple/ml-cvnets
-config/classification/imagenet/mobilevit.yaml (global batch 1024 = 128 x 8 GPUs, AdamW betas (0.9,
-0.999)); AFFNet's README (microsoft/TokenMixers) for the 256-px train / eval resolution.
+The warm-up starts at warmup_init_lr 2e-4 (`warmup_lr_init`), and weight decay applies to every
+parameter, BatchNorm and bias weights included (`no_decay_bn_filter_bias: false`,
+`weight_decay_on="all"`). Not implemented beyond common.py's list, all of which the MobileViT recipe
+uses: the multi-scale variable-batch sampler (160-320 px), EMA of the weights (momentum 5e-4).
+Sources: apple/ml-cvnets config/classification/imagenet/mobilevit.yaml (global batch 1024 = 128 x 8
+GPUs, AdamW betas (0.9, 0.999)); AFFNet's README (microsoft/TokenMixers) for the 256-px train / eval
+resolution.
 
-Schedule and Mixup / CutMix: ml-cvnets' own cosine scheduler, not timm's (kept here as warm-up then
-cosine); mobilevit.yaml uses no Mixup / CutMix, RandAugment or random erasing (random resized crop
-and flip only), so this config sets none.
+Schedule and Mixup / CutMix: ml-cvnets' own cosine scheduler, not timm's (`cvnets_cosine`, as
+mobilevit.yaml runs it, `is_iteration_based: false`: a linear warm-up per iteration from 2e-4, then
+the rate of each epoch e is the cosine 2e-4 + (2e-3 - 2e-4) (1 + cos(pi e / 300)) / 2, its epochs
+counted from the first, warm-up included; optim/scheduler/cosine.py); mobilevit.yaml uses no Mixup /
+CutMix, RandAugment or random erasing (random resized crop and flip only), so this config sets none.
 
 Compute: 375,341 steps of 1,024 images (300 epochs). Time: not measured by mixtok.
 
@@ -51,10 +54,16 @@ def get_config(arg=None):
         dict(
             name="adamw",
             lr=2e-3 * config.batch_size / 1024,  # mobilevit.yaml at batch 1024, scaled linearly
-            # 20,000 iterations at batch 1024.
+            # ml-cvnets' epoch-based cosine over 300 epochs (runlocal: 4 one-step epochs).
+            schedule="cvnets_cosine",
+            steps_per_epoch=1 if arg.runlocal else common.steps(1, config.batch_size),
+            epochs=common.RUNLOCAL_STEPS if arg.runlocal else arg.epochs,
+            # 20,000 iterations at batch 1024, from warmup_init_lr 2e-4.
             warmup_steps=common.warmup_steps(arg, epochs=20_000 * 1024 / common.IMAGENET_TRAIN_IMAGES),
+            warmup_lr_init=2e-4,
             min_lr=2e-4,  # cosine decay to min_lr; mobilevit.yaml: cosine 2e-3 -> 2e-4
             weight_decay=0.01,
+            weight_decay_on="all",  # mobilevit.yaml: no_decay_bn_filter_bias: false
             b1=0.9,
             b2=0.999,
             eps=1e-8,

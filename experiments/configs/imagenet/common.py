@@ -37,8 +37,9 @@ warm-up from `warmup_lr_init` (timm's --warmup-lr) over the warm-up epochs, a co
 `epochs=` epochs, then timm's --cooldown-epochs at min_lr, which train.py runs after the cosine (10 by
 default: 310 epochs in all, so total_steps covers epochs + cool-down), the rate changing once per epoch
 of the official loader's updates (steps_per_epoch = 1,281,167 // batch_size, 312 at 4096). Scripts built
-on DeiT's main.py never run the cool-down (their configs set 0) and lag timm's rate by one epoch, which
-is not modelled. Each config states its script's warm-up, warm-up start, min_lr and cool-down itself.
+on DeiT's main.py never run the cool-down (their configs set 0) and lag timm's rate by one epoch (they
+call `lr_scheduler.step(epoch)` after training epoch `epoch`), which their configs model with
+`epoch_lag=1`. Each config states its script's warm-up, warm-up start, min_lr and cool-down itself.
 Mixup / CutMix (`config.mixup`, timm's `Mixup` with soft targets smoothed by `label_smoothing`): each
 config states its script's alphas; timm train.py's recipe in these papers is mixup 0.8, cutmix 1.0,
 prob 1.0, switch_prob 0.5, mode "batch".
@@ -65,7 +66,8 @@ implemented yet by mixtok (each config names its family's further gaps): the rep
 sampler (DeiT's --repeated-aug), where a script uses it.
 
 Weight decay applies to the weights with two or more dimensions only, as timm's does (no decay on
-norms, biases and scales); where an official recipe excludes more by name, its config says so.
+norms, biases and scales); where an official recipe excludes more by name, its config says so. AFFNet's
+(ml-cvnets' mobilevit.yaml) decays every parameter (`weight_decay_on="all"`).
 
 1D tokenizers (titok_*.py, one_d_piece_*.py): the papers train in two stages (bytedance/1d-tokenizer
 @ 942a96f configs/training/TiTok/stage{1,2}/*.yaml; turingmotors/One-D-Piece @ 473665d

@@ -20,9 +20,10 @@ on 8 GPUs for every variant). main_gfnet.py scales `--lr 5e-4` by global batch /
 --drop-path flag: gfnet-ti and gfnet-xs none, gfnet-s 0.15, gfnet-b 0.25, gfnet-h-ti 0.1, gfnet-h-s 0.2,
 gfnet-h-b 0.4. Its evaluation resizes to 256 bicubically.
 
-Schedule and Mixup / CutMix as raoyongming/GFNet main_gfnet.py sets them: timm's cosine stepped once
-per epoch, a warm-up from 1e-6, min lr 1e-5, no cool-down (the script never runs it; its one-epoch
-lag behind timm's rate is not modelled); mixup 0.8, cutmix 1.0, switch p 0.5, per batch.
+Schedule and Mixup / CutMix as raoyongming/GFNet main_gfnet.py sets them: timm's cosine stepped once per
+epoch, a warm-up from 1e-6, min lr 1e-5, no cool-down (the script never runs it; its
+`lr_scheduler.step(epoch)` after each epoch trains epoch e at timm's rate of epoch e - 1, modelled by
+`epoch_lag=1`); mixup 0.8, cutmix 1.0, switch p 0.5, per batch.
 
 Augmentations (raoyongming/GFNet main_gfnet.py defaults: --aa, --reprob 0, --train-interpolation
 bicubic): RandAugment rand-m9-mstd0.5-inc1, no random erasing (--reprob 0), training crops with bicubic
@@ -73,6 +74,7 @@ def get_config(arg=None):
             name="adamw",
             lr=1e-3 * config.batch_size / 1024,  # 5e-4 x 1024 / 512, scaled linearly
             **schedule,
+            epoch_lag=1,  # main_gfnet.py steps timm's scheduler after each epoch (DeiT's loop)
             weight_decay=0.05,
             b1=0.9,
             b2=0.999,

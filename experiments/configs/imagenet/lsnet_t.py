@@ -14,12 +14,14 @@ Official recipe (jameslahm/lsnet: main.py defaults and README): AdamW (eps 1e-8)
 = 4e-3 at global batch 2048 (256 x 8 GPUs), weight decay 0.025 (T, S) or 0.05 (B), cosine to 1e-5 after
 5 warm-up epochs, 300 epochs, label smoothing 0.1, no drop path (the model has none), eval resize 256
 and crop 224 (0.875). Weight EMA 0.99996 (`config.model_ema`; the parameters only, not the BatchNorm
-statistics). Not implemented beyond common.py's list: adaptive gradient clipping (AGC 0.02), repeated
+statistics). Adaptive gradient clipping with clip factor 0.02 (main.py's defaults --clip-grad 0.02
+--clip-mode agc: timm's adaptive_clip_grad). Not implemented beyond common.py's list: repeated
 augmentation.
 
-Schedule and Mixup / CutMix as jameslahm/lsnet main.py sets them: timm's cosine stepped once per
-epoch, a warm-up from 1e-6, min lr 1e-5, no cool-down (the script never runs it; its one-epoch lag
-behind timm's rate is not modelled); mixup 0.8, cutmix 1.0, switch p 0.5, per batch.
+Schedule and Mixup / CutMix as jameslahm/lsnet main.py sets them: timm's cosine stepped once per epoch,
+a warm-up from 1e-6, min lr 1e-5, no cool-down (the script never runs it; its `lr_scheduler.step(epoch)`
+after each epoch trains epoch e at timm's rate of epoch e - 1, modelled by `epoch_lag=1`); mixup 0.8,
+cutmix 1.0, switch p 0.5, per batch.
 
 Augmentations (jameslahm/lsnet main.py defaults: --aa, --reprob 0.25, --train-interpolation bicubic):
 RandAugment rand-m9-mstd0.5-inc1, random erasing p 0.25 (per-pixel noise, one box), training crops with
@@ -70,11 +72,13 @@ def get_config(arg=None):
             name="adamw",
             lr=4e-3 * config.batch_size / 2048,  # main.py: 1e-3 x batch / 512
             **schedule,
+            epoch_lag=1,  # main.py steps timm's scheduler after each epoch (DeiT's loop)
             weight_decay=0.025,  # main.py / README
             b1=0.9,
             b2=0.999,
             eps=1e-8,
-            grad_clip=0.0,  # global-norm clipping; 0 disables it
+            grad_clip=0.02,  # main.py: --clip-grad 0.02 --clip-mode agc (timm's adaptive_clip_grad)
+            clip_mode="agc",
         )
     )
     config.label_smoothing = 0.1

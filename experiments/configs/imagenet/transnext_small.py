@@ -19,10 +19,10 @@ implemented beyond common.py's list: no weight decay on the query embedding, rel
 and temperature (mixtok decays every weight with two or more dimensions, so of these the CPB MLP kernels
 are decayed), repeated augmentation.
 
-Schedule and Mixup / CutMix as DaiShiResearch/TransNeXt classification/main.py sets them: timm's
-cosine stepped once per epoch, a warm-up from 1e-6, min lr 1e-5, no cool-down (the script never runs
-it; its one-epoch lag behind timm's rate is not modelled); mixup 0.8, cutmix 1.0, switch p 0.5, per
-batch.
+Schedule and Mixup / CutMix as DaiShiResearch/TransNeXt classification/main.py sets them: timm's cosine
+stepped once per epoch, a warm-up from 1e-6, min lr 1e-5, no cool-down (the script never runs it; its
+`lr_scheduler.step(epoch)` after each epoch trains epoch e at timm's rate of epoch e - 1, modelled by
+`epoch_lag=1`); mixup 0.8, cutmix 1.0, switch p 0.5, per batch.
 
 Augmentations (DaiShiResearch/TransNeXt classification/main.py defaults: --aa, --reprob 0.25,
 --train-interpolation bicubic): RandAugment rand-m9-mstd0.5-inc1, random erasing p 0.25 (per-pixel
@@ -73,6 +73,7 @@ def get_config(arg=None):
             name="adamw",
             lr=1e-3 * config.batch_size / 1024,  # official at batch 1024, scaled linearly
             **schedule,
+            epoch_lag=1,  # main.py steps timm's scheduler after each epoch (DeiT's loop)
             weight_decay=0.05,
             b1=0.9,
             b2=0.999,
