@@ -10,9 +10,9 @@ metrics are exactly what they are without it):
 Every field is optional (the values above are the defaults: timm train.py's `--model-ema-decay`
 0.9998, the rest `ModelEmaV3`'s; `buffers` and `first_update_copies` are described below). The
 average lives in the train state (`EmaTrainState.ema_params`, float32, sharded like the parameters),
-is updated inside the jitted train step after the optimizer
-update, is saved and restored with the checkpoint, and with `eval` (default on) the eval pass runs
-on it too, logged as `eval_ema/...` beside `eval/...`.
+is updated inside the jitted train step after the optimizer update, is saved and restored with the
+checkpoint, and with `eval` (default on) the eval pass runs on it too, logged as `eval_ema/...`
+beside `eval/...`.
 
 timm (huggingface/pytorch-image-models: timm/utils/model_ema.py, `ModelEmaV3`; train.py calls
 `model_ema.update(model, step=num_updates)` right after the optimizer step, `num_updates` already
@@ -63,12 +63,12 @@ starts at the initial weights and buffers), and engine/training_engine.py calls
 `model_ema.update_parameters(model)` after every optimizer step (every `accum_freq` batches), which
 sets every entry of the state dict, parameters and buffers alike, to `ema * (1 - momentum) + momentum *
 model`. So it is `decay = 1 - momentum` from the very first update, with no first-update copy, no
-warm-up, and buffers averaged. `first_update_copies=False` (which needs `warmup=False` and
+warm-up, and buffers averaged: timm's `ModelEma` formula. `first_update_copies=False` (which needs `warmup=False` and
 `update_after_step=0`) gives exactly that: the weight is `1 - decay` at every step, the first update
 included, so the average starts from the step-0 parameters (and statistics). AFFNet's configs set
 `decay=0.9995, warmup=False, first_update_copies=False, buffers=True`. What still differs: the
 update is torch's lerp `e + w (p - e)` rather than `e (1 - w) + w p`, which agree up to float32
-rounding (one or two units in the last place per update); and cvnets also averages the integer
+rounding (a few units in the last place per update); and cvnets also averages the integer
 `num_batches_tracked` (truncated back to an integer), which flax's BatchNorm does not have.
 """
 
@@ -136,7 +136,7 @@ class ModelEma:
         return jnp.where(t <= 0, jnp.float32(1.0), w)
 
     def decay_at(self, step) -> jax.Array:
-        """timm's `ModelEmaV3.get_decay(step)` (float32)."""
+        """timm's `ModelEmaV3.get_decay(step)`, or `decay` at every step with `first_update_copies=False` (float32)."""
         return 1.0 - self.weight(step)
 
     def init(self, params: Any) -> Any:
@@ -176,10 +176,14 @@ def with_running_stats(variables: Mapping[str, Any], stats: Mapping[str, Any]) -
     out = dict(variables)
     for key, value in stats.items():
         if key == BATCH_STATS:
-            out[key] = jax.tree_util.tree_map(lambda s, v: s.astype(v.dtype), value, variables[key])
+            out[key] = jax.tree_util.tree_map(_cast_like, value, variables[key])
         else:
             out[key] = with_running_stats(variables[key], value)
     return out
+
+
+def _cast_like(x, like):
+    return x if x.dtype == like.dtype else x.astype(like.dtype)
 
 
 def _as_float32(x):

@@ -14,7 +14,7 @@ weight decay 0.01, label smoothing 0.1, classifier dropout 0.1; eval resize 288,
 statistics are global-batch (synchronised) under mixtok's sharded jit.
 
 Not implemented beyond common.py's list, all of which the MobileViT recipe uses: the multi-scale
-variable-batch sampler (160-320 px), EMA of the weights (momentum 5e-4), the warm-up starting at
+variable-batch sampler (160-320 px), the warm-up starting at
 2e-4 instead of 0, and weight decay on the BatchNorm and bias weights (`no_decay_bn_filter_bias:
 false`; mixtok decays only weights with two or more dimensions). Sources: apple/ml-cvnets
 config/classification/imagenet/mobilevit.yaml (global batch 1024 = 128 x 8 GPUs, AdamW betas (0.9,
@@ -23,6 +23,11 @@ config/classification/imagenet/mobilevit.yaml (global batch 1024 = 128 x 8 GPUs,
 Schedule and Mixup / CutMix: ml-cvnets' own cosine scheduler, not timm's (kept here as warm-up then
 cosine); mobilevit.yaml uses no Mixup / CutMix, RandAugment or random erasing (random resized crop
 and flip only), so this config sets none.
+
+EMA: mobilevit.yaml's `ema: {enable: true, momentum: 0.0005}` (apple/ml-cvnets
+cvnets/misc/averaging_utils.py `EMA`) averages the weights and the BatchNorm statistics after every
+optimizer step, from the initial model on: `config.model_ema` with decay 0.9995, no warm-up, no
+first-update copy and the statistics averaged (`eval_ema/` metrics; mixtok/train/ema.py).
 
 Compute: 375,341 steps of 1,024 images (300 epochs). Time: not measured by mixtok.
 
@@ -62,4 +67,7 @@ def get_config(arg=None):
         )
     )
     config.label_smoothing = 0.1
+    # cvnets' EMA (momentum 5e-4 = 1 - decay): every state-dict entry, the BatchNorm statistics included,
+    # becomes ema * (1 - momentum) + momentum * model after each optimizer step, the first one included.
+    config.model_ema = ConfigDict(dict(decay=0.9995, warmup=False, first_update_copies=False, buffers=True))
     return config
