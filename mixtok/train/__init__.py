@@ -13,10 +13,12 @@ from mixtok.train.checkpointing import Checkpointer, Run, create_checkpointer, l
 from mixtok.train.config import validate_config
 from mixtok.train.ema import ModelEma, model_ema_from_config
 from mixtok.train.steps import (
+    EmaBuffersTrainState,
     EmaTrainState,
     TrainState,
     abstract_train_state,
     create_train_state,
+    ema_variables,
     evaluate,
     make_eval_images_step,
     make_eval_step,
@@ -30,6 +32,7 @@ from mixtok.train.trainer import NonFiniteLossError, Preempted, train_and_evalua
 __all__ = [
     "Preempted",
     "Checkpointer",
+    "EmaBuffersTrainState",
     "EmaTrainState",
     "ModelEma",
     "NonFiniteLossError",
@@ -39,6 +42,7 @@ __all__ = [
     "abstract_train_state",
     "create_checkpointer",
     "create_train_state",
+    "ema_variables",
     "evaluate",
     "get_task",
     "load_run",

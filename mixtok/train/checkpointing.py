@@ -46,7 +46,8 @@ Nothing lost, nothing silent:
   images are skipped; defaults filled in on both sides), task, the task's own fields that the config
   sets (`Task.CONFIG_FIELDS`: label smoothing and mixup, a tokenizer's losses; listed under
   `task_options`), optimizer, batch_size, seed and model_ema (the parameters' moving average,
-  `mixtok.train.ema`: on or off and its schedule, defaults filled in; not its `eval` switch).
+  `mixtok.train.ema`: on or off, its schedule and what it averages, defaults filled in; not its
+  `eval` switch).
   `total_steps` is not compared (a run may be extended), nor are logging, evaluation and
   checkpoint cadence, the mesh or the compute dtype. A difference stops the run with
   `ResumeMismatchError` (a ValueError) listing `field: saved -> now`; with

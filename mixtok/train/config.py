@@ -9,8 +9,8 @@ this one in what the run depends on; "allow" resumes them anyway. `sharding_tole
 share of parameter bytes that may stay replicated when the mesh asks for FSDP or tensor parallelism
 (`mixtok.parallel.check_sufficiently_sharded`). `mesh` ({"data": -1, "fsdp": 1, "tensor": 1}): the
 device mesh; `--config.mesh.AXIS=N` sets one axis whether or not the config file has a `mesh`.
-`model_ema` (absent: off): a moving average of the parameters, timm's ModelEmaV3 (`mixtok.train.ema`
-lists its fields and defaults).
+`model_ema` (absent: off): a moving average of the parameters (with `buffers`, of BatchNorm's
+statistics too), timm's ModelEmaV3 (`mixtok.train.ema` lists its fields and defaults).
 """
 
 import math

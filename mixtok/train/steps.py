@@ -21,8 +21,10 @@ gets bit-for-bit the parameters and metrics the trainer gets:
 
 With `config.model_ema`, pass `ema = model_ema_from_config(config)` (mixtok.train.ema) as the last
 argument of `abstract_train_state`, `create_train_state` and `make_train_step`: the state is then an
-`EmaTrainState` whose `ema_params` the train step updates, and `evaluate(..., use_ema=True)` evaluates
-them (`eval_ema/...` metrics). Without it (None) nothing differs from a run without EMA.
+`EmaTrainState` whose `ema_params` the train step updates (with `model_ema.buffers`, an
+`EmaBuffersTrainState` that also averages `batch_stats`), and `evaluate(..., use_ema=True)` evaluates
+them (`eval_ema/...` metrics; `ema_variables(state)` gives the variables it uses). Without it (None)
+nothing differs from a run without EMA.
 
 The state's layout (`abstract_train_state`) is a TrainState of `jax.ShapeDtypeStruct`s whose
 `.sharding` says where each array lives; the steps are jitted with those shardings, and the
@@ -43,7 +45,7 @@ import numpy as np
 import optax
 
 from mixtok.parallel import logical_shardings, replicated, sharding_context
-from mixtok.train.ema import ModelEma
+from mixtok.train.ema import ModelEma, running_stats, with_running_stats
 from mixtok.train.tasks import Task
 
 
@@ -66,6 +68,27 @@ class EmaTrainState(TrainState):
     """
 
     ema_params: Any  # float32, the parameters' logical axes and so their shardings
+
+
+@flax.struct.dataclass
+class EmaBuffersTrainState(EmaTrainState):
+    """The train state of a run with `config.model_ema.buffers`: also the moving average of `batch_stats`.
+
+    `ema_batch_stats` is `mixtok.train.ema.running_stats(other_variables)` averaged (float32, sharded as
+    the statistics it averages); a subclass again, so that `buffers=False` keeps `EmaTrainState`'s tree.
+    """
+
+    ema_batch_stats: Any
+
+
+def ema_variables(state: TrainState) -> tuple[Any, Any]:
+    """(params, other_variables) of the EMA model: `ema_params`, and the raw model's other collections with
+    the averaged `batch_stats` in place of the raw ones when the state keeps them (`model_ema.buffers`)."""
+    if not isinstance(state, EmaTrainState):
+        raise ValueError("The EMA model needs an EmaTrainState (a run with config.model_ema).")
+    if isinstance(state, EmaBuffersTrainState):
+        return state.ema_params, with_running_stats(state.other_variables, state.ema_batch_stats)
+    return state.ema_params, state.other_variables
 
 
 def seed_rngs(seed: int) -> tuple[jax.Array, jax.Array]:
@@ -91,6 +114,10 @@ def _init_fn(
         fields = dict(step=step, params=params, opt_state=tx.init(params), other_variables=variables)
         if ema is None:
             return TrainState(**fields)
+        if ema.buffers:
+            return EmaBuffersTrainState(
+                **fields, ema_params=ema.init(params), ema_batch_stats=ema.init(running_stats(variables))
+            )
         return EmaTrainState(**fields, ema_params=ema.init(params))
 
     return init
@@ -150,7 +177,8 @@ def make_train_step(
     `rules` (the run's sharding rules) turn on the model's activation constraints on the batch's mesh.
     With `ema` (the state is an `EmaTrainState`), `state.ema_params` is updated after the optimizer
     update with the new parameters and the step count after it (timm's
-    `model_ema.update(model, step=num_updates)`; mixtok.train.ema).
+    `model_ema.update(model, step=num_updates)`; mixtok.train.ema), and with `ema.buffers` so is
+    `state.ema_batch_stats`, with the `batch_stats` this step wrote and the same weight.
     """
 
     def train_step(state: TrainState, batch, step_rng):
@@ -169,6 +197,9 @@ def make_train_step(
         state = state.replace(step=step, params=params, opt_state=opt_state, other_variables=other_variables)
         if ema is not None:  # timm: after the optimizer step, with the update count that includes it
             state = state.replace(ema_params=ema.update(state.ema_params, params, step))
+            if ema.buffers:  # timm's ModelEmaV3 default: buffers lerped with the parameters' weight
+                stats = ema.update(state.ema_batch_stats, running_stats(other_variables), step)
+                state = state.replace(ema_batch_stats=stats)
         return state, metrics
 
     shardings, repl = shardings_of(layout), replicated(batch_sharding.mesh)
@@ -214,24 +245,28 @@ def evaluate(
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """One pass over `batches`: (the task's eval metrics, its eval images of the first batch, on the host).
 
-    `use_ema` evaluates `state.ema_params` (with the raw model's other collections) and names the
-    metrics `eval_ema/...` instead of `eval/...`. `eval_images_step=None` writes no images ({}).
+    `use_ema` evaluates the EMA model (`ema_variables(state)`: `state.ema_params`, with the averaged
+    `batch_stats` if the state keeps them, else the raw model's) and names the metrics `eval_ema/...`
+    instead of `eval/...`. `eval_images_step=None` writes no images ({}).
     """
-    params = getattr(state, "ema_params", None) if use_ema else state.params
-    if params is None:
-        raise ValueError("use_ema=True needs an EmaTrainState (a run with config.model_ema).")
+    if use_ema:
+        if not isinstance(state, EmaTrainState):
+            raise ValueError("use_ema=True needs an EmaTrainState (a run with config.model_ema).")
+        params, other_variables = ema_variables(state)
+    else:
+        params, other_variables = state.params, state.other_variables
     sums, first = None, None
     for batch in batches:
         batch = put_batch(batch, batch_sharding)
         first = batch if first is None else first
-        out = eval_step(params, state.other_variables, batch)
+        out = eval_step(params, other_variables, batch)
         sums = out if sums is None else jax.tree_util.tree_map(jnp.add, sums, out)
     if first is None:
         raise ValueError("The eval set yielded no batches; check config.data's eval split.")
     metrics = task.summarize_eval(jax.device_get(sums))
     if use_ema:
         metrics = {_ema_name(key): value for key, value in metrics.items()}
-    images = {} if eval_images_step is None else jax.device_get(eval_images_step(params, state.other_variables, first))
+    images = {} if eval_images_step is None else jax.device_get(eval_images_step(params, other_variables, first))
     return metrics, images
 
 

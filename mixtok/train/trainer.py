@@ -8,7 +8,8 @@ from `config.model` (`create_model(config.model.name, **config.model.kwargs)` fo
 the latest checkpoint in `workdir` if there is one, and then trains to `config.total_steps`,
 logging to `workdir/metrics.jsonl` and TensorBoard, evaluating every `eval_every` steps and
 checkpointing every `checkpoint_every` steps, on SIGTERM, and at the end. With `config.model_ema`
-the state also holds a moving average of the parameters (timm's ModelEmaV3, `mixtok.train.ema`),
+the state also holds a moving average of the parameters (with `model_ema.buffers`, of the
+`batch_stats` too; timm's ModelEmaV3, `mixtok.train.ema`),
 checkpointed with it and, with `model_ema.eval` (the default), evaluated beside the raw model
 (`eval_ema/...` beside `eval/...`).
 

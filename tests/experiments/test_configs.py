@@ -353,11 +353,20 @@ def test_imagenet_data_block_has_the_official_augmentations(name, arg):
     assert {k: getattr(options, k) for k in AUGMENTATION_FIELDS} == expected
 
 
-# Weight EMA of the official scripts (family: (decay, source)); every other classification config has none.
+# Model EMA of the official scripts (family: (decay, first_update_copies, buffers, source)); every other
+# classification config has none. timm's ModelEma (FFNet, CAS-ViT, LSNet) and cvnets' EMA (AFFNet) both
+# average from the first update; mixtok's FFNet, CAS-ViT and LSNet configs keep ModelEmaV3's first copy and
+# the parameters only.
 MODEL_EMA = {
-    "ffnet_": (0.9995, "ysj9909/FFNet train.py --model-ema-decay"),
-    "cas_vit_": (0.9995, "CAS-ViT classification/main.py --model-ema-decay"),
-    "lsnet_": (0.99996, "LSNet main.py (DeiT's) --model-ema-decay"),
+    "ffnet_": (0.9995, True, False, "ysj9909/FFNet train.py --model-ema-decay"),
+    "cas_vit_": (0.9995, True, False, "CAS-ViT classification/main.py --model-ema-decay"),
+    "lsnet_": (0.99996, True, False, "LSNet main.py (DeiT's) --model-ema-decay"),
+    "affnet": (
+        1 - 0.0005,
+        False,
+        True,
+        "apple/ml-cvnets config/classification/imagenet/mobilevit.yaml ema.momentum; cvnets/misc/averaging_utils.py",
+    ),
 }
 
 
@@ -370,9 +379,10 @@ def test_imagenet_model_ema_follows_the_official_scripts(name):
     if family is None:
         assert "model_ema" not in config, name
         return
-    decay, _ = MODEL_EMA[family]
+    decay, first_update_copies, buffers, _ = MODEL_EMA[family]
     ema = model_ema_from_config(config)
     assert (ema.decay, ema.warmup, ema.eval) == (decay, False, True)
+    assert (ema.first_update_copies, ema.buffers) == (first_update_copies, buffers)
 
 
 @pytest.mark.parametrize("name", ["affnet_t", "caformer_s18"])

@@ -134,7 +134,7 @@ def test_ema_after_each_step_equals_a_numpy_fold_of_the_recorded_parameters():
     info, task, tx, schedule, mesh, rules = _pieces(config)
     shard = batch_sharding(mesh, rules)
     layout = abstract_train_state(task, tx, info.image_size, mesh, rules, ema)
-    assert isinstance(layout, EmaTrainState)
+    assert type(layout) is EmaTrainState  # buffers=False: no averaged statistics in the state
     for spec, param_spec in zip(jax.tree_util.tree_leaves(layout.ema_params), jax.tree_util.tree_leaves(layout.params)):
         assert spec.sharding == param_spec.sharding and spec.dtype == np.float32
     init_rng, step_rng = seed_rngs(config.seed)
@@ -178,33 +178,58 @@ def _restore_state(workdir, step):
 
 
 EMA_RUN = dict(total_steps=8, eval_every=4, tensorboard=False, model_ema=dict(decay=0.99, warmup=True))
+# A small AFFNet (BatchNorm) averaging its statistics too, with cvnets' update (no first-update copy).
+BUFFERS_RUN = dict(
+    **{
+        "model.name": "affnet_et",
+        "model.kwargs": dict(depths=(1, 0, 0, 0, 0), dims=(8, 8, 16, 16, 16), ffn_dims=(32, 32, 32), expand_ratio=2.0),
+    },
+    total_steps=6,
+    eval_every=3,
+    checkpoint_every=3,
+    tensorboard=False,
+    model_ema=dict(decay=0.9, buffers=True, first_update_copies=False),
+)
+RESUME_CASES = {  # run, the step it is interrupted at (between two checkpoints), changes of model_ema refused
+    "parameters": (EMA_RUN, 5, [None, dict(decay=0.999, warmup=True)]),
+    "batch_stats": (BUFFERS_RUN, 4, [dict(decay=0.9, first_update_copies=False), dict(decay=0.9, buffers=True)]),
+}
 
 
-def test_interrupted_and_resumed_run_with_ema_equals_an_uninterrupted_one(tmp_path):
+@pytest.mark.parametrize("case", RESUME_CASES)
+def test_interrupted_and_resumed_run_with_ema_equals_an_uninterrupted_one(tmp_path, case):
+    run, stop_at, refused = RESUME_CASES[case]
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
-    train_and_evaluate(tiny_config(**EMA_RUN), straight)
-    train_and_evaluate(tiny_config(**EMA_RUN), interrupted, stop_at_step=5)  # between checkpoints 4 and 8
-    train_and_evaluate(tiny_config(**EMA_RUN), interrupted)
+    train_and_evaluate(tiny_config(**run), straight)
+    train_and_evaluate(tiny_config(**run), interrupted, stop_at_step=stop_at)
+    train_and_evaluate(tiny_config(**run), interrupted)
 
     records = read_metrics(straight)
     assert read_metrics(interrupted) == records
-    assert [r["step"] for r in records if "eval_ema/accuracy" in r] == [4, 8]
+    every, last = run["eval_every"], run["total_steps"]
+    assert [r["step"] for r in records if "eval_ema/accuracy" in r] == list(range(every, last + 1, every))
     assert all(("eval/accuracy" in r) == ("eval_ema/accuracy" in r) for r in records)
-    a, b = _restore_state(straight, 8), _restore_state(interrupted, 8)
-    assert set(a) == {"step", "params", "opt_state", "other_variables", "ema_params"}
+    a, b = _restore_state(straight, last), _restore_state(interrupted, last)
+    fields = {"step", "params", "opt_state", "other_variables", "ema_params"}
+    assert set(a) == (fields | {"ema_batch_stats"} if case == "batch_stats" else fields)
     for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree_util.tree_leaves(b)):
         np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
     assert not np.array_equal(jax.tree_util.tree_leaves(a["ema_params"])[0], jax.tree_util.tree_leaves(a["params"])[0])
+    if case == "batch_stats":
+        averaged, raw = a["ema_batch_stats"]["batch_stats"], a["other_variables"]["batch_stats"]
+        assert jax.tree_util.tree_structure(averaged) == jax.tree_util.tree_structure(raw)
+        assert not any(np.array_equal(x, y) for x, y in zip(*map(jax.tree_util.tree_leaves, (averaged, raw))))
 
-    # Turning EMA off, or changing its schedule, on resume is refused in one line naming model_ema;
-    # its eval switch is not part of the run.
-    for changed in (dict(model_ema=None), dict(model_ema=dict(decay=0.999, warmup=True))):
-        config = tiny_config(**{**EMA_RUN, **changed, "total_steps": 9})
+    # Turning EMA off, or changing its schedule or what it averages, on resume is refused in one line naming
+    # model_ema; its eval switch is not part of the run.
+    for changed in refused:
+        config = tiny_config(**{**run, "model_ema": changed, "total_steps": last + 1})
         with pytest.raises(ResumeMismatchError, match=r"model_ema") as raised:
             train_and_evaluate(config, interrupted)
         assert "\n" not in str(raised.value)
-    config = tiny_config(**{**EMA_RUN, "total_steps": 9, "model_ema": dict(decay=0.99, warmup=True, eval=False)})
-    assert "eval_ema/accuracy" not in train_and_evaluate(config, interrupted)
+    if case == "parameters":
+        config = tiny_config(**{**run, "total_steps": 9, "model_ema": dict(decay=0.99, warmup=True, eval=False)})
+        assert "eval_ema/accuracy" not in train_and_evaluate(config, interrupted)
 
 
 def test_turning_ema_on_when_resuming_a_run_without_it_is_refused_in_one_line(tmp_path):
@@ -235,6 +260,14 @@ def test_without_model_ema_the_state_is_the_four_field_train_state():
         (dict(update_after_step=-1), r"config.model_ema.update_after_step must be an integer >= 0; got -1"),
         (dict(warmup="yes"), r"config.model_ema.warmup must be true or false; got 'yes'"),
         (dict(eval=1), r"config.model_ema.eval must be true or false; got 1"),
+        (dict(buffers="yes"), r"config.model_ema.buffers must be true or false; got 'yes'"),
+        (dict(first_update_copies=0), r"config.model_ema.first_update_copies must be true or false; got 0"),
+        (
+            dict(first_update_copies=False, warmup=True),
+            r"first_update_copies=False \(decay from the first update, as cvnets' EMA\) needs warmup=False and "
+            r"update_after_step=0; got warmup=True, update_after_step=0",
+        ),
+        (dict(first_update_copies=False, update_after_step=2), r"got warmup=False, update_after_step=2\.$"),
         (dict(decay_rate=0.9), r"config.model_ema.decay_rate is not a field; the fields are decay, min_decay"),
         (0.9998, r"config.model_ema must be a block of fields"),
     ],

@@ -16,7 +16,7 @@ statistics are global-batch (synchronised) under mixtok's sharded jit.
 The warm-up starts at warmup_init_lr 2e-4 (`warmup_lr_init`), and weight decay applies to every
 parameter, BatchNorm and bias weights included (`no_decay_bn_filter_bias: false`,
 `weight_decay_on="all"`). Not implemented beyond common.py's list, all of which the MobileViT recipe
-uses: the multi-scale variable-batch sampler (160-320 px), EMA of the weights (momentum 5e-4).
+uses: the multi-scale variable-batch sampler (160-320 px).
 Sources: apple/ml-cvnets config/classification/imagenet/mobilevit.yaml (global batch 1024 = 128 x 8
 GPUs, AdamW betas (0.9, 0.999)); AFFNet's README (microsoft/TokenMixers) for the 256-px train / eval
 resolution.
@@ -26,6 +26,11 @@ mobilevit.yaml runs it, `is_iteration_based: false`: a linear warm-up per iterat
 the rate of each epoch e is the cosine 2e-4 + (2e-3 - 2e-4) (1 + cos(pi e / 300)) / 2, its epochs
 counted from the first, warm-up included; optim/scheduler/cosine.py); mobilevit.yaml uses no Mixup /
 CutMix, RandAugment or random erasing (random resized crop and flip only), so this config sets none.
+
+EMA: mobilevit.yaml's `ema: {enable: true, momentum: 0.0005}` (apple/ml-cvnets
+cvnets/misc/averaging_utils.py `EMA`) averages the weights and the BatchNorm statistics after every
+optimizer step, from the initial model on: `config.model_ema` with decay 0.9995, no warm-up, no
+first-update copy and the statistics averaged (`eval_ema/` metrics; mixtok/train/ema.py).
 
 Compute: 375,341 steps of 1,024 images (300 epochs). Time: not measured by mixtok.
 
@@ -71,4 +76,7 @@ def get_config(arg=None):
         )
     )
     config.label_smoothing = 0.1
+    # cvnets' EMA (momentum 5e-4 = 1 - decay): every state-dict entry, the BatchNorm statistics included,
+    # becomes ema * (1 - momentum) + momentum * model after each optimizer step, the first one included.
+    config.model_ema = ConfigDict(dict(decay=0.9995, warmup=False, first_update_copies=False, buffers=True))
     return config
