@@ -39,7 +39,7 @@ TiTok's tokenizer at 0.999. DeiT-style scripts use timm's older `ModelEma` (and 
 the decay is constant from the first update (no copy at step 1, no warm-up). `warmup=False` here
 differs from it by that first copy, so the two averages differ by decay ** n * (the first step's
 change) after n steps; `first_update_copies=False, buffers=True` is `ModelEma` itself, as cvnets' EMA
-below (the FFNet, CAS-ViT and LSNet configs keep `warmup=False` with the parameters only).
+below; the FFNet, CAS-ViT and LSNet configs set it so.
 
 Buffers (`buffers`, default off): `ModelEmaV3` also averages the model's floating-point buffers
 (BatchNorm's running mean and variance) unless `exclude_buffers=True`: `apply_update_` lerps every

@@ -355,12 +355,13 @@ def test_imagenet_data_block_has_the_official_augmentations(name, arg):
 
 # Model EMA of the official scripts (family: (decay, first_update_copies, buffers, source)); every other
 # classification config has none. timm's ModelEma (FFNet, CAS-ViT, LSNet) and cvnets' EMA (AFFNet) both
-# average from the first update; mixtok's FFNet, CAS-ViT and LSNet configs keep ModelEmaV3's first copy and
-# the parameters only.
+# average the parameters and the BatchNorm statistics from the first update, with no copy at step 1.
 MODEL_EMA = {
-    "ffnet_": (0.9995, True, False, "ysj9909/FFNet train.py --model-ema-decay"),
-    "cas_vit_": (0.9995, True, False, "CAS-ViT classification/main.py --model-ema-decay"),
-    "lsnet_": (0.99996, True, False, "LSNet main.py (DeiT's) --model-ema-decay"),
+    # timm's ModelEma (and ModelEmaV2): a copy of the initial model, then every state_dict entry (BatchNorm
+    # statistics included) averaged with the constant decay from the first update.
+    "ffnet_": (0.9995, False, True, "ysj9909/FFNet train.py --model-ema-decay, timm ModelEma"),
+    "cas_vit_": (0.9995, False, True, "CAS-ViT classification/main.py --model-ema-decay, timm ModelEma"),
+    "lsnet_": (0.99996, False, True, "LSNet main.py (DeiT's) --model-ema-decay, timm ModelEma"),
     "affnet": (
         1 - 0.0005,
         False,
@@ -383,6 +384,20 @@ def test_imagenet_model_ema_follows_the_official_scripts(name):
     ema = model_ema_from_config(config)
     assert (ema.decay, ema.warmup, ema.eval) == (decay, False, True)
     assert (ema.first_update_copies, ema.buffers) == (first_update_copies, buffers)
+
+
+# DeiT's repeated augmentation (3 copies), on by default in these scripts: jameslahm/lsnet main.py and
+# DaiShiResearch/TransNeXt classification/main.py (`parser.set_defaults(repeated_aug=True)`); raoyongming/GFNet
+# main_gfnet.py sets it off and the other families' scripts have none.
+REPEATED_AUG = {"lsnet_": 3, "transnext_": 3}
+
+
+@pytest.mark.parametrize("name", classification_names())
+def test_imagenet_repeated_augmentation_follows_the_official_scripts(name):
+    config = get_config(CONFIG_DIR / "imagenet" / f"{name}.py")
+    expected = next((count for key, count in REPEATED_AUG.items() if name.startswith(key)), 0)
+    assert config.data.repeated_aug == expected, name
+    assert data_lib.data_options(config.data).repeated_aug == expected
 
 
 @pytest.mark.parametrize("name", ["affnet_t", "caformer_s18"])

@@ -15,7 +15,8 @@ Official recipe (Tianfang-Zhang/CAS-ViT: classification/main.py defaults, README
 global batch 2048 (128 x 8 GPUs x update_freq 2), weight decay 0.05, cosine to 1e-6 after 20 warm-up
 epochs, 300 epochs, label smoothing 0.1, drop path 0.1 (the default and the README's command; no
 per-variant rate is given), eval crop 0.875. Trains without the distillation head, as main.py does. Weight EMA
-0.9995 (`config.model_ema`; the parameters only, not the BatchNorm statistics). Not implemented beyond
+0.9995 (`config.model_ema`; the parameters and the BatchNorm statistics,
+from the first update on, as timm's ModelEma). Not implemented beyond
 common.py's list: the multi-scale sampler.
 
 Schedule and Mixup / CutMix: main.py has its own cosine (its utils.cosine_scheduler, per step, from
@@ -79,7 +80,8 @@ def get_config(arg=None):
     )
     config.label_smoothing = 0.1
     # Weight EMA (CAS-ViT classification/main.py: --model-ema-decay 0.9995), timm's ModelEma:
-    # constant decay from the first step; the average covers the parameters only (BatchNorm statistics
-    # stay the raw model's; mixtok/train/ema.py).
-    config.model_ema = ConfigDict(dict(decay=0.9995, warmup=False))
+    # constant decay from the first update (the average starts as the initial model, with no copy at step 1), over
+    # the parameters and the BatchNorm running statistics, as ModelEma averages the whole state_dict
+    # (mixtok/train/ema.py: first_update_copies=False, buffers=True).
+    config.model_ema = ConfigDict(dict(decay=0.9995, warmup=False, first_update_copies=False, buffers=True))
     return config

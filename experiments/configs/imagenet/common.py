@@ -61,9 +61,11 @@ classification config turns on, through `imagenet_data`, the augmentations its o
 timm's create_transform skips colour jitter while RandAugment is on (transforms_factory.py: "color
 jitter is typically disabled if AA/RA on"), so the scripts' `--color-jitter 0.4` does nothing there
 and is not a gap. Weight EMA (`config.model_ema`, mixtok/train/ema.py) is set where a script keeps
-one (FFNet, CAS-ViT, LSNet); it averages the parameters only, not BatchNorm statistics. Not
-implemented yet by mixtok (each config names its family's further gaps): the repeated-augmentation
-sampler (DeiT's --repeated-aug), where a script uses it.
+one (FFNet, CAS-ViT, LSNet: timm's ModelEma; AFFNet: ml-cvnets' EMA), as those do: the parameters and
+the BatchNorm statistics, from the first update on. Each config names its family's remaining gaps. DeiT's repeated augmentation
+(facebookresearch/deit samplers.py RASampler, --repeated-aug: 3 differently augmented copies of each
+image in the same step, an epoch reading a third of the images) is `repeated_aug=3` where a script
+keeps it on (LSNet, TransNeXt; GFNet's main_gfnet.py turns it off), mixtok.data.pipeline.
 
 Weight decay applies to the weights with two or more dimensions only, as timm's does (no decay on
 norms, biases and scales); where an official recipe excludes more by name, its config says so. AFFNet's
@@ -276,6 +278,7 @@ def imagenet_data(
     remode: str = "pixel",
     recount: int = 1,
     eval_interpolation: str | None = None,
+    repeated_aug: int = 0,
 ) -> ConfigDict:
     """The data section: ImageNet from `data_root=` in `source=` format, or in-memory data under runlocal.
 
@@ -283,7 +286,8 @@ def imagenet_data(
     horizontally; evaluation resizes to image_size / crop_pct and centre-crops image_size.
     `runlocal_data` replaces the synthetic 10-class images of a runlocal run (tokenizers: photos).
     The timm augmentations (mixtok.data.options: train_interpolation, auto_augment, reprob, remode,
-    recount, eval_interpolation; off by default) are keys of the section whatever their values, also
+    recount, eval_interpolation, and DeiT's repeated augmentation `repeated_aug`; off by default) are keys of
+    the section whatever their values, also
     under runlocal, so that runlocal exercises them and `--config.data.<field>=` overrides them; a None
     is a typed placeholder (a str override is accepted, the value read is None).
     """
@@ -294,6 +298,7 @@ def imagenet_data(
         remode=remode,
         recount=int(recount),
         eval_interpolation=_optional_str(eval_interpolation),
+        repeated_aug=int(repeated_aug),
     )
     transforms = dict(
         crop_scale=crop_scale, crop_ratio=crop_ratio, hflip=True, crop_pct=crop_pct, mean=mean, std=std, **augmentations

@@ -15,7 +15,8 @@ Official recipe (ysj9909/FFNet: train.py defaults, README, default_cfgs): AdamW,
 1024 (128 x 8 GPUs), weight decay 0.05, cosine to 1e-5 after 5 warm-up epochs, 300 epochs, label
 smoothing 0.1, 256 px; drop path 0.1 / 0.15 / 0.35 (README) and 0.4 (FFNet-4: the code's default; the
 README gives only its 384-px fine-tune); eval crop 0.9 (1, 2) or 0.95 (3, 4). Weight EMA 0.9995
-(`config.model_ema`, `eval_ema/` metrics; the parameters only, not the BatchNorm statistics).
+(`config.model_ema`, `eval_ema/` metrics; the parameters and the BatchNorm statistics,
+from the first update on, as timm's ModelEma).
 
 Schedule and Mixup / CutMix (ysj9909/FFNet train.py (its defaults at commit aed6a70; since removed
 from the repository)): timm's cosine, rate changed once per epoch, warm-up from 1e-6, min lr 1e-5,
@@ -79,9 +80,10 @@ def get_config(arg=None):
     )
     config.label_smoothing = 0.1
     # Weight EMA (ysj9909/FFNet train.py: --model-ema, decay 0.9995), timm's ModelEma:
-    # constant decay from the first step; the average covers the parameters only (BatchNorm statistics
-    # stay the raw model's; mixtok/train/ema.py).
-    config.model_ema = ConfigDict(dict(decay=0.9995, warmup=False))
+    # constant decay from the first update (the average starts as the initial model, with no copy at step 1), over
+    # the parameters and the BatchNorm running statistics, as ModelEma averages the whole state_dict
+    # (mixtok/train/ema.py: first_update_copies=False, buffers=True).
+    config.model_ema = ConfigDict(dict(decay=0.9995, warmup=False, first_update_copies=False, buffers=True))
     # timm's Mixup / CutMix (ysj9909/FFNet train.py): one draw a batch, CutMix half the time; soft targets smoothed
     # by label_smoothing.
     config.mixup = ConfigDict(dict(mixup_alpha=0.8, cutmix_alpha=1.0, prob=1.0, switch_prob=0.5, mode="batch"))

@@ -14,10 +14,10 @@ Paper: LSNet: See Large, Focus Small (Wang et al., CVPR 2025).
 Official recipe (jameslahm/lsnet: main.py defaults and README): AdamW (eps 1e-8), lr 1e-3 x batch / 512
 = 4e-3 at global batch 2048 (256 x 8 GPUs), weight decay 0.025 (T, S) or 0.05 (B), cosine to 1e-5 after
 5 warm-up epochs, 300 epochs, label smoothing 0.1, no drop path (the model has none), eval resize 256
-and crop 224 (0.875). Weight EMA 0.99996 (`config.model_ema`; the parameters only, not the BatchNorm
-statistics). Adaptive gradient clipping with clip factor 0.02 (main.py's defaults --clip-grad 0.02
---clip-mode agc: timm's adaptive_clip_grad). Not implemented beyond common.py's list: repeated
-augmentation.
+and crop 224 (0.875). Weight EMA 0.99996 (`config.model_ema`; the parameters and the BatchNorm
+statistics, from the first update on, as timm's ModelEma). Adaptive gradient clipping with clip factor
+0.02 (main.py's defaults --clip-grad 0.02 --clip-mode agc: timm's adaptive_clip_grad). Repeated
+augmentation: main.py's default --repeated-aug, 3 copies of each image (`repeated_aug=3`).
 
 Schedule and Mixup / CutMix as jameslahm/lsnet main.py sets them: timm's cosine stepped once per epoch,
 a warm-up from 1e-6, min lr 1e-5, no cool-down (the script never runs it; its `lr_scheduler.step(epoch)`
@@ -57,6 +57,7 @@ def get_config(arg=None):
         remode="pixel",
         recount=1,
         eval_interpolation="bicubic",
+        repeated_aug=3,  # main.py --repeated-aug (on by default; its samplers.py RASampler, 3 copies)
     )
 
     config.model = ConfigDict(dict(name="lsnet_b", dtype=common.compute_dtype(arg)))
@@ -84,9 +85,10 @@ def get_config(arg=None):
     )
     config.label_smoothing = 0.1
     # Weight EMA (LSNet main.py (DeiT's): --model-ema-decay 0.99996), timm's ModelEma:
-    # constant decay from the first step; the average covers the parameters only (BatchNorm statistics
-    # stay the raw model's; mixtok/train/ema.py).
-    config.model_ema = ConfigDict(dict(decay=0.99996, warmup=False))
+    # constant decay from the first update (the average starts as the initial model, with no copy at step 1), over
+    # the parameters and the BatchNorm running statistics, as ModelEma averages the whole state_dict
+    # (mixtok/train/ema.py: first_update_copies=False, buffers=True).
+    config.model_ema = ConfigDict(dict(decay=0.99996, warmup=False, first_update_copies=False, buffers=True))
     # timm's Mixup / CutMix (jameslahm/lsnet main.py): one draw a batch, CutMix half the time; soft targets smoothed
     # by label_smoothing.
     config.mixup = ConfigDict(dict(mixup_alpha=0.8, cutmix_alpha=1.0, prob=1.0, switch_prob=0.5, mode="batch"))

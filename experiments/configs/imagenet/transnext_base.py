@@ -17,7 +17,8 @@ warm-up epochs, 300 epochs, label smoothing 0.1, drop path 0.15 / 0.25 / 0.45 / 
 (classification/configs/transnext_{micro,tiny,small,base}.py), eval resize 256 and crop 224 (0.875). Not
 implemented beyond common.py's list: no weight decay on the query embedding, relative position bias, CPB
 and temperature (mixtok decays every weight with two or more dimensions, so of these the CPB MLP kernels
-are decayed), repeated augmentation.
+are decayed). Repeated augmentation as main.py's default --repeated-aug, 3 copies of each image
+(`repeated_aug=3`).
 
 Schedule and Mixup / CutMix as DaiShiResearch/TransNeXt classification/main.py sets them: timm's cosine
 stepped once per epoch, a warm-up from 1e-6, min lr 1e-5, no cool-down (the script never runs it; its
@@ -58,6 +59,7 @@ def get_config(arg=None):
         remode="pixel",
         recount=1,
         eval_interpolation="bicubic",
+        repeated_aug=3,  # main.py --repeated-aug (on by default; its samplers.py RASampler, 3 copies)
     )
 
     config.model = ConfigDict(dict(name="transnext_base", dtype=common.compute_dtype(arg)))
