@@ -14,6 +14,12 @@ Fields of `config.optimizer` (defaults in brackets):
     weight_decay_on "matrices" [default]: only the weights with two or more dimensions decay
                     (`weight_decay_mask`, timm's param_groups_weight_decay); "all": every parameter,
                     norm scales and biases too (apple/ml-cvnets' `no_decay_bn_filter_bias: false`)
+    no_weight_decay_keywords
+                    [()] names: a parameter whose dotted path (e.g. "block1_0.attn.cpb_fc1.kernel")
+                    contains one of them does not decay either (DaiShiResearch/TransNeXt
+                    classification/optimizer.py `set_weight_decay` with the model's
+                    `no_weight_decay_keywords`: query_embedding, relative_pos_bias_local, cpb,
+                    temperature)
     b1, b2, eps     [0.9, 0.999, 1e-8; 1e-6 for the Lambs, timm's default]
     grad_clip       [off; 0 or None is off] the clipping value of `clip_mode` (timm's --clip-grad)
     clip_mode       "norm" [default], "agc" or "value" (timm's --clip-mode, below)
@@ -461,16 +467,46 @@ def _decays_all(params):
     return jax.tree_util.tree_map(lambda _: True, params)
 
 
+def _path_name(path) -> str:
+    return ".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+
+
+def _without_keywords(mask_fn: Callable, keywords: tuple[str, ...]) -> Callable:
+    """`mask_fn`, with False for every parameter whose dotted path contains one of `keywords`."""
+
+    def mask(params):
+        named = jax.tree_util.tree_map_with_path(lambda path, _: _path_name(path), params)
+        return jax.tree_util.tree_map(
+            lambda decays, name: bool(decays) and not any(k in name for k in keywords), mask_fn(params), named
+        )
+
+    return mask
+
+
+def _no_decay_keywords(config: ConfigDict) -> tuple[str, ...]:
+    keywords = config.get("no_weight_decay_keywords", ())
+    if isinstance(keywords, str) or not all(isinstance(k, str) and k for k in keywords):
+        raise ValueError(
+            f"optimizer.no_weight_decay_keywords={keywords!r} must be a tuple of non-empty names, "
+            "e.g. ('query_embedding', 'cpb')."
+        )
+    return tuple(keywords)
+
+
 def _optimizer(name: str, config: ConfigDict, schedule: optax.Schedule) -> optax.GradientTransformation:
     decay_on = config.get("weight_decay_on", "matrices")
     if decay_on not in WEIGHT_DECAY_ON:
         raise unknown_name_error("optimizer.weight_decay_on", decay_on, WEIGHT_DECAY_ON)
+    mask = weight_decay_mask if decay_on == "matrices" else _decays_all
+    keywords = _no_decay_keywords(config)
+    if keywords:
+        mask = _without_keywords(mask, keywords)
     common = dict(
         b1=config.get("b1", 0.9),
         b2=config.get("b2", 0.999),
         eps=config.get("eps", 1e-8 if name == "adamw" else 1e-6),  # timm's AdamW and Lamb defaults
         weight_decay=config.get("weight_decay", 0.05),
-        mask=weight_decay_mask if decay_on == "matrices" else _decays_all,
+        mask=mask,
     )
     if name == "timm_lamb":
         trust_clip, always_adapt = config.get("trust_clip", False), config.get("always_adapt", False)

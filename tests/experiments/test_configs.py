@@ -596,3 +596,11 @@ def test_attention_quickstart_has_a_measured_result_for_every_family_and_rejects
     assert all(accuracy >= 0.95 for accuracy, _ in module.MEASURED.values())
     with pytest.raises(ValueError, match="Did you mean 'davit'"):
         module.get_config("family=davitt")
+
+
+@pytest.mark.parametrize("name", classification_names())
+def test_only_transnext_exempts_parameters_from_weight_decay_by_name(name):
+    # DaiShiResearch/TransNeXt classification/transnext.py no_weight_decay_keywords, applied by its optimizer.py.
+    config = get_config(CONFIG_DIR / "imagenet" / f"{name}.py")
+    expected = ("query_embedding", "relative_pos_bias_local", "cpb", "temperature") if "transnext" in name else ()
+    assert tuple(config.optimizer.get("no_weight_decay_keywords", ())) == expected

@@ -134,3 +134,47 @@ def test_weight_decay_on_all_decays_biases_and_norm_scales_too(name):
         else:  # the LAMBs: the decay direction, scaled by the trust ratio to -lr * ||w|| / ||w|| * w
             assert np.all(everything[key] < 0)
     np.testing.assert_array_equal(matrices["kernel"], everything["kernel"])
+
+
+def _transnext_set_weight_decay(names_and_shapes, keywords):
+    """DaiShiResearch/TransNeXt classification/optimizer.py `set_weight_decay`, written out: no decay for 1-D
+    parameters, biases, and names containing a keyword (its no_weight_decay list is empty)."""
+    return {
+        name: not (len(shape) == 1 or name.endswith(".bias") or any(k in name for k in keywords))
+        for name, shape in names_and_shapes.items()
+    }
+
+
+def test_no_weight_decay_keywords_follow_transnexts_rule_on_its_parameter_names():
+    keywords = ("query_embedding", "relative_pos_bias_local", "cpb", "temperature")
+    params = {
+        "block1_0": {
+            "attn": {
+                "query_embedding": jnp.ones((2, 1, 4)),
+                "relative_pos_bias_local": jnp.ones((2, 9)),
+                "temperature": jnp.ones((2, 1, 1)),
+                "cpb_fc1": {"kernel": jnp.ones((2, 8)), "bias": jnp.ones((8,))},
+                "q": {"kernel": jnp.ones((4, 4)), "bias": jnp.ones((4,))},
+            },
+            "norm1": {"scale": jnp.ones((4,))},
+        },
+        "head": {"kernel": jnp.ones((4, 3))},
+    }
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+    config = ConfigDict(dict(lr=0.1, weight_decay=0.5, no_weight_decay_keywords=keywords))
+    tx, _ = create_optimizer(config, total_steps=10)
+    updates, _ = tx.update(zeros, tx.init(params), params)
+    decayed = {
+        ".".join(k.key for k in path): bool(np.any(np.asarray(u) != 0))
+        for path, u in jax.tree_util.tree_leaves_with_path(updates)
+    }
+    shapes = {".".join(k.key for k in path): p.shape for path, p in jax.tree_util.tree_leaves_with_path(params)}
+    assert decayed == _transnext_set_weight_decay(shapes, keywords)
+    assert decayed["block1_0.attn.q.kernel"] and not decayed["block1_0.attn.cpb_fc1.kernel"]
+
+
+@pytest.mark.parametrize("keywords", ["cpb", ("cpb", ""), (3,)])
+def test_bad_no_weight_decay_keywords_are_one_line(keywords):
+    config = ConfigDict(dict(lr=0.1, no_weight_decay_keywords=keywords))
+    with pytest.raises(ValueError, match="no_weight_decay_keywords=.*tuple of non-empty names"):
+        create_optimizer(config, total_steps=10)

@@ -62,10 +62,11 @@ timm's create_transform skips colour jitter while RandAugment is on (transforms_
 jitter is typically disabled if AA/RA on"), so the scripts' `--color-jitter 0.4` does nothing there
 and is not a gap. Weight EMA (`config.model_ema`, mixtok/train/ema.py) is set where a script keeps
 one (FFNet, CAS-ViT, LSNet: timm's ModelEma; AFFNet: ml-cvnets' EMA), as those do: the parameters and
-the BatchNorm statistics, from the first update on. Each config names its family's remaining gaps. DeiT's repeated augmentation
-(facebookresearch/deit samplers.py RASampler, --repeated-aug: 3 differently augmented copies of each
-image in the same step, an epoch reading a third of the images) is `repeated_aug=3` where a script
-keeps it on (LSNet, TransNeXt; GFNet's main_gfnet.py turns it off), mixtok.data.pipeline.
+the BatchNorm statistics, from the first update on. Each config names its family's remaining gaps.
+DeiT's repeated augmentation (facebookresearch/deit samplers.py RASampler, --repeated-aug: 3 differently
+augmented copies of each image in the same step, an epoch reading a third of the images) is
+`repeated_aug=3` where a script keeps it on (LSNet, TransNeXt; GFNet's main_gfnet.py turns it off;
+mixtok.data.pipeline).
 
 Weight decay applies to the weights with two or more dimensions only, as timm's does (no decay on
 norms, biases and scales); where an official recipe excludes more by name, its config says so. AFFNet's

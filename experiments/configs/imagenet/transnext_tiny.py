@@ -14,10 +14,10 @@ Paper: TransNeXt: Robust Foveal Visual Perception for Vision Transformers (Shi, 
 Official recipe (DaiShiResearch/TransNeXt: classification/main.py, configs/*.py): AdamW (eps 1e-8), lr
 1e-3 at global batch 1024 (not scaled), weight decay 0.05, gradient clipping 1.0, cosine to 1e-5 after 5
 warm-up epochs, 300 epochs, label smoothing 0.1, drop path 0.15 / 0.25 / 0.45 / 0.6
-(classification/configs/transnext_{micro,tiny,small,base}.py), eval resize 256 and crop 224 (0.875). Not
-implemented beyond common.py's list: no weight decay on the query embedding, relative position bias, CPB
-and temperature (mixtok decays every weight with two or more dimensions, so of these the CPB MLP kernels
-are decayed). Repeated augmentation as main.py's default --repeated-aug, 3 copies of each image
+(classification/configs/transnext_{micro,tiny,small,base}.py), eval resize 256 and crop 224 (0.875). No
+weight decay on the parameters named after the model's `no_weight_decay_keywords` (query_embedding,
+relative_pos_bias_local, cpb, temperature: classification/optimizer.py `set_weight_decay`), besides
+biases and 1-D weights. Repeated augmentation as main.py's default --repeated-aug, 3 copies of each image
 (`repeated_aug=3`).
 
 Schedule and Mixup / CutMix as DaiShiResearch/TransNeXt classification/main.py sets them: timm's cosine
@@ -77,6 +77,8 @@ def get_config(arg=None):
             **schedule,
             epoch_lag=1,  # main.py steps timm's scheduler after each epoch (DeiT's loop)
             weight_decay=0.05,
+            # classification/transnext.py no_weight_decay_keywords, excluded by classification/optimizer.py.
+            no_weight_decay_keywords=("query_embedding", "relative_pos_bias_local", "cpb", "temperature"),
             b1=0.9,
             b2=0.999,
             eps=1e-8,
