@@ -229,55 +229,57 @@ def _affine(image: Image.Image, coefficients: tuple, resample: int, fill: tuple)
     return image.transform(image.size, Image.AFFINE, coefficients, resample=resample, fillcolor=fill)
 
 
-def _lookup(image: np.ndarray, table: np.ndarray) -> np.ndarray:
-    return table.astype(np.uint8)[image]
+def _point(image: Image.Image, values: np.ndarray) -> Image.Image:
+    """Maps every value v of every band to values[v] (`Image.point` with the table repeated per band)."""
+    return image.point(values.astype(np.uint8).tolist() * len(image.getbands()))
 
 
-def _solarize_add(image: np.ndarray, add: int, threshold: int = 128) -> np.ndarray:
-    values = np.arange(256)
-    return _lookup(image, np.where(values < threshold, np.minimum(255, values + add), values))
+_VALUES = np.arange(256)
 
 
-def _pil(fn: Callable) -> Callable:
-    """Wraps a PIL op (first argument a PIL image) to take and return uint8 numpy arrays."""
-
-    def op(image: np.ndarray, *args: Any, **kwargs: Any) -> np.ndarray:
-        return np.asarray(fn(Image.fromarray(image), *args, **kwargs))
-
-    return op
-
-
-# Colour ops: (image, *args). Geometric ops: (image, *args, resample=, fill=). PIL where timm uses PIL (the
-# enhancements, autocontrast, equalize and the resampling ops); lookup tables where the op is a per-value map.
-_OPS: dict[str, Callable[..., np.ndarray]] = {
-    "AutoContrast": _pil(ImageOps.autocontrast),
-    "Equalize": _pil(ImageOps.equalize),
-    "Invert": lambda image: 255 - image,
-    "Rotate": _pil(lambda im, degrees, resample, fill: im.rotate(degrees, resample=resample, fillcolor=fill)),
+def _posterize_op(image: Image.Image, bits: int) -> Image.Image:
     # Keeping b bits masks the low 8 - b bits; b >= 8 leaves the image alone (timm's `posterize`). b = 0 (timm's
     # Posterize below M 2.5, PosterizeIncreasing at M 10) gives black, as Pillow's ImageOps.posterize did before
     # it began to refuse bits outside 1..8 (Pillow 13 raises ValueError there, so timm fails on such a draw).
-    "Posterize": lambda image, bits: image if bits >= 8 else image & np.uint8((0xFF << (8 - bits)) & 0xFF),
+    if bits >= 8:
+        return image
+    return _point(image, _VALUES & ((0xFF << (8 - int(bits))) & 0xFF))
+
+
+def _solarize_op(image: Image.Image, threshold: float) -> Image.Image:
     # PIL's ImageOps.solarize: values at or above the threshold are inverted.
-    "Solarize": lambda image, threshold: np.where(image >= threshold, 255 - image, image).astype(np.uint8),
+    return _point(image, np.where(_VALUES >= threshold, 255 - _VALUES, _VALUES))
+
+
+def _solarize_add(image: Image.Image, add: int, threshold: int = 128) -> Image.Image:
+    return _point(image, np.where(_VALUES < threshold, np.minimum(255, _VALUES + add), _VALUES))
+
+
+# Each op takes and returns a PIL image, so that a chain of ops (RandAugment, and the crop and flip before it)
+# converts between numpy and PIL once at each end (`apply_rand_augment_pil`). Colour ops: (image, *args).
+# Geometric ops: (image, *args, resample=, fill=). PIL where timm uses PIL (the enhancements, autocontrast,
+# equalize and the resampling ops); a lookup table (`Image.point`) where the op is a per-value map.
+_OPS: dict[str, Callable[..., Image.Image]] = {
+    "AutoContrast": ImageOps.autocontrast,
+    "Equalize": ImageOps.equalize,
+    "Invert": lambda image: _point(image, 255 - _VALUES),
+    "Rotate": lambda im, degrees, resample, fill: im.rotate(degrees, resample=resample, fillcolor=fill),
+    "Posterize": _posterize_op,
+    "Solarize": _solarize_op,
     "SolarizeAdd": _solarize_add,
-    "Color": _pil(lambda im, factor: ImageEnhance.Color(im).enhance(factor)),
-    "Contrast": _pil(lambda im, factor: ImageEnhance.Contrast(im).enhance(factor)),
-    "Brightness": _pil(lambda im, factor: ImageEnhance.Brightness(im).enhance(factor)),
-    "Sharpness": _pil(lambda im, factor: ImageEnhance.Sharpness(im).enhance(factor)),
-    "ShearX": _pil(lambda im, s, resample, fill: _affine(im, (1, s, 0, 0, 1, 0), resample, fill)),
-    "ShearY": _pil(lambda im, s, resample, fill: _affine(im, (1, 0, 0, s, 1, 0), resample, fill)),
-    "TranslateX": _pil(lambda im, px, resample, fill: _affine(im, (1, 0, px, 0, 1, 0), resample, fill)),
-    "TranslateY": _pil(lambda im, px, resample, fill: _affine(im, (1, 0, 0, 0, 1, px), resample, fill)),
-    "TranslateXRel": _pil(
-        lambda im, pct, resample, fill: _affine(im, (1, 0, pct * im.size[0], 0, 1, 0), resample, fill)
-    ),
-    "TranslateYRel": _pil(
-        lambda im, pct, resample, fill: _affine(im, (1, 0, 0, 0, 1, pct * im.size[1]), resample, fill)
-    ),
+    "Color": lambda im, factor: ImageEnhance.Color(im).enhance(factor),
+    "Contrast": lambda im, factor: ImageEnhance.Contrast(im).enhance(factor),
+    "Brightness": lambda im, factor: ImageEnhance.Brightness(im).enhance(factor),
+    "Sharpness": lambda im, factor: ImageEnhance.Sharpness(im).enhance(factor),
+    "ShearX": lambda im, s, resample, fill: _affine(im, (1, s, 0, 0, 1, 0), resample, fill),
+    "ShearY": lambda im, s, resample, fill: _affine(im, (1, 0, 0, s, 1, 0), resample, fill),
+    "TranslateX": lambda im, px, resample, fill: _affine(im, (1, 0, px, 0, 1, 0), resample, fill),
+    "TranslateY": lambda im, px, resample, fill: _affine(im, (1, 0, 0, 0, 1, px), resample, fill),
+    "TranslateXRel": lambda im, pct, resample, fill: _affine(im, (1, 0, pct * im.size[0], 0, 1, 0), resample, fill),
+    "TranslateYRel": lambda im, pct, resample, fill: _affine(im, (1, 0, 0, 0, 1, pct * im.size[1]), resample, fill),
     # Desaturate's argument is the amount of grey: Color enhance factor 1 - amount, clipped to [0, 1].
-    "Desaturate": _pil(lambda im, amount: ImageEnhance.Color(im).enhance(min(1.0, max(0.0, 1.0 - amount)))),
-    "GaussianBlur": _pil(lambda im, radius: im.filter(ImageFilter.GaussianBlur(radius=radius))),
+    "Desaturate": lambda im, amount: ImageEnhance.Color(im).enhance(min(1.0, max(0.0, 1.0 - amount))),
+    "GaussianBlur": lambda im, radius: im.filter(ImageFilter.GaussianBlur(radius=radius)),
 }
 for _increasing, _base in (
     ("PosterizeIncreasing", "Posterize"),
@@ -288,6 +290,21 @@ for _increasing, _base in (
     ("SharpnessIncreasing", "Sharpness"),
 ):
     _OPS[_increasing] = _OPS[_base]
+
+
+def apply_op_pil(
+    image: Image.Image,
+    name: str,
+    args: Sequence[float],
+    *,
+    resample: int = _Resampling.BICUBIC,
+    fill: Sequence[int] = _DEFAULT_FILL,
+) -> Image.Image:
+    """`apply_op` on a PIL image, returning one."""
+    op = _OPS[_check_op_name(name)]
+    if op_is_geometric(name):
+        return op(image, *args, resample=int(resample), fill=tuple(int(v) for v in fill))
+    return op(image, *args)
 
 
 def apply_op(
@@ -302,10 +319,7 @@ def apply_op(
 
     `resample` (a PIL filter) and `fill` (the colour of uncovered pixels) matter for geometric ops only.
     """
-    op = _OPS[_check_op_name(name)]
-    if op_is_geometric(name):
-        return op(image, *args, resample=int(resample), fill=tuple(int(v) for v in fill))
-    return op(image, *args)
+    return np.asarray(apply_op_pil(Image.fromarray(image), name, args, resample=resample, fill=fill))
 
 
 # ---------------------------------------------------------------------------------------------- RandAugment
@@ -488,11 +502,16 @@ def draw_rand_augment(config: RandAugmentConfig, rng: np.random.Generator) -> li
     return drawn
 
 
+def apply_rand_augment_pil(image: Image.Image, drawn: Sequence[DrawnOp], config: RandAugmentConfig) -> Image.Image:
+    """Runs the drawn ops in order on an RGB PIL image (no conversion between ops)."""
+    for op in drawn:
+        image = apply_op_pil(image, op.name, op.args, resample=op.resample, fill=config.fill)
+    return image
+
+
 def apply_rand_augment(image: np.ndarray, drawn: Sequence[DrawnOp], config: RandAugmentConfig) -> np.ndarray:
     """Runs the drawn ops in order on a uint8 [H, W, 3] image."""
-    for op in drawn:
-        image = apply_op(image, op.name, op.args, resample=op.resample, fill=config.fill)
-    return image
+    return np.asarray(apply_rand_augment_pil(Image.fromarray(np.ascontiguousarray(image)), drawn, config))
 
 
 def rand_augment(image: np.ndarray, config: RandAugmentConfig, rng: np.random.Generator) -> np.ndarray:
@@ -668,6 +687,15 @@ def _resize(image: np.ndarray, height: int, width: int, resample: int) -> np.nda
     if image.shape[:2] == (height, width):  # torchvision's resize returns such an image untouched
         return image
     return np.asarray(Image.fromarray(image).resize((width, height), resample))
+
+
+def apply_resized_crop_pil(image: Image.Image, crop: ResizedCrop, size: int | tuple[int, int]) -> Image.Image:
+    """`apply_resized_crop` on a PIL image, returning one (torchvision's resized_crop: crop, then resize)."""
+    out_h, out_w = (size, size) if isinstance(size, int) else size
+    patch = image.crop((crop.left, crop.top, crop.left + crop.width, crop.top + crop.height))
+    if (crop.height, crop.width) == (out_h, out_w):  # torchvision's resize returns such an image untouched
+        return patch
+    return patch.resize((out_w, out_h), crop.resample)
 
 
 def apply_resized_crop(image: np.ndarray, crop: ResizedCrop, size: int | tuple[int, int]) -> np.ndarray:

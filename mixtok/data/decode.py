@@ -40,8 +40,8 @@ class UndecodableImageError(ValueError):
     """An image that PIL cannot decode, with skipping turned off."""
 
 
-def decode_image(data: bytes, path: str) -> np.ndarray:
-    """Decodes encoded image bytes to a uint8 RGB array [H, W, 3].
+def decode_image(data: bytes, path: str, as_pil: bool = False) -> np.ndarray | Image.Image:
+    """Decodes encoded image bytes to a uint8 RGB array [H, W, 3] (with `as_pil`, an RGB PIL image).
 
     Raises:
       UndecodableImageError: naming `path` when the bytes are not an image PIL
@@ -52,9 +52,12 @@ def decode_image(data: bytes, path: str) -> np.ndarray:
             # Large scans are legitimate training images, not decompression bombs.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as image:
-                # convert() forces the full decode, so truncated files fail here and
-                # not later in the middle of a resize.
-                return np.asarray(image.convert("RGB"))
+                # load() forces the full decode, so truncated files fail here and
+                # not later in the middle of a resize. An RGB image is kept as decoded
+                # (convert would copy it).
+                image.load()
+                rgb = image if image.mode == "RGB" else image.convert("RGB")
+                return rgb if as_pil else np.asarray(rgb)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         # PIL's own message for an unknown format names a BytesIO object, not
         # the file, so it is replaced.
@@ -68,17 +71,18 @@ def decode_image(data: bytes, path: str) -> np.ndarray:
         ) from e
 
 
-def decode_example(example: dict[str, Any], skip_undecodable: bool) -> dict[str, Any]:
+def decode_example(example: dict[str, Any], skip_undecodable: bool, as_pil: bool = False) -> dict[str, Any]:
     """Returns {'image': uint8 [H, W, 3], 'label'} or an undecodable marker.
 
-    Examples whose image is already an array (digits, synthetic) pass through.
+    Examples whose image is already an array (digits, synthetic) pass through; with `as_pil`, encoded
+    images are decoded to RGB PIL images instead of arrays (the timm transform works in PIL).
     """
     image = example["image"]
     if isinstance(image, np.ndarray):
         return {"image": image, "label": example["label"]}
     path = example.get("path", "<unnamed image>")
     try:
-        array = decode_image(image, path)
+        array = decode_image(image, path, as_pil)
     except UndecodableImageError:
         if not skip_undecodable:
             raise

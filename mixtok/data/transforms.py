@@ -193,7 +193,7 @@ def random_erasing_config(options: DataOptions) -> augment.RandomErasingConfig |
 
 
 def train_image(
-    image: np.ndarray,
+    image: np.ndarray | Image.Image,
     options: DataOptions,
     rng: np.random.Generator,
     ra_config: augment.RandAugmentConfig | None = None,
@@ -202,21 +202,33 @@ def train_image(
     """The train transform: random resized crop, random flip, [RandAugment], normalise, [random erasing].
 
     `ra_config` / `erasing_config` (from `rand_augment_config` / `random_erasing_config`) switch those on.
+    `image` is a uint8 [H, W, 3] array or (timm's crop only) an RGB PIL image. With timm's crop
+    (`train_interpolation` set) the image stays a PIL image from the crop to the end of RandAugment, as
+    in timm's transform, and becomes an array once, before normalising.
     """
     size = options.image_size
-    if options.train_interpolation is None:
+    if options.train_interpolation is not None:
+        pil = image if isinstance(image, Image.Image) else Image.fromarray(np.ascontiguousarray(image))
+        crop = augment.draw_resized_crop(
+            pil.height, pil.width, rng, options.crop_scale, options.crop_ratio, options.train_interpolation
+        )
+        pil = augment.apply_resized_crop_pil(pil, crop, size)
+        # Draw even when hflip is 0 so turning flips on or off leaves the crops of
+        # every other example unchanged.
+        if rng.random() < options.hflip:
+            pil = pil.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        if ra_config is not None:
+            pil = augment.apply_rand_augment_pil(pil, augment.draw_rand_augment(ra_config, rng), ra_config)
+        image = np.asarray(pil)
+    else:
+        if isinstance(image, Image.Image):
+            raise TypeError("train_image takes a PIL image only with timm's crop (data.train_interpolation set).")
         image = upsample_to_min_side(image, size)
         image = random_resized_crop(image, size, rng, options.crop_scale, options.crop_ratio)
-    else:
-        image = augment.random_resized_crop(
-            image, size, rng, options.crop_scale, options.crop_ratio, options.train_interpolation
-        )
-    # Draw even when hflip is 0 so turning flips on or off leaves the crops of
-    # every other example unchanged.
-    if rng.random() < options.hflip:
-        image = horizontal_flip(image)
-    if ra_config is not None:
-        image = augment.rand_augment(np.ascontiguousarray(image), ra_config, rng)
+        if rng.random() < options.hflip:
+            image = horizontal_flip(image)
+        if ra_config is not None:
+            image = augment.rand_augment(np.ascontiguousarray(image), ra_config, rng)
     image = normalize(image, options.mean, options.std)
     if erasing_config is not None:
         image = augment.random_erasing(image, erasing_config, rng)
@@ -234,10 +246,14 @@ class TrainTransform(grain.transforms.RandomMap):
         self._erasing_config = random_erasing_config(options)
 
     def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
-        example = decode.decode_example(element, self._options.skip_undecodable)
+        # timm's crop works in PIL: decode straight to a PIL image for it.
+        as_pil = self._options.train_interpolation is not None
+        example = decode.decode_example(element, self._options.skip_undecodable, as_pil)
         if decode.is_undecodable(example):
             return example
-        image = train_image(example["image"], self._options, rng, self._ra_config, self._erasing_config)
+        # Popped, not read: train_image then holds the only reference to the decoded image and drops it after
+        # the crop, so that the decoded image's memory is free again for the rest of the transform.
+        image = train_image(example.pop("image"), self._options, rng, self._ra_config, self._erasing_config)
         return {"image": image, "label": example["label"]}
 
 

@@ -2,13 +2,15 @@
 the generator grain hands that row; determinism, resumption, and the options-off pipeline unchanged."""
 
 import hashlib
+import io
 import pickle
 
 import grain
 import numpy as np
 import pytest
+from PIL import Image
 
-from mixtok.data import augment, create_eval_iterator, create_train_iterator, sources, transforms
+from mixtok.data import augment, create_eval_iterator, create_train_iterator, decode, sources, transforms
 from mixtok.data.options import data_options
 from mixtok.data.pipeline import augment_seed
 
@@ -173,3 +175,19 @@ def test_bad_augmentation_options_are_one_line_naming_field_and_value(field, val
         data_options(dict(PHOTOS, **{field: value}))
     message = str(error.value)
     assert "\n" not in message and f"data.{field}" in message and named in message
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "P", "RGBA"])
+def test_encoded_images_take_the_pil_path_to_the_same_rows_as_decoded_arrays(mode):
+    # TrainTransform decodes files straight to PIL for timm's crop and stays in PIL through RandAugment; the
+    # rows equal augment.py's numpy functions replayed on the array decode_image gives (the old path).
+    photos = sources.create_source(data_options(PHOTOS), "train")
+    transform = transforms.TrainTransform(data_options(TIMM))
+    for index in range(4):
+        buffer = io.BytesIO()
+        Image.fromarray(photos[index]["image"]).convert(mode).save(buffer, format="JPEG" if mode == "RGB" else "PNG")
+        element = {"image": buffer.getvalue(), "label": index, "path": f"photo_{index}"}
+        got = transform.random_map(element, np.random.default_rng(index))
+        array = decode.decode_image(element["image"], element["path"])
+        want = _by_hand(array, data_options(TIMM), np.random.default_rng(index))
+        np.testing.assert_array_equal(got["image"], want, err_msg=f"{mode} image {index}")
