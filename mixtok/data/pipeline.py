@@ -160,7 +160,20 @@ def _multiprocess(ds: grain.IterDataset, worker_count: int) -> grain.IterDataset
         # grain's worker start-up reads its absl flags, which only absl.app.run
         # parses; outside it (tests, notebooks, other launchers) use the defaults.
         flags.FLAGS.mark_as_parsed()
-    return ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+    return ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count), worker_init_fn=init_worker)
+
+
+def init_worker(worker_index: int, worker_count: int) -> None:
+    """Start-up of each grain worker process: `mixtok.host_memory.retain()`, as the trainer does in its own.
+
+    grain starts its workers with `spawn`, so they do not inherit the parent's malloc settings. The
+    transforms' per-image blocks above glibc's mmap threshold (a decoded photo, the float32 image) are
+    otherwise mapped and page-faulted anew for every image. MIXTOK_RETAIN_HOST_MEMORY=0 turns it off.
+    """
+    del worker_index, worker_count
+    from mixtok import host_memory  # pylint: disable=g-import-not-at-top
+
+    host_memory.retain()
 
 
 def create_train_iterator(
