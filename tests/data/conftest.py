@@ -1,5 +1,6 @@
 """Shared fixtures for the data tests: small configs and image trees on disk."""
 
+import hashlib
 import io
 import os
 
@@ -13,6 +14,15 @@ def encode_png(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def batches_digest(batches) -> str:
+    """SHA-256 of the batches' images and labels, in order: pins a stream bit for bit."""
+    digest = hashlib.sha256()
+    for batch in batches:
+        digest.update(np.ascontiguousarray(batch["image"]).tobytes())
+        digest.update(batch["label"].tobytes())
+    return digest.hexdigest()
 
 
 def solid_image(value: int, height: int = 20, width: int = 28) -> np.ndarray:

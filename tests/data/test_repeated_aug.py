@@ -2,7 +2,6 @@
 (against a numpy replay of facebookresearch/deit: samplers.py `RASampler`), consecutive copies with their own
 augmentation, process-count independence, exact resumption, the off path pinned, and bad values."""
 
-import hashlib
 import math
 
 import grain
@@ -12,6 +11,8 @@ import pytest
 from mixtok.data import create_train_iterator, sources, transforms
 from mixtok.data.options import data_options
 from mixtok.data.pipeline import augment_seed, repeated_aug_epoch_length
+
+from .conftest import batches_digest
 
 # Synthetic data whose label is the example index (num_classes == num_examples), so labels name the images.
 # 600 images: RASampler's epoch is 600 // 256 * 256 = 512 positions, 512 % 3 = 2 (the last image gets 2 copies).
@@ -132,14 +133,6 @@ def test_each_copy_is_augmented_with_the_key_of_its_own_stream_position():
         assert not any(np.array_equal(copies[i], copies[j]) for i, j in ((0, 1), (0, 2), (1, 2)))
 
 
-def _digest(batches) -> str:
-    digest = hashlib.sha256()
-    for batch in batches:
-        digest.update(np.ascontiguousarray(batch["image"]).tobytes())
-        digest.update(batch["label"].tobytes())
-    return digest.hexdigest()
-
-
 # Pinned from main at 1a7a980, before repeated_aug existed: digits, batches of 16, seed 5; batches 0-2 and 92-94
 # (the first epoch of 1,497 ends inside batch 93).
 PINNED = dict(name="digits", image_size=16, crop_scale=(0.6, 1.0))
@@ -150,8 +143,8 @@ PINNED_EPOCH_END = "c26f126b3cb5191e2564afd07e11cab88f564def715e316a64c772d3be34
 @pytest.mark.parametrize("extra", [{}, dict(repeated_aug=0), dict(repeated_aug=1)], ids=["absent", "0", "1"])
 def test_off_gives_the_batches_pinned_before_the_option_existed(extra):
     batches = _take(_train(dict(PINNED, **extra), batch=16, seed=5), 95)
-    assert _digest(batches[:3]) == PINNED_FIRST
-    assert _digest(batches[92:]) == PINNED_EPOCH_END
+    assert batches_digest(batches[:3]) == PINNED_FIRST
+    assert batches_digest(batches[92:]) == PINNED_EPOCH_END
 
 
 @pytest.mark.parametrize("count", [2, 3])

@@ -1,7 +1,6 @@
 """timm's training transform in the pipeline: each batch row equals augment.py's functions replayed by hand with
 the generator grain hands that row; determinism, resumption, and the options-off pipeline unchanged."""
 
-import hashlib
 import io
 import pickle
 
@@ -13,6 +12,8 @@ from PIL import Image
 from mixtok.data import augment, create_eval_iterator, create_train_iterator, decode, sources, transforms
 from mixtok.data.options import data_options
 from mixtok.data.pipeline import augment_seed
+
+from .conftest import batches_digest
 
 # 14 sample photos and 14 examples: example i has label i, so a batch row's label names its source example.
 PHOTOS = dict(name="sample_photos", image_size=24, num_examples=14, num_eval_examples=6, crop_scale=(0.3, 1.0))
@@ -131,14 +132,6 @@ def test_transform_pickles_for_worker_processes_and_gives_the_same_image():
     np.testing.assert_array_equal(a["image"], b["image"])
 
 
-def _digest(batches) -> str:
-    digest = hashlib.sha256()
-    for batch in batches:
-        digest.update(np.ascontiguousarray(batch["image"]).tobytes())
-        digest.update(batch["label"].tobytes())
-    return digest.hexdigest()
-
-
 # Pinned from the pipeline before the timm options existed (main at 53617c9, 3 train batches of 8 with seed 5,
 # and the whole eval pass): the defaults must keep every existing config's images bit for bit.
 PINNED_TRAIN = "49a94d62cfa84e14e50eba953df48a347df6db574aa93db2fc53fb0d8cea1dc7"
@@ -153,8 +146,9 @@ PINNED = dict(PHOTOS, num_examples=28)
 )
 def test_options_off_give_the_pipeline_pinned_before_they_existed(extra):
     config = dict(PINNED, **extra)
-    assert _digest(_take(_train(config, seed=5, batch=8), 3)) == PINNED_TRAIN
-    assert _digest(create_eval_iterator(config, global_batch_size=8, shard_index=0, shard_count=1)) == PINNED_EVAL
+    assert batches_digest(_take(_train(config, seed=5, batch=8), 3)) == PINNED_TRAIN
+    eval_batches = create_eval_iterator(config, global_batch_size=8, shard_index=0, shard_count=1)
+    assert batches_digest(eval_batches) == PINNED_EVAL
 
 
 @pytest.mark.parametrize(
