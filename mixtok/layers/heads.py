@@ -16,9 +16,12 @@ The backbones of the zoo end in one of a few heads:
   `pooled_classifier(self, ...)`, which builds the Linear in the model's own scope.
 
 `head_dropout` is the dropout right before the classifier (the models' `head_dropout` argument);
-inside an MlpHead it also drops before the last Linear, as timm's does. `num_classes <= 0` returns
-the pooled (and normalised) features, as timm's `num_classes=0`. The pooled features are sown into
-the `intermediates` collection as `pre_logits`.
+inside an MlpHead it also drops before the last Linear, as timm's does. With `dropout_before_mlp=False`
+an MlpHead drops only inside, before its last Linear, as the official MetaFormer code does
+(sail-sg/metaformer metaformer_baselines.py: `MetaFormer.forward` goes from the final norm straight to
+`MlpHead`, whose `head_dropout` sits before `fc2`; timm's MetaFormer adds `head.drop` before it).
+`num_classes <= 0` returns the pooled (and normalised) features, as timm's `num_classes=0`. The pooled
+features are sown into the `intermediates` collection as `pre_logits`.
 """
 
 from collections.abc import Callable
@@ -128,6 +131,7 @@ class ClassifierHead(Module):
     mlp_ratio: float | None = None  # None: a Linear classifier; else MlpHead's hidden ratio
     mlp_norm_epsilon: float = 1e-6
     head_dropout: float = 0.0
+    dropout_before_mlp: bool = True  # timm's; False: an MlpHead's only dropout is its own (official code)
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
@@ -137,7 +141,8 @@ class ClassifierHead(Module):
         self.sow("intermediates", "pre_logits", x)
         if self.num_classes <= 0:
             return x
-        x = nn.Dropout(self.head_dropout, deterministic=not train)(x)
+        if self.mlp_ratio is None or self.dropout_before_mlp:
+            x = nn.Dropout(self.head_dropout, deterministic=not train)(x)
         if self.mlp_ratio is not None:
             return MlpHead(
                 self.num_classes,

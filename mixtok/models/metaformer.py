@@ -18,7 +18,8 @@ Where timm and the official code differ, we follow timm (its weights are the one
 - MlpHead's LayerNorm eps: official 1e-5, timm 1e-6 (`head_mlp_norm_epsilon`).
 - Stochastic-depth rates rise linearly over all blocks, as in the official code.
 - `head_dropout`: timm drops before an MlpHead and again inside it (before fc2); the official code
-  drops only inside MlpHead. We follow timm there, and also drop before a Linear head, where timm
+  drops only inside MlpHead. We follow timm by default (`head_dropout_before_mlp=True`; False is the
+  official code, which the ImageNet configs set), and also drop before a Linear head, where timm
   does not (`head_dropout` means the dropout before the classifier in every mixtok backbone).
 The model checks that the image size is a multiple of the total stride (32) and says so otherwise.
 
@@ -179,6 +180,7 @@ class MetaFormer(Backbone):
     num_classes: int = 1000
     drop_path_rate: float = 0.0
     head_dropout: float = 0.0
+    head_dropout_before_mlp: bool = True  # timm's double dropout around an MlpHead; False: the official code's
     image_size: int | None = None  # sizes resolution-dependent mixers; otherwise the input size is checked
 
     @property
@@ -263,6 +265,7 @@ class MetaFormer(Backbone):
             mlp_ratio=4.0 if self.use_mlp_head else None,
             mlp_norm_epsilon=self.head_mlp_norm_epsilon,
             head_dropout=self.head_dropout,
+            dropout_before_mlp=self.head_dropout_before_mlp,
             name="head",
             **self.dtype_kwargs,
         )(features, train=train)

@@ -604,3 +604,13 @@ def test_only_transnext_exempts_parameters_from_weight_decay_by_name(name):
     config = get_config(CONFIG_DIR / "imagenet" / f"{name}.py")
     expected = ("query_embedding", "relative_pos_bias_local", "cpb", "temperature") if "transnext" in name else ()
     assert tuple(config.optimizer.get("no_weight_decay_keywords", ())) == expected
+
+
+@pytest.mark.parametrize("name", [n for n in classification_names() if n.startswith(("caformer", "convformer"))])
+def test_metaformer_baselines_configs_drop_out_inside_the_mlp_head_only_as_the_official_model(name):
+    # sail-sg/metaformer metaformer_baselines.py: MetaFormer.forward goes from the final norm to MlpHead, whose
+    # only dropout is before fc2 (timm's MetaFormer adds head.drop before it).
+    config = get_config(CONFIG_DIR / "imagenet" / f"{name}.py")
+    assert config.model.kwargs.head_dropout_before_mlp is False
+    model = create_model(config.model.name, **config.model.kwargs)
+    assert model.head_dropout_before_mlp is False

@@ -138,3 +138,26 @@ def test_drop_path_drops_whole_samples_and_rescales_the_rest():
 def test_unknown_names_suggest_close_matches(kind, factory):
     with pytest.raises(ValueError, match=f"Unknown {kind} .*Did you mean"):
         factory()
+
+
+@pytest.mark.parametrize("before", [True, False])
+def test_classifier_head_drops_before_an_mlp_head_only_when_asked(before):
+    # timm drops before the MlpHead and inside it; the official MetaFormer code only inside (before fc2).
+    from mixtok.layers.heads import ClassifierHead
+
+    head = ClassifierHead(5, mlp_ratio=2.0, head_dropout=0.5, dropout_before_mlp=before)
+    features = jax.random.normal(jax.random.PRNGKey(0), (4, 3, 3, 8))
+    variables = head.init(jax.random.PRNGKey(1), features)
+    _, state = head.apply(
+        variables,
+        features,
+        train=True,
+        rngs={"dropout": jax.random.PRNGKey(2)},
+        capture_intermediates=True,
+        mutable=["intermediates"],
+    )
+    pooled = np.asarray(state["intermediates"]["pre_logits"][0])
+    fc1 = meta.unbox(variables)["params"]["fc"]["fc1"]
+    fc1_out = np.asarray(state["intermediates"]["fc"]["fc1"]["__call__"][0])
+    undropped = pooled @ np.asarray(fc1["kernel"]) + np.asarray(fc1["bias"])
+    assert np.allclose(fc1_out, undropped, atol=1e-5) is (not before)

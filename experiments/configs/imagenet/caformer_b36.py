@@ -21,8 +21,8 @@ weight decay.
 The official train_caformer_b36.sh passes `--model caformer_s36` (a slip in the script); its other
 flags, drop path 0.6 and head dropout 0.5, are taken as B36's.
 
-Head dropout: mixtok's MLP head follows timm, which drops out before the MLP head and again
-inside it; the official model drops out inside the MLP head only.
+Head dropout as the official model applies it: inside the MLP head only, before its last Linear
+(`head_dropout_before_mlp=False`; timm, and mixtok's default, also drop out before the MLP head).
 
 Schedule and Mixup / CutMix as sail-sg/metaformer train.py sets them: timm's cosine, rate changed
 once per epoch, warm-up from 1e-6, min lr 1e-5, then 10 cool-down epochs at min lr
@@ -69,7 +69,9 @@ def get_config(arg=None):
 
     config.model = ConfigDict(dict(name="caformer_b36", dtype=common.compute_dtype(arg)))
     # Sail-sg/metaformer scripts/caformer/train_caformer_b36.sh.
-    config.model.kwargs = ConfigDict(dict(drop_path_rate=0.6, head_dropout=0.5))
+    config.model.kwargs = ConfigDict(
+        dict(drop_path_rate=0.6, head_dropout=0.5, head_dropout_before_mlp=False)  # the official MlpHead's dropout only
+    )
     if arg.runlocal:
         config.model.kwargs.update(common.one_block_per_stage("caformer_b36"))  # the same layers, fewer
 

@@ -18,8 +18,8 @@ Optimizer: timm's Lamb, as the official script's `--opt lamb` builds it (mixtok'
 clips the global gradient norm to 1.0 itself and applies the trust ratio only to the weights with
 weight decay.
 
-Head dropout: mixtok's MLP head follows timm, which drops out before the MLP head and again
-inside it; the official model drops out inside the MLP head only.
+Head dropout as the official model applies it: inside the MLP head only, before its last Linear
+(`head_dropout_before_mlp=False`; timm, and mixtok's default, also drop out before the MLP head).
 
 Schedule and Mixup / CutMix as sail-sg/metaformer train.py sets them: timm's cosine, rate changed
 once per epoch, warm-up from 1e-6, min lr 1e-5, then 10 cool-down epochs at min lr
@@ -66,7 +66,9 @@ def get_config(arg=None):
 
     config.model = ConfigDict(dict(name="caformer_m36", dtype=common.compute_dtype(arg)))
     # Sail-sg/metaformer scripts/caformer/train_caformer_m36.sh.
-    config.model.kwargs = ConfigDict(dict(drop_path_rate=0.4, head_dropout=0.4))
+    config.model.kwargs = ConfigDict(
+        dict(drop_path_rate=0.4, head_dropout=0.4, head_dropout_before_mlp=False)  # the official MlpHead's dropout only
+    )
     if arg.runlocal:
         config.model.kwargs.update(common.one_block_per_stage("caformer_m36"))  # the same layers, fewer
 

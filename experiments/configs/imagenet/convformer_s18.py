@@ -14,8 +14,8 @@ Official recipe, from sail-sg/metaformer: scripts/convformer/train_convformer_s1
 defaults: AdamW, lr 4e-3 at global batch 4096, 20 warm-up epochs, drop path 0.2, head dropout 0.0, 300
 epochs, weight decay 0.05, label smoothing 0.1; eval crop_pct 1.0.
 
-Head dropout: mixtok's MLP head follows timm, which drops out before the MLP head and again
-inside it; the official model drops out inside the MLP head only.
+Head dropout as the official model applies it: inside the MLP head only, before its last Linear
+(`head_dropout_before_mlp=False`; timm, and mixtok's default, also drop out before the MLP head).
 
 Schedule and Mixup / CutMix as sail-sg/metaformer train.py sets them: timm's cosine, rate changed
 once per epoch, warm-up from 1e-6, min lr 1e-5, then 10 cool-down epochs at min lr
@@ -62,7 +62,9 @@ def get_config(arg=None):
 
     config.model = ConfigDict(dict(name="convformer_s18", dtype=common.compute_dtype(arg)))
     # Sail-sg/metaformer scripts/convformer/train_convformer_s18.sh.
-    config.model.kwargs = ConfigDict(dict(drop_path_rate=0.2, head_dropout=0.0))
+    config.model.kwargs = ConfigDict(
+        dict(drop_path_rate=0.2, head_dropout=0.0, head_dropout_before_mlp=False)  # the official MlpHead's dropout only
+    )
     if arg.runlocal:
         config.model.kwargs.update(common.one_block_per_stage("convformer_s18"))  # the same layers, fewer
 
