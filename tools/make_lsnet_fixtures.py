@@ -9,8 +9,10 @@ Needs torch and timm (the `timm` extra); from the repository root:
 
 It builds one tiny `LSNet` (96 px, patch 8; dims 16, 24, 32, 48; depths 1, 2, 2, 2 so that every block kind
 appears: RepVGGDW + SE, LSConv, the stage-4 attention on a 2 x 2 map), gives every parameter and buffer random
-values (convs N(0, 1 / fan_in), biases N(0, 0.1), norm weights U(0.5, 1.5), BatchNorm running means N(0, 0.5^2)
-and variances U(0.5, 1.5), attention biases N(0, 1)), runs a seeded batch in eval mode and saves `lsnet_tiny.npz`:
+values (convs N(0, 1 / fan_in), biases N(0, 0.1), norm weights U(0.5, 1.5), attention biases N(0, 1); BatchNorm
+running statistics those of 8 calibration images, then means moved by N(0, 0.5^2) standard deviations and
+variances scaled by U(0.5, 1.5): see `randomise_`), runs a seeded batch of 2 other images in eval mode and saves
+`lsnet_tiny.npz`:
 `input` [B, 3, 96, 96] (NCHW), `logits`, `pre_logits` (the pooled features before the head's BatchNorm),
 `stage1` ... `stage4` ([B, h, w, C], each stage's output) and `state_dict/<key>`; plus `manifest.json` with the
 official commit, the torch / timm versions, the constructor arguments and the file's sha256.
@@ -53,6 +55,7 @@ from make_timm_fixtures import jsonable, sha256
 
 SEED = 20251207
 BATCH = 2
+CALIBRATION_BATCH = 8  # images whose maps set the BatchNorm running statistics (see randomise_)
 TINY_IMAGE = 96
 TINY = dict(
     img_size=TINY_IMAGE,
@@ -124,33 +127,57 @@ def commit_of(repo: str) -> str:
         return "unknown (not a git clone)"
 
 
-def randomise_(model, torch, generator) -> list[str]:
+def randomise_(model, torch, generator, calibration_images) -> list[str]:
     """Random values in every parameter and floating-point buffer (see the module docstring); returns the
-    names of the integer buffers, left as the official code made them (attention_bias_idxs, num_batches_tracked)."""
-    kept = []
+    names of the integer buffers, left as a fresh official model has them (attention_bias_idxs, and
+    num_batches_tracked at 0).
+
+    BatchNorm's running statistics come from one eval-mode pass over `calibration_images`: as the pass reaches
+    each BatchNorm, its running mean and variance become the mean and variance of its input (over batch and
+    space), the mean then moved by N(0, 0.5^2) standard deviations and the variance scaled by U(0.5, 1.5).
+    Drawn without regard to the data, a 20-block network's maps grow to ~1e7 and saturate the stage-4
+    softmax, which hides the attention biases; calibrated layer by layer, every map stays of order one and
+    every parameter and statistic shows in the logits.
+    """
     with torch.no_grad():
-        for name, tensor in itertools.chain(model.named_parameters(), model.named_buffers()):
-            if not tensor.is_floating_point():
-                kept.append(name)
-            elif name.endswith("attention_biases"):
+        for name, tensor in model.named_parameters():
+            if name.endswith("attention_biases"):
                 tensor.copy_(torch.randn(tensor.shape, generator=generator))
-            elif name.endswith("running_mean"):
-                tensor.copy_(0.5 * torch.randn(tensor.shape, generator=generator))
             elif name.endswith("bias"):
                 tensor.copy_(0.1 * torch.randn(tensor.shape, generator=generator))
             elif tensor.ndim >= 2:
                 tensor.copy_(torch.randn(tensor.shape, generator=generator) / tensor[0].numel() ** 0.5)
-            else:  # norm weights, running variances
+            else:  # norm weights
                 tensor.copy_(0.5 + torch.rand(tensor.shape, generator=generator))
-    return kept
+
+        def calibrate(norm, args):
+            x = args[0]
+            axes = [0, *range(2, x.ndim)]
+            mean, var = x.mean(axes), x.var(axes)
+            norm.running_mean.copy_(mean + 0.5 * var.sqrt() * torch.randn(mean.shape, generator=generator))
+            norm.running_var.copy_(var * (0.5 + torch.rand(var.shape, generator=generator)))
+
+        norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        hooks = [norm.register_forward_pre_hook(calibrate) for norm in norms]
+        # Attention.train(False) caches its bias table as `ab`: refresh it now that the biases are random.
+        model.train()
+        model.eval()
+        model(calibration_images)
+        for hook in hooks:
+            hook.remove()
+    for module in model.modules():
+        if hasattr(module, "ab") and not torch.equal(module.ab, module.attention_biases[:, module.attention_bias_idxs]):
+            raise RuntimeError("an Attention's cached bias table `ab` is not its attention_biases")
+    return [name for name, tensor in model.named_buffers() if not tensor.is_floating_point()]
 
 
 def make_fixture(lsnet, torch, kwargs, seed):
     torch.manual_seed(seed)
     model = lsnet.LSNet(**kwargs).eval()
     generator = torch.Generator().manual_seed(seed)
-    kept = randomise_(model, torch, generator)
-    images = torch.randn(BATCH, 3, kwargs["img_size"], kwargs["img_size"], generator=generator)
+    side = kwargs["img_size"]
+    kept = randomise_(model, torch, generator, torch.randn(CALIBRATION_BATCH, 3, side, side, generator=generator))
+    images = torch.randn(BATCH, 3, side, side, generator=generator)
     stages, hooks = {}, []
     for i in range(4):
         stage = getattr(model, f"blocks{i + 1}")
@@ -228,7 +255,7 @@ def parity(lsnet, torch, args) -> int:
             torch.manual_seed(seed)
             model = lsnet.LSNet(img_size=size, num_classes=1000, **OFFICIAL_VARIANTS[name]).eval()
             generator = torch.Generator().manual_seed(seed)
-            randomise_(model, torch, generator)
+            randomise_(model, torch, generator, torch.randn(CALIBRATION_BATCH, 3, size, size, generator=generator))
             images = torch.randn(BATCH, 3, size, size, generator=generator)
             with torch.no_grad():
                 expected = model(images).numpy()

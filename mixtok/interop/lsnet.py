@@ -4,7 +4,7 @@
     variables = convert("lsnet_t", state_dict)           # {'params': ..., 'batch_stats': ...}
     logits = create_model("lsnet_t").apply(variables, images_nhwc)   # eval: running statistics
 
-or once, from the shell (then `load_variables(OUTPUT)`):
+or once, from the shell (then `load_variables(OUTPUT)`; exit code 2 and one `error:` report on bad input):
 
     python -m mixtok.interop.lsnet lsnet_t lsnet_t.pth lsnet_t.msgpack
 
@@ -323,7 +323,18 @@ def cli_summary(variables: dict[str, Any]) -> str:
     return f" ({classes} classes) and {statistics:,} BatchNorm statistics"
 
 
-main = command_line(__name__)  # python -m mixtok.interop.lsnet --help; see official.command_line
+_run_cli = command_line(__name__)  # see official.run_cli
+
+
+def main(argv=None) -> int:
+    """`python -m mixtok.interop.lsnet NAME CHECKPOINT OUTPUT.msgpack [--num-classes N]` (--help for more).
+
+    Exit codes: 0 written; 2 bad input or arguments (the trainer's code for user errors): an unknown name, a
+    missing or unreadable checkpoint, a state dict that does not fit (`error:` on stderr names every key and
+    shape), an existing output (never overwritten); 1 only for an unexpected fault (a traceback).
+    """
+    code = _run_cli(argv)
+    return 2 if code == 1 else code  # official.run_cli returns 1 for the bad inputs it reports
 
 
 if __name__ == "__main__":
