@@ -26,12 +26,16 @@ relative to the largest |logit|:
     python tools/make_lsnet_fixtures.py --official-repo PATH/TO/lsnet --parity \\
         --variants lsnet_t lsnet_b --image-sizes 224 384 --seeds 0 1 2
 
-Two things stand in for parts of the official code that cannot run on a CPU or with a current timm:
-- model/ska.py is a Triton kernel (CUDA only, no PyTorch fallback). `TorchSKA` below is its plain-PyTorch
-  equivalent, read from the kernel's `ska_fwd`: out[n, c, h, w] = sum over the k x k taps of the zero-padded
-  x[n, c, h + kh - p, w + kw - p] times w[n, c mod wc, kh * k + kw, h, w]. SKA has no parameters, so the
-  state dicts are the official ones. It is installed as the `.ska` module that model/lsnet.py imports.
-- model/lsnet.py imports timm 0.5-era paths (timm.models.layers, timm.models.registry, timm.models.helpers);
+model/ska.py (SKA) is a Triton kernel written for CUDA, with no PyTorch fallback. `--ska` chooses how it runs:
+- `official` (the default for the fixtures): model/ska.py itself, its Triton kernel run by Triton's CPU
+  interpreter (TRITON_INTERPRET=1, set by this tool before triton is imported; needs the triton package);
+- `torch` (the default for --parity, where the interpreter is too slow for full-size maps): `TorchSKA` below,
+  the plain-PyTorch equivalent read from the kernel's `ska_fwd`: out[n, c, h, w] = sum over the k x k taps of
+  the zero-padded x[n, c, h + kh - p, w + kw - p] times w[n, c mod wc, kh * k + kw, h, w], installed as the
+  `.ska` module that model/lsnet.py imports. On random inputs it equals the interpreted kernel within 1e-6
+  (summation order). SKA has no parameters, so the state dicts are the official ones either way.
+The rest of the official code runs unmodified, with one import shim:
+  model/lsnet.py imports timm 0.5-era paths (timm.models.layers, timm.models.registry, timm.models.helpers);
   timm 1.0 still has them (deprecated aliases; SqueezeExcite is the same SEModule), but its `register_model`
   rejects the `hf_hub` key of model/lsnet.py's default_cfgs. The timm registry is not used here, so while
   model/lsnet.py is imported `timm.models.registry.register_model` is an identity function.
@@ -66,6 +70,10 @@ TINY = dict(
     depth=[1, 2, 2, 2],
     num_heads=[2, 2, 2, 2],
 )
+SKA_NOTES = {
+    "official": "model/ska.py's Triton kernel, run by Triton's interpreter (TRITON_INTERPRET=1) on the CPU",
+    "torch": "TorchSKA (tools/make_lsnet_fixtures.py), the plain-PyTorch form of model/ska.py's kernel",
+}
 # The arguments of model/lsnet.py's lsnet_t / lsnet_s / lsnet_b (img_size is the caller's).
 OFFICIAL_VARIANTS = {
     "lsnet_t": dict(patch_size=8, embed_dim=[64, 128, 256, 384], depth=[0, 2, 8, 10], num_heads=[3, 3, 3, 4]),
@@ -91,15 +99,19 @@ def torch_ska_module(torch):
     return module
 
 
-def import_official_lsnet(repo: str, torch):
-    """model/lsnet.py of the official clone at `repo`, imported as it is, with `TorchSKA` as its `.ska`."""
+def import_official_lsnet(repo: str, torch, ska: str = "torch"):
+    """model/lsnet.py of the official clone at `repo`, imported as it is; its `.ska` is model/ska.py
+    (`ska="official"`, under Triton's interpreter: the tool runs on CPU tensors) or `TorchSKA` (`ska="torch"`)."""
     path = os.path.join(repo, "model", "lsnet.py")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} does not exist: --official-repo must be a clone of jameslahm/lsnet")
     package = types.ModuleType("official_lsnet")
     package.__path__ = [os.path.join(repo, "model")]
     sys.modules["official_lsnet"] = package
-    sys.modules["official_lsnet.ska"] = torch_ska_module(torch)
+    if ska == "torch":
+        sys.modules["official_lsnet.ska"] = torch_ska_module(torch)
+    elif os.environ.get("TRITON_INTERPRET") != "1":  # the tool runs on CPU tensors: the kernel needs the interpreter
+        raise RuntimeError("the official SKA needs TRITON_INTERPRET=1 set before torch and triton are imported")
     spec = importlib.util.spec_from_file_location("official_lsnet.lsnet", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules["official_lsnet.lsnet"] = module
@@ -213,7 +225,8 @@ def write_fixtures(lsnet, torch, timm, args) -> int:
     np.savez_compressed(path, **arrays)
     manifest = dict(
         made_by="python tools/make_lsnet_fixtures.py --official-repo lsnet --out " + args.out,
-        official="jameslahm/lsnet: model/lsnet.py (model/ska.py's Triton SKA replaced by TorchSKA, see the tool)",
+        official="jameslahm/lsnet: model/lsnet.py, model/ska.py",
+        ska=SKA_NOTES[args.ska],
         official_commit=commit_of(args.official_repo),
         timm=timm.__version__,
         torch=torch.__version__,
@@ -308,10 +321,20 @@ def main(argv=None) -> int:
         help="folder for lsnet_tiny.npz and manifest.json (default: tests/fixtures/lsnet)",
     )
     parser.add_argument("--parity", action="store_true", help="check full-size models against mixtok instead")
+    parser.add_argument(
+        "--ska",
+        choices=sorted(SKA_NOTES),
+        default=None,
+        help="how SKA runs: the official Triton kernel (interpreted on a CPU) or TorchSKA (default: official for "
+        "the fixtures, torch for --parity)",
+    )
     parser.add_argument("--variants", nargs="+", default=["lsnet_t", "lsnet_b"], choices=sorted(OFFICIAL_VARIANTS))
     parser.add_argument("--image-sizes", nargs="+", type=int, default=[224, 384])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     args = parser.parse_args(argv)
+    args.ska = args.ska or ("torch" if args.parity else "official")
+    if args.ska == "official":
+        os.environ["TRITON_INTERPRET"] = "1"  # read when triton is first imported (torch and timm import it)
     try:
         import timm
         import torch
@@ -319,7 +342,7 @@ def main(argv=None) -> int:
         print(f"error: this tool needs torch and timm (pip install -e '.[timm]'): {e}", file=sys.stderr)
         return 1
     torch.set_num_threads(1)
-    lsnet = import_official_lsnet(args.official_repo, torch)
+    lsnet = import_official_lsnet(args.official_repo, torch, args.ska)
     return parity(lsnet, torch, args) if args.parity else write_fixtures(lsnet, torch, timm, args)
 
 
