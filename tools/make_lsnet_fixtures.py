@@ -13,7 +13,9 @@ values (convs N(0, 1 / fan_in), biases N(0, 0.1), norm weights U(0.5, 1.5), atte
 running statistics those of 8 calibration images, then means moved by N(0, 0.5^2) standard deviations and
 variances scaled by U(0.5, 1.5): see `randomise_`), runs a seeded batch of 2 other images in eval mode and saves
 `lsnet_tiny.npz`:
-`input` [B, 3, 96, 96] (NCHW), `logits`, `pre_logits` (the pooled features before the head's BatchNorm),
+`input` [B, 3, 96, 96] (NCHW), `logits` (the `head`'s), `distilled_logits` (the model is built with
+distillation=True, so it also has the distillation head `head_dist`; its eval output is the mean of the two
+heads), `pre_logits` (the pooled features before the heads),
 `stage1` ... `stage4` ([B, h, w, C], each stage's output) and `state_dict/<key>`; plus `manifest.json` with the
 official commit, the torch / timm versions, the constructor arguments and the file's sha256.
 
@@ -69,6 +71,7 @@ TINY = dict(
     key_dim=[4, 4, 4, 4],
     depth=[1, 2, 2, 2],
     num_heads=[2, 2, 2, 2],
+    distillation=True,  # a *_distill model: its state dict is the plain one plus head_dist.*
 )
 SKA_NOTES = {
     "official": "model/ska.py's Triton kernel, run by Triton's interpreter (TRITON_INTERPRET=1) on the CPU",
@@ -199,14 +202,18 @@ def make_fixture(lsnet, torch, kwargs, seed):
             )
         )
     with torch.no_grad():
-        logits = model(images)
+        distilled_logits = model(images)  # eval: (head + head_dist) / 2
     for hook in hooks:
         hook.remove()
     with torch.no_grad():  # the official forward up to its pooling, as mixtok's `pre_logits`
         pre_logits = torch.nn.functional.adaptive_avg_pool2d(stages["stage4"].permute(0, 3, 1, 2), 1).flatten(1)
+        logits = model.head(pre_logits)  # what the plain model (distillation=False) computes
+        if not torch.allclose(distilled_logits, (logits + model.head_dist(pre_logits)) / 2, rtol=1e-5, atol=1e-5):
+            raise RuntimeError("the distilled eval output is not the mean of the two heads")
     if float(logits.std()) < 0.1:
         raise RuntimeError(f"degenerate logits, std {float(logits.std()):.3g}")
-    arrays = {"input": images, "logits": logits, "pre_logits": pre_logits, **stages}
+    arrays = {"input": images, "logits": logits, "distilled_logits": distilled_logits, "pre_logits": pre_logits}
+    arrays.update(stages)
     arrays.update({f"state_dict/{k}": v for k, v in model.state_dict().items()})
     # np.array, not np.ascontiguousarray, which turns the 0-d num_batches_tracked into shape (1,).
     arrays = {k: np.array(v.detach().cpu().numpy(), order="C") for k, v in arrays.items()}

@@ -42,23 +42,39 @@ attention_biases [heads, R * R]: the model keeps its 224 px when R is 224 px's (
 another size with the same R. The class count is read from head.l.weight (`num_classes=` overrides); other
 create_model arguments (dims, depths, ...) pass through `**overrides` for non-standard checkpoints.
 
-Not ported: the distillation head (`head_dist.*` of the *_distill checkpoints; convert reports those keys
-and says so) and a headless model (official `num_classes=0` has no `head.*`; mixtok's LSNet always has its
+Distilled checkpoints (lsnet_t_distill.pth ...; `head_dist.*` beside `head.*`): mixtok's LSNet has one head,
+so `convert(..., distillation_head="average")` folds the two into one that gives the official eval output
+(their mean), and "drop" keeps `head` alone; without either, convert names the keys and these options (the
+command line converts plain checkpoints only).
+
+Not ported: a headless model (official `num_classes=0` has no `head.*`; mixtok's LSNet always has its
 BN-Linear head).
 
-The official SKA (model/ska.py) is a Triton kernel that runs on CUDA only and has no PyTorch fallback. The
-parity runs and tools/make_lsnet_fixtures.py put a plain-PyTorch SKA in its place (`F.unfold` of x times the
-per-pixel kernels, channel c using kernel group c mod C/8, as the Triton kernel's `w_off` indexes them); SKA
-has no parameters, so the state dicts are the official ones. Every other module is the unmodified official code.
+The official SKA (model/ska.py) is a Triton kernel written for CUDA, with no PyTorch fallback. On a CPU the
+golden fixture (tests/fixtures/lsnet) runs that kernel itself under Triton's interpreter (TRITON_INTERPRET=1),
+so the fixture comes from the unmodified official code. The full-size parity runs use tools/make_lsnet_fixtures.py's
+`TorchSKA` instead (the interpreter is too slow for full-size maps): `F.unfold` of x times the per-pixel kernels,
+channel c using kernel group c mod C/8 as the kernel's `w_off` indexes them, equal to the interpreted kernel
+within 1e-6 on random inputs. SKA has no parameters, so the state dicts are the official ones either way.
 
-Checked against the official code (jameslahm/lsnet @ cbe737c9, model/lsnet.py with the plain-PyTorch SKA above,
-torch 2.14 CPU, timm 1.0.31): every parameter and buffer random (convs N(0, 1 / fan_in), biases N(0, 0.1), norm
-weights U(0.5, 1.5), BatchNorm running means N(0, 0.1) and variances U(0.5, 1.5), attention biases N(0, 1)),
-saved as main.py saves them ({'model', 'model_ema', 'epoch', 'args'} .pth), converted by the command line
-(and `load_state_dict(ema=True)`), and run in eval mode on N(0, 1) images (batch 2), seeds 0, 1, 2:
+Checked against the official code (jameslahm/lsnet @ cbe737c9, model/lsnet.py; torch 2.14 CPU, timm 1.0.31;
+`python tools/make_lsnet_fixtures.py --official-repo LSNET --parity`): `LSNet(img_size=S, num_classes=1000,
+...)` with lsnet_t's and lsnet_b's arguments, every parameter random (convs N(0, 1 / fan_in), biases N(0, 0.1),
+norm weights U(0.5, 1.5), attention biases N(0, 1)) and every BatchNorm's running statistics those of its input
+on 8 calibration images, layer by layer, then moved (means by N(0, 0.5^2) standard deviations, variances times
+U(0.5, 1.5)), so that no map blows up and no parameter or statistic is negligible; saved as main.py saves a
+checkpoint ({'model', 'model_ema', 'epoch', 'args'} .pth, the EMA copy with a doubled head weight), converted by
+the command line, and run in eval mode on 2 other N(0, 1) images, seeds 0, 1, 2. Largest |mixtok - official|
+logit difference over the seeds (relative: to the largest |logit| of that run):
 
     PARITY_FIGURES_PLACEHOLDER
 
+These are float32 rounding: for lsnet_t at 224 px, seed 0, the official model itself in float32 is 2.1e-4
+from its float64 run, mixtok (float32) 2.6e-4. `load_state_dict(ema=True)` gave the EMA copy's logits (2 x
+logits - bias) within float32 rounding. The tiny golden fixture (96 px, every block kind, the official Triton SKA
+interpreted) agrees within 6.6e-6 (logits up to 2.6; tests/interop/test_lsnet_import.py allows 1e-5 of each
+map's scale); there, transposing the bias table's (dy, dx) offsets moves the logits by 0.78, and BatchNorm
+without its running statistics by 11.
 `to_official` of the converted variables equals the official state dict (num_batches_tracked aside) and
 loads with strict=True.
 """
@@ -90,6 +106,7 @@ from mixtok.registry import unknown_name_error
 
 __all__ = [
     "convert",
+    "fold_distillation_head",
     "load_state_dict",
     "load_variables",
     "main",
@@ -104,6 +121,7 @@ WRAPPER_KEYS = ("model", "state_dict")
 EMA_KEY = "model_ema"
 LEAF_NAMES = {"kernel": "weight", "scale": "weight", "mean": "running_mean", "var": "running_var"}
 UNCOUNTED = "num_batches_tracked"
+BATCH_NORM_EPSILON = 1e-5  # torch.nn.BatchNorm1d's default, which BN_Linear keeps
 BIAS_INDEX = "attention_bias_idxs"
 STAGE4_STRIDE = 64  # the stem's 8, then three stride-2 downsamplings
 CLI_DESCRIPTION = (
@@ -235,24 +253,68 @@ def _hint(arrays: Mapping[str, Any]) -> str:
     if any(k.startswith("head_dist.") for k in arrays):
         return (
             " head_dist.* is the distillation head of a *_distill checkpoint, which mixtok's LSNet does not have: "
-            "convert the plain lsnet_t / lsnet_s / lsnet_b checkpoint."
+            "pass distillation_head='average' (the official eval output, folded into one head) or 'drop'."
         )
     if arrays and not any(k.startswith("head.") for k in arrays):
         return " The state dict has no head.* (an official num_classes=0 model); mixtok's LSNet always has its head."
     return ""
 
 
-def convert(name: str, state_dict: Mapping[str, Any], *, num_classes: int | None = None, **overrides) -> dict[str, Any]:
+def fold_distillation_head(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The state dict of a *_distill checkpoint with its two heads folded into one `head`, for evaluation.
+
+    The official model evaluates (head(x) + head_dist(x)) / 2, both BN_Linear (BatchNorm1d, eps 1e-5, then
+    Linear). In eval both BatchNorms are per-channel affine maps a * x + c, so the mean of the heads is one
+    Linear, 0.5 * (W1 diag(a1) + W2 diag(a2)) x + 0.5 * (W1 c1 + b1 + W2 c2 + b2), after a BatchNorm that
+    passes x through (weight 1, bias 0, mean 0, variance 1 - eps). Exact in eval (float32 rounding aside);
+    training the result trains that folded form, and `to_official` gives a plain (non-distilled) state dict.
+    """
+    arrays = dict(arrays)
+    linear = []
+    for head in ("head", "head_dist"):
+        weight = arrays.pop(f"{head}.bn.weight").astype(np.float64)
+        scale = weight / np.sqrt(arrays.pop(f"{head}.bn.running_var").astype(np.float64) + BATCH_NORM_EPSILON)
+        shift = arrays.pop(f"{head}.bn.bias") - arrays.pop(f"{head}.bn.running_mean") * scale
+        arrays.pop(f"{head}.bn.{UNCOUNTED}", None)
+        kernel, bias = arrays.pop(f"{head}.l.weight").astype(np.float64), arrays.pop(f"{head}.l.bias")
+        linear.append((kernel * scale[None, :], kernel @ shift + bias))
+    channels = linear[0][0].shape[1]
+    arrays["head.bn.weight"] = np.ones(channels, np.float32)
+    arrays["head.bn.bias"] = np.zeros(channels, np.float32)
+    arrays["head.bn.running_mean"] = np.zeros(channels, np.float32)
+    arrays["head.bn.running_var"] = np.full(channels, 1 - BATCH_NORM_EPSILON, np.float32)
+    arrays["head.l.weight"] = (0.5 * (linear[0][0] + linear[1][0])).astype(np.float32)
+    arrays["head.l.bias"] = (0.5 * (linear[0][1] + linear[1][1])).astype(np.float32)
+    return arrays
+
+
+def convert(
+    name: str,
+    state_dict: Mapping[str, Any],
+    *,
+    num_classes: int | None = None,
+    distillation_head: str | None = None,
+    **overrides,
+) -> dict[str, Any]:
     """mixtok variables {'params': ..., 'batch_stats': ...} (float32 numpy) from an official LSNet state dict.
 
     `name`: `lsnet_t`, `lsnet_s` or `lsnet_b`. `state_dict`: the model's state dict or a checkpoint that wraps
     it ({'model': ...}, {'state_dict': ...}; 'module.' prefixes are dropped), values numpy arrays or torch
-    tensors. `num_classes=None` reads the class count from head.l.weight; `image_size` defaults to the one the
+    tensors. A *_distill checkpoint (with `head_dist.*`) needs `distillation_head`: "average" folds the two
+    heads into one that computes the official eval output (`fold_distillation_head`; eval only), "drop" keeps
+    the `head` alone. `num_classes=None` reads the class count from head.l.weight; `image_size` defaults to the one the
     attention bias tables imply (see the module docstring); `overrides` go to `create_model`. Raises one
     ValueError listing every unexpected key, missing key and wrong shape.
     """
     model_name = resolve_name(name)
     arrays = {k: to_numpy(v, k) for k, v in unwrap_state_dict(state_dict, WRAPPER_KEYS).items()}
+    if distillation_head not in (None, "average", "drop"):
+        raise ValueError(f"distillation_head={distillation_head!r}; valid: None, 'average', 'drop'.")
+    if distillation_head is not None and any(k.startswith("head_dist.") for k in arrays):
+        if distillation_head == "average":
+            arrays = fold_distillation_head(arrays)
+        else:
+            arrays = {k: v for k, v in arrays.items() if not k.startswith("head_dist.")}
     if num_classes is None:
         weight = arrays.get("head.l.weight")
         num_classes = 0 if weight is None else int(weight.shape[0])

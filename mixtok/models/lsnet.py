@@ -40,6 +40,9 @@ Differences from the official code:
   the stage-4 attention; the official `Residual(m, drop)` has the mechanism but LSNet never sets it), and
   `head_dropout` before the classifier's Linear.
 - Arguments use the backbones' shared names: `dims` (official `embed_dim`), `image_size` (`img_size`).
+Parity: with weights converted from official state dicts by `mixtok.interop.lsnet` (which holds the procedure
+and figures), lsnet_t and lsnet_b match the official eval logits at 224 and 384 px within float32 rounding, and a
+tiny model with every block kind matches the golden fixture made by the official code (tests/fixtures/lsnet).
 Features: `method="features"` gives the stage-4 map [B, H/64, W/64, C4] (before the head's pooling),
 `method="intermediates"` the four stage maps (an empty stage 1, as in LSNet-T, passes the stem's output on).
 Stage outputs are also sown into `intermediates` as `stage1` ... `stage4` (absent for an empty stage 1) and

@@ -47,8 +47,10 @@ def fixture():
         return {key: data[key] for key in data.files}
 
 
-def official_state_dict():
-    return {k[len(STATE_DICT) :]: v for k, v in fixture().items() if k.startswith(STATE_DICT)}
+def official_state_dict(distilled=False):
+    """The fixture's official state dict: a distilled model's, or (by default) the plain model's without head_dist."""
+    state_dict = {k[len(STATE_DICT) :]: v for k, v in fixture().items() if k.startswith(STATE_DICT)}
+    return state_dict if distilled else {k: v for k, v in state_dict.items() if not k.startswith("head_dist.")}
 
 
 def architecture():
@@ -88,7 +90,13 @@ def test_the_fixture_is_the_one_the_manifest_describes():
         assert hashlib.sha256(f.read()).hexdigest() == entry["sha256"]
     assert fixture()["logits"].std() > 0.1
     variables = importer.convert("lsnet_t", official_state_dict(), **architecture())
-    assert count_params(variables) == entry["parameters"]
+    statistics = ("running_mean", "running_var", "num_batches_tracked")
+    head_dist = [
+        v.size
+        for k, v in official_state_dict(distilled=True).items()
+        if k.startswith("head_dist.") and not k.endswith(statistics)
+    ]
+    assert count_params(variables) + sum(head_dist) == entry["parameters"]  # the official model has both heads
 
 
 def test_converted_tiny_lsnet_reproduces_the_official_logits_features_and_stages():
@@ -218,11 +226,19 @@ def test_a_bad_state_dict_is_reported_with_every_key_and_shape_at_once():
     assert "blocks3.2.ffn.m.pw1.c.weight: expected (64, 32, 1, 1), got (60, 32, 1, 1)" in message
 
 
-def test_a_distilled_checkpoint_is_named_as_such():
-    state_dict = official_state_dict()
-    state_dict["head_dist.l.weight"] = state_dict["head.l.weight"]
+def test_a_distilled_checkpoint_is_named_as_such_unless_a_distillation_head_option_is_given():
     with pytest.raises(ValueError, match="distillation head of a \\*_distill checkpoint(.|\n)*head_dist.l.weight"):
-        importer.convert("lsnet_t", state_dict, **architecture())
+        importer.convert("lsnet_t", official_state_dict(distilled=True), **architecture())
+    with pytest.raises(ValueError, match="distillation_head='mean'; valid: None, 'average', 'drop'"):
+        importer.convert("lsnet_t", official_state_dict(distilled=True), distillation_head="mean", **architecture())
+
+
+@pytest.mark.parametrize("option, output", [("average", "distilled_logits"), ("drop", "logits")])
+def test_a_distilled_checkpoint_reproduces_the_official_distilled_eval_output_or_its_head(option, output):
+    state_dict = official_state_dict(distilled=True)
+    variables = importer.convert("lsnet_t", state_dict, distillation_head=option, **architecture())
+    assert_close_to_scale(run_mixtok(variables)[0], fixture()[output], output)
+    assert np.abs(fixture()["distilled_logits"] - fixture()["logits"]).max() > 0.1  # the two heads differ
 
 
 def test_attention_bias_indices_in_another_order_are_refused():
