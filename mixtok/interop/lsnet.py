@@ -163,7 +163,7 @@ def load_state_dict(path, *, ema: bool = False) -> dict[str, np.ndarray]:
             f"{path} has no {EMA_KEY!r} state dict (main.py writes one unless run with --no-model-ema); it holds "
             f"{keys if len(str(keys)) < 200 else 'a bare state dict'}. Load it with ema=False for its weights."
         )
-    return {k: to_numpy(v, k) for k, v in checkpoint[EMA_KEY].items()}
+    return {k: to_numpy(v, k) for k, v in unwrap_state_dict(checkpoint[EMA_KEY], ()).items()}  # no 'module.'
 
 
 def _torch_load(path) -> Any:

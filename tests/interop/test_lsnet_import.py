@@ -1,13 +1,13 @@
 """Official LSNet checkpoints -> mixtok: golden parity, the key mapping, errors, wrappers, files and the CLI.
 
-tests/fixtures/lsnet holds a tiny LSNet built and run by jameslahm/lsnet's model/lsnet.py (unmodified; its
-Triton SKA replaced by the plain-PyTorch equivalent in tools/make_lsnet_fixtures.py; the commit is in
-manifest.json) at 96 px with every block kind, its random weights and BatchNorm statistics as the official state
+tests/fixtures/lsnet holds a tiny LSNet built and run by jameslahm/lsnet's model/lsnet.py and model/ska.py
+(unmodified; the SKA Triton kernel run by Triton's CPU interpreter; the commit is in manifest.json) at 96 px with
+every block kind and the distillation head, its random weights and BatchNorm statistics as the official state
 dict, a seeded input, and the official logits, pooled features and stage outputs. `mixtok.interop.lsnet.convert`
 must turn the state dict into variables with which mixtok reproduces every output within rtol 1e-5 and an atol
-of 1e-5 times the tensor's largest magnitude (float32 rounding's scale; the random network's activations grow
-to a few hundred). The key names and shapes of the full-size models are written down below (read from the
-official `LSNet(...).state_dict()` at 224 px with 1000 classes). torch is used only to write .pth files.
+of 1e-5 times the tensor's largest magnitude (float32 rounding's scale; the maps reach ~16). The key names and
+shapes of the full-size models are written down below (read from the official `LSNet(...).state_dict()` at 224 px
+with 1000 classes). torch is used only to write .pth files.
 """
 
 import argparse
@@ -190,7 +190,7 @@ def test_image_size_is_read_from_the_attention_bias_table_of_a_fine_tuned_checkp
     assert_trees_equal(importer.convert("lsnet_t", state_dict, **architecture()), variables)
 
 
-def test_layouts_conv_ohwi_linear_transposed_and_the_residual_wrappers():
+def test_layouts_conv_hwio_to_oihw_linear_transposed_and_the_residual_wrappers():
     variables = random_variables()
     state_dict = importer.to_official("lsnet_t", variables, **architecture())
     params, statistics = variables["params"], variables["batch_stats"]
