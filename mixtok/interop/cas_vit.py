@@ -8,6 +8,9 @@ or once, from the shell (then `load_variables(OUTPUT)`):
 
     python -m mixtok.interop.cas_vit rcvit_m rcvit_m.pth cas_vit_m.msgpack
 
+(exit code 0 when written; 2 for bad input or arguments, with one `error:` message on stderr: an unknown name
+lists the close matches, a state dict that does not fit lists every unexpected, missing and misshaped key.)
+
 The checkpoints are state dicts of classification/model/rcvit.py's `RCViT`, as classification/utils.py
 `save_model` writes them: {'model': state_dict, 'optimizer', 'epoch', 'scaler', 'args', and with
 --model_ema True 'model_ema': the EMA model's state dict}. `main.py --eval True --resume` evaluates
@@ -38,7 +41,8 @@ its mixtok path with the numbers split off again (i: stage index in `network`, j
 
 The class count is read from head.weight (`num_classes=` overrides; no head: 0) and `distillation` from
 whether the state dict has dist_head.* (rcvit.py's `RCViT` builds the dist_head by default; main.py builds
-the models without it). No parameter depends on the resolution: a checkpoint fine-tuned at 384 px
+the models without it, but MODEL_ZOO.md's counts, 3.20M for XS, are those with it: a released file may hold
+either, and both convert). No parameter depends on the resolution: a checkpoint fine-tuned at 384 px
 (README.md "Finetuning", --input_size 384) converts as the 224 px one does. Other create_model arguments
 (depths, dims, mlp_ratios, attn_bias) pass through `**overrides` for non-standard checkpoints.
 
@@ -110,7 +114,8 @@ LEAF_NAMES = {"kernel": "weight", "scale": "weight", "mean": "running_mean", "va
 UNCOUNTED = "num_batches_tracked"
 CLI_DESCRIPTION = (
     "Converts an official CAS-ViT checkpoint (Tianfang-Zhang/CAS-ViT, .pth; its 'model' weights) to mixtok "
-    "variables (flax msgpack; read them back with mixtok.interop.cas_vit.load_variables)."
+    "variables (flax msgpack; read them back with mixtok.interop.cas_vit.load_variables). Exit codes: 0 written, "
+    "2 bad input or arguments."
 )
 CLI_NAME_HELP = "cas_vit_xs, cas_vit_s, cas_vit_m, cas_vit_t (or the official --model: rcvit_xs ... rcvit_t)"
 
