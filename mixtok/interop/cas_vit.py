@@ -8,8 +8,9 @@ or once, from the shell (then `load_variables(OUTPUT)`):
 
     python -m mixtok.interop.cas_vit rcvit_m rcvit_m.pth cas_vit_m.msgpack
 
-(exit code 0 when written; 2 for bad input or arguments, with one `error:` message on stderr: an unknown name
-lists the close matches, a state dict that does not fit lists every unexpected, missing and misshaped key.)
+(exit code 0 when written; 1 for bad input, with one `error:` message on stderr: an unknown name lists the
+close matches, a state dict that does not fit lists every unexpected, missing and misshaped key; 2 for bad
+arguments, argparse's usage line; as every importer's command line, official.run_cli.)
 
 The checkpoints are state dicts of classification/model/rcvit.py's `RCViT`, as classification/utils.py
 `save_model` writes them: {'model': state_dict, 'optimizer', 'epoch', 'scaler', 'args', and with
@@ -267,17 +268,7 @@ def cli_summary(variables: dict[str, Any]) -> str:
     return f" ({classes} classes{heads}) and {statistics:,} BatchNorm statistics"
 
 
-_shared_main = command_line(__name__)  # the importers' shared command line; see official.run_cli
-
-
-def main(argv=None) -> int:
-    """`python -m mixtok.interop.cas_vit NAME CHECKPOINT OUTPUT.msgpack [--num-classes N]`.
-
-    Exit codes: 0 written; 2 bad input or arguments (an unknown name, a missing checkpoint, an existing
-    output, a state dict that does not fit: one `error:` message on stderr, or argparse's usage line).
-    """
-    code = _shared_main(argv)
-    return 2 if code == 1 else code  # the shared command line says 1 for bad input; the trainer's user error is 2
+main = command_line(__name__)  # the importers' shared command line (official.run_cli)
 
 
 if __name__ == "__main__":
