@@ -192,13 +192,11 @@ def _image_size(name: str, arrays: Mapping[str, np.ndarray]) -> int:
 
 
 def _hint(arrays: Mapping[str, Any]) -> str:
-    if any(k.startswith(("stem.", "stages.")) for k in arrays) and not any(k.startswith("blocks1.") for k in arrays):
+    if arrays and not any(k == "pos_embed1" or k.startswith("blocks1.") for k in arrays):
         return (
-            " Its keys (stem.*, stages.*) are not an Inception Transformer's (blocks1.*, pos_embed1): is it the "
-            "mobile iFormer of ChuanyangZheng/iFormer, a different architecture?"
+            " None of its keys is an Inception Transformer's (pos_embed1, blocks1.*): check that it is a "
+            "sail-sg/iFormer checkpoint (the mobile iFormer of ChuanyangZheng/iFormer is a different architecture)."
         )
-    if "optimizer" in arrays or "state_dict_ema" in arrays:
-        return " It looks like a whole training checkpoint: pass checkpoint['state_dict']."
     return ""
 
 

@@ -286,8 +286,8 @@ def test_a_bad_state_dict_is_reported_with_every_problem_at_once():
     )
 
 
-def test_a_checkpoint_of_the_mobile_iformer_gets_a_hint():
-    with pytest.raises(ValueError, match="mobile iFormer of ChuanyangZheng/iFormer"):
+def test_a_checkpoint_of_another_architecture_gets_a_hint():
+    with pytest.raises(ValueError, match="None of its keys is an Inception Transformer's .*mobile iFormer"):
         importer.convert("iformer_s", {"stem.0.weight": np.zeros((8, 3, 3, 3)), "stages.0.0.weight": np.zeros(8)})
 
 
@@ -403,3 +403,6 @@ def test_cli_converts_a_train_py_checkpoint_written_by_torch(tmp_path):
     assert_trees_equal(load_variables(output), variables)
     ema = importer.load_state_dict(checkpoint, use_ema=True)
     assert set(ema) == set(state_dict) and not ema["norm.weight"].any()
+    torch.save({"epoch": 0, "arch": "iformer_small", "state_dict": {"norm.weight": torch.ones(3)}}, checkpoint)
+    with pytest.raises(ValueError, match="holds no EMA weights .*'state_dict_ema' or 'model_ema'"):
+        importer.load_state_dict(checkpoint, use_ema=True)
