@@ -8,9 +8,9 @@ or once, from the shell (then `load_variables(OUTPUT)`):
 
     python -m mixtok.interop.cas_vit rcvit_m rcvit_m.pth cas_vit_m.msgpack
 
-(exit code 0 when written; 1 for bad input, with one `error:` message on stderr: an unknown name lists the
-close matches, a state dict that does not fit lists every unexpected, missing and misshaped key; 2 for bad
-arguments, argparse's usage line; as every importer's command line, official.run_cli.)
+(exit code 0 when written; 2 for bad input or arguments, with one `error:` message on stderr: an unknown name
+lists the close matches, a state dict that does not fit lists every unexpected, missing and misshaped key; as
+every importer's command line, official.run_cli.)
 
 The checkpoints are state dicts of classification/model/rcvit.py's `RCViT`, as classification/utils.py
 `save_model` writes them: {'model': state_dict, 'optimizer', 'epoch', 'scaler', 'args', and with

@@ -76,8 +76,8 @@ import numpy as np
 from mixtok.interop import weight_files
 from mixtok.interop.official import (
     build_table,
+    command_line,
     freeze,
-    run_cli,
     state_dict_from_variables,
     variables_from_state_dict,
 )
@@ -288,15 +288,7 @@ def cli_summary(variables: dict[str, Any]) -> str:
     return f" ({classes} classes, image_size {side}) and {statistics:,} BatchNorm statistics"
 
 
-def main(argv=None) -> int:
-    """`python -m mixtok.interop.iformer NAME CHECKPOINT OUTPUT [--num-classes N]` (official.run_cli).
-
-    Exit codes: 0 written; 2 a user error, as the trainer's: bad arguments (argparse), or bad input (an
-    unknown name, a missing checkpoint, an existing output, a checkpoint that does not fit the model), told
-    in one `error:` message on stderr (a misfit lists every key). run_cli's 1 for bad input becomes 2 here.
-    """
-    code = run_cli(argv, sys.modules[__name__])
-    return 2 if code == 1 else code
+main = command_line(__name__)  # the importers' shared command line (official.run_cli): exit 2 on bad input
 
 
 if __name__ == "__main__":

@@ -256,18 +256,18 @@ def test_training_checkpoint_wrappers_and_ddp_prefixes_are_removed():
     assert_trees_equal(importer.convert("cas_vit_xs", wrapped, **SMALL), variables)
 
 
-def test_cli_refuses_to_overwrite_the_output_with_exit_code_1(tmp_path, capsys):
+def test_cli_refuses_to_overwrite_the_output_with_exit_code_2(tmp_path, capsys):
     checkpoint, output = tmp_path / "rcvit_xs.pth", tmp_path / "out.msgpack"
     checkpoint.write_bytes(b"not read")
     output.write_bytes(b"precious")
-    assert importer.main(["rcvit_xs", str(checkpoint), str(output)]) == 1
+    assert importer.main(["rcvit_xs", str(checkpoint), str(output)]) == 2
     assert "already exists" in capsys.readouterr().err
     assert output.read_bytes() == b"precious"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.msgpack", "rcvit_xs.pth"]
 
 
-def test_cli_rejects_an_unknown_name_with_exit_code_1_and_one_error_line(tmp_path, capsys):
-    assert importer.main(["rcvit_xl", str(tmp_path / "x.pth"), str(tmp_path / "out.msgpack")]) == 1
+def test_cli_rejects_an_unknown_name_with_exit_code_2_and_one_error_line(tmp_path, capsys):
+    assert importer.main(["rcvit_xl", str(tmp_path / "x.pth"), str(tmp_path / "out.msgpack")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "rcvit_xs" in err and len(err.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []

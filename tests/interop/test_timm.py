@@ -235,7 +235,7 @@ def test_cli_refuses_to_overwrite_the_output(tmp_path, capsys):
     _, checkpoint = _checkpoint(tmp_path, "poolformer_s12")
     output = tmp_path / "out.msgpack"
     output.write_bytes(b"precious")
-    assert timm_interop.main(["poolformer_s12", str(checkpoint), str(output)]) == 1
+    assert timm_interop.main(["poolformer_s12", str(checkpoint), str(output)]) == 2
     assert "already exists" in capsys.readouterr().err
     assert output.read_bytes() == b"precious"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors", "out.msgpack"]
