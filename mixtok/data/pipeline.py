@@ -45,6 +45,17 @@ distributed; jameslahm/lsnet: main.py and DaiShiResearch/TransNeXt:
 classification/main.py use it on one GPU too. All three default to it on, with
 c = 3.
 
+Multi-scale batches (`data.multi_scale`, ml-cvnets' variable-batch sampler;
+`mixtok.data.multi_scale`): step t draws a size s_t and a global batch b_t from
+a generator seeded by (seed, t // 1024), the same on every process, and holds
+positions [start_t, start_t + b_t) of the same global stream (start_t the sum
+of the earlier b), each cropped to s_t with its position's key (so with the
+crop and flip the single-size stream at s_t gives it); process i reads rows
+[i * b_t / P, (i + 1) * b_t / P). The iterator is a grain dataset of steps
+(`MultiScaleSteps`), so its state is {"next_index": steps read} and resumption
+is exact; `read_threads` threads build a step's examples and one more thread
+prefetches up to two steps. Worker processes are refused with it.
+
 With worker_count = n > 0, worker w batches positions w, w + n, ... of the
 process's stream, so (with or without repeated augmentation) batches differ
 from worker_count = 0 and an image's copies spread over n consecutive batches.
