@@ -233,3 +233,38 @@ def test_a_block_that_is_not_a_mapping_is_refused():
     config = ml_collections.ConfigDict({**_config().to_dict(), "multi_scale": 5})
     with pytest.raises(ValueError, match=r"data.multi_scale must be None or a block with fields min_size"):
         create_train_iterator(config, global_batch_size=BATCH, seed=0, shard_index=0, shard_count=1)
+
+
+def test_skipped_undecodable_images_are_replaced_by_the_next_positions_and_counted(tmp_path):
+    import grain
+
+    from mixtok.data.imagefolder import ImageFolderSource
+
+    from .conftest import write_tree
+
+    write_tree(tmp_path, {"train": {"cat": 6, "dog": 6, "emu": 6}}, corrupt=("train/dog/broken.png",))
+    fields = dict(name="imagefolder", root=str(tmp_path), image_size=8, read_threads=2, skip_undecodable=True)
+    config = ml_collections.ConfigDict(dict(fields, multi_scale=_config().multi_scale.to_dict()))
+    pairs = dict(multi_scale_batches(config, BATCH))
+    iterator = create_train_iterator(config, global_batch_size=BATCH, seed=1, shard_index=0, shard_count=1)
+    batches = _take(iterator, 8)
+    # The stream written out: grain's shuffle of the 19 files with the seed, repeated; which file is broken.
+    source = ImageFolderSource(str(tmp_path), "train")
+    order = grain.MapDataset.source(list(range(len(source)))).shuffle(seed=1).repeat()
+    labels = [source[i]["label"] for i in range(len(source))]
+    broken = {i for i in range(len(source)) if source[i]["path"].endswith("broken.png")}
+    start, skipped = 0, 0
+    for batch in batches:
+        count, size = batch["image"].shape[:2]
+        assert pairs[size] == count  # full at its size
+        # Step positions [start, start + count), each broken one replaced by the next position after them.
+        kept = [p for p in range(start, start + count) if order[p] not in broken]
+        position = start + count
+        while len(kept) < count:
+            if order[position] not in broken:
+                kept.append(position)
+            position += 1
+        skipped += sum(order[p] in broken for p in range(start, position))
+        np.testing.assert_array_equal(batch["label"], [labels[order[p]] for p in kept])
+        start += count
+    assert iterator.num_skipped_undecodable == skipped > 0
