@@ -227,11 +227,11 @@ def test_to_official_rejects_variables_of_another_configuration():
 def test_cli_reports_an_unknown_name_and_refuses_to_overwrite_the_output(tmp_path, capsys):
     checkpoint, output = tmp_path / "transnext_micro_224_1k.pth", tmp_path / "out.msgpack"
     checkpoint.write_bytes(b"not read")
-    assert importer.main(["transnext_mikro", str(checkpoint), str(tmp_path / "new.msgpack")]) == 1
+    assert importer.main(["transnext_mikro", str(checkpoint), str(tmp_path / "new.msgpack")]) == 2
     error = capsys.readouterr().err
     assert error.startswith("error: Unknown TransNeXt variant 'transnext_mikro'.") and error.count("\n") == 1
     output.write_bytes(b"precious")
-    assert importer.main(["transnext_micro", str(checkpoint), str(output)]) == 1
+    assert importer.main(["transnext_micro", str(checkpoint), str(output)]) == 2
     assert "already exists" in capsys.readouterr().err
     assert output.read_bytes() == b"precious"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.msgpack", "transnext_micro_224_1k.pth"]
