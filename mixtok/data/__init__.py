@@ -19,6 +19,7 @@ from mixtok.data.pipeline import (
     create_eval_iterator,
     create_train_iterator,
     dataset_info,
+    multi_scale_batches,
 )
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "create_train_iterator",
     "data_options",
     "dataset_info",
+    "multi_scale_batches",
     "num_skipped_undecodable",
     "write_array_record",
 ]

@@ -53,6 +53,15 @@ classification/main.py, all with 3 copies: DeiT's num_repeats=3, the other two's
                      then the train split rounded down to a multiple of 256 examples (as
                      RASampler's; the whole split below 256) but reads only about
                      1 / repeated_aug of the images (`mixtok.data.pipeline`)
+
+ml-cvnets' multi-scale variable-batch sampler (apple/ml-cvnets: data/sampler/variable_batch_sampler.py; MobileViT's
+recipe, config/classification/imagenet/mobilevit.yaml `sampler.vbs`):
+
+  multi_scale        None (default): every step at image_size. A block
+                     dict(min_size=160, max_size=320, num_scales=5, check_scale=32, batch_multiple=8)
+                     (those are the defaults of each field): each step draws one of cvnets' sizes around
+                     image_size and a global batch scaled to keep the pixels per step
+                     (`mixtok.data.multi_scale`); evaluation stays at image_size
 """
 
 from __future__ import annotations
@@ -64,6 +73,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mixtok.data import augment
+from mixtok.data.multi_scale import MultiScaleOptions, multi_scale_options
 from mixtok.registry import close_matches_hint
 
 _log = logging.getLogger(__name__)
@@ -97,6 +107,7 @@ _FIELDS = (
     "recount",
     "eval_interpolation",
     "repeated_aug",
+    "multi_scale",
 )
 
 
@@ -127,6 +138,7 @@ class DataOptions:
     recount: int = 1
     eval_interpolation: str | None = None
     repeated_aug: int = 0
+    multi_scale: MultiScaleOptions | None = None
 
 
 def check_source_name(name: Any) -> str:
@@ -277,5 +289,6 @@ def data_options(data_config: Any) -> DataOptions:
         skip_undecodable=bool(fields.get("skip_undecodable", False)),
         read_threads=_positive_int("read_threads", fields.get("read_threads", 0 if in_memory else 16), allow_zero=True),
         repeated_aug=_repeated_aug(fields.get("repeated_aug", 0)),
+        multi_scale=multi_scale_options(fields.get("multi_scale")),
         **_augmentations(fields, image_size, mean),
     )

@@ -45,6 +45,17 @@ distributed; jameslahm/lsnet: main.py and DaiShiResearch/TransNeXt:
 classification/main.py use it on one GPU too. All three default to it on, with
 c = 3.
 
+Multi-scale batches (`data.multi_scale`, ml-cvnets' variable-batch sampler;
+`mixtok.data.multi_scale`): step t draws a size s_t and a global batch b_t from
+a generator seeded by (seed, t // 1024), the same on every process, and holds
+positions [start_t, start_t + b_t) of the same global stream (start_t the sum
+of the earlier b), each cropped to s_t with its position's key (so with the
+crop and flip the single-size stream at s_t gives it); process i reads rows
+[i * b_t / P, (i + 1) * b_t / P). The iterator is a grain dataset of steps
+(`MultiScaleSteps`), so its state is {"next_index": steps read} and resumption
+is exact; `read_threads` threads build a step's examples and one more thread
+prefetches up to two steps. Worker processes are refused with it.
+
 With worker_count = n > 0, worker w batches positions w, w + n, ... of the
 process's stream, so (with or without repeated augmentation) batches differ
 from worker_count = 0 and an image's copies spread over n consecutive batches.
@@ -73,15 +84,18 @@ the returned object again starts a fresh, identical pass.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import math
+import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import grain
 import numpy as np
 
-from mixtok.data import batching, decode, sources
+from mixtok.data import batching, decode, multi_scale, sources
 from mixtok.data.options import DataOptions, data_options
 from mixtok.data.transforms import EvalTransform, TrainTransform
 
@@ -210,6 +224,8 @@ def create_train_iterator(
     ds = grain.MapDataset.source(source).shuffle(seed=int(seed)).repeat()
     if options.repeated_aug > 1:
         ds = RepeatedAugmentation(ds, copies=options.repeated_aug, num_examples=len(source))
+    if options.multi_scale is not None:
+        return _multi_scale_iterator(ds, options, global_batch_size, seed, shard_index, shard_count, worker_count)
     # random_map keys each example by its index in this global stream, so every
     # process count gives an example the same crop and flip.
     ds = ds.random_map(TrainTransform(options), seed=augment_seed(seed))
@@ -217,6 +233,106 @@ def create_train_iterator(
     batches = batching.SkipUndecodableBatchDataset(ds.to_iter_dataset(_read_options(options)), batch_size)
     batches = _multiprocess(batches, worker_count)
     return batching.ReportSkippedIterator(batches.__iter__())
+
+
+def multi_scale_batches(data_config: Any, global_batch_size: int) -> tuple[tuple[int, int], ...] | None:
+    """The (image size, global batch) pairs of a `data.multi_scale` stream at `global_batch_size`; None when off."""
+    options = data_options(data_config)
+    if options.multi_scale is None:
+        return None
+    return multi_scale.scale_batches(options.multi_scale, options.image_size, global_batch_size)
+
+
+def _multi_scale_iterator(
+    stream: grain.MapDataset,
+    options: DataOptions,
+    global_batch_size: int,
+    seed: int,
+    shard_index: int,
+    shard_count: int,
+    worker_count: int,
+) -> batching.ReportSkippedIterator:
+    """The train iterator of `data.multi_scale`: a grain dataset of steps over the one global `stream`."""
+    if worker_count:
+        raise ValueError(
+            f"data.multi_scale reads its batches in threads (data.read_threads); worker_count={worker_count} "
+            "worker processes are not supported with it: use worker_count=0."
+        )
+    multi = options.multi_scale
+    if multi.batch_multiple % shard_count:
+        raise ValueError(
+            f"data.multi_scale.batch_multiple={multi.batch_multiple} must be a multiple of the process count "
+            f"{shard_count}, so that every process reads an equal share of every step's batch."
+        )
+    schedule = multi_scale.ScaleSchedule(multi_scale.scale_batches(multi, options.image_size, global_batch_size), seed)
+    # One stream per size, each keyed by stream position as the single-size stream is: an example's crop box
+    # and flip are the same whatever size its step draws.
+    streams = {
+        size: stream.random_map(TrainTransform(dataclasses.replace(options, image_size=size)), seed=augment_seed(seed))
+        for size, _ in schedule.pairs
+    }
+    steps = MultiScaleSteps(streams, schedule, index=shard_index, count=shard_count, threads=options.read_threads)
+    # One thread prefetches the next steps, each built by `read_threads` threads (at most two steps in memory).
+    threaded = bool(options.read_threads)
+    read = grain.ReadOptions(num_threads=1 if threaded else 0, prefetch_buffer_size=2 if threaded else 0)
+    return batching.ReportSkippedIterator(steps.to_iter_dataset(read).__iter__())
+
+
+class MultiScaleSteps(grain.MapDataset):
+    """Step t -> this process's rows of global batch t of the multi-scale stream (`mixtok.data.multi_scale`).
+
+    Step t (size s, global batch b, first position p from `schedule`) is process `index` of `count`'s rows
+    [index * b / count, (index + 1) * b / count) of stream positions [p, p + b), cropped to s by
+    `streams[s]`. Undecodable images (with data.skip_undecodable) are replaced by the positions that follow
+    this process's rows, in order, as the single-size stream fills its batches. A grain iterator over it
+    counts steps, so its state is the step index and a restored iterator resumes at exactly the next step.
+    """
+
+    def __init__(self, streams: dict[int, grain.MapDataset], schedule, *, index: int, count: int, threads: int = 0):
+        super().__init__(list(streams.values()))
+        self._streams, self._schedule = streams, schedule
+        self._index, self._count, self._threads = index, count, threads
+        self._pool = None
+        self._pool_lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return sys.maxsize
+
+    def rows(self, step: int) -> tuple[int, range]:
+        """(image size, the stream positions of this process's rows) of `step`."""
+        size, batch, start = self._schedule.step(step)
+        per_process = batch // self._count
+        first = start + self._index * per_process
+        return size, range(first, first + per_process)
+
+    def _map(self, fn, positions):
+        if not self._threads:
+            return [fn(p) for p in positions]
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(self._threads, thread_name_prefix="multi_scale")
+        return list(self._pool.map(fn, positions))
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        size, positions = self.rows(index)
+        stream = self._streams[size]
+        examples = self._map(stream.__getitem__, positions)
+        images, labels, skipped = [], [], []
+        next_position = positions.stop
+        for example in examples:  # grows by one replacement per undecodable image
+            if decode.is_undecodable(example):
+                skipped.append(example[decode.UNDECODABLE_KEY])
+                examples.append(stream[next_position])
+                next_position += 1
+                continue
+            images.append(example["image"])
+            labels.append(example["label"])
+        return {"image": np.stack(images), "label": np.asarray(labels, np.int32), batching.SKIPPED_KEY: tuple(skipped)}
+
+    def __str__(self) -> str:
+        return f"MultiScaleSteps(pairs={self._schedule.pairs}, index={self._index}, count={self._count})"
 
 
 def augment_seed(seed: int) -> int:

@@ -188,7 +188,8 @@ def run_cli(argv: Sequence[str] | None, importer: types.ModuleType) -> int:
     num_classes=)`, `resolve_name(name)`, `CLI_DESCRIPTION` and `CLI_NAME_HELP`, and may define `WRAPPER_KEYS`
     (the dict keys a checkpoint wraps its state dict in; default `weight_files.WRAPPER_KEYS`),
     `CLI_CHECKPOINT_HELP` and `cli_summary(variables) -> str` (appended to the closing line).
-    Exit codes: 0 written, 1 bad input (one `error:` line on stderr), 2 bad arguments (argparse).
+    Exit codes: 0 written; 2 a user error, as the trainer's: bad input (one `error:` line on stderr: an unknown
+    name, a missing checkpoint, an existing output, a state dict that does not fit) or bad arguments (argparse).
     """
     # Run as `python -m`, the module is __main__; its spec still has the importable name.
     prog = f"python -m {getattr(importer.__spec__, 'name', None) or importer.__name__}"
@@ -215,6 +216,6 @@ def run_cli(argv: Sequence[str] | None, importer: types.ModuleType) -> int:
         save_variables(args.output, variables)
     except (FileExistsError, FileNotFoundError, IsADirectoryError, ImportError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 2
     print(f"Wrote {count_params(variables):,} parameters of {model_name}{summary(variables)} to {args.output}")
     return 0

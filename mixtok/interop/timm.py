@@ -71,6 +71,16 @@ def timm_backed_models() -> dict[str, str]:
     return {n: model_spec(n).timm_name for n in list_models() if model_spec(n).timm_name}
 
 
+# mixtok variants whose name timm gives to a model of another paper (timm 1.0.31: timm/models/iformer.py is
+# ChuanyangZheng/iFormer, "iFormer: Integrating ConvNet and Transformer for Mobile Application", ICLR 2025, with
+# variants iformer_t, _s, _m, _l, _l2, _h; mixtok's iformer_s / _b / _l are sail-sg/iFormer's Inception Transformer).
+TIMM_NAME_CLASHES = {
+    name: "timm/models/iformer.py's iFormer (Zheng, ICLR 2025: Integrating ConvNet and Transformer for Mobile "
+    "Application, ChuanyangZheng/iFormer)"
+    for name in ("iformer_s", "iformer_l")
+}
+
+
 def resolve_name(name: str) -> str:
     """The mixtok name for a mixtok or timm name, with or without a pretrained tag (`caformer_s18.sail_in1k`)."""
     base = name.split(".", 1)[0]
@@ -80,6 +90,12 @@ def resolve_name(name: str) -> str:
     for mixtok_name, timm_name in backed.items():
         if base == timm_name:
             return mixtok_name
+    if base in TIMM_NAME_CLASHES:
+        raise ValueError(
+            f"timm's {base!r} is another architecture: {TIMM_NAME_CLASHES[base]}, not mixtok's {base} "
+            f"({model_spec(base).paper}); its weights do not fit mixtok's model, and mixtok's {base} has no timm "
+            f"weights. Variants with timm weights: {', '.join(sorted(backed))}."
+        )
     if base in list_models():
         raise ValueError(
             f"timm has no model {base!r}: mixtok's {base} ({model_spec(base).paper}) has no timm weights, so there "

@@ -2,7 +2,11 @@
 
 Paper: "Inception Transformer" (Si et al., NeurIPS 2022). Official code: sail-sg/iFormer @ 725d8e7f,
 models/inception_transformer.py (`InceptionTransformer`, `Block`, `FirstPatchEmbed`, `PatchEmbed`). The mixer
-is `mixtok.mixers.inception.InceptionMixer`.
+is `mixtok.mixers.inception.InceptionMixer`. This is that repository's architecture, not the mobile "iFormer"
+of ChuanyangZheng/iFormer (a different model with the same name). Official checkpoints load with
+`mixtok.interop.iformer`; with every weight and BatchNorm statistic random, iformer_s and iformer_b give the
+official logits within 1.8e-6 (5.8e-7 of the largest logit) at 224 and 384 px, and with resized position
+embeddings (figures and procedure in that module's docstring).
 
     patch_embed:   conv3x3 s2 (3 -> C1/2, bias) - BN - GELU - conv3x3 s2 (-> C1, bias) - BN      (stride 4)
     stage i:       [patch_embed{i}: conv3x3 s2 (bias) - BN, for i > 1]; x + pos_embed{i}; depths[i] Blocks

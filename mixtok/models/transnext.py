@@ -16,6 +16,10 @@ Initialisation as the official `_init_weights`: Linear trunc_normal(0.02) with z
 normal(0, sqrt(2 / fan_out)) (fan_out = k * k * out / groups) with zero bias, LayerNorm 1 / 0.
 Drop path rates rise linearly from 0 to `drop_path_rate` over all blocks.
 
+Parity: official checkpoints convert with `mixtok.interop.transnext`, whose docstring records the logit
+agreement with the official model (native attention, every parameter random) for transnext_micro and
+transnext_small at 224 and 384 px; tests/fixtures/transnext holds a tiny official model's outputs at 64 and 96 px.
+
 Differences from the official code:
 - The official model is built for one `img_size` (constants sized for it); here the constants follow the
   input, so any size whose sides the total stride 32 divides runs. `pretrain_size` (image pixels, default 224,

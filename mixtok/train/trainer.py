@@ -19,6 +19,10 @@ workdir, `mixtok.train.workdir`); a run stopped by SIGTERM saves a checkpoint an
 `NonFiniteLossError` naming the step, the likely causes and the last checkpoint; a metrics write
 that fails (a full disk) raises `MetricsWriteError` and keeps the metrics written before it.
 
+With `config.data.multi_scale` (ml-cvnets' variable-batch sampler, `mixtok.data.multi_scale`) the steps
+have a few batch shapes: the jitted train step traces once for each, every global batch must split over
+the batch axis's devices (checked at start-up), and the progress bar's img_s counts each step's images.
+
 With several processes (`jax.distributed`), a SIGTERM to any of them stops all of them at one step,
 agreed through JAX's preemption sync point (`_stop_signal`; docs/reliability.md): every process saves
 its part of the same checkpoint and raises `Preempted` with the same step.
@@ -228,6 +232,23 @@ def _first_nonfinite(history) -> tuple | None:
     return None
 
 
+def _check_multi_scale_batches(config: ConfigDict, sharding) -> None:
+    """With data.multi_scale, every step's global batch must split evenly over the devices of the batch axis."""
+    pairs = data_lib.multi_scale_batches(config.data, config.batch_size)
+    if pairs is None:
+        return
+    axes = sharding.spec[0] if sharding.spec else None
+    axes = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+    devices = int(np.prod([sharding.mesh.shape[a] for a in axes]))
+    bad = {size: batch for size, batch in pairs if batch % devices}
+    if bad:
+        raise ValueError(
+            f"data.multi_scale gives global batches {dict(pairs)} (size: batch), and those at {bad} do not split "
+            f"over the {devices} devices of the batch axis; use a data.multi_scale.batch_multiple that is a "
+            f"multiple of {devices}."
+        )
+
+
 def train_and_evaluate(config: ConfigDict, workdir: str, *, stop_at_step: int | None = None) -> dict[str, float]:
     """Trains `config` in `workdir` (resuming if it holds checkpoints); returns the last metrics.
 
@@ -261,6 +282,7 @@ def _train(config: ConfigDict, run_dir: Workdir, stop_at_step: int | None) -> di
     eval_images_step = steps.make_eval_images_step(task, layout, batch_shard, rules)
 
     train_iter = data_lib.create_train_iterator(config.data, global_batch_size=config.batch_size, seed=config.seed)
+    _check_multi_scale_batches(config, batch_shard)
     checkpointer = create_checkpointer(config, workdir)
     # The newest good checkpoint (verified, same run, finite), bad ones moved aside (checkpointing.py).
     try:
@@ -304,13 +326,14 @@ def _train(config: ConfigDict, run_dir: Workdir, stop_at_step: int | None) -> di
         dynamic_ncols=True,
         desc="train",
     )
-    tick, tick_step = time.perf_counter(), start
+    tick, images, tick_images = time.perf_counter(), 0, 0  # images: this run's, counted per step (multi-scale)
     step = start
     preempted = None
     try:
         with _stop_signal() as stop:
             while step < total:
                 batch = steps.put_batch(next(train_iter), batch_shard)
+                images += batch["image"].shape[0]  # the global batch: config.batch_size unless data.multi_scale
                 state, metrics = train_step(state, batch, step_rng)
                 step += 1
                 run_dir.started()
@@ -334,7 +357,7 @@ def _train(config: ConfigDict, run_dir: Workdir, stop_at_step: int | None) -> di
                     if is_log or is_eval:
                         now = time.perf_counter()
                         record = {f"train/{k}": float(v) for k, v in history[-1][1].items()}
-                        record["train/images_per_second"] = (step - tick_step) * config.batch_size / (now - tick)
+                        record["train/images_per_second"] = (images - tick_images) / (now - tick)
                         if is_eval:
                             record.update(run_eval(state))
                         # Throughput is wall time: keep it out of the metrics that must reproduce.
@@ -345,7 +368,7 @@ def _train(config: ConfigDict, run_dir: Workdir, stop_at_step: int | None) -> di
                             key.split("/")[-1]: f"{record[key]:.4f}" for key in task.PROGRESS_METRICS if key in record
                         }
                         progress.set_postfix(loss=f"{record['train/loss']:.4f}", img_s=f"{speed:.0f}", **shown)
-                        tick, tick_step = time.perf_counter(), step
+                        tick, tick_images = time.perf_counter(), images
                     history = []
                     if is_save:
                         writer.flush()  # gs://: every metrics line up to the checkpoint is uploaded first

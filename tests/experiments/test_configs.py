@@ -294,7 +294,10 @@ def test_imagenet_schedule_and_mixup_follow_the_official_scripts(name):
 def test_families_without_timms_scheduler_keep_their_schedule_and_do_not_mix(name, schedule):
     config = get_config(CONFIG_DIR / "imagenet" / f"{name}.py")
     assert config.optimizer.get("schedule", "warmup_cosine") == schedule and config.optimizer.warmup_steps > 0
-    assert config.get("mixup") is None and config.total_steps == 300 * IMAGENET_TRAIN_IMAGES // config.batch_size
+    assert config.get("mixup") is None
+    # AFFNet: the multi-scale sampler's expected steps, at its mean batch (test_affnet_recipe_is_cvnets_mobilevit...).
+    mean_batch = 6912 / 5 if name.startswith("affnet") else config.batch_size
+    assert config.total_steps == int(300 * IMAGENET_TRAIN_IMAGES / mean_batch)
 
 
 # The training augmentations each official script runs (its argparse defaults or, for DFFormer, its README
@@ -462,7 +465,17 @@ def test_affnet_recipe_is_cvnets_mobilevit_at_256_px(name):
     # BatchNorm and bias weights too (no_decay_bn_filter_bias: false).
     optimizer = config.optimizer
     assert optimizer.schedule == "cvnets_cosine" and optimizer.warmup_lr_init == pytest.approx(2e-4)
-    assert optimizer.epochs == 300 and optimizer.steps_per_epoch == IMAGENET_TRAIN_IMAGES // 1024
+    # mobilevit.yaml's multi-scale sampler (apple/ml-cvnets data/sampler/variable_batch_sampler.py): 160-320 px
+    # in 5 scales divisible by 32 around 256, 8 GPUs; global batches 8 x (327, 227, 128, 101, 81) per GPU.
+    assert config.data.multi_scale.to_dict() == dict(
+        min_size=160, max_size=320, num_scales=5, check_scale=32, batch_multiple=8
+    )
+    batches = data_lib.multi_scale_batches(config.data, config.batch_size)
+    assert batches == ((160, 2616), (192, 1816), (256, 1024), (288, 808), (320, 648))
+    # An epoch: the train images over the mean global batch (1,382.4), 926 steps; 300 of them; eval each epoch.
+    assert optimizer.epochs == 300 and optimizer.steps_per_epoch == 926 == IMAGENET_TRAIN_IMAGES * 5 // 6912
+    assert config.total_steps == 300 * IMAGENET_TRAIN_IMAGES * 5 // 6912 == 278_031
+    assert config.eval_every == config.checkpoint_every == 926
     assert optimizer.weight_decay_on == "all"
     _, schedule = create_optimizer(optimizer, config.total_steps)
     assert float(schedule(0)) == pytest.approx(2e-4) and float(schedule(10_000)) == pytest.approx(1.1e-3, rel=1e-5)

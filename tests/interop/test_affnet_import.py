@@ -137,7 +137,7 @@ def test_cli_refuses_to_overwrite_the_output(tmp_path, capsys):
     checkpoint, output = tmp_path / "affnet_et.pt", tmp_path / "out.msgpack"
     checkpoint.write_bytes(b"not read")
     output.write_bytes(b"precious")
-    assert importer.main(["xx_small", str(checkpoint), str(output)]) == 1
+    assert importer.main(["xx_small", str(checkpoint), str(output)]) == 2
     assert "already exists" in capsys.readouterr().err
     assert output.read_bytes() == b"precious"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["affnet_et.pt", "out.msgpack"]

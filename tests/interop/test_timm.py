@@ -185,6 +185,15 @@ def test_models_that_timm_lacks_are_refused_clearly(name):
         timm_interop.to_timm(name, {"params": {}})
 
 
+@pytest.mark.parametrize("name", ["iformer_s", "iformer_l"])
+def test_a_name_timm_gives_to_another_architecture_is_refused_as_such(name):
+    # timm 1.0.31's iformer_s / iformer_l are ChuanyangZheng/iFormer (ICLR 2025), not sail-sg's Inception Transformer.
+    for call in (lambda: timm_interop.convert(name, {}), lambda: timm_interop.to_timm(name, {"params": {}})):
+        with pytest.raises(ValueError, match=f"timm's '{name}' is another architecture.*Zheng, ICLR 2025") as info:
+            call()
+        assert "Inception Transformer" in str(info.value) and "timm has no model" not in str(info.value)
+
+
 # --- files and the command line ---------------------------------------------------------------
 
 
@@ -226,7 +235,7 @@ def test_cli_refuses_to_overwrite_the_output(tmp_path, capsys):
     _, checkpoint = _checkpoint(tmp_path, "poolformer_s12")
     output = tmp_path / "out.msgpack"
     output.write_bytes(b"precious")
-    assert timm_interop.main(["poolformer_s12", str(checkpoint), str(output)]) == 1
+    assert timm_interop.main(["poolformer_s12", str(checkpoint), str(output)]) == 2
     assert "already exists" in capsys.readouterr().err
     assert output.read_bytes() == b"precious"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors", "out.msgpack"]

@@ -1,6 +1,8 @@
 """The trainer: exact resume, metrics files, NaN stop, refusing another model's workdir."""
 
+import itertools
 import json
+import types
 
 import jax
 import numpy as np
@@ -8,6 +10,8 @@ import orbax.checkpoint as ocp
 import pytest
 from ml_collections import ConfigDict
 
+from mixtok.data import create_train_iterator
+from mixtok.train import trainer
 from mixtok.train.metric_writer import read_metrics
 from mixtok.train.trainer import NonFiniteLossError, train_and_evaluate
 
@@ -114,6 +118,10 @@ def test_workdir_of_a_different_model_is_refused_and_left_untouched(tmp_path):
         ({"batch_size": 0}, "config.batch_size must be a positive integer; got 0"),
         ({"model.dtype": "bf16"}, "Unknown compute dtype 'bf16'"),
         ({"data.image_size": 40}, "Image size 40x40 is not divisible by the model's total stride 32"),
+        (
+            {"data.multi_scale": dict(min_size=32, max_size=64, num_scales=2, check_scale=32, batch_multiple=2)},
+            r"global batches \{32: 16, 64: 4\} \(size: batch\), and those at \{64: 4\} do not split over the 8 devices",
+        ),
     ],
 )
 def test_bad_configs_are_rejected_with_the_reason(tmp_path, override, message):
@@ -184,3 +192,69 @@ def test_batchnorm_statistics_are_updated_by_training_and_saved_and_resumed(tmp_
     for (path, a), b in zip(stats, jax.tree_util.tree_leaves(resumed["other_variables"]["batch_stats"])):
         np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
     assert read_metrics(interrupted) == read_metrics(straight)
+
+
+# cvnets' sizes around the tiny config's 32 px: 32 and 64, global batches 16 and 8 (8 "GPUs" of 2 and 1).
+MULTI_SCALE = dict(min_size=32, max_size=64, num_scales=2, check_scale=32, batch_multiple=8)
+
+
+def multi_scale_config():
+    return tiny_config(
+        total_steps=6,
+        log_every=1,
+        eval_every=6,
+        checkpoint_every=6,
+        tensorboard=False,
+        mixup=dict(mixup_alpha=0.8, cutmix_alpha=1.0),
+        **{"data.multi_scale": MULTI_SCALE},
+    )
+
+
+@pytest.fixture(scope="module")
+def multi_scale_run(tmp_path_factory):
+    """(workdir, final metrics, the progress bar's postfixes) of a 6-step multi-scale run with Mixup / CutMix,
+    under a clock that advances 1 s per reading (so img_s is the images since the last log)."""
+    shown = []
+
+    class Bar:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def update(self, n):
+            pass
+
+        def set_postfix(self, **values):
+            shown.append(values)
+
+        def close(self):
+            pass
+
+    workdir = tmp_path_factory.mktemp("multi_scale_run")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trainer, "tqdm", Bar)
+        patch.setattr(trainer, "time", types.SimpleNamespace(perf_counter=itertools.count().__next__))
+        final = trainer.train_and_evaluate(multi_scale_config(), workdir)
+    return workdir, final, shown
+
+
+def test_multi_scale_run_trains_steps_of_two_shapes_and_reports_their_image_counts(multi_scale_run):
+    """Steps of 16 images at 32 px and 8 at 64 px (with Mixup / CutMix) train; img_s counts each step's images."""
+    workdir, final, shown = multi_scale_run
+    config = multi_scale_config()
+    iterator = create_train_iterator(config.data, global_batch_size=16, seed=config.seed, shard_index=0, shard_count=1)
+    shapes = [next(iterator)["image"].shape for _ in range(6)]
+    assert {(shape[0], shape[1]) for shape in shapes} == {(16, 32), (8, 64)}
+    assert [int(values["img_s"]) for values in shown] == [shape[0] for shape in shapes]
+    assert [r["step"] for r in read_metrics(workdir)] == [1, 2, 3, 4, 5, 6]
+    assert all(np.isfinite(r["train/loss"]) for r in read_metrics(workdir))
+    assert 0.0 <= final["eval/accuracy"] <= 1.0  # eval at the config's 32 px
+
+
+def test_interrupted_and_resumed_multi_scale_run_equals_an_uninterrupted_one(multi_scale_run, tmp_path):
+    straight, _, _ = multi_scale_run
+    trainer.train_and_evaluate(multi_scale_config(), tmp_path, stop_at_step=3)
+    trainer.train_and_evaluate(multi_scale_config(), tmp_path)
+    assert read_metrics(tmp_path) == read_metrics(straight)
+    params_a, params_b = _restore_params(straight, 6), _restore_params(tmp_path, 6)
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(params_a), jax.tree_util.tree_leaves(params_b)):
+        np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))

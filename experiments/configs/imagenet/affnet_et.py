@@ -15,8 +15,17 @@ statistics are global-batch (synchronised) under mixtok's sharded jit.
 
 The warm-up starts at warmup_init_lr 2e-4 (`warmup_lr_init`), and weight decay applies to every
 parameter, BatchNorm and bias weights included (`no_decay_bn_filter_bias: false`,
-`weight_decay_on="all"`). Not implemented beyond common.py's list, all of which the MobileViT recipe
-uses: the multi-scale variable-batch sampler (160-320 px).
+`weight_decay_on="all"`).
+
+Multi-scale: mobilevit.yaml's variable-batch sampler (`sampler.vbs`; apple/ml-cvnets
+data/sampler/variable_batch_sampler.py), `data.multi_scale` (mixtok.data.multi_scale): each step draws one
+of 160, 192, 256, 288, 320 px uniformly, with 327, 227, 128, 101, 81 images per GPU on 8 GPUs (global 2,616,
+1,816, 1,024, 808, 648), every image random-resized-cropped to that size; eval stays at 256. An epoch then
+has no fixed step count: it is taken as 1,281,167 // 1,382.4 (the mean global batch at batch_size=1024)
+= 926 steps, the cosine's epoch and the eval / checkpoint cadence (common.cvnets_multi_scale); cvnets' epochs end when
+each GPU has read its share of the images, so theirs vary by a few steps around that. What differs from
+cvnets: the draws (numpy's generator per 1,024 steps, not Python's `random` reseeded each epoch) and a
+batch may span two epochs (cvnets pads an epoch's last batch with its first images).
 Sources: apple/ml-cvnets config/classification/imagenet/mobilevit.yaml (global batch 1024 = 128 x 8
 GPUs, AdamW betas (0.9, 0.999)); AFFNet's README (microsoft/TokenMixers) for the 256-px train / eval
 resolution.
@@ -32,10 +41,11 @@ cvnets/misc/averaging_utils.py `EMA`) averages the weights and the BatchNorm sta
 optimizer step, from the initial model on: `config.model_ema` with decay 0.9995, no warm-up, no
 first-update copy and the statistics averaged (`eval_ema/` metrics; mixtok/train/ema.py).
 
-Compute: 375,341 steps of 1,024 images (300 epochs). Time: not measured by mixtok.
+Compute: 278,031 steps of 648-2,616 images (300 * 1,281,167 / 1,382.4, the mean global batch: about
+384 million images). Time: not measured by mixtok.
 
-`:runlocal` smoke-tests this config on a laptop (synthetic data, 64 px, one AFF block per stage, 4
-steps). Run the same command with the same --workdir to resume.
+`:runlocal` smoke-tests this config on a laptop (synthetic data, steps of 64 images at 32 px or 16 at
+64 px, eval at 64 px, one AFF block per stage, 4 steps). Run the same command with the same --workdir to resume.
 """
 
 from ml_collections import ConfigDict
@@ -55,14 +65,15 @@ def get_config(arg=None):
     if arg.runlocal:
         # The same layers, fewer.
         config.model.kwargs.update(common.one_block_per_stage("affnet_et"))
+    steps_per_epoch = common.cvnets_multi_scale(config, arg)  # data.multi_scale; total_steps from its mean batch
 
     config.optimizer = ConfigDict(
         dict(
             name="adamw",
             lr=2e-3 * config.batch_size / 1024,  # mobilevit.yaml at batch 1024, scaled linearly
-            # ml-cvnets' epoch-based cosine over 300 epochs (runlocal: 4 one-step epochs).
+            # ml-cvnets' epoch-based cosine over 300 epochs of 926 steps (runlocal: 4 one-step epochs).
             schedule="cvnets_cosine",
-            steps_per_epoch=1 if arg.runlocal else common.steps(1, config.batch_size),
+            steps_per_epoch=steps_per_epoch,
             epochs=common.RUNLOCAL_STEPS if arg.runlocal else arg.epochs,
             # 20,000 iterations at batch 1024, from warmup_init_lr 2e-4.
             warmup_steps=common.warmup_steps(arg, epochs=20_000 * 1024 / common.IMAGENET_TRAIN_IMAGES),

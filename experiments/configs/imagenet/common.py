@@ -101,6 +101,7 @@ Differences that matter, all unimplemented or impossible offline (expect worse r
 
 from ml_collections import ConfigDict, config_dict
 
+from mixtok.data import multi_scale
 from mixtok.data.options import IMAGENET_MEAN, IMAGENET_STD
 from mixtok.models import model_spec
 from mixtok.registry import unknown_name_error
@@ -320,6 +321,33 @@ def imagenet_data(
             **transforms,
         )
     )
+
+
+# ml-cvnets' multi-scale variable-batch sampler as mobilevit.yaml sets it (sampler.vbs: 160-320 px, 5 scales,
+# divisible by 32; the 8 GPUs of its batch 128 x 8), and a runlocal version: 32 and 64 px around runlocal's 64.
+CVNETS_MULTI_SCALE = dict(min_size=160, max_size=320, num_scales=5, check_scale=32, batch_multiple=8)
+RUNLOCAL_MULTI_SCALE = dict(min_size=32, max_size=64, num_scales=2, check_scale=32, batch_multiple=8)
+
+
+def cvnets_multi_scale(config: ConfigDict, arg: ConfigDict) -> int:
+    """Turns on data.multi_scale (mobilevit.yaml's sampler; mixtok.data.multi_scale) and returns steps per epoch.
+
+    Steps vary in size, so an epoch has no fixed number of steps; it is taken as the expected one,
+    1,281,167 / (mean global batch over the sizes, each drawn with probability 1 / n), rounded down: 926 at
+    batch 1024 (mean 1,382.4 over 2,616, 1,816, 1,024, 808 and 648 images). config.total_steps becomes
+    `epochs` * 1,281,167 / mean, rounded down (278,031 at 300: the steps after 300 * 926 run at the cosine's
+    end, min_lr), and eval and checkpoints come once per such epoch. Under runlocal: 32 and 64 px, one-step
+    epochs.
+    """
+    config.data.multi_scale = ConfigDict(RUNLOCAL_MULTI_SCALE if arg.runlocal else CVNETS_MULTI_SCALE)
+    if arg.runlocal:
+        return 1
+    options = multi_scale.multi_scale_options(config.data.multi_scale)
+    mean = multi_scale.mean_global_batch(options, config.data.image_size, config.batch_size)
+    steps_per_epoch = int(IMAGENET_TRAIN_IMAGES / mean)
+    config.total_steps = int(arg.epochs * IMAGENET_TRAIN_IMAGES / mean)
+    config.eval_every = config.checkpoint_every = steps_per_epoch
+    return steps_per_epoch
 
 
 def compute_dtype(arg: ConfigDict) -> str:
