@@ -397,18 +397,10 @@ def cli_summary(variables: dict[str, Any]) -> str:
     return f" ({classes} classes) and {statistics:,} BatchNorm statistics"
 
 
-_run_cli = command_line(__name__)  # see official.run_cli
-
-
-def main(argv=None) -> int:
-    """`python -m mixtok.interop.lsnet NAME CHECKPOINT OUTPUT.msgpack [--num-classes N]` (--help for more).
-
-    Exit codes: 0 written; 2 bad input or arguments (the trainer's code for user errors): an unknown name, a
-    missing or unreadable checkpoint, a state dict that does not fit (`error:` on stderr names every key and
-    shape), an existing output (never overwritten); 1 only for an unexpected fault (a traceback).
-    """
-    code = _run_cli(argv)
-    return 2 if code == 1 else code  # official.run_cli returns 1 for the bad inputs it reports
+# python -m mixtok.interop.lsnet --help. Exit codes (official.run_cli): 0 written; 2 a user error, with one
+# `error:` report on stderr (an unknown name, a missing checkpoint, an existing output, a state dict that does not
+# fit: every key and shape) or bad arguments; 1 only for an unexpected fault (a traceback).
+main = command_line(__name__)
 
 
 if __name__ == "__main__":
