@@ -5,7 +5,12 @@
 - `mixtok.interop.gfnet`: the official GFNet checkpoints (raoyongming/GFNet), `convert` / `to_official` and
   `python -m mixtok.interop.gfnet NAME CHECKPOINT OUTPUT.msgpack`.
 - `mixtok.interop.affnet`: the official AFFNet checkpoints (microsoft/TokenMixers, cvnets), likewise.
-- `mixtok.interop.official`: what those two share (the key table, both conversions, the command line).
+- `mixtok.interop.cas_vit`, `.iformer`, `.lsnet`, `.transnext`: the official CAS-ViT (Tianfang-Zhang/CAS-ViT),
+  iFormer (sail-sg/iFormer, the Inception Transformer), LSNet (jameslahm/lsnet) and TransNeXt
+  (DaiShiResearch/TransNeXt) checkpoints, likewise (`load_state_dict(..., ema=True)` reads the EMA weights
+  where the training script saves them; LSNet's distilled checkpoints through `distillation_head=`).
+- `mixtok.interop.official`: what those share (the key table, both conversions, the command line: exit
+  code 0 written, 2 bad input or arguments).
 - `mixtok.interop.weight_files`: reading checkpoint files (.safetensors, .pth, .bin) and writing /
   reading converted variables (flax msgpack).
 
