@@ -15,9 +15,12 @@ Official recipe (Tianfang-Zhang/CAS-ViT: classification/main.py defaults, README
 global batch 2048 (128 x 8 GPUs x update_freq 2), weight decay 0.05, cosine to 1e-6 after 20 warm-up
 epochs, 300 epochs, label smoothing 0.1, drop path 0.1 (the default and the README's command; no
 per-variant rate is given), eval crop 0.875. Trains without the distillation head, as main.py does. Weight EMA
-0.9995 (`config.model_ema`; the parameters and the BatchNorm statistics,
-from the first update on, as timm's ModelEma). Not implemented beyond
-common.py's list: the multi-scale sampler.
+0.9995 (`config.model_ema`; the parameters and the BatchNorm statistics, from the first update on, as
+timm's ModelEma). Not implemented: the README command's `--multi_scale_sampler` (classification/data/
+samplers.py `MultiScaleSamplerDDP`, sizes 160-320 around 224). It is not ml-cvnets' rule that
+`data.multi_scale` implements (AFFNet): its per-GPU batch never drops below the base batch (so larger
+sizes keep 128 images), is rounded to a multiple of the GPU count and made even, and with `--update_freq 2`
+each of an optimizer step's two micro-batches draws its own size, which one mixtok step cannot hold.
 
 Schedule and Mixup / CutMix: main.py has its own cosine (its utils.cosine_scheduler, per step, from
 0), not timm's scheduler, so this config keeps its warm-up then cosine; main.py's defaults train
