@@ -58,16 +58,17 @@ seeds (largest logits 3 to 27):
 
 (relative: the max-abs error over the largest |logit| of the same run; the largest of these over all runs).
 ffnet_1 alone: 4.8e-6 (7.8e-7). `to_official` of the converted variables equals the official state dict
-of each form key for key and value for value (num_batches_tracked 0), so the official model loads it with
-strict=True. On the golden fixtures, swapping one BatchNorm's running mean and variance, or transposing one
-7 x 7 depthwise kernel of the fused form, moves the logits by 0.1 to 0.8 (largest logits 1 to 2).
+of each form key for key and value for value (num_batches_tracked 0), and the official `ffnet_1()` (and
+the same after `replace_batchnorm`) loads it with strict=True: "All keys matched successfully" (checked in
+one process with torch and mixtok). On the golden fixtures, swapping one BatchNorm's running mean and
+variance, or transposing one 7 x 7 depthwise kernel of the fused form, moves the logits by 0.1 to 0.8
+(largest logits 1 to 2).
 """
 
 import argparse
 import dataclasses
 import functools
 import os
-import pickle
 import re
 import sys
 from collections.abc import Mapping, Sequence
@@ -289,19 +290,14 @@ def _with_uncounted(by_key: dict[str, Any], uncounted: Any) -> dict[str, Any]:
 
 def load_state_dict(path: str | os.PathLike, *, use_ema: bool = False) -> dict[str, np.ndarray]:
     """{key: numpy array} of an FFNet checkpoint: train.py's `.pth.tar` (its 'state_dict', or with `use_ema`
-    its 'state_dict_ema'), a bare state dict `.pth`, or `.safetensors`."""
+    its 'state_dict_ema'), a bare state dict (`.pth`), or `.safetensors`."""
     path = os.fspath(path)
-    wrapper_keys = (EMA_KEY,) if use_ema else WRAPPER_KEYS
-    if not path.lower().endswith(".tar"):
-        state_dict = weight_files.load_state_dict(path, wrapper_keys=wrapper_keys)
-    else:  # timm's CheckpointSaver names its torch.save files *.pth.tar, which weight_files does not take
-        state_dict = _load_torch_tar(path, wrapper_keys)
-    if use_ema and not any(k.startswith("stages.") for k in state_dict):
-        raise ValueError(f"{path} has no {EMA_KEY!r} (train.py writes one only with --model-ema).")
-    return state_dict
-
-
-def _load_torch_tar(path: str, wrapper_keys: Sequence[str]) -> dict[str, np.ndarray]:
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix not in (".tar", *weight_files.TORCH_SUFFIXES):
+        if use_ema:
+            raise ValueError(f"{path} is not a torch checkpoint; EMA weights come from train.py's .pth.tar files.")
+        return weight_files.load_state_dict(path)
+    # Read here rather than by weight_files.load_state_dict, which does not take timm's *.pth.tar name.
     weight_files._check_file(path)
     try:
         import torch
@@ -310,11 +306,16 @@ def _load_torch_tar(path: str, wrapper_keys: Sequence[str]) -> dict[str, np.ndar
     try:
         with weight_files._torch_safe_globals(torch):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError) as e:
+    except Exception as e:  # a damaged or foreign file: UnpicklingError, RuntimeError, struct.error, ...
         raise ValueError(
-            f"{path} is not a torch.save file that torch.load(weights_only=True) can read ({str(e).splitlines()[0]}). "
-            f"If you trust it, load it with torch.load(path, weights_only=False) and pass its state dict to convert()."
+            f"{path} is not a torch.save file that torch.load(weights_only=True) can read "
+            f"({str(e).strip().splitlines()[0]}). If you trust it, load it with torch.load(path, weights_only=False) "
+            f"and pass its state dict to convert()."
         ) from e
+    if use_ema and not (isinstance(checkpoint, Mapping) and isinstance(checkpoint.get(EMA_KEY), Mapping)):
+        keys = sorted(checkpoint) if isinstance(checkpoint, Mapping) else type(checkpoint).__name__
+        raise ValueError(f"{path} has no {EMA_KEY!r} (train.py writes one only with --model-ema); it holds {keys}.")
+    wrapper_keys = (EMA_KEY,) if use_ema else WRAPPER_KEYS
     return {k: to_numpy(v, k) for k, v in weight_files._unwrap(checkpoint, path, wrapper_keys).items()}
 
 

@@ -284,6 +284,20 @@ def test_cli_bad_input_is_one_error_line_and_exit_code_2(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ffnet_1.pth.tar", "out.msgpack"]
 
 
+def test_cli_without_torch_reads_no_pth_tar_and_says_why(tmp_path):
+    try:
+        import torch  # noqa: F401
+
+        pytest.skip("torch is installed: test_cli_converts_a_train_py_checkpoint_written_by_torch reads .pth.tar")
+    except ImportError:
+        pass
+    checkpoint = tmp_path / "ffnet_1.pth.tar"
+    checkpoint.write_bytes(b"not read")
+    result = run_cli("ffnet_1", checkpoint, tmp_path / "out.msgpack")
+    assert result.returncode == 2
+    assert result.stderr == f"error: Reading {checkpoint} (a torch.save file) needs PyTorch: pip install torch.\n"
+
+
 def random_official_state_dict(name, fused=False, seed=0):
     """A whole official state dict of `name` with random values (num_batches_tracked 0), from the key table."""
     rng = np.random.default_rng(seed)
@@ -332,3 +346,7 @@ def test_cli_converts_a_train_py_checkpoint_written_by_torch(tmp_path):
         np.testing.assert_array_equal(exported[key], value, err_msg=key)
     ema = run_cli("ffnet_3", checkpoint, tmp_path / "ema.msgpack", "--ema")
     assert ema.returncode == 2 and "has no 'state_dict_ema'" in ema.stderr
+    damaged = tmp_path / "damaged.pth.tar"
+    damaged.write_bytes(checkpoint.read_bytes()[:1000])
+    result = run_cli("ffnet_3", damaged, tmp_path / "damaged.msgpack")
+    assert result.returncode == 2 and result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
