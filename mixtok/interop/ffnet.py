@@ -45,12 +45,11 @@ ffnet_1 and ffnet_3 built by the official factories, seeds 0, 1, 2, EVERY parame
 weights N(0, 1 / fan_in), biases N(0, 0.1), BatchNorm weights and layer scales U(0.5, 1.5)) and every
 BatchNorm's running statistics set from one N(0, 1) batch and then moved at random (mean + 0.2 std N(0, 1),
 variance x U(0.5, 2)), so that every branch and statistic matters while the 35 blocks of ffnet_3 keep O(1)
-activations. Each is saved as train.py's CheckpointSaver does and converted by `python -m
-mixtok.interop.ffnet` (from the same state dict as .safetensors, as this environment has no torch beside
-JAX; .pth.tar reading is tested by tests/interop/test_ffnet_import.py where torch is installed), run by
-mixtok in eval mode on the same N(0, 1) batch of 2, at 256 px (the default) and 384 px (the README's
-fine-tuned ffnet_3_384 / ffnet_4_384). Largest max-abs logit error over both variants, both sizes and all
-seeds (largest logits 3 to 27):
+activations. Each is saved as train.py's CheckpointSaver does (.pth.tar) and converted by `python -m
+mixtok.interop.ffnet` (run with torch and mixtok in one environment; the same weights as .safetensors, read
+without torch, give the same figures), run by mixtok in eval mode on the same N(0, 1) batch of 2, at
+256 px (the default) and 384 px (the README's fine-tuned ffnet_3_384 / ffnet_4_384). Largest max-abs logit
+error over both variants, both sizes and all seeds (largest logits 3.7 to 27.6):
 
     training form (converted .pth.tar weights vs the official eval model)              1.9e-5 (1.4e-6 relative)
     fused form: mixtok's fuse_ffnet of those vs the official model after replace_batchnorm  1.8e-5 (1.1e-6)
