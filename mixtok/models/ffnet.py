@@ -24,6 +24,11 @@ built with `fused=True`, as the official export_model.py `replace_batchnorm` doe
 becomes a conv with bias, every RepVGGDW one 7x7 dw conv, the `BN -> 1x1 conv + identity` skip one 1x1
 conv with bias; the last BatchNorm (`norm`) stays.
 
+Parity: official checkpoints (training form, or fused by export_model.py) convert with
+`mixtok.interop.ffnet`; with every weight and BatchNorm statistic random, ffnet_1 and ffnet_3 at 256 and
+384 px give the official eval logits within 1.4e-6 of the largest logit in both forms (the figures and the
+procedure are in that module's docstring).
+
 Differences from the official code:
 - NHWC layout; parameter names follow the official module paths (`stages_2_1/token_mixer_0_main/fc/conv`
   for `stages.2.1.token_mixer.0.main.fc.c`; `kernel` for `weight`, BN `scale` for `weight`, layer scale

@@ -1,0 +1,364 @@
+"""Converts the official FFNet checkpoints (ysj9909/FFNet) to mixtok variables and back, in either form.
+
+    state_dict = load_state_dict("ffnet_1.pth.tar")       # timm's {'state_dict': ...} is unwrapped
+    variables = convert("ffnet_1", state_dict)             # {'params': ..., 'batch_stats': ...}
+    logits = create_model("ffnet_1").apply(variables, images_nhwc)   # eval: running statistics
+
+or once, from the shell (then `load_variables(OUTPUT)`):
+
+    python -m mixtok.interop.ffnet ffnet_1 ffnet_1.pth.tar ffnet_1.msgpack
+
+Checkpoints. The released ImageNet models (README "Pre-trained Models": ffnet_1 ... ffnet_3, ffnet_3_384,
+ffnet_4_384 and the `_distillation` ones, all `.pth.tar`) are training checkpoints of train.py, written by
+timm's `CheckpointSaver`: {'state_dict': the training-form `FFNet` state dict, 'optimizer', 'args', 'epoch',
+'arch', 'version', 'metric', and 'state_dict_ema' with --model-ema}; export_model.py loads
+`checkpoint['state_dict']` into `create_model(variant)` and only then fuses it (`replace_batchnorm`), so the
+released weights are the training form. `load_state_dict` reads `.pth.tar` as well as `.pth`; `use_ema=True`
+(CLI `--ema`) takes 'state_dict_ema'. Distillation (`--distillation-type hard`) adds no module: those
+checkpoints have the same keys. A state dict of the fused form (the model after export_model.py's
+`replace_batchnorm`, saved with `state_dict()`) is recognised by its keys and converted to the variables of
+`create_model(name, fused=True)`. The CoreML packages are not read.
+
+Names are mixtok's and the official `--model` (`ffnet_1` ... `ffnet_4`; a 384 px checkpoint is the same
+model: FFNet has no parameter that depends on the resolution). Keys (mixtok path -> official key):
+
+    patch_embed_0, patch_embed_2              patch_embed.0, patch_embed.2
+    stages_s_j (FFBlock)                      stages.s.j
+      token_mixer_0_main / channel_mixer_main   token_mixer.0.main / channel_mixer.main
+      token_mixer_0_layer_scale [C]             token_mixer.0.layer_scale [C, 1, 1]    (ffnet_3, ffnet_4)
+      channel_mixer_layer_scale [C]             channel_mixer.layer_scale [C, 1, 1]
+    stages_s_0_proj_0, stages_s_0_proj_1      stages.s.0.proj.0, .proj.1                (PatchMerging, s > 0)
+    norm, head                                norm, head
+    inside them: a Conv2d_BN / BN_Conv2d's conv `conv` is the official `c` (RepVGGDW's branches keep
+    `conv` and `conv1`); `kernel` [kh, kw, in/g, out] <-> `weight` [out, in/g, kh, kw] (head: [in, out]
+    <-> [out, in]); BatchNorm `scale` <-> `weight`, batch_stats `mean` / `var` <-> `running_mean` /
+    `running_var`; `num_batches_tracked` is dropped (`to_official` writes 0: with the default momentum
+    PyTorch never reads it)
+    fused form: every Conv2d_BN and RepVGGDW is one conv with bias at the module's own key
+    (`stages.2.1.token_mixer.0.main.conv1.weight`); the PatchMerging skip is one 1x1 conv at
+    `stages.s.0.proj.1.weight` (mixtok `stages_s_0_proj_1/conv/kernel`); only `norm` keeps statistics.
+
+Checked against the official code (ysj9909/FFNet @ f3c3e4c5 models/ffnet.py and export_model.py's
+`replace_batchnorm`, unmodified; torch 2.14.1 CPU, timm 1.0.31, float32 on both sides), with
+tools/make_ffnet_fixtures.py (`--parity DIR` with torch, then `--check-parity DIR` with mixtok):
+ffnet_1 and ffnet_3 built by the official factories, seeds 0, 1, 2, EVERY parameter random (conv and linear
+weights N(0, 1 / fan_in), biases N(0, 0.1), BatchNorm weights and layer scales U(0.5, 1.5)) and every
+BatchNorm's running statistics set from one N(0, 1) batch and then moved at random (mean + 0.2 std N(0, 1),
+variance x U(0.5, 2)), so that every branch and statistic matters while the 35 blocks of ffnet_3 keep O(1)
+activations. Each is saved as train.py's CheckpointSaver does (.pth.tar) and converted by `python -m
+mixtok.interop.ffnet` (run with torch and mixtok in one environment; the same weights as .safetensors, read
+without torch, give the same figures), run by mixtok in eval mode on the same N(0, 1) batch of 2, at
+256 px (the default) and 384 px (the README's fine-tuned ffnet_3_384 / ffnet_4_384). Largest max-abs logit
+error over both variants, both sizes and all seeds (largest logits 3.7 to 27.6):
+
+    training form (converted .pth.tar weights vs the official eval model)              1.9e-5 (1.4e-6 relative)
+    fused form: mixtok's fuse_ffnet of those vs the official model after replace_batchnorm  1.8e-5 (1.1e-6)
+    fused form: the official fused state dict converted directly                        1.8e-5 (9.5e-7)
+
+(relative: the max-abs error over the largest |logit| of the same run; the largest of these over all runs).
+ffnet_1 alone: 4.8e-6 (7.8e-7). `to_official` of the converted variables equals the official state dict
+of each form key for key and value for value (num_batches_tracked 0), and the official `ffnet_1()` (and
+the same after `replace_batchnorm`) loads it with strict=True: "All keys matched successfully" (checked in
+one process with torch and mixtok). On the golden fixtures, swapping one BatchNorm's running mean and
+variance, or transposing one 7 x 7 depthwise kernel of the fused form, moves the logits by 0.1 to 0.8
+(largest logits 1 to 2).
+"""
+
+import argparse
+import dataclasses
+import functools
+import os
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import mixtok.models.ffnet_variants  # noqa: F401  (registers ffnet_1 ... ffnet_4)
+from mixtok.interop import weight_files
+from mixtok.interop.official import (
+    Entry,
+    build_table,
+    freeze,
+    state_dict_from_variables,
+    variables_from_state_dict,
+)
+from mixtok.interop.weight_files import load_variables, save_variables, to_numpy, unwrap_state_dict
+from mixtok.models import count_params, create_model, list_models
+from mixtok.registry import unknown_name_error
+
+__all__ = [
+    "convert",
+    "is_fused_state_dict",
+    "load_state_dict",
+    "load_variables",
+    "main",
+    "official_shapes",
+    "resolve_name",
+    "save_variables",
+    "to_official",
+]
+
+# timm's CheckpointSaver (train.py) keeps the model under 'state_dict', its EMA under 'state_dict_ema'.
+WRAPPER_KEYS = ("state_dict", "model")
+EMA_KEY = "state_dict_ema"
+LEAF_NAMES = {"kernel": "weight", "scale": "weight", "mean": "running_mean", "var": "running_var"}
+UNCOUNTED = "num_batches_tracked"
+LAYER_SCALE = "layer_scale"
+# Keys only the training form has (Conv2d_BN's conv is `c`) and only the fused form has.
+TRAINING_STEM, FUSED_STEM = "patch_embed.0.c.weight", "patch_embed.0.weight"
+EXIT_OK, EXIT_BAD_INPUT = 0, 2
+
+
+def resolve_name(name: str) -> str:
+    """The mixtok name (`ffnet_1`) for a mixtok name or the official `--model` / `--variant` (the same names)."""
+    variants = list_models("ffnet_*")
+    mixtok_name = name.replace("-", "_")
+    if mixtok_name in variants:
+        return mixtok_name
+    raise unknown_name_error("FFNet variant", name, variants)
+
+
+@dataclasses.dataclass(frozen=True)
+class _LayerScaleEntry(Entry):
+    """A layer scale: mixtok [C] <-> the official nn.Parameter [C, 1, 1]."""
+
+    @property
+    def official_shape(self) -> tuple[int, ...]:
+        return (*self.shape, 1, 1)
+
+    def from_official(self, array: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(array.reshape(self.shape), dtype=self.dtype)
+
+    def to_official(self, array: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(np.asarray(array).reshape(self.official_shape))
+
+
+# mixtok module names that stand for several official path components.
+_OFFICIAL_PARTS = (
+    (re.compile(r"patch_embed_(\d+)"), r"patch_embed.\1"),
+    (re.compile(r"stages_(\d+)_0_proj_(\d+)"), r"stages.\1.0.proj.\2"),
+    (re.compile(r"stages_(\d+)_(\d+)"), r"stages.\1.\2"),
+    (re.compile(r"token_mixer_0_(main|layer_scale)"), r"token_mixer.0.\1"),
+    (re.compile(r"channel_mixer_(main|layer_scale)"), r"channel_mixer.\1"),
+)
+
+
+def _official_part(name: str) -> str:
+    for pattern, replacement in _OFFICIAL_PARTS:
+        if pattern.fullmatch(name):
+            return pattern.sub(replacement, name)
+    return name
+
+
+def _official_key(params: Mapping[str, Any], collection: str, path: tuple[str, ...], leaf: Any) -> tuple[str, str]:
+    *module, leaf_name = path
+    parts, node = [], params
+    for name in module:
+        siblings, node = node, node[name]
+        if name == "conv" and "bn" in siblings:  # a Conv2d_BN / BN_Conv2d's conv is `c`
+            parts.append("c")
+        elif name == "conv" and module[0].endswith("_proj_1") and "kernel" in node:
+            pass  # the fused PatchMerging skip: Conv2d_BN_skip.fuse() returns the conv that replaces it
+        else:
+            parts.append(_official_part(name))
+    if leaf_name.endswith(LAYER_SCALE):  # a bare parameter of the FFBlock; [C] here, [C, 1, 1] there
+        return ".".join(parts + [_official_part(leaf_name)]), "same"
+    layout = ("conv" if len(leaf.shape) == 4 else "linear") if leaf_name == "kernel" else "same"
+    return ".".join(parts + [LEAF_NAMES.get(leaf_name, leaf_name)]), layout
+
+
+@functools.lru_cache(maxsize=32)
+def _table(name: str, num_classes: int, overrides: tuple[tuple[str, Any], ...]) -> tuple[Entry, ...]:
+    model = create_model(name, num_classes=num_classes, **dict(overrides))
+    # No parameter depends on the resolution: the smallest input (the total stride) will do.
+    shapes = nn.meta.unbox(
+        jax.eval_shape(model.init, jax.random.PRNGKey(0), jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))
+    )
+    table = build_table(
+        {c: shapes[c] for c in ("params", "batch_stats")}, functools.partial(_official_key, shapes["params"])
+    )
+    return tuple(
+        _LayerScaleEntry(**{f.name: getattr(e, f.name) for f in dataclasses.fields(e)})
+        if e.key.endswith(LAYER_SCALE)
+        else e
+        for e in table
+    )
+
+
+def is_fused_state_dict(state_dict: Mapping[str, Any]) -> bool:
+    """True for the state dict of a model fused by export_model.py's `replace_batchnorm`."""
+    return FUSED_STEM in state_dict and TRAINING_STEM not in state_dict
+
+
+def _hint(arrays: Mapping[str, Any], fused: bool) -> str:
+    if not arrays:
+        return ""
+    if fused and TRAINING_STEM in arrays:
+        return " Its keys are the training form's (patch_embed.0.c.weight), not the fused form's: pass fused=False."
+    if not fused and FUSED_STEM in arrays:
+        return " Its keys are the fused form's (patch_embed.0.weight), not the training form's: pass fused=True."
+    if not any(k.startswith("stages.") for k in arrays):
+        return " It has no stages.* keys: is it an FFNet state dict (checkpoint['state_dict'])?"
+    return ""
+
+
+def convert(
+    name: str,
+    state_dict: Mapping[str, Any],
+    *,
+    num_classes: int | None = None,
+    fused: bool | None = None,
+    **overrides,
+) -> dict[str, Any]:
+    """mixtok variables {'params': ..., 'batch_stats': ...} (float32 numpy) from an official FFNet state dict.
+
+    `name`: `ffnet_1` ... `ffnet_4`. `state_dict`: the model's state dict or a checkpoint that wraps it
+    ({'state_dict': ...}, {'model': ...}; 'module.' prefixes are dropped), values numpy arrays or torch
+    tensors. `fused=None` tells the training form from the fused one (export_model.py's `replace_batchnorm`)
+    by the keys; the variables are those of `create_model(name, fused=fused)` (fused: `batch_stats` holds
+    only `norm`'s). `num_classes=None` reads the class count from head.weight (no head: 0); `overrides` go to
+    `create_model`. Raises one ValueError listing every unexpected key, missing key and wrong shape.
+    """
+    model_name = resolve_name(name)
+    arrays = {k: to_numpy(v, k) for k, v in unwrap_state_dict(state_dict, WRAPPER_KEYS).items()}
+    if fused is None:
+        fused = is_fused_state_dict(arrays)
+    if num_classes is None:
+        weight = arrays.get("head.weight")
+        num_classes = 0 if weight is None else int(weight.shape[0])
+    table = _table(model_name, num_classes, freeze({**overrides, "fused": bool(fused)}))
+    uncounted = {e.key[: -len("running_mean")] + UNCOUNTED for e in table if e.key.endswith(".running_mean")}
+    settings = ", ".join(f"{k}={v}" for k, v in {"num_classes": num_classes, "fused": fused, **overrides}.items())
+    return variables_from_state_dict(
+        table,
+        arrays,
+        f"The FFNet state dict does not fit mixtok's {model_name} ({settings})",
+        ignored=uncounted,
+        hint=_hint(arrays, fused),
+    )
+
+
+def _is_fused_variables(params: Mapping[str, Any]) -> bool:
+    return "kernel" in params.get("patch_embed_0", {})
+
+
+def to_official(name: str, variables: Mapping[str, Any], **overrides) -> dict[str, np.ndarray]:
+    """The official state dict (numpy arrays, official layouts) from mixtok variables; the inverse of `convert`.
+
+    Variables of the fused model (`fused=True`, e.g. `fuse_ffnet`'s) give the state dict of the official model
+    after `replace_batchnorm`. Every key of the official `state_dict()` is there, num_batches_tracked as 0,
+    so that `model.load_state_dict({k: torch.from_numpy(v) ...}, strict=True)` loads it.
+    """
+    model_name = resolve_name(name)
+    if "params" not in variables:
+        raise ValueError(
+            f"to_official takes variables {{'params': ..., 'batch_stats': ...}}; got a mapping with "
+            f"keys {sorted(variables)}."
+        )
+    variables = {c: nn.meta.unbox(variables[c]) for c in ("params", "batch_stats") if c in variables}
+    params = variables["params"]
+    kernel = params.get("head", {}).get("kernel")
+    num_classes = 0 if kernel is None else int(kernel.shape[-1])
+    overrides.setdefault("fused", _is_fused_variables(params))
+    table = _table(model_name, num_classes, freeze(overrides))
+    settings = ", ".join(f"{k}={v}" for k, v in {"num_classes": num_classes, **overrides}.items())
+    arrays = state_dict_from_variables(table, variables, f"The variables do not fit mixtok's {model_name} ({settings})")
+    return _with_uncounted(arrays, np.array(0, np.int64))
+
+
+def official_shapes(name: str, *, num_classes: int = 1000, fused: bool = False, **overrides) -> dict[str, tuple]:
+    """{official key: shape} of the official state dict of `name`, as `to_official` writes it (no weights are made)."""
+    table = _table(resolve_name(name), num_classes, freeze({**overrides, "fused": fused}))
+    return _with_uncounted({e.key: e.official_shape for e in table}, ())
+
+
+def _with_uncounted(by_key: dict[str, Any], uncounted: Any) -> dict[str, Any]:
+    """`by_key` with BatchNorm's num_batches_tracked after each running_var, where PyTorch's state_dict() has it."""
+    result = {}
+    for key, value in by_key.items():
+        result[key] = value
+        if key.endswith(".running_var"):
+            result[key[: -len("running_var")] + UNCOUNTED] = uncounted
+    return result
+
+
+def load_state_dict(path: str | os.PathLike, *, use_ema: bool = False) -> dict[str, np.ndarray]:
+    """{key: numpy array} of an FFNet checkpoint: train.py's `.pth.tar` (its 'state_dict', or with `use_ema`
+    its 'state_dict_ema'), a bare state dict (`.pth`), or `.safetensors`."""
+    path = os.fspath(path)
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix not in (".tar", *weight_files.TORCH_SUFFIXES):
+        if use_ema:
+            raise ValueError(f"{path} is not a torch checkpoint; EMA weights come from train.py's .pth.tar files.")
+        return weight_files.load_state_dict(path)
+    # Read here rather than by weight_files.load_state_dict, which does not take timm's *.pth.tar name.
+    weight_files._check_file(path)
+    try:
+        import torch
+    except ImportError as e:
+        raise ImportError(f"Reading {path} (a torch.save file) needs PyTorch: pip install torch.") from e
+    try:
+        with weight_files._torch_safe_globals(torch):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a damaged or foreign file: UnpicklingError, RuntimeError, struct.error, ...
+        raise ValueError(
+            f"{path} is not a torch.save file that torch.load(weights_only=True) can read "
+            f"({str(e).strip().splitlines()[0]}). If you trust it, load it with torch.load(path, weights_only=False) "
+            f"and pass its state dict to convert()."
+        ) from e
+    if use_ema and not (isinstance(checkpoint, Mapping) and isinstance(checkpoint.get(EMA_KEY), Mapping)):
+        keys = sorted(checkpoint) if isinstance(checkpoint, Mapping) else type(checkpoint).__name__
+        raise ValueError(f"{path} has no {EMA_KEY!r} (train.py writes one only with --model-ema); it holds {keys}.")
+    wrapper_keys = (EMA_KEY,) if use_ema else WRAPPER_KEYS
+    return {k: to_numpy(v, k) for k, v in weight_files._unwrap(checkpoint, path, wrapper_keys).items()}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m mixtok.interop.ffnet NAME CHECKPOINT OUTPUT.msgpack [--num-classes N] [--ema]`.
+
+    Exit codes: 0 written; 2 bad arguments or bad input (unknown name, missing or unreadable checkpoint, a
+    state dict that does not fit, an existing output), with one `error:` line on stderr.
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m mixtok.interop.ffnet",
+        description="Converts an official FFNet checkpoint (ysj9909/FFNet, .pth.tar) to mixtok variables (flax "
+        "msgpack; read them back with mixtok.interop.ffnet.load_variables). A fused state dict (after "
+        "export_model.py's replace_batchnorm) gives the variables of create_model(NAME, fused=True).",
+    )
+    parser.add_argument("name", help="ffnet_1, ffnet_2, ffnet_3, ffnet_4 (the official --model)")
+    parser.add_argument("checkpoint", help="train.py's checkpoint (.pth.tar), a state dict (.pth) or .safetensors")
+    parser.add_argument("output", help="where to write the variables (.msgpack); must not exist yet")
+    parser.add_argument(
+        "--num-classes", type=int, default=None, help="classifier size (default: read from the checkpoint)"
+    )
+    parser.add_argument("--ema", action="store_true", help="take the EMA weights (checkpoint['state_dict_ema'])")
+    args = parser.parse_args(argv)
+    try:
+        model_name = resolve_name(args.name)
+        if os.path.lexists(args.output):  # say so before the slow part, not after it
+            raise FileExistsError(
+                f"{args.output} already exists; not overwriting it. Remove it or choose another output."
+            )
+        state_dict = load_state_dict(args.checkpoint, use_ema=args.ema)
+        variables = convert(model_name, state_dict, num_classes=args.num_classes)
+        save_variables(args.output, variables)
+    except (FileExistsError, FileNotFoundError, IsADirectoryError, ImportError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    fused = "batch_stats" in variables and set(variables["batch_stats"]) == {"norm"}
+    classes = variables["params"]["head"]["kernel"].shape[-1] if "head" in variables["params"] else 0
+    statistics = sum(leaf.size for leaf in jax.tree.leaves(variables["batch_stats"]))
+    print(
+        f"Wrote {count_params(variables):,} parameters of {model_name} ({'fused' if fused else 'training'} form, "
+        f"{classes} classes) and {statistics:,} BatchNorm statistics to {args.output}"
+    )
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
