@@ -268,6 +268,7 @@ def cli_summary(variables: dict[str, Any]) -> str:
     return f" ({classes} classes{heads}) and {statistics:,} BatchNorm statistics"
 
 
+CLI_EMA = True  # --ema: the EMA weights the training script saved (load_state_dict(path, ema=True))
 main = command_line(__name__)  # the importers' shared command line (official.run_cli)
 
 

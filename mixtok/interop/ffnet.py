@@ -64,13 +64,12 @@ variance, or transposing one 7 x 7 depthwise kernel of the fused form, moves the
 (largest logits 1 to 2).
 """
 
-import argparse
 import dataclasses
 import functools
 import os
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -83,12 +82,13 @@ from mixtok.interop import weight_files
 from mixtok.interop.official import (
     Entry,
     build_table,
+    command_line,
     freeze,
     state_dict_from_variables,
     variables_from_state_dict,
 )
 from mixtok.interop.weight_files import load_variables, save_variables, to_numpy, unwrap_state_dict
-from mixtok.models import count_params, create_model, list_models
+from mixtok.models import create_model, list_models
 from mixtok.registry import unknown_name_error
 
 __all__ = [
@@ -111,7 +111,6 @@ UNCOUNTED = "num_batches_tracked"
 LAYER_SCALE = "layer_scale"
 # Keys only the training form has (Conv2d_BN's conv is `c`) and only the fused form has.
 TRAINING_STEM, FUSED_STEM = "patch_embed.0.c.weight", "patch_embed.0.weight"
-EXIT_OK, EXIT_BAD_INPUT = 0, 2
 
 
 def resolve_name(name: str) -> str:
@@ -287,77 +286,34 @@ def _with_uncounted(by_key: dict[str, Any], uncounted: Any) -> dict[str, Any]:
     return result
 
 
-def load_state_dict(path: str | os.PathLike, *, use_ema: bool = False) -> dict[str, np.ndarray]:
-    """{key: numpy array} of an FFNet checkpoint: train.py's `.pth.tar` (its 'state_dict', or with `use_ema`
-    its 'state_dict_ema'), a bare state dict (`.pth`), or `.safetensors`."""
-    path = os.fspath(path)
-    suffix = os.path.splitext(path)[1].lower()
-    if suffix not in (".tar", *weight_files.TORCH_SUFFIXES):
-        if use_ema:
-            raise ValueError(f"{path} is not a torch checkpoint; EMA weights come from train.py's .pth.tar files.")
-        return weight_files.load_state_dict(path)
-    # Read here rather than by weight_files.load_state_dict, which does not take timm's *.pth.tar name.
-    weight_files._check_file(path)
-    try:
-        import torch
-    except ImportError as e:
-        raise ImportError(f"Reading {path} (a torch.save file) needs PyTorch: pip install torch.") from e
-    try:
-        with weight_files._torch_safe_globals(torch):
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a damaged or foreign file: UnpicklingError, RuntimeError, struct.error, ...
-        raise ValueError(
-            f"{path} is not a torch.save file that torch.load(weights_only=True) can read "
-            f"({str(e).strip().splitlines()[0]}). If you trust it, load it with torch.load(path, weights_only=False) "
-            f"and pass its state dict to convert()."
-        ) from e
-    if use_ema and not (isinstance(checkpoint, Mapping) and isinstance(checkpoint.get(EMA_KEY), Mapping)):
-        keys = sorted(checkpoint) if isinstance(checkpoint, Mapping) else type(checkpoint).__name__
-        raise ValueError(f"{path} has no {EMA_KEY!r} (train.py writes one only with --model-ema); it holds {keys}.")
-    wrapper_keys = (EMA_KEY,) if use_ema else WRAPPER_KEYS
-    return {k: to_numpy(v, k) for k, v in weight_files._unwrap(checkpoint, path, wrapper_keys).items()}
+def load_state_dict(path: str | os.PathLike, *, ema: bool = False) -> dict[str, np.ndarray]:
+    """{key: numpy array} of an FFNet checkpoint: train.py's `.pth.tar` (its 'state_dict', or with `ema`
+    its 'state_dict_ema', which train.py writes only with --model-ema), a bare state dict (`.pth`), or
+    `.safetensors`."""
+    if ema:
+        return weight_files.load_state_dict(path, wrapper_keys=(EMA_KEY,), required=True)
+    return weight_files.load_state_dict(path, wrapper_keys=WRAPPER_KEYS)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m mixtok.interop.ffnet NAME CHECKPOINT OUTPUT.msgpack [--num-classes N] [--ema]`.
+CLI_DESCRIPTION = (
+    "Converts an official FFNet checkpoint (ysj9909/FFNet, .pth.tar) to mixtok variables (flax msgpack; read them "
+    "back with mixtok.interop.ffnet.load_variables). A fused state dict (after export_model.py's "
+    "replace_batchnorm) gives the variables of create_model(NAME, fused=True). Exit codes: 0 written, 2 bad "
+    "input or arguments."
+)
+CLI_NAME_HELP = "ffnet_1, ffnet_2, ffnet_3, ffnet_4 (the official --model)"
+CLI_CHECKPOINT_HELP = "train.py's checkpoint (.pth.tar), a state dict (.pth) or .safetensors"
+CLI_EMA = True  # --ema: checkpoint['state_dict_ema']
 
-    Exit codes: 0 written; 2 bad arguments or bad input (unknown name, missing or unreadable checkpoint, a
-    state dict that does not fit, an existing output), with one `error:` line on stderr.
-    """
-    parser = argparse.ArgumentParser(
-        prog="python -m mixtok.interop.ffnet",
-        description="Converts an official FFNet checkpoint (ysj9909/FFNet, .pth.tar) to mixtok variables (flax "
-        "msgpack; read them back with mixtok.interop.ffnet.load_variables). A fused state dict (after "
-        "export_model.py's replace_batchnorm) gives the variables of create_model(NAME, fused=True).",
-    )
-    parser.add_argument("name", help="ffnet_1, ffnet_2, ffnet_3, ffnet_4 (the official --model)")
-    parser.add_argument("checkpoint", help="train.py's checkpoint (.pth.tar), a state dict (.pth) or .safetensors")
-    parser.add_argument("output", help="where to write the variables (.msgpack); must not exist yet")
-    parser.add_argument(
-        "--num-classes", type=int, default=None, help="classifier size (default: read from the checkpoint)"
-    )
-    parser.add_argument("--ema", action="store_true", help="take the EMA weights (checkpoint['state_dict_ema'])")
-    args = parser.parse_args(argv)
-    try:
-        model_name = resolve_name(args.name)
-        if os.path.lexists(args.output):  # say so before the slow part, not after it
-            raise FileExistsError(
-                f"{args.output} already exists; not overwriting it. Remove it or choose another output."
-            )
-        state_dict = load_state_dict(args.checkpoint, use_ema=args.ema)
-        variables = convert(model_name, state_dict, num_classes=args.num_classes)
-        save_variables(args.output, variables)
-    except (FileExistsError, FileNotFoundError, IsADirectoryError, ImportError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+
+def cli_summary(variables: dict[str, Any]) -> str:
     fused = "batch_stats" in variables and set(variables["batch_stats"]) == {"norm"}
     classes = variables["params"]["head"]["kernel"].shape[-1] if "head" in variables["params"] else 0
     statistics = sum(leaf.size for leaf in jax.tree.leaves(variables["batch_stats"]))
-    print(
-        f"Wrote {count_params(variables):,} parameters of {model_name} ({'fused' if fused else 'training'} form, "
-        f"{classes} classes) and {statistics:,} BatchNorm statistics to {args.output}"
-    )
-    return EXIT_OK
+    return f" ({'fused' if fused else 'training'} form, {classes} classes) and {statistics:,} BatchNorm statistics"
+
+
+main = command_line(__name__)  # the importers' shared command line (official.run_cli)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ files (`default_cfgs` there: huggingface.co/sail/dl2 iformer/iformer_{small,base
 state dicts, which `iformer_small(pretrained=True)` passes straight to `load_state_dict`. train.py is timm's
 training script: its timm `CheckpointSaver` writes {'state_dict': ..., 'state_dict_ema': ..., 'optimizer':
 ..., 'args': ...}, and validate.py reads it with timm's `load_checkpoint`, which takes 'state_dict' (then
-'model'), or with `--use-ema` 'state_dict_ema' (then 'model_ema'). `load_state_dict(path, use_ema=True)` does
+'model'), or with `--use-ema` 'state_dict_ema' (then 'model_ema'). `load_state_dict(path, ema=True)` does
 the same; the command line takes the non-EMA weights. Names are mixtok's (`iformer_s`, `iformer_b`,
 `iformer_l`) or the official model names (`iformer_small`, `iformer_base_384`, ...).
 
@@ -132,20 +132,20 @@ def resolve_name(name: str) -> str:
     raise unknown_name_error("iFormer variant", name, list(SIZES) + list(OFFICIAL_NAMES))
 
 
-def load_state_dict(path, *, use_ema: bool = False) -> dict[str, np.ndarray]:
+def load_state_dict(path, *, ema: bool = False) -> dict[str, np.ndarray]:
     """{key: numpy array} of an official iFormer checkpoint file, unwrapped as timm's load_checkpoint does.
 
     A released file is the bare state dict; a train.py checkpoint gives its 'state_dict' (then 'model'), or
-    with `use_ema=True` its 'state_dict_ema' (then 'model_ema'), which must be there. 'module.' prefixes
+    with `ema=True` its 'state_dict_ema' (then 'model_ema'), which must be there. 'module.' prefixes
     (a DistributedDataParallel model's) are dropped.
     """
     try:
-        arrays = weight_files.load_state_dict(path, wrapper_keys=EMA_WRAPPER_KEYS if use_ema else WRAPPER_KEYS)
+        arrays = weight_files.load_state_dict(path, wrapper_keys=EMA_WRAPPER_KEYS if ema else WRAPPER_KEYS)
     except ValueError as e:
-        if use_ema and "not an array" in str(e):  # a training checkpoint without EMA weights
+        if ema and "not an array" in str(e):  # a training checkpoint without EMA weights
             raise ValueError(
                 f"{path} holds no EMA weights (no {' or '.join(repr(k) for k in EMA_WRAPPER_KEYS)} entry); "
-                f"load it with use_ema=False."
+                f"load it with ema=False."
             ) from e
         raise
     return unwrap_state_dict(arrays)
@@ -288,6 +288,7 @@ def cli_summary(variables: dict[str, Any]) -> str:
     return f" ({classes} classes, image_size {side}) and {statistics:,} BatchNorm statistics"
 
 
+CLI_EMA = True  # --ema: the EMA weights the training script saved (load_state_dict(path, ema=True))
 main = command_line(__name__)  # the importers' shared command line (official.run_cli): exit 2 on bad input
 
 

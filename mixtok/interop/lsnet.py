@@ -400,6 +400,7 @@ def cli_summary(variables: dict[str, Any]) -> str:
 # python -m mixtok.interop.lsnet --help. Exit codes (official.run_cli): 0 written; 2 a user error, with one
 # `error:` report on stderr (an unknown name, a missing checkpoint, an existing output, a state dict that does not
 # fit: every key and shape) or bad arguments; 1 only for an unexpected fault (a traceback).
+CLI_EMA = True  # --ema: the EMA weights the training script saved (load_state_dict(path, ema=True))
 main = command_line(__name__)
 
 

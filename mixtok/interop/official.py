@@ -187,7 +187,9 @@ def run_cli(argv: Sequence[str] | None, importer: types.ModuleType) -> int:
     `importer` is the module (`main = command_line(__name__)` there). It defines `convert(name, state_dict,
     num_classes=)`, `resolve_name(name)`, `CLI_DESCRIPTION` and `CLI_NAME_HELP`, and may define `WRAPPER_KEYS`
     (the dict keys a checkpoint wraps its state dict in; default `weight_files.WRAPPER_KEYS`),
-    `CLI_CHECKPOINT_HELP` and `cli_summary(variables) -> str` (appended to the closing line).
+    `CLI_CHECKPOINT_HELP`, `cli_summary(variables) -> str` (appended to the closing line) and `CLI_EMA = True`
+    (an `--ema` flag that reads the checkpoint through the module's `load_state_dict(path, ema=True)`: the
+    EMA weights its training script saves).
     Exit codes: 0 written; 2 a user error, as the trainer's: bad input (one `error:` line on stderr: an unknown
     name, a missing checkpoint, an existing output, a state dict that does not fit) or bad arguments (argparse).
     """
@@ -204,6 +206,8 @@ def run_cli(argv: Sequence[str] | None, importer: types.ModuleType) -> int:
     parser.add_argument(
         "--num-classes", type=int, default=None, help="classifier size (default: read from the checkpoint)"
     )
+    if getattr(importer, "CLI_EMA", False):
+        parser.add_argument("--ema", action="store_true", help="convert the EMA weights the training script saved")
     args = parser.parse_args(argv)
     try:
         model_name = resolve_name(args.name)
@@ -211,7 +215,10 @@ def run_cli(argv: Sequence[str] | None, importer: types.ModuleType) -> int:
             raise FileExistsError(
                 f"{args.output} already exists; not overwriting it. Remove it or choose another output."
             )
-        state_dict = load_state_dict(args.checkpoint, wrapper_keys=wrapper_keys)
+        if getattr(args, "ema", False):
+            state_dict = importer.load_state_dict(args.checkpoint, ema=True)
+        else:
+            state_dict = load_state_dict(args.checkpoint, wrapper_keys=wrapper_keys)
         variables = convert(model_name, state_dict, num_classes=args.num_classes)
         save_variables(args.output, variables)
     except (FileExistsError, FileNotFoundError, IsADirectoryError, ImportError, ValueError) as e:

@@ -22,7 +22,7 @@ import numpy as np
 from mixtok.files import write_atomically
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
-TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".tar")  # .tar: timm CheckpointSaver's *.pth.tar
 # Training scripts often save {"model": state_dict, "optimizer": ...}; these keys hold the weights.
 WRAPPER_KEYS = ("state_dict", "model")
 # What a DistributedDataParallel model's state_dict() puts before every key.
@@ -55,12 +55,20 @@ def _check_file(path: str) -> None:
         raise FileNotFoundError(f"No checkpoint file at {path!r}.")
 
 
-def _unwrap(checkpoint: Any, path: str, wrapper_keys: Sequence[str] = WRAPPER_KEYS) -> Mapping[str, Any]:
+def _unwrap(
+    checkpoint: Any, path: str, wrapper_keys: Sequence[str] = WRAPPER_KEYS, required: bool = False
+) -> Mapping[str, Any]:
     if not isinstance(checkpoint, Mapping):
         raise ValueError(f"{path} holds a {type(checkpoint).__name__}, not a state dict.")
     for key in wrapper_keys:
         if isinstance(checkpoint.get(key), Mapping):
             return checkpoint[key]
+    if required:
+        wrappers = sorted(str(k) for k, v in checkpoint.items() if isinstance(v, Mapping))
+        raise ValueError(
+            f"{path} has no {' or '.join(repr(k) for k in wrapper_keys)} entry (the training script writes one "
+            f"only when asked to); its entries holding weights are {wrappers or 'none: it is a bare state dict'}."
+        )
     return checkpoint
 
 
@@ -84,16 +92,24 @@ def _torch_safe_globals(torch):
     return safe_globals([argparse.Namespace]) if safe_globals else contextlib.nullcontext()
 
 
-def load_state_dict(path: str | os.PathLike, *, wrapper_keys: Sequence[str] = WRAPPER_KEYS) -> dict[str, np.ndarray]:
-    """Reads a checkpoint file into {name: numpy array}: `.safetensors` or a torch `.pth/.pt/.bin/.ckpt`.
+def load_state_dict(
+    path: str | os.PathLike, *, wrapper_keys: Sequence[str] = WRAPPER_KEYS, required: bool = False
+) -> dict[str, np.ndarray]:
+    """Reads a checkpoint file into {name: numpy array}: `.safetensors` or a torch `.pth/.pt/.bin/.ckpt/.pth.tar`.
 
     A torch file that holds a training checkpoint gives the state dict under the first of
-    `wrapper_keys` that holds one ("state_dict", then "model", by default).
+    `wrapper_keys` that holds one ("state_dict", then "model", by default); with `required` (EMA weights,
+    say), a file where none does is a ValueError naming the entries it has, not read as a bare state dict.
     """
     path = os.fspath(path)
     _check_file(path)
     suffix = os.path.splitext(path)[1].lower()
     if suffix in SAFETENSORS_SUFFIXES:
+        if required:
+            raise ValueError(
+                f"{path} is a bare state dict (.safetensors); the {' or '.join(repr(k) for k in wrapper_keys)} "
+                "weights are in the training script's torch checkpoint."
+            )
         try:
             from safetensors.numpy import load_file
         except ImportError as e:
@@ -119,7 +135,10 @@ def load_state_dict(path: str | os.PathLike, *, wrapper_keys: Sequence[str] = WR
                 f"unpickle. If you trust the file, load it with torch.load(path, weights_only=False) "
                 f"and pass its state dict to convert()."
             ) from e
-        return {k: to_numpy(v, k) for k, v in _unwrap(checkpoint, path, wrapper_keys).items()}
+        except Exception as e:  # a truncated or foreign file: RuntimeError, struct.error, EOFError, ...
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ValueError(f"{path} is not a torch.save file that torch.load can read ({reason}).") from e
+        return {k: to_numpy(v, k) for k, v in _unwrap(checkpoint, path, wrapper_keys, required).items()}
     raise ValueError(
         f"Cannot tell the format of {path} from its suffix {suffix!r}; expected one of "
         f"{', '.join(SAFETENSORS_SUFFIXES + TORCH_SUFFIXES)}."

@@ -322,7 +322,7 @@ def test_load_state_dict_unwraps_as_timm_load_checkpoint(tmp_path):
     safetensors.save_file(state_dict, str(path))
     loaded = importer.load_state_dict(path)
     assert set(loaded) == set(state_dict)
-    assert importer.load_state_dict(path, use_ema=True).keys() == state_dict.keys()  # bare: as timm, itself
+    assert importer.load_state_dict(path, ema=True).keys() == state_dict.keys()  # bare: as timm, itself
 
 
 def full_size_variables(seed=1):
@@ -401,8 +401,8 @@ def test_cli_converts_a_train_py_checkpoint_written_by_torch(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "19,866,344 parameters of iformer_s (1000 classes, image_size 224)" in result.stdout
     assert_trees_equal(load_variables(output), variables)
-    ema = importer.load_state_dict(checkpoint, use_ema=True)
+    ema = importer.load_state_dict(checkpoint, ema=True)
     assert set(ema) == set(state_dict) and not ema["norm.weight"].any()
     torch.save({"epoch": 0, "arch": "iformer_small", "state_dict": {"norm.weight": torch.ones(3)}}, checkpoint)
     with pytest.raises(ValueError, match="holds no EMA weights .*'state_dict_ema' or 'model_ema'"):
-        importer.load_state_dict(checkpoint, use_ema=True)
+        importer.load_state_dict(checkpoint, ema=True)
