@@ -5,10 +5,11 @@
 - `mixtok.interop.gfnet`: the official GFNet checkpoints (raoyongming/GFNet), `convert` / `to_official` and
   `python -m mixtok.interop.gfnet NAME CHECKPOINT OUTPUT.msgpack`.
 - `mixtok.interop.affnet`: the official AFFNet checkpoints (microsoft/TokenMixers, cvnets), likewise.
-- `mixtok.interop.cas_vit`, `.iformer`, `.lsnet`, `.transnext`: the official CAS-ViT (Tianfang-Zhang/CAS-ViT),
-  iFormer (sail-sg/iFormer, the Inception Transformer), LSNet (jameslahm/lsnet) and TransNeXt
-  (DaiShiResearch/TransNeXt) checkpoints, likewise (`load_state_dict(..., ema=True)` reads the EMA weights
-  where the training script saves them; LSNet's distilled checkpoints through `distillation_head=`).
+- `mixtok.interop.cas_vit`, `.ffnet`, `.iformer`, `.lsnet`, `.transnext`: the official CAS-ViT
+  (Tianfang-Zhang/CAS-ViT), FFNet (ysj9909/FFNet, training or fused form), iFormer (sail-sg/iFormer, the
+  Inception Transformer), LSNet (jameslahm/lsnet) and TransNeXt (DaiShiResearch/TransNeXt) checkpoints,
+  likewise (`load_state_dict(..., ema=True)` reads the EMA weights where the training script saves them,
+  `--ema` on the command line; LSNet's distilled checkpoints through `distillation_head=`).
 - `mixtok.interop.official`: what those share (the key table, both conversions, the command line: exit
   code 0 written, 2 bad input or arguments).
 - `mixtok.interop.weight_files`: reading checkpoint files (.safetensors, .pth, .bin) and writing /

@@ -1,6 +1,6 @@
 """What the importers of the papers' official checkpoints share: a key table and the conversions through it.
 
-An importer (`mixtok.interop.gfnet`, `.affnet`, `.cas_vit`, `.iformer`, `.lsnet`, `.transnext`) names,
+An importer (`mixtok.interop.gfnet`, `.affnet`, `.cas_vit`, `.ffnet`, `.iformer`, `.lsnet`, `.transnext`) names,
 for every leaf of a mixtok model's variables, the official PyTorch key and how the two layouts relate.
 The leaves come from `jax.eval_shape` of the model's init, so the table covers exactly the model's variables and makes
 no weights. This module turns the table into both directions of conversion, reports a state dict
