@@ -27,7 +27,7 @@ transnext_small and seeds 0, 1, 2, the random official state dict and the offici
 Python (JAX, no torch), converts each with `mixtok.interop.transnext.convert` and prints the largest logit
 error:
 
-    /work/venv_timm/bin/python tools/make_transnext_fixtures.py --official-repo TransNeXt --parity /tmp/tn
+    TIMM_VENV/bin/python tools/make_transnext_fixtures.py --official-repo TransNeXt --parity /tmp/tn
     PYTHONPATH=. python tools/make_transnext_fixtures.py --check-parity /tmp/tn
 
 Shims (for imports only, never the model's maths): transnext.py calls `pkg_resources.get_distribution(
