@@ -582,7 +582,7 @@ def test_runlocal_trains_an_imagenet_config_end_to_end(tmp_path):
 
 
 def test_recipe_quickstart_learns_the_digits_with_the_whole_timm_recipe_on(tmp_path):
-    config = get_config(CONFIG_DIR / "quickstart_recipe.py", "epochs=8")
+    config = get_config(CONFIG_DIR / "quickstart_recipe.py", "epochs=5")
     # Every piece of the ImageNet recipe is on: RandAugment, erasing, random interpolation, Mixup / CutMix,
     # timm's per-epoch cosine, the weight EMA.
     assert config.data.auto_augment == RAND_M9 and config.data.reprob == 0.25
@@ -592,8 +592,8 @@ def test_recipe_quickstart_learns_the_digits_with_the_whole_timm_recipe_on(tmp_p
     assert config.model_ema.decay == 0.998
     config.progress_bar = False
     metrics = train_and_evaluate(config, tmp_path)
-    # Measured on the 2-core development CPU: 0.8833 and 0.8800 after these 184 steps (chance: 0.1).
-    assert metrics["eval/accuracy"] >= 0.8 and metrics["eval_ema/accuracy"] >= 0.8, metrics
+    # Measured on the 2-core development CPU: 0.8333 and 0.8267 after these 115 steps (chance: 0.1).
+    assert metrics["eval/accuracy"] >= 0.7 and metrics["eval_ema/accuracy"] >= 0.7, metrics
 
 
 def test_spectral_quickstart_trains_end_to_end(tmp_path):
