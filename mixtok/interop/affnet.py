@@ -56,11 +56,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from mixtok.interop.official import (
+    BATCH_COUNTER,
+    TORCH_LEAF_NAMES,
     build_table,
     command_line,
     freeze,
     state_dict_from_variables,
     variables_from_state_dict,
+    with_batch_counters,
 )
 from mixtok.interop.weight_files import load_state_dict, load_variables, save_variables, to_numpy, unwrap_state_dict
 from mixtok.models import create_model
@@ -81,8 +84,6 @@ __all__ = [
 OFFICIAL_MODES = {spec[0]: name for name, spec in SIZES.items()}  # "xx_small" -> "affnet_et", ...
 # cvnets' training checkpoint holds the model under this key (utils/checkpoint_utils.py).
 WRAPPER_KEYS = ("model_state_dict", "state_dict", "model")
-LEAF_NAMES = {"kernel": "weight", "scale": "weight", "mean": "running_mean", "var": "running_var"}
-UNCOUNTED = "num_batches_tracked"
 CLI_DESCRIPTION = (
     "Converts an official AFFNet checkpoint (microsoft/TokenMixers, cvnets .pt) to mixtok variables (flax "
     "msgpack; read them back with mixtok.interop.affnet.load_variables)."
@@ -110,7 +111,7 @@ def _official_key(params: Mapping[str, Any], collection: str, path: tuple[str, .
         if "conv_3x3" in node or {"conv", "norm"} <= set(node):  # InvertedResidual / ConvLayer: an nn.Sequential
             parts.append("block")
     layout = ("conv" if len(leaf.shape) == 4 else "linear") if leaf_name == "kernel" else "same"
-    return ".".join(parts + [LEAF_NAMES.get(leaf_name, leaf_name)]), layout
+    return ".".join(parts + [TORCH_LEAF_NAMES.get(leaf_name, leaf_name)]), layout
 
 
 @functools.lru_cache(maxsize=32)
@@ -146,7 +147,7 @@ def convert(name: str, state_dict: Mapping[str, Any], *, num_classes: int | None
         weight = arrays.get("classifier.fc.weight")
         num_classes = 0 if weight is None else int(weight.shape[0])
     table = _table(model_name, num_classes, freeze(overrides))
-    uncounted = {e.key[: -len("running_mean")] + UNCOUNTED for e in table if e.key.endswith(".running_mean")}
+    uncounted = {e.key[: -len("running_mean")] + BATCH_COUNTER for e in table if e.key.endswith(".running_mean")}
     settings = ", ".join(f"{k}={v}" for k, v in {"num_classes": num_classes, **overrides}.items())
     return variables_from_state_dict(
         table,
@@ -175,23 +176,13 @@ def to_official(name: str, variables: Mapping[str, Any], **overrides) -> dict[st
     table = _table(model_name, num_classes, freeze(overrides))
     settings = ", ".join(f"{k}={v}" for k, v in {"num_classes": num_classes, **overrides}.items())
     arrays = state_dict_from_variables(table, variables, f"The variables do not fit mixtok's {model_name} ({settings})")
-    return _with_uncounted(arrays, np.array(0, np.int64))
+    return with_batch_counters(arrays, np.array(0, np.int64))
 
 
 def official_shapes(name: str, *, num_classes: int = 1000, **overrides) -> dict[str, tuple[int, ...]]:
     """{official key: shape} of the official state dict of `name`, as `to_official` writes it (no weights are made)."""
     table = _table(resolve_name(name), num_classes, freeze(overrides))
-    return _with_uncounted({e.key: e.official_shape for e in table}, ())
-
-
-def _with_uncounted(by_key: dict[str, Any], uncounted: Any) -> dict[str, Any]:
-    """`by_key` with BatchNorm's num_batches_tracked after each running_var, where PyTorch's state_dict() has it."""
-    result = {}
-    for key, value in by_key.items():
-        result[key] = value
-        if key.endswith(".running_var"):
-            result[key[: -len("running_var")] + UNCOUNTED] = uncounted
-    return result
+    return with_batch_counters({e.key: e.official_shape for e in table}, ())
 
 
 def cli_summary(variables: dict[str, Any]) -> str:

@@ -84,11 +84,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from mixtok.interop.official import (
+    BATCH_COUNTER,
+    TORCH_LEAF_NAMES,
     build_table,
     command_line,
     freeze,
     state_dict_from_variables,
     variables_from_state_dict,
+    with_batch_counters,
 )
 from mixtok.interop.weight_files import load_state_dict as _load_state_dict
 from mixtok.interop.weight_files import load_variables, save_variables, to_numpy, unwrap_state_dict
@@ -111,8 +114,6 @@ OFFICIAL_NAMES = {spec[0]: name for name, spec in SIZES.items()}  # "rcvit_xs" -
 # classification/main.py evaluates checkpoint['model'] (checkpoint['state_dict'] with --usi_eval).
 WRAPPER_KEYS = ("model", "state_dict")
 EMA_WRAPPER_KEYS = ("model_ema",)  # classification/utils.py save_model with --model_ema True
-LEAF_NAMES = {"kernel": "weight", "scale": "weight", "mean": "running_mean", "var": "running_var"}
-UNCOUNTED = "num_batches_tracked"
 CLI_DESCRIPTION = (
     "Converts an official CAS-ViT checkpoint (Tianfang-Zhang/CAS-ViT, .pth; its 'model' weights) to mixtok "
     "variables (flax msgpack; read them back with mixtok.interop.cas_vit.load_variables). Exit codes: 0 written, "
@@ -164,7 +165,7 @@ def _official_key(collection: str, path: tuple[str, ...], leaf: Any) -> tuple[st
     *module, leaf_name = path
     parts = [p for part in module for p in _official_parts(part)]
     layout = ("conv" if len(leaf.shape) == 4 else "linear") if leaf_name == "kernel" else "same"
-    return ".".join(parts + [LEAF_NAMES.get(leaf_name, leaf_name)]), layout
+    return ".".join(parts + [TORCH_LEAF_NAMES.get(leaf_name, leaf_name)]), layout
 
 
 @functools.lru_cache(maxsize=32)
@@ -208,7 +209,7 @@ def convert(
         distillation = "dist_head.weight" in arrays
     overrides = {"distillation": distillation, **overrides}
     table = _table(model_name, num_classes, freeze(overrides))
-    uncounted = {e.key[: -len("running_mean")] + UNCOUNTED for e in table if e.key.endswith(".running_mean")}
+    uncounted = {e.key[: -len("running_mean")] + BATCH_COUNTER for e in table if e.key.endswith(".running_mean")}
     settings = ", ".join(f"{k}={v}" for k, v in {"num_classes": num_classes, **overrides}.items())
     return variables_from_state_dict(
         table,
@@ -239,7 +240,7 @@ def to_official(name: str, variables: Mapping[str, Any], **overrides) -> dict[st
     table = _table(model_name, num_classes, freeze(overrides))
     settings = ", ".join(f"{k}={v}" for k, v in {"num_classes": num_classes, **overrides}.items())
     arrays = state_dict_from_variables(table, variables, f"The variables do not fit mixtok's {model_name} ({settings})")
-    return _with_uncounted(arrays, np.array(0, np.int64))
+    return with_batch_counters(arrays, np.array(0, np.int64))
 
 
 def official_shapes(
@@ -247,17 +248,7 @@ def official_shapes(
 ) -> dict[str, tuple[int, ...]]:
     """{official key: shape} of the official state dict of `name`, as `to_official` writes it (no weights are made)."""
     table = _table(resolve_name(name), num_classes, freeze({"distillation": distillation, **overrides}))
-    return _with_uncounted({e.key: e.official_shape for e in table}, ())
-
-
-def _with_uncounted(by_key: dict[str, Any], uncounted: Any) -> dict[str, Any]:
-    """`by_key` with BatchNorm's num_batches_tracked after each running_var, where PyTorch's state_dict() has it."""
-    result = {}
-    for key, value in by_key.items():
-        result[key] = value
-        if key.endswith(".running_var"):
-            result[key[: -len("running_var")] + UNCOUNTED] = uncounted
-    return result
+    return with_batch_counters({e.key: e.official_shape for e in table}, ())
 
 
 def cli_summary(variables: dict[str, Any]) -> str:

@@ -80,12 +80,15 @@ import numpy as np
 import mixtok.models.ffnet_variants  # noqa: F401  (registers ffnet_1 ... ffnet_4)
 from mixtok.interop import weight_files
 from mixtok.interop.official import (
+    BATCH_COUNTER,
+    TORCH_LEAF_NAMES,
     Entry,
     build_table,
     command_line,
     freeze,
     state_dict_from_variables,
     variables_from_state_dict,
+    with_batch_counters,
 )
 from mixtok.interop.weight_files import load_variables, save_variables, to_numpy, unwrap_state_dict
 from mixtok.models import create_model, list_models
@@ -106,8 +109,6 @@ __all__ = [
 # timm's CheckpointSaver (train.py) keeps the model under 'state_dict', its EMA under 'state_dict_ema'.
 WRAPPER_KEYS = ("state_dict", "model")
 EMA_KEY = "state_dict_ema"
-LEAF_NAMES = {"kernel": "weight", "scale": "weight", "mean": "running_mean", "var": "running_var"}
-UNCOUNTED = "num_batches_tracked"
 LAYER_SCALE = "layer_scale"
 # Keys only the training form has (Conv2d_BN's conv is `c`) and only the fused form has.
 TRAINING_STEM, FUSED_STEM = "patch_embed.0.c.weight", "patch_embed.0.weight"
@@ -168,7 +169,7 @@ def _official_key(params: Mapping[str, Any], collection: str, path: tuple[str, .
     if leaf_name.endswith(LAYER_SCALE):  # a bare parameter of the FFBlock; [C] here, [C, 1, 1] there
         return ".".join(parts + [_official_part(leaf_name)]), "same"
     layout = ("conv" if len(leaf.shape) == 4 else "linear") if leaf_name == "kernel" else "same"
-    return ".".join(parts + [LEAF_NAMES.get(leaf_name, leaf_name)]), layout
+    return ".".join(parts + [TORCH_LEAF_NAMES.get(leaf_name, leaf_name)]), layout
 
 
 @functools.lru_cache(maxsize=32)
@@ -231,7 +232,7 @@ def convert(
         weight = arrays.get("head.weight")
         num_classes = 0 if weight is None else int(weight.shape[0])
     table = _table(model_name, num_classes, freeze({**overrides, "fused": bool(fused)}))
-    uncounted = {e.key[: -len("running_mean")] + UNCOUNTED for e in table if e.key.endswith(".running_mean")}
+    uncounted = {e.key[: -len("running_mean")] + BATCH_COUNTER for e in table if e.key.endswith(".running_mean")}
     settings = ", ".join(f"{k}={v}" for k, v in {"num_classes": num_classes, "fused": fused, **overrides}.items())
     return variables_from_state_dict(
         table,
@@ -267,23 +268,13 @@ def to_official(name: str, variables: Mapping[str, Any], **overrides) -> dict[st
     table = _table(model_name, num_classes, freeze(overrides))
     settings = ", ".join(f"{k}={v}" for k, v in {"num_classes": num_classes, **overrides}.items())
     arrays = state_dict_from_variables(table, variables, f"The variables do not fit mixtok's {model_name} ({settings})")
-    return _with_uncounted(arrays, np.array(0, np.int64))
+    return with_batch_counters(arrays, np.array(0, np.int64))
 
 
 def official_shapes(name: str, *, num_classes: int = 1000, fused: bool = False, **overrides) -> dict[str, tuple]:
     """{official key: shape} of the official state dict of `name`, as `to_official` writes it (no weights are made)."""
     table = _table(resolve_name(name), num_classes, freeze({**overrides, "fused": fused}))
-    return _with_uncounted({e.key: e.official_shape for e in table}, ())
-
-
-def _with_uncounted(by_key: dict[str, Any], uncounted: Any) -> dict[str, Any]:
-    """`by_key` with BatchNorm's num_batches_tracked after each running_var, where PyTorch's state_dict() has it."""
-    result = {}
-    for key, value in by_key.items():
-        result[key] = value
-        if key.endswith(".running_var"):
-            result[key[: -len("running_var")] + UNCOUNTED] = uncounted
-    return result
+    return with_batch_counters({e.key: e.official_shape for e in table}, ())
 
 
 def load_state_dict(path: str | os.PathLike, *, ema: bool = False) -> dict[str, np.ndarray]:

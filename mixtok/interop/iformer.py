@@ -75,11 +75,14 @@ import numpy as np
 
 from mixtok.interop import weight_files
 from mixtok.interop.official import (
+    BATCH_COUNTER,
+    TORCH_LEAF_NAMES,
     build_table,
     command_line,
     freeze,
     state_dict_from_variables,
     variables_from_state_dict,
+    with_batch_counters,
 )
 from mixtok.interop.weight_files import load_variables, save_variables, to_numpy, unwrap_state_dict
 from mixtok.models import create_model, model_spec
@@ -109,8 +112,6 @@ OFFICIAL_NAMES = {
 # timm's load_checkpoint (what validate.py calls) reads these keys of a train.py checkpoint, in this order.
 WRAPPER_KEYS = ("state_dict", "model")
 EMA_WRAPPER_KEYS = ("state_dict_ema", "model_ema")
-LEAF_NAMES = {"kernel": "weight", "scale": "weight", "mean": "running_mean", "var": "running_var"}
-UNCOUNTED = "num_batches_tracked"
 STEM_STRIDE = 4  # pos_embed1 has a row per 4 pixels
 IMAGE_MULTIPLE = 32  # IFormer's image_size must be a multiple of the last stage's stride
 CLI_DESCRIPTION = (
@@ -164,7 +165,7 @@ def _official_key(collection: str, path: tuple[str, ...], leaf: Any) -> tuple[st
     *module, leaf_name = path
     parts = [p for part in module for p in _module_parts(part)]
     layout = ("conv" if len(leaf.shape) == 4 else "linear") if leaf_name == "kernel" else "same"
-    return ".".join(parts + [LEAF_NAMES.get(leaf_name, leaf_name)]), layout
+    return ".".join(parts + [TORCH_LEAF_NAMES.get(leaf_name, leaf_name)]), layout
 
 
 @functools.lru_cache(maxsize=32)
@@ -220,7 +221,7 @@ def convert(name: str, state_dict: Mapping[str, Any], *, num_classes: int | None
         num_classes = 0 if weight is None else int(weight.shape[0])
     overrides.setdefault("image_size", _image_size(model_name, arrays))
     table, empty = _table(model_name, num_classes, freeze(overrides))
-    uncounted = {e.key[: -len("running_mean")] + UNCOUNTED for e in table if e.key.endswith(".running_mean")}
+    uncounted = {e.key[: -len("running_mean")] + BATCH_COUNTER for e in table if e.key.endswith(".running_mean")}
     variables = variables_from_state_dict(
         table,
         arrays,
@@ -262,23 +263,13 @@ def to_official(name: str, variables: Mapping[str, Any], **overrides) -> dict[st
     arrays = state_dict_from_variables(
         table, variables, f"The variables do not fit mixtok's {model_name} ({_settings(num_classes, overrides)})"
     )
-    return _with_uncounted(arrays, np.array(0, np.int64))
+    return with_batch_counters(arrays, np.array(0, np.int64))
 
 
 def official_shapes(name: str, *, num_classes: int = 1000, **overrides) -> dict[str, tuple[int, ...]]:
     """{official key: shape} of the official state dict of `name`, as `to_official` writes it (no weights made)."""
     table, _ = _table(resolve_name(name), num_classes, freeze(overrides))
-    return _with_uncounted({e.key: e.official_shape for e in table}, ())
-
-
-def _with_uncounted(by_key: dict[str, Any], uncounted: Any) -> dict[str, Any]:
-    """`by_key` with BatchNorm's num_batches_tracked after each running_var, where PyTorch's state_dict() has it."""
-    result = {}
-    for key, value in by_key.items():
-        result[key] = value
-        if key.endswith(".running_var"):
-            result[key[: -len("running_var")] + UNCOUNTED] = uncounted
-    return result
+    return with_batch_counters({e.key: e.official_shape for e in table}, ())
 
 
 def cli_summary(variables: dict[str, Any]) -> str:

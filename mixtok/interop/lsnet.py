@@ -105,6 +105,8 @@ import numpy as np
 
 from mixtok.interop import weight_files
 from mixtok.interop.official import (
+    BATCH_COUNTER,
+    TORCH_LEAF_NAMES,
     build_table,
     command_line,
     freeze,
@@ -131,8 +133,6 @@ __all__ = [
 # main.py --resume loads checkpoint['model'], else checkpoint['state_dict'], else the bare state dict.
 WRAPPER_KEYS = ("model", "state_dict")
 EMA_KEY = "model_ema"
-LEAF_NAMES = {"kernel": "weight", "scale": "weight", "mean": "running_mean", "var": "running_var"}
-UNCOUNTED = "num_batches_tracked"
 BATCH_NORM_EPSILON = 1e-5  # torch.nn.BatchNorm1d's default, which BN_Linear keeps
 BIAS_INDEX = "attention_bias_idxs"
 STAGE4_STRIDE = 64  # the stem's 8, then three stride-2 downsamplings
@@ -196,7 +196,7 @@ def _official_key(params: Mapping[str, Any], collection: str, path: tuple[str, .
         else:
             parts.append(part)
     layout = ("conv" if len(leaf.shape) == 4 else "linear") if leaf_name == "kernel" else "same"
-    return ".".join(parts + [LEAF_NAMES.get(leaf_name, leaf_name)]), layout
+    return ".".join(parts + [TORCH_LEAF_NAMES.get(leaf_name, leaf_name)]), layout
 
 
 @functools.lru_cache(maxsize=32)
@@ -287,7 +287,7 @@ def fold_distillation_head(arrays: Mapping[str, np.ndarray]) -> dict[str, np.nda
         weight = arrays.pop(f"{head}.bn.weight").astype(np.float64)
         scale = weight / np.sqrt(arrays.pop(f"{head}.bn.running_var").astype(np.float64) + BATCH_NORM_EPSILON)
         shift = arrays.pop(f"{head}.bn.bias") - arrays.pop(f"{head}.bn.running_mean") * scale
-        arrays.pop(f"{head}.bn.{UNCOUNTED}", None)
+        arrays.pop(f"{head}.bn.{BATCH_COUNTER}", None)
         kernel, bias = arrays.pop(f"{head}.l.weight").astype(np.float64), arrays.pop(f"{head}.l.bias")
         linear.append((kernel * scale[None, :], kernel @ shift + bias))
     channels = linear[0][0].shape[1]
@@ -332,7 +332,7 @@ def convert(
         num_classes = 0 if weight is None else int(weight.shape[0])
     overrides["image_size"] = _image_size_of(model_name, arrays, overrides)
     table = _table(model_name, num_classes, freeze(overrides))
-    uncounted = {e.key[: -len("running_mean")] + UNCOUNTED for e in table if e.key.endswith(".running_mean")}
+    uncounted = {e.key[: -len("running_mean")] + BATCH_COUNTER for e in table if e.key.endswith(".running_mean")}
     settings = ", ".join(f"{k}={v}" for k, v in {"num_classes": num_classes, **overrides}.items())
     what = f"The LSNet state dict does not fit mixtok's {model_name} ({settings})"
     variables = variables_from_state_dict(
@@ -385,7 +385,7 @@ def _with_buffers(by_key: dict[str, Any], table, uncounted: Any, bias_index) -> 
     for key, value in by_key.items():
         result[key] = value
         if key.endswith(".running_var"):
-            result[key[: -len("running_var")] + UNCOUNTED] = uncounted
+            result[key[: -len("running_var")] + BATCH_COUNTER] = uncounted
         elif key in indices:
             result[indices[key]] = bias_index(math.isqrt(shapes[key][1]))
     return result

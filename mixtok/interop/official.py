@@ -85,6 +85,23 @@ class Entry:
 KeyFunction = Callable[[str, Path, Any], tuple[str, str]]
 
 
+# PyTorch's names for flax's leaves: Dense / Conv kernels and norm scales are `weight`, BatchNorm's statistics
+# `running_mean` / `running_var`. BatchNorm's `num_batches_tracked` has no mixtok counterpart.
+TORCH_LEAF_NAMES = {"kernel": "weight", "scale": "weight", "mean": "running_mean", "var": "running_var"}
+BATCH_COUNTER = "num_batches_tracked"
+
+
+def with_batch_counters(by_key: dict[str, Any], counter: Any) -> dict[str, Any]:
+    """`by_key` with BatchNorm's num_batches_tracked (`counter`) after each running_var, where PyTorch's
+    state_dict() has it: what `to_official` adds so that the state dict loads with strict=True."""
+    result = {}
+    for key, value in by_key.items():
+        result[key] = value
+        if key.endswith(".running_var"):
+            result[key[: -len("running_var")] + BATCH_COUNTER] = counter
+    return result
+
+
 def build_table(shapes: Mapping[str, Any], official_key: KeyFunction) -> tuple[Entry, ...]:
     """Entries for every leaf of `shapes` ({collection: tree of ShapeDtypeStructs}), ordered by official key.
 
