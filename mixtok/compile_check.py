@@ -88,6 +88,8 @@ def lower_train_step(config, devices):
     """(the trainer's train step lowered for `devices`, its mesh): no array of the state is allocated.
 
     The same calls as `mixtok.train.trainer._train`, with the mesh built on `devices` and abstract inputs.
+    With `grad_accum_steps` > 1 this is still the one-batch step: the trainer's micro-batch steps compute
+    the same forward and backward, but hold one more copy of the gradients between them, not counted here.
     """
     import jax
     import numpy as np

@@ -32,6 +32,19 @@ epochs in the stream (cvnets restarts its index list each epoch and pads the las
 the epoch's first indices; here a batch may hold the end of one epoch and the start of the next, as every
 mixtok stream); the per-epoch scale increase (`sampler.vbs.scale_inc`, off in mobilevit.yaml) is absent.
 An epoch of N images is about N / mean(b) steps (the configs set their per-epoch schedules from that).
+
+`rule="cas_vit"`: CAS-ViT's sampler (Tianfang-Zhang/CAS-ViT classification/data/samplers.py
+`MultiScaleSamplerDDP` and `_image_batch_pairs`, the README's `--multi_scale_sampler`), which differs from
+cvnets' only in the batches and the sizes' rounding:
+- the sizes: `linspace(min, max, n)` and the base size (when not already among them), each made divisible by
+  `check_scale` (the file's fixed 32) with the same `make_divisible`: for 224 px and 160-320, 5 scales:
+  160, 192, 224, 256, 288, 320;
+- the per-GPU batch at (h, w): `max(batch_gpu0, int(round(base_h * base_w * batch_gpu0 / (h * w), 2)))`,
+  never below the base batch, then `make_divisible(b, n_gpus)` and one less when odd: at batch_gpu0 128 on
+  8 GPUs, 248, 176, 128, 128, 128, 128;
+- each batch draws its (h, w, batch) with `random.choice` after `random.seed(epoch)`, the same on every rank.
+With the official `--update_freq 2` each of an update's two micro-batches draws its own size: in mixtok,
+`config.grad_accum_steps = 2` reads two batches of this stream per step (mixtok.train.steps).
 """
 
 from __future__ import annotations
@@ -46,7 +59,8 @@ import numpy as np
 # The sizes of this many consecutive steps are drawn at once (and their batch sizes summed at once), so
 # that the start of step t costs t / 1024 draws, not t.
 DRAW_CHUNK = 1024
-_FIELDS = ("min_size", "max_size", "num_scales", "check_scale", "batch_multiple")
+_FIELDS = ("min_size", "max_size", "num_scales", "check_scale", "batch_multiple", "rule")
+RULES = ("cvnets", "cas_vit")
 
 
 def make_divisible(value: float, divisor: int, min_value: int | None = None) -> int:
@@ -77,6 +91,24 @@ def image_batch_pairs(
     return sorted({(s, s, max(1, int(round(pixels / (s * s), 2)))) for s in sizes})
 
 
+def cas_vit_image_batch_pairs(
+    base: int, batch_per_gpu: int, n_gpus: int, *, min_size: int, max_size: int, num_scales: int, check_scale: int
+) -> list[tuple[int, int, int]]:
+    """CAS-ViT's samplers.py `_image_batch_pairs` for square sizes: sorted distinct (h, w, per-GPU batch).
+
+    The batch never drops below `batch_per_gpu`, is made divisible by `n_gpus` and then even (one less).
+    """
+    sizes = list(np.linspace(min_size, max_size, num_scales).tolist())
+    if base not in sizes:
+        sizes.append(base)
+    pixels = base * base * batch_per_gpu
+    pairs = set()
+    for size in {make_divisible(v, check_scale) for v in sizes}:
+        batch = make_divisible(max(batch_per_gpu, int(round(pixels / (size * size), 2))), n_gpus)
+        pairs.add((size, size, batch if batch % 2 == 0 else batch - 1))
+    return sorted(pairs)
+
+
 @dataclasses.dataclass(frozen=True)
 class MultiScaleOptions:
     """`config.data.multi_scale`, checked; the defaults are cvnets' (and mobilevit.yaml's)."""
@@ -86,6 +118,7 @@ class MultiScaleOptions:
     num_scales: int = 5
     check_scale: int = 32
     batch_multiple: int = 8  # cvnets' number of GPUs: the per-GPU batches are the global ones / this
+    rule: str = "cvnets"  # or "cas_vit": CAS-ViT's batches, never below the base one (module docstring)
 
 
 def multi_scale_options(value: Any) -> MultiScaleOptions | None:
@@ -102,7 +135,11 @@ def multi_scale_options(value: Any) -> MultiScaleOptions | None:
         if key not in _FIELDS:
             raise ValueError(f"data.multi_scale has no field {key!r}; valid fields are {', '.join(_FIELDS)}.")
     fields = {**dataclasses.asdict(MultiScaleOptions()), **value}
+    if fields["rule"] not in RULES:
+        raise ValueError(f"data.multi_scale.rule must be one of {', '.join(RULES)}; got {fields['rule']!r}.")
     for key, number in fields.items():
+        if key == "rule":
+            continue
         if isinstance(number, bool) or not isinstance(number, int) or number < 1:
             raise ValueError(f"data.multi_scale.{key} must be a positive integer, got {number!r}.")
     if fields["min_size"] > fields["max_size"]:
@@ -113,22 +150,26 @@ def multi_scale_options(value: Any) -> MultiScaleOptions | None:
 def scale_batches(options: MultiScaleOptions, base: int, global_batch_size: int) -> tuple[tuple[int, int], ...]:
     """The (image size, global batch) pairs a step draws from, sorted by size.
 
-    The global batch at size s is `batch_multiple` times cvnets' per-GPU batch for batch_gpu0 =
-    global_batch_size / batch_multiple at `base`; a batch_multiple that does not divide the batch is refused.
+    The global batch at size s is `batch_multiple` times the rule's (cvnets' or CAS-ViT's) per-GPU batch for
+    batch_gpu0 = global_batch_size / batch_multiple at `base`; a batch_multiple that does not divide the batch is
+    refused.
     """
     if global_batch_size % options.batch_multiple:
         raise ValueError(
             f"data.multi_scale.batch_multiple={options.batch_multiple} must divide the global batch "
             f"{global_batch_size} (it plays cvnets' GPU count: batch_size = per-GPU batch x batch_multiple)."
         )
-    pairs = image_batch_pairs(
-        base,
-        global_batch_size // options.batch_multiple,
+    sizes = dict(
         min_size=options.min_size,
         max_size=options.max_size,
         num_scales=options.num_scales,
         check_scale=options.check_scale,
     )
+    per_gpu = global_batch_size // options.batch_multiple
+    if options.rule == "cas_vit":
+        pairs = cas_vit_image_batch_pairs(base, per_gpu, options.batch_multiple, **sizes)
+    else:
+        pairs = image_batch_pairs(base, per_gpu, **sizes)
     return tuple((h, options.batch_multiple * b) for h, _, b in pairs)
 
 

@@ -61,7 +61,9 @@ recipe, config/classification/imagenet/mobilevit.yaml `sampler.vbs`):
                      dict(min_size=160, max_size=320, num_scales=5, check_scale=32, batch_multiple=8)
                      (those are the defaults of each field): each step draws one of cvnets' sizes around
                      image_size and a global batch scaled to keep the pixels per step
-                     (`mixtok.data.multi_scale`); evaluation stays at image_size
+                     (`mixtok.data.multi_scale`); evaluation stays at image_size.
+                     rule="cas_vit" (default "cvnets"): CAS-ViT's sampler, whose batches
+                     never drop below the base one
 """
 
 from __future__ import annotations

@@ -11,6 +11,10 @@ share of parameter bytes that may stay replicated when the mesh asks for FSDP or
 device mesh; `--config.mesh.AXIS=N` sets one axis whether or not the config file has a `mesh`.
 `model_ema` (absent: off): a moving average of the parameters (with `buffers`, of BatchNorm's
 statistics too), timm's ModelEmaV3 (`mixtok.train.ema` lists its fields and defaults).
+`grad_accum_steps` (1): micro-batches per optimizer step, the official codes' `--update_freq`; each
+micro-batch is `batch_size` images (a multi-scale stream draws each one's size and batch), so one
+update sees batch_size x grad_accum_steps images and `total_steps` counts updates
+(`mixtok.train.steps.make_train_step`).
 """
 
 import math
@@ -41,9 +45,10 @@ TRAINER_FIELDS = REQUIRED + (
     "eval_batch_size",
     "resume_mismatch",
     "model_ema",
+    "grad_accum_steps",
 )
 # Fields a config file need not define; `--config.FIELD=VALUE` sets them all the same (mixtok.train's CLI).
-OPTIONAL_DEFAULTS = {"resume_mismatch": "error", "sharding_tolerance": 0.1}
+OPTIONAL_DEFAULTS = {"resume_mismatch": "error", "sharding_tolerance": 0.1, "grad_accum_steps": 1}
 RESUME_MISMATCH = ("error", "allow")
 
 
@@ -83,9 +88,10 @@ def validate_config(config: ConfigDict) -> None:
                 f"{task_name!r}; remove it or set config.task."
             )
         raise unknown_name_error("config field", key, known)
-    for key in ("batch_size", "total_steps"):
-        if isinstance(config[key], bool) or not isinstance(config[key], int) or config[key] <= 0:
-            raise ValueError(f"config.{key} must be a positive integer; got {config[key]!r}.")
+    for key in ("batch_size", "total_steps", "grad_accum_steps"):
+        value = config.get(key, OPTIONAL_DEFAULTS.get(key))
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"config.{key} must be a positive integer; got {value!r}.")
     if "name" not in config.model:
         raise ValueError(
             "config.model.name is required (a name from mixtok.models.list_models() or "

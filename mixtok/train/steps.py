@@ -170,7 +170,8 @@ def make_train_step(
     batch_sharding,
     rules: Sequence | None = None,
     ema: ModelEma | None = None,
-) -> Callable[[TrainState, dict[str, jax.Array], jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
+    accum_steps: int = 1,
+) -> Callable[[TrainState, Any, jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
     """The jitted `(state, batch, step_rng) -> (state + 1 step, metrics)`; it donates `state`.
 
     Metrics: the loss, the global gradient norm, the learning rate of this step, and the task's own.
@@ -179,6 +180,15 @@ def make_train_step(
     update with the new parameters and the step count after it (timm's
     `model_ema.update(model, step=num_updates)`; mixtok.train.ema), and with `ema.buffers` so is
     `state.ema_batch_stats`, with the `batch_stats` this step wrote and the same weight.
+
+    With `accum_steps` k > 1 (`config.grad_accum_steps`, the official codes' `--update_freq`) the step
+    takes a sequence of k micro-batches, `(state, [batch_1, ..., batch_k], step_rng)`, and makes one
+    optimizer update with the mean of their gradients, each the gradient of its micro-batch's mean loss
+    (ConvNeXt-style engine.py: `loss / update_freq` backpropagated per micro-batch, so micro-batches of
+    different sizes weigh the same). Micro-batch i's key is `fold_in(fold_in(step_rng, step), i)`;
+    BatchNorm statistics are updated micro-batch after micro-batch; the metrics are the micro-batches'
+    means (the gradient norm is the mean gradient's). The micro-batches run as separate jitted calls,
+    so their shapes may differ (a multi-scale stream draws a size for each).
     """
 
     def train_step(state: TrainState, batch, step_rng):
@@ -189,10 +199,14 @@ def make_train_step(
         rng = jax.random.fold_in(step_rng, state.step)
         grad_fn = jax.value_and_grad(task.train_loss, has_aux=True)
         (loss, (aux, updated_variables)), grads = grad_fn(state.params, state.other_variables, batch, rng, state.step)
+        other_variables = {**state.other_variables, **updated_variables}  # e.g. BatchNorm running statistics
+        return _apply_gradients(state, grads, other_variables, {"loss": loss, **aux})
+
+    def _apply_gradients(state: TrainState, grads, other_variables, losses):
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "learning_rate": schedule(state.step), **aux}
-        other_variables = {**state.other_variables, **updated_variables}  # e.g. BatchNorm running statistics
+        metrics = {"loss": losses["loss"], "grad_norm": optax.tree.norm(grads), "learning_rate": schedule(state.step)}
+        metrics.update(losses)
         step = state.step + 1
         state = state.replace(step=step, params=params, opt_state=opt_state, other_variables=other_variables)
         if ema is not None:  # timm: after the optimizer step, with the update count that includes it
@@ -203,9 +217,66 @@ def make_train_step(
         return state, metrics
 
     shardings, repl = shardings_of(layout), replicated(batch_sharding.mesh)
-    return jax.jit(
-        train_step, in_shardings=(shardings, batch_sharding, repl), out_shardings=(shardings, repl), donate_argnums=(0,)
+    if accum_steps == 1:
+        return jax.jit(
+            train_step,
+            in_shardings=(shardings, batch_sharding, repl),
+            out_shardings=(shardings, repl),
+            donate_argnums=(0,),
+        )
+
+    # Gradient accumulation: one jitted call per micro-batch (traced once per micro-batch shape, so a
+    # multi-scale stream's micro-batches may each have their own size), then one optimizer update.
+    def first_micro(state: TrainState, batch, step_rng):
+        with _tracing_context(batch_sharding.mesh, rules):
+            return _micro(state, None, batch, step_rng, 0)
+
+    def next_micro(state: TrainState, carry, batch, step_rng, index):
+        with _tracing_context(batch_sharding.mesh, rules):
+            return _micro(state, carry, batch, step_rng, index)
+
+    def _micro(state: TrainState, carry, batch, step_rng, index):
+        rng = jax.random.fold_in(jax.random.fold_in(step_rng, state.step), index)
+        other_variables = state.other_variables if carry is None else carry["other_variables"]
+        grad_fn = jax.value_and_grad(task.train_loss, has_aux=True)
+        (loss, (aux, updated_variables)), grads = grad_fn(state.params, other_variables, batch, rng, state.step)
+        # Each micro-batch's statistics go on from the previous one's, as PyTorch's BatchNorm in train mode.
+        other_variables = {**other_variables, **updated_variables}
+        losses = {"loss": loss, **aux}
+        if carry is not None:
+            grads = jax.tree.map(jnp.add, carry["grads"], grads)
+            losses = jax.tree.map(jnp.add, carry["losses"], losses)
+        return {"grads": grads, "other_variables": other_variables, "losses": losses}
+
+    def apply_accumulated(state: TrainState, carry):
+        with _tracing_context(batch_sharding.mesh, rules):
+            grads, losses = jax.tree.map(lambda x: x / accum_steps, (carry["grads"], carry["losses"]))
+            return _apply_gradients(state, grads, carry["other_variables"], losses)
+
+    carry_shardings = {"grads": shardings.params, "other_variables": shardings.other_variables, "losses": repl}
+    first = jax.jit(first_micro, in_shardings=(shardings, batch_sharding, repl), out_shardings=carry_shardings)
+    later = jax.jit(
+        next_micro,
+        in_shardings=(shardings, carry_shardings, batch_sharding, repl, repl),
+        out_shardings=carry_shardings,
+        donate_argnums=(1,),
     )
+    apply = jax.jit(
+        apply_accumulated,
+        in_shardings=(shardings, carry_shardings),
+        out_shardings=(shardings, repl),
+        donate_argnums=(0,),  # the carry's buffers would find no output left to hold
+    )
+
+    def accumulating_train_step(state: TrainState, batches: Sequence[Mapping[str, jax.Array]], step_rng):
+        if len(batches) != accum_steps:
+            raise ValueError(f"This train step accumulates {accum_steps} micro-batches; got {len(batches)}.")
+        carry = first(state, batches[0], step_rng)
+        for index in range(1, accum_steps):
+            carry = later(state, carry, batches[index], step_rng, jnp.uint32(index))
+        return apply(state, carry)
+
+    return accumulating_train_step
 
 
 def _jit_on_state(fn, layout: TrainState, batch_sharding, rules: Sequence | None = None):

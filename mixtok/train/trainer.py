@@ -23,6 +23,10 @@ With `config.data.multi_scale` (ml-cvnets' variable-batch sampler, `mixtok.data.
 have a few batch shapes: the jitted train step traces once for each, every global batch must split over
 the batch axis's devices (checked at start-up), and the progress bar's img_s counts each step's images.
 
+With `config.grad_accum_steps` k > 1 a step reads k micro-batches from the train iterator and makes one
+optimizer update with their mean gradient (`steps.make_train_step`); steps, schedules, EMA updates,
+evaluations and checkpoints all count updates, and the iterator's checkpointed position counts batches.
+
 With several processes (`jax.distributed`), a SIGTERM to any of them stops all of them at one step,
 agreed through JAX's preemption sync point (`_stop_signal`; docs/reliability.md): every process saves
 its part of the same checkpoint and raises `Preempted` with the same step.
@@ -277,7 +281,8 @@ def _train(config: ConfigDict, run_dir: Workdir, stop_at_step: int | None) -> di
     check_sufficiently_sharded(
         layout.params, mesh, config.get("sharding_tolerance", DEFAULT_SHARDING_TOLERANCE)
     )  # before anything is allocated
-    train_step = steps.make_train_step(task, tx, schedule, layout, batch_shard, rules, ema)
+    accum_steps = config.get("grad_accum_steps", 1)
+    train_step = steps.make_train_step(task, tx, schedule, layout, batch_shard, rules, ema, accum_steps)
     eval_step = steps.make_eval_step(task, layout, batch_shard, rules)
     eval_images_step = steps.make_eval_images_step(task, layout, batch_shard, rules)
 
@@ -332,8 +337,12 @@ def _train(config: ConfigDict, run_dir: Workdir, stop_at_step: int | None) -> di
     try:
         with _stop_signal() as stop:
             while step < total:
-                batch = steps.put_batch(next(train_iter), batch_shard)
-                images += batch["image"].shape[0]  # the global batch: config.batch_size unless data.multi_scale
+                if accum_steps == 1:
+                    batch = steps.put_batch(next(train_iter), batch_shard)
+                    images += batch["image"].shape[0]  # the global batch: config.batch_size unless data.multi_scale
+                else:  # grad_accum_steps micro-batches, each its own draw of a multi-scale stream
+                    batch = [steps.put_batch(next(train_iter), batch_shard) for _ in range(accum_steps)]
+                    images += sum(micro["image"].shape[0] for micro in batch)
                 state, metrics = train_step(state, batch, step_rng)
                 step += 1
                 run_dir.started()

@@ -12,6 +12,7 @@ from mixtok.data.multi_scale import (
     DRAW_CHUNK,
     MultiScaleOptions,
     ScaleSchedule,
+    cas_vit_image_batch_pairs,
     image_batch_pairs,
     make_divisible,
     scale_batches,
@@ -67,6 +68,50 @@ def test_mobilevit_yaml_sizes_and_per_gpu_batches_are_cvnets():
 )
 def test_other_parameters_match_cvnets_too(crop, batch, fields):
     assert image_batch_pairs(crop, batch, **fields) == cvnets_image_batch_pairs(crop, batch, **fields)
+
+
+def official_cas_vit_pairs(crop, batch_gpu0, n_gpus, min_size, max_size, num_scales, check_scale):
+    """Tianfang-Zhang/CAS-ViT classification/data/samplers.py `_image_batch_pairs` for square crops, written
+    out again step by step (independent of mixtok's)."""
+
+    def divisible(v, divisor):
+        new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
+        return new_v + divisor if new_v < 0.9 * v else new_v
+
+    dims = list(np.linspace(min_size, max_size, num_scales))
+    if crop not in dims:
+        dims.append(crop)
+    scales = {(divisible(h, check_scale), divisible(w, check_scale)) for h, w in zip(dims, dims)}
+    n_elements = crop * crop * batch_gpu0
+    pairs = set()
+    for h, w in scales:
+        bsz = divisible(max(batch_gpu0, int(round(n_elements / (h * w), 2))), n_gpus)
+        pairs.add((h, w, bsz if bsz % 2 == 0 else bsz - 1))
+    return sorted(pairs)
+
+
+def test_cas_vit_readme_sampler_sizes_and_per_gpu_batches():
+    # --multi_scale_sampler at --input_size 224, --batch_size 128, 8 GPUs (README): the batch never drops below
+    # 128, 250.88 -> 251 -> 248 (a multiple of 8) at 160 px, 174.2 -> 174 -> 176 at 192 px.
+    expected = [(160, 160, 248), (192, 192, 176), (224, 224, 128), (256, 256, 128), (288, 288, 128), (320, 320, 128)]
+    fields = dict(min_size=160, max_size=320, num_scales=5, check_scale=32)
+    assert official_cas_vit_pairs(224, 128, 8, **fields) == expected
+    assert cas_vit_image_batch_pairs(224, 128, 8, **fields) == expected
+    options = MultiScaleOptions(**fields, batch_multiple=8, rule="cas_vit")
+    assert scale_batches(options, 224, 1024) == tuple((h, 8 * b) for h, _, b in expected)
+
+
+@pytest.mark.parametrize(
+    "crop,batch,gpus,fields",
+    [
+        (224, 64, 4, dict(min_size=128, max_size=320, num_scales=7, check_scale=32)),
+        (256, 30, 3, dict(min_size=160, max_size=320, num_scales=3, check_scale=8)),
+        (64, 3, 1, dict(min_size=32, max_size=96, num_scales=5, check_scale=32)),
+        (100, 5, 5, dict(min_size=10, max_size=300, num_scales=9, check_scale=16)),
+    ],
+)
+def test_other_parameters_match_cas_vit_too(crop, batch, gpus, fields):
+    assert cas_vit_image_batch_pairs(crop, batch, gpus, **fields) == official_cas_vit_pairs(crop, batch, gpus, **fields)
 
 
 def test_make_divisible_keeps_cvnets_rule_of_not_below_ninety_percent():
@@ -217,6 +262,7 @@ def test_off_gives_todays_batches(fields, kwargs, expected, multi_scale):
         (dict(num_scales=0), {}, r"data.multi_scale.num_scales must be a positive integer, got 0\."),
         (dict(check_scale=2.5), {}, r"data.multi_scale.check_scale must be a positive integer, got 2.5\."),
         (dict(min_size=20), {}, r"data.multi_scale.min_size=20 must be <= max_size=16\."),
+        (dict(rule="edge"), {}, r"data.multi_scale.rule must be one of cvnets, cas_vit; got 'edge'\."),
         (dict(batch_multiple=3), {}, r"batch_multiple=3 must divide the global batch 16 \(it plays cvnets' GPU count"),
         (dict(batch_multiple=2), dict(shard_count=4, shard_index=0), r"batch_multiple=2 must be a multiple of the "),
         ({}, dict(worker_count=2), r"worker_count=2 worker processes are not supported with it: use worker_count=0"),

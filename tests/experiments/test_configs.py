@@ -295,9 +295,13 @@ def test_families_without_timms_scheduler_keep_their_schedule_and_do_not_mix(nam
     config = get_config(CONFIG_DIR / "imagenet" / f"{name}.py")
     assert config.optimizer.get("schedule", "warmup_cosine") == schedule and config.optimizer.warmup_steps > 0
     assert config.get("mixup") is None
-    # AFFNet: the multi-scale sampler's expected steps, at its mean batch (test_affnet_recipe_is_cvnets_mobilevit...).
-    mean_batch = 6912 / 5 if name.startswith("affnet") else config.batch_size
-    assert config.total_steps == int(300 * IMAGENET_TRAIN_IMAGES / mean_batch)
+    if name.startswith("affnet"):  # the multi-scale sampler's expected steps, at its mean batch (test_affnet_...)
+        assert config.total_steps == int(300 * IMAGENET_TRAIN_IMAGES / (6912 / 5))
+    else:  # CAS-ViT's sampler and --update_freq 2: updates of two micro-batches of 1,248 images on average
+        per_epoch = int(IMAGENET_TRAIN_IMAGES / (2 * 8 * (248 + 176 + 4 * 128) / 6))
+        assert per_epoch == 513 and config.total_steps == 300 * per_epoch
+        assert config.optimizer.warmup_steps == 20 * per_epoch and config.grad_accum_steps == 2
+        assert config.data.multi_scale.rule == "cas_vit" and config.batch_size == 1024
 
 
 # The training augmentations each official script runs (its argparse defaults or, for DFFormer, its README
@@ -507,7 +511,8 @@ def test_every_attention_family_variant_has_an_imagenet_config():
 )
 def test_attention_family_recipes_follow_the_official_scripts(name, batch, lr, drop_path):
     config = get_config(CONFIG_DIR / "imagenet" / f"{name}.py")
-    assert config.batch_size == batch and config.optimizer.lr == pytest.approx(lr)
+    assert config.batch_size * config.get("grad_accum_steps", 1) == batch  # an update's images at the base size
+    assert config.optimizer.lr == pytest.approx(lr)
     assert config.model.kwargs.drop_path_rate == drop_path and config.label_smoothing == 0.1
 
 

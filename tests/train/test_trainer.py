@@ -199,11 +199,13 @@ MULTI_SCALE = dict(min_size=32, max_size=64, num_scales=2, check_scale=32, batch
 
 
 def multi_scale_config():
+    # Two micro-batches a step (grad_accum_steps, CAS-ViT's --update_freq 2), each with its own draw.
     return tiny_config(
-        total_steps=6,
+        total_steps=3,
+        grad_accum_steps=2,
         log_every=1,
-        eval_every=6,
-        checkpoint_every=6,
+        eval_every=3,
+        checkpoint_every=3,
         tensorboard=False,
         mixup=dict(mixup_alpha=0.8, cutmix_alpha=1.0),
         **{"data.multi_scale": MULTI_SCALE},
@@ -212,8 +214,8 @@ def multi_scale_config():
 
 @pytest.fixture(scope="module")
 def multi_scale_run(tmp_path_factory):
-    """(workdir, final metrics, the progress bar's postfixes) of a 6-step multi-scale run with Mixup / CutMix,
-    under a clock that advances 1 s per reading (so img_s is the images since the last log)."""
+    """(workdir, final metrics, the progress bar's postfixes) of a 3-step multi-scale run of two micro-batches a
+    step, with Mixup / CutMix, under a clock that advances 1 s per reading (img_s: the images since the last log)."""
     shown = []
 
     class Bar:
@@ -238,23 +240,24 @@ def multi_scale_run(tmp_path_factory):
 
 
 def test_multi_scale_run_trains_steps_of_two_shapes_and_reports_their_image_counts(multi_scale_run):
-    """Steps of 16 images at 32 px and 8 at 64 px (with Mixup / CutMix) train; img_s counts each step's images."""
+    """Micro-batches of 16 images at 32 px and 8 at 64 px (with Mixup / CutMix) train, two a step; img_s counts
+    each step's images."""
     workdir, final, shown = multi_scale_run
     config = multi_scale_config()
     iterator = create_train_iterator(config.data, global_batch_size=16, seed=config.seed, shard_index=0, shard_count=1)
     shapes = [next(iterator)["image"].shape for _ in range(6)]
     assert {(shape[0], shape[1]) for shape in shapes} == {(16, 32), (8, 64)}
-    assert [int(values["img_s"]) for values in shown] == [shape[0] for shape in shapes]
-    assert [r["step"] for r in read_metrics(workdir)] == [1, 2, 3, 4, 5, 6]
+    assert [int(values["img_s"]) for values in shown] == [a[0] + b[0] for a, b in zip(shapes[::2], shapes[1::2])]
+    assert [r["step"] for r in read_metrics(workdir)] == [1, 2, 3]
     assert all(np.isfinite(r["train/loss"]) for r in read_metrics(workdir))
     assert 0.0 <= final["eval/accuracy"] <= 1.0  # eval at the config's 32 px
 
 
 def test_interrupted_and_resumed_multi_scale_run_equals_an_uninterrupted_one(multi_scale_run, tmp_path):
     straight, _, _ = multi_scale_run
-    trainer.train_and_evaluate(multi_scale_config(), tmp_path, stop_at_step=3)
+    trainer.train_and_evaluate(multi_scale_config(), tmp_path, stop_at_step=2)
     trainer.train_and_evaluate(multi_scale_config(), tmp_path)
     assert read_metrics(tmp_path) == read_metrics(straight)
-    params_a, params_b = _restore_params(straight, 6), _restore_params(tmp_path, 6)
+    params_a, params_b = _restore_params(straight, 3), _restore_params(tmp_path, 3)
     for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(params_a), jax.tree_util.tree_leaves(params_b)):
         np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))

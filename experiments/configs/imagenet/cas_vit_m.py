@@ -16,11 +16,16 @@ global batch 2048 (128 x 8 GPUs x update_freq 2), weight decay 0.05, cosine to 1
 epochs, 300 epochs, label smoothing 0.1, drop path 0.1 (the default and the README's command; no
 per-variant rate is given), eval crop 0.875. Trains without the distillation head, as main.py does. Weight EMA
 0.9995 (`config.model_ema`; the parameters and the BatchNorm statistics, from the first update on, as
-timm's ModelEma). Not implemented: the README command's `--multi_scale_sampler` (classification/data/
-samplers.py `MultiScaleSamplerDDP`, sizes 160-320 around 224). It is not ml-cvnets' rule that
-`data.multi_scale` implements (AFFNet): its per-GPU batch never drops below the base batch (so larger
-sizes keep 128 images), is rounded to a multiple of the GPU count and made even, and with `--update_freq 2`
-each of an optimizer step's two micro-batches draws its own size, which one mixtok step cannot hold.
+timm's ModelEma). The README command's `--multi_scale_sampler` (classification/data/samplers.py
+`MultiScaleSamplerDDP`): `data.multi_scale` with rule="cas_vit" (mixtok.data.multi_scale) draws each
+micro-batch's size from 160, 192, 224, 256, 288, 320 px with 248, 176, 128, 128, 128, 128 images per GPU on 8
+GPUs (global 1,984, 1,408, 1,024, ...); `grad_accum_steps = 2` (--update_freq 2) makes an update of two
+micro-batches, each its own draw; eval stays at 224. An epoch is taken as 1,281,167 / (2 x 1,248, the mean
+micro-batch) = 513 updates (common.cas_vit_multi_scale). What differs: main.py's schedule counts
+`len(dataset) // 2048` = 625 updates an epoch (its `num_training_steps_per_epoch`) but an epoch of the sampler
+has about 513, so at each epoch's start its rate jumps to that epoch's nominal value; mixtok's cosine and
+warm-up run over 513-update epochs instead, smoothly, reaching the same rate at each epoch's start. The
+draws are numpy's, not Python's `random` reseeded per epoch, and a micro-batch may span two epochs.
 
 Schedule and Mixup / CutMix: main.py has its own cosine (its utils.cosine_scheduler, per step, from
 0), not timm's scheduler, so this config keeps its warm-up then cosine; main.py's defaults train
@@ -33,10 +38,11 @@ training crops with bicubic interpolation, bicubic evaluation resize (data/datas
 transforms.Resize(size, interpolation=3)); its colour jitter 0.4 is skipped by timm's create_transform
 while RandAugment is on.
 
-Compute: 187,670 steps of 2,048 images (300 epochs). Time: not measured by mixtok.
+Compute: 153,900 updates of two micro-batches, 2,496 images on average (300 epochs of 513). Time: not
+measured by mixtok.
 
-`:runlocal` smoke-tests this config on a laptop (synthetic data, 64 px, a block or two per stage, 4
-steps). Run the same command with the same --workdir to resume.
+`:runlocal` smoke-tests this config on a laptop (synthetic data, 32 and 64 px, a block or two per
+stage, 2 updates of two micro-batches). Run the same command with the same --workdir to resume.
 """
 
 from ml_collections import ConfigDict
@@ -68,11 +74,14 @@ def get_config(arg=None):
     if arg.runlocal:
         config.model.kwargs.update(common.one_block_per_stage("cas_vit_m"))  # the same layers, fewer
 
+    # --multi_scale_sampler with --update_freq 2: micro-batches of batch_size / 2 at the base size, their own sizes.
+    warmup_steps = common.cas_vit_multi_scale(config, arg, update_freq=2, warmup_epochs=20)
+
     config.optimizer = ConfigDict(
         dict(
             name="adamw",
-            lr=6e-3 * config.batch_size / 2048,  # official at batch 2048, scaled linearly
-            warmup_steps=common.warmup_steps(arg, epochs=20),  # linear warm-up, then cosine
+            lr=6e-3 * arg.batch_size / 2048,  # official at batch 2048 (two micro-batches), scaled linearly
+            warmup_steps=warmup_steps,  # 20 epochs of linear warm-up, then cosine
             min_lr=1e-6,  # cosine decay to min_lr
             weight_decay=0.05,
             b1=0.9,

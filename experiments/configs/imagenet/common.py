@@ -329,6 +329,42 @@ CVNETS_MULTI_SCALE = dict(min_size=160, max_size=320, num_scales=5, check_scale=
 RUNLOCAL_MULTI_SCALE = dict(min_size=32, max_size=64, num_scales=2, check_scale=32, batch_multiple=8)
 
 
+# CAS-ViT's --multi_scale_sampler (classification/main.py: --min_crop_size_w/h 160, --max_crop_size_w/h 320, the
+# sampler's 5 scales divisible by 32; its README's 8 GPUs), and a runlocal version on 2 "GPUs".
+CAS_VIT_MULTI_SCALE = dict(CVNETS_MULTI_SCALE, rule="cas_vit")
+RUNLOCAL_CAS_VIT_MULTI_SCALE = dict(RUNLOCAL_MULTI_SCALE, batch_multiple=2, rule="cas_vit")
+
+
+def cas_vit_multi_scale(config: ConfigDict, arg: ConfigDict, *, update_freq: int, warmup_epochs: int) -> int:
+    """Turns on CAS-ViT's sampler with `update_freq` micro-batches an update; returns the warm-up's updates.
+
+    config.batch_size becomes the micro-batch at the base size (arg.batch_size / update_freq: 1,024 = 128 x 8
+    GPUs at 2,048) and config.grad_accum_steps `update_freq`. The micro-batches are 1,984, 1,408 and 1,024
+    images at 160, 192 and 224-320 px (mean 1,248), so an epoch is taken as 1,281,167 / (update_freq x 1,248) =
+    513 updates at 2,048, the eval / checkpoint cadence, config.total_steps `epochs` times that and the
+    warm-up `warmup_epochs` times that. Under runlocal: 32 and 64 px, a one-update warm-up.
+    """
+    if not arg.runlocal and arg.epochs <= warmup_epochs:
+        raise ValueError(
+            f"epochs={arg.epochs} leaves no training after the recipe's {warmup_epochs} warm-up epochs; "
+            f"use epochs > {warmup_epochs}."
+        )
+    if arg.batch_size % update_freq:
+        raise ValueError(f"batch_size={arg.batch_size} must be a multiple of the recipe's update_freq {update_freq}.")
+    config.batch_size //= update_freq
+    config.grad_accum_steps = update_freq
+    config.data.multi_scale = ConfigDict(RUNLOCAL_CAS_VIT_MULTI_SCALE if arg.runlocal else CAS_VIT_MULTI_SCALE)
+    if arg.runlocal:
+        config.total_steps = config.eval_every = config.checkpoint_every = RUNLOCAL_STEPS // update_freq
+        return 1
+    options = multi_scale.multi_scale_options(config.data.multi_scale)
+    mean = update_freq * multi_scale.mean_global_batch(options, config.data.image_size, config.batch_size)
+    steps_per_epoch = int(IMAGENET_TRAIN_IMAGES / mean)
+    config.total_steps = steps_per_epoch * arg.epochs
+    config.eval_every = config.checkpoint_every = steps_per_epoch
+    return steps_per_epoch * warmup_epochs
+
+
 def cvnets_multi_scale(config: ConfigDict, arg: ConfigDict) -> int:
     """Turns on data.multi_scale (mobilevit.yaml's sampler; mixtok.data.multi_scale) and returns steps per epoch.
 
