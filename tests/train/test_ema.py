@@ -219,6 +219,9 @@ def test_interrupted_and_resumed_run_with_ema_equals_an_uninterrupted_one(tmp_pa
         averaged, raw = a["ema_batch_stats"]["batch_stats"], a["other_variables"]["batch_stats"]
         assert jax.tree_util.tree_structure(averaged) == jax.tree_util.tree_structure(raw)
         assert not any(np.array_equal(x, y) for x, y in zip(*map(jax.tree_util.tree_leaves, (averaged, raw))))
+        # Training moves every BatchNorm running mean and variance (saved, and resumed exactly, above).
+        earlier = jax.tree_util.tree_leaves(_restore_state(straight, every)["other_variables"]["batch_stats"])
+        assert raw and all(not np.array_equal(x, y) for x, y in zip(earlier, jax.tree_util.tree_leaves(raw)))
 
     # Turning EMA off, or changing its schedule or what it averages, on resume is refused in one line naming
     # model_ema; its eval switch is not part of the run.

@@ -1,4 +1,9 @@
-"""Two processes with jax.distributed over loopback train one model: 2 hosts x 4 CPU devices."""
+"""Two processes with jax.distributed over loopback train one model: 2 hosts x 4 CPU devices.
+
+The helpers that start them; the tests that use them are test_multihost_preemption.py (which also checks a
+two-process run that is never stopped: both processes' metrics, written once), tests/reliability/
+test_shared_workdir.py and test_gcs_workdir.py.
+"""
 
 import json
 import os
@@ -6,8 +11,6 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-
-from mixtok.train.metric_writer import read_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -54,14 +57,3 @@ def run_two_processes(workdir, config_ref: str | None = None) -> list[tuple[dict
         assert proc.returncode == 0, err[-3000:]
         results.append((json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:]), err))
     return results
-
-
-def test_two_processes_train_together_and_only_the_first_writes_metrics(tmp_path):
-    results = [result for result, _ in run_two_processes(tmp_path)]
-    assert [(r["process"], r["processes"], r["devices"]) for r in results] == [(0, 2, 8), (1, 2, 8)]
-    # The processes hold shards of one global batch and one replicated model: same metrics.
-    assert results[0]["final"] == results[1]["final"]
-    records = read_metrics(tmp_path)
-    assert [r["step"] for r in records] == [1, 2, 3, 4]  # written once, by process 0
-    assert records[-1]["eval/accuracy"] == results[0]["final"]["eval/accuracy"]
-    assert (tmp_path / "checkpoints" / "4").is_dir()

@@ -1,5 +1,6 @@
 """SIGTERM to one process of a two-process run (jax.distributed over loopback, 2 hosts x 4 CPU devices):
-both processes save the same step, exit with the trainer's preemption status, and a rerun resumes exactly.
+both processes save the same step, exit with the trainer's preemption status, and a rerun resumes exactly;
+a run of two processes that is never stopped gives both the same metrics, written once.
 
 The processes run the trainer's command line (`python -m mixtok.train --distributed ...`, through
 tests/train/multihost_worker.py). The test waits for markers the processes write, never for time: after
@@ -154,6 +155,11 @@ def test_sigterm_to_one_process_stops_both_at_one_step_and_the_rerun_resumes_exa
     never_stopped = _run(straight, config, tmp_path / "logs_straight")
     assert [code for code, _, _ in resumed + never_stopped] == [0, 0, 0, 0], [err[-3000:] for _, _, err in resumed]
     assert _final_metrics(resumed[0][1]) == _final_metrics(never_stopped[0][1])
+    # The never-stopped processes hold shards of one global batch and one replicated model: the same final
+    # metrics on both, and metrics.jsonl written once, by process 0.
+    assert _final_metrics(never_stopped[1][1]) == _final_metrics(never_stopped[0][1])
+    assert [r["step"] for r in read_metrics(straight)] == list(range(1, TOTAL_STEPS + 1))
+    assert (straight / "checkpoints" / str(TOTAL_STEPS)).is_dir()
     assert read_metrics(run) == read_metrics(straight)
     params, expected = _params(run, TOTAL_STEPS), _params(straight, TOTAL_STEPS)
     for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(expected), jax.tree_util.tree_leaves(params)):

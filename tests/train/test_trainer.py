@@ -2,6 +2,7 @@
 
 import itertools
 import json
+import shutil
 import types
 
 import jax
@@ -61,39 +62,53 @@ def _restore_params(workdir, step):
     return jax.tree_util.tree_map(np.asarray, state["params"])
 
 
-def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
-    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
-    train_and_evaluate(tiny_config(), straight)
-    # Stop at step 7, between checkpoints (4, 8): the stop itself saves, as SIGTERM does.
-    train_and_evaluate(tiny_config(), interrupted, stop_at_step=7)
-    assert [r["step"] for r in read_metrics(interrupted)] == [2, 4, 6]
-    train_and_evaluate(tiny_config(), interrupted)
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    """(config, workdir, final metrics) of the tiny 12-step run, never interrupted: logs every 2 steps, evals at
+    6 and 12, checkpoints every 4 steps with the last 2 kept. The tests below only read its workdir."""
+    workdir = tmp_path_factory.mktemp("straight_run")
+    config = tiny_config(keep_checkpoints=2)
+    return config, workdir, train_and_evaluate(config, workdir)
 
-    assert read_metrics(interrupted) == read_metrics(straight)
-    params_a, params_b = _restore_params(straight, 12), _restore_params(interrupted, 12)
+
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(straight_run, tmp_path):
+    config, straight, _ = straight_run
+    # Stop at step 7, between checkpoints (4, 8): the stop itself saves, as SIGTERM does.
+    train_and_evaluate(config, tmp_path, stop_at_step=7)
+    assert [r["step"] for r in read_metrics(tmp_path)] == [2, 4, 6]
+    train_and_evaluate(config, tmp_path)
+
+    assert read_metrics(tmp_path) == read_metrics(straight)
+    params_a, params_b = _restore_params(straight, 12), _restore_params(tmp_path, 12)
     for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(params_a), jax.tree_util.tree_leaves(params_b)):
         np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
 
 
-def test_metrics_file_has_train_loss_every_log_step_and_eval_at_eval_steps(tmp_path):
-    final = train_and_evaluate(tiny_config(), tmp_path)
-    records = read_metrics(tmp_path)
+def test_metrics_file_has_train_loss_every_log_step_and_eval_at_eval_steps(straight_run):
+    _, workdir, final = straight_run
+    records = read_metrics(workdir)
     assert [r["step"] for r in records] == [2, 4, 6, 8, 10, 12]
     assert all(np.isfinite(r["train/loss"]) for r in records)
     evals = [r for r in records if "eval/accuracy" in r]
     assert [r["step"] for r in evals] == [6, 12]
     assert all(0.0 <= r["eval/accuracy"] <= 1.0 and r["eval/loss"] > 0 for r in evals)
     assert final == {k: v for k, v in records[-1].items() if k != "step"}
-    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
-    saved_config = json.loads((tmp_path / "checkpoints" / "12" / "config" / "metadata").read_text())
+    assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
+    saved_config = json.loads((workdir / "checkpoints" / "12" / "config" / "metadata").read_text())
     assert saved_config["model"]["name"] == "poolformerv2_s12"
 
 
-def test_finished_run_rerun_returns_without_training(tmp_path):
-    train_and_evaluate(tiny_config(), tmp_path)
-    before = read_metrics(tmp_path)
-    train_and_evaluate(tiny_config(), tmp_path)
-    assert read_metrics(tmp_path) == before
+def test_only_the_last_n_checkpoints_are_kept(straight_run):
+    _, workdir, _ = straight_run  # checkpoints at 4, 8 and 12; keep_checkpoints=2
+    assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == [8, 12]
+
+
+def test_finished_run_rerun_returns_without_training(straight_run, tmp_path):
+    config, straight, _ = straight_run
+    shutil.copytree(straight, tmp_path / "run")
+    before = read_metrics(tmp_path / "run")
+    train_and_evaluate(config, tmp_path / "run")
+    assert read_metrics(tmp_path / "run") == before
 
 
 def test_nonfinite_loss_stops_training_and_names_the_step(tmp_path):
@@ -135,11 +150,6 @@ def test_bad_configs_are_rejected_with_the_reason(tmp_path, override, message):
         train_and_evaluate(config, tmp_path)
 
 
-def test_only_the_last_n_checkpoints_are_kept(tmp_path):
-    train_and_evaluate(tiny_config(total_steps=6, checkpoint_every=2, keep_checkpoints=2, eval_every=6), tmp_path)
-    assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [4, 6]
-
-
 def test_bfloat16_compute_trains(tmp_path):
     final = train_and_evaluate(tiny_config(total_steps=4, eval_every=4, **{"model.dtype": "bfloat16"}), tmp_path)
     assert np.isfinite(final["train/loss"]) and 0.0 <= final["eval/accuracy"] <= 1.0
@@ -153,45 +163,6 @@ def test_fresh_run_moves_metrics_of_a_run_without_checkpoints_aside(tmp_path):
     assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3]
     (orphan,) = tmp_path.glob("metrics.jsonl.orphaned-*")
     assert json.loads(orphan.read_text())["step"] == 50  # kept, not deleted
-
-
-def _restore_state(workdir, step):
-    manager = ocp.CheckpointManager((workdir / "checkpoints").absolute(), item_names=("state",))
-    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
-    return jax.tree_util.tree_map(np.asarray, state)
-
-
-def test_batchnorm_statistics_are_updated_by_training_and_saved_and_resumed(tmp_path):
-    # AFFNet (BatchNorm): every step updates batch_stats; a resumed run continues from the saved ones.
-    kwargs = dict(depths=(1, 1, 1, 0, 0), dims=(8, 8, 16, 16, 16), ffn_dims=(32, 32, 32), expand_ratio=2.0)
-    config = tiny_config(
-        **{
-            "model.name": "affnet_et",
-            "model.kwargs": kwargs,
-            "total_steps": 4,
-            "eval_every": 4,
-            "checkpoint_every": 2,
-            "log_every": 2,
-        }
-    )
-    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
-    train_and_evaluate(config, straight)
-    train_and_evaluate(config, interrupted, stop_at_step=2)
-    train_and_evaluate(config, interrupted)
-    first, last = _restore_state(straight, 2), _restore_state(straight, 4)
-    stats = jax.tree_util.tree_leaves_with_path(last["other_variables"]["batch_stats"])
-    assert stats, "AFFNet's BatchNorm statistics should be part of the saved state"
-    moved = [
-        not np.array_equal(a, b)
-        for a, b in zip(
-            jax.tree_util.tree_leaves(first["other_variables"]), jax.tree_util.tree_leaves(last["other_variables"])
-        )
-    ]
-    assert all(moved), "every running mean / variance should change with every training step"
-    resumed = _restore_state(interrupted, 4)
-    for (path, a), b in zip(stats, jax.tree_util.tree_leaves(resumed["other_variables"]["batch_stats"])):
-        np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
-    assert read_metrics(interrupted) == read_metrics(straight)
 
 
 # cvnets' sizes around the tiny config's 32 px: 32 and 64, global batches 16 and 8 (8 "GPUs" of 2 and 1).
