@@ -50,7 +50,10 @@ randomisation, converts each state dict with mixtok.interop.titok.convert and pr
 (a batch of 2 random 256 px images each, float32, CPU, mixtok under jit): the largest max-abs difference of
 the reconstructions (and relative to the largest |reconstruction|), of the pre-quantization latents, the
 number of differing token indices, and for One-D-Piece the prefix decodes (k in PARITY_PREFIXES) in both
-mixtok forms (a Python int k slices, a traced k masks). Needs JAX and mixtok importable too; writes nothing.
+mixtok forms (a Python int k slices, a traced k masks). For seed 0 it also checks that `to_official` of the
+converted variables is the official state dict exactly and loads with strict=True. Needs JAX and mixtok
+importable too; writes nothing. `--check-releases` instead compares `mixtok.interop.titok.official_shapes` of
+each convertible release with the official `TiTok` built (on the meta device) from its configs/infer/TiTok yaml.
 
 bytedance's quantizer.py imports `accelerate` for a function only its `clustering_vq` training path calls;
 when accelerate is not installed the tool puts a stub under that name (it raises if called).
@@ -411,6 +414,11 @@ def measure_parity(titok, one_d_piece, torch, args) -> int:
             images = np.random.default_rng(seed + 1000).uniform(0.0, 1.0, (2, 3, size, size)).astype(np.float32)
             official, margin = run_official(model, images, torch, prefixes)
             variables = importer.convert(name, arrays)
+            if seed == 0:  # the way back: the official state dict exactly, and it loads with strict=True
+                back = importer.to_official(name, variables)
+                assert back.keys() == arrays.keys() and all(np.array_equal(back[k], v) for k, v in arrays.items())
+                model.load_state_dict({k: torch.from_numpy(v) for k, v in back.items()}, strict=True)
+                del back
             del model, arrays
             recon, indices, latents, sliced, masked = jax.device_get(
                 run(variables, jnp.asarray(images.transpose(0, 2, 3, 1)))
@@ -441,6 +449,30 @@ def measure_parity(titok, one_d_piece, torch, args) -> int:
     return 0
 
 
+def check_releases(titok, torch, args) -> int:
+    """`official_shapes` of each convertible release against the official `TiTok` built from its
+    configs/infer/TiTok/*.yaml (no weights are converted: the released models are large)."""
+    from omegaconf import OmegaConf
+
+    from mixtok.interop import titok as importer
+
+    failures = 0
+    for name in importer.RELEASES:
+        config_name = name.removeprefix("tokenizer_").removesuffix("_imagenet")
+        config = OmegaConf.load(os.path.join(args.official_repo, "configs", "infer", "TiTok", f"{config_name}.yaml"))
+        with torch.device("meta"):  # shapes only
+            model = titok.TiTok(config)
+        official = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        ours = importer.official_shapes(name)
+        same = official == ours
+        failures += not same
+        print(
+            f"{name}: {len(official)} official keys, {sum(np.prod(s) for s in official.values()):,.0f} values; "
+            f"official_shapes {'equal' if same else 'DIFFER: ' + str(set(official.items()) ^ set(ours.items()))}"
+        )
+    return 1 if failures else 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--official-repo", required=True, help="a clone of bytedance/1d-tokenizer")
@@ -453,6 +485,9 @@ def main(argv=None) -> int:
     parser.add_argument("--parity", action="store_true", help="measure named-variant parity instead (needs mixtok)")
     parser.add_argument("--variants", nargs="+", default=list(PARITY_VARIANTS), help="mixtok names for --parity")
     parser.add_argument("--seeds", type=int, default=2, help="seeds per variant for --parity")
+    parser.add_argument(
+        "--check-releases", action="store_true", help="compare official_shapes of the releases (needs mixtok)"
+    )
     args = parser.parse_args(argv)
     try:
         import torch
@@ -461,6 +496,8 @@ def main(argv=None) -> int:
         return 1
     torch.set_num_threads(1)
     titok, one_d_piece = import_official(args.official_repo, args.one_d_piece_repo)
+    if args.check_releases:
+        return check_releases(titok, torch, args)
     if args.parity:
         return measure_parity(titok, one_d_piece, torch, args)
     return write_fixtures(titok, one_d_piece, torch, args)

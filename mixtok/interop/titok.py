@@ -48,9 +48,13 @@ Keys (official <-> mixtok; i: block; the same for encoder and decoder):
     *.transformer.i.attn.out_proj.*            */transformer/block_i/attn/out_proj/*
     *.transformer.i.mlp.c_fc, .c_proj          */transformer/block_i/mlp/fc1, fc2
 
-Checked against the official code (bytedance/1d-tokenizer @ 942a96f, turingmotors/One-D-Piece @ 473665d):
-see mixtok/tokenizers/titok.py's docstring for the figures and tools/make_titok_fixtures.py for how they
-were measured; tests/interop/test_titok_import.py checks golden outputs of the official models without torch.
+Checked against the official code (bytedance/1d-tokenizer @ 942a96f, turingmotors/One-D-Piece @ 473665d, with
+tools/make_titok_fixtures.py): `official_shapes` of the three releases equals the state dict of the official
+`TiTok` built from their configs/infer/TiTok yaml (`--check-releases`; 411-459 keys); for titok_s128, titok_b64
+and one_d_piece_s256 with random weights, `to_official(convert(state_dict))` is the state dict exactly and loads
+with strict=True, and the converted models reproduce the official indices and reconstructions (`--parity`; the
+figures are in mixtok/tokenizers/titok.py's docstring). tests/interop/test_titok_import.py checks golden outputs
+of tiny official models (tests/fixtures/titok) without torch. No released checkpoint was downloaded here.
 """
 
 import functools
