@@ -11,6 +11,7 @@ gives the same indices exactly and the same images within TOLERANCE (float32 rou
 """
 
 import functools
+import hashlib
 import importlib.util
 import json
 import os
@@ -52,7 +53,11 @@ def manifest():
 
 @functools.cache
 def fixture(model):
-    with np.load(os.path.join(FIXTURES, manifest()["models"][model]["file"])) as data:
+    entry = manifest()["models"][model]
+    path = os.path.join(FIXTURES, entry["file"])
+    with open(path, "rb") as f:
+        assert hashlib.sha256(f.read()).hexdigest() == entry["sha256"], f"{path} is not the file the tool wrote"
+    with np.load(path) as data:
         return {key: data[key] for key in data.files}
 
 
