@@ -34,10 +34,35 @@ _init_weights does not touch), its `out_proj` (an nn.Linear) gets trunc_normal(0
 
 Parameter names follow the official ones except: blocks `transformer/block_{i}` (official `transformer.{i}`),
 MLP `fc1` / `fc2` (`c_fc` / `c_proj`), LayerNorm `scale` (`weight`), the quantizer's `codebook`
-(`quantize.embedding.weight`); 1x1 convs are Dense kernels. tests/tokenizers/test_titok.py
-(`torch_state_dict_to_flax`) maps an official state dict onto these. With weights copied from the official
-`TiTok` (is_legacy=False, small widths, 32 px images, K = 8, its VectorQuantizer) the token indices are
-identical and the reconstructions agree within 1.1e-7.
+(`quantize.embedding.weight`); 1x1 convs are Dense kernels. mixtok/interop/titok.py (`convert`, `to_official`,
+`python -m mixtok.interop.titok`) maps an official state dict onto these and back.
+
+Parity with the official code (bytedance/1d-tokenizer @ 942a96f: modeling/titok.py, modeling/modules/blocks.py,
+modeling/quantizer/quantizer.py; turingmotors/One-D-Piece @ 473665d: modeling/one_d_piece.py; all unmodified,
+PyTorch 2.14 on the CPU), measured with
+
+    PYTHONPATH=. $TIMM_VENV/bin/python tools/make_titok_fixtures.py --official-repo 1d-tokenizer \
+        --one-d-piece-repo One-D-Piece --parity --seeds 5
+
+The official `TiTok` (for one_d_piece_s256 One-D-Piece's `OneDPiece` on it) is built from the variant's stage-1
+config with is_legacy False and finetune_decoder False, every parameter is drawn at random (embeddings, latent
+tokens and codebook N(0, 1), weights N(0, 1 / fan_in), biases N(0, 0.1^2), LayerNorm weights U(0.5, 1.5): the
+tool's `random_state_dict`, so that no term is negligible), the state dict is converted with
+`mixtok.interop.titok.convert`, and both models encode and decode a batch of two random 256 px images (U(0, 1))
+in eval mode, float32 on the CPU, mixtok under jit. Over seeds 0-4 (2026-12-07):
+
+    variant            reconstruction: largest max-abs error   / largest |output|   latents (pre-VQ)   indices
+    titok_s128         5.2e-6                                   1.1e-6               3.3e-6             all equal
+    titok_b64          5.5e-6                                   1.0e-6               3.8e-6             all equal
+    one_d_piece_s256   5.2e-6                                   1.1e-6               3.1e-6             all equal
+      prefix decodes from the first k = 1, 16, 128 tokens, sliced and masked: 5.0e-6 (1.2e-6 of |output|)
+
+So the reconstructions agree within 6e-6 (1.2e-6 of the largest output) and the token indices are identical,
+although the nearest and second-nearest codes were as close as 1.5e-5 in squared distance. The error is float32
+rounding through 8-12 blocks 512-768 wide. tests/interop/test_titok_import.py checks the golden outputs of two
+official models (tests/fixtures/titok, written by the same tool: "small" width with 1-2 blocks, 32 px images,
+K = 8) without torch: indices equal, images within 2e-5 (measured 2.9e-6), One-D-Piece's prefix decodes and
+its training forward.
 
 Prefix decoding. The decoder slices the latent positional embedding to the number of tokens it gets
 (official `latent_token_positional_embedding[:seq_len]`), so `decode(q[:, :k])` decodes from the first
@@ -48,9 +73,16 @@ discarded, and LayerNorm and the MLP act per token). A Python int k slices, exac
 `TokenizerOutput.num_tokens` is the int32 k the decoder used (a scalar, or [B] for a per-sample k).
 
 One-D-Piece (`tail_token_drop=True`): in training the decoder keeps only the first k tokens, with ONE
-k ~ U{1..K} per step for the whole batch, drawn from the `noise` rng stream (official
-`OneDPiece.apply_tail_token_drop`, torch.randint per call of `decode`); here in the masked form.
-The quantizer loss is computed over all K tokens, before the drop, as in the official code.
+k ~ U{1..K} per step for the whole batch, drawn from the `noise` rng stream; here in the masked form.
+The quantizer loss is computed over all K tokens, before the drop. Checked against turingmotors/One-D-Piece @
+473665d modeling/one_d_piece.py: `OneDPiece.decode` calls `apply_tail_token_drop` when `self.training`, which
+draws one `end = torch.randint(1, K + 1, (1,))` per call of `decode` (the training loop decodes once a step) for
+the whole batch and keeps `z_quantized[..., :end]`, the head tokens; `forward` has run the quantizer (and its
+loss) in `encode` on all K tokens before. The golden fixture's official training forward (its draw: k = 4)
+equals mixtok's for a `noise` key that draws 4, with the same quantizer loss as in eval. One-D-Piece's own copy of
+the TiTok code at that commit has only the legacy two-stage head; the one_d_piece_* variants here are its
+training rule on the single-stage RGB model, and the fixture and parity runs build `OneDPiece` on bytedance's
+single-stage `TiTok` (tools/make_titok_fixtures.py says how).
 """
 
 import flax.linen as nn

@@ -14,7 +14,9 @@ latent_tokens + the 4096 x 12 codebook. The released TiTok / One-D-Piece checkpo
 two-stage models, so these are not the counts of released weights; those are (same source, legacy head,
 without / with the frozen MaskGIT-VQGAN): titok_l32 610,314,252 / 641,054,735; titok_b64 174,073,612 /
 204,814,095; titok_s128 52,934,156 / 83,674,639; One-D-Piece S-256 53,130,764 / 83,871,247,
-B-256 174,515,980 / 205,256,463, L-256 611,002,380 / 641,742,863.
+B-256 174,515,980 / 205,256,463, L-256 611,002,380 / 641,742,863. mixtok.interop.titok refuses them with one
+line; the released single-stage VQ tokenizers (README_TiTok.md: TiTok-BL-64 / BL-128 / SL-256 VQ8k, an encoder
+base or small and a decoder large, 8192 x 64 codes) convert with it (their arguments: its `RELEASES`).
 
 rFID (paper / README, legacy two-stage models): TiTok-L-32 2.21, B-64 1.70, S-128 1.71; One-D-Piece
 L-256 1.08, B-256 1.11, S-256 1.48 (all 256 tokens).

@@ -1,6 +1,5 @@
 """TiTok and One-D-Piece: shapes, prefix decoding, official parameter counts, a PyTorch reference, training."""
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,6 +7,7 @@ import optax
 import pytest
 
 import mixtok.tokenizers.titok_variants as variants
+from mixtok.interop import titok as titok_interop
 from mixtok.models.registry import count_params
 from mixtok.tokenizers.registry import create_tokenizer, tokenizer_spec
 from mixtok.tokenizers.titok import TiTok, prefix_key_mask, sample_tail_token_drop_length
@@ -247,69 +247,18 @@ def _torch_reference(torch, config):
     return Reference()
 
 
-def torch_state_dict_to_flax(state_dict, depth):
-    """Official TiTok (non-legacy) state-dict names -> this module's parameter tree (quantizer excluded)."""
-    sd = {key: np.asarray(value.detach().cpu().numpy(), np.float32) for key, value in state_dict.items()}
-
-    def norm(prefix):
-        return {"scale": sd[prefix + ".weight"], "bias": sd[prefix + ".bias"]}
-
-    def dense(prefix):
-        weight = sd[prefix + ".weight"]  # Linear [out, in] or 1x1 Conv2d [out, in, 1, 1]
-        return {"kernel": weight.reshape(weight.shape[:2]).T, "bias": sd[prefix + ".bias"]}
-
-    def conv(prefix):
-        return {"kernel": sd[prefix + ".weight"].transpose(2, 3, 1, 0), "bias": sd[prefix + ".bias"]}
-
-    def transformer(prefix):
-        blocks = {}
-        for index in range(depth):
-            p = f"{prefix}.transformer.{index}"
-            blocks[f"block_{index}"] = {
-                "ln_1": norm(p + ".ln_1"),
-                "ln_2": norm(p + ".ln_2"),
-                "attn": {
-                    "in_proj": {"kernel": sd[p + ".attn.in_proj_weight"].T, "bias": sd[p + ".attn.in_proj_bias"]},
-                    "out_proj": dense(p + ".attn.out_proj"),
-                },
-                "mlp": {"fc1": dense(p + ".mlp.c_fc"), "fc2": dense(p + ".mlp.c_proj")},
-            }
-        return blocks
-
-    def shared(prefix):
-        return {
-            "class_embedding": sd[prefix + ".class_embedding"],
-            "positional_embedding": sd[prefix + ".positional_embedding"],
-            "latent_token_positional_embedding": sd[prefix + ".latent_token_positional_embedding"],
-            "ln_pre": norm(prefix + ".ln_pre"),
-            "ln_post": norm(prefix + ".ln_post"),
-            "transformer": transformer(prefix),
-        }
-
-    encoder = {**shared("encoder"), "patch_embed": conv("encoder.patch_embed"), "conv_out": dense("encoder.conv_out")}
-    decoder = {
-        **shared("decoder"),
-        "decoder_embed": dense("decoder.decoder_embed"),
-        "mask_token": sd["decoder.mask_token"],
-        "ffn": dense("decoder.ffn.0"),
-        "conv_out": conv("decoder.conv_out"),
-    }
-    return {"latent_tokens": sd["latent_tokens"], "encoder": encoder, "decoder": decoder}
-
-
 def test_matches_a_pytorch_restatement_of_the_official_forward():
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
     config = dict(width=32, depth=2, heads=4, patch_size=4, image_size=16, num_latent_tokens=6, code_dim=4)
     reference = _torch_reference(torch, config).eval()
-    model = TiTok(**{**TINY, "encoder_depth": 2, "decoder_depth": 2})
-    shapes = flax.linen.meta.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(0), _images()))
-    variables = flax.core.unfreeze(jax.tree_util.tree_map(lambda x: np.zeros(x.shape, x.dtype), shapes))
-    converted = torch_state_dict_to_flax(reference.state_dict(), depth=2)
-    assert jax.tree_util.tree_structure(converted) == jax.tree_util.tree_structure(
-        {k: v for k, v in variables["params"].items() if k != "quantize"}
+    kwargs = {**TINY, "encoder_depth": 2, "decoder_depth": 2}
+    model = TiTok(**kwargs)
+    # The restatement has no quantizer; the codes below are given to the decoder directly.
+    state_dict = {k: v.numpy() for k, v in reference.state_dict().items()}
+    variables = titok_interop.convert(
+        kwargs, {**state_dict, "quantize.embedding.weight": np.zeros((32, 4), np.float32)}
     )
-    variables["params"].update(converted)
     images = np.array(_images())
     with torch.no_grad():
         latents = reference.encoder(torch.from_numpy(images).permute(0, 3, 1, 2), reference.latent_tokens)
