@@ -10,6 +10,10 @@
   Inception Transformer), LSNet (jameslahm/lsnet) and TransNeXt (DaiShiResearch/TransNeXt) checkpoints,
   likewise (`load_state_dict(..., ema=True)` reads the EMA weights where the training script saves them,
   `--ema` on the command line; LSNet's distilled checkpoints through `distillation_head=`).
+- `mixtok.interop.titok`: official TiTok state dicts (bytedance/1d-tokenizer: the released single-stage VQ
+  tokenizers TiTok-BL-64 / BL-128 / SL-256 VQ8k, or mixtok's titok_* / one_d_piece_* variants), `convert` /
+  `to_official` and `python -m mixtok.interop.titok NAME CHECKPOINT OUTPUT.msgpack`; the legacy two-stage
+  checkpoints are refused in one line.
 - `mixtok.interop.official`: what those share (the key table, both conversions, the command line: exit
   code 0 written, 2 bad input or arguments).
 - `mixtok.interop.weight_files`: reading checkpoint files (.safetensors, .pth, .bin) and writing /
