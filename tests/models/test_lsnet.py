@@ -145,8 +145,11 @@ def test_every_shared_argument_name_is_accepted_and_stochastic_depth_is_off_by_d
     plain = create_model("lsnet_t", key_dim=4, **{**shared, "drop_path_rate": 0.0, "head_dropout": 0.0})
     assert jax.tree_util.tree_structure(_shapes(plain, 64)) == jax.tree_util.tree_structure(variables)
 
-    def run(m, key):
-        return m.apply(variables, x, train=True, mutable=["batch_stats"], rngs={"dropout": key, "drop_path": key})[0]
+    def run(m, key):  # jitted per model: eager dispatch of four training forwards took most of the test's time
+        forward = jax.jit(
+            lambda k: m.apply(variables, x, train=True, mutable=["batch_stats"], rngs={"dropout": k, "drop_path": k})[0]
+        )
+        return forward(key)
 
     first, second = run(model, jax.random.PRNGKey(0)), run(model, jax.random.PRNGKey(1))
     assert not np.allclose(np.asarray(first), np.asarray(second))
