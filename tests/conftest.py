@@ -5,9 +5,13 @@ The flag must be set before JAX is imported anywhere, which is why it lives here
 
 import os
 
+from tests.xla_test_flags import with_test_flags
+
 _FLAG = "--xla_force_host_platform_device_count=8"
 if _FLAG not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()
+# XLA:CPU without LLVM's optimisation passes: compiling is most of the suite's time (tests/xla_test_flags.py).
+os.environ["XLA_FLAGS"] = with_test_flags(os.environ["XLA_FLAGS"])
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 # Many tests compile the same small programs (trainer steps, tiny models); a session-wide

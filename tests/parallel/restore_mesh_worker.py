@@ -11,7 +11,9 @@ import json
 import os
 import sys
 
-os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={int(sys.argv[1])}"
+from tests.xla_test_flags import with_test_flags
+
+os.environ["XLA_FLAGS"] = with_test_flags(f"--xla_force_host_platform_device_count={int(sys.argv[1])}")
 os.environ["JAX_PLATFORMS"] = "cpu"
 
 import jax  # noqa: E402

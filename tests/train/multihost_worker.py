@@ -20,7 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+from tests.xla_test_flags import with_test_flags
+
+os.environ["XLA_FLAGS"] = with_test_flags("--xla_force_host_platform_device_count=4")
 os.environ["JAX_PLATFORMS"] = "cpu"
 
 import jax  # noqa: E402
