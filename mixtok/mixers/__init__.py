@@ -15,6 +15,7 @@ from mixtok.mixers.conv import SepConv
 from mixtok.mixers.davit import ChannelAttention, MultiHeadAttention, WindowAttention
 from mixtok.mixers.dsm import DynamicSpectrumMixer
 from mixtok.mixers.ffnet import FFNifiedAttention
+from mixtok.mixers.hydra import Hydra
 from mixtok.mixers.identity import Identity
 from mixtok.mixers.inception import InceptionMixer
 from mixtok.mixers.linear_attention import LinearAttention
@@ -36,6 +37,7 @@ __all__ = [
     "DynamicSpectrumMixer",
     "FFNifiedAttention",
     "GlobalFilter",
+    "Hydra",
     "Identity",
     "InceptionMixer",
     "LSConv",
