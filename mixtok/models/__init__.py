@@ -18,6 +18,7 @@ from mixtok.models import (
     dsm_variants,  # noqa: F401  (registers the variants)
     ffnet_variants,  # noqa: F401  (registers the variants)
     gfnet_variants,  # noqa: F401  (registers the variants)
+    hydra_vit_variants,  # noqa: F401  (registers the variants)
     iformer_variants,  # noqa: F401  (registers the variants)
     lsnet_variants,  # noqa: F401  (registers the variants)
     metaformer_variants,  # noqa: F401  (registers the variants)
