@@ -27,7 +27,9 @@ run on the CPU in float64 with only its two Triton imports replaced by pure-PyTo
 (`mamba_chunk_scan_combined` as the per-step recurrence, `RMSNormGated` as mamba's own `rms_norm_ref`), every
 parameter randomised, a [2, 13, 64] input, weights converted by transposing the Linear and Conv1d kernels: the
 largest |difference| of this float32 module's output over 5 seeds is 5.7e-6 (outputs up to 12.9 in magnitude),
-for impl="xla" with chunk 4 and 256 and impl="reference" alike (a script outside the repository, 2026-12-07).
+for impl="xla" with chunk 4 and 256 and impl="reference" alike (2026-12-07). tools/make_hydra_fixtures.py does
+the same with float32-rounded weights (--parity: at most 1.4e-6 over 5 seeds and two configurations) and writes
+the golden fixtures tests/interop/test_hydra_import.py checks through `mixtok.interop.hydra.convert_mixer`.
 
 The SSD scans are `mixtok.kernels.ssd_scan` (the chunked XLA form by default; `impl="reference"` for the
 associative scan); the two directions run as one scan over a batch of 2B, as the official does.
