@@ -89,7 +89,7 @@ class TokenMixingMLP(Mixer):
         tokens = height * width
         expected = self.num_tokens
         if expected is None and self.has_variable("params", "fc1"):  # built at init from the input's grid
-            expected = self.variables["params"]["fc1"]["kernel"].shape[0]
+            expected = nn.meta.unbox(self.variables["params"]["fc1"]["kernel"]).shape[0]
         if expected is not None and expected != tokens:
             raise ValueError(
                 f"TokenMixingMLP has one weight per token and was built for {expected} tokens, but the input is "
