@@ -1,0 +1,79 @@
+r"""Token-MLP quickstart: one small model of each token-MLP family on scikit-learn's bundled digits.
+
+    python -m mixtok.train --config experiments/configs/quickstart_mlp.py:family=mixer \
+        --workdir /tmp/mixtok_mixer
+
+`family=` picks the model: mixer (MLP-Mixer: mixer_s16_224's layers, 4 blocks of width 64 on 4-px
+patches, an 8x8 grid of 64 tokens; its token MLPs are built for the 32-px images). Nothing is
+downloaded: the digits ship with scikit-learn (1,797 8x8 images, split 1,497 train / 300 test),
+upsampled to 32x32.
+
+Expect eval accuracy >= 0.95 after 300 steps. Measured on a 2-core CPU (AMD EPYC, JAX 0.10.2,
+2026-12-07, shared with other jobs), eval accuracy and wall time including compilation (`MEASURED`
+below): mixer 0.98 in 96 s (69 s of them the 300 steps, the rest start-up and compilation).
+Run it again with the same --workdir and it resumes (or, if finished, returns at once).
+
+Options after a colon: `family=NAME` (default mixer), `steps=N` (default 300).
+"""
+
+from ml_collections import ConfigDict
+
+from mixtok.registry import unknown_name_error
+from mixtok.train.config import parse_config_arg
+
+# family: (variant whose layers are used, overrides that shrink it to the digits)
+FAMILIES = {
+    "mixer": ("mixer_s16_224", dict(depths=(4,), dims=(64,), patch_size=4, image_size=32)),
+}
+# family: (eval accuracy after 300 steps, wall seconds), measured with the command above.
+MEASURED = {
+    "mixer": (0.98, 96),
+}
+
+
+def get_config(arg=None):
+    args = parse_config_arg(arg, family="mixer", steps=300)
+    if args.family not in FAMILIES:
+        raise unknown_name_error("quickstart_mlp family", args.family, FAMILIES)
+    model_name, kwargs = FAMILIES[args.family]
+    config = ConfigDict()
+    config.seed = 0
+    config.task = "classification"
+    config.total_steps = args.steps
+    config.batch_size = 64
+    config.log_every = 25
+    config.eval_every = 100
+    config.checkpoint_every = 200
+    config.keep_checkpoints = 2
+
+    config.data = ConfigDict(
+        dict(
+            name="digits",
+            image_size=32,
+            crop_scale=(0.6, 1.0),
+            hflip=False,
+            crop_pct=1.0,
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
+        )
+    )
+
+    config.model = ConfigDict()
+    config.model.name = model_name
+    config.model.dtype = "float32"
+    config.model.kwargs = ConfigDict(kwargs)
+
+    config.optimizer = ConfigDict(
+        dict(
+            name="adamw",
+            lr=3e-3,
+            min_lr=1e-5,
+            warmup_steps=min(30, args.steps // 10),
+            weight_decay=0.05,
+            b1=0.9,
+            b2=0.999,
+            grad_clip=1.0,
+        )
+    )
+    config.label_smoothing = 0.1
+    return config
