@@ -21,6 +21,7 @@ from mixtok.mixers.inception import InceptionMixer
 from mixtok.mixers.linear_attention import LinearAttention
 from mixtok.mixers.lsnet import LSConv
 from mixtok.mixers.mlp import RandomMixing
+from mixtok.mixers.mlp_mixer import TokenMixingMLP
 from mixtok.mixers.pooling import Pooling, avg_pool_exclude_padding
 from mixtok.mixers.registry import MIXERS, get, list_mixers, register
 from mixtok.mixers.s2aformer import StripSelfAttention
@@ -50,6 +51,7 @@ __all__ = [
     "RandomMixing",
     "SepConv",
     "StripSelfAttention",
+    "TokenMixingMLP",
     "WindowAttention",
     "avg_pool_exclude_padding",
     "get",

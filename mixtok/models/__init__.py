@@ -22,6 +22,7 @@ from mixtok.models import (
     iformer_variants,  # noqa: F401  (registers the variants)
     lsnet_variants,  # noqa: F401  (registers the variants)
     metaformer_variants,  # noqa: F401  (registers the variants)
+    mlp_mixer_variants,  # noqa: F401  (registers the variants)
     s2aformer_variants,  # noqa: F401  (registers the stand-ins)
     transnext_variants,  # noqa: F401  (registers the variants)
 )

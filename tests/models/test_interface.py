@@ -27,6 +27,7 @@ from mixtok.models.hydra_vit import HydraViT
 from mixtok.models.iformer import IFormer
 from mixtok.models.lsnet import LSNet
 from mixtok.models.metaformer import MetaFormer
+from mixtok.models.mlp_mixer import MlpMixer
 from mixtok.models.s2aformer import S2AFormer
 from mixtok.models.transnext import TransNeXt
 from tests.helpers import random_variables
@@ -37,6 +38,7 @@ ONE_BLOCK = (1, 1, 1, 1)
 SMALL = {
     MetaFormer: dict(depths=ONE_BLOCK, dims=(16, 16, 32, 32), mlp_ratios=(2, 2, 2, 2)),
     GFNet: dict(depths=(2,), dims=(16,), mlp_ratios=(2,)),
+    MlpMixer: dict(depths=(2,), dims=(16,), mlp_ratios=(2,)),
     GFNetPyramid: dict(depths=ONE_BLOCK, dims=(8, 8, 16, 16), mlp_ratios=(2, 2, 2, 2)),
     HydraViT: dict(depths=(2,), dims=(16,), mlp_ratios=(2,), d_state=4, headdim=8),
     DaViT: dict(depths=ONE_BLOCK, dims=(8, 16, 16, 16), num_heads=(2, 2, 2, 2), mlp_ratios=(2, 2, 2, 2)),
