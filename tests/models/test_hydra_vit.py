@@ -106,8 +106,11 @@ def test_hydra_as_a_metaformer_token_mixer_override():
         mixer_kwargs=(None, None, dict(d_state=4, headdim=8), dict(d_state=4, headdim=8)),
     )
     images = jnp.asarray(np.random.default_rng(4).normal(size=(1, 32, 32, 3)), jnp.float32)
-    variables = random_variables(model, images, seed=5)
+    variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), images)  # the mixer itself: tests/mixers
     mixer_params = jax.tree_util.tree_flatten_with_path(nn.meta.unbox(variables)["params"])[0]
     names = {jax.tree_util.keystr(path) for path, _ in mixer_params}
     assert sum("'in_proj'" in n and "'token_mixer'" in n for n in names) == 2  # stages 3 and 4
-    assert np.all(np.isfinite(np.asarray(jax.jit(model.apply)(variables, images))))
+    assert sum("'conv1d_kernel'" in n for n in names) == 2 and jax.eval_shape(model.apply, variables, images).shape == (
+        1,
+        3,
+    )
