@@ -1,9 +1,9 @@
 """Hydra: a bidirectional SSM as a quasiseparable matrix mixer (Hwang, Lahoti, Dao & Gu 2024).
 
 "Hydra: Bidirectional State Space Models Through Generalized Matrix Mixers" (arXiv 2407.09941). Official:
-goombalab/hydra @ 55bef745: hydra/modules/hydra.py `Hydra` (use_mem_eff_path=False, the path computed here;
-the fused path computes the same). On a sequence u [B, L, D], with d_inner = expand * D, H = d_inner / headdim
-heads, G groups of N = d_state:
+goombalab/hydra @ 55bef745: hydra/modules/hydra.py `Hydra` (its default use_mem_eff_path=False path; the
+fused use_mem_eff_path=True path, hydra/modules/ops.py, was not compared). On a sequence u [B, L, D], with
+d_inner = expand * D, H = d_inner / headdim heads, G groups of N = d_state:
 
     z, xBC, dt = split(in_proj(u), [d_inner, d_inner + 4 G N, 2 H])          in_proj: Linear(D, ., bias=False)
     xBC = SiLU(depthwise Conv1d(k = d_conv, padding d_conv // 2, non-causal)(xBC))
