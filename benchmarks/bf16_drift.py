@@ -21,6 +21,11 @@ mixtok's bfloat16 run is `create_model(name, dtype=jnp.bfloat16)` (float32 param
 compute); timm's is its float32 model under `torch.autocast("cpu", dtype=torch.bfloat16)`. "ratio" is
 mixtok's max-abs drift over timm's.
 
+A second table (`--grad-images`, 8 by default, 0 to skip) compares training: the gradient of the
+cross-entropy (labels: the fp32 top-1) on the first crops, bf16 against fp32, as the relative L2 error
+||g_bf16 - g_fp32|| / ||g_fp32|| over three groups of parameters: ResScale / LayerScale ("scales"),
+StarReLU's scalars ("star_relu") and all the others.
+
 `--time OLD_CHECKOUT` times instead the jitted bf16 forward (fp32 parameters, bf16 compute) and the bf16
 train step (gradient of the cross-entropy) of each model at `--batch` images, in two worker processes:
 this checkout and OLD_CHECKOUT (another git worktree of mixtok, e.g. the commit before a change). The
@@ -165,6 +170,75 @@ def drift_table(names, count: int, seed: int) -> str:
     return "\n".join(rows)
 
 
+def parameter_group(path: str) -> str:
+    """The group a parameter's gradient is reported in: ResScale / LayerScale, StarReLU scalars, or the rest."""
+    if "res_scale" in path or "layer_scale" in path:
+        return "scales"
+    if ".act" in path or "/act" in path:  # StarReLU's scale and bias (timm `act1.scale`, mixtok `act/scale`)
+        return "star_relu"
+    return "other"
+
+
+def relative_errors(reference: dict, other: dict) -> dict:
+    """{group: ||other - reference|| / ||reference||} over the gradients of each parameter_group."""
+    sums = {}
+    for key, want in reference.items():
+        err = sums.setdefault(parameter_group(key), [0.0, 0.0])
+        diff = np.asarray(other[key], np.float64) - np.asarray(want, np.float64)
+        err[0] += float(np.sum(diff**2))
+        err[1] += float(np.sum(np.asarray(want, np.float64) ** 2))
+    return {group: (d / n) ** 0.5 for group, (d, n) in sums.items()}
+
+
+def mixtok_grads(name: str, variables, images: np.ndarray, labels: np.ndarray, dtype) -> dict:
+    import jax
+    import optax
+
+    from mixtok.models import create_model
+
+    model = create_model(name, dtype=dtype)
+
+    def loss(params):
+        logits = model.apply({**variables, "params": params}, images)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+    grads = jax.jit(jax.grad(loss))(variables["params"])
+    leaves = jax.tree_util.tree_flatten_with_path(grads)[0]
+    return {"/".join(str(k.key) for k in path): np.asarray(g) for path, g in leaves}
+
+
+def timm_grads(model, images: np.ndarray, labels: np.ndarray, autocast: bool) -> dict:
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+    model.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        loss = torch.nn.functional.cross_entropy(model(x).float(), torch.from_numpy(labels).long())
+    loss.backward()
+    return {key: p.grad.numpy().copy() for key, p in model.named_parameters()}
+
+
+def grad_table(names, count: int, seed: int) -> str:
+    """bf16-vs-fp32 relative gradient error per parameter group, mixtok and timm autocast, labels the fp32 top-1."""
+    import jax.numpy as jnp
+
+    from mixtok.interop.timm import convert
+
+    images = photo_batch(count, seed=seed)
+    groups = ("scales", "star_relu", "other")
+    header = [f"{library} {group}" for library in ("mixtok", "timm") for group in groups]
+    rows = ["| model | " + " | ".join(header) + " |", "|---" * (1 + len(header)) + "|"]
+    for name in names:
+        torch_model = perturbed_timm_model(name, seed)
+        variables = convert(name, {k: v.numpy() for k, v in torch_model.state_dict().items()})
+        labels = np.argmax(timm_logits(torch_model, images, False), -1).astype(np.int32)
+        mix = relative_errors(*(mixtok_grads(name, variables, images, labels, d) for d in (jnp.float32, jnp.bfloat16)))
+        tim = relative_errors(*(timm_grads(torch_model, images, labels, a) for a in (False, True)))
+        cells = [f"{100 * err[g]:.2f}%" if g in err else "-" for err in (mix, tim) for g in groups]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 # --time: one worker process per checkout, stepping on command so that the two alternate.
 WORKER = r"""
 import sys, time
@@ -234,6 +308,7 @@ def main(argv=None) -> None:
     parser.add_argument("--models", default="caformer_s18,convformer_s18", help="comma-separated mixtok/timm names")
     parser.add_argument("--images", type=int, default=32, help="number of photo crops (drift)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the crops and the weight perturbation")
+    parser.add_argument("--grad-images", type=int, default=8, help="images of the gradient table (0: none)")
     parser.add_argument("--time", metavar="OLD_CHECKOUT", help="time the bf16 steps against this checkout instead")
     parser.add_argument("--batch", type=int, default=8, help="batch of the timed steps (--time)")
     parser.add_argument("--repeats", type=int, default=7, help="timed runs of each step and checkout (--time)")
@@ -255,6 +330,9 @@ def main(argv=None) -> None:
     print(f"{header}, torch {torch.__version__}, timm {timm.__version__}")
     start = time.perf_counter()
     print(drift_table(names, args.images, args.seed))
+    if args.grad_images:
+        print(f"\nGradient of the cross-entropy at {args.grad_images} images: bf16-vs-fp32 relative L2 error per group")
+        print(grad_table(names, args.grad_images, args.seed))
     print(f"({time.perf_counter() - start:.0f} s)")
 
 
