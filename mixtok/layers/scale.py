@@ -15,8 +15,8 @@ numbers) and the logical axis `embed`.
 a bfloat16 map times a float32 scale is computed in float32 and rounded once. Rounding the scale to
 bfloat16 first would be a fixed per-channel error of up to 2^-9 that every block repeats on the
 residual path (ResScale): it was most of the bf16-vs-fp32 logit drift of CAFormer-S18 and
-ConvFormer-S18 (benchmarks/RESULTS.md, "bf16 like autocast"). PyTorch's autocast keeps the scale
-in float32 too.
+ConvFormer-S18 (benchmarks/RESULTS.md, "bf16 compute against PyTorch autocast"), and the scale's
+gradient was then summed in bfloat16. PyTorch's autocast keeps the scale in float32 too.
 """
 
 from typing import Any
