@@ -107,7 +107,8 @@ class FFBlock(Module):
     def _scale(self, y, name: str):
         if self.layer_scale_init is None:
             return y
-        return y * layer_scale_param(self, name, self.layer_scale_init, y.shape[-1], self.param_dtype).astype(y.dtype)
+        scale = layer_scale_param(self, name, self.layer_scale_init, y.shape[-1], self.param_dtype)
+        return (y * scale).astype(y.dtype)  # the float32 scale, one rounding (mixtok.layers.scale's docstring)
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
