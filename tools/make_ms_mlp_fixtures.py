@@ -8,6 +8,9 @@ from there; it imports timm's old `timm.models.layers` path, which timm 1.0 stil
 
     python tools/make_ms_mlp_fixtures.py --official-repo PATH/TO/MS-MLP --out tests/fixtures/ms_mlp
 
+(for a tree extracted with `git archive`, not a clone, add `--official-commit SHA` for the manifest; the committed
+fixtures come from a10d34d955c6061c767600937b534abd8a200871.)
+
 It builds two tiny `MS_MLP`s (depths (1, 2, 1, 1), embed_dim 10, so that each stage's width splits into one
 torch.chunk group per shift): one with the released configs' shifts and kernel sizes at 64 px, one with three
 shifts (-1, 0, 1) and other kernel sizes at 32 x 64 px (not square: a swapped h, w shows). Every parameter gets
@@ -151,7 +154,9 @@ def make_fixture(ms_mlp, torch, kwargs, image, seed):
 def write_fixtures(ms_mlp, torch, timm, args) -> int:
     os.makedirs(args.out, exist_ok=True)
     manifest = dict(
-        made_by="python tools/make_ms_mlp_fixtures.py --official-repo MS-MLP --out " + args.out,
+        made_by="python tools/make_ms_mlp_fixtures.py --official-repo MS-MLP --out "
+        + args.out
+        + (f" --official-commit {args.official_commit}" if args.official_commit else ""),
         official="JegZheng/MS-MLP: models/ms_mlp.py (MS_MLP)",
         official_commit=args.official_commit or commit_of(args.official_repo),
         timm=timm.__version__,
