@@ -24,6 +24,12 @@ file's SHA-256. RandFormer is left out: timm has no RandomMixing mixer (only the
 IdentityFormer has no named timm variant but is timm's MetaFormer with `nn.Identity` mixers, the official
 identityformer_* recipe (sail-sg/metaformer: metaformer_baselines.py), so it is built with timm's class too.
 The whole set is about 4 MB.
+
+MLP-Mixer (timm/models/mlp_mixer.py `MlpMixer`) has a fixture of its own, written only with `--mixer`
+(so the files above are never rewritten by it): `mixer.npz` (the same arrays, with `block0`, `block1` for
+the two blocks' outputs, timm's `forward_intermediates`, instead of four stages) and `mixer_manifest.json`:
+
+    python tools/make_timm_fixtures.py --mixer --out tests/fixtures/timm
 """
 
 import argparse
@@ -55,6 +61,10 @@ DAVIT_HEADS = (2, 2, 4, 4)
 # too; and no stage is a multiple of the 7 x 7 window, so every window attention pads its input.
 DAVIT_IMAGE = (62, 90)
 DAVIT_WINDOW = 7
+# MLP-Mixer: two blocks of width 32 on 8-px patches of a 32 x 48 image, a 4 x 6 grid of 24 tokens (not square:
+# a token MLP reading the patches in the wrong order fails), token MLP 16 wide, channel MLP 128.
+MIXER_KWARGS = dict(img_size=(32, 48), patch_size=8, num_blocks=2, embed_dim=32, num_classes=NUM_CLASSES)
+MIXER_SEED = SEED + 100
 # A residual branch much smaller than its input would hide a wrong branch inside the tests' tolerance;
 # at 0.05 of the input's scale a wrong branch moves the outputs some 1e-2, a thousand times the 1e-5 checked.
 MIN_BRANCH_TO_RESIDUAL = 0.05
@@ -159,6 +169,78 @@ def branch_to_residual_ratios(model, torch, images) -> list[float]:
     return [std / inputs[block] for (block, _), std in branches.items()]
 
 
+def mixer_branch_to_residual_ratios(model, images) -> list[float]:
+    """std(branch) / std(block input) for the token and channel MLP of every MixerBlock."""
+    inputs, branches, hooks = {}, {}, []
+    for name, module in model.named_modules():
+        if type(module).__name__ != "MixerBlock":
+            continue
+        hooks.append(
+            module.register_forward_pre_hook(lambda m, args, key=name: inputs.__setitem__(key, args[0].std().item()))
+        )
+        for branch in ("mlp_tokens", "mlp_channels"):
+            hooks.append(
+                getattr(module, branch).register_forward_hook(
+                    lambda m, args, out, key=(name, branch): branches.__setitem__(key, out.std().item())
+                )
+            )
+    model(images)
+    for hook in hooks:
+        hook.remove()
+    return [std / inputs[block] for (block, _), std in branches.items()]
+
+
+def make_mixer_fixture(out: str, timm, torch) -> int:
+    """Writes mixer.npz and mixer_manifest.json: a tiny timm MlpMixer, its random weights and its outputs."""
+    from timm.models.mlp_mixer import MlpMixer
+
+    torch.manual_seed(MIXER_SEED)
+    model = MlpMixer(**MIXER_KWARGS).eval()
+    generator = torch.Generator().manual_seed(MIXER_SEED)
+    kept = randomise_(model, torch, generator)
+    images = torch.randn(BATCH, 3, *MIXER_KWARGS["img_size"], generator=generator)
+    with torch.no_grad():
+        logits = model(images)
+        blocks = model.forward_intermediates(images, intermediates_only=True)  # NCHW
+        pre_logits = model.forward_head(model.forward_features(images), pre_logits=True)
+        ratios = mixer_branch_to_residual_ratios(model, images)
+    if min(ratios) < MIN_BRANCH_TO_RESIDUAL or float(logits.std()) < 0.1:
+        raise RuntimeError(f"mixer: degenerate fixture (branch/residual {min(ratios):.3f}, logit std {logits.std()})")
+    arrays = {"input": images, "logits": logits, "pre_logits": pre_logits}
+    arrays.update({f"block{i}": x for i, x in enumerate(blocks)})
+    arrays.update({f"state_dict/{k}": v for k, v in model.state_dict().items()})
+    arrays = {k: np.ascontiguousarray(v.detach().cpu().numpy()) for k, v in arrays.items()}
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, "mixer.npz")
+    np.savez_compressed(path, **arrays)
+    manifest = dict(
+        made_by="python tools/make_timm_fixtures.py --mixer --out " + out,
+        timm=timm.__version__,
+        torch=torch.__version__,
+        numpy=np.__version__,
+        python=platform.python_version(),
+        layout="input, block outputs: NCHW (timm); state_dict/<key>: timm's tensors as they are",
+        file="mixer.npz",
+        sha256=sha256(path),
+        timm_class=jsonable(MlpMixer),
+        timm_kwargs=jsonable(MIXER_KWARGS),
+        input_shape=list(arrays["input"].shape),
+        seed=MIXER_SEED,
+        min_branch_to_residual=round(min(ratios), 3),
+        logit_std=round(float(logits.std()), 3),
+        parameters=sum(p.numel() for p in model.parameters()),
+        non_float_buffers_kept=kept,
+    )
+    with open(os.path.join(out, "mixer_manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=2, sort_keys=True)
+        f.write("\n")
+    print(
+        f"mixer: {manifest['parameters']:,} parameters, logit std {manifest['logit_std']}, smallest "
+        f"branch/residual {manifest['min_branch_to_residual']}, {os.path.getsize(path) / 1e3:.0f} kB"
+    )
+    return 0
+
+
 def jsonable(value: Any) -> Any:
     """Constructor arguments for the manifest: classes by qualified name, tuples as lists."""
     if inspect.isclass(value):
@@ -220,6 +302,11 @@ def main(argv=None) -> int:
         default=None,
         help="only these families (default: all); the manifest keeps the others' entries",
     )
+    parser.add_argument(
+        "--mixer",
+        action="store_true",
+        help="write only the MLP-Mixer fixture (mixer.npz, mixer_manifest.json); the other files are left alone",
+    )
     args = parser.parse_args(argv)
     try:
         import timm
@@ -228,6 +315,8 @@ def main(argv=None) -> int:
         print(f"error: this tool needs torch and timm (pip install -e '.[timm]'): {e}", file=sys.stderr)
         return 1
     torch.set_num_threads(1)  # one thread: the sums run in one fixed order, so a rerun writes the same numbers
+    if args.mixer:
+        return make_mixer_fixture(args.out, timm, torch)
     table = families()
     chosen = args.families or sorted(table)
     unknown = sorted(set(chosen) - set(table))

@@ -23,7 +23,9 @@ the 56-7 px grids of 224-px images; here the grids are 8, 4, 2 and 1 (`STAGE_OPT
 - inception_mixer: `pool_size` 2, 2, 1, 1, iFormer's schedule (sail-sg/iFormer: models/inception_transformer.py);
 - aggregated_attention and length_scaled_cosine_attention: `pretrain_size` the stage's grid (their
   default), but 2x2 for the 1x1 grid: the position bias divides offsets by size - 1, and the only
-  offset on a 1x1 grid, 0, gives the same bias for any size.
+  offset on a 1x1 grid, 0, gives the same bias for any size;
+- hydra: `headdim` 32 in every stage (the official 64 needs expand * dim, here 64, 96, 128, 192, to be a
+  multiple of 64; goombalab/hydra: hydra/modules/hydra.py asserts it).
 
 Measured with the sweep command above (default 300 steps; `python -m mixtok.report` made the table) on
 the 2-core development CPU (AMD EPYC, JAX 0.10.2, 2026-12-07): 19 points, 12 min 53 s for the whole
@@ -72,6 +74,7 @@ STAGE_OPTIONS = {  # per-stage options of the mixers whose defaults need 224-px 
     "aggregated_attention": tuple(dict(sr_ratio=r, **p) for r, p in zip((8, 4, 2, 1), _PRETRAIN)),
     "inception_mixer": tuple(dict(pool_size=size) for size in (2, 2, 1, 1)),
     "length_scaled_cosine_attention": _PRETRAIN,
+    "hydra": ({"headdim": 32},) * 4,
 }
 NO_OPTIONS = ({}, {}, {}, {})
 

@@ -1,4 +1,4 @@
-"""Converts timm's MetaFormer (PoolFormer v1/v2, ConvFormer, CAFormer) and DaViT weights to mixtok and back.
+"""Converts timm's MetaFormer (PoolFormer v1/v2, ConvFormer, CAFormer), DaViT and MLP-Mixer weights to mixtok and back.
 
     state_dict = load_state_dict("model.safetensors")   # huggingface.co/timm/caformer_s18.sail_in1k
     variables = convert("caformer_s18", state_dict)      # {'params': ...} of create_model("caformer_s18")
@@ -18,7 +18,8 @@ mixtok's parameter tree mirrors timm's module tree (timm `stages.2.blocks.1.mlp.
     a norm's `weight`                                     <-> `scale`
 
 timm's MetaFormer runs a stage channels-last (Linear MLP) when its mixer is attention, channels-first
-otherwise; timm's DaViT is channels-last throughout (its family rules live in `mixtok.interop.timm_davit`).
+otherwise; timm's DaViT is channels-last throughout (its family rules live in `mixtok.interop.timm_davit`), as
+is timm's MLP-Mixer (`mixtok.interop.timm_mixer`).
 The mapping is derived from the mixtok model's own parameter tree (`jax.eval_shape` of its init), so
 each mixtok parameter has exactly one timm key, and a state dict that does not fit is reported
 with every missing key, unexpected key and wrong shape in one error. The parity tests
@@ -39,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mixtok.interop import timm_davit
+from mixtok.interop import timm_davit, timm_mixer
 from mixtok.interop.official import command_line
 from mixtok.interop.weight_files import (
     load_state_dict,
@@ -59,7 +60,7 @@ Path = tuple[str, ...]
 
 
 CLI_DESCRIPTION = (
-    "Converts a timm MetaFormer or DaViT checkpoint (.safetensors, .pth, .bin) to mixtok variables (flax "
+    "Converts a timm MetaFormer, DaViT or MLP-Mixer checkpoint (.safetensors, .pth, .bin) to mixtok variables (flax "
     "msgpack; read them back with mixtok.interop.timm.load_variables)."
 )
 CLI_NAME_HELP = "mixtok or timm model name, e.g. caformer_s18 or caformer_s18.sail_in1k"
@@ -186,13 +187,16 @@ def _entries(name: str, num_classes: int, overrides: Mapping[str, Any]) -> tuple
 @functools.lru_cache(maxsize=32)
 def _cached_entries(name: str, num_classes: int, overrides: tuple[tuple[str, Any], ...]) -> tuple[_Entry, ...]:
     model = create_model(name, num_classes=num_classes, **dict(overrides))
-    size = model.reduction  # the parameter shapes of a timm-backed variant do not depend on the image size
-    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32))
+    # The parameter shapes of a timm-backed variant do not depend on the image size, except MLP-Mixer's token MLPs.
+    size = timm_mixer.init_shape(model) if timm_mixer.is_mixer(model) else (model.reduction,) * 2
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jax.ShapeDtypeStruct((1, *size, 3), jnp.float32))
     shapes = nn.meta.unbox(shapes)
     if set(shapes) != {"params"}:
         raise ValueError(f"{name} has variable collections {sorted(set(shapes) - {'params'})} that timm does not have.")
     if timm_davit.is_davit(model):
         dense_is_pointwise = timm_davit.dense_is_pointwise
+    elif timm_mixer.is_mixer(model):
+        dense_is_pointwise = timm_mixer.dense_is_pointwise
     else:
         dense_is_pointwise = _metaformer_dense_is_pointwise(model)
     return tuple(
@@ -204,19 +208,20 @@ def _cached_entries(name: str, num_classes: int, overrides: tuple[tuple[str, Any
 
 def _timm_order(entry: _Entry):
     """timm's module order (stem, stages, head) with numbers compared as numbers: blocks.2 < blocks.10."""
-    top = {"stem": 0, "stages": 1, "head": 2}.get(entry.key.split(".")[0], 3)
+    top = {"stem": 0, "stages": 1, "blocks": 1, "norm": 2, "head": 3}.get(entry.key.split(".")[0], 4)
     return top, [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", entry.key)]
 
 
 def _num_classes_of_timm(arrays: Mapping[str, np.ndarray]) -> int:
-    for key in ("head.fc.fc2.weight", "head.fc.weight"):  # MlpHead, Linear
+    for key in ("head.fc.fc2.weight", "head.fc.weight", timm_mixer.HEAD_WEIGHT):  # MlpHead, Linear, Mixer's Linear
         if key in arrays:
             return int(arrays[key].shape[0])
     return 0  # timm's num_classes=0: no classifier, the model returns the pooled features
 
 
 def _num_classes_of_mixtok(params: Mapping[str, Any]) -> int:
-    fc = params.get("head", {}).get("fc", {})
+    head = params.get("head", {})
+    fc = head.get("fc", head)  # MLP-Mixer's classifier is `head` itself
     kernel = fc.get("fc2", fc).get("kernel")
     return 0 if kernel is None else int(kernel.shape[-1])
 
@@ -233,13 +238,15 @@ def _format_hint(keys: Sequence[str]) -> str:
         )
     if timm_davit.looks_official(keys):
         return timm_davit.OFFICIAL_CHECKPOINT_HINT
+    if timm_mixer.looks_official(keys):
+        return timm_mixer.OFFICIAL_CHECKPOINT_HINT
     if all(k.startswith("module.") for k in keys):
         return " Every key starts with 'module.' (a DistributedDataParallel save): strip that prefix first."
     return ""
 
 
 def convert(name: str, state_dict: Mapping[str, Any], *, num_classes: int | None = None, **overrides) -> dict[str, Any]:
-    """mixtok variables {'params': nested float32 numpy arrays} from a timm MetaFormer or DaViT state dict.
+    """mixtok variables {'params': nested float32 numpy arrays} from a timm MetaFormer, DaViT or MLP-Mixer state dict.
 
     `name` is a mixtok or timm name, optionally with timm's pretrained tag (`caformer_s18.sail_in1k`);
     `state_dict` maps timm names to numpy arrays or torch tensors. `num_classes=None` reads the

@@ -12,6 +12,7 @@ from mixtok.kernels.dct_filter import dct_filter
 from mixtok.kernels.dispatch import IMPLS
 from mixtok.kernels.linear_attention import LinearAttentionBlocks, linear_attention
 from mixtok.kernels.spectral_filter import SpectralFilterBlocks, spectral_filter
+from mixtok.kernels.ssd_scan import ssd_scan
 
 __all__ = [
     "IMPLS",
@@ -20,4 +21,5 @@ __all__ = [
     "dct_filter",
     "linear_attention",
     "spectral_filter",
+    "ssd_scan",
 ]

@@ -6,7 +6,7 @@ from mixtok.layers.attention import MultiHeadAttention, dot_product_attention
 from mixtok.layers.conv import Conv2d, ConvBN, ConvNormAct, batch_norm, conv2d, conv_norm_act, fuse_conv_bn
 from mixtok.layers.depthwise import depthwise_conv2d
 from mixtok.layers.drop import DropPath
-from mixtok.layers.heads import ClassifierHead, MlpHead, classifier, global_avg_pool, pooled_classifier
+from mixtok.layers.heads import Classifier, ClassifierHead, MlpHead, classifier, global_avg_pool, pooled_classifier
 from mixtok.layers.init import (
     DEFAULT_KERNEL_INIT,
     TORCH_DEFAULT_INIT,
@@ -27,6 +27,7 @@ from mixtok.layers.se import SqueezeExcite, make_divisible
 from mixtok.layers.stems import PatchEmbed, conv_stem, patch_embed, resize_pos_embed
 
 __all__ = [
+    "Classifier",
     "ClassifierHead",
     "Conv2d",
     "ConvBN",

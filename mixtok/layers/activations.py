@@ -18,6 +18,10 @@ class StarReLU(Module):
     MetaFormer Baselines for Vision (Yu et al., 2022), sail-sg/metaformer:
     metaformer_baselines.py `StarReLU`. The scalars have shape (1,) as in the official code so
     that checkpoints map one to one.
+
+    With half-precision compute and float32 parameters it computes in float32 and rounds once to
+    `dtype`; s and b stay float32, as under PyTorch's autocast (which promotes `s * x**2 + b`).
+    Rounded to bfloat16, s and b would give every hidden unit of the MLP the same error of up to 2^-9.
     """
 
     scale_init: float = 1.0
@@ -32,7 +36,8 @@ class StarReLU(Module):
             "bias", param_with_axes(nn.initializers.constant(self.bias_init), (None,)), (1,), self.param_dtype
         )
         dtype = self.dtype or x.dtype
-        return scale.astype(dtype) * jnp.square(nn.relu(x)) + bias.astype(dtype)
+        x = x.astype(jnp.promote_types(dtype, self.param_dtype))  # float32 compute: see the class docstring
+        return (scale * jnp.square(nn.relu(x)) + bias).astype(dtype)
 
 
 class SquaredReLU(nn.Module):

@@ -22,6 +22,11 @@ an MlpHead drops only inside, before its last Linear, as the official MetaFormer
 `MlpHead`, whose `head_dropout` sits before `fc2`; timm's MetaFormer adds `head.drop` before it).
 `num_classes <= 0` returns the pooled (and normalised) features, as timm's `num_classes=0`. The pooled
 features are sown into the `intermediates` collection as `pre_logits`.
+
+Precision: the pooling mean is accumulated in float32, and the final Linear is a `Classifier`, whose
+logits are never rounded below float32: with bfloat16 compute its inputs and kernel are bfloat16, the
+product is accumulated and returned in float32 and the float32 bias is added unrounded. (PyTorch's
+autocast returns bfloat16 logits, whose rounding alone is up to 1/64 at a logit of 4 to 8.)
 """
 
 from collections.abc import Callable
@@ -30,9 +35,10 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.linen.dtypes import promote_dtype
 
 from mixtok.layers.init import dense_kernel_init
-from mixtok.layers.linear import Dense, dense
+from mixtok.layers.linear import Dense, dense, flattening_dot_general
 from mixtok.layers.module import Module
 from mixtok.layers.norms import LayerNorm
 from mixtok.layers.partitioning import zeros_with_axes
@@ -43,6 +49,35 @@ def global_avg_pool(x: jax.Array) -> jax.Array:
     if x.ndim != 4:
         raise ValueError(f"global_avg_pool takes an NHWC feature map [B, h, w, C]; got shape {x.shape}.")
     return jnp.mean(x.astype(jnp.float32), axis=(1, 2)).astype(x.dtype)
+
+
+def _widened_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None, **kwargs):
+    """`flattening_dot_general` accumulating into (and returning) at least float32, whatever the operands' dtype."""
+    del preferred_element_type  # nn.Dense passes none; this is the point of the function
+    wide = jnp.promote_types(jnp.result_type(lhs, rhs), jnp.float32)
+    return flattening_dot_general(
+        lhs, rhs, dimension_numbers, precision=precision, preferred_element_type=wide, **kwargs
+    )
+
+
+def _promote_all_but_bias(inputs, kernel, bias=None, *, dtype=None, inexact=True):
+    """flax's `promote_dtype` for the inputs and kernel; the bias keeps its (parameter) dtype if that is wider."""
+    inputs, kernel = promote_dtype(inputs, kernel, dtype=dtype, inexact=inexact)
+    return inputs, kernel, None if bias is None else bias.astype(jnp.promote_types(inputs.dtype, bias.dtype))
+
+
+class Classifier(Dense):
+    """`Dense` whose output is never rounded below float32: the final Linear of a classifier.
+
+    With half-precision `dtype` the inputs and kernel are cast to it as in `Dense`, but their product is
+    accumulated and returned in float32 and the float32 bias is added unrounded, so the logits carry the
+    rounding of the classifier's inputs and weights only, not a rounding of their own (a bfloat16 logit of
+    magnitude 4 to 8 would be off by up to 1/64). With float32 compute it is `Dense` itself, bit for bit.
+    Parameters as `Dense`'s.
+    """
+
+    dot_general: Any = _widened_dot_general
+    promote_dtype: Any = _promote_all_but_bias
 
 
 def classifier(
@@ -59,7 +94,7 @@ def classifier(
     The class axis is never sharded (a class count rarely divides a mesh axis).
     """
     init = kernel_init or dense_kernel_init((in_axis, None))
-    return Dense(
+    return Classifier(
         num_classes,
         kernel_init=init,
         bias_init=zeros_with_axes((None,)),

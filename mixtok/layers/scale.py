@@ -10,6 +10,13 @@ or as a bare tensor of the block (`gamma`, GFNet's `BlockLayerScale`; FFNet's `l
 `LayerScale` gives the first parameter path, `layer_scale_param` the second, so converted
 checkpoints map one to one. The scale has shape [C] (PyTorch's [C, 1, 1] on NCHW maps is the same
 numbers) and the logical axis `embed`.
+
+`LayerScale` multiplies in the wider of the input's and the parameter's dtype and returns the input's:
+a bfloat16 map times a float32 scale is computed in float32 and rounded once. Rounding the scale to
+bfloat16 first would be a fixed per-channel error of up to 2^-9 that every block repeats on the
+residual path (ResScale): it was most of the bf16-vs-fp32 logit drift of CAFormer-S18 and
+ConvFormer-S18 (benchmarks/RESULTS.md, "bf16 compute against PyTorch autocast"), and the scale's
+gradient was then summed in bfloat16. PyTorch's autocast keeps the scale in float32 too.
 """
 
 from typing import Any
@@ -39,4 +46,4 @@ class LayerScale(nn.Module):
     @nn.compact
     def __call__(self, x):
         scale = layer_scale_param(self, "scale", self.init_value, x.shape[-1], self.param_dtype)
-        return x * scale.astype(x.dtype)
+        return (x * scale).astype(x.dtype)  # float32 scale, one rounding: the module docstring

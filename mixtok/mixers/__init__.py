@@ -15,12 +15,14 @@ from mixtok.mixers.conv import SepConv
 from mixtok.mixers.davit import ChannelAttention, MultiHeadAttention, WindowAttention
 from mixtok.mixers.dsm import DynamicSpectrumMixer
 from mixtok.mixers.ffnet import FFNifiedAttention
+from mixtok.mixers.hydra import Hydra
 from mixtok.mixers.identity import Identity
 from mixtok.mixers.inception import InceptionMixer
 from mixtok.mixers.linear_attention import LinearAttention
 from mixtok.mixers.lsnet import LSConv
 from mixtok.mixers.mix_shift import MixShift
 from mixtok.mixers.mlp import RandomMixing
+from mixtok.mixers.mlp_mixer import TokenMixingMLP
 from mixtok.mixers.pooling import Pooling, avg_pool_exclude_padding
 from mixtok.mixers.registry import MIXERS, get, list_mixers, register
 from mixtok.mixers.s2aformer import StripSelfAttention
@@ -37,6 +39,7 @@ __all__ = [
     "DynamicSpectrumMixer",
     "FFNifiedAttention",
     "GlobalFilter",
+    "Hydra",
     "Identity",
     "InceptionMixer",
     "LSConv",
@@ -50,6 +53,7 @@ __all__ = [
     "RandomMixing",
     "SepConv",
     "StripSelfAttention",
+    "TokenMixingMLP",
     "WindowAttention",
     "avg_pool_exclude_padding",
     "get",

@@ -93,7 +93,7 @@ from ml_collections import ConfigDict
 
 from mixtok.data import DatasetInfo, dataset_info
 from mixtok.train import storage
-from mixtok.train.ema import model_ema_from_config
+from mixtok.train.ema import model_ema_from_config, with_running_stats
 from mixtok.train.primary_decides import failed_processes, from_primary, gather_json
 from mixtok.train.tasks import DEFAULT_TASK, get_task
 
@@ -828,12 +828,15 @@ class Run:
     workdir: Path
 
 
-def load_run(workdir: Any, step: int | None = None) -> Run:
+def load_run(workdir: Any, step: int | None = None, *, ema: bool = False) -> Run:
     """The run in `workdir` at checkpoint `step` (default: the latest); errors name what the workdir holds.
 
     The model is rebuilt from the saved config by the run's task (`Task.build_model`), without its
     losses or optimizer and without reading the data. A checkpoint whose files differ from its
-    manifest is an error (nothing is moved: only training moves checkpoints aside).
+    manifest is an error (nothing is moved: only training moves checkpoints aside). With `ema=True` the
+    variables are the EMA model's (`config.model_ema`: the averaged parameters, and the averaged BatchNorm
+    statistics where the run kept them, `model_ema.buffers`), what `eval_ema/...` evaluated; a run trained
+    without EMA is then an error.
     """
     workdir = storage.as_path(workdir)  # a local path, or gs:// (mixtok.train.storage)
     if isinstance(workdir, Path):
@@ -882,10 +885,20 @@ def load_run(workdir: Any, step: int | None = None) -> Run:
         info = dataset_info(config.data)  # an older checkpoint: the data must be readable to describe it
     task = get_task(config.get("task", DEFAULT_TASK))
     state = restored["state"]
+    params, other_variables = state["params"], state["other_variables"]
+    if ema:
+        if "ema_params" not in state:
+            raise ValueError(
+                f"Checkpoint step {step} in {directory} has no EMA weights: the run was trained without "
+                "config.model_ema; load it with ema=False."
+            )
+        params = state["ema_params"]
+        if "ema_batch_stats" in state:  # model_ema.buffers: the averaged running statistics too
+            other_variables = with_running_stats(other_variables, state["ema_batch_stats"])
     return Run(
         config=config,
         model=task.build_model(config, info),
-        variables=task.model_variables(state["params"], state["other_variables"]),
+        variables=task.model_variables(params, other_variables),
         step=int(step),
         info=info,
         workdir=workdir,

@@ -271,9 +271,11 @@ CLIP_MODES = {"lsnet": ("agc", 0.02)}
 # Families whose official scripts do not use timm's scheduler: CAS-ViT (ConvNeXt-style per-step cosine
 # from 0, and main.py's --mixup 0 --cutmix 0 defaults) keeps the warm-up-then-cosine schedule, AFFNet
 # (apple/ml-cvnets mobilevit.yaml, no Mixup / CutMix) ml-cvnets' cosine; both train without mixing.
+# MLP-Mixer (google-research/big_vision mlp_mixer_i1k.py: Adam, 10k-step warm-up, linear decay, mixup only) keeps
+# warmup_cosine, the closest schedule mixtok has (experiments/configs/imagenet/mixer_b16_224.py).
 # MS-MLP (JegZheng/MS-MLP lr_scheduler.py, Swin's: timm's cosine per update, t_in_epochs=False) is checked in
 # tests/models/test_ms_mlp.py.
-OWN_SCHEDULE_FAMILIES = ("cas_vit", "affnet", "ms_mlp")
+OWN_SCHEDULE_FAMILIES = ("cas_vit", "affnet", "mixer", "ms_mlp")
 
 
 def recipe_family(name: str) -> str | None:
@@ -358,6 +360,7 @@ AUGMENTATIONS = {
     "lsnet": ("jameslahm/lsnet main.py", "bicubic", RAND_M9, 0.25),
     "transnext": ("DaiShiResearch/TransNeXt classification/main.py", "bicubic", RAND_M9, 0.25),
     "cas_vit": ("Tianfang-Zhang/CAS-ViT classification/main.py (--reprob 0.0)", "bicubic", RAND_M9, 0.0),
+    "mixer": ("google-research/big_vision mlp_mixer_i1k.py randaug(2, 15)", "bilinear", "rand-m15-n2-mmax15", 0.0),
     "ms_mlp": ("JegZheng/MS-MLP config.py AUG, data/build.py (Swin's)", "bicubic", RAND_M9, 0.25),
 }
 # apple/ml-cvnets mobilevit.yaml: random resized crop and flip only.

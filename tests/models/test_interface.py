@@ -23,9 +23,11 @@ from mixtok.models.cas_vit import CASViT
 from mixtok.models.davit import DaViT
 from mixtok.models.ffnet import FFNet
 from mixtok.models.gfnet import GFNet, GFNetPyramid
+from mixtok.models.hydra_vit import HydraViT
 from mixtok.models.iformer import IFormer
 from mixtok.models.lsnet import LSNet
 from mixtok.models.metaformer import MetaFormer
+from mixtok.models.mlp_mixer import MlpMixer
 from mixtok.models.ms_mlp import MSMLP
 from mixtok.models.s2aformer import S2AFormer
 from mixtok.models.transnext import TransNeXt
@@ -37,7 +39,9 @@ ONE_BLOCK = (1, 1, 1, 1)
 SMALL = {
     MetaFormer: dict(depths=ONE_BLOCK, dims=(16, 16, 32, 32), mlp_ratios=(2, 2, 2, 2)),
     GFNet: dict(depths=(2,), dims=(16,), mlp_ratios=(2,)),
+    MlpMixer: dict(depths=(2,), dims=(16,), mlp_ratios=(2,)),
     GFNetPyramid: dict(depths=ONE_BLOCK, dims=(8, 8, 16, 16), mlp_ratios=(2, 2, 2, 2)),
+    HydraViT: dict(depths=(2,), dims=(16,), mlp_ratios=(2,), d_state=4, headdim=8),
     DaViT: dict(depths=ONE_BLOCK, dims=(8, 16, 16, 16), num_heads=(2, 2, 2, 2), mlp_ratios=(2, 2, 2, 2)),
     AFFNet: dict(depths=(1, 1, 1, 1, 1), dims=(8, 8, 16, 16, 16), ffn_dims=(16, 16, 16)),
     CASViT: dict(depths=ONE_BLOCK, dims=(8, 8, 16, 16), mlp_ratios=(2, 2, 2, 2)),

@@ -26,7 +26,7 @@ from mixtok.train import (
     train_and_evaluate,
     validate_config,
 )
-from mixtok.train.checkpointing import ResumeMismatchError
+from mixtok.train.checkpointing import ResumeMismatchError, load_run
 from mixtok.train.metric_writer import read_metrics
 from tests.train.test_trainer import tiny_config
 
@@ -219,6 +219,13 @@ def test_interrupted_and_resumed_run_with_ema_equals_an_uninterrupted_one(tmp_pa
         averaged, raw = a["ema_batch_stats"]["batch_stats"], a["other_variables"]["batch_stats"]
         assert jax.tree_util.tree_structure(averaged) == jax.tree_util.tree_structure(raw)
         assert not any(np.array_equal(x, y) for x, y in zip(*map(jax.tree_util.tree_leaves, (averaged, raw))))
+        # load_run(ema=True) gives the EMA model: the averaged parameters and statistics, the raw ones' layout.
+        loaded = load_run(straight, ema=True)
+        for (path, x), y in zip(
+            jax.tree_util.tree_leaves_with_path(loaded.variables),
+            jax.tree_util.tree_leaves({"params": a["ema_params"], **a["ema_batch_stats"]}),
+        ):
+            np.testing.assert_array_equal(np.asarray(x), y, err_msg=jax.tree_util.keystr(path))
         # Training moves every BatchNorm running mean and variance (saved, and resumed exactly, above).
         earlier = jax.tree_util.tree_leaves(_restore_state(straight, every)["other_variables"]["batch_stats"])
         assert raw and all(not np.array_equal(x, y) for x, y in zip(earlier, jax.tree_util.tree_leaves(raw)))

@@ -85,3 +85,5 @@ def test_errors_name_the_workdir_and_what_it_holds(five_step_run, tmp_path):
         load_run(tmp_path)
     with pytest.raises(ValueError, match=r"Step 3 is not a checkpoint in .*; saved steps: \[2, 4, 5\]"):
         load_run(workdir, step=3)
+    with pytest.raises(ValueError, match=r"Checkpoint step 5 in .* has no EMA weights: the run was trained without"):
+        load_run(workdir, ema=True)
