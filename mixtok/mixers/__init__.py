@@ -20,6 +20,7 @@ from mixtok.mixers.identity import Identity
 from mixtok.mixers.inception import InceptionMixer
 from mixtok.mixers.linear_attention import LinearAttention
 from mixtok.mixers.lsnet import LSConv
+from mixtok.mixers.mix_shift import MixShift
 from mixtok.mixers.mlp import RandomMixing
 from mixtok.mixers.mlp_mixer import TokenMixingMLP
 from mixtok.mixers.pooling import Pooling, avg_pool_exclude_padding
@@ -45,6 +46,7 @@ __all__ = [
     "LengthScaledCosineAttention",
     "LinearAttention",
     "MIXERS",
+    "MixShift",
     "Mixer",
     "MultiHeadAttention",
     "Pooling",
