@@ -14,6 +14,8 @@
   tokenizers TiTok-BL-64 / BL-128 / SL-256 VQ8k, or mixtok's titok_* / one_d_piece_* variants), `convert` /
   `to_official` and `python -m mixtok.interop.titok NAME CHECKPOINT OUTPUT.msgpack`; the legacy two-stage
   checkpoints are refused in one line.
+- `mixtok.interop.ms_mlp`: the official MS-MLP checkpoints (JegZheng/MS-MLP; `load_state_dict(..., ema=True)` for
+  `model_ema`), `convert` / `to_official` and `python -m mixtok.interop.ms_mlp NAME CHECKPOINT OUTPUT.msgpack`.
 - `mixtok.interop.hydra`: the official Hydra mixer's state dict (goombalab/hydra `Hydra`), `convert_mixer` /
   `to_official` (the repository releases no image model or checkpoint).
 - `mixtok.interop.official`: what those share (the key table, both conversions, the command line: exit
