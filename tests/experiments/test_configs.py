@@ -655,6 +655,21 @@ def test_attention_quickstart_has_a_measured_result_for_every_family_and_rejects
         module.get_config("family=davitt")
 
 
+def test_mlp_quickstart_has_a_measured_result_for_every_family_and_rejects_unknown_ones():
+    # Each family's run is measured in MEASURED (300 steps); the quickstart configs themselves validate and
+    # build in test_the_default_config_validates_and_builds_its_model_and_optimizer, and each family's
+    # model trains under jit with gradients in its own tests (2 steps of all three here cost over a minute).
+    module = load_module(CONFIG_DIR / "quickstart_mlp.py")
+    assert set(module.MEASURED) == set(module.FAMILIES) == {"mixer", "hydra", "ms_mlp"}
+    assert all(accuracy >= 0.95 for accuracy, _ in module.MEASURED.values())
+    with pytest.raises(ValueError, match="Did you mean 'mixer'"):
+        module.get_config("family=mixr")
+    for family in module.FAMILIES:
+        config = module.get_config(f"family={family}")
+        validate_config(config)
+        abstract_variables(config, num_classes(config), config.data.image_size)
+
+
 @pytest.mark.parametrize("name", classification_names())
 def test_only_transnext_exempts_parameters_from_weight_decay_by_name(name):
     # DaiShiResearch/TransNeXt classification/transnext.py no_weight_decay_keywords, applied by its optimizer.py.

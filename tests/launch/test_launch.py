@@ -16,6 +16,7 @@ import pytest
 
 from mixtok.launch.local import supervise
 from tests.train.test_multihost import MULTIHOST_UNSET
+from tests.xla_test_flags import TEST_XLA_FLAGS
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = "experiments/configs/quickstart.py"
@@ -356,6 +357,7 @@ def test_local_launcher_trains_quickstart_as_two_processes_of_four_devices(tmp_p
     result = launch(
         "local", "--processes", "2", "--devices-per-process", "4",
         "--", *trainer_args, "--workdir", str(workdir), "--config.mesh.fsdp=2", "--config.mesh.tensor=2",
+        xla_flags=TEST_XLA_FLAGS,  # kept by the launcher beside its device count (tests/xla_test_flags.py)
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     finals = {line[:4]: line[4:] for line in result.stdout.splitlines() if "final metrics:" in line}
@@ -375,7 +377,8 @@ def test_local_launcher_trains_quickstart_as_two_processes_of_four_devices(tmp_p
 
     # The same command on one device, one process.
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env.update(PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    env.update(PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count=1 {TEST_XLA_FLAGS}"
     single = subprocess.run(
         [sys.executable, "-m", "mixtok.train", *trainer_args, "--workdir", str(alone)],
         cwd=REPO, env=env, capture_output=True, text=True,
