@@ -42,57 +42,10 @@ Compute: 375,341 steps of 1,024 images (300 epochs). Time: not measured by mixto
 command with the same --workdir to resume.
 """
 
-from ml_collections import ConfigDict
-
 from mixtok.train.config_files import import_beside
 
-common = import_beside(__file__, "common")
+recipe = import_beside(__file__, "ms_mlp_t")
 
 
 def get_config(arg=None):
-    arg = common.parse_arg(arg, batch_size=1024, epochs=300)  # 64 x 8 GPUs x accumulation 2
-    config = common.classification_loop(arg)  # steps from epochs; eval and checkpoint once per epoch
-    # Augmentations: JegZheng/MS-MLP config.py AUG (Swin's) through data/build.py build_transform: RandAugment,
-    # random erasing 0.25 per pixel, bicubic training crops; eval Resize(256) + CenterCrop(224), bicubic.
-    config.data = common.imagenet_data(
-        arg,
-        image_size=224,
-        crop_pct=224 / 256,  # TEST.CROP: Resize(int(256 / 224 * 224)), CenterCrop(224)
-        train_interpolation="bicubic",
-        auto_augment="rand-m9-mstd0.5-inc1",
-        reprob=0.25,
-        remode="pixel",
-        recount=1,
-        eval_interpolation="bicubic",
-    )
-
-    config.model = ConfigDict(dict(name="ms_mlp_b", dtype=common.compute_dtype(arg)))
-    # configs/msmlp_base_patch4_shift5_224.yaml DROP_PATH_RATE
-    config.model.kwargs = ConfigDict(dict(drop_path_rate=0.5))
-    if arg.runlocal:
-        config.model.kwargs.update(common.one_block_per_stage("ms_mlp_b"))  # the same layers, fewer
-
-    # lr_scheduler.py: timm's CosineLRScheduler per update (t_in_epochs=False), 20 warm-up epochs inside the
-    # 300-epoch cosine, no cool-down. main.py scales the three rates by global batch / 512.
-    scale = config.batch_size / 512
-    schedule = common.timm_cosine(
-        config, arg, warmup_epochs=20, warmup_lr_init=5e-7 * scale, min_lr=5e-6 * scale, cooldown_epochs=0
-    )
-    schedule["schedule_on"] = "step"
-    config.optimizer = ConfigDict(
-        dict(
-            name="adamw",
-            lr=5e-4 * scale,  # TRAIN.BASE_LR at batch 512, scaled linearly (main.py linear_scaled_lr)
-            **schedule,
-            weight_decay=0.05,
-            b1=0.9,
-            b2=0.999,
-            eps=1e-8,
-            grad_clip=5.0,  # TRAIN.CLIP_GRAD, global norm
-        )
-    )
-    config.label_smoothing = 0.1
-    # timm's Mixup / CutMix (config.py AUG.MIXUP 0.8, CUTMIX 1.0, MIXUP_PROB 1.0, MIXUP_SWITCH_PROB 0.5, MIXUP_MODE
-    # batch); soft targets smoothed by label_smoothing (MODEL.LABEL_SMOOTHING 0.1).
-    config.mixup = ConfigDict(dict(mixup_alpha=0.8, cutmix_alpha=1.0, prob=1.0, switch_prob=0.5, mode="batch"))
-    return config
+    return recipe.ms_mlp_config(arg, "ms_mlp_b", drop_path_rate=0.5)  # configs/msmlp_base_patch4_shift5_224.yaml

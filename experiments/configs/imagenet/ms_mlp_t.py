@@ -48,7 +48,13 @@ common = import_beside(__file__, "common")
 
 
 def get_config(arg=None):
-    arg = common.parse_arg(arg, batch_size=1024, epochs=300)  # 128 x 8 GPUs
+    return ms_mlp_config(arg, "ms_mlp_t", drop_path_rate=0.1)  # configs/msmlp_tiny_patch4_shift5_224.yaml
+
+
+def ms_mlp_config(arg, name: str, *, drop_path_rate: float):
+    """The official recipe (this module's docstring) for MS-MLP variant `name`; the variants differ only in
+    their yaml's DROP_PATH_RATE (the base run's gradient accumulation gives the same update: ms_mlp_b.py)."""
+    arg = common.parse_arg(arg, batch_size=1024, epochs=300)  # 128 x 8 GPUs (base: 64 x 8 x accumulation 2)
     config = common.classification_loop(arg)  # steps from epochs; eval and checkpoint once per epoch
     # Augmentations: JegZheng/MS-MLP config.py AUG (Swin's) through data/build.py build_transform: RandAugment,
     # random erasing 0.25 per pixel, bicubic training crops; eval Resize(256) + CenterCrop(224), bicubic.
@@ -64,11 +70,10 @@ def get_config(arg=None):
         eval_interpolation="bicubic",
     )
 
-    config.model = ConfigDict(dict(name="ms_mlp_t", dtype=common.compute_dtype(arg)))
-    # configs/msmlp_tiny_patch4_shift5_224.yaml DROP_PATH_RATE
-    config.model.kwargs = ConfigDict(dict(drop_path_rate=0.1))
+    config.model = ConfigDict(dict(name=name, dtype=common.compute_dtype(arg)))
+    config.model.kwargs = ConfigDict(dict(drop_path_rate=drop_path_rate))  # the variant's yaml DROP_PATH_RATE
     if arg.runlocal:
-        config.model.kwargs.update(common.one_block_per_stage("ms_mlp_t"))  # the same layers, fewer
+        config.model.kwargs.update(common.one_block_per_stage(name))  # the same layers, fewer
 
     # lr_scheduler.py: timm's CosineLRScheduler per update (t_in_epochs=False), 20 warm-up epochs inside the
     # 300-epoch cosine, no cool-down. main.py scales the three rates by global batch / 512.
