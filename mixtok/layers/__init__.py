@@ -22,7 +22,7 @@ from mixtok.layers.init import (
 from mixtok.layers.mlp import Mlp
 from mixtok.layers.norms import GroupNorm1, LayerNorm, get_norm
 from mixtok.layers.partitioning import param_with_axes, zeros_with_axes
-from mixtok.layers.scale import LayerScale, layer_scale_param
+from mixtok.layers.scale import LayerScale, layer_scale_param, scale_by_param
 from mixtok.layers.se import SqueezeExcite, make_divisible
 from mixtok.layers.stems import PatchEmbed, conv_stem, patch_embed, resize_pos_embed
 
@@ -63,6 +63,7 @@ __all__ = [
     "get_norm",
     "global_avg_pool",
     "layer_scale_param",
+    "scale_by_param",
     "make_divisible",
     "param_with_axes",
     "patch_embed",

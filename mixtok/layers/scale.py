@@ -2,6 +2,7 @@
 
     y = LayerScale(1e-5, name="layer_scale1")(branch)          # y = gamma * branch, gamma [C] init 1e-5
     gamma = layer_scale_param(self, "gamma", 1e-6, channels)   # the bare parameter, in the caller's scope
+    y = scale_by_param(self, "gamma", 1e-6, branch)             # that parameter times the branch, rounded once
 
 LayerScale ("Going deeper with Image Transformers", Touvron et al., 2021) starts a residual branch
 near zero so that deep stacks train; MetaFormer Baselines' ResScale is the same map on the skip path,
@@ -37,6 +38,13 @@ def layer_scale_param(
     )
 
 
+def scale_by_param(module: nn.Module, name: str, init_value: float, x: jax.Array, param_dtype: Any = jnp.float32):
+    """x times the bare per-channel scale `name` of `module` (`layer_scale_param`), computed in the wider dtype and
+    rounded once to x's (the module docstring says why)."""
+    scale = layer_scale_param(module, name, init_value, x.shape[-1], param_dtype)
+    return (x * scale).astype(x.dtype)
+
+
 class LayerScale(nn.Module):
     """x * gamma with a learned per-channel gamma (parameter `scale`) initialised to `init_value`."""
 
@@ -45,5 +53,4 @@ class LayerScale(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        scale = layer_scale_param(self, "scale", self.init_value, x.shape[-1], self.param_dtype)
-        return (x * scale).astype(x.dtype)  # float32 scale, one rounding: the module docstring
+        return scale_by_param(self, "scale", self.init_value, x, self.param_dtype)

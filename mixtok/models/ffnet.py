@@ -51,7 +51,7 @@ from mixtok.layers.conv import BN_EPSILON, ConvBN, batch_norm
 from mixtok.layers.drop import DropPath
 from mixtok.layers.heads import pooled_classifier
 from mixtok.layers.module import Module
-from mixtok.layers.scale import layer_scale_param
+from mixtok.layers.scale import scale_by_param
 from mixtok.mixers.ffnet import (
     REPVGG_KERNEL,
     FFNifiedAttention,
@@ -107,8 +107,7 @@ class FFBlock(Module):
     def _scale(self, y, name: str):
         if self.layer_scale_init is None:
             return y
-        scale = layer_scale_param(self, name, self.layer_scale_init, y.shape[-1], self.param_dtype)
-        return (y * scale).astype(y.dtype)  # the float32 scale, one rounding (mixtok.layers.scale's docstring)
+        return scale_by_param(self, name, self.layer_scale_init, y, self.param_dtype)
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):

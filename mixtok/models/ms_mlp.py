@@ -46,7 +46,7 @@ from mixtok.layers.init import TORCH_DEFAULT_INIT
 from mixtok.layers.mlp import Mlp
 from mixtok.layers.module import Module
 from mixtok.layers.norms import LayerNorm
-from mixtok.layers.scale import layer_scale_param
+from mixtok.layers.scale import scale_by_param
 from mixtok.layers.stems import PatchEmbed
 from mixtok.mixers.mix_shift import SHIFT_DIST, MixShift
 from mixtok.models.backbone import Backbone, PerStage, per_stage, stage_drop_path_rates
@@ -73,7 +73,7 @@ class MixShiftBlock(Module):
         y = MixShift(dim, self.shift_dist, self.mix_sizes, name="mixer", **common)(x)
         y = LayerNorm(epsilon=NORM_EPSILON, name="norm", **common)(y)
         y = Mlp(self.mlp_ratio, activation="gelu", use_bias=True, name="mlp", **common)(y, train=train)
-        y = y * layer_scale_param(self, "gamma", self.layer_scale_init, dim, self.param_dtype).astype(y.dtype)
+        y = scale_by_param(self, "gamma", self.layer_scale_init, y, self.param_dtype)  # float32 scale, one rounding
         return x + DropPath(self.drop_path)(y, train=train)
 
 
