@@ -275,7 +275,8 @@ CLIP_MODES = {"lsnet": ("agc", 0.02)}
 # warmup_cosine, the closest schedule mixtok has (experiments/configs/imagenet/mixer_b16_224.py).
 # MS-MLP (JegZheng/MS-MLP lr_scheduler.py, Swin's: timm's cosine per update, t_in_epochs=False) is checked in
 # tests/models/test_ms_mlp.py.
-OWN_SCHEDULE_FAMILIES = ("cas_vit", "affnet", "mixer", "ms_mlp")
+# RaftMLP (okojoalg/raft-mlp libs/train.py: ignite, per-iteration warm-up then cosine): tests/models/test_raft_mlp.py.
+OWN_SCHEDULE_FAMILIES = ("cas_vit", "affnet", "mixer", "ms_mlp", "raftmlp")
 
 
 def recipe_family(name: str) -> str | None:
@@ -362,6 +363,7 @@ AUGMENTATIONS = {
     "cas_vit": ("Tianfang-Zhang/CAS-ViT classification/main.py (--reprob 0.0)", "bicubic", RAND_M9, 0.0),
     "mixer": ("google-research/big_vision mlp_mixer_i1k.py randaug(2, 15)", "bilinear", "rand-m15-n2-mmax15", 0.0),
     "ms_mlp": ("JegZheng/MS-MLP config.py AUG, data/build.py (Swin's)", "bicubic", RAND_M9, 0.25),
+    "raftmlp": ("okojoalg/raft-mlp libs/datasets.py ImageNetGetter (nearest: raftmlp_s.py)", "bilinear", RAND_M9, 0.25),
 }
 # apple/ml-cvnets mobilevit.yaml: random resized crop and flip only.
 NO_AUGMENTATION_FAMILIES = ("affnet",)
