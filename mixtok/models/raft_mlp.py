@@ -5,7 +5,7 @@ arXiv 2108.04384). Official code: okojoalg/raft-mlp @ 6060d5d9: libs/models.py (
 (`SerialPermutedLevel`, `Level`, `CrossScaleMLPEmbedding`, `ChannelBlock`, `RaftShrink`, `RaftExpansion`),
 built by libs/train.py `initialize` from configs/settings/imagenet-raft-mlp-cross-mlp-emb-{s,m,l}.yaml
 (token_mixing_type ser_pm, embedding_type emb_cross_mlp, shortcut False, pretrained_image_size 224). The token
-mixer is `mixtok.mixers.raft.RaftTokenMixing`.
+mixer is `mixtok.mixers.raft_token_mixing.RaftTokenMixing`.
 
     levels_{i}/embedding:          CrossScaleMLPEmbedding: concat over kernels k of Unfold(k, stride s = min
                                    kernels, padding (k - s) // 2) -> Linear (sum k^2 * C_in -> C_i)
@@ -49,7 +49,7 @@ from mixtok.layers.init import TORCH_DEFAULT_INIT, torch_uniform_init
 from mixtok.layers.module import Module
 from mixtok.layers.norms import LayerNorm
 from mixtok.layers.partitioning import param_with_axes
-from mixtok.mixers.raft import NORM_EPSILON, RaftTokenMixing, _torch_dense, torch_bicubic_resize
+from mixtok.mixers.raft_token_mixing import NORM_EPSILON, RaftTokenMixing, torch_bicubic_resize, torch_dense
 from mixtok.models.backbone import Backbone, PerStage, per_stage
 
 # configs/settings/imagenet-raft-mlp-cross-mlp-emb-{s,m,l}.yaml (the same in all three)
@@ -111,10 +111,10 @@ class ChannelMlp(Module):
         dim = x.shape[-1]
         hidden = int(self.expansion * dim)
         y = LayerNorm(epsilon=NORM_EPSILON, name="norm", **common)(x)
-        y = _torch_dense(hidden, dim, "fc1", **common)(y)
+        y = torch_dense(hidden, dim, "fc1", **common)(y)
         y = get_activation("gelu", **common, name="act")(y)
         y = nn.Dropout(self.dropout, deterministic=not train)(y)
-        y = _torch_dense(dim, hidden, "fc2", **common)(y)
+        y = torch_dense(dim, hidden, "fc2", **common)(y)
         y = nn.Dropout(self.dropout, deterministic=not train)(y)
         return x + DropPath(self.drop_path)(y, train=train)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mixtok import mixers
-from mixtok.mixers.raft import RaftTokenMixing, bicubic_matrix, torch_bicubic_resize
+from mixtok.mixers.raft_token_mixing import RaftTokenMixing, bicubic_matrix, torch_bicubic_resize
 from mixtok.models import create_model
 from tests.helpers import random_variables
 

@@ -99,7 +99,7 @@ def torch_bicubic_resize(x, size: tuple[int, int]):
     return jnp.einsum("pw,bowc->bopc", cols, x)
 
 
-def _torch_dense(features: int, fan_in: int, name: str, **kwargs):
+def torch_dense(features: int, fan_in: int, name: str, **kwargs):
     """A Linear with PyTorch's default init: kernel and bias U(+-1/sqrt(fan_in))."""
     return dense(
         features,
@@ -135,10 +135,10 @@ class PermutedMlp(Module):
             y = y.transpose(0, 4, 1, 3, 2).reshape(batch, co, height, r * width)
         features = y.shape[-1]
         hidden = self.expansion * features
-        y = _torch_dense(hidden, features, "fc1", **common)(y)
+        y = torch_dense(hidden, features, "fc1", **common)(y)
         y = get_activation("gelu", **common, name="act")(y)
         y = nn.Dropout(self.dropout, deterministic=not train)(y)
-        y = _torch_dense(features, hidden, "fc2", **common)(y)
+        y = torch_dense(features, hidden, "fc2", **common)(y)
         y = nn.Dropout(self.dropout, deterministic=not train)(y)
         if self.axis == 1:
             y = y.reshape(batch, co, width, r, height).transpose(0, 4, 2, 3, 1)
