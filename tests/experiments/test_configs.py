@@ -274,8 +274,9 @@ CLIP_MODES = {"lsnet": ("agc", 0.02)}
 # MLP-Mixer (google-research/big_vision mlp_mixer_i1k.py: Adam, 10k-step warm-up, linear decay, mixup only) keeps
 # warmup_cosine, the closest schedule mixtok has (experiments/configs/imagenet/mixer_b16_224.py).
 # MS-MLP (JegZheng/MS-MLP lr_scheduler.py, Swin's: timm's cosine per update, t_in_epochs=False) is checked in
-# tests/models/test_ms_mlp.py.
-OWN_SCHEDULE_FAMILIES = ("cas_vit", "affnet", "mixer", "ms_mlp")
+# tests/models/test_ms_mlp.py. WaveMix (pranavphoenix/WaveMix Image_Classification/*.py: AdamW at a constant rate, no
+# scheduler, no mixing) keeps warmup_cosine with min_lr = lr (experiments/configs/imagenet/wavemix_192_16.py).
+OWN_SCHEDULE_FAMILIES = ("cas_vit", "affnet", "mixer", "ms_mlp", "wavemix")
 
 
 def recipe_family(name: str) -> str | None:
@@ -362,6 +363,13 @@ AUGMENTATIONS = {
     "cas_vit": ("Tianfang-Zhang/CAS-ViT classification/main.py (--reprob 0.0)", "bicubic", RAND_M9, 0.0),
     "mixer": ("google-research/big_vision mlp_mixer_i1k.py randaug(2, 15)", "bilinear", "rand-m15-n2-mmax15", 0.0),
     "ms_mlp": ("JegZheng/MS-MLP config.py AUG, data/build.py (Swin's)", "bicubic", RAND_M9, 0.25),
+    # No ImageNet script: the other datasets' TrivialAugmentWide as one-op, uniform-magnitude RandAugment.
+    "wavemix": (
+        "pranavphoenix/WaveMix Image_Classification/*.py, timm.py _cfg",
+        "bicubic",
+        "rand-n1-m10-mstd101-inc1",
+        0.0,
+    ),
 }
 # apple/ml-cvnets mobilevit.yaml: random resized crop and flip only.
 NO_AUGMENTATION_FAMILIES = ("affnet",)
