@@ -62,7 +62,7 @@ SMALL = {
         depths=ONE_BLOCK, dims=(8, 16, 16, 16), num_heads=(1, 2, 2, 2), mlp_ratios=(2, 2, 2, 2), pretrain_size=64
     ),
     MSMLP: dict(depths=ONE_BLOCK, dims=(10, 20, 40, 80), mlp_ratios=(2, 2, 2, 2)),  # 5 torch.chunk groups each
-    WaveMix: dict(depths=(2,), dims=(8,), mlp_ratios=2, levels=1),  # either stem: a 16 x 16 grid at 64 px
+    WaveMix: dict(depths=(2,), dims=(8,), mlp_ratios=2, levels=1, stem="patchify"),  # one small config for all four
 }
 FAMILIES = tuple(SMALL)
 MODELS = [name for name in list_models() if model_spec(name).cls in FAMILIES]
