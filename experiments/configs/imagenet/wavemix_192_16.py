@@ -31,7 +31,7 @@ mixtok's choices, where the repository states nothing for ImageNet or mixtok can
   warm-up). The early stopping and the SGD phase are not modelled: 300 epochs of the AdamW phase (the length is
   a choice; the official runs stop by the validation top-1).
 - Training crops: mixtok's random resized crop (area 0.08-1) and flip with bicubic interpolation (the scripts'
-  datasets need no crop); TrivialAugmentWide (torchvision: one op a image, a uniformly random magnitude) is
+  datasets need no crop); TrivialAugmentWide (torchvision: one op per image at a uniformly random magnitude) is
   approximated by timm's RandAugment with one op and a uniform magnitude, `rand-n1-m10-mstd101-inc1` (mixtok has
   no TrivialAugment; its op set and ranges are RandAugment's, narrower than TrivialAugmentWide's).
 - No label smoothing, Mixup, CutMix, random erasing, weight EMA, drop path or head dropout (none is in the scripts);
