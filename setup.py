@@ -40,6 +40,7 @@ EXTRAS_REQUIRE = {
         # gcsfs and a local Cloud Storage emulator: tests/reliability/test_gcs_workdir.py trains into gs://.
         "gcsfs>=2025.1",
         "gcp-storage-emulator>=2026.7",
+        "PyWavelets>=1.4",  # tests/mixers/test_wavelet.py checks WaveMix's Haar DWT against pywt.dwt2 / wavedec2
     ],
     # gs:// workdirs (mixtok/train/storage.py): gcsfs is what etils.epath, orbax's path type, uses for gs://
     # without TensorFlow.

@@ -13,6 +13,10 @@ block per stage of widths 32, 48, 64, 96, rafts of 2 channels; its token MLPs ha
 position, so `image_size=32` builds them for the 8, 4, 2 and 1-token grids of the 32-px digits).
 Nothing is downloaded: the digits ship with scikit-learn (1,797 8x8 images, split 1,497 train / 300 test),
 upsampled to 32x32.
+conv, and every width splits into five torch.chunk groups) or wavemix (WaveMix: wavemix_192_16's layers
+shrunk to 4 blocks of width 64 on a 2-px patchify stem, a 16x16 grid that its 3-level Haar DWT halves three
+times; feed-forward dropout 0.1, not the release's 0.5, for 300 steps on 1,497 images). Nothing is
+downloaded: the digits ship with scikit-learn (1,797 8x8 images, split 1,497 train / 300 test), upsampled to 32x32.
 
 Expect eval accuracy >= 0.95 after 300 steps. Measured on a 2-core CPU (AMD EPYC, JAX 0.10.2,
 2026-12-07, shared with other jobs), eval accuracy and wall time including compilation (`MEASURED`
@@ -22,6 +26,8 @@ ms_mlp 0.9767 in 267 s (0.9433 at step 100, 0.9833 at step 200; load average 6-9
 about half a core, 137 s of CPU time); raft_mlp 0.9867 in 306 s (0.9433 at step 100, 0.9867 at step 200; load
 average 8-14 from other jobs: the run got a quarter of a core, 74 s of CPU time, 105 s of the wall time before the
 first step).
+about half a core, 137 s of CPU time); wavemix 0.9867 in 1160 s (0.8367 at step 100, 0.98 at step 200; load
+average 13-17 from other jobs on the 2 cores: 316 s of CPU time).
 Run it again with the same --workdir and it resumes (or, if finished, returns at once).
 
 Options after a colon: `family=NAME` (default mixer), `steps=N` (default 300).
@@ -42,6 +48,7 @@ FAMILIES = {
     "ms_mlp": ("ms_mlp_t", dict(depths=(1, 1, 1, 1), dims=(32, 48, 64, 96))),
     # The token MLPs need a fixed grid: image_size=32 builds them for the digits' 8, 4, 2, 1 token grids.
     "raft_mlp": ("raftmlp_s", dict(depths=(1, 1, 1, 1), dims=(32, 48, 64, 96), image_size=32)),
+    "wavemix": ("wavemix_192_16", dict(depths=(4,), dims=(64,), patch_size=2, levels=3, dropout=0.1)),
 }
 # family: (eval accuracy after 300 steps, wall seconds), measured with the command above.
 MEASURED = {
@@ -49,6 +56,7 @@ MEASURED = {
     "hydra": (0.9933, 325),
     "ms_mlp": (0.9767, 267),
     "raft_mlp": (0.9867, 306),
+    "wavemix": (0.9867, 1160),
 }
 
 

@@ -29,6 +29,7 @@ from mixtok.mixers.registry import MIXERS, get, list_mixers, register
 from mixtok.mixers.s2aformer import StripSelfAttention
 from mixtok.mixers.spectral import GlobalFilter
 from mixtok.mixers.transnext import AggregatedAttention, ConvGLU, LengthScaledCosineAttention
+from mixtok.mixers.wavelet import WaveletMixer
 
 __all__ = [
     "AdaptiveFrequencyFilter",
@@ -56,6 +57,7 @@ __all__ = [
     "SepConv",
     "StripSelfAttention",
     "TokenMixingMLP",
+    "WaveletMixer",
     "WindowAttention",
     "avg_pool_exclude_padding",
     "get",

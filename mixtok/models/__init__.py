@@ -27,6 +27,7 @@ from mixtok.models import (
     raft_mlp_variants,  # noqa: F401  (registers the variants)
     s2aformer_variants,  # noqa: F401  (registers the stand-ins)
     transnext_variants,  # noqa: F401  (registers the variants)
+    wavemix_variants,  # noqa: F401  (registers the variants)
 )
 from mixtok.models.metaformer import MetaFormer
 from mixtok.models.registry import (

@@ -276,7 +276,9 @@ CLIP_MODES = {"lsnet": ("agc", 0.02)}
 # MS-MLP (JegZheng/MS-MLP lr_scheduler.py, Swin's: timm's cosine per update, t_in_epochs=False) is checked in
 # tests/models/test_ms_mlp.py.
 # RaftMLP (okojoalg/raft-mlp libs/train.py: ignite, per-iteration warm-up then cosine): tests/models/test_raft_mlp.py.
-OWN_SCHEDULE_FAMILIES = ("cas_vit", "affnet", "mixer", "ms_mlp", "raftmlp")
+# tests/models/test_ms_mlp.py. WaveMix (pranavphoenix/WaveMix Image_Classification/*.py: AdamW at a constant rate, no
+# scheduler, no mixing) keeps warmup_cosine with min_lr = lr (experiments/configs/imagenet/wavemix_192_16.py).
+OWN_SCHEDULE_FAMILIES = ("cas_vit", "affnet", "mixer", "ms_mlp", "raftmlp", "wavemix")
 
 
 def recipe_family(name: str) -> str | None:
@@ -364,6 +366,13 @@ AUGMENTATIONS = {
     "mixer": ("google-research/big_vision mlp_mixer_i1k.py randaug(2, 15)", "bilinear", "rand-m15-n2-mmax15", 0.0),
     "ms_mlp": ("JegZheng/MS-MLP config.py AUG, data/build.py (Swin's)", "bicubic", RAND_M9, 0.25),
     "raftmlp": ("okojoalg/raft-mlp libs/datasets.py ImageNetGetter (nearest: raftmlp_s.py)", "bilinear", RAND_M9, 0.25),
+    # No ImageNet script: the other datasets' TrivialAugmentWide as one-op, uniform-magnitude RandAugment.
+    "wavemix": (
+        "pranavphoenix/WaveMix Image_Classification/*.py, timm.py _cfg",
+        "bicubic",
+        "rand-n1-m10-mstd101-inc1",
+        0.0,
+    ),
 }
 # apple/ml-cvnets mobilevit.yaml: random resized crop and flip only.
 NO_AUGMENTATION_FAMILIES = ("affnet",)
@@ -662,7 +671,7 @@ def test_mlp_quickstart_has_a_measured_result_for_every_family_and_rejects_unkno
     # build in test_the_default_config_validates_and_builds_its_model_and_optimizer, and each family's
     # model trains under jit with gradients in its own tests (2 steps of all three here cost over a minute).
     module = load_module(CONFIG_DIR / "quickstart_mlp.py")
-    assert set(module.MEASURED) == set(module.FAMILIES) == {"mixer", "hydra", "ms_mlp", "raft_mlp"}
+    assert set(module.MEASURED) == set(module.FAMILIES) == {"mixer", "hydra", "ms_mlp", "raft_mlp", "wavemix"}
     assert all(accuracy >= 0.95 for accuracy, _ in module.MEASURED.values())
     with pytest.raises(ValueError, match="Did you mean 'mixer'"):
         module.get_config("family=mixr")

@@ -32,6 +32,7 @@ from mixtok.models.ms_mlp import MSMLP
 from mixtok.models.raft_mlp import RaftMLP
 from mixtok.models.s2aformer import S2AFormer
 from mixtok.models.transnext import TransNeXt
+from mixtok.models.wavemix import WaveMix
 from tests.helpers import random_variables
 
 IMAGE = 64
@@ -63,6 +64,7 @@ SMALL = {
     ),
     MSMLP: dict(depths=ONE_BLOCK, dims=(10, 20, 40, 80), mlp_ratios=(2, 2, 2, 2)),  # 5 torch.chunk groups each
     RaftMLP: dict(depths=ONE_BLOCK, dims=(8, 16, 16, 32), mlp_ratios=(2, 2, 2, 2)),
+    WaveMix: dict(depths=(2,), dims=(8,), mlp_ratios=2, levels=1, stem="patchify"),  # one small config for all four
 }
 FAMILIES = tuple(SMALL)
 MODELS = [name for name in list_models() if model_spec(name).cls in FAMILIES]
