@@ -56,6 +56,7 @@ def as_float32(u, delta, a, b, c, d):
     return u.astype(f32), delta.astype(f32), a.astype(f32), b.astype(f32), c.astype(f32), d
 
 
+@jax.jit
 def selective_scan_reference(u, delta, a, b, c, d=None):
     """The recurrence one step at a time (`lax.scan` over L), in float32; the output has u's dtype."""
     check_inputs(u, delta, a, b, c, d)

@@ -15,6 +15,8 @@ changes no earlier output. Everything runs in float32; JAX differentiates it (no
 associative scan, the exps and the products transpose as cheaply as they run).
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -34,6 +36,7 @@ def _combine(left, right):
     return left[0] * right[0], right[0] * left[1] + right[1]
 
 
+@functools.partial(jax.jit, static_argnames="chunk")  # one XLA computation, also when called eagerly (a module's init)
 def selective_scan_xla(u, delta, a, b, c, d, chunk):
     """u, delta [B, L, E], a [E, N], b, c [B, L, G, N], d [E] or None -> y [B, L, E] (u's dtype)."""
     out_dtype = u.dtype
@@ -52,7 +55,11 @@ def selective_scan_xla(u, delta, a, b, c, d, chunk):
         return states[:, -1], jnp.sum(states * c_q, axis=-1)
 
     h0 = jnp.zeros((batch, channels, a.shape[1]), jnp.float32)
-    _, y = jax.lax.scan(one_chunk, h0, tuple(_chunked(t, chunk) for t in (u, delta, b, c)))
+    chunks = tuple(_chunked(t, chunk) for t in (u, delta, b, c))
+    if chunks[0].shape[0] == 1:  # one chunk: no loop to carry a state through (a smaller program to compile)
+        y = one_chunk(h0, tuple(t[0] for t in chunks))[1][None]
+    else:
+        _, y = jax.lax.scan(one_chunk, h0, chunks)
     y = jnp.moveaxis(y, 0, 1).reshape(batch, -1, channels)[:, :length]
     if d is not None:
         y = y + u * d
