@@ -26,6 +26,7 @@ from mixtok.models.gfnet import GFNet, GFNetPyramid
 from mixtok.models.hydra_vit import HydraViT
 from mixtok.models.iformer import IFormer
 from mixtok.models.lsnet import LSNet
+from mixtok.models.mamba_mixer import ViM2
 from mixtok.models.metaformer import MetaFormer
 from mixtok.models.mlp_mixer import MlpMixer
 from mixtok.models.ms_mlp import MSMLP
@@ -61,6 +62,7 @@ SMALL = {
         depths=ONE_BLOCK, dims=(8, 16, 16, 16), num_heads=(1, 2, 2, 2), mlp_ratios=(2, 2, 2, 2), pretrain_size=64
     ),
     MSMLP: dict(depths=ONE_BLOCK, dims=(10, 20, 40, 80), mlp_ratios=(2, 2, 2, 2)),  # 5 torch.chunk groups each
+    ViM2: dict(depths=ONE_BLOCK, channel_depths=(1, 0, 0, 0), dims=(8, 8, 16, 16), d_state=4, impl="reference"),
 }
 FAMILIES = tuple(SMALL)
 MODELS = [name for name in list_models() if model_spec(name).cls in FAMILIES]

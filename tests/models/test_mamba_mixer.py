@@ -109,3 +109,32 @@ def test_a_jitted_train_step_with_drop_path_has_finite_gradients_on_a_non_square
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree_util.tree_leaves(grads))
     assert float(jnp.abs(grads["patch_embed"]["proj"]["kernel"]).sum()) > 0
     assert float(jnp.abs(grads["stages_0_blocks_1"]["dwa"]).sum()) > 0  # the averaging weights learn
+
+
+@pytest.mark.parametrize("name, drop_path", [("vim2_tiny", 0.2), ("vim2_small", 0.3), ("vim2_base", 0.5)])
+def test_imagenet_config_is_the_papers_recipe_on_swins_per_update_cosine(name, drop_path):
+    """The paper: 300 epochs, 20 of warm-up, batch 1024, AdamW (0.9), lr 1e-3, weight decay 0.05; Swin's pipeline for
+    the rest (warm-up / min lr 5e-7 / 5e-6 x batch / 512, timm's CosineLRScheduler per update, clip 5)."""
+    from pathlib import Path
+
+    from mixtok.train import config_files
+    from mixtok.train.optimizer import create_optimizer
+
+    path = Path(__file__).resolve().parents[2] / "experiments" / "configs" / "imagenet" / f"{name}.py"
+    config = config_files.load_module(path).get_config()
+    optimizer = config.optimizer
+    assert config.batch_size == 1024 and config.model.kwargs.drop_path_rate == drop_path
+    assert (optimizer.name, optimizer.lr, optimizer.b1, optimizer.weight_decay) == ("adamw", 1e-3, 0.9, 0.05)
+    assert optimizer.grad_clip == 5.0 and config.label_smoothing == 0.1 and "model_ema" not in config
+    per_epoch = 1_281_167 // 1024
+    assert optimizer.schedule == "timm_cosine" and optimizer.schedule_on == "step"
+    _, schedule = create_optimizer(optimizer, config.total_steps)
+    warmup, total = 20 * per_epoch, 300 * per_epoch
+
+    def timm(t):  # timm/scheduler/cosine_lr.py, one cycle, t in updates
+        if t < warmup:
+            return 1e-6 + t * (1e-3 - 1e-6) / warmup
+        return 1e-5 + (1e-3 - 1e-5) * (1 + math.cos(math.pi * t / total)) / 2 if t < total else 1e-5
+
+    for step in (0, warmup - 1, warmup, total // 2 + 3, total - 1, config.total_steps - 1):
+        assert float(schedule(step)) == pytest.approx(timm(step), rel=1e-5), step
