@@ -62,7 +62,7 @@ SMALL = {
         depths=ONE_BLOCK, dims=(8, 16, 16, 16), num_heads=(1, 2, 2, 2), mlp_ratios=(2, 2, 2, 2), pretrain_size=64
     ),
     MSMLP: dict(depths=ONE_BLOCK, dims=(10, 20, 40, 80), mlp_ratios=(2, 2, 2, 2)),  # 5 torch.chunk groups each
-    ViM2: dict(depths=ONE_BLOCK, channel_depths=(1, 0, 0, 0), dims=(8, 8, 16, 16), d_state=4, impl="reference"),
+    ViM2: dict(depths=ONE_BLOCK, channel_depths=(1, 0, 0, 0), dims=(8, 8, 16, 16), d_state=4),
 }
 FAMILIES = tuple(SMALL)
 MODELS = [name for name in list_models() if model_spec(name).cls in FAMILIES]

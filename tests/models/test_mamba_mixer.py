@@ -95,8 +95,7 @@ def test_images_must_be_a_multiple_of_32_and_the_table_must_be_consistent():
 
 def test_a_jitted_train_step_with_drop_path_has_finite_gradients_on_a_non_square_image():
     # One token and one channel mixer (stage 1) keep the compile short; stages 2-4 still run their downsampling.
-    # The lax.scan reference compiles faster; the chunked form's gradients are checked in test_selective_scan.py.
-    tiny = dict(TINY, depths=(1, 0, 0, 0), channel_depths=(1, 0, 0, 0), impl="reference")
+    tiny = dict(TINY, depths=(1, 0, 0, 0), channel_depths=(1, 0, 0, 0))
     model = create_model("vim2_tiny", num_classes=4, drop_path_rate=0.2, head_dropout=0.1, **tiny)
     x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 64, 32, 3)), jnp.float32)
     variables = nn.meta.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), x))
