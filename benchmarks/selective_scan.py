@@ -9,7 +9,7 @@ directions folded into E = 768 channels with G = 4 groups, N = 16; L = 56 x 56 =
 Prints a markdown table: forward and forward+backward (jax.grad of a sum) time per impl, median of `--repeats`
 runs after compilation and one warm-up, and the reference's time over the chunked form's.
 
-Measured (2026-12-07, the 2-core shared CPU of the mixtok sessions, AMD EPYC, JAX 0.10.2, load average 10-16
+Measured (2026-12-07, the 2-core shared CPU of the mixtok sessions, AMD EPYC, JAX 0.10.2, load average 15-19
 from other jobs, so absolute times are inflated and noisy; `--batch 2 --channels 192 --groups 4 --lengths 64 256
 1024 --repeats 3`, float32, chunk 64):
 

@@ -35,6 +35,10 @@ FAMILIES = {
         dict(depths=(4,), dims=(64,), patch_size=4, image_size=32, mlp_ratios=(2,), d_state=16, headdim=32),
     ),
     "ms_mlp": ("ms_mlp_t", dict(depths=(1, 1, 1, 1), dims=(32, 48, 64, 96))),
+    "mamba_mixer": (
+        "vim2_tiny",
+        dict(depths=(1, 1, 1, 1), channel_depths=(1, 1, 1, 1), dims=(32, 48, 64, 96), d_state=8),
+    ),
 }
 # family: (eval accuracy after 300 steps, wall seconds), measured with the command above.
 MEASURED = {
