@@ -55,8 +55,10 @@ Choices the paper leaves open, and what this file does:
 - The scans run in float32 (Mamba keeps A_log and D in float32 and its kernels accumulate in float32); the rest
   in `dtype`.
 
-Parameter names: in_proj, conv (kernel [3, 3, 1, E] / bias), s6/x_proj [K, E, R + 2N], s6/dt_proj_kernel
-[K, R, E], s6/dt_proj_bias [K, E], s6/A_log [K, E, N], s6/D [K, E], out_proj (K = 4 token scans, 1 channel S6).
+Parameter names: in_proj, conv_kernel ([3, 3, 1, E]; the channel mixer's [4, E_c]), conv_bias, s6/x_proj
+[K, E, R + 2N], s6/dt_proj_kernel [K, R, E], s6/dt_proj_bias [K, E], s6/A_log [K, E, N], s6/D [K, E], out_proj
+(K = 4 token scans, 1 channel S6). `impl` and `chunk_size` go to the selective scan ("auto": the lax.scan
+reference on CPU, the chunked form elsewhere; mixtok.kernels.selective_scan).
 Any grid works for both mixers (nothing depends on H, W or the sequence length).
 """
 
