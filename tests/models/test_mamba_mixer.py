@@ -79,8 +79,8 @@ def test_a_mixers_input_is_the_weighted_sum_of_the_earlier_outputs():
     x = 0.3 * outputs[0] - 0.7 * outputs[1] + 1.2 * outputs[2]
     mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
     normed = (x - mean) / jnp.sqrt(var + 1e-5) * params["norm"]["scale"] + params["norm"]["bias"]
-    mixed = SelectiveTokenMixer(dim=8, d_state=4).apply({"params": params["mixer"]}, normed)
-    got = block.apply({"params": params}, outputs)
+    mixed = jax.jit(SelectiveTokenMixer(dim=8, d_state=4).apply)({"params": params["mixer"]}, normed)
+    got = jax.jit(block.apply)({"params": params}, outputs)
     np.testing.assert_allclose(np.asarray(got), np.asarray(x + mixed), rtol=1e-5, atol=1e-5)
 
 
