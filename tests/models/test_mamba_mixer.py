@@ -53,6 +53,10 @@ def test_parameter_count_is_the_formula_of_the_tables_layers(name):
     # The paper's counts are rounded millions; tiny's agrees, small and base do not (mamba_mixer_variants).
     assert (round(count / 1e6) == paper_millions - 1) if name == "vim2_tiny" else (count < paper_millions * 1e6)
     assert count == {"vim2_tiny": 19_293_655, "vim2_small": 33_630_196, "vim2_base": 57_741_716}[name]
+    if name == "vim2_tiny":  # the paper evaluates its 224-px models up to 1024 px: nothing depends on the size
+        x384 = jax.ShapeDtypeStruct((1, 384, 384, 3), jnp.float32)
+        at_384 = nn.meta.unbox(jax.eval_shape(create_model(name).init, jax.random.PRNGKey(0), x384))
+        assert count_params(at_384) == count
 
 
 def test_a_channel_mixer_follows_every_depth_over_channel_depth_token_mixers():
