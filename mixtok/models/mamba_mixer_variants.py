@@ -3,7 +3,9 @@
 Source: "MambaMixer: Efficient Selective State Space Models with Dual Token and Channel Selection" (arXiv
 2403.19888 v1), appendix table "Architectural overview of the ViM2 in different scales" (stem width, token and
 channel mixers per stage) and Table "Accuracy comparison across various models on ImageNet-1K" (#Parameters in
-millions, rounded, and top-1 at 224 px, marked there "preliminary results"). There is no official code or
+millions, rounded, and top-1 at 224 px, marked there "preliminary results"); read from the v1 LaTeX source as
+copied in n8thantran/mambamixer-replication @ 34052f7e: paper/paper.tex (a third-party replication of the
+paper's time-series part; its code is not used). There is no official code or
 checkpoint (MambaMixer/M2 @ 250a86b9: README only), so `official_params` is None; the drop path rates are VMamba
 v0's (MzeroMiko/VMamba @ 943d2042: classification/configs/vssm/vmambav0_{tiny,small,base}_224.yaml), which the
 paper says it follows (it states none itself).
