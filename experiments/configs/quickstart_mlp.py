@@ -17,6 +17,11 @@ conv, and every width splits into five torch.chunk groups) or wavemix (WaveMix: 
 shrunk to 4 blocks of width 64 on a 2-px patchify stem, a 16x16 grid that its 3-level Haar DWT halves three
 times; feed-forward dropout 0.1, not the release's 0.5, for 300 steps on 1,497 images). Nothing is
 downloaded: the digits ship with scikit-learn (1,797 8x8 images, split 1,497 train / 300 test), upsampled to 32x32.
+conv, and every width splits into five torch.chunk groups), or mamba_mixer (ViM2, MambaMixer from the paper only:
+vim2_tiny's layers shrunk to one selective token mixer and one selective channel mixer per stage of widths 32, 48,
+64, 96, d_state 8; the 8x8 ... 1x1 grids cross-scanned four ways, each token's channels scanned both ways).
+Nothing is downloaded: the digits ship with scikit-learn (1,797 8x8 images, split 1,497 train / 300 test),
+upsampled to 32x32.
 
 Expect eval accuracy >= 0.95 after 300 steps. Measured on a 2-core CPU (AMD EPYC, JAX 0.10.2,
 2026-12-07, shared with other jobs), eval accuracy and wall time including compilation (`MEASURED`
@@ -28,6 +33,9 @@ average 8-14 from other jobs: the run got a quarter of a core, 74 s of CPU time,
 first step).
 about half a core, 137 s of CPU time); wavemix 0.9867 in 1160 s (0.8367 at step 100, 0.98 at step 200; load
 average 13-17 from other jobs on the 2 cores: 316 s of CPU time).
+about half a core, 137 s of CPU time); mamba_mixer 0.9867 in 839 s (0.9567 at step 100, 0.9833 at step 200;
+281 s of CPU time: load average 14-18 from other jobs, the run got about a third of a core; 2.5 minutes of the
+wall time were one compilation).
 Run it again with the same --workdir and it resumes (or, if finished, returns at once).
 
 Options after a colon: `family=NAME` (default mixer), `steps=N` (default 300).
@@ -49,6 +57,10 @@ FAMILIES = {
     # The token MLPs need a fixed grid: image_size=32 builds them for the digits' 8, 4, 2, 1 token grids.
     "raft_mlp": ("raftmlp_s", dict(depths=(1, 1, 1, 1), dims=(32, 48, 64, 96), image_size=32)),
     "wavemix": ("wavemix_192_16", dict(depths=(4,), dims=(64,), patch_size=2, levels=3, dropout=0.1)),
+    "mamba_mixer": (
+        "vim2_tiny",
+        dict(depths=(1, 1, 1, 1), channel_depths=(1, 1, 1, 1), dims=(32, 48, 64, 96), d_state=8),
+    ),
 }
 # family: (eval accuracy after 300 steps, wall seconds), measured with the command above.
 MEASURED = {
@@ -57,6 +69,7 @@ MEASURED = {
     "ms_mlp": (0.9767, 267),
     "raft_mlp": (0.9867, 306),
     "wavemix": (0.9867, 1160),
+    "mamba_mixer": (0.9867, 839),
 }
 
 

@@ -11,6 +11,7 @@ frozen dataclass of block sizes. `impl` is "auto", "reference", "xla" or "pallas
 from mixtok.kernels.dct_filter import dct_filter
 from mixtok.kernels.dispatch import IMPLS
 from mixtok.kernels.linear_attention import LinearAttentionBlocks, linear_attention
+from mixtok.kernels.selective_scan import selective_scan
 from mixtok.kernels.spectral_filter import SpectralFilterBlocks, spectral_filter
 from mixtok.kernels.ssd_scan import ssd_scan
 
@@ -20,6 +21,7 @@ __all__ = [
     "SpectralFilterBlocks",
     "dct_filter",
     "linear_attention",
+    "selective_scan",
     "spectral_filter",
     "ssd_scan",
 ]

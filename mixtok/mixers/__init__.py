@@ -20,6 +20,7 @@ from mixtok.mixers.identity import Identity
 from mixtok.mixers.inception import InceptionMixer
 from mixtok.mixers.linear_attention import LinearAttention
 from mixtok.mixers.lsnet import LSConv
+from mixtok.mixers.mamba_mixer import SelectiveChannelMixer, SelectiveTokenMixer
 from mixtok.mixers.mix_shift import MixShift
 from mixtok.mixers.mlp import RandomMixing
 from mixtok.mixers.mlp_mixer import TokenMixingMLP
@@ -54,6 +55,8 @@ __all__ = [
     "Pooling",
     "RaftTokenMixing",
     "RandomMixing",
+    "SelectiveChannelMixer",
+    "SelectiveTokenMixer",
     "SepConv",
     "StripSelfAttention",
     "TokenMixingMLP",

@@ -21,6 +21,7 @@ from mixtok.models import (
     hydra_vit_variants,  # noqa: F401  (registers the variants)
     iformer_variants,  # noqa: F401  (registers the variants)
     lsnet_variants,  # noqa: F401  (registers the variants)
+    mamba_mixer_variants,  # noqa: F401  (registers the variants)
     metaformer_variants,  # noqa: F401  (registers the variants)
     mlp_mixer_variants,  # noqa: F401  (registers the variants)
     ms_mlp_variants,  # noqa: F401  (registers the variants)

@@ -278,7 +278,9 @@ CLIP_MODES = {"lsnet": ("agc", 0.02)}
 # RaftMLP (okojoalg/raft-mlp libs/train.py: ignite, per-iteration warm-up then cosine): tests/models/test_raft_mlp.py.
 # tests/models/test_ms_mlp.py. WaveMix (pranavphoenix/WaveMix Image_Classification/*.py: AdamW at a constant rate, no
 # scheduler, no mixing) keeps warmup_cosine with min_lr = lr (experiments/configs/imagenet/wavemix_192_16.py).
-OWN_SCHEDULE_FAMILIES = ("cas_vit", "affnet", "mixer", "ms_mlp", "raftmlp", "wavemix")
+# tests/models/test_ms_mlp.py. ViM2 (the MambaMixer paper: Swin's pipeline, the same per-update cosine) in
+# tests/models/test_mamba_mixer.py.
+OWN_SCHEDULE_FAMILIES = ("cas_vit", "affnet", "mixer", "ms_mlp", "raftmlp", "wavemix", "vim2")
 
 
 def recipe_family(name: str) -> str | None:
@@ -373,6 +375,7 @@ AUGMENTATIONS = {
         "rand-n1-m10-mstd101-inc1",
         0.0,
     ),
+    "vim2": ("MambaMixer paper: Swin's pipeline (no code); Swin's config.py AUG", "bicubic", RAND_M9, 0.25),
 }
 # apple/ml-cvnets mobilevit.yaml: random resized crop and flip only.
 NO_AUGMENTATION_FAMILIES = ("affnet",)
@@ -671,7 +674,7 @@ def test_mlp_quickstart_has_a_measured_result_for_every_family_and_rejects_unkno
     # build in test_the_default_config_validates_and_builds_its_model_and_optimizer, and each family's
     # model trains under jit with gradients in its own tests (2 steps of all three here cost over a minute).
     module = load_module(CONFIG_DIR / "quickstart_mlp.py")
-    assert set(module.MEASURED) == set(module.FAMILIES) == {"mixer", "hydra", "ms_mlp", "raft_mlp", "wavemix"}
+    assert set(module.MEASURED) == set(module.FAMILIES) == {"mixer", "hydra", "ms_mlp", "raft_mlp", "wavemix", "mamba_mixer"}
     assert all(accuracy >= 0.95 for accuracy, _ in module.MEASURED.values())
     with pytest.raises(ValueError, match="Did you mean 'mixer'"):
         module.get_config("family=mixr")

@@ -26,6 +26,7 @@ from mixtok.models.gfnet import GFNet, GFNetPyramid
 from mixtok.models.hydra_vit import HydraViT
 from mixtok.models.iformer import IFormer
 from mixtok.models.lsnet import LSNet
+from mixtok.models.mamba_mixer import ViM2
 from mixtok.models.metaformer import MetaFormer
 from mixtok.models.mlp_mixer import MlpMixer
 from mixtok.models.ms_mlp import MSMLP
@@ -65,6 +66,7 @@ SMALL = {
     MSMLP: dict(depths=ONE_BLOCK, dims=(10, 20, 40, 80), mlp_ratios=(2, 2, 2, 2)),  # 5 torch.chunk groups each
     RaftMLP: dict(depths=ONE_BLOCK, dims=(8, 16, 16, 32), mlp_ratios=(2, 2, 2, 2)),
     WaveMix: dict(depths=(2,), dims=(8,), mlp_ratios=2, levels=1, stem="patchify"),  # one small config for all four
+    ViM2: dict(depths=ONE_BLOCK, channel_depths=(1, 0, 0, 0), dims=(8, 8, 16, 16), d_state=4),
 }
 FAMILIES = tuple(SMALL)
 MODELS = [name for name in list_models() if model_spec(name).cls in FAMILIES]
