@@ -24,6 +24,7 @@ from mixtok.mixers.mix_shift import MixShift
 from mixtok.mixers.mlp import RandomMixing
 from mixtok.mixers.mlp_mixer import TokenMixingMLP
 from mixtok.mixers.pooling import Pooling, avg_pool_exclude_padding
+from mixtok.mixers.pooling_network import PoolingNetwork
 from mixtok.mixers.registry import MIXERS, get, list_mixers, register
 from mixtok.mixers.s2aformer import StripSelfAttention
 from mixtok.mixers.spectral import GlobalFilter
@@ -50,6 +51,7 @@ __all__ = [
     "Mixer",
     "MultiHeadAttention",
     "Pooling",
+    "PoolingNetwork",
     "RandomMixing",
     "SepConv",
     "StripSelfAttention",
