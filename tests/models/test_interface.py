@@ -29,6 +29,7 @@ from mixtok.models.lsnet import LSNet
 from mixtok.models.metaformer import MetaFormer
 from mixtok.models.mlp_mixer import MlpMixer
 from mixtok.models.ms_mlp import MSMLP
+from mixtok.models.ponet import PoNetViT
 from mixtok.models.s2aformer import S2AFormer
 from mixtok.models.transnext import TransNeXt
 from tests.helpers import random_variables
@@ -42,6 +43,7 @@ SMALL = {
     MlpMixer: dict(depths=(2,), dims=(16,), mlp_ratios=(2,)),
     GFNetPyramid: dict(depths=ONE_BLOCK, dims=(8, 8, 16, 16), mlp_ratios=(2, 2, 2, 2)),
     HydraViT: dict(depths=(2,), dims=(16,), mlp_ratios=(2,), d_state=4, headdim=8),
+    PoNetViT: dict(depths=(2,), dims=(16,), mlp_ratios=(2,)),
     DaViT: dict(depths=ONE_BLOCK, dims=(8, 16, 16, 16), num_heads=(2, 2, 2, 2), mlp_ratios=(2, 2, 2, 2)),
     AFFNet: dict(depths=(1, 1, 1, 1, 1), dims=(8, 8, 16, 16, 16), ffn_dims=(16, 16, 16)),
     CASViT: dict(depths=ONE_BLOCK, dims=(8, 8, 16, 16), mlp_ratios=(2, 2, 2, 2)),
