@@ -42,7 +42,7 @@ GFNET_DROP_PATH = {
     "gfnet_h_s": 0.2,
     "gfnet_h_b": 0.4,
 }
-IN_MEMORY_SOURCES = ("digits", "synthetic", "sample_photos")
+IN_MEMORY_SOURCES = ("digits", "synthetic", "sample_photos", "marked_sum")
 # The config trained for real below: IdentityFormer has no token mixer, so it compiles and steps
 # fastest on a CPU (XLA's depthwise 7x7 convolution is slow there).
 SMOKE_CONFIG = CONFIG_DIR / "imagenet" / "identityformer_s12.py"
@@ -99,6 +99,8 @@ def is_tokenizer(config) -> bool:
 
 def abstract_variables(config, classes: int, image_size: int):
     images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+    if config.get("task") == "sequence_classification":  # token ids [B, L]; image_size is L for sequence data
+        images = jax.ShapeDtypeStruct((1, image_size), jnp.int32)
     if is_tokenizer(config):
         tokenizer = create_tokenizer(
             config.model.name, dtype=compute_dtype(config), **config.model.get("kwargs", ConfigDict()).to_dict()
@@ -660,7 +662,7 @@ def test_mlp_quickstart_has_a_measured_result_for_every_family_and_rejects_unkno
     # build in test_the_default_config_validates_and_builds_its_model_and_optimizer, and each family's
     # model trains under jit with gradients in its own tests (2 steps of all three here cost over a minute).
     module = load_module(CONFIG_DIR / "quickstart_mlp.py")
-    assert set(module.MEASURED) == set(module.FAMILIES) == {"mixer", "hydra", "ms_mlp"}
+    assert set(module.MEASURED) == set(module.FAMILIES) == {"mixer", "hydra", "ms_mlp", "ponet"}
     assert all(accuracy >= 0.95 for accuracy, _ in module.MEASURED.values())
     with pytest.raises(ValueError, match="Did you mean 'mixer'"):
         module.get_config("family=mixr")
