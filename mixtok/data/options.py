@@ -8,17 +8,17 @@ fails before any data is read.
 
 Fields of `config.data` (all but `name` optional):
 
-  name               digits | synthetic | sample_photos | marked_sum | imagefolder | array_record
+  name               digits | synthetic | sample_photos | marked_majority | imagefolder | array_record
   root               folder / file / glob of the data (imagefolder, array_record)
   train_split        default 'train'
   eval_split         default 'test' (in-memory sources) or 'val' (folders, records)
   image_size         output side S; default 32 (in-memory sources) or 224; for a sequence
-                     source (marked_sum) it is the sequence length, `sequence_length`
-  sequence_length    sequence sources (marked_sum): tokens per example, default 256
+                     source (marked_majority) it is the sequence length, `sequence_length`
+  sequence_length    sequence sources (marked_majority): tokens per example, default 256
   num_classes        synthetic: how many classes to draw (default 10); other
                      sources derive it (array_record may set it to avoid a scan)
-  num_examples       synthetic, sample_photos, marked_sum: training examples (default 512)
-  num_eval_examples  synthetic, sample_photos, marked_sum: evaluation examples (default 128)
+  num_examples       synthetic, sample_photos, marked_majority: training examples (default 512)
+  num_eval_examples  synthetic, sample_photos, marked_majority: evaluation examples (default 128)
   crop_scale         random-resized-crop area range, default (0.08, 1.0)
   crop_ratio         random-resized-crop aspect range, default (3/4, 4/3)
   hflip              True / False or a probability; default True (p = 0.5)
@@ -82,10 +82,10 @@ from mixtok.registry import close_matches_hint
 
 _log = logging.getLogger(__name__)
 
-SOURCE_NAMES = ("digits", "synthetic", "sample_photos", "marked_sum", "imagefolder", "array_record")
-IN_MEMORY_SOURCES = ("digits", "synthetic", "sample_photos", "marked_sum")
+SOURCE_NAMES = ("digits", "synthetic", "sample_photos", "marked_majority", "imagefolder", "array_record")
+IN_MEMORY_SOURCES = ("digits", "synthetic", "sample_photos", "marked_majority")
 # Sources of int32 token-id sequences [L] (`mixtok.data.sequences`), passed through the image transforms untouched.
-SEQUENCE_SOURCES = ("marked_sum",)
+SEQUENCE_SOURCES = ("marked_majority",)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
