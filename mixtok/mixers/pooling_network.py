@@ -31,6 +31,10 @@ mixtok's choices (the paper pools "sentences" and 1-D windows of text; a row is 
 a square window its natural neighbourhood). So `token_mixers=("pooling_network", ...)` works in a MetaFormer
 at any grid; `segment_num` is not used there and `mask` is refused.
 
+The BERT version of PoNet (segments are sentences delimited by [CLS] / [SEP], post-LN blocks) also exists as
+huggingface/transformers: src/transformers/models/ponet/modeling_ponet.py (present in that repository at commit
+ee54f519); it is not what this module follows or was compared with.
+
 Parameters keep the official names (W_q, W_k, W_v, W_local, W_segment, ff), flax Dense kernels [in, out].
 Initialisation follows mixtok's Linear (trunc-normal 0.02, zero bias); the official keeps PyTorch's default.
 Heads: `num_heads`, or `dim // head_dim` (head_dim 32, the official LRA head_dim; LRA's dim 64 has 2 heads).
