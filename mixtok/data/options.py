@@ -8,7 +8,7 @@ fails before any data is read.
 
 Fields of `config.data` (all but `name` optional):
 
-  name               digits | synthetic | sample_photos | marked_majority | imagefolder | array_record
+  name               digits | synthetic | sample_photos | imagefolder | array_record | marked_majority
   root               folder / file / glob of the data (imagefolder, array_record)
   train_split        default 'train'
   eval_split         default 'test' (in-memory sources) or 'val' (folders, records)
@@ -82,7 +82,7 @@ from mixtok.registry import close_matches_hint
 
 _log = logging.getLogger(__name__)
 
-SOURCE_NAMES = ("digits", "synthetic", "sample_photos", "marked_majority", "imagefolder", "array_record")
+SOURCE_NAMES = ("digits", "synthetic", "sample_photos", "imagefolder", "array_record", "marked_majority")
 IN_MEMORY_SOURCES = ("digits", "synthetic", "sample_photos", "marked_majority")
 # Sources of int32 token-id sequences [L] (`mixtok.data.sequences`), passed through the image transforms untouched.
 SEQUENCE_SOURCES = ("marked_majority",)
