@@ -11,9 +11,15 @@ SEQUENCE_LENGTH tokens, (tag, digit) pairs zero-padded after a real length in [L
 `ids != 0`); the label is the most common digit among the pairs whose tag is the marker, and a decoy digit is
 planted among the unmarked pairs as often, so counting digits reaches only about 50% and chance is 10%. The task
 is `sequence_classification` (token ids [B, L]). The official recipe (AdamW lr 1e-4, 1,000 warm-up steps, 5,000
-steps at batch 32, weight decay 0) is scaled to a short CPU run: lr 2e-3, 50 warm-up steps, cosine decay.
+steps at batch 32, weight decay 0) is scaled to a short CPU run: 800 steps, lr 2e-3, 50 warm-up steps, cosine
+decay, gradient clipping 1.
 
-Measured: see MEASURED.
+Expect eval accuracy >= 0.9 after 800 steps (1,000 held-out test sequences; chance 0.10, counting digits about
+0.50). Measured on a 2-core CPU (AMD EPYC, JAX 0.10.2, 2026-12-07, shared with other jobs, load average 10-13),
+with the command above: eval accuracy 0.95 in 205 s wall time including compilation (106 s of CPU time); 0.281,
+0.729, 0.828, 0.917 at steps 100, 200, 300, 400 (`MEASURED` below). `steps=400` gave 0.716 (its cosine decays
+twice as fast), in 146 s.
+Run it again with the same --workdir and it resumes (or, if finished, returns at once).
 
 Options after a colon: `steps=N`, `length=L` (default 256).
 """
@@ -23,11 +29,11 @@ from ml_collections import ConfigDict
 from mixtok.train.config import parse_config_arg
 
 SEQUENCE_LENGTH = 256
-MEASURED = None  # (eval accuracy, wall seconds) with the command above
+MEASURED = (0.95, 205)  # (eval accuracy, wall seconds) with the command above
 
 
 def get_config(arg=None):
-    args = parse_config_arg(arg, steps=400, length=SEQUENCE_LENGTH)
+    args = parse_config_arg(arg, steps=800, length=SEQUENCE_LENGTH)
     config = ConfigDict()
     config.seed = 0
     config.task = "sequence_classification"
