@@ -31,8 +31,9 @@ kernels: the largest |difference| of the logits over 3 seeds and the 4 configura
 
 `PoNetViT` (mixtok's, no official image model exists): a ViT-style isotropic model with the grid form of the
 mixer (rows as segments, a square local window) in place of attention: patch embed (conv, bias) -> learned
-position embedding (resized for other grids) -> pre-LN blocks as above (the LRA block, GELU MLP) -> mean over
-tokens -> LayerNorm -> Linear (timm's ViT head with global_pool="avg").
+position embedding (resized for other grids) -> pre-LN blocks as above (the LRA block, GELU MLP, LayerNorm eps
+1e-5) -> mean over tokens -> LayerNorm (eps 1e-6) -> Linear (timm's ViT head with global_pool="avg"). Heads of
+32 channels unless `num_heads` says otherwise; any image whose sides are multiples of `patch_size`.
 """
 
 from collections.abc import Sequence
