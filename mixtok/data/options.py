@@ -8,15 +8,17 @@ fails before any data is read.
 
 Fields of `config.data` (all but `name` optional):
 
-  name               digits | synthetic | sample_photos | imagefolder | array_record
+  name               digits | synthetic | sample_photos | imagefolder | array_record | marked_majority
   root               folder / file / glob of the data (imagefolder, array_record)
   train_split        default 'train'
   eval_split         default 'test' (in-memory sources) or 'val' (folders, records)
-  image_size         output side S; default 32 (in-memory sources) or 224
+  image_size         output side S; default 32 (in-memory sources) or 224; for a sequence
+                     source (marked_majority) it is the sequence length, `sequence_length`
+  sequence_length    sequence sources (marked_majority): tokens per example, default 256
   num_classes        synthetic: how many classes to draw (default 10); other
                      sources derive it (array_record may set it to avoid a scan)
-  num_examples       synthetic, sample_photos: training examples (default 512)
-  num_eval_examples  synthetic, sample_photos: evaluation examples (default 128)
+  num_examples       synthetic, sample_photos, marked_majority: training examples (default 512)
+  num_eval_examples  synthetic, sample_photos, marked_majority: evaluation examples (default 128)
   crop_scale         random-resized-crop area range, default (0.08, 1.0)
   crop_ratio         random-resized-crop aspect range, default (3/4, 4/3)
   hflip              True / False or a probability; default True (p = 0.5)
@@ -80,8 +82,10 @@ from mixtok.registry import close_matches_hint
 
 _log = logging.getLogger(__name__)
 
-SOURCE_NAMES = ("digits", "synthetic", "sample_photos", "imagefolder", "array_record")
-IN_MEMORY_SOURCES = ("digits", "synthetic", "sample_photos")
+SOURCE_NAMES = ("digits", "synthetic", "sample_photos", "imagefolder", "array_record", "marked_majority")
+IN_MEMORY_SOURCES = ("digits", "synthetic", "sample_photos", "marked_majority")
+# Sources of int32 token-id sequences [L] (`mixtok.data.sequences`), passed through the image transforms untouched.
+SEQUENCE_SOURCES = ("marked_majority",)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -110,6 +114,7 @@ _FIELDS = (
     "eval_interpolation",
     "repeated_aug",
     "multi_scale",
+    "sequence_length",
 )
 
 
@@ -141,6 +146,7 @@ class DataOptions:
     eval_interpolation: str | None = None
     repeated_aug: int = 0
     multi_scale: MultiScaleOptions | None = None
+    sequence_length: int | None = None  # sequence sources only; image_size then equals it
 
 
 def check_source_name(name: Any) -> str:
@@ -271,7 +277,15 @@ def data_options(data_config: Any) -> DataOptions:
     crop_pct = fields.get("crop_pct", 0.875)
     if not isinstance(crop_pct, (int, float)) or not 0 < crop_pct <= 1:
         raise ValueError(f"data.crop_pct must be in (0, 1], got {crop_pct!r}.")
-    image_size = _positive_int("image_size", fields.get("image_size", 32 if in_memory else 224))
+    sequence_length = None
+    if name in SEQUENCE_SOURCES:
+        sequence_length = _positive_int("sequence_length", fields.get("sequence_length", 256))
+        if fields.get("image_size", sequence_length) != sequence_length:
+            raise ValueError(
+                f"data.image_size={fields['image_size']!r} but data.name={name!r} is a sequence source, whose "
+                f"image_size is its sequence_length={sequence_length}; remove data.image_size."
+            )
+    image_size = _positive_int("image_size", sequence_length or fields.get("image_size", 32 if in_memory else 224))
     mean = _triple("mean", fields.get("mean", IMAGENET_MEAN), positive=False)
     return DataOptions(
         name=name,
@@ -292,5 +306,6 @@ def data_options(data_config: Any) -> DataOptions:
         read_threads=_positive_int("read_threads", fields.get("read_threads", 0 if in_memory else 16), allow_zero=True),
         repeated_aug=_repeated_aug(fields.get("repeated_aug", 0)),
         multi_scale=multi_scale_options(fields.get("multi_scale")),
+        sequence_length=sequence_length,
         **_augmentations(fields, image_size, mean),
     )

@@ -428,11 +428,12 @@ class _EvalExample(grain.transforms.Map):
     def __init__(self, options: DataOptions):
         self._transform = EvalTransform(options)
         self._image_size = options.image_size
+        self._sequence_length = options.sequence_length
 
     def map(self, element: dict[str, Any]) -> dict[str, Any]:
         if element.get("padding"):
-            return batching.eval_example({}, self._image_size)
-        return batching.eval_example(self._transform.map(element), self._image_size)
+            return batching.eval_example({}, self._image_size, self._sequence_length)
+        return batching.eval_example(self._transform.map(element), self._image_size, self._sequence_length)
 
 
 class EvalBatches:

@@ -1,9 +1,10 @@
-"""Random-access data sources: digits, synthetic, sample_photos, imagefolder, array_record.
+"""Random-access data sources: digits, synthetic, sample_photos, marked_majority, imagefolder, array_record.
 
 A source has `__len__` and `__getitem__(i) -> {"image": ..., "label": int}`,
 which is what grain's `MapDataset.source` needs. The in-memory sources
 (digits, synthetic, sample_photos) return uint8 [H, W, 3] arrays; the file sources return
-encoded bytes plus a `path`, decoded later by the transforms (see `decode`).
+encoded bytes plus a `path`, decoded later by the transforms (see `decode`). The sequence source
+marked_majority (`mixtok.data.sequences`) returns int32 token ids [L] under the same "image" key.
 
 `create_source(options, split)` picks the source from `data.name`;
 `num_classes(options)` says how many labels it has.
@@ -15,7 +16,7 @@ import functools
 
 import numpy as np
 
-from mixtok.data import array_record, imagefolder
+from mixtok.data import array_record, imagefolder, sequences
 from mixtok.data.options import DataOptions, check_source_name
 
 DIGITS_SPLITS = ("train", "test")
@@ -233,6 +234,9 @@ def create_source(options: DataOptions, split: str):
     if name == "sample_photos":
         num_examples = options.num_examples if split == "train" else options.num_eval_examples
         return SamplePhotosSource(split, num_examples, options.image_size)
+    if name == "marked_majority":
+        num_examples = options.num_examples if split == "train" else options.num_eval_examples
+        return sequences.MarkedMajoritySource(split, num_examples, options.sequence_length)
     if name == "imagefolder":
         return imagefolder.ImageFolderSource(options.root, split, classes=_imagefolder_classes(options))
     return array_record.ArrayRecordSource(options.root, split)
@@ -251,6 +255,8 @@ def num_classes(options: DataOptions, train_source=None) -> int:
         derived = 10
     elif name == "sample_photos":
         derived = len(SAMPLE_PHOTOS["train"])
+    elif name == "marked_majority":
+        derived = sequences.MARKED_MAJORITY_CLASSES
     elif name == "imagefolder":
         if train_source is None:
             train_source = create_source(options, options.train_split)

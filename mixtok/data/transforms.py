@@ -246,6 +246,8 @@ class TrainTransform(grain.transforms.RandomMap):
         self._erasing_config = random_erasing_config(options)
 
     def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        if self._options.sequence_length is not None:  # token ids: nothing to decode or augment
+            return {"image": np.asarray(element["image"], np.int32), "label": element["label"]}
         # timm's crop works in PIL: decode straight to a PIL image for it.
         as_pil = self._options.train_interpolation is not None
         example = decode.decode_example(element, self._options.skip_undecodable, as_pil)
@@ -264,6 +266,8 @@ class EvalTransform(grain.transforms.Map):
         self._options = options
 
     def map(self, element: dict[str, Any]) -> dict[str, Any]:
+        if self._options.sequence_length is not None:  # token ids: nothing to decode or resize
+            return {"image": np.asarray(element["image"], np.int32), "label": element["label"]}
         example = decode.decode_example(element, self._options.skip_undecodable)
         if decode.is_undecodable(example):
             return example

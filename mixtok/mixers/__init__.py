@@ -25,6 +25,7 @@ from mixtok.mixers.mix_shift import MixShift
 from mixtok.mixers.mlp import RandomMixing
 from mixtok.mixers.mlp_mixer import TokenMixingMLP
 from mixtok.mixers.pooling import Pooling, avg_pool_exclude_padding
+from mixtok.mixers.pooling_network import PoolingNetwork
 from mixtok.mixers.raft_token_mixing import RaftTokenMixing
 from mixtok.mixers.registry import MIXERS, get, list_mixers, register
 from mixtok.mixers.s2aformer import StripSelfAttention
@@ -54,6 +55,7 @@ __all__ = [
     "MultiHeadAttention",
     "Pooling",
     "RaftTokenMixing",
+    "PoolingNetwork",
     "RandomMixing",
     "SelectiveChannelMixer",
     "SelectiveTokenMixer",

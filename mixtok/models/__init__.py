@@ -25,6 +25,7 @@ from mixtok.models import (
     metaformer_variants,  # noqa: F401  (registers the variants)
     mlp_mixer_variants,  # noqa: F401  (registers the variants)
     ms_mlp_variants,  # noqa: F401  (registers the variants)
+    ponet_variants,  # noqa: F401  (registers the variants)
     raft_mlp_variants,  # noqa: F401  (registers the variants)
     s2aformer_variants,  # noqa: F401  (registers the stand-ins)
     transnext_variants,  # noqa: F401  (registers the variants)

@@ -42,7 +42,7 @@ GFNET_DROP_PATH = {
     "gfnet_h_s": 0.2,
     "gfnet_h_b": 0.4,
 }
-IN_MEMORY_SOURCES = ("digits", "synthetic", "sample_photos")
+IN_MEMORY_SOURCES = ("digits", "synthetic", "sample_photos", "marked_majority")
 # The config trained for real below: IdentityFormer has no token mixer, so it compiles and steps
 # fastest on a CPU (XLA's depthwise 7x7 convolution is slow there).
 SMOKE_CONFIG = CONFIG_DIR / "imagenet" / "identityformer_s12.py"
@@ -99,6 +99,8 @@ def is_tokenizer(config) -> bool:
 
 def abstract_variables(config, classes: int, image_size: int):
     images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+    if config.get("task") == "sequence_classification":  # token ids [B, L]; image_size is L for sequence data
+        images = jax.ShapeDtypeStruct((1, image_size), jnp.int32)
     if is_tokenizer(config):
         tokenizer = create_tokenizer(
             config.model.name, dtype=compute_dtype(config), **config.model.get("kwargs", ConfigDict()).to_dict()
@@ -276,9 +278,9 @@ CLIP_MODES = {"lsnet": ("agc", 0.02)}
 # MS-MLP (JegZheng/MS-MLP lr_scheduler.py, Swin's: timm's cosine per update, t_in_epochs=False) is checked in
 # tests/models/test_ms_mlp.py.
 # RaftMLP (okojoalg/raft-mlp libs/train.py: ignite, per-iteration warm-up then cosine): tests/models/test_raft_mlp.py.
-# tests/models/test_ms_mlp.py. WaveMix (pranavphoenix/WaveMix Image_Classification/*.py: AdamW at a constant rate, no
+# WaveMix (pranavphoenix/WaveMix Image_Classification/*.py: AdamW at a constant rate, no
 # scheduler, no mixing) keeps warmup_cosine with min_lr = lr (experiments/configs/imagenet/wavemix_192_16.py).
-# tests/models/test_ms_mlp.py. ViM2 (the MambaMixer paper: Swin's pipeline, the same per-update cosine) in
+# ViM2 (the MambaMixer paper: Swin's pipeline, the same per-update cosine) in
 # tests/models/test_mamba_mixer.py.
 OWN_SCHEDULE_FAMILIES = ("cas_vit", "affnet", "mixer", "ms_mlp", "raftmlp", "wavemix", "vim2")
 
@@ -674,7 +676,11 @@ def test_mlp_quickstart_has_a_measured_result_for_every_family_and_rejects_unkno
     # build in test_the_default_config_validates_and_builds_its_model_and_optimizer, and each family's
     # model trains under jit with gradients in its own tests (2 steps of all three here cost over a minute).
     module = load_module(CONFIG_DIR / "quickstart_mlp.py")
-    assert set(module.MEASURED) == set(module.FAMILIES) == {"mixer", "hydra", "ms_mlp", "raft_mlp", "wavemix", "mamba_mixer"}
+    assert (
+        set(module.MEASURED)
+        == set(module.FAMILIES)
+        == {"mixer", "hydra", "ms_mlp", "raft_mlp", "wavemix", "mamba_mixer", "ponet"}
+    )
     assert all(accuracy >= 0.95 for accuracy, _ in module.MEASURED.values())
     with pytest.raises(ValueError, match="Did you mean 'mixer'"):
         module.get_config("family=mixr")

@@ -30,6 +30,7 @@ from mixtok.models.mamba_mixer import ViM2
 from mixtok.models.metaformer import MetaFormer
 from mixtok.models.mlp_mixer import MlpMixer
 from mixtok.models.ms_mlp import MSMLP
+from mixtok.models.ponet import PoNetViT
 from mixtok.models.raft_mlp import RaftMLP
 from mixtok.models.s2aformer import S2AFormer
 from mixtok.models.transnext import TransNeXt
@@ -45,6 +46,7 @@ SMALL = {
     MlpMixer: dict(depths=(2,), dims=(16,), mlp_ratios=(2,)),
     GFNetPyramid: dict(depths=ONE_BLOCK, dims=(8, 8, 16, 16), mlp_ratios=(2, 2, 2, 2)),
     HydraViT: dict(depths=(2,), dims=(16,), mlp_ratios=(2,), d_state=4, headdim=8),
+    PoNetViT: dict(depths=(2,), dims=(16,), mlp_ratios=(2,)),
     DaViT: dict(depths=ONE_BLOCK, dims=(8, 16, 16, 16), num_heads=(2, 2, 2, 2), mlp_ratios=(2, 2, 2, 2)),
     AFFNet: dict(depths=(1, 1, 1, 1, 1), dims=(8, 8, 16, 16, 16), ffn_dims=(16, 16, 16)),
     CASViT: dict(depths=ONE_BLOCK, dims=(8, 8, 16, 16), mlp_ratios=(2, 2, 2, 2)),

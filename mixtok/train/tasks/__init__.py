@@ -5,11 +5,12 @@
 
 from mixtok.registry import Registry
 from mixtok.train.tasks.base import Task
-from mixtok.train.tasks.classification import ClassificationTask
+from mixtok.train.tasks.classification import ClassificationTask, SequenceClassificationTask
 from mixtok.train.tasks.tokenizer import TokenizerTask
 
 TASKS = Registry("task")
 TASKS.register("classification", ClassificationTask)
+TASKS.register("sequence_classification", SequenceClassificationTask)
 TASKS.register("tokenizer", TokenizerTask)
 DEFAULT_TASK = "classification"
 
@@ -19,4 +20,12 @@ def get_task(name: str) -> type[Task]:
     return TASKS.get(name)
 
 
-__all__ = ["ClassificationTask", "DEFAULT_TASK", "TASKS", "Task", "TokenizerTask", "get_task"]
+__all__ = [
+    "ClassificationTask",
+    "DEFAULT_TASK",
+    "SequenceClassificationTask",
+    "TASKS",
+    "Task",
+    "TokenizerTask",
+    "get_task",
+]

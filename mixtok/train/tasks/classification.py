@@ -166,3 +166,24 @@ def mixup_options(config: ConfigDict) -> dict | None:
     if not (options["mixup_alpha"] > 0 or options["cutmix_alpha"] > 0 or options["cutmix_minmax"] is not None):
         return None
     return options
+
+
+class SequenceClassificationTask(ClassificationTask):
+    """Classification of token-id sequences: the batch's "image" holds int32 ids [B, L] (`mixtok.data.sequences`).
+
+    The loss, metrics and masked eval are ClassificationTask's; only the batch `init` traces differs (zero ids
+    [B, L], L = the data's `sequence_length`, which `DatasetInfo.image_size` carries for a sequence source), and
+    Mixup / CutMix, which mix images, are refused.
+    """
+
+    CONFIG_FIELDS = ("label_smoothing",)
+
+    @classmethod
+    def validate(cls, config: ConfigDict) -> None:
+        _check_label_smoothing(config.get("label_smoothing", 0.0))
+
+    def dummy_batch(self, image_size: int, batch_size: int = 1) -> dict[str, jax.Array]:
+        return {
+            "image": jnp.zeros((batch_size, image_size), jnp.int32),
+            "label": jnp.zeros((batch_size,), jnp.int32),
+        }
