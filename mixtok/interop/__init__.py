@@ -16,6 +16,15 @@
   checkpoints are refused in one line.
 - `mixtok.interop.ms_mlp`: the official MS-MLP checkpoints (JegZheng/MS-MLP; `load_state_dict(..., ema=True)` for
   `model_ema`), `convert` / `to_official` and `python -m mixtok.interop.ms_mlp NAME CHECKPOINT OUTPUT.msgpack`.
+- `mixtok.interop.raft_mlp`: official RaftMLP state dicts (okojoalg/raft-mlp; no checkpoints are published, the
+  training script's `last_model_0.pt` is a bare state dict), `convert` / `to_official` (the permuted blocks'
+  LayerNorm weights reordered) and `python -m mixtok.interop.raft_mlp NAME CHECKPOINT OUTPUT.msgpack`.
+- `mixtok.interop.wavemix`: the official WaveMix ImageNet state dicts (pranavphoenix/WaveMix Saved_weights; bare
+  state dicts, timm.py's `head.2` naming accepted), `convert` / `to_official` and
+  `python -m mixtok.interop.wavemix NAME CHECKPOINT OUTPUT.msgpack`.
+- `mixtok.interop.ponet`: the official PoNet LRA classifier's state dict (lxchtan/PoNet examples/LRA `ModelForSC`;
+  run_tasks.py's `{"model_state_dict": ...}` file), `convert` / `to_official` and
+  `python -m mixtok.interop.ponet NAME CHECKPOINT OUTPUT.msgpack`.
 - `mixtok.interop.hydra`: the official Hydra mixer's state dict (goombalab/hydra `Hydra`), `convert_mixer` /
   `to_official` (the repository releases no image model or checkpoint).
 - `mixtok.interop.official`: what those share (the key table, both conversions, the command line: exit
