@@ -26,6 +26,10 @@ the 56-7 px grids of 224-px images; here the grids are 8, 4, 2 and 1 (`STAGE_OPT
   offset on a 1x1 grid, 0, gives the same bias for any size;
 - hydra: `headdim` 32 in every stage (the official 64 needs expand * dim, here 64, 96, 128, 192, to be a
   multiple of 64; goombalab/hydra: hydra/modules/hydra.py asserts it).
+- wavelet_mixer: `levels` 3, 2, 1, 1 (WaveMix's Haar DWT halves the grid per level, and its transposed
+  convolutions double it back, so the grid must be a multiple of 2^levels; pranavphoenix/WaveMix:
+  wavemix/__init__.py). Even one level cannot run on stage 4's 1x1 grid, so wavelet_mixer is excluded from the
+  sweep (`excluded_mixers()` gives the error); in a MetaFormer it needs every stage's grid to be even.
 
 Measured with the sweep command above (default 300 steps; `python -m mixtok.report` made the table) on
 the 2-core development CPU (AMD EPYC, JAX 0.10.2, 2026-12-07): 19 points, 12 min 53 s for the whole
@@ -75,6 +79,7 @@ STAGE_OPTIONS = {  # per-stage options of the mixers whose defaults need 224-px 
     "inception_mixer": tuple(dict(pool_size=size) for size in (2, 2, 1, 1)),
     "length_scaled_cosine_attention": _PRETRAIN,
     "hydra": ({"headdim": 32},) * 4,
+    "wavelet_mixer": tuple(dict(levels=n) for n in (3, 2, 1, 1)),
 }
 NO_OPTIONS = ({}, {}, {}, {})
 
