@@ -27,6 +27,7 @@ from mixtok.mixers.pooling import Pooling, avg_pool_exclude_padding
 from mixtok.mixers.registry import MIXERS, get, list_mixers, register
 from mixtok.mixers.s2aformer import StripSelfAttention
 from mixtok.mixers.spectral import GlobalFilter
+from mixtok.mixers.strip_mlp import StripMLP
 from mixtok.mixers.transnext import AggregatedAttention, ConvGLU, LengthScaledCosineAttention
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "Pooling",
     "RandomMixing",
     "SepConv",
+    "StripMLP",
     "StripSelfAttention",
     "TokenMixingMLP",
     "WindowAttention",

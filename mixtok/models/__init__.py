@@ -25,6 +25,7 @@ from mixtok.models import (
     mlp_mixer_variants,  # noqa: F401  (registers the variants)
     ms_mlp_variants,  # noqa: F401  (registers the variants)
     s2aformer_variants,  # noqa: F401  (registers the stand-ins)
+    strip_mlp_variants,  # noqa: F401  (registers the variants)
     transnext_variants,  # noqa: F401  (registers the variants)
 )
 from mixtok.models.metaformer import MetaFormer
