@@ -7,7 +7,7 @@ imported from there). Needs torch and timm (the `timm` extra); from the reposito
 
     python tools/make_strip_mlp_fixtures.py --official-repo PATH/TO/Strip_MLP --out tests/fixtures/strip_mlp
 
-It builds a tiny `StripMLPNet` (embed_dim 8, layers (1, 1, 2, 1), alpha 3) at 64 px (token grids 16, 8, 4, 2;
+It builds a tiny `StripMLPNet` (embed_dim 8, layers (1, 1, 1, 1), alpha 3) at 64 px (token grids 16, 8, 4, 2;
 p = 4 channel groups everywhere: a width that is a multiple of 80, p = 2, needs embed_dim >= 40 and makes a
 fixture of megabytes, so p = 2 is covered by the --parity run of strip_mlp_tiny_light, whose widths 80 ... 640
 all have p = 2, and by tests/mixers/test_strip_mlp.py), gives every parameter and every BatchNorm buffer
@@ -42,7 +42,7 @@ SEED = 20230714
 BATCH = 2
 NUM_CLASSES = 10
 MODELS = {  # name: (constructor arguments, image side)
-    "strip_mlp_tiny": (dict(embed_dim=8, layers=[1, 1, 2, 1], alpha=3, num_classes=NUM_CLASSES), 64),
+    "strip_mlp_tiny": (dict(embed_dim=8, layers=[1, 1, 1, 1], alpha=3, num_classes=NUM_CLASSES), 64),
 }
 PARITY_VARIANTS = ("smlp_tiny_light_alpha3_patch4_224_imagenet1k", "smlp_small_alpha3_patch4_224_imagenet1k")
 CONFIG_ARGUMENTS = {  # configs/smlp_*_imagenet1k.yaml: EMBED_DIM, LAYERS (ALPHA 3, IMG_SIZE 224)
