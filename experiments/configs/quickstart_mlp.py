@@ -6,17 +6,22 @@ r"""Token-MLP / state-space quickstart: one small model of each such family on s
 `family=` picks the model: mixer (MLP-Mixer: mixer_s16_224's layers, 4 blocks of width 64 on 4-px
 patches, an 8x8 grid of 64 tokens; its token MLPs are built for the 32-px images), hydra (hydra_vit_ti's
 layers shrunk to 4 blocks of width 64 on 4-px patches, d_state 16, head dim 32: the 64 tokens scanned in
-raster order both ways) or ms_mlp (MS-MLP: ms_mlp_t's layers shrunk to one block per stage of widths 32,
+raster order both ways), ms_mlp (MS-MLP: ms_mlp_t's layers shrunk to one block per stage of widths 32,
 48, 64, 96; its mix-shift mixer rolls five channel groups by -2 ... 2 along H and W, each then a depthwise
-conv, and every width splits into five torch.chunk groups). Nothing is downloaded: the digits ship with
-scikit-learn (1,797 8x8 images, split 1,497 train / 300 test), upsampled to 32x32.
+conv, and every width splits into five torch.chunk groups) or strip_mlp (Strip-MLP: strip_mlp_tiny_light's
+layers shrunk to one block per stage of widths 16, 32, 64, 128, built for 32-px images: square token grids of 8,
+4, 2, 1; every width keeps the strip MLP's channel groups, p = 4 groups of width / 2 / 4, the official rule
+p = 2 if width % 80 == 0 else 4). Nothing is downloaded: the digits ship with scikit-learn (1,797 8x8 images,
+split 1,497 train / 300 test), upsampled to 32x32.
 
 Expect eval accuracy >= 0.95 after 300 steps. Measured on a 2-core CPU (AMD EPYC, JAX 0.10.2,
 2026-12-07, shared with other jobs), eval accuracy and wall time including compilation (`MEASURED`
 below): mixer 0.98 in 96 s (69 s of them the 300 steps, the rest start-up and compilation); hydra 0.9933 in
 325 s (eval accuracy 0.93 at step 100, 0.99 at step 200; measured while the other helpers' jobs shared the CPU);
 ms_mlp 0.9767 in 267 s (0.9433 at step 100, 0.9833 at step 200; load average 6-9 from other jobs: the run got
-about half a core, 137 s of CPU time).
+about half a core, 137 s of CPU time); strip_mlp 0.9867 in 720 s (0.91 at step 100, 0.99 at step 200; load average
+11-14 from other jobs and this helper's tests: 178 s of CPU time, the first train-step compilation alone 274 s of
+wall time).
 Run it again with the same --workdir and it resumes (or, if finished, returns at once).
 
 Options after a colon: `family=NAME` (default mixer), `steps=N` (default 300).
@@ -35,12 +40,14 @@ FAMILIES = {
         dict(depths=(4,), dims=(64,), patch_size=4, image_size=32, mlp_ratios=(2,), d_state=16, headdim=32),
     ),
     "ms_mlp": ("ms_mlp_t", dict(depths=(1, 1, 1, 1), dims=(32, 48, 64, 96))),
+    "strip_mlp": ("strip_mlp_tiny_light", dict(depths=(1, 1, 1, 1), dims=(16, 32, 64, 128), image_size=32)),
 }
 # family: (eval accuracy after 300 steps, wall seconds), measured with the command above.
 MEASURED = {
     "mixer": (0.98, 96),
     "hydra": (0.9933, 325),
     "ms_mlp": (0.9767, 267),
+    "strip_mlp": (0.9867, 720),
 }
 
 

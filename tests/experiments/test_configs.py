@@ -274,8 +274,9 @@ CLIP_MODES = {"lsnet": ("agc", 0.02)}
 # MLP-Mixer (google-research/big_vision mlp_mixer_i1k.py: Adam, 10k-step warm-up, linear decay, mixup only) keeps
 # warmup_cosine, the closest schedule mixtok has (experiments/configs/imagenet/mixer_b16_224.py).
 # MS-MLP (JegZheng/MS-MLP lr_scheduler.py, Swin's: timm's cosine per update, t_in_epochs=False) is checked in
-# tests/models/test_ms_mlp.py.
-OWN_SCHEDULE_FAMILIES = ("cas_vit", "affnet", "mixer", "ms_mlp")
+# tests/models/test_ms_mlp.py; Strip-MLP (Med-Process/Strip_MLP lr_scheduler.py, the same) in
+# tests/models/test_strip_mlp.py.
+OWN_SCHEDULE_FAMILIES = ("cas_vit", "affnet", "mixer", "ms_mlp", "strip_mlp")
 
 
 def recipe_family(name: str) -> str | None:
@@ -362,6 +363,7 @@ AUGMENTATIONS = {
     "cas_vit": ("Tianfang-Zhang/CAS-ViT classification/main.py (--reprob 0.0)", "bicubic", RAND_M9, 0.0),
     "mixer": ("google-research/big_vision mlp_mixer_i1k.py randaug(2, 15)", "bilinear", "rand-m15-n2-mmax15", 0.0),
     "ms_mlp": ("JegZheng/MS-MLP config.py AUG, data/build.py (Swin's)", "bicubic", RAND_M9, 0.25),
+    "strip_mlp": ("Med-Process/Strip_MLP config.py AUG, data/build.py (Swin's)", "bicubic", RAND_M9, 0.25),
 }
 # apple/ml-cvnets mobilevit.yaml: random resized crop and flip only.
 NO_AUGMENTATION_FAMILIES = ("affnet",)
@@ -660,7 +662,7 @@ def test_mlp_quickstart_has_a_measured_result_for_every_family_and_rejects_unkno
     # build in test_the_default_config_validates_and_builds_its_model_and_optimizer, and each family's
     # model trains under jit with gradients in its own tests (2 steps of all three here cost over a minute).
     module = load_module(CONFIG_DIR / "quickstart_mlp.py")
-    assert set(module.MEASURED) == set(module.FAMILIES) == {"mixer", "hydra", "ms_mlp"}
+    assert set(module.MEASURED) == set(module.FAMILIES) == {"mixer", "hydra", "ms_mlp", "strip_mlp"}
     assert all(accuracy >= 0.95 for accuracy, _ in module.MEASURED.values())
     with pytest.raises(ValueError, match="Did you mean 'mixer'"):
         module.get_config("family=mixr")

@@ -30,6 +30,7 @@ from mixtok.models.metaformer import MetaFormer
 from mixtok.models.mlp_mixer import MlpMixer
 from mixtok.models.ms_mlp import MSMLP
 from mixtok.models.s2aformer import S2AFormer
+from mixtok.models.strip_mlp import StripMLPNet
 from mixtok.models.transnext import TransNeXt
 from tests.helpers import random_variables
 
@@ -61,6 +62,7 @@ SMALL = {
         depths=ONE_BLOCK, dims=(8, 16, 16, 16), num_heads=(1, 2, 2, 2), mlp_ratios=(2, 2, 2, 2), pretrain_size=64
     ),
     MSMLP: dict(depths=ONE_BLOCK, dims=(10, 20, 40, 80), mlp_ratios=(2, 2, 2, 2)),  # 5 torch.chunk groups each
+    StripMLPNet: dict(depths=ONE_BLOCK, dims=(8, 16, 32, 64)),  # every width: C / 2 divisible by p = 4
 }
 FAMILIES = tuple(SMALL)
 MODELS = [name for name in list_models() if model_spec(name).cls in FAMILIES]

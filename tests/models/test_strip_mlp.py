@@ -82,3 +82,40 @@ def test_image_size_fixes_the_grids_and_other_sizes_are_one_clear_error():
         _shapes(free, jax.ShapeDtypeStruct((1, 48, 48, 3), jnp.float32))
     with pytest.raises(ValueError, match="dims\\[2\\] must be a multiple of dims\\[1\\]"):
         _shapes(create_model("strip_mlp_tiny", depths=(1, 1, 1, 1), dims=(8, 16, 24, 48)))
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL_COUNTS))
+def test_imagenet_config_is_the_official_recipe_with_its_unscaled_rates_and_a_per_update_cosine(name):
+    """Med-Process/Strip_MLP: config.py + the yaml; main.py's linear_scaled_lr is never stored, so the optimizer runs
+    5e-4 / 5e-7 / 5e-6 at the README's batch 128; lr_scheduler.py runs timm's CosineLRScheduler on updates
+    (t_in_epochs=False), warm-up inside t_initial."""
+    import math
+    from pathlib import Path
+
+    from mixtok.train import config_files
+    from mixtok.train.optimizer import create_optimizer
+
+    path = Path(__file__).resolve().parents[2] / "experiments" / "configs" / "imagenet" / f"{name}.py"
+    config = config_files.load_module(path).get_config()
+    optimizer = config.optimizer
+    assert config.batch_size == 128 and config.model.name == name and config.model.kwargs.drop_path_rate == 0.1
+    assert (optimizer.name, optimizer.lr, optimizer.weight_decay, optimizer.grad_clip) == ("adamw", 5e-4, 0.05, 5.0)
+    assert config.label_smoothing == 0.1 and config.data.crop_pct == 224 / 256 and "model_ema" not in config
+    assert config.mixup.to_dict() == dict(mixup_alpha=0.8, cutmix_alpha=1.0, prob=1.0, switch_prob=0.5, mode="batch")
+    per_epoch = 1_281_167 // 128  # the official loader drops the last partial batch: 10,009 updates
+    assert optimizer.schedule == "timm_cosine" and optimizer.schedule_on == "step"
+    assert optimizer.steps_per_epoch == per_epoch and optimizer.cooldown_epochs == 0
+    if name != "strip_mlp_tiny_light":  # the recipe is one function; its schedule is checked once
+        return
+    _, schedule = create_optimizer(optimizer, config.total_steps)
+    warmup, total = 20 * per_epoch, 300 * per_epoch  # lr_scheduler.py warmup_t, t_initial (in updates)
+
+    def timm(t):  # timm/scheduler/cosine_lr.py, one cycle, t in updates
+        if t < warmup:
+            return 5e-7 + t * (5e-4 - 5e-7) / warmup
+        return 5e-6 + (5e-4 - 5e-6) * (1 + math.cos(math.pi * t / total)) / 2 if t < total else 5e-6
+
+    for step in (0, 1, warmup - 1, warmup, warmup + 7, total // 2 + 3, total - 1, config.total_steps - 1):
+        assert float(schedule(step)) == pytest.approx(timm(step), rel=1e-5), step
+    doubled = config_files.load_module(path).get_config("batch_size=256")
+    assert doubled.optimizer.lr == 1e-3 and doubled.optimizer.min_lr == 1e-5  # scaled linearly from batch 128
