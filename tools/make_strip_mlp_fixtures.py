@@ -13,8 +13,8 @@ fixture of megabytes, so p = 2 is covered by the --parity run of strip_mlp_tiny_
 all have p = 2, and by tests/mixers/test_strip_mlp.py), gives every parameter and every BatchNorm buffer
 random values (`randomise_`), runs a seeded batch in eval mode and saves `<model>.npz`: `input` [B, 3, H, W]
 (NCHW), `logits`, `pre_logits` (the spatial mean after the final norm), `stage0` ... `stage3` [B, h, w, C] (each
-stage's output, NHWC) and `state_dict/<key>`; plus `manifest.json` with the official commit, the torch / timm versions, the constructor
-arguments and the sha256 of each file.
+stage's output, NHWC) and `state_dict/<key>`; plus `manifest.json` with the official commit, the torch / timm
+versions, the constructor arguments and the sha256 of each file.
 
     PYTHONPATH=. python tools/make_strip_mlp_fixtures.py --official-repo PATH/TO/Strip_MLP --parity
 
