@@ -30,6 +30,7 @@ from mixtok.mixers.raft_token_mixing import RaftTokenMixing
 from mixtok.mixers.registry import MIXERS, get, list_mixers, register
 from mixtok.mixers.s2aformer import StripSelfAttention
 from mixtok.mixers.spectral import GlobalFilter
+from mixtok.mixers.strip_mlp import StripMLP
 from mixtok.mixers.transnext import AggregatedAttention, ConvGLU, LengthScaledCosineAttention
 from mixtok.mixers.wavelet import WaveletMixer
 
@@ -60,6 +61,7 @@ __all__ = [
     "SelectiveChannelMixer",
     "SelectiveTokenMixer",
     "SepConv",
+    "StripMLP",
     "StripSelfAttention",
     "TokenMixingMLP",
     "WaveletMixer",

@@ -28,6 +28,7 @@ from mixtok.models import (
     ponet_variants,  # noqa: F401  (registers the variants)
     raft_mlp_variants,  # noqa: F401  (registers the variants)
     s2aformer_variants,  # noqa: F401  (registers the stand-ins)
+    strip_mlp_variants,  # noqa: F401  (registers the variants)
     transnext_variants,  # noqa: F401  (registers the variants)
     wavemix_variants,  # noqa: F401  (registers the variants)
 )

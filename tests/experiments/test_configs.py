@@ -281,8 +281,9 @@ CLIP_MODES = {"lsnet": ("agc", 0.02)}
 # WaveMix (pranavphoenix/WaveMix Image_Classification/*.py: AdamW at a constant rate, no
 # scheduler, no mixing) keeps warmup_cosine with min_lr = lr (experiments/configs/imagenet/wavemix_192_16.py).
 # ViM2 (the MambaMixer paper: Swin's pipeline, the same per-update cosine) in
-# tests/models/test_mamba_mixer.py.
-OWN_SCHEDULE_FAMILIES = ("cas_vit", "affnet", "mixer", "ms_mlp", "raftmlp", "wavemix", "vim2")
+# tests/models/test_mamba_mixer.py. Strip-MLP (Med-Process/Strip_MLP lr_scheduler.py, the same) in
+# tests/models/test_strip_mlp.py.
+OWN_SCHEDULE_FAMILIES = ("cas_vit", "affnet", "mixer", "ms_mlp", "raftmlp", "wavemix", "vim2", "strip_mlp")
 
 
 def recipe_family(name: str) -> str | None:
@@ -378,6 +379,7 @@ AUGMENTATIONS = {
         0.0,
     ),
     "vim2": ("MambaMixer paper: Swin's pipeline (no code); Swin's config.py AUG", "bicubic", RAND_M9, 0.25),
+    "strip_mlp": ("Med-Process/Strip_MLP config.py AUG, data/build.py (Swin's)", "bicubic", RAND_M9, 0.25),
 }
 # apple/ml-cvnets mobilevit.yaml: random resized crop and flip only.
 NO_AUGMENTATION_FAMILIES = ("affnet",)
@@ -679,7 +681,7 @@ def test_mlp_quickstart_has_a_measured_result_for_every_family_and_rejects_unkno
     assert (
         set(module.MEASURED)
         == set(module.FAMILIES)
-        == {"mixer", "hydra", "ms_mlp", "raft_mlp", "wavemix", "mamba_mixer", "ponet"}
+        == {"mixer", "hydra", "ms_mlp", "raft_mlp", "wavemix", "mamba_mixer", "ponet", "strip_mlp"}
     )
     assert all(accuracy >= 0.95 for accuracy, _ in module.MEASURED.values())
     with pytest.raises(ValueError, match="Did you mean 'mixer'"):

@@ -133,11 +133,14 @@ def test_identity_returns_its_input():
 # Options for mixers whose defaults assume a stage-sized map (a pooled grid or pooling window larger
 # than this test's 6x5 map); every other mixer runs with its defaults.
 SMALL_MAP_OPTIONS = {"aggregated_attention": dict(sr_ratio=2), "inception_mixer": dict(pool_size=1)}
+# Mixers that need another grid than 6x5: Strip-MLP's strip MLP a square one (H == W), WaveMix's 3-level DWT
+# multiples of 2^3.
+MAP_SIZES = {"strip_mlp": (6, 6), "wavelet_mixer": (8, 8)}
 
 
 @pytest.mark.parametrize("name", mixers.list_mixers())
 def test_every_mixer_keeps_shape_jits_and_has_finite_gradients(name):
-    x = jnp.asarray(np.random.default_rng(5).normal(size=(2, 6, 5, 32)), jnp.float32)
+    x = jnp.asarray(np.random.default_rng(5).normal(size=(2, *MAP_SIZES.get(name, (6, 5)), 32)), jnp.float32)
     module = mixers.get(name)(dim=32, **SMALL_MAP_OPTIONS.get(name, {}))
     variables = nn.meta.unbox(module.init(jax.random.PRNGKey(0), x))
     out = jax.jit(module.apply)(variables, x)

@@ -33,6 +33,7 @@ from mixtok.models.ms_mlp import MSMLP
 from mixtok.models.ponet import PoNetViT
 from mixtok.models.raft_mlp import RaftMLP
 from mixtok.models.s2aformer import S2AFormer
+from mixtok.models.strip_mlp import StripMLPNet
 from mixtok.models.transnext import TransNeXt
 from mixtok.models.wavemix import WaveMix
 from tests.helpers import random_variables
@@ -69,6 +70,7 @@ SMALL = {
     RaftMLP: dict(depths=ONE_BLOCK, dims=(8, 16, 16, 32), mlp_ratios=(2, 2, 2, 2)),
     WaveMix: dict(depths=(2,), dims=(8,), mlp_ratios=2, levels=1, stem="patchify"),  # one small config for all four
     ViM2: dict(depths=ONE_BLOCK, channel_depths=(1, 0, 0, 0), dims=(8, 8, 16, 16), d_state=4),
+    StripMLPNet: dict(depths=ONE_BLOCK, dims=(8, 16, 32, 64)),  # every width: C / 2 divisible by p = 4
 }
 FAMILIES = tuple(SMALL)
 MODELS = [name for name in list_models() if model_spec(name).cls in FAMILIES]
