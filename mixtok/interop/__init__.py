@@ -16,6 +16,9 @@
   checkpoints are refused in one line.
 - `mixtok.interop.ms_mlp`: the official MS-MLP checkpoints (JegZheng/MS-MLP; `load_state_dict(..., ema=True)` for
   `model_ema`), `convert` / `to_official` and `python -m mixtok.interop.ms_mlp NAME CHECKPOINT OUTPUT.msgpack`.
+- `mixtok.interop.strip_mlp`: the official Strip-MLP checkpoints (Med-Process/Strip_MLP; the training checkpoint's
+  'model', BatchNorm statistics included), `convert` / `to_official` and
+  `python -m mixtok.interop.strip_mlp NAME CHECKPOINT OUTPUT.msgpack`.
 - `mixtok.interop.raft_mlp`: official RaftMLP state dicts (okojoalg/raft-mlp; no checkpoints are published, the
   training script's `last_model_0.pt` is a bare state dict), `convert` / `to_official` (the permuted blocks'
   LayerNorm weights reordered) and `python -m mixtok.interop.raft_mlp NAME CHECKPOINT OUTPUT.msgpack`.
