@@ -35,15 +35,15 @@ from mixtok.train.metric_writer import read_metrics
 from mixtok.train.tasks import get_task
 from mixtok.train.trainer import train_and_evaluate
 from tests.train.test_cli import QUICKSTART, _cli
-from tests.train.test_trainer import tiny_config
+from tests.train.test_trainer import TINY_MIXER, tiny_config
 
 CHECKPOINT_LOG = "mixtok.train.checkpointing"
 
 
 def run_config(**overrides):
-    """8 steps, checkpoints at 4 and 8 (async), a log record at each and eval at the end."""
+    """8 steps of the tiny MLP-Mixer, checkpoints at 4 and 8 (async), a log record at each and eval at the end."""
     settings = dict(total_steps=8, checkpoint_every=4, log_every=4, eval_every=8, tensorboard=False)
-    return tiny_config(**{**settings, **overrides})
+    return tiny_config(**{**settings, **TINY_MIXER, **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +227,7 @@ def test_resume_mismatch_allow_resumes_with_a_warning_listing_the_fields(workdir
 
 
 def test_an_intact_checkpoint_that_does_not_fit_the_changed_model_is_left_in_place(workdir, resume_mismatch_field):
-    config = run_config(resume_mismatch="allow", **{"model.kwargs.dims": (8, 8, 16, 24)})
+    config = run_config(resume_mismatch="allow", **{"model.kwargs.dims": (24,)})
     with pytest.raises(ValueError, match="step 8 .* cannot be restored into this run .* left in place"):
         train_and_evaluate(config, workdir)
     assert checkpoint_names(workdir) == ["4", "8"]
@@ -240,7 +240,7 @@ def test_the_command_line_reports_an_unresumable_workdir_in_one_line_with_exit_c
         corrupt_array_file(workdir / "checkpoints" / "8")
         expected = "can be resumed"
     else:  # the quickstart is another model, data and seed than the tiny run that wrote the workdir
-        expected = "model.kwargs.dims: [8, 8, 16, 16] -> [32, 48, 64, 96]"
+        expected = "model.name: 'mixer_s16_224' -> 'poolformerv2_s12'; model.kwargs.depths: [1] -> [1, 1, 2, 1]"
     proc = _cli("--config", QUICKSTART, "--workdir", str(workdir), "--config.data.name=synthetic")
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 2, stderr[-3000:]

@@ -2,7 +2,7 @@
 
 python -m tests.train.multihost_worker PROCESS_ID PORT WORKDIR [MODULE:FUNCTION]
     trains with `train_and_evaluate` and prints a RESULT line; MODULE:FUNCTION names a function
-    returning the run's config (default: test_trainer's tiny 4-step run).
+    returning the run's config (default: test_trainer's tiny MLP-Mixer, 4 steps).
 python -m tests.train.multihost_worker PROCESS_ID PORT WORKDIR --cli CONFIG_FILE [--hold_after=K:DIR] [FLAGS...]
     runs the trainer's command line (`python -m mixtok.train --distributed ...` with this process's id, the
     loopback coordinator, CONFIG_FILE, WORKDIR and FLAGS), so the exit status and stderr are the trainer's own.
@@ -115,9 +115,9 @@ def main():
         module, function = sys.argv[4].split(":")
         config = getattr(importlib.import_module(module), function)()
     else:
-        from tests.train.test_trainer import tiny_config
+        from tests.train.test_trainer import TINY_MIXER, tiny_config
 
-        config = tiny_config(total_steps=4, log_every=1, eval_every=4, checkpoint_every=4)
+        config = tiny_config(total_steps=4, log_every=1, eval_every=4, checkpoint_every=4, **TINY_MIXER)
     final = train_and_evaluate(config, workdir)
     print(
         "RESULT "

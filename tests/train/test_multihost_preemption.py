@@ -32,14 +32,14 @@ TIMEOUT_S = 600
 
 
 def _config_file(tmp_path: Path) -> Path:
-    """The trainer's config file: the tiny classification run, every step logged, no checkpoint but the
-    preemption's before the end (checkpoint_every > total_steps)."""
+    """The trainer's config file: the tiny MLP-Mixer's classification run, every step logged, no checkpoint but
+    the preemption's before the end (checkpoint_every > total_steps)."""
     path = tmp_path / "tiny_config.py"
     path.write_text(
-        "from tests.train.test_trainer import tiny_config\n\n\n"
+        "from tests.train.test_trainer import TINY_MIXER, tiny_config\n\n\n"
         "def get_config():\n"
         f"    return tiny_config(total_steps={TOTAL_STEPS}, log_every=1, eval_every={TOTAL_STEPS}, "
-        "checkpoint_every=100, tensorboard=False)\n"
+        "checkpoint_every=100, tensorboard=False, **TINY_MIXER)\n"
     )
     return path
 

@@ -16,6 +16,14 @@ from mixtok.train import trainer
 from mixtok.train.metric_writer import read_metrics
 from mixtok.train.trainer import NonFiniteLossError, train_and_evaluate
 
+# What the trainer does (resume, checkpoints, processes, faults) does not depend on the model: the tests that need
+# only some model pass these overrides to tiny_config, a one-block MLP-Mixer on a 4x4 grid of 8-px patches, which
+# compiles in about half the time of tiny_config's four-stage PoolFormerV2 (compiling is most of those tests' time).
+TINY_MIXER = {
+    "model.name": "mixer_s16_224",
+    "model.kwargs": dict(depths=(1,), dims=(16,), patch_size=8, image_size=32, drop_path_rate=0.1),
+}
+
 
 def tiny_config(**overrides) -> ConfigDict:
     config = ConfigDict(
