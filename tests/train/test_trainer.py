@@ -72,10 +72,10 @@ def _restore_params(workdir, step):
 
 @pytest.fixture(scope="module")
 def straight_run(tmp_path_factory):
-    """(config, workdir, final metrics) of the tiny 12-step run, never interrupted: logs every 2 steps, evals at
-    6 and 12, checkpoints every 4 steps with the last 2 kept. The tests below only read its workdir."""
+    """(config, workdir, final metrics) of the tiny MLP-Mixer's 12-step run, never interrupted: logs every 2 steps,
+    evals at 6 and 12, checkpoints every 4 steps with the last 2 kept. The tests below only read its workdir."""
     workdir = tmp_path_factory.mktemp("straight_run")
-    config = tiny_config(keep_checkpoints=2)
+    config = tiny_config(keep_checkpoints=2, **TINY_MIXER)
     return config, workdir, train_and_evaluate(config, workdir)
 
 
@@ -103,7 +103,7 @@ def test_metrics_file_has_train_loss_every_log_step_and_eval_at_eval_steps(strai
     assert final == {k: v for k, v in records[-1].items() if k != "step"}
     assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
     saved_config = json.loads((workdir / "checkpoints" / "12" / "config" / "metadata").read_text())
-    assert saved_config["model"]["name"] == "poolformerv2_s12"
+    assert saved_config["model"]["name"] == "mixer_s16_224"
 
 
 def test_only_the_last_n_checkpoints_are_kept(straight_run):
@@ -120,15 +120,17 @@ def test_finished_run_rerun_returns_without_training(straight_run, tmp_path):
 
 
 def test_nonfinite_loss_stops_training_and_names_the_step(tmp_path):
-    config = tiny_config(**{"optimizer.lr": 1e30, "optimizer.grad_clip": None, "optimizer.warmup_steps": 0})
+    config = tiny_config(
+        **{"optimizer.lr": 1e30, "optimizer.grad_clip": None, "optimizer.warmup_steps": 0}, **TINY_MIXER
+    )
     with pytest.raises(NonFiniteLossError, match=r"is (nan|inf|-inf) at step \d+"):
         train_and_evaluate(config, tmp_path)
 
 
 def test_workdir_of_a_different_model_is_refused_and_left_untouched(tmp_path):
-    train_and_evaluate(tiny_config(total_steps=4), tmp_path)
+    train_and_evaluate(tiny_config(total_steps=4, **TINY_MIXER), tmp_path)
     before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
-    other = tiny_config(total_steps=8, **{"model.kwargs.dims": (8, 8, 16, 24)})
+    other = tiny_config(total_steps=8, **TINY_MIXER, **{"model.kwargs.dims": (24,)})
     with pytest.raises(ValueError, match="were written for model .* Use a new --workdir"):
         train_and_evaluate(other, tmp_path)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before
@@ -167,7 +169,9 @@ def test_bfloat16_compute_trains(tmp_path):
 
 def test_fresh_run_moves_metrics_of_a_run_without_checkpoints_aside(tmp_path):
     (tmp_path / "metrics.jsonl").write_text('{"step": 50, "train/loss": 1.0}\n')
-    train_and_evaluate(tiny_config(total_steps=3, log_every=1, eval_every=3, checkpoint_every=3), tmp_path)
+    train_and_evaluate(
+        tiny_config(total_steps=3, log_every=1, eval_every=3, checkpoint_every=3, **TINY_MIXER), tmp_path
+    )
     assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3]
     (orphan,) = tmp_path.glob("metrics.jsonl.orphaned-*")
     assert json.loads(orphan.read_text())["step"] == 50  # kept, not deleted
