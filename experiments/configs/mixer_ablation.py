@@ -11,10 +11,10 @@ One point by hand (what the sweep runs for it):
 scikit-learn; AdamW, batch 64, `steps=N`, default 300) with one block per stage, widths 32-96, and the
 mixer `mixer=NAME` (default pooling) in all four stages. `get_sweep` has one point per registered mixer
 (`mixtok.mixers.list_mixers()`, read from the registry) that builds on this backbone's grids;
-`excluded_mixers()` names any that does not, with the error that rules it out (today: none). A mixer
-added to the registry joins the sweep.
+`excluded_mixers()` names any that does not, with the error that rules it out (today: wavelet_mixer, below).
+A mixer added to the registry joins the sweep.
 
-Three mixers size themselves to the stage, as their papers do per stage, and their defaults assume
+Some mixers size themselves to the stage, as their papers do per stage, or have defaults that assume
 the 56-7 px grids of 224-px images; here the grids are 8, 4, 2 and 1 (`STAGE_OPTIONS`, set in
 `model.kwargs.mixer_kwargs`, one dict per stage):
 - aggregated_attention: `sr_ratio` 8, 4, 2, 1, TransNeXt's own per-stage schedule
@@ -25,7 +25,7 @@ the 56-7 px grids of 224-px images; here the grids are 8, 4, 2 and 1 (`STAGE_OPT
   default), but 2x2 for the 1x1 grid: the position bias divides offsets by size - 1, and the only
   offset on a 1x1 grid, 0, gives the same bias for any size;
 - hydra: `headdim` 32 in every stage (the official 64 needs expand * dim, here 64, 96, 128, 192, to be a
-  multiple of 64; goombalab/hydra: hydra/modules/hydra.py asserts it).
+  multiple of 64; goombalab/hydra: hydra/modules/hydra.py asserts it);
 - wavelet_mixer: `levels` 3, 2, 1, 1 (WaveMix's Haar DWT halves the grid per level, and its transposed
   convolutions double it back, so the grid must be a multiple of 2^levels; pranavphoenix/WaveMix:
   wavemix/__init__.py). Even one level cannot run on stage 4's 1x1 grid, so wavelet_mixer is excluded from the
