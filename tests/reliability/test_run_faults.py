@@ -261,6 +261,14 @@ def test_sigterm_saves_reports_the_step_and_exits_143(tmp_path, exit_zero):
     assert (workdir / "checkpoints" / str(step)).is_dir()
     assert "final metrics" not in stdout  # not reported as if finished
     assert _logged_steps(workdir)[-1] == step
+    if exit_zero:
+        return
+    # The same command resumes from that checkpoint; another total_steps is allowed on resume (it only changes
+    # the schedule's horizon).
+    resumed = _cli(*args, f"--config.total_steps={step + 2}")
+    _, stderr = _finish(resumed)
+    assert resumed.returncode == 0, stderr[-3000:]
+    assert _logged_steps(workdir)[-3:] == [step, step + 1, step + 2]
 
 
 def test_preempted_is_raised_not_returned(tmp_path, monkeypatch):

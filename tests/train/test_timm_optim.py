@@ -206,7 +206,7 @@ def test_bad_values_are_explained_in_one_line(overrides, message):
 def test_the_trainer_runs_and_resumes_with_timm_lamb_and_the_timm_schedule(tmp_path):
     from mixtok.train import train_and_evaluate
     from mixtok.train.metric_writer import read_metrics
-    from tests.train.test_trainer import tiny_config
+    from tests.train.test_trainer import TINY_MIXER, tiny_config
 
     optimizer = dict(
         name="timm_lamb",
@@ -221,9 +221,9 @@ def test_the_trainer_runs_and_resumes_with_timm_lamb_and_the_timm_schedule(tmp_p
         epochs=3,
     )
     run = dict(log_every=1, eval_every=2, checkpoint_every=2, tensorboard=False, async_checkpointing=False)
-    train_and_evaluate(tiny_config(total_steps=2, optimizer=optimizer, **run), tmp_path)
+    train_and_evaluate(tiny_config(total_steps=2, optimizer=optimizer, **run, **TINY_MIXER), tmp_path)
     # Resuming restores timm_lamb's state (count and moments) from the step-2 checkpoint.
-    config = tiny_config(total_steps=4, optimizer=optimizer, **run)
+    config = tiny_config(total_steps=4, optimizer=optimizer, **run, **TINY_MIXER)
     train_and_evaluate(config, tmp_path)
     records = [r for r in read_metrics(tmp_path) if "train/learning_rate" in r]
     _, schedule = create_optimizer(config.optimizer, config.total_steps)
