@@ -185,11 +185,12 @@ def _restore_state(workdir, step):
 
 
 EMA_RUN = dict(total_steps=8, eval_every=4, tensorboard=False, model_ema=dict(decay=0.99, warmup=True))
-# A small AFFNet (BatchNorm) averaging its statistics too, with cvnets' update (no first-update copy).
+# A one-block WaveMix (BatchNorm after its transposed convolution) averaging its statistics too, with cvnets' update
+# (no first-update copy).
 BUFFERS_RUN = dict(
     **{
-        "model.name": "affnet_et",
-        "model.kwargs": dict(depths=(1, 0, 0, 0, 0), dims=(8, 8, 16, 16, 16), ffn_dims=(32, 32, 32), expand_ratio=2.0),
+        "model.name": "wavemix_192_16",
+        "model.kwargs": dict(depths=(1,), dims=(8,), mlp_ratios=2, levels=1, patch_size=4, image_size=32),
     },
     total_steps=6,
     eval_every=3,

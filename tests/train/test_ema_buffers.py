@@ -31,10 +31,10 @@ TIMM_FIXTURE = Path(__file__).parents[1] / "fixtures" / "timm_ema" / "batchnorm.
 TORCH_TO_FLAX = {"weight": ("params", "scale"), "bias": ("params", "bias"), "running_mean": ("stats", "mean")}
 TORCH_TO_FLAX["running_var"] = ("stats", "var")
 
-# A small AFFNet: BatchNorm after every convolution (stem, MobileNetV2 block, the AFF layers' down-sampling).
+# A one-block WaveMix: BatchNorm in its stem and after its Waveblock's transposed convolution (cheap to compile).
 BN_MODEL = {
-    "model.name": "affnet_et",
-    "model.kwargs": dict(depths=(1, 0, 0, 0, 0), dims=(8, 8, 16, 16, 16), ffn_dims=(32, 32, 32), expand_ratio=2.0),
+    "model.name": "wavemix_192_16",
+    "model.kwargs": dict(depths=(1,), dims=(8,), mlp_ratios=2, levels=1, patch_size=4, image_size=32),
 }
 
 
