@@ -33,11 +33,14 @@ the 56-7 px grids of 224-px images; here the grids are 8, 4, 2 and 1 (`STAGE_OPT
 
 Measured with the sweep command above (default 300 steps; `python -m mixtok.report` made the table) on
 the 2-core development CPU (AMD EPYC, JAX 0.10.2, 2026-12-07): 19 points, 12 min 53 s for the whole
-sweep. "train img/s" is the report's throughput from the TensorBoard event times (compilation and eval
-left out); "run s" is each point's wall time including start-up and compilation. Other jobs shared the
-machine, so read the speeds as rough. On digits every mixer reaches 0.97-0.997 eval accuracy, including
-`identity` (no token mixing): this 32-px task does not separate the mixers' accuracy, only their cost;
-a harder dataset is needed for an accuracy ablation.
+sweep; the seven mixers registered since (hydra, mamba_mixer, mix_shift, pooling_network,
+raft_token_mixing, strip_mlp, token_mixing_mlp) in a second run of the same command with
+`--only hydra,mix_shift,...` on the same day, 8 min 41 s for the seven, nothing else running.
+"train img/s" is the report's throughput from the TensorBoard event times (compilation and eval left
+out); "run s" is each point's wall time including start-up and compilation. Other jobs shared the
+machine during the first run, so read the speeds as rough. On digits every mixer reaches 0.97-0.997
+eval accuracy, including `identity` (no token mixing): this 32-px task does not separate the mixers'
+accuracy, only their cost; a harder dataset is needed for an accuracy ablation.
 
     mixer                             params   eval acc   best (step)   train img/s   run s
     adaptive_frequency_filter         246,258   0.9900     0.9900 (200)       1447    38.8
@@ -48,16 +51,23 @@ a harder dataset is needed for an accuracy ablation.
     dynamic_spectrum_mixer            341,334   0.9867     0.9867 (300)       1897    29.9
     ffnified_attention                283,858   0.9800     0.9867 (200)       1123    48.2
     global_filter                     241,394   0.9900     0.9900 (300)       2732    21.6
+    hydra                             414,975   0.9800     0.9800 (300)        622    69.2
     identity                          236,978   0.9900     0.9900 (300)       3045    17.2
     inception_mixer                   288,178   0.9867     0.9867 (200)        925    72.2
     length_scaled_cosine_attention    327,330   0.9833     0.9833 (200)        837    71.1
     linear_attention                  301,378   0.9867     0.9867 (300)       1633    39.9
     ls_conv                           266,708   0.9867     0.9867 (300)        841    64.0
+    mamba_mixer                       454,258   0.9833     0.9867 (200)        176   160.2
+    mix_shift                         244,978   0.9900     0.9900 (200)        787    88.6
     multi_head_attention              304,498   0.9867     0.9900 (200)       1176    48.3
     pooling                           236,978   0.9867     0.9867 (300)       1898    26.6
+    pooling_network                   338,258   0.9800     0.9800 (300)       1425    37.6
+    raft_token_mixing                 240,838   0.9833     0.9900 (200)       1483    40.1
     random_mixing                     241,347   0.9867     0.9867 (300)       2272    25.5
     sepconv                           327,066   0.9800     0.9800 (200)       1274    37.1
+    strip_mlp                         308,406   0.9800     0.9800 (300)        785    84.1
     strip_self_attention              279,178   0.9900     0.9900 (300)       2018    29.7
+    token_mixing_mlp                  240,351   0.9767     0.9767 (200)       1849    31.6
     window_attention                  304,498   0.9833     0.9900 (200)        648    46.3
 """
 
