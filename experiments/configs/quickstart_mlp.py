@@ -36,10 +36,12 @@ so their wall times are inflated; the CPU time the run itself used is given wher
 - ms_mlp 0.9767 in 267 s (0.9433 at step 100, 0.9833 at step 200; load average 6-9, 137 s of CPU time);
 - raft_mlp 0.9867 in 306 s (0.9433 at step 100, 0.9867 at step 200; load average 8-14, 74 s of CPU time, 105 s
   of the wall time before the first step);
-- wavemix 0.9867 in 1160 s (0.8367 at step 100, 0.98 at step 200; load average 13-17, 316 s of CPU time);
-- mamba_mixer 0.9867 in 839 s (0.9567 at step 100, 0.9833 at step 200; load average 14-18, 281 s of CPU time,
-  2.5 minutes of the wall time one compilation);
-- ponet 0.98 in 576 s (0.6067 at step 100, 0.96 at step 200; load average 11-15, 80 s of CPU time);
+- wavemix 0.9867 in 185 s on the quiet CPU (303 s of CPU time; a first run at load average 13-17: the same
+  accuracy in 1160 s, 0.8367 at step 100, 0.98 at step 200);
+- mamba_mixer 0.9867 in 182 s on the quiet CPU (263 s of CPU time; a first run at load average 14-18: the same
+  accuracy in 839 s, 0.9567 at step 100, 0.9833 at step 200, 2.5 minutes of it one compilation);
+- ponet 0.98 in 43 s on the quiet CPU (69 s of CPU time; a first run at load average 11-15: the same accuracy in
+  576 s, 0.6067 at step 100, 0.96 at step 200);
 - strip_mlp 0.9867 in 134 s (0.91 at step 100, 0.99 at step 200; load average 3-5, 154 s of CPU time; an earlier
   run at load average 11-14 gave the same accuracy in 720 s).
 Run it again with the same --workdir and it resumes (or, if finished, returns at once).
@@ -76,9 +78,9 @@ MEASURED = {
     "hydra": (0.9933, 325),
     "ms_mlp": (0.9767, 267),
     "raft_mlp": (0.9867, 306),
-    "wavemix": (0.9867, 1160),
-    "mamba_mixer": (0.9867, 839),
-    "ponet": (0.98, 576),
+    "wavemix": (0.9867, 185),
+    "mamba_mixer": (0.9867, 182),
+    "ponet": (0.98, 43),
     "strip_mlp": (0.9867, 134),
 }
 
