@@ -29,13 +29,15 @@ Nothing is downloaded: the digits ship with scikit-learn (1,797 8x8 images, spli
 upsampled to 32x32.
 
 Expect eval accuracy >= 0.95 after 300 steps. Measured on a 2-core CPU (AMD EPYC, JAX 0.10.2, 2026-12-07),
-eval accuracy and wall time including compilation (`MEASURED` below). Most runs shared the CPU with other jobs,
-so their wall times are inflated; the CPU time the run itself used is given where it was recorded:
+eval accuracy and wall time including compilation (`MEASURED` below); all but strip_mlp's on the quiet CPU,
+with the CPU time the run itself used where it was recorded:
 - mixer 0.98 in 96 s (69 s of them the 300 steps, the rest start-up and compilation);
-- hydra 0.9933 in 325 s (eval accuracy 0.93 at step 100, 0.99 at step 200; shared CPU);
-- ms_mlp 0.9767 in 267 s (0.9433 at step 100, 0.9833 at step 200; load average 6-9, 137 s of CPU time);
-- raft_mlp 0.9867 in 306 s (0.9433 at step 100, 0.9867 at step 200; load average 8-14, 74 s of CPU time, 105 s
-  of the wall time before the first step);
+- hydra 0.9933 in 100 s on the quiet CPU (152 s of CPU time; a first run on a shared CPU: the same accuracy in
+  325 s, 0.93 at step 100, 0.99 at step 200);
+- ms_mlp 0.9767 in 96 s on the quiet CPU (139 s of CPU time; a first run at load average 6-9: the same accuracy
+  in 267 s, 0.9433 at step 100, 0.9833 at step 200);
+- raft_mlp 0.9867 in 43 s on the quiet CPU (61 s of CPU time; a first run at load average 8-14: the same accuracy
+  in 306 s, 0.9433 at step 100, 0.9867 at step 200);
 - wavemix 0.9867 in 185 s on the quiet CPU (303 s of CPU time; a first run at load average 13-17: the same
   accuracy in 1160 s, 0.8367 at step 100, 0.98 at step 200);
 - mamba_mixer 0.9867 in 182 s on the quiet CPU (263 s of CPU time; a first run at load average 14-18: the same
@@ -75,9 +77,9 @@ FAMILIES = {
 # family: (eval accuracy after 300 steps, wall seconds), measured with the command above.
 MEASURED = {
     "mixer": (0.98, 96),
-    "hydra": (0.9933, 325),
-    "ms_mlp": (0.9767, 267),
-    "raft_mlp": (0.9867, 306),
+    "hydra": (0.9933, 100),
+    "ms_mlp": (0.9767, 96),
+    "raft_mlp": (0.9867, 43),
     "wavemix": (0.9867, 185),
     "mamba_mixer": (0.9867, 182),
     "ponet": (0.98, 43),
