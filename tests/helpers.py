@@ -1,4 +1,4 @@
-"""Helpers shared by the tests: random variables on a module's own shapes.
+"""Helpers shared by the tests: random variables on a module's own shapes, and reading the importers' golden fixtures.
 
 Parity and layer tests want every weight away from its init constant (ones, zeros), so that a
 mixed-up name or transpose cannot hide behind a symmetric value. Drawing in numpy on the shapes of
@@ -6,6 +6,7 @@ mixed-up name or transpose cannot hide behind a symmetric value. Drawing in nump
 CPU more than the rest of a test.
 """
 
+import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -56,4 +57,24 @@ def random_variables(
     """Variables of `module` for `inputs` with every leaf drawn at random (see `random_like`)."""
     return random_like(
         variable_shapes(module, *inputs), seed=seed, std=std, positive=positive, positive_suffixes=positive_suffixes
+    )
+
+
+def read_manifest(fixtures: str) -> dict:
+    """The `manifest.json` of a fixture folder (written by the tools/make_<family>_fixtures.py scripts)."""
+    with open(f"{fixtures}/manifest.json") as f:
+        return json.load(f)
+
+
+def read_npz(path: str) -> dict[str, np.ndarray]:
+    """Every array of an .npz fixture, read into memory."""
+    with np.load(path) as data:
+        return {key: data[key] for key in data.files}
+
+
+def assert_close_to_scale(actual, expected, what: str, tolerance: float) -> None:
+    """Same shape, and equal within `tolerance` relative plus `tolerance` times the official output's largest value."""
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape}, official {expected.shape}"
+    np.testing.assert_allclose(
+        actual, expected, rtol=tolerance, atol=tolerance * float(np.abs(expected).max()), err_msg=what
     )

@@ -12,7 +12,6 @@ from the official `ffnet_N().state_dict()` and after `replace_batchnorm`; torch 
 import argparse
 import functools
 import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from mixtok.interop import ffnet as importer
 from mixtok.interop.weight_files import load_variables
 from mixtok.models import count_params, create_model
 from mixtok.models.ffnet import fuse_ffnet
+from tests import helpers
 from tests.interop.test_timm import assert_trees_equal
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -37,14 +37,12 @@ CASES = [(model, fused) for model in ("ffnet_layer_scale", "ffnet_plain") for fu
 
 @functools.cache
 def manifest():
-    with open(os.path.join(FIXTURES, "manifest.json")) as f:
-        return json.load(f)
+    return helpers.read_manifest(FIXTURES)
 
 
 @functools.cache
 def fixture(model):
-    with np.load(os.path.join(FIXTURES, manifest()["models"][model]["file"])) as data:
-        return {key: data[key] for key in data.files}
+    return helpers.read_npz(os.path.join(FIXTURES, manifest()["models"][model]["file"]))
 
 
 def state_dict(model, fused=False):
@@ -81,10 +79,7 @@ def run_mixtok(model, variables, fused):
 
 
 def assert_close_to_scale(actual, expected, what):
-    assert actual.shape == expected.shape, f"{what}: shape {actual.shape}, official {expected.shape}"
-    np.testing.assert_allclose(
-        actual, expected, rtol=TOLERANCE, atol=TOLERANCE * float(np.abs(expected).max()), err_msg=what
-    )
+    helpers.assert_close_to_scale(actual, expected, what, TOLERANCE)
 
 
 def test_the_fixtures_are_the_ones_the_manifest_describes():

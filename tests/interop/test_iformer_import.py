@@ -16,7 +16,6 @@ mixtok/interop/iformer.py's docstring; here torch only writes a .pth file (skipp
 import argparse
 import functools
 import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -30,6 +29,7 @@ import pytest
 from mixtok.interop import iformer as importer
 from mixtok.interop.weight_files import load_variables
 from mixtok.models import count_params, create_model
+from tests import helpers
 from tests.interop.test_timm import assert_trees_equal
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -45,14 +45,12 @@ SMALL = dict(depths=(1, 2, 1, 1), dims=(16, 24, 32, 48), num_heads=(2, 3, 4, 4),
 
 @functools.cache
 def manifest():
-    with open(os.path.join(FIXTURES, "manifest.json")) as f:
-        return json.load(f)
+    return helpers.read_manifest(FIXTURES)
 
 
 @functools.cache
 def fixture():
-    with np.load(os.path.join(FIXTURES, manifest()["models"]["iformer_tiny"]["file"])) as data:
-        return {key: data[key] for key in data.files}
+    return helpers.read_npz(os.path.join(FIXTURES, manifest()["models"]["iformer_tiny"]["file"]))
 
 
 def fixture_state_dict():
@@ -92,10 +90,7 @@ def run_mixtok(variables, images_nchw):
 
 
 def assert_close_to_scale(actual, expected, what):
-    assert actual.shape == expected.shape, f"{what}: shape {actual.shape}, official {expected.shape}"
-    np.testing.assert_allclose(
-        actual, expected, rtol=TOLERANCE, atol=TOLERANCE * float(np.abs(expected).max()), err_msg=what
-    )
+    helpers.assert_close_to_scale(actual, expected, what, TOLERANCE)
 
 
 def test_the_fixture_is_the_one_the_manifest_describes():

@@ -13,7 +13,6 @@ with 1000 classes). torch is used only to write .pth files.
 import argparse
 import functools
 import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -27,6 +26,7 @@ import pytest
 from mixtok.interop import lsnet as importer
 from mixtok.interop.weight_files import load_variables
 from mixtok.models import count_params, create_model
+from tests import helpers
 from tests.interop.test_timm import assert_trees_equal
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -37,14 +37,12 @@ STATE_DICT = "state_dict/"
 
 @functools.cache
 def manifest():
-    with open(os.path.join(FIXTURES, "manifest.json")) as f:
-        return json.load(f)
+    return helpers.read_manifest(FIXTURES)
 
 
 @functools.cache
 def fixture():
-    with np.load(os.path.join(FIXTURES, manifest()["models"]["lsnet_tiny"]["file"])) as data:
-        return {key: data[key] for key in data.files}
+    return helpers.read_npz(os.path.join(FIXTURES, manifest()["models"]["lsnet_tiny"]["file"]))
 
 
 def official_state_dict(distilled=False):
@@ -74,10 +72,7 @@ def run_mixtok(variables):
 
 
 def assert_close_to_scale(actual, expected, what):
-    assert actual.shape == expected.shape, f"{what}: shape {actual.shape}, official {expected.shape}"
-    np.testing.assert_allclose(
-        actual, expected, rtol=TOLERANCE, atol=TOLERANCE * float(np.abs(expected).max()), err_msg=what
-    )
+    helpers.assert_close_to_scale(actual, expected, what, TOLERANCE)
 
 
 # --- golden parity with the official code ---------------------------------------------------------

@@ -12,7 +12,6 @@ only writes .pth files here (skipped without it).
 
 import functools
 import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -26,6 +25,7 @@ import pytest
 from mixtok.interop import ms_mlp as importer
 from mixtok.interop.weight_files import load_variables
 from mixtok.models import count_params, create_model
+from tests import helpers
 from tests.interop.test_timm import assert_trees_equal
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -38,14 +38,12 @@ SMALL = dict(depths=(1, 2, 1, 1), dims=(10, 20, 40, 80), mlp_ratios=2.0)  # mapp
 
 @functools.cache
 def manifest():
-    with open(os.path.join(FIXTURES, "manifest.json")) as f:
-        return json.load(f)
+    return helpers.read_manifest(FIXTURES)
 
 
 @functools.cache
 def fixture(model):
-    with np.load(os.path.join(FIXTURES, manifest()["models"][model]["file"])) as data:
-        return {key: data[key] for key in data.files}
+    return helpers.read_npz(os.path.join(FIXTURES, manifest()["models"][model]["file"]))
 
 
 def state_dict(model):
@@ -95,10 +93,7 @@ def run_mixtok(model, variables):
 
 
 def assert_close_to_scale(actual, expected, what):
-    assert actual.shape == expected.shape, f"{what}: shape {actual.shape}, official {expected.shape}"
-    np.testing.assert_allclose(
-        actual, expected, rtol=TOLERANCE, atol=TOLERANCE * float(np.abs(expected).max()), err_msg=what
-    )
+    helpers.assert_close_to_scale(actual, expected, what, TOLERANCE)
 
 
 def random_variables(seed=0, num_classes=10, small=True, **overrides):

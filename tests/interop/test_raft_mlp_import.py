@@ -12,7 +12,6 @@ largest magnitude. The official key names and shapes below were read from `RaftM
 
 import functools
 import hashlib
-import json
 import os
 
 import jax
@@ -22,6 +21,7 @@ import pytest
 
 from mixtok.interop import raft_mlp as importer
 from mixtok.models import count_params, create_model
+from tests import helpers
 from tests.helpers import random_like, variable_shapes
 from tests.interop.test_timm import assert_trees_equal
 
@@ -35,14 +35,12 @@ SMALL = dict(depths=(1, 2, 1, 1), dims=(8, 16, 16, 32), raft_sizes=(2, 4, 4, 2),
 
 @functools.cache
 def manifest():
-    with open(os.path.join(FIXTURES, "manifest.json")) as f:
-        return json.load(f)
+    return helpers.read_manifest(FIXTURES)
 
 
 @functools.cache
 def fixture(model):
-    with np.load(os.path.join(FIXTURES, manifest()["models"][model]["file"])) as data:
-        return {key: data[key] for key in data.files}
+    return helpers.read_npz(os.path.join(FIXTURES, manifest()["models"][model]["file"]))
 
 
 def state_dict(model):
@@ -86,10 +84,7 @@ def run_mixtok(model, variables):
 
 
 def assert_close_to_scale(actual, expected, what):
-    assert actual.shape == expected.shape, f"{what}: shape {actual.shape}, official {expected.shape}"
-    np.testing.assert_allclose(
-        actual, expected, rtol=TOLERANCE, atol=TOLERANCE * float(np.abs(expected).max()), err_msg=what
-    )
+    helpers.assert_close_to_scale(actual, expected, what, TOLERANCE)
 
 
 def random_variables(seed=0, num_classes=10, **overrides):

@@ -11,7 +11,6 @@ shapes below were read from `StripMLPNet(...).state_dict()` @ 492d7050. No torch
 
 import functools
 import hashlib
-import json
 import os
 
 import jax
@@ -20,6 +19,7 @@ import pytest
 
 from mixtok.interop import strip_mlp as importer
 from mixtok.models import count_params, create_model
+from tests import helpers
 from tests.interop.test_timm import assert_trees_equal
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -31,14 +31,12 @@ MODEL = "strip_mlp_tiny"
 
 @functools.cache
 def manifest():
-    with open(os.path.join(FIXTURES, "manifest.json")) as f:
-        return json.load(f)
+    return helpers.read_manifest(FIXTURES)
 
 
 @functools.cache
 def fixture():
-    with np.load(os.path.join(FIXTURES, manifest()["models"][MODEL]["file"])) as data:
-        return {key: data[key] for key in data.files}
+    return helpers.read_npz(os.path.join(FIXTURES, manifest()["models"][MODEL]["file"]))
 
 
 def state_dict():
@@ -77,10 +75,7 @@ def run_mixtok(variables):
 
 
 def assert_close_to_scale(actual, expected, what):
-    assert actual.shape == expected.shape, f"{what}: shape {actual.shape}, official {expected.shape}"
-    np.testing.assert_allclose(
-        actual, expected, rtol=TOLERANCE, atol=TOLERANCE * float(np.abs(expected).max()), err_msg=what
-    )
+    helpers.assert_close_to_scale(actual, expected, what, TOLERANCE)
 
 
 def test_the_fixture_is_the_one_the_manifest_describes():

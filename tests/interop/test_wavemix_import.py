@@ -12,7 +12,6 @@ torch only writes a .pth file here (skipped without it).
 
 import functools
 import hashlib
-import json
 import os
 
 import flax.linen as nn
@@ -23,6 +22,7 @@ import pytest
 
 from mixtok.interop import wavemix as importer
 from mixtok.models import count_params, create_model
+from tests import helpers
 from tests.interop.test_timm import assert_trees_equal
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -35,14 +35,12 @@ SMALL = dict(depths=(2,), dims=(16,), ff_channel=12, levels=2, patch_size=2)  # 
 
 @functools.cache
 def manifest():
-    with open(os.path.join(FIXTURES, "manifest.json")) as f:
-        return json.load(f)
+    return helpers.read_manifest(FIXTURES)
 
 
 @functools.cache
 def fixture(model):
-    with np.load(os.path.join(FIXTURES, manifest()["models"][model]["file"])) as data:
-        return {key: data[key] for key in data.files}
+    return helpers.read_npz(os.path.join(FIXTURES, manifest()["models"][model]["file"]))
 
 
 def state_dict(model):
@@ -92,10 +90,7 @@ def run_mixtok(model, variables):
 
 
 def assert_close_to_scale(actual, expected, what):
-    assert actual.shape == expected.shape, f"{what}: shape {actual.shape}, official {expected.shape}"
-    np.testing.assert_allclose(
-        actual, expected, rtol=TOLERANCE, atol=TOLERANCE * float(np.abs(expected).max()), err_msg=what
-    )
+    helpers.assert_close_to_scale(actual, expected, what, TOLERANCE)
 
 
 def random_variables(seed=0, num_classes=10):
