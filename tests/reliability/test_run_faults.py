@@ -26,14 +26,7 @@ from mixtok.train.config import validate_config
 from mixtok.train.metric_writer import MetricsFileError, MetricWriter, read_metrics
 from mixtok.train.trainer import NonFiniteLossError, Preempted, train_and_evaluate
 from mixtok.train.workdir import WorkdirError, WorkdirLockedError
-from tests.train.test_trainer import TINY_MIXER
-from tests.train.test_trainer import tiny_config as _tiny_config
-
-
-def tiny_config(**overrides):
-    """test_trainer's tiny run with its one-block MLP-Mixer (TINY_MIXER): these tests need some model, not that one."""
-    return _tiny_config(**{**TINY_MIXER, **overrides})
-
+from tests.train.test_trainer import tiny_mixer_config as tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -52,11 +45,11 @@ runpy.run_module("mixtok.train", run_name="__main__", alter_sys=True)
 
 
 def _config_file(tmp_path: Path, **overrides) -> Path:
-    """A config file for the CLI: tiny_config(**TINY_MIXER, **overrides)."""
+    """A config file for the CLI: tiny_mixer_config(**overrides)."""
     path = tmp_path / "tiny_config.py"
     path.write_text(
-        "from tests.train.test_trainer import TINY_MIXER, tiny_config\n\n\n"
-        f"def get_config():\n    return tiny_config(**{{**TINY_MIXER, **{overrides!r}}})\n"
+        "from tests.train.test_trainer import tiny_mixer_config\n\n\n"
+        f"def get_config():\n    return tiny_mixer_config(**{overrides!r})\n"
     )
     return path
 

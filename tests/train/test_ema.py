@@ -28,14 +28,7 @@ from mixtok.train import (
 )
 from mixtok.train.checkpointing import ResumeMismatchError, load_run
 from mixtok.train.metric_writer import read_metrics
-from tests.train.test_trainer import TINY_MIXER
-from tests.train.test_trainer import tiny_config as _tiny_config
-
-
-def tiny_config(**overrides):
-    """test_trainer's tiny run with its one-block MLP-Mixer (TINY_MIXER): these tests need some model, not that one."""
-    return _tiny_config(**{**TINY_MIXER, **overrides})
-
+from tests.train.test_trainer import tiny_mixer_config as tiny_config
 
 # timm 1.0.31's ModelEmaV3(model, **SETTINGS[name]).get_decay(step) at STEPS, printed by
 # tools/make_timm_ema_fixtures.py (huggingface/pytorch-image-models: timm/utils/model_ema.py).

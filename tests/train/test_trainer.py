@@ -64,6 +64,11 @@ def tiny_config(**overrides) -> ConfigDict:
     return config
 
 
+def tiny_mixer_config(**overrides) -> ConfigDict:
+    """tiny_config with the one-block MLP-Mixer (TINY_MIXER), for the tests that need some model, not that one."""
+    return tiny_config(**{**TINY_MIXER, **overrides})
+
+
 def _restore_params(workdir, step):
     manager = ocp.CheckpointManager((workdir / "checkpoints").absolute(), item_names=("state",))
     state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
