@@ -1,4 +1,4 @@
-"""Converts timm's MetaFormer (PoolFormer v1/v2, ConvFormer, CAFormer), DaViT and MLP-Mixer weights to mixtok and back.
+"""Converts timm's MetaFormer (PoolFormer v1/v2, ConvFormer, CAFormer), DaViT, MLP-Mixer and ViT / DeiT weights.
 
     state_dict = load_state_dict("model.safetensors")   # huggingface.co/timm/caformer_s18.sail_in1k
     variables = convert("caformer_s18", state_dict)      # {'params': ...} of create_model("caformer_s18")
@@ -19,7 +19,7 @@ mixtok's parameter tree mirrors timm's module tree (timm `stages.2.blocks.1.mlp.
 
 timm's MetaFormer runs a stage channels-last (Linear MLP) when its mixer is attention, channels-first
 otherwise; timm's DaViT is channels-last throughout (its family rules live in `mixtok.interop.timm_davit`), as
-is timm's MLP-Mixer (`mixtok.interop.timm_mixer`).
+are timm's MLP-Mixer (`mixtok.interop.timm_mixer`) and ViT / DeiT (`mixtok.interop.timm_vit`).
 The mapping is derived from the mixtok model's own parameter tree (`jax.eval_shape` of its init), so
 each mixtok parameter has exactly one timm key, and a state dict that does not fit is reported
 with every missing key, unexpected key and wrong shape in one error. The parity tests
@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mixtok.interop import timm_davit, timm_mixer
+from mixtok.interop import timm_davit, timm_mixer, timm_vit
 from mixtok.interop.official import command_line
 from mixtok.interop.weight_files import (
     load_state_dict,
@@ -187,8 +187,14 @@ def _entries(name: str, num_classes: int, overrides: Mapping[str, Any]) -> tuple
 @functools.lru_cache(maxsize=32)
 def _cached_entries(name: str, num_classes: int, overrides: tuple[tuple[str, Any], ...]) -> tuple[_Entry, ...]:
     model = create_model(name, num_classes=num_classes, **dict(overrides))
-    # The parameter shapes of a timm-backed variant do not depend on the image size, except MLP-Mixer's token MLPs.
-    size = timm_mixer.init_shape(model) if timm_mixer.is_mixer(model) else (model.reduction,) * 2
+    # The parameter shapes of a timm-backed variant do not depend on the image size, except MLP-Mixer's token MLPs
+    # and ViT's position embedding.
+    if timm_mixer.is_mixer(model):
+        size = timm_mixer.init_shape(model)
+    elif timm_vit.is_vit(model):
+        size = timm_vit.init_shape(model)
+    else:
+        size = (model.reduction,) * 2
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jax.ShapeDtypeStruct((1, *size, 3), jnp.float32))
     shapes = nn.meta.unbox(shapes)
     if set(shapes) != {"params"}:
@@ -197,6 +203,8 @@ def _cached_entries(name: str, num_classes: int, overrides: tuple[tuple[str, Any
         dense_is_pointwise = timm_davit.dense_is_pointwise
     elif timm_mixer.is_mixer(model):
         dense_is_pointwise = timm_mixer.dense_is_pointwise
+    elif timm_vit.is_vit(model):
+        dense_is_pointwise = timm_vit.dense_is_pointwise
     else:
         dense_is_pointwise = _metaformer_dense_is_pointwise(model)
     return tuple(

@@ -30,6 +30,7 @@ from mixtok.models import (
     s2aformer_variants,  # noqa: F401  (registers the stand-ins)
     strip_mlp_variants,  # noqa: F401  (registers the variants)
     transnext_variants,  # noqa: F401  (registers the variants)
+    vit_variants,  # noqa: F401  (registers the variants)
     wavemix_variants,  # noqa: F401  (registers the variants)
 )
 from mixtok.models.metaformer import MetaFormer

@@ -25,7 +25,8 @@ TIMM_BACKED = [n for n in list_models() if model_spec(n).timm_name]
 FAST = ["poolformer_s12", "poolformerv2_s12", "convformer_s18", "caformer_s18"]
 # DaViT: tests/models/test_davit.py; MLP-Mixer (224 px only, its token MLPs are sized for it):
 # tests/interop/test_golden_timm_mixer.py and the parity figure in mixtok/interop/timm_mixer.py.
-SLOW = [n for n in TIMM_BACKED if n not in FAST and not n.startswith(("davit", "mixer"))]
+# ViT / DeiT (224 px only, their position embeddings are sized for it): tests/models/test_vit.py.
+SLOW = [n for n in TIMM_BACKED if n not in FAST and not n.startswith(("davit", "mixer", "vit", "deit"))]
 # tests/conftest.py belongs to the whole suite, so the slow tier's switch lives here.
 SLOW_MARKS = [
     pytest.mark.slow,
@@ -56,9 +57,9 @@ def assert_trees_equal(actual, expected):
 
 
 def test_every_timm_family_is_covered():
-    assert len(TIMM_BACKED) == 24
+    assert len(TIMM_BACKED) == 34
     families = {n.split("_")[0] for n in TIMM_BACKED}
-    assert families == {"poolformer", "poolformerv2", "convformer", "caformer", "davit", "mixer"}
+    assert families == {"poolformer", "poolformerv2", "convformer", "caformer", "davit", "mixer", "vit", "deit"}
 
 
 @pytest.mark.parametrize("name", FAST)

@@ -2,8 +2,9 @@
 
 For each registered variant of the families in FAMILIES, built small: `method="features"` is exactly
 what the head consumes (the head applied to it gives `__call__`'s logits), `method="intermediates"`
-returns NHWC maps whose last is `features`, and the universal arguments are accepted under their
-shared names (the families' old names are rejected with the new one suggested).
+returns NHWC maps (ViT / DeiT: token sequences [B, L, C]) whose last is `features`, and the universal
+arguments are accepted under their shared names (the families' old names are rejected with the new one
+suggested).
 
 FAMILIES lists the backbone classes that implement the interface (`mixtok.models.backbone`); a
 family joins by adding its class and a small configuration to SMALL.
@@ -35,6 +36,7 @@ from mixtok.models.raft_mlp import RaftMLP
 from mixtok.models.s2aformer import S2AFormer
 from mixtok.models.strip_mlp import StripMLPNet
 from mixtok.models.transnext import TransNeXt
+from mixtok.models.vit import VisionTransformer
 from mixtok.models.wavemix import WaveMix
 from tests.helpers import random_variables
 
@@ -71,7 +73,10 @@ SMALL = {
     WaveMix: dict(depths=(2,), dims=(8,), mlp_ratios=2, levels=1, stem="patchify"),  # one small config for all four
     ViM2: dict(depths=ONE_BLOCK, channel_depths=(1, 0, 0, 0), dims=(8, 8, 16, 16), d_state=4),
     StripMLPNet: dict(depths=ONE_BLOCK, dims=(8, 16, 32, 64)),  # every width: C / 2 divisible by p = 4
+    VisionTransformer: dict(depths=(2,), dims=(16,), num_heads=2, mlp_ratios=(2,)),
 }
+# Families whose features are token sequences [B, L, C] (timm's forward_features), not NHWC maps.
+TOKEN_SEQUENCE_FAMILIES = (VisionTransformer,)
 FAMILIES = tuple(SMALL)
 MODELS = [name for name in list_models() if model_spec(name).cls in FAMILIES]
 UNIVERSAL = ("depths", "dims", "num_classes", "drop_path_rate", "head_dropout", "image_size", "dtype", "param_dtype")
@@ -144,8 +149,9 @@ def test_features_and_intermediates_have_the_shapes_the_head_consumes(name):
     features = jax.eval_shape(lambda v, x: model.apply(v, x, method="features"), variables, x)
     maps = jax.eval_shape(lambda v, x: model.apply(v, x, method="intermediates"), variables, x)
     assert logits.shape == (2, 3)
-    assert features.ndim == 4 and features.shape[0] == 2 and features.shape[-1] == model.dims[-1]
-    assert all(m.ndim == 4 and m.shape[0] == 2 for m in maps) and maps[-1].shape == features.shape
+    rank = 3 if isinstance(model, TOKEN_SEQUENCE_FAMILIES) else 4
+    assert features.ndim == rank and features.shape[0] == 2 and features.shape[-1] == model.dims[-1]
+    assert all(m.ndim == rank and m.shape[0] == 2 for m in maps) and maps[-1].shape == features.shape
     stages = len(model.depths) if len(model.depths) > 1 else model.depths[0]  # isotropic: one map per block
     assert len(maps) == stages
     head = jax.eval_shape(lambda v, f: model.apply(v, f, method="forward_head"), variables, features)
