@@ -28,6 +28,11 @@ Training: the distilled variants return the average of the two heads in training
 distillation loss against a teacher (facebookresearch/deit losses.py `DistillationLoss`) is not part of
 the trainer.
 
+Parity with timm (measured 2026-12-07, timm 1.0.31, torch 2.14 CPU, JAX 0.10.2; every timm weight randomised
+as in tests/interop/test_timm.py, two N(0, 1) 224-px images): converted weights give timm's logits to 3.0e-6
+(deit_small_patch16_224, logit std 1.09) and 1.7e-6 (deit_tiny_distilled_patch16_224). The suite checks a tiny
+timm DeiT and its distilled form to 1e-5 (tests/reduction/test_tome.py, the fixtures' unreduced logits).
+
 `features` and `intermediates` are token sequences [B, L, C] (prefix tokens first), timm's
 `forward_features`, not NHWC maps: after a token reduction there is no grid. `tokens_to_grid` turns the
 patch tokens of an unreduced sequence back into [B, h, w, C].
