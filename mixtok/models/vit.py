@@ -200,8 +200,15 @@ class VisionTransformer(Backbone):
     drop_path_rate: float = 0.0
     head_dropout: float = 0.0
     attention_implementation: str | None = None
-    token_reduction: TokenReduction | None = None
+    token_reduction: TokenReduction | str | None = None  # a TokenReduction, or its one-line form ("tome:r=8")
     return_sources: bool = False
+
+    @property
+    def reduction_schedule(self) -> TokenReduction | None:
+        """`token_reduction` as a TokenReduction (a string is parsed by `TokenReduction.parse`)."""
+        if isinstance(self.token_reduction, str):
+            return TokenReduction.parse(self.token_reduction, self.depths[0])
+        return self.token_reduction
 
     @property
     def num_prefix_tokens(self) -> int:
@@ -215,7 +222,7 @@ class VisionTransformer(Backbone):
         """Tokens after each block (static): the schedule of `token_reduction` on this model's sequence."""
         h, w = self.grid
         return token_counts(
-            self.token_reduction, h * w + self.num_prefix_tokens, self.num_prefix_tokens, self.depths[0]
+            self.reduction_schedule, h * w + self.num_prefix_tokens, self.num_prefix_tokens, self.depths[0]
         )
 
     def stage_maps(self, images, *, train: bool):
@@ -258,7 +265,7 @@ class VisionTransformer(Backbone):
                 attn_dropout=self.attn_dropout,
                 drop_path=rate,
                 attention_implementation=self.attention_implementation,
-                reduction=self.token_reduction,
+                reduction=self.reduction_schedule,
                 layer=i,
                 num_out=counts[i] if counts[i] < n else None,
                 num_protected=self.num_prefix_tokens,
@@ -306,10 +313,10 @@ class VisionTransformer(Backbone):
             raise ValueError(f"{name}: a distilled model needs its class token (class_token=True).")
         if self.image_size % self.patch_size:
             raise ValueError(f"{name}: image_size {self.image_size} is not a multiple of patch_size {self.patch_size}.")
-        if self.token_reduction is not None and not isinstance(self.token_reduction, TokenReduction):
+        if self.token_reduction is not None and not isinstance(self.token_reduction, TokenReduction | str):
             raise ValueError(
-                f"{name}: token_reduction must be a mixtok.reduction.TokenReduction (or None); got "
-                f"{type(self.token_reduction).__name__}."
+                f"{name}: token_reduction must be a mixtok.reduction.TokenReduction, its one-line form "
+                f"('tome:r=8') or None; got {type(self.token_reduction).__name__}."
             )
 
 

@@ -160,12 +160,67 @@ class TokenReduction:
             raise ValueError(f"layers {bad} are outside the model's 0..{depth - 1}.")
         return cls(rule, tuple(rate if i in layers else 1.0 for i in range(depth)), **kwargs)
 
+    @classmethod
+    def parse(cls, text: str, depth: int) -> "TokenReduction":
+        """A schedule from one line, for configs and the command line (`--config.model.kwargs.token_reduction`):
+
+        "tome:r=8"                      r = 8 at every layer (ToMe's constant schedule)
+        "tome:r=16,inflect=-1"          ToMe's decreasing schedule (`tome_schedule`)
+        "evit:keep=0.7,layers=3/6/9"    keep rate 0.7 at layers 3, 6 and 9 (0-based; `keep_at`)
+        "evit:keep=0.7"                 keep rate 0.7 at every layer
+        "tome:amounts=8/8/4/0"          one amount per layer
+        "tome:r=8,prop_attn=false"      any other key=value is an option of the rule (numbers, true/false,
+                                        or text)
+        """
+        rule, _, rest = str(text).partition(":")
+        fields = {}
+        for item in filter(None, (part.strip() for part in rest.split(","))):
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"token_reduction {text!r}: {item!r} is not key=value (e.g. 'tome:r=8').")
+            fields[key.strip()] = _parse_value(value.strip())
+        kwargs = {}
+        if "prop_attn" in fields:
+            kwargs["prop_attn"] = bool(fields.pop("prop_attn"))
+        layers = fields.pop("layers", None)
+        schedule = [k for k in ("r", "keep", "amounts") if k in fields]
+        if len(schedule) != 1:
+            raise ValueError(
+                f"token_reduction {text!r} needs exactly one of r=, keep= or amounts= (got {schedule or 'none'})."
+            )
+        (key,) = schedule
+        value = fields.pop(key)
+        inflect = fields.pop("inflect", None)
+        kwargs["options"] = tuple(fields.items())
+        if key == "amounts":
+            amounts = value if isinstance(value, tuple) else (value,)
+            return cls(rule, amounts, **kwargs)
+        if key == "r":
+            return cls.tome_schedule(rule, int(value), depth, inflect=float(inflect or 0.0), **kwargs)
+        if layers is not None:
+            return cls.keep_at(rule, float(value), layers if isinstance(layers, tuple) else (layers,), depth, **kwargs)
+        return cls.constant(rule, float(value), depth, **kwargs)
+
     @property
     def spec(self) -> Rule:
         return get_rule(self.rule)
 
     def active(self, layer: int) -> bool:
         return self.amounts[layer] != self.spec.no_reduction
+
+
+def _parse_value(text: str):
+    """'8' -> 8, '0.7' -> 0.7, 'true' -> True, '3/6/9' -> (3, 6, 9), anything else the text itself."""
+    if "/" in text:
+        return tuple(_parse_value(t) for t in text.split("/"))
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def token_counts(reduction: TokenReduction | None, num_tokens: int, num_protected: int, depth: int) -> tuple:
