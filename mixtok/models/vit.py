@@ -200,13 +200,15 @@ class VisionTransformer(Backbone):
     drop_path_rate: float = 0.0
     head_dropout: float = 0.0
     attention_implementation: str | None = None
-    token_reduction: TokenReduction | str | None = None  # a TokenReduction, or its one-line form ("tome:r=8")
+    token_reduction: TokenReduction | str | None = None  # a TokenReduction, its one-line form ("tome:r=8"), "" none
     return_sources: bool = False
 
     @property
     def reduction_schedule(self) -> TokenReduction | None:
         """`token_reduction` as a TokenReduction (a string is parsed by `TokenReduction.parse`)."""
         if isinstance(self.token_reduction, str):
+            if not self.token_reduction.strip():
+                return None  # configs spell "no reduction" as the empty string
             return TokenReduction.parse(self.token_reduction, self.depths[0])
         return self.token_reduction
 

@@ -85,6 +85,9 @@ class Rule:
     paper: str
     official: str  # owner/repo @ commit: path, or "none" with the reason
     place: str = "after_attention"
+    # (depth, num_tokens, num_protected) -> the TokenReductions `mixtok.reduction.evaluate` and the benchmark
+    # try by default (None: a few strengths chosen from `amount_kind`)
+    settings: Callable[[int, int, int], Sequence["TokenReduction"]] | None = None
 
     @property
     def no_reduction(self):
