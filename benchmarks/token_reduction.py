@@ -168,7 +168,7 @@ def main(argv=None) -> int:
             if not isinstance(run.model, VisionTransformer):
                 raise ValueError(f"the run in {args.workdir} trained {type(run.model).__name__}, not a ViT / DeiT.")
             model = run.model.clone(token_reduction=None)
-            batches = _eval_batches(run, 256)
+            batches = _eval_batches(run.config.data, 256)
             images = batches[0][0][: args.batch]
             rows += measure(run.config.model.name, model, run.variables, images, schedules_for(model, args),
                             args.repeats, batches)  # fmt: skip

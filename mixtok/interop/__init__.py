@@ -1,7 +1,8 @@
 """Weight import: pretrained checkpoints of other libraries turned into mixtok variables.
 
-- `mixtok.interop.timm`: timm's MetaFormer family (PoolFormer, PoolFormerV2, ConvFormer, CAFormer),
-  `convert` / `to_timm` and the command `python -m mixtok.interop.timm NAME CHECKPOINT OUTPUT.msgpack`.
+- `mixtok.interop.timm`: timm's MetaFormer family (PoolFormer, PoolFormerV2, ConvFormer, CAFormer), DaViT,
+  MLP-Mixer, ViT and DeiT (the distilled ones included), `convert` / `to_timm` and the command
+  `python -m mixtok.interop.timm NAME CHECKPOINT OUTPUT.msgpack`.
 - `mixtok.interop.gfnet`: the official GFNet checkpoints (raoyongming/GFNet), `convert` / `to_official` and
   `python -m mixtok.interop.gfnet NAME CHECKPOINT OUTPUT.msgpack`.
 - `mixtok.interop.affnet`: the official AFFNet checkpoints (microsoft/TokenMixers, cvnets), likewise.

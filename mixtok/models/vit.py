@@ -161,7 +161,7 @@ class ViTBlock(Module):
     @nn.nowrap
     def _size_bias(self, sizes):
         """Proportional attention: log(size) on every key's logit, once sizes exist (after a reduction)."""
-        if sizes is None or self.reduction is None or not self.reduction.prop_attn:
+        if sizes is None or self.reduction is None or not self.reduction.proportional:
             return None
         return jnp.log(sizes)[:, None, None, :]
 

@@ -88,6 +88,7 @@ class Rule:
     # (depth, num_tokens, num_protected) -> the TokenReductions `mixtok.reduction.evaluate` and the benchmark
     # try by default (None: a few strengths chosen from `amount_kind`)
     settings: Callable[[int, int, int], Sequence["TokenReduction"]] | None = None
+    prop_attn: bool = False  # the rule's default for proportional attention (ToMe's patch turns it on)
 
     @property
     def no_reduction(self):
@@ -123,13 +124,14 @@ class TokenReduction:
     (`Rule.amount_kind`: tokens removed, or the keep rate), its no-reduction value (0 or 1.0) where the
     layer is left alone. Build it with `constant`, `tome_schedule` or `keep_at` rather than by hand.
     `prop_attn` adds log(size) to the attention logits (ToMe's proportional attention) in every layer after
-    the first reduction. `options` are the rule's keyword options as (name, value) pairs (hashable, so the
+    the first reduction; None takes the rule's default (`Rule.prop_attn`: on for ToMe, off for rules whose
+    official code has none). `options` are the rule's keyword options as (name, value) pairs (hashable, so the
     spec can be a flax module attribute).
     """
 
     rule: str
     amounts: tuple
-    prop_attn: bool = True
+    prop_attn: bool | None = None
     options: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self):
@@ -207,6 +209,11 @@ class TokenReduction:
     @property
     def spec(self) -> Rule:
         return get_rule(self.rule)
+
+    @property
+    def proportional(self) -> bool:
+        """Whether the attention adds log(size) to its logits: `prop_attn`, else the rule's default."""
+        return self.spec.prop_attn if self.prop_attn is None else self.prop_attn
 
     def active(self, layer: int) -> bool:
         return self.amounts[layer] != self.spec.no_reduction

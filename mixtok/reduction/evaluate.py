@@ -2,7 +2,9 @@ r"""Accuracy against tokens kept: a trained ViT / DeiT evaluated under every tok
 
     python -m mixtok.train --config experiments/configs/quickstart_token_reduction.py --workdir /tmp/deit_digits
     python -m mixtok.reduction.evaluate --workdir /tmp/deit_digits                     # every rule, its settings
-    python -m mixtok.reduction.evaluate --workdir /tmp/deit_digits --rules tome --schedules "tome:r=4" "tome:r=8"
+    python -m mixtok.reduction.evaluate --workdir /tmp/deit_digits --schedules "tome:r=4" "tome:r=8"
+    python -m mixtok.reduction.evaluate --config experiments/configs/imagenet/deit_small_patch16_224.py:data_root=D \
+        --weights deit_small.msgpack --out /tmp/deit_small_reduction           # pretrained timm weights, ImageNet val
 
 Loads the run's latest checkpoint (`mixtok.train.load_run`), evaluates its eval split once without a
 reduction and once per schedule, and writes `token_reduction.json` (one record per schedule: accuracy,
@@ -135,22 +137,48 @@ def plot(records: Sequence[dict], path: str, title: str) -> None:
     plt.close(fig)
 
 
-def _eval_batches(run, batch_size: int) -> list[tuple]:
+def _eval_batches(data_config, batch_size: int) -> list[tuple]:
     from mixtok.data import create_eval_iterator
 
-    batches = create_eval_iterator(run.config.data, global_batch_size=batch_size)
+    batches = create_eval_iterator(data_config, global_batch_size=batch_size)
     return [(jnp.asarray(b["image"]), b["label"], b["mask"]) for b in batches]
+
+
+def load_pretrained(config_ref: str, weights: str):
+    """(model, variables, data config, label) of a config's model with converted weights (`--config --weights`)."""
+    from mixtok.interop.weight_files import load_variables
+    from mixtok.models import create_model
+    from mixtok.train.config import compute_dtype
+    from mixtok.train.config_files import load_config
+
+    config = load_config(config_ref)
+    variables = load_variables(weights)
+    head = variables.get("params", {}).get("head", {}).get("kernel")
+    if head is None:
+        raise ValueError(f"{weights} holds no params/head/kernel: pass the variables of a ViT / DeiT classifier.")
+    kwargs = config.model.get("kwargs", {})
+    kwargs = kwargs.to_dict() if hasattr(kwargs, "to_dict") else dict(kwargs)
+    model = create_model(config.model.name, num_classes=int(head.shape[-1]), dtype=compute_dtype(config), **kwargs)
+    return model, variables, config.data, f"{config.model.name} ({weights})"
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", required=True, help="the --workdir of a trained ViT / DeiT run")
+    parser.add_argument("--workdir", default=None, help="the --workdir of a trained ViT / DeiT run")
+    parser.add_argument("--config", default=None, help="instead of --workdir: a config (its model and eval data)")
+    parser.add_argument("--weights", default=None, help="with --config: the model's variables (.msgpack)")
     parser.add_argument("--rules", default=None, help=f"comma-separated, of {', '.join(list_rules())} (default all)")
     parser.add_argument("--schedules", nargs="*", default=None, help='one-line schedules, e.g. "tome:r=8"')
     parser.add_argument("--step", type=int, default=None, help="the checkpoint (default: the latest)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--out", default=None, help="output prefix (default WORKDIR/token_reduction)")
     args = parser.parse_args(argv)
+    if (args.workdir is None) == (args.config is None) or (args.config is None) != (args.weights is None):
+        print("error: give --workdir, or --config with --weights.", file=sys.stderr)
+        return EXIT_USAGE
+    if args.config and args.out is None:
+        print("error: with --config, name the outputs with --out PREFIX.", file=sys.stderr)
+        return EXIT_USAGE
 
     from mixtok.models.vit import VisionTransformer
     from mixtok.train import load_run
@@ -161,13 +189,17 @@ def main(argv=None) -> int:
         print(f"error: {existing[0]} exists; pass another --out (nothing is overwritten).", file=sys.stderr)
         return EXIT_USAGE
     try:
-        run = load_run(args.workdir, args.step)
-        if not isinstance(run.model, VisionTransformer):
+        if args.workdir:
+            run = load_run(args.workdir, args.step)
+            model, variables, data_config = run.model, run.variables, run.config.data
+            title = f"{os.path.basename(os.path.abspath(args.workdir))}, step {run.step}"
+        else:
+            model, variables, data_config, title = load_pretrained(args.config, args.weights)
+        if not isinstance(model, VisionTransformer):
             raise ValueError(
-                f"the run in {args.workdir} trained {type(run.model).__name__}; token reduction applies to ViT / "
-                "DeiT (mixtok.models.vit)."
+                f"the model is {type(model).__name__}; token reduction applies to ViT / DeiT (mixtok.models.vit)."
             )
-        model = run.model.clone(token_reduction=None)
+        model = model.clone(token_reduction=None)
         depth, protected = model.depths[0], model.num_prefix_tokens
         tokens = model.grid[0] * model.grid[1] + protected
         if args.schedules:
@@ -175,11 +207,11 @@ def main(argv=None) -> int:
         else:
             rules = args.rules.split(",") if args.rules else list_rules()
             schedules = [s for rule in rules for s in default_schedules(rule, depth, tokens, protected)]
-    except ValueError as error:
+        batches = _eval_batches(data_config, args.batch_size)
+    except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    batches = _eval_batches(run, args.batch_size)
-    records = evaluate_schedules(model, run.variables, batches, [None, *schedules])
+    records = evaluate_schedules(model, variables, batches, [None, *schedules])
     for r in records:
         gflops = "-" if r["gflops"] is None else f"{r['gflops']:.4f}"
         print(
@@ -189,11 +221,11 @@ def main(argv=None) -> int:
     directory = os.path.dirname(prefix)
     if directory:
         os.makedirs(directory, exist_ok=True)
-    summary = dict(workdir=os.path.abspath(args.workdir), step=run.step, model=type(model).__name__, records=records)
+    summary = dict(source=title, model=type(model).__name__, records=records)
     with open(prefix + ".json", "x") as f:
         json.dump(summary, f, indent=1)
         f.write("\n")
-    plot(records, prefix + ".png", f"{os.path.basename(os.path.abspath(args.workdir))}, step {run.step}")
+    plot(records, prefix + ".png", title)
     print(f"wrote {prefix}.json and {prefix}.png")
     return 0
 

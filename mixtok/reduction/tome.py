@@ -100,5 +100,6 @@ register_rule(
         amount_kind="remove",
         paper="Token Merging: Your ViT but Faster (Bolya et al., ICLR 2023)",
         official="facebookresearch/ToMe @ af95e4b: tome/merge.py, tome/patch/timm.py",
+        prop_attn=True,  # `apply_patch(model, prop_attn=True)`, the default for off-the-shelf models
     ),
 )

@@ -265,11 +265,12 @@ TIMM_RECIPES = {
     "transnext": ("DaiShiResearch/TransNeXt classification/main.py", 5, 1e-6, 1e-5, 0, 0.8, 1.0),
     # No official image recipe (goombalab/hydra has only GLUE): DeiT's, mixtok's choice (hydra_vit_b.py).
     "hydra_vit": ("facebookresearch/deit main.py", 5, 1e-6, 1e-5, 0, 0.8, 1.0),
+    "deit": ("facebookresearch/deit main.py", 5, 1e-6, 1e-5, 0, 0.8, 1.0),
 }
 # Families whose scripts run DeiT's main.py loop (`lr_scheduler.step(epoch)` after each epoch: epoch e trains at
 # timm's rate of epoch e - 1; facebookresearch/deit main.py, raoyongming/GFNet main_gfnet.py, jameslahm/lsnet
 # main.py, DaiShiResearch/TransNeXt classification/main.py), which their configs model with epoch_lag=1.
-DEIT_LOOP_FAMILIES = ("gfnet", "lsnet", "transnext", "hydra_vit")
+DEIT_LOOP_FAMILIES = ("gfnet", "lsnet", "transnext", "hydra_vit", "deit")
 # timm's --clip-mode where it is not "norm" (global norm), with its --clip-grad: jameslahm/lsnet main.py's defaults.
 CLIP_MODES = {"lsnet": ("agc", 0.02)}
 # Families whose official scripts do not use timm's scheduler: CAS-ViT (ConvNeXt-style per-step cosine
@@ -370,6 +371,7 @@ AUGMENTATIONS = {
     "lsnet": ("jameslahm/lsnet main.py", "bicubic", RAND_M9, 0.25),
     "transnext": ("DaiShiResearch/TransNeXt classification/main.py", "bicubic", RAND_M9, 0.25),
     "hydra_vit": ("facebookresearch/deit main.py (mixtok's choice: hydra_vit_b.py)", "bicubic", RAND_M9, 0.25),
+    "deit": ("facebookresearch/deit main.py", "bicubic", RAND_M9, 0.25),
     "cas_vit": ("Tianfang-Zhang/CAS-ViT classification/main.py (--reprob 0.0)", "bicubic", RAND_M9, 0.0),
     "mixer": ("google-research/big_vision mlp_mixer_i1k.py randaug(2, 15)", "bilinear", "rand-m15-n2-mmax15", 0.0),
     "ms_mlp": ("JegZheng/MS-MLP config.py AUG, data/build.py (Swin's)", "bicubic", RAND_M9, 0.25),
@@ -430,6 +432,7 @@ MODEL_EMA = {
     "cas_vit_": (0.9995, False, True, "CAS-ViT classification/main.py --model-ema-decay, timm ModelEma"),
     "lsnet_": (0.99996, False, True, "LSNet main.py (DeiT's) --model-ema-decay, timm ModelEma"),
     "hydra_vit_": (0.99996, False, True, "facebookresearch/deit main.py --model-ema-decay, timm ModelEma"),
+    "deit_": (0.99996, False, True, "facebookresearch/deit main.py --model-ema-decay, timm ModelEma"),
     "affnet": (
         1 - 0.0005,
         False,
@@ -457,7 +460,7 @@ def test_imagenet_model_ema_follows_the_official_scripts(name):
 # DeiT's repeated augmentation (3 copies), on by default in these scripts: jameslahm/lsnet main.py and
 # DaiShiResearch/TransNeXt classification/main.py (`parser.set_defaults(repeated_aug=True)`); raoyongming/GFNet
 # main_gfnet.py sets it off and the other families' scripts have none.
-REPEATED_AUG = {"lsnet_": 3, "transnext_": 3, "hydra_vit_": 3}
+REPEATED_AUG = {"lsnet_": 3, "transnext_": 3, "hydra_vit_": 3, "deit_": 3}
 
 
 @pytest.mark.parametrize("name", classification_names())

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -78,3 +79,20 @@ def test_records_equal_a_direct_computation():
     assert records[1]["agreement"] == pytest.approx(np.mean(reduced.argmax(1) == plain.argmax(1)))
     assert records[1]["kl"] == pytest.approx(float(np.mean(np.sum(p * np.log(p / q), axis=1))), rel=1e-4, abs=1e-7)
     assert records[1]["tokens"] == [11, 6] and records[1]["examples"] == 5
+
+
+def test_a_config_and_converted_weights_are_evaluated_without_a_run(tmp_path):
+    """The ImageNet eval path (`--config --weights`), on the DeiT-S config's laptop smoke form."""
+    from mixtok.interop.weight_files import save_variables
+    from mixtok.models import create_model
+
+    config = str(CONFIG.parent / "imagenet" / "deit_small_patch16_224.py") + ":runlocal"
+    model = create_model("deit_small_patch16_224", num_classes=10, depths=(1,), image_size=64)
+    variables = nn.meta.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3))))
+    save_variables(str(tmp_path / "deit.msgpack"), variables)
+    out = tmp_path / "eval"
+    args = ["--config", config, "--weights", str(tmp_path / "deit.msgpack"), "--schedules", "tome:r=4"]
+    assert reduction_evaluate.main([*args, "--out", str(out)]) == 0
+    records = json.loads(out.with_suffix(".json").read_text())["records"]
+    assert [r["tokens"] for r in records] == [[17], [13]]
+    assert reduction_evaluate.main(args) == 2  # --config needs --out
