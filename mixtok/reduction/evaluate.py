@@ -67,27 +67,34 @@ def describe(schedule: TokenReduction | None) -> str:
     return f"{schedule.rule} amounts={'/'.join(map(str, schedule.amounts))}{options}"
 
 
-def forward_gflops(model, variables, images) -> float | None:
-    """Forward GFLOPs per image from XLA's cost analysis of the jitted model (None if XLA gives none)."""
+def compile_forward(model, variables, images):
+    """The model's jitted forward pass compiled for `images`' shape, and its GFLOPs per image (XLA's cost
+    analysis; None where XLA gives none)."""
     compiled = jax.jit(model.apply).lower(variables, images).compile()
     cost = compiled.cost_analysis()
     if isinstance(cost, list | tuple):
         cost = cost[0] if cost else None
     flops = (cost or {}).get("flops")
-    return None if flops is None else float(flops) / images.shape[0] / 1e9
+    return compiled, None if flops is None else float(flops) / images.shape[0] / 1e9
+
+
+def forward_gflops(model, variables, images) -> float | None:
+    """Forward GFLOPs per image from XLA's cost analysis of the jitted model (None if XLA gives none)."""
+    return compile_forward(model, variables, images)[1]
 
 
 def evaluate_schedules(model, variables, batches: Sequence[tuple], schedules: Iterable[TokenReduction | None]):
-    """One record per schedule (None: the unreduced model), on `batches` of (images, labels, mask)."""
+    """One record per schedule (None: the unreduced model), on `batches` of (images, labels, mask), all of one
+    shape (the eval iterator pads the last batch and masks the padding)."""
     reference = None
     records = []
+    labels = np.concatenate([np.asarray(labels) for _, labels, _ in batches])
+    mask = np.concatenate([np.asarray(mask) for _, _, mask in batches]) > 0
+    labels = labels[mask]
     for schedule in schedules:
         reduced = model.clone(token_reduction=schedule)
-        apply = jax.jit(reduced.apply)
-        logits = np.concatenate([np.asarray(apply(variables, images)) for images, _, _ in batches])
-        labels = np.concatenate([np.asarray(labels) for _, labels, _ in batches])
-        mask = np.concatenate([np.asarray(mask) for _, _, mask in batches]) > 0
-        logits, labels = logits[mask], labels[mask]
+        forward, gflops = compile_forward(reduced, variables, batches[0][0])
+        logits = np.concatenate([np.asarray(forward(variables, images)) for images, _, _ in batches])[mask]
         if reference is None:
             reference = logits
         log_p = jax.nn.log_softmax(jnp.asarray(reference, jnp.float32))
@@ -104,7 +111,7 @@ def evaluate_schedules(model, variables, batches: Sequence[tuple], schedules: It
                 kl=max(kl, 0.0),
                 tokens=list(counts),
                 mean_tokens=float(np.mean(counts)),
-                gflops=forward_gflops(reduced, variables, batches[0][0]),
+                gflops=gflops,
                 examples=int(mask.sum()),
             )
         )
