@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     sys.path.insert(0, os.path.abspath(args.official))
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     maker = importlib.import_module(f"reduction_fixtures.{args.rule}")
-    common = SimpleNamespace(tiny_deit=tiny_deit, randomise_=randomise_, timm=timm, torch=torch)
+    common = SimpleNamespace(tiny_deit=tiny_deit, randomise_=randomise_, timm=timm, torch=torch, TINY=TINY)
     result = maker.make(common, args.official)
     arrays, facts = result["arrays"], result["facts"]
     os.makedirs(args.out, exist_ok=True)

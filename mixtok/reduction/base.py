@@ -75,7 +75,8 @@ class Rule:
     `count(num_in, num_protected, amount) -> num_out` turns one layer's schedule entry (`amount`: tokens to
     remove for ToMe-style rules, a keep rate for pruning rules) into the static number of tokens the rule
     returns; `amount_kind` says which ("remove" or "keep_rate"), and `no_reduction` is the amount that
-    leaves a layer alone (0 or 1.0).
+    leaves a layer alone (0 or 1.0). `count_options` names the rule options that also change the count
+    (EViT's `fuse_token` adds the fused token); `token_counts` passes those to `count` as keywords.
     """
 
     fn: Callable[..., Reduction]
@@ -89,6 +90,7 @@ class Rule:
     # try by default (None: a few strengths chosen from `amount_kind`)
     settings: Callable[[int, int, int], Sequence["TokenReduction"]] | None = None
     prop_attn: bool = False  # the rule's default for proportional attention (ToMe's patch turns it on)
+    count_options: tuple[str, ...] = ()
 
     @property
     def no_reduction(self):
@@ -245,7 +247,8 @@ def token_counts(reduction: TokenReduction | None, num_tokens: int, num_protecte
     counts, n = [], num_tokens
     for layer in range(depth):
         if reduction.active(layer):
-            n = reduction.spec.count(n, num_protected, reduction.amounts[layer])
+            extra = {k: v for k, v in reduction.options if k in reduction.spec.count_options}
+            n = reduction.spec.count(n, num_protected, reduction.amounts[layer], **extra)
         counts.append(n)
     return tuple(counts)
 
