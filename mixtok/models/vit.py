@@ -145,8 +145,13 @@ class ViTBlock(Module):
             reduced = self._reduce(x, sizes, k, probs)
             x, sizes, weights = reduced.tokens, reduced.sizes, reduced.attention
         after = active and rule.place == "after_attention"
+        at_end = active and rule.place == "after_block"
         out, k, probs = attn(
-            norm1(x), bias=self._size_bias(sizes), probabilities=after and wants_probs, weights=weights, train=train
+            norm1(x),
+            bias=self._size_bias(sizes),
+            probabilities=(after or at_end) and wants_probs,
+            weights=weights,
+            train=train,
         )
         x = x + DropPath(self.drop_path)(out, train=train)
         if after:
@@ -156,7 +161,11 @@ class ViTBlock(Module):
         y = Mlp(self.mlp_ratio, activation="gelu", use_bias=True, dropout=self.dropout, name="mlp", **common)(
             y, train=train
         )
-        return x + DropPath(self.drop_path)(y, train=train), sizes
+        x = x + DropPath(self.drop_path)(y, train=train)
+        if at_end:
+            reduced = self._reduce(x, sizes, k, probs)
+            x, sizes = reduced.tokens, reduced.sizes
+        return x, sizes
 
     @nn.nowrap
     def _size_bias(self, sizes):

@@ -33,7 +33,8 @@ Where a rule acts is part of its definition (`Rule.place`): "after_attention", b
 residual and the MLP (ToMe, EViT, DiffRate, PiToMe...), with the signals of that layer's attention; or
 "before_attention", at the start of the block, with the signals of the layer's attention computed on its
 input tokens, which the block then recomputes on the reduced tokens, or takes from `Reduction.attention`
-when the rule gives it (MCTF's one-step-ahead attention).
+when the rule gives it (MCTF's one-step-ahead attention); or "after_block", after the MLP's residual, with the
+signals of that block's attention (Zero-TPrune's pruning layer between blocks).
 """
 
 import dataclasses
@@ -47,7 +48,7 @@ import jax.numpy as jnp
 from mixtok.registry import Registry, unknown_name_error
 
 SIGNALS = ("keys", "cls_attention", "attention")
-PLACES = ("after_attention", "before_attention")
+PLACES = ("after_attention", "before_attention", "after_block")
 
 
 class Signals(NamedTuple):
