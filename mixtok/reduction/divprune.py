@@ -30,7 +30,22 @@ selected indices, in the same order, as `divprune_select` on the fixture's rando
 import jax
 import jax.numpy as jnp
 
-from mixtok.reduction.base import Reduction, Rule, Signals, gather_tokens, one_hot_rows, register_rule
+from mixtok.reduction.base import (
+    Reduction,
+    Rule,
+    Signals,
+    TokenReduction,
+    gather_tokens,
+    one_hot_rows,
+    register_rule,
+)
+
+
+def divprune_settings(depth: int, num_tokens: int, num_protected: int) -> list[TokenReduction]:
+    """The strengths `mixtok.reduction.evaluate` tries: keep rates 0.9, 0.7, 0.5 at the blocks a quarter, half
+    and three quarters of the way through, without proportional attention (plain pruning)."""
+    layers = sorted({depth // 4, depth // 2, (3 * depth) // 4})
+    return [TokenReduction.keep_at("divprune", rate, layers, depth, prop_attn=False) for rate in (0.9, 0.7, 0.5)]
 
 
 def divprune_count(num_in: int, num_protected: int, rate: float) -> int:
@@ -85,6 +100,7 @@ register_rule(
         signals=(),
         count=divprune_count,
         amount_kind="keep_rate",
+        settings=divprune_settings,
         paper="DivPrune: Diversity-based Visual Token Pruning for Large Multimodal Models (Alvar et al., CVPR 2025)",
         official="vbdi/divprune @ 799e2d9: LLaVA/llava/model/llava_arch.py (DivPrune; acts on LLaVA's visual "
         "tokens at the LLM input, applied here inside a ViT)",

@@ -52,11 +52,20 @@ from mixtok.reduction.base import (
     Reduction,
     Rule,
     Signals,
+    TokenReduction,
     gather_tokens,
     keep_rate_count,
     one_hot_rows,
     register_rule,
 )
+
+
+def evit_settings(depth: int, num_tokens: int, num_protected: int) -> list[TokenReduction]:
+    """The strengths `mixtok.reduction.evaluate` tries: keep rates 0.9, 0.7, 0.5 at the blocks a quarter, half
+    and three quarters of the way through (the paper's 3, 6, 9 of 12), without proportional attention (EViT
+    has none)."""
+    layers = sorted({depth // 4, depth // 2, (3 * depth) // 4})
+    return [TokenReduction.keep_at("evit", rate, layers, depth, prop_attn=False) for rate in (0.9, 0.7, 0.5)]
 
 
 def evit_count(num_in: int, num_protected: int, rate: float, *, fuse_token: bool = True) -> int:
@@ -106,6 +115,7 @@ register_rule(
         paper="Not All Patches are What You Need: Expediting Vision Transformers via Token Reorganizations "
         "(Liang et al., ICLR 2022)",
         official="youweiliang/evit @ 5ca95a7: evit.py, helpers.py",
+        settings=evit_settings,
         count_options=("fuse_token",),
     ),
 )

@@ -59,6 +59,7 @@ from mixtok.reduction.base import (
     Reduction,
     Rule,
     Signals,
+    TokenReduction,
     gather_tokens,
     one_hot_rows,
     register_rule,
@@ -101,6 +102,14 @@ def importance(attention, iterations, *, class_token, heads="eir", head_variance
     if heads != "eir":
         raise ValueError(f"zero_tprune: heads {heads!r} is not one of {HEAD_MODES}.")
     return aggregate_heads(weighted_pagerank(attention, iterations, class_token=class_token), head_variance)
+
+
+def zero_tprune_settings(depth: int, num_tokens: int, num_protected: int) -> list[TokenReduction]:
+    """The strengths `mixtok.reduction.evaluate` tries: r = 4%, 8%, 12% and 16% of the unprotected tokens removed
+    at every layer (r = 8, 16, 24, 31 on DeiT-S), without proportional attention (the paper prunes)."""
+    patches = num_tokens - num_protected
+    rs = sorted({max(1, round(f * patches)) for f in (0.04, 0.08, 0.12, 0.16)})
+    return [TokenReduction.constant("zero_tprune", r, depth, prop_attn=False) for r in rs]
 
 
 def stage_amounts(num_in: int, num_protected: int, remove: int, similarity_share: float) -> tuple[int, int]:
@@ -168,6 +177,7 @@ register_rule(
         signals=("attention", "keys"),
         count=remove_count,
         amount_kind="remove",
+        settings=zero_tprune_settings,
         paper="Zero-TPrune: Zero-Shot Token Pruning through Leveraging of the Attention Graph in Pre-Trained "
         "Transformers (Wang, Dedhia and Jha, CVPR 2024)",
         official="none public: the project page jha-lab/zerotprune @ 58a1414 (docs/index.html) lists the code as "

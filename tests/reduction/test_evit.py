@@ -72,6 +72,12 @@ def test_evit_counts_follow_the_official_ceil_with_and_without_the_fused_token()
     dropped = TokenReduction.keep_at("evit", 0.7, (3, 6, 9), depth=12, options=(("fuse_token", False),))
     assert token_counts(fused, 197, 1, 12) == (197,) * 3 + (140,) * 3 + (100,) * 3 + (72,) * 3
     assert token_counts(dropped, 197, 1, 12) == (197,) * 3 + (139,) * 3 + (98,) * 3 + (69,) * 3
+    # what mixtok.reduction.evaluate tries: the paper's layers, no proportional attention
+    assert TokenReduction.keep_at("evit", 0.7, (3, 6, 9), depth=12, prop_attn=False) in evit_module.evit_settings(
+        12, 197, 1
+    )
+    parsed = TokenReduction.parse("evit:keep=0.7,layers=3/6/9,fuse_token=false", 12)  # the one-line form
+    assert token_counts(parsed, 197, 1, 12) == token_counts(dropped, 197, 1, 12)
     assert get_rule("evit").count(197, 1, 1.0) == 197  # keep rate 1: the official layer does nothing
 
 
