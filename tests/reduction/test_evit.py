@@ -119,3 +119,22 @@ def test_evit_matches_the_official_code_on_a_tiny_deit(fuse, rate, layers):
     np.testing.assert_allclose(logits, official, atol=1e-5, rtol=0)
     # and the reduction changed the logits (the fixture is not the unreduced model)
     assert np.abs(official - fixture.arrays["w:plain_logits"]).max() > 1e-3
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+def test_evit_gives_the_official_blocks_tokens_in_the_official_order(fuse):
+    # The official Block with its MLP's output zeroed returns the reorganised tokens: [class, kept tokens in
+    # descending class attention, fused token], which the logits alone cannot check (attention ignores order).
+    arrays = golden.load("evit").arrays
+    tokens, cls_attn = arrays["block:tokens"], arrays["block:cls_attn"]
+    official = arrays[f"block:{'fuse' if fuse else 'drop'}"]
+    attention = np.concatenate([np.zeros_like(cls_attn[:, :1]), cls_attn], axis=1)  # token 0's own: unused
+    out = evit(
+        jnp.asarray(tokens),
+        jnp.ones(tokens.shape[:2]),
+        Signals(cls_attention=jnp.asarray(attention)),
+        num_out=evit_module.evit_count(tokens.shape[1], 1, 0.6, fuse_token=fuse),
+        num_protected=1,
+        fuse_token=fuse,
+    )
+    np.testing.assert_allclose(out.tokens, official, atol=1e-6, rtol=0)
