@@ -8,8 +8,10 @@ the link out; no copy of that repository can be had here. So this file follows t
 states it ("Pruning layers can be inserted between Transformer blocks ... Pruning layers comprise I-stage and
 S-stage: I-stage aims at pruning unimportant tokens of an image, such as background tokens; S-stage aims at
 pruning tokens that are too similar to others, such as repetitive texture tokens") and as a public reading note
-of the paper summarises its section 3 (the equations and defaults below; the paper's own text was not
-available to check them against here). Every open choice is written down.
+of the paper (a Korean blog post, "notes/zero-tprune") summarises its section 3: the equations, the I' -> S -> I
+order, the Sequential-U partition, keys and cosine similarity, the sqrt(N) class-token start and the VHF
+defaults below. The paper's own text was not available to check them against here. Every open choice is
+written down.
 
 1. Where: a pruning layer between blocks, i.e. after the MLP of the block whose attention it reads
    (`Rule.place = "after_block"`, the place this rule adds to the contract).
@@ -35,9 +37,10 @@ available to check them against here). Every open choice is written down.
 Open choices (mixtok's, each an option where it is a number):
 - `iterations` (30): the I-stage's WPR steps. The paper sets them per layer from the observed convergence
   (30-50 in shallow layers, 5-10 in middle ones, 1 in deep ones); 30 everywhere is converged or close to it.
-- VHF's variance is taken of the scores scaled to mean 1 (N * s_h): the thresholds (0.01, 0.7) exclude every
-  head on distributions that sum to 1 (their variance is below 1/N), so they cannot be meant for those. When
-  no head passes the filter, all heads count. `head_variance=None` turns the filter off.
+- VHF's variance is taken of the scores scaled to mean 1 (N * s_h): on distributions that sum to 1 the
+  variance is below 1/N (under 0.01 for DeiT's 197 tokens), so the thresholds (0.01, 0.7) would exclude every
+  head; they cannot be meant for that scale. When no head passes the filter, all heads count.
+  `head_variance=None` turns the filter off.
 - the I-stage's graph is the attention among the tokens the S-stage left, each row renormalised to sum 1
   (the same block's attention: the paper recomputes nothing between the stages).
 - `similarity_share` (0.5): the share of a layer's removed tokens that the S-stage prunes, r_s = floor(r * share),
