@@ -20,7 +20,7 @@ not exist. What mixtok does in a ViT, as a choice: the rule acts between the att
 themselves (the hidden states, the closest thing to LLaVA's visual tokens; no attention signal needed);
 the protected tokens (class, distillation) are never candidates and stay first, the picked tokens follow in
 their original order; each image of the batch is selected on its own (vmap). Pruning: kept tokens keep their
-sizes, the others' sizes are gone; pass `prop_attn=False` for plain pruning.
+sizes, the others' sizes are gone; no proportional attention by default (`Rule.prop_attn` False).
 
 Parity: the official `DivPrune` (run on torch CPU by tools/reduction_fixtures/divprune.py) gives the same
 selected indices, in the same order, as `divprune_select` on the fixture's random inputs
@@ -34,18 +34,10 @@ from mixtok.reduction.base import (
     Reduction,
     Rule,
     Signals,
-    TokenReduction,
     gather_tokens,
     one_hot_rows,
     register_rule,
 )
-
-
-def divprune_settings(depth: int, num_tokens: int, num_protected: int) -> list[TokenReduction]:
-    """The strengths `mixtok.reduction.evaluate` tries: keep rates 0.9, 0.7, 0.5 at the blocks a quarter, half
-    and three quarters of the way through, without proportional attention (plain pruning)."""
-    layers = sorted({depth // 4, depth // 2, (3 * depth) // 4})
-    return [TokenReduction.keep_at("divprune", rate, layers, depth, prop_attn=False) for rate in (0.9, 0.7, 0.5)]
 
 
 def divprune_count(num_in: int, num_protected: int, rate: float) -> int:
@@ -100,7 +92,6 @@ register_rule(
         signals=(),
         count=divprune_count,
         amount_kind="keep_rate",
-        settings=divprune_settings,
         paper="DivPrune: Diversity-based Visual Token Pruning for Large Multimodal Models (Alvar et al., CVPR 2025)",
         official="vbdi/divprune @ 799e2d9: LLaVA/llava/model/llava_arch.py (DivPrune; acts on LLaVA's visual "
         "tokens at the LLM input, applied here inside a ViT)",

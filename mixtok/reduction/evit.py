@@ -23,8 +23,8 @@ Sizes and what mixtok adds (the official code has no sizes and no proportional a
 - a kept token keeps its size, a dropped one loses it; the fused token's size is the sum of the sizes it
   fused, so with `fuse_token` the sizes still sum to the number of patches. Its value stays the official
   attention-weighted sum (not divided by that size).
-- `TokenReduction.prop_attn` defaults to True (ToMe's proportional attention); EViT has none, so pass
-  `prop_attn=False` to run the official model.
+- proportional attention: off by default (the rule's `Rule.prop_attn` is False), as EViT has none;
+  `prop_attn=True` adds log(size) to the attention logits after the first reduction.
 - `num_protected` P: the official code protects only the class token (a DeiT distillation token is scored
   and may be dropped or fused like a patch). mixtok keeps all P leading tokens first and scores the rest.
 - `fuse_token` defaults to True, the paper's EViT ("fuse the rest into one"); the official `--fuse_token`
@@ -36,15 +36,15 @@ Sizes and what mixtok adds (the official code has no sizes and no proportional a
 The selection is an integer top-k (no gradient, as in the official code); the kept and fused tokens are
 differentiable in the tokens and, through the fused token's weights, in the attention.
 
-Official parity: the official `EViT` DeiT-S (evit.py, `fuse_token=True`, keep 0.7 at layers 3, 6, 9) with
-timm's `deit_small_patch16_224` state dict (random weights, randomised as in tools/make_reduction_fixtures.py)
-against mixtok's `deit_small_patch16_224` with `TokenReduction.keep_at("evit", 0.7, (3, 6, 9), depth=12,
-prop_attn=False)`, 224 px, batch 2, float32 on CPU: max |logit difference| 3.2e-6 with fusion, 3.3e-6
-without (197 -> 140 -> 100 -> 72 tokens with fusion, 197 -> 139 -> 98 -> 69 without; logits of scale 4, which the
-reduction moves by 0.24; the unreduced models differ by 3.2e-6). In the suite
-(tests/reduction/test_evit.py, fixtures made by the official code): the tiny DeiT's logits to 1e-5 with and
-without fusion, and one official `Block`'s output tokens (its MLP zeroed, so the order of the kept tokens and
-the fused token show) to 1e-6; measured 3e-8.
+Official parity (measured 2026-12-07, timm 1.0.31, torch CPU, JAX 0.10): the official `EViT` DeiT-S (evit.py,
+keep 0.7 at layers 3, 6, 9) with timm's `deit_small_patch16_224` state dict (random weights, randomised as in
+tools/make_reduction_fixtures.py) against mixtok's `deit_small_patch16_224` with
+`TokenReduction.keep_at("evit", 0.7, (3, 6, 9), depth=12)`, two N(0, 1) 224-px images, float32: max |logit
+difference| 3.2e-6 with fusion and 3.3e-6 without (197 -> 140 -> 100 -> 72 tokens with fusion, 197 -> 139 ->
+98 -> 69 without; logits of scale 4, which the reduction moves by 0.24; the unreduced models differ by 3.2e-6).
+In the suite (tests/reduction/test_evit.py, fixtures made by the official code): the tiny DeiT's logits to 1e-5
+with and without fusion, and one official `Block`'s output tokens (its MLP zeroed, so the order of the kept
+tokens and of the fused token shows) to 1e-6, measured 3e-8.
 """
 
 import jax
@@ -54,20 +54,11 @@ from mixtok.reduction.base import (
     Reduction,
     Rule,
     Signals,
-    TokenReduction,
     gather_tokens,
     keep_rate_count,
     one_hot_rows,
     register_rule,
 )
-
-
-def evit_settings(depth: int, num_tokens: int, num_protected: int) -> list[TokenReduction]:
-    """The strengths `mixtok.reduction.evaluate` tries: keep rates 0.9, 0.7, 0.5 at the blocks a quarter, half
-    and three quarters of the way through (the paper's 3, 6, 9 of 12), without proportional attention (EViT
-    has none)."""
-    layers = sorted({depth // 4, depth // 2, (3 * depth) // 4})
-    return [TokenReduction.keep_at("evit", rate, layers, depth, prop_attn=False) for rate in (0.9, 0.7, 0.5)]
 
 
 def evit_count(num_in: int, num_protected: int, rate: float, *, fuse_token: bool = True) -> int:
@@ -117,7 +108,6 @@ register_rule(
         paper="Not All Patches are What You Need: Expediting Vision Transformers via Token Reorganizations "
         "(Liang et al., ICLR 2022)",
         official="youweiliang/evit @ 5ca95a7: evit.py, helpers.py",
-        settings=evit_settings,
         count_options=("fuse_token",),
     ),
 )

@@ -32,7 +32,7 @@ written down.
    (dropped, not merged); I: WPR (`iterations`) on the attention graph of the tokens left, and the r_i least
    important unprotected ones are pruned.
 5. Output: the protected tokens, then the kept tokens in their original order; a kept token keeps its size,
-   a pruned one's is gone (the paper prunes; pass `prop_attn=False` for its model, whose tokens keep size 1).
+   a pruned one's is gone (the paper prunes: no proportional attention by default, `Rule.prop_attn` False).
 
 Open choices (mixtok's, each an option where it is a number):
 - `iterations` (30): the I-stage's WPR steps. The paper sets them per layer from the observed convergence
@@ -62,7 +62,6 @@ from mixtok.reduction.base import (
     Reduction,
     Rule,
     Signals,
-    TokenReduction,
     gather_tokens,
     one_hot_rows,
     register_rule,
@@ -105,14 +104,6 @@ def importance(attention, iterations, *, class_token, heads="eir", head_variance
     if heads != "eir":
         raise ValueError(f"zero_tprune: heads {heads!r} is not one of {HEAD_MODES}.")
     return aggregate_heads(weighted_pagerank(attention, iterations, class_token=class_token), head_variance)
-
-
-def zero_tprune_settings(depth: int, num_tokens: int, num_protected: int) -> list[TokenReduction]:
-    """The strengths `mixtok.reduction.evaluate` tries: r = 4%, 8%, 12% and 16% of the unprotected tokens removed
-    at every layer (r = 8, 16, 24, 31 on DeiT-S), without proportional attention (the paper prunes)."""
-    patches = num_tokens - num_protected
-    rs = sorted({max(1, round(f * patches)) for f in (0.04, 0.08, 0.12, 0.16)})
-    return [TokenReduction.constant("zero_tprune", r, depth, prop_attn=False) for r in rs]
 
 
 def stage_amounts(num_in: int, num_protected: int, remove: int, similarity_share: float) -> tuple[int, int]:
@@ -180,7 +171,6 @@ register_rule(
         signals=("attention", "keys"),
         count=remove_count,
         amount_kind="remove",
-        settings=zero_tprune_settings,
         paper="Zero-TPrune: Zero-Shot Token Pruning through Leveraging of the Attention Graph in Pre-Trained "
         "Transformers (Wang, Dedhia and Jha, CVPR 2024)",
         official="none public: the project page jha-lab/zerotprune @ 58a1414 (docs/index.html) lists the code as "

@@ -84,7 +84,7 @@ def test_divprune_counts_round_like_the_official_code():
 
 
 def test_divprune_runs_under_jit_in_a_tiny_deit():
-    reduction = TokenReduction.keep_at("divprune", 0.5, (0,), depth=2, prop_attn=False)
+    reduction = TokenReduction.keep_at("divprune", 0.5, (0,), depth=2)
     model = VisionTransformer(
         depths=(2,), dims=(16,), num_heads=2, patch_size=8, image_size=32, num_classes=5,
         token_reduction=reduction, return_sources=True,

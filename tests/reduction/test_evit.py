@@ -72,10 +72,6 @@ def test_evit_counts_follow_the_official_ceil_with_and_without_the_fused_token()
     dropped = TokenReduction.keep_at("evit", 0.7, (3, 6, 9), depth=12, options=(("fuse_token", False),))
     assert token_counts(fused, 197, 1, 12) == (197,) * 3 + (140,) * 3 + (100,) * 3 + (72,) * 3
     assert token_counts(dropped, 197, 1, 12) == (197,) * 3 + (139,) * 3 + (98,) * 3 + (69,) * 3
-    # what mixtok.reduction.evaluate tries: the paper's layers, no proportional attention
-    assert TokenReduction.keep_at("evit", 0.7, (3, 6, 9), depth=12, prop_attn=False) in evit_module.evit_settings(
-        12, 197, 1
-    )
     parsed = TokenReduction.parse("evit:keep=0.7,layers=3/6/9,fuse_token=false", 12)  # the one-line form
     assert token_counts(parsed, 197, 1, 12) == token_counts(dropped, 197, 1, 12)
     assert get_rule("evit").count(197, 1, 1.0) == 197  # keep rate 1: the official layer does nothing
@@ -88,7 +84,8 @@ def test_evit_refuses_a_count_that_keeps_no_token():
 
 
 def test_evit_runs_under_jit_in_a_tiny_deit_and_sows_its_transform():
-    reduction = TokenReduction.keep_at("evit", 0.5, (0,), depth=2, prop_attn=False)
+    reduction = TokenReduction.keep_at("evit", 0.5, (0,), depth=2)
+    assert not reduction.proportional  # EViT has no proportional attention: the rule's default
     model = VisionTransformer(
         depths=(2,), dims=(16,), num_heads=2, patch_size=8, image_size=32, num_classes=5,
         token_reduction=reduction, return_sources=True,
@@ -111,9 +108,7 @@ def test_evit_runs_under_jit_in_a_tiny_deit_and_sows_its_transform():
 @pytest.mark.parametrize(("fuse", "rate", "layers"), [(True, 0.7, (1, 2)), (False, 0.5, (1, 3))])
 def test_evit_matches_the_official_code_on_a_tiny_deit(fuse, rate, layers):
     fixture = golden.load("evit")
-    reduction = TokenReduction.keep_at(
-        "evit", rate, layers, depth=golden.DEPTH, prop_attn=False, options=(("fuse_token", fuse),)
-    )
+    reduction = TokenReduction.keep_at("evit", rate, layers, depth=golden.DEPTH, options=(("fuse_token", fuse),))
     logits = golden.mixtok_logits(fixture, "w", reduction)
     official = fixture.arrays[f"w:logits:{'fuse' if fuse else 'drop'}_{rate}"]
     np.testing.assert_allclose(logits, official, atol=1e-5, rtol=0)

@@ -161,9 +161,7 @@ def test_stage_amounts_split_the_removed_tokens_and_refuse_impossible_ones():
 
 
 def test_zero_tprune_runs_under_jit_between_the_blocks_of_a_tiny_deit():
-    reduction = TokenReduction(
-        "zero_tprune", (4, 0), prop_attn=False, options=(("iterations", 10), ("similarity_share", 0.5))
-    )
+    reduction = TokenReduction("zero_tprune", (4, 0), options=(("iterations", 10), ("similarity_share", 0.5)))
     model = VisionTransformer(
         depths=(2,), dims=(16,), num_heads=2, patch_size=8, image_size=32, num_classes=5,
         token_reduction=reduction, return_sources=True,
