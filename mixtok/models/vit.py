@@ -184,7 +184,9 @@ class ViTBlock(Module):
         )
         if sizes is None:
             sizes = jnp.ones(x.shape[:2], jnp.float32)
-        reduced = apply_rule(self.reduction, x, sizes, signals, num_out=self.num_out, num_protected=self.num_protected)
+        reduced = apply_rule(
+            self.reduction, x, sizes, signals, num_out=self.num_out, num_protected=self.num_protected, layer=self.layer
+        )
         if self.return_sources:
             self.sow("reduction", f"transform_{self.layer}", reduced.transform)
         return reduced

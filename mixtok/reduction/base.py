@@ -92,6 +92,8 @@ class Rule:
     settings: Callable[[int, int, int], Sequence["TokenReduction"]] | None = None
     prop_attn: bool = False  # the rule's default for proportional attention (ToMe's patch turns it on)
     count_options: tuple[str, ...] = ()
+    layer_aware: bool = False  # fn also takes layer= (the block's 0-based index) and depth= (blocks in the
+    # schedule): rules whose official code changes with depth (PiToMe's per-layer margin)
 
     @property
     def no_reduction(self):
@@ -254,13 +256,20 @@ def token_counts(reduction: TokenReduction | None, num_tokens: int, num_protecte
     return tuple(counts)
 
 
-def apply_rule(reduction: TokenReduction, tokens, sizes, signals: Signals, *, num_out: int, num_protected: int):
-    """`reduction`'s rule on one layer, with its options; checks what the rule returned."""
+def apply_rule(
+    reduction: TokenReduction, tokens, sizes, signals: Signals, *, num_out: int, num_protected: int, layer=None
+):
+    """`reduction`'s rule on one layer (0-based index `layer`), with its options; checks what the rule returned."""
     rule = reduction.spec
     missing = [s for s in rule.signals if getattr(signals, s) is None]
     if missing:
         raise ValueError(f"rule {reduction.rule!r} needs the signals {missing}, which the layer did not compute.")
-    out = rule.fn(tokens, sizes, signals, num_out=num_out, num_protected=num_protected, **dict(reduction.options))
+    options = dict(reduction.options)
+    if rule.layer_aware:
+        if layer is None:
+            raise ValueError(f"rule {reduction.rule!r} depends on the layer: call apply_rule with layer=<block index>.")
+        options.update(layer=layer, depth=len(reduction.amounts))
+    out = rule.fn(tokens, sizes, signals, num_out=num_out, num_protected=num_protected, **options)
     expected = (tokens.shape[0], num_out)
     if out.tokens.shape[:2] != expected or out.sizes.shape != expected:
         raise ValueError(
