@@ -31,7 +31,8 @@ r = N - 10, and r <= (N - P) // 2; a fraction r < 1 means int((N - P) * r). The 
 r = 16 at blocks 1 - 11 (not block 0), proportional attention on, one-step-ahead, tau_sim 1, tau_info 20,
 tau_size 40, bidirectional, attention pooling:
 
-    TokenReduction("mctf", (0,) + (16,) * 11)            # the options' defaults are the official eval's
+    TokenReduction("mctf", (0,) + (16,) * 11)   # the options' and Rule.prop_attn's defaults are the official eval's
+    "mctf:amounts=0/16/16/16/16/16/16/16/16/16/16/16"   # the same, one-line form ("mctf:r=16" also merges in block 0)
 
 Open choices and differences, written down:
 - The matching is decided under `torch.no_grad()` there, with integer indices here; the pooling weights w and
@@ -53,7 +54,7 @@ tests/reduction/test_mctf.py).
 import jax
 import jax.numpy as jnp
 
-from mixtok.reduction.base import Reduction, Rule, Signals, gather_tokens, register_rule
+from mixtok.reduction.base import Reduction, Rule, Signals, TokenReduction, gather_tokens, register_rule
 from mixtok.reduction.tome import merge as tome_merge
 
 NEG_INF = -jnp.inf
@@ -175,6 +176,15 @@ def mctf(
     return Reduction(merged, merge(sizes), transform, ahead)
 
 
+REMOVE_FRACTIONS = (0.04, 0.06, 0.08)  # of the patches: r = 8, 12, 16 on DeiT-S (16: the official eval)
+
+
+def eval_settings(depth: int, num_tokens: int, num_protected: int):
+    """The schedules `mixtok.reduction.evaluate` tries: r at every block but the first (`--activate_layer`)."""
+    rs = sorted({max(1, round(f * (num_tokens - num_protected))) for f in REMOVE_FRACTIONS})
+    return [TokenReduction("mctf", (0,) + (r,) * (depth - 1)) for r in rs]
+
+
 register_rule(
     "mctf",
     Rule(
@@ -186,5 +196,7 @@ register_rule(
         "(Lee et al., CVPR 2024)",
         official="mlvlab/MCTF @ 2004da0: utils/mctf.py, models/modules/blocks.py, models/SA/MHSA.py",
         place="before_attention",
+        prop_attn=True,  # mctf_type[3] = 1 in run/eval_deit_s_mctf.sh
+        settings=eval_settings,
     ),
 )

@@ -24,8 +24,8 @@ algo/pitome/patch/timm.py (`PiToMeBlock`, `PiToMeAttention`, the per-layer setti
 Where it acts: between the attention residual and the MLP (`PiToMeBlock.forward`), as ToMe. Proportional
 attention: `PiToMeAttention` adds log(size) to the logits only when given `size`, and the official DeiT block
 calls `self.attn(self.norm1(x))` without it, so the official DeiT evaluation runs WITHOUT proportional
-attention: build the schedule with `prop_attn=False` to reproduce it (the parity figures below do);
-`prop_attn=True` (the default of `TokenReduction`) is ToMe's proportional attention on top.
+attention: the rule's default (`Rule.prop_attn` False), as the parity figures below; `prop_attn=True` in the
+schedule adds ToMe's proportional attention on top.
 
 Open choices and differences, written down:
 - The official code decides the merge under `torch.no_grad()`; here the indices are integers (no gradient)
@@ -50,7 +50,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from mixtok.reduction.base import Reduction, Rule, Signals, gather_tokens, register_rule
+from mixtok.reduction.base import Reduction, Rule, Signals, TokenReduction, gather_tokens, register_rule
 from mixtok.reduction.tome import bipartite_soft_matching
 from mixtok.reduction.tome import merge as tome_merge
 
@@ -129,6 +129,14 @@ def pitome(
     return Reduction(merged, new_sizes, spread / new_sizes[..., None])
 
 
+PAPER_RATIOS = (0.975, 0.95, 0.925, 0.9)  # scripts/eval_scripts/eval_ic_all.sh, DeiT-S off the shelf
+
+
+def paper_settings(depth: int, num_tokens: int, num_protected: int):
+    """The schedules `mixtok.reduction.evaluate` tries: the paper's DeiT ratios, the same at every block."""
+    return [TokenReduction.constant("pitome", ratio, depth) for ratio in PAPER_RATIOS]
+
+
 register_rule(
     "pitome",
     Rule(
@@ -141,5 +149,6 @@ register_rule(
             "hchautran/PiToMe @ 550b5de: algo/pitome/merge.py, algo/pitome/patch/deit.py, algo/pitome/patch/timm.py"
         ),
         layer_aware=True,
+        settings=paper_settings,
     ),
 )

@@ -163,3 +163,9 @@ def test_the_rule_is_registered_before_attention():
     spec = TokenReduction("mctf", (0, 16)).spec
     assert spec.fn is mctf_module.mctf and spec.place == "before_attention" and spec.signals == ("attention",)
     assert spec.official.startswith("mlvlab/MCTF")
+
+
+def test_the_default_settings_leave_the_first_block_alone_with_proportional_attention():
+    schedules = TokenReduction("mctf", (0, 16)).spec.settings(12, 197, 1)
+    assert [s.amounts for s in schedules] == [(0,) + (r,) * 11 for r in (8, 12, 16)]
+    assert schedules[0].proportional  # mctf_type[3] = 1 in the official eval

@@ -145,3 +145,10 @@ def test_the_rule_is_registered_with_its_official_source():
     spec = TokenReduction.constant("pitome", 0.9, depth=12).spec
     assert spec.fn is pitome_module.pitome and spec.place == "after_attention" and spec.layer_aware
     assert spec.official.startswith("hchautran/PiToMe")
+
+
+def test_the_default_settings_are_the_papers_ratios_without_proportional_attention():
+    schedules = TokenReduction.constant("pitome", 0.9, depth=12).spec.settings(12, 197, 1)
+    assert [s.amounts for s in schedules] == [(r,) * 12 for r in (0.975, 0.95, 0.925, 0.9)]
+    assert not schedules[0].proportional  # the official DeiT block never passes the sizes to its attention
+    assert TokenReduction.parse("pitome:keep=0.9", 12) == TokenReduction.constant("pitome", 0.9, 12)
