@@ -8,7 +8,14 @@
 `token_counts`, `unmerge`, `compose`); each rule is a module that registers itself (`list_rules()`).
 """
 
-from mixtok.reduction import tome  # noqa: F401  (registers "tome")
+from mixtok.reduction import (  # noqa: F401  (each registers its rule)
+    divprune,
+    evit,
+    mctf,
+    pitome,
+    tome,
+    zero_tprune,
+)
 from mixtok.reduction.base import (
     Reduction,
     Rule,
