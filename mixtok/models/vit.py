@@ -187,7 +187,7 @@ class ViTBlock(Module):
         reduced = apply_rule(
             self.reduction, x, sizes, signals, num_out=self.num_out, num_protected=self.num_protected, layer=self.layer
         )
-        if self.return_sources:
+        if self.return_sources and not self.is_initializing():  # init returns parameters only
             self.sow("reduction", f"transform_{self.layer}", reduced.transform)
         return reduced
 

@@ -91,18 +91,21 @@ def test_the_model_reduces_under_jit_with_static_shapes():
     )  # fmt: skip
     x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 32, 32, 3)), jnp.float32)
     variables = model.init(jax.random.PRNGKey(0), x)
+    assert set(variables) == {"params"}  # the transforms are sown when applied, not at init
     (features, state) = jax.jit(lambda v, x: model.apply(v, x, method="features", mutable=["reduction"]))(variables, x)
     assert features.shape == (2, 9, 16) and model.token_counts() == (13, 9)
     transforms = state["reduction"]
     assert set(transforms) == {"blocks_0", "blocks_1"}
+    assert [len(transforms[f"blocks_{i}"][f"transform_{i}"]) for i in range(2)] == [1, 1]
 
 
-@pytest.mark.parametrize("tag, r, distilled", [("r2", 2, False), ("r4", 4, False), ("distilled_r3", 3, True)])
-def test_logits_equal_the_official_code_on_timms_deit(tag, r, distilled):
+@pytest.mark.parametrize("name, tag, r", [("r2", "model", 2), ("r4", "model", 4), ("distilled_r3", "distilled", 3)])
+def test_logits_equal_the_official_code_on_timms_deit(name, tag, r):
     """tests/fixtures/reduction/tome.npz: a tiny timm DeiT patched by facebookresearch/ToMe (`tome.patch.timm`)."""
     fixture = load("tome")
+    distilled = tag == "distilled"
     logits = mixtok_logits(fixture, tag, TokenReduction.constant("tome", r, depth=4), distilled=distilled)
-    np.testing.assert_allclose(logits, fixture.arrays[f"{tag}:logits"], atol=1e-5)
+    np.testing.assert_allclose(logits, fixture.arrays[f"{name}:logits"], atol=1e-5)
     # The same weights without ToMe: timm's own DeiT logits, and different enough to make the check count.
     plain = mixtok_logits(fixture, tag, None, distilled=distilled)
     np.testing.assert_allclose(plain, fixture.arrays[f"{tag}:plain_logits"], atol=1e-5)
