@@ -75,8 +75,12 @@ class Rule:
 
     `count(num_in, num_protected, amount) -> num_out` turns one layer's schedule entry (`amount`: tokens to
     remove for ToMe-style rules, a keep rate for pruning rules) into the static number of tokens the rule
-    returns; `amount_kind` says which ("remove" or "keep_rate"), and `no_reduction` is the amount that
-    leaves a layer alone (0 or 1.0). `count_options` names the rule options that also change the count
+    returns; `amount_kind` says which ("remove", "keep_rate", or "kept_counts": a tuple of token counts kept
+    by the rule's successive steps, DiffRate's (prune_to, merge_to)), and `no_reduction` is the amount that
+    leaves a layer alone (0 or 1.0; None for "kept_counts", whose `count` leaves a layer alone when every
+    count is at least its tokens). A rule whose amount says more than the count it leaves (DiffRate: how
+    many tokens are pruned and how many merged) sets `takes_amount`, and its `fn` also gets the layer's
+    schedule entry as `amount=`. `count_options` names the rule options that also change the count
     (EViT's `fuse_token` adds the fused token); `token_counts` passes those to `count` as keywords.
     """
 
@@ -94,10 +98,11 @@ class Rule:
     count_options: tuple[str, ...] = ()
     layer_aware: bool = False  # fn also takes layer= (the block's 0-based index) and depth= (blocks in the
     # schedule): rules whose official code changes with depth (PiToMe's per-layer margin)
+    takes_amount: bool = False  # fn also takes amount= (the layer's schedule entry; DiffRate's pair)
 
     @property
     def no_reduction(self):
-        return 0 if self.amount_kind == "remove" else 1.0
+        return {"remove": 0, "keep_rate": 1.0}.get(self.amount_kind)
 
 
 RULES: Registry[Rule] = Registry("token reduction rule")
@@ -269,6 +274,12 @@ def apply_rule(
         if layer is None:
             raise ValueError(f"rule {reduction.rule!r} depends on the layer: call apply_rule with layer=<block index>.")
         options.update(layer=layer, depth=len(reduction.amounts))
+    if rule.takes_amount:
+        if layer is None:
+            raise ValueError(
+                f"rule {reduction.rule!r} reads its layer's amount: call apply_rule with layer=<block index>."
+            )
+        options["amount"] = reduction.amounts[layer]
     out = rule.fn(tokens, sizes, signals, num_out=num_out, num_protected=num_protected, **options)
     expected = (tokens.shape[0], num_out)
     if out.tokens.shape[:2] != expected or out.sizes.shape != expected:

@@ -308,6 +308,8 @@ def _train(config: ConfigDict, run_dir: Workdir, stop_at_step: int | None) -> di
         metrics, images = steps.evaluate(task, eval_step, eval_images_step, state, eval_batches, batch_shard)
         if images and is_lead:  # e.g. originals beside reconstructions, from the first eval batch
             task.write_eval_images(images, workdir / "images", int(jax.device_get(state.step)))
+        if is_lead:  # what the task found (DiffRate's schedule); nothing for most tasks
+            task.write_results(state.params, workdir, int(jax.device_get(state.step)))
         if ema is not None and ema.eval:  # the same eval set, on the EMA parameters: `eval_ema/...`
             eval_batches = data_lib.create_eval_iterator(
                 config.data, global_batch_size=config.get("eval_batch_size", config.batch_size)

@@ -6,12 +6,14 @@
 from mixtok.registry import Registry
 from mixtok.train.tasks.base import Task
 from mixtok.train.tasks.classification import ClassificationTask, SequenceClassificationTask
+from mixtok.train.tasks.diffrate_search import DiffRateSearchTask
 from mixtok.train.tasks.tokenizer import TokenizerTask
 
 TASKS = Registry("task")
 TASKS.register("classification", ClassificationTask)
 TASKS.register("sequence_classification", SequenceClassificationTask)
 TASKS.register("tokenizer", TokenizerTask)
+TASKS.register("diffrate_search", DiffRateSearchTask)
 DEFAULT_TASK = "classification"
 
 
@@ -23,6 +25,7 @@ def get_task(name: str) -> type[Task]:
 __all__ = [
     "ClassificationTask",
     "DEFAULT_TASK",
+    "DiffRateSearchTask",
     "SequenceClassificationTask",
     "TASKS",
     "Task",

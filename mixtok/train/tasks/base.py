@@ -17,6 +17,7 @@ methods below and probes nothing: a method a task does not need has a default he
         def train_loss(self, params, other_variables, batch, rng, step): ...
         def eval_sums(self, params, other_variables, batch): ...
         def summarize_eval(self, sums): ...
+        def write_results(self, params, workdir, step): ...   # optional: files beside the checkpoints
 
 Variables. `init` returns all of the task's variables; the trainer keeps `params` (trained) apart
 from the rest (`other_variables`: BatchNorm statistics, frozen weights, a discriminator's state),
@@ -138,4 +139,9 @@ class Task(abc.ABC):
 
     def write_eval_images(self, images: Mapping[str, Any], directory: Any, step: int) -> None:
         """Writes what `eval_images` returned (non-empty) under `directory`; the default has nothing to write."""
+        return
+
+    def write_results(self, params: Any, workdir: Any, step: int) -> None:
+        """Writes what the task finds into `workdir` after each eval, on the lead process (DiffRate's searched
+        schedule); `params` are the train state's. The default has nothing to write."""
         return
