@@ -24,6 +24,13 @@ DiffRate/utils.py (`ste_ceil`, `ste_min`), followed step by step:
   embedding and the classifier. The loss (engine.py `train_one_epoch`): cross-entropy (with the official
   mixup / label smoothing) + 5 (FLOPs / 1e9 - target)^2.
 
+Parity with the official training branch (OpenGVLab/DiffRate @ 91ae3e3 on timm 1.0.31, train mode, drop
+path off, random rate logits): the tiny DeiT fixture (tests/fixtures/reduction/diffrate.npz, granularity 2)
+logits to 3.6e-7, the rate logits' gradients to 2.2e-7, the FLOPs and kept counts exactly
+(tests/reduction/test_diffrate.py). Full size, run outside the suite: deit_small_patch16_224 with timm's
+random initialisation, granularity 4, loss cross-entropy + 5 (GFLOPs - 2.9)^2: logits to 2.0e-6 (up to 1.5),
+gradients to 4.8e-8 (up to 0.13), FLOPs (2.3238e9) and the kept counts exactly.
+
 Differences: the tokens in play are counted from the hard mask (the official `mask[0].sum().int()` also
 reads the straight-through float, which can round a count down by one); prefix tokens (a distillation
 token too) all stay first and are never merged into (the official code has a class token only).

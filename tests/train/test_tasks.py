@@ -119,7 +119,8 @@ def test_config_fields_belong_to_the_task_that_owns_them(monkeypatch):
         validate_config(tiny_config(loss=dict(reconstruction="l2")))
     with pytest.raises(
         ValueError,
-        match=r"config.label_smoothing belongs to the classification / sequence_classification task, but "
+        match=r"config.label_smoothing belongs to the classification / diffrate_search / sequence_classification task, "
+        r"but "
         r"config.task is 'tokenizer'",
     ):
         validate_config(_with(tokenizer_config(), label_smoothing=0.1))
