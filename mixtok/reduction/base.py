@@ -184,6 +184,8 @@ class TokenReduction:
         "evit:keep=0.7,layers=3/6/9"    keep rate 0.7 at layers 3, 6 and 9 (0-based; `keep_at`)
         "evit:keep=0.7"                 keep rate 0.7 at every layer
         "tome:amounts=8/8/4/0"          one amount per layer
+        "diffrate:amounts=197+197/196+194/190+176"  one amount per layer, a pair joined by + (DiffRate's
+                                        (prune_to, merge_to) kept counts)
         "tome:r=8,prop_attn=false"      any other key=value is an option of the rule (numbers, true/false,
                                         or text)
         """
@@ -230,9 +232,12 @@ class TokenReduction:
 
 
 def _parse_value(text: str):
-    """'8' -> 8, '0.7' -> 0.7, 'true' -> True, '3/6/9' -> (3, 6, 9), anything else the text itself."""
+    """'8' -> 8, '0.7' -> 0.7, 'true' -> True, '3/6/9' -> (3, 6, 9), '197+180' -> (197, 180), '1+2/3+4' ->
+    ((1, 2), (3, 4)), anything else the text itself."""
     if "/" in text:
         return tuple(_parse_value(t) for t in text.split("/"))
+    if "+" in text:
+        return tuple(_parse_value(t) for t in text.split("+"))
     if text.lower() in ("true", "false"):
         return text.lower() == "true"
     for kind in (int, float):

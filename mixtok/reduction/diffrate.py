@@ -122,6 +122,23 @@ def diffrate(tokens, sizes, signals: Signals, *, num_out: int, num_protected: in
     return Reduction(merged, new_sizes, transform)
 
 
+def default_settings(depth: int, num_tokens: int, num_protected: int) -> list[TokenReduction]:
+    """The schedules `mixtok.reduction.evaluate` tries: the released DeiT-S ones at 2.3, 2.7 and 3.1 GFLOPs,
+    exactly on a 12-block model of 197 tokens with a class token, else resampled to the model: block i takes
+    the official block round(11 i / (depth - 1)), its kept patches as the same fraction of the model's."""
+    patches = num_tokens - num_protected
+    out = []
+    for gflops in (2.3, 2.7, 3.1):
+        official = SCHEDULES["ViT-S-DeiT", gflops]
+        pairs = []
+        for i in range(depth):
+            j = round(11 * i / max(depth - 1, 1))
+            pair = [num_protected + max(1, round((c[j] - 1) / 196 * patches)) for c in official]
+            pairs.append(tuple(pair))
+        out.append(TokenReduction("diffrate", tuple(pairs)))
+    return out
+
+
 register_rule(
     "diffrate",
     Rule(
@@ -132,6 +149,7 @@ register_rule(
         paper="DiffRate: Differentiable Compression Rate for Efficient Vision Transformers (Chen et al., ICCV 2023)",
         official="OpenGVLab/DiffRate @ 91ae3e3: DiffRate/patch/deit.py, DiffRate/merge.py, DiffRate/ddp.py",
         takes_amount=True,
+        settings=default_settings,
     ),
 )
 

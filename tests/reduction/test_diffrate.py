@@ -226,3 +226,17 @@ def test_a_schedule_is_a_hashable_model_attribute():
     reduction = diffrate.from_counts([17, 12], [14, 8])
     assert isinstance(reduction, TokenReduction) and reduction.amounts == ((17, 14), (12, 8))
     hash(reduction)
+
+
+def test_the_one_line_form_takes_pairs():
+    parsed = TokenReduction.parse("diffrate:amounts=17+17/15+12/11+9/7+3", 4)
+    assert parsed == diffrate.from_counts((17, 15, 11, 7), (17, 12, 9, 3))
+
+
+def test_default_settings_are_the_released_deit_s_schedules_on_deit_s_and_resampled_elsewhere():
+    released = [diffrate.schedule("deit_small_patch16_224", g) for g in (2.3, 2.7, 3.1)]
+    assert get_rule("diffrate").settings(12, 197, 1) == released
+    tiny = diffrate.default_settings(4, 17, 1)[0]  # blocks 0, 4, 7, 11 of the 2.3 GFLOPs schedule, of 16 patches
+    official = diffrate.SCHEDULES["ViT-S-DeiT", 2.3]
+    want = tuple(tuple(1 + max(1, round((c[j] - 1) / 196 * 16)) for c in official) for j in (0, 4, 7, 11))
+    assert tiny.amounts == want
