@@ -179,8 +179,8 @@ class DiffRateSearchViT(VisionTransformer):
 
     def stage_maps(self, images, *, train: bool):
         self._check_arguments()
-        if self.token_reduction is not None:
-            raise ValueError("DiffRateSearchViT learns its own schedule: build it with token_reduction=None.")
+        if self.reduction_schedule is not None:
+            raise ValueError("DiffRateSearchViT learns its own schedule: build it without a token_reduction.")
         if self.num_prefix_tokens < 1:
             raise ValueError("DiffRate ranks tokens by the class token's attention: it needs class_token=True.")
         check_images(images, self.patch_size, "DiffRateSearchViT", f"patch size {self.patch_size}")

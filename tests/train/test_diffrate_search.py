@@ -3,6 +3,7 @@ writes into the workdir loads as a TokenReduction and runs."""
 
 import json
 
+import flax.linen as nn
 import jax
 import numpy as np
 import pytest
@@ -49,8 +50,8 @@ def test_search_moves_the_rates_and_writes_a_schedule_that_runs(tmp_path):
     assert min(found["prune_kept_num"][1:] + found["merge_kept_num"][1:]) < 10  # towards the (low) target
     reduction = diffrate.load_schedule(str(tmp_path / "diffrate_schedule.json"))
     pairs = list(zip(found["prune_kept_num"], found["merge_kept_num"], strict=True))
-    gflops = diffrate.flops(pairs, num_tokens=17, dim=16, patch_size=8, num_classes=4) / 1e6
-    assert found["gflops"] == pytest.approx(gflops) == pytest.approx(metrics["eval/gflops"], rel=1e-5)
+    mflops = diffrate.flops(pairs, num_tokens=17, dim=16, patch_size=8, num_classes=4) / 1e6
+    assert found["flops"] == pytest.approx(mflops) == pytest.approx(metrics["eval/flops"], rel=1e-5)
     model = VisionTransformer(num_classes=4, token_reduction=reduction, **TINY)
     images = jax.random.normal(jax.random.PRNGKey(0), (2, 32, 32, 3))
     logits = jax.jit(model.apply)(model.init(jax.random.PRNGKey(1), images), images)
@@ -72,3 +73,25 @@ def test_a_config_without_a_target_is_one_clear_error():
     del config.diffrate["target_flops"]
     with pytest.raises(ValueError, match="config.diffrate.target_flops must be a positive number; got None"):
         validate_config(config)
+
+
+def test_the_backbone_comes_from_backbone_weights(tmp_path):
+    from mixtok.interop.weight_files import save_variables
+
+    trained = VisionTransformer(num_classes=4, **TINY)
+    variables = nn.meta.unbox(trained.init(jax.random.PRNGKey(7), np.zeros((1, 32, 32, 3), np.float32)))
+    save_variables(tmp_path / "deit.msgpack", variables)
+    config = tiny_config(backbone_weights=str(tmp_path / "deit.msgpack"))
+    task = get_task("diffrate_search").from_config(config, dataset_info(config.data))
+    backbone = nn.meta.unbox(jax.jit(lambda rng: task.init(rng, task.dummy_batch(32)))(jax.random.PRNGKey(0)))
+    backbone = backbone["backbone"]
+    jax.tree_util.tree_map(np.testing.assert_array_equal, jax.tree_util.tree_map(np.asarray, backbone),
+                           jax.tree_util.tree_map(np.asarray, variables["params"]))  # fmt: skip
+    wider = VisionTransformer(num_classes=4, **{**TINY, "dims": (32,)})
+    wide = nn.meta.unbox(wider.init(jax.random.PRNGKey(7), np.zeros((1, 32, 32, 3), np.float32)))
+    save_variables(tmp_path / "wide.msgpack", wide)
+    task = get_task("diffrate_search").from_config(
+        tiny_config(backbone_weights=str(tmp_path / "wide.msgpack")), dataset_info(config.data)
+    )
+    with pytest.raises(ValueError, match="has shape .* the model"):
+        task.init(jax.random.PRNGKey(0), task.dummy_batch(32))

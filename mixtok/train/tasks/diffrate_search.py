@@ -19,16 +19,18 @@ Config fields this task owns (ClassificationTask's `label_smoothing` and `mixup`
     diffrate.flops_warmup_steps 0: steps with the FLOPs term off (the official `--warmup_compression_rate`
                                 turns it off for the first epoch)
     diffrate.granularity        4: the gap between candidate kept counts
-    diffrate.backbone_weights   None, or a .msgpack of the model's variables (`mixtok.interop.weight_files
-                                .save_variables`, e.g. of `mixtok.interop.timm.convert` of DeiT's weights);
-                                None keeps the random initialisation (smoke tests only)
+    diffrate.backbone_weights   the trained backbone: a mixtok run's workdir (its latest checkpoint, e.g. of
+                                experiments/configs/quickstart_token_reduction.py) or a .msgpack of the
+                                model's variables (`mixtok.interop.weight_files.save_variables`, e.g. of
+                                `mixtok.interop.timm.convert` of DeiT's weights); None or "" keeps the
+                                random initialisation (smoke tests only)
 
 Variables: `params` are the rates only (`prune_logits`, `merge_logits`); the backbone's parameters are the
 collection `backbone`, never differentiated. Eval runs the search forward deterministically (masked tokens
 rather than removed ones, the same function up to the masked tokens' eps / N share of attention) and
-reports `eval/gflops` of the current counts. After every eval the task writes
-`<workdir>/diffrate_schedule.json`: {"prune_kept_num": [...], "merge_kept_num": [...], "gflops": ...,
-"target_flops": ..., "step": ...}, the counts the rates stand for then (the official `get_kept_num`);
+reports `eval/flops` of the current counts (in `flops_unit`s, as `train/flops`). After every eval the task
+writes `<workdir>/diffrate_schedule.json`: {"prune_kept_num": [...], "merge_kept_num": [...], "flops": ...,
+"flops_unit": ..., "target_flops": ..., "step": ...}, the counts the rates stand for then (the official `get_kept_num`);
 `mixtok.reduction.diffrate.load_schedule(path)` turns it into the `TokenReduction` to run the model with.
 """
 
@@ -91,10 +93,30 @@ def search_model(model, granularity: int) -> DiffRateSearchViT:
             f"the DiffRate search runs on a ViT / DeiT (mixtok.models.vit.VisionTransformer); config.model builds "
             f"a {type(model).__name__}."
         )
+    if model.reduction_schedule is not None:
+        raise ValueError(
+            f"the DiffRate search learns the model's schedule: leave config.model.kwargs.token_reduction empty (got "
+            f"{model.token_reduction!r})."
+        )
     fields = {f.name: getattr(model, f.name) for f in dataclasses.fields(VisionTransformer) if f.init}
     fields.pop("parent", None)
     fields.pop("name", None)
+    fields["token_reduction"] = None
     return DiffRateSearchViT(**fields, granularity=granularity)
+
+
+def load_backbone(path: str) -> dict:
+    """The parameters in `path`: a mixtok training run's workdir (its latest checkpoint, `load_run`) or a
+    .msgpack of variables (`mixtok.interop.weight_files.save_variables`)."""
+    import os
+
+    if os.path.isdir(path):
+        from mixtok.train.checkpointing import load_run
+
+        return nn.meta.unbox(load_run(path).variables)["params"]
+    from mixtok.interop.weight_files import load_variables
+
+    return load_variables(path)["params"]
 
 
 def _replace_values(boxed, values, where: str):
@@ -121,11 +143,14 @@ class DiffRateSearchTask(ClassificationTask):
 
     CONFIG_FIELDS = ("label_smoothing", "mixup", "diffrate")
     UPDATED_COLLECTIONS = ()
-    PROGRESS_METRICS = ("eval/accuracy", "eval/gflops")
+    PROGRESS_METRICS = ("eval/accuracy", "eval/flops")
 
     def __init__(self, model, num_classes: int, label_smoothing: float = 0.0, mixup=None, *, options: dict):
         super().__init__(model, num_classes, label_smoothing, mixup)
         self.options = options
+        # read here, on the host: `init` runs traced (jit / eval_shape), where a checkpoint cannot be restored
+        path = options["backbone_weights"]
+        self.backbone = jax.device_get(load_backbone(path)) if path else None
 
     @classmethod
     def validate(cls, config: ConfigDict) -> None:
@@ -151,11 +176,8 @@ class DiffRateSearchTask(ClassificationTask):
         variables.pop("diffrate", None)  # the FLOPs the forward sows
         params = dict(variables.pop("params"))
         rates = {name: params.pop(name) for name in RATES}
-        path = self.options["backbone_weights"]
-        if path is not None:
-            from mixtok.interop.weight_files import load_variables
-
-            params = _replace_values(params, load_variables(path)["params"], f"backbone_weights {path}")
+        if self.backbone is not None:
+            params = _replace_values(params, self.backbone, f"backbone_weights {self.options['backbone_weights']}")
         return {"params": rates, "backbone": params, **variables}
 
     @staticmethod
@@ -209,7 +231,7 @@ class DiffRateSearchTask(ClassificationTask):
 
     def summarize_eval(self, sums: Mapping[str, float]) -> dict[str, float]:
         metrics = super().summarize_eval(sums)
-        metrics["eval/gflops"] = float(sums["flops"]) / max(float(sums["count"]), 1.0)
+        metrics["eval/flops"] = float(sums["flops"]) / max(float(sums["count"]), 1.0)
         return metrics
 
     def schedule(self, params) -> dict[str, Any]:
@@ -233,7 +255,8 @@ class DiffRateSearchTask(ClassificationTask):
         return {
             "prune_kept_num": prune,
             "merge_kept_num": merge,
-            "gflops": flops / self.options["flops_unit"],
+            "flops": flops / self.options["flops_unit"],
+            "flops_unit": self.options["flops_unit"],
             "target_flops": self.options["target_flops"],
         }
 
