@@ -18,7 +18,7 @@ released schedules), followed step by step at inference:
    "optimize proportional attention in ToMe by considering similarity"), added to the destination's
    (`scatter_reduce(mode="sum")`), unclamped at inference, so sizes do not sum to the patch count.
 4. Output: the destinations, in importance order. The block adds log(size) to every later attention's
-   logits (proportional attention, `size.log()` in `DiffRateAttention`), the contract's `prop_attn`.
+   logits (proportional attention, `size.log()` in `DiffRateAttention`): `Rule.prop_attn` is on.
 
 Where: between the attention residual and the MLP ("after_attention"). Signals: `cls_attention`.
 
@@ -152,6 +152,7 @@ register_rule(
         official="OpenGVLab/DiffRate @ 91ae3e3: DiffRate/patch/deit.py, DiffRate/merge.py, DiffRate/ddp.py",
         takes_amount=True,
         settings=default_settings,
+        prop_attn=True,  # the official DiffRateAttention adds size.log() in every block
     ),
 )
 

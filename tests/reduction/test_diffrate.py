@@ -129,6 +129,7 @@ def test_protected_tokens_stay_first_and_are_never_merged_or_dropped(num_protect
 def test_count_is_the_smallest_of_the_tokens_and_both_kept_counts():
     rule = get_rule("diffrate")
     assert rule.amount_kind == "kept_counts" and rule.takes_amount and rule.place == "after_attention"
+    assert rule.prop_attn  # the official attention adds log(size) in every block
     assert [rule.count(197, 1, a) for a in [(197, 197), (150, 160), (160, 150), (200, 300)]] == [197, 150, 150, 197]
     counts = token_counts(diffrate.schedule("deit_small_patch16_224", 2.9), 197, 1, 12)
     assert counts == (197, 194, 176, 156, 141, 133, 121, 107, 88, 64, 56, 3)
