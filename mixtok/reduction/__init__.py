@@ -9,6 +9,7 @@
 """
 
 from mixtok.reduction import (  # noqa: F401  (each registers its rule)
+    diffrate,
     divprune,
     evit,
     mctf,
