@@ -1,4 +1,5 @@
-"""Metrics for tokenizers and models: PSNR, SSIM, Frechet distance (rFID), codebook statistics (mixtok.evaluate)."""
+"""Metrics for tokenizers and models: PSNR, SSIM, Frechet distance (rFID, FVD), per-frame and temporal video
+metrics, codebook statistics (mixtok.evaluate)."""
 
 from mixtok.evaluate.codebook import (
     CodebookCounter,
@@ -19,6 +20,7 @@ from mixtok.evaluate.frechet import (
     trace_sqrt_product,
 )
 from mixtok.evaluate.image_metrics import gaussian_taps, psnr, ssim
+from mixtok.evaluate.video_metrics import compute_fvd, frame_psnr, frame_ssim, temporal_psnr
 
 __all__ = [
     "CodebookCounter",
@@ -27,15 +29,19 @@ __all__ = [
     "codebook_entropy_bits",
     "codebook_perplexity",
     "codebook_usage",
+    "compute_fvd",
     "compute_rfid",
     "feature_statistics",
     "frechet_distance",
     "frechet_distance_from_features",
+    "frame_psnr",
+    "frame_ssim",
     "gaussian_taps",
     "perplexity_from_counts",
     "present_code_counts",
     "psnr",
     "ssim",
+    "temporal_psnr",
     "trace_sqrt_product",
     "usage_from_counts",
 ]
