@@ -64,7 +64,10 @@ def describe(schedule: TokenReduction | None) -> str:
         key = "r" if schedule.spec.amount_kind == "remove" else "keep"
         where = "" if len(layers) == len(schedule.amounts) else " @" + "/".join(map(str, layers))
         return f"{schedule.rule} {key}={amounts[0]}{where}{options}"
-    return f"{schedule.rule} amounts={'/'.join(map(str, schedule.amounts))}{options}"
+    def one(amount):
+        return "+".join(map(str, amount)) if isinstance(amount, tuple | list) else str(amount)
+
+    return f"{schedule.rule} amounts={'/'.join(map(one, schedule.amounts))}{options}"
 
 
 def compile_forward(model, variables, images):
