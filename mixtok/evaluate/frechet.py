@@ -142,11 +142,17 @@ def compute_rfid(
     real_batches, fake_batches: iterables of image batches (any number, any batch sizes); statistics are
       accumulated in float64 with FeatureStatistics, so the whole set is never held in memory.
     """
+    return streamed_frechet_distance(extract_features, real_batches, fake_batches, "compute_rfid")
+
+
+def streamed_frechet_distance(extract_features, real_batches: Iterable, fake_batches: Iterable, name: str) -> float:
+    """The Frechet distance between the features of two streams of batches (statistics accumulated in float64);
+    what rFID and FVD compute, each with its own feature network. `name` is the caller's, for its error."""
     real, fake = FeatureStatistics(), FeatureStatistics()
     for batch in real_batches:
         real.update(extract_features(batch))
     for batch in fake_batches:
         fake.update(extract_features(batch))
     if real.dim != fake.dim:
-        raise ValueError(f"compute_rfid: real features have dimension {real.dim}, fake ones {fake.dim}.")
+        raise ValueError(f"{name}: real features have dimension {real.dim}, fake ones {fake.dim}.")
     return frechet_distance(*real.statistics(), *fake.statistics())

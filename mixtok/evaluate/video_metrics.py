@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 import jax.numpy as jnp
 import numpy as np
 
-from mixtok.evaluate.frechet import FeatureStatistics, frechet_distance
+from mixtok.evaluate.frechet import streamed_frechet_distance
 from mixtok.evaluate.image_metrics import psnr, ssim
 
 
@@ -77,11 +77,4 @@ def compute_fvd(
     extract_features: clips [n, T, H, W, C] -> features [n, D] (I3D's for numbers comparable with the papers);
     real_batches, fake_batches: iterables of clip batches of any sizes, statistics accumulated in float64.
     """
-    real, fake = FeatureStatistics(), FeatureStatistics()
-    for batch in real_batches:
-        real.update(extract_features(batch))
-    for batch in fake_batches:
-        fake.update(extract_features(batch))
-    if real.dim != fake.dim:
-        raise ValueError(f"compute_fvd: real features have dimension {real.dim}, fake ones {fake.dim}.")
-    return frechet_distance(*real.statistics(), *fake.statistics())
+    return streamed_frechet_distance(extract_features, real_batches, fake_batches, "compute_fvd")

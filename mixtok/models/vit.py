@@ -238,26 +238,29 @@ class VisionTransformer(Backbone):
             self.reduction_schedule, h * w + self.num_prefix_tokens, self.num_prefix_tokens, self.depths[0]
         )
 
-    def stage_maps(self, images, *, train: bool):
+    @nn.nowrap
+    def embed(self, images, *, train: bool):
+        """Checked images [B, H, W, 3] -> the first block's tokens [B, prefix + h * w, C]: patch embedding, the
+        class (and distillation) token, the position embedding, dropout. Called inside the compact `forward`."""
         self._check_arguments()
-        check_images(images, self.patch_size, "VisionTransformer", f"patch size {self.patch_size}")
+        name = type(self).__name__
+        check_images(images, self.patch_size, name, f"patch size {self.patch_size}")
         if tuple(images.shape[1:3]) != (self.image_size, self.image_size):
             raise ValueError(
-                f"VisionTransformer was built for {self.image_size}x{self.image_size} images (image_size="
+                f"{name} was built for {self.image_size}x{self.image_size} images (image_size="
                 f"{self.image_size}, its position embedding has a {self.grid[0]}x{self.grid[1]} grid) but got "
                 f"{images.shape[1]}x{images.shape[2]} images; build the model with image_size={images.shape[1]} "
                 f"(the importer resamples a pretrained position embedding)."
             )
-        (mlp_ratio,) = per_stage(self.mlp_ratios, 1, "mlp_ratios")
         common = self.dtype_kwargs
         dim = self.dims[0]
         x = images.astype(self.dtype) if self.dtype is not None else images
         x = PatchEmbed(dim, self.patch_size, self.patch_size, padding=0, norm=None, name="patch_embed", **common)(x)
         x = x.reshape(x.shape[0], -1, dim)
         prefix = []
-        for name, present in (("cls_token", self.class_token), ("dist_token", self.distilled)):
+        for token_name, present in (("cls_token", self.class_token), ("dist_token", self.distilled)):
             if present:
-                token = self.param(name, param_with_axes(PREFIX_TOKEN_INIT, (None, None, "embed")), (1, 1, dim))
+                token = self.param(token_name, param_with_axes(PREFIX_TOKEN_INIT, (None, None, "embed")), (1, 1, dim))
                 prefix.append(jnp.broadcast_to(token.astype(x.dtype), (x.shape[0], 1, dim)))
         x = jnp.concatenate(prefix + [x], axis=1)
         pos = self.param(
@@ -266,7 +269,12 @@ class VisionTransformer(Backbone):
             (1, x.shape[1], dim),
             self.param_dtype,
         )
-        x = nn.Dropout(self.dropout, deterministic=not train)(x + pos.astype(x.dtype))
+        return nn.Dropout(self.dropout, deterministic=not train)(x + pos.astype(x.dtype))
+
+    def stage_maps(self, images, *, train: bool):
+        (mlp_ratio,) = per_stage(self.mlp_ratios, 1, "mlp_ratios")
+        common = self.dtype_kwargs
+        x = self.embed(images, train=train)
         counts = self.token_counts()
         sizes, maps, n = None, [], x.shape[1]
         for i, rate in enumerate(stage_drop_path_rates(self.drop_path_rate, self.depths)[0]):

@@ -42,15 +42,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from mixtok.layers.drop import DropPath
-from mixtok.layers.init import TRUNC_NORMAL_INIT
 from mixtok.layers.mlp import Mlp
 from mixtok.layers.module import Module
 from mixtok.layers.norms import LayerNorm
-from mixtok.layers.partitioning import param_with_axes
-from mixtok.layers.stems import PatchEmbed
 from mixtok.models.backbone import per_stage, stage_drop_path_rates
-from mixtok.models.inputs import check_images
-from mixtok.models.vit import NORM_EPSILON, PREFIX_TOKEN_INIT, VisionTransformer, ViTAttention
+from mixtok.models.vit import NORM_EPSILON, VisionTransformer, ViTAttention
 from mixtok.reduction.diffrate import from_counts
 
 POLICY_EPS = 1e-6
@@ -178,37 +174,19 @@ class DiffRateSearchViT(VisionTransformer):
     granularity: int = 4
 
     def stage_maps(self, images, *, train: bool):
-        self._check_arguments()
         if self.reduction_schedule is not None:
             raise ValueError("DiffRateSearchViT learns its own schedule: build it without a token_reduction.")
         if self.num_prefix_tokens < 1:
             raise ValueError("DiffRate ranks tokens by the class token's attention: it needs class_token=True.")
-        check_images(images, self.patch_size, "DiffRateSearchViT", f"patch size {self.patch_size}")
         h, w = self.grid
         choices = jnp.asarray(candidates(h * w, self.granularity))
         shape = (self.depths[0] - 1, choices.shape[0])
         prune = self.param("prune_logits", nn.initializers.zeros_init(), shape)
         merge = self.param("merge_logits", nn.initializers.zeros_init(), shape)
-        # the token embedding of VisionTransformer.stage_maps (same parameters)
         (mlp_ratio,) = per_stage(self.mlp_ratios, 1, "mlp_ratios")
         common = self.dtype_kwargs
         dim = self.dims[0]
-        x = images.astype(self.dtype) if self.dtype is not None else images
-        x = PatchEmbed(dim, self.patch_size, self.patch_size, padding=0, norm=None, name="patch_embed", **common)(x)
-        x = x.reshape(x.shape[0], -1, dim)
-        prefix = []
-        for name, present in (("cls_token", self.class_token), ("dist_token", self.distilled)):
-            if present:
-                token = self.param(name, param_with_axes(PREFIX_TOKEN_INIT, (None, None, "embed")), (1, 1, dim))
-                prefix.append(jnp.broadcast_to(token.astype(x.dtype), (x.shape[0], 1, dim)))
-        x = jnp.concatenate(prefix + [x], axis=1)
-        pos = self.param(
-            "pos_embed",
-            param_with_axes(TRUNC_NORMAL_INIT, (None, None, "embed")),
-            (1, x.shape[1], dim),
-            self.param_dtype,
-        )
-        x = nn.Dropout(self.dropout, deterministic=not train)(x + pos.astype(x.dtype))
+        x = self.embed(images, train=train)  # VisionTransformer's token embedding, the same parameters
         batch, n, _ = x.shape
         sizes, mask = jnp.ones((batch, n), jnp.float32), jnp.ones((batch, n), jnp.float32)
         kept, maps = [], []
