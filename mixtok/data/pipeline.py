@@ -5,6 +5,11 @@
     for batch in create_eval_iterator(config.data, global_batch_size=256):
       ...                    # plus 'mask': f32, 0 on padding
 
+A video source (`data.name` sample_videos or video_folder, `mixtok.data.videos`) gives clips
+{'image': f32 [b, T, S, S, 3]} through the same stream, sharding, eval padding and state; with
+`data.image_ratio` > 0 the train iterator interleaves whole image steps as T = 1 clips
+(`mixtok.data.mixing.ImageVideoSteps`).
+
 Training: one global stream, the same for any number of processes: the whole
 train split shuffled with `seed` anew each epoch, repeated forever, each
 example augmented (`transforms.TrainTransform`) with a key from its place in
