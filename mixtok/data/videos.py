@@ -9,10 +9,11 @@ drawn from `default_rng([5, split_id, i])`. The motion cycles with i // n over a
 frame in a random direction), a zoom (in or out, 1 to 3 % per frame, at most 2x over the clip) and a small
 rotation (0.5 to 2 degrees per frame, at most 30 degrees over the clip). Frame t shows the camera at time
 t * frame_stride, so a larger stride is faster motion, as sampling every stride-th frame of a longer video.
-The photo is first resized (PIL, antialiased) so that the first frame's window is S x S pixels, its side in
-the photo drawn uniformly in [S, 2S] where the photo is large enough for the whole path (smaller photos are
-zoomed out less, or upsampled); then each frame is an affine resampling of that photo (PIL bilinear): the
-output pixel centre u (relative to the frame centre) shows photo point c_t + k_t R(theta_t) u (`clip_camera`).
+The photo is first resized (PIL, antialiased; only the part the path covers) so that the first frame's window
+is S x S pixels, its side in the photo drawn uniformly in [S, 2S] where the photo is large enough for the whole
+path (smaller photos are zoomed out less, or upsampled); then each frame is an affine resampling of that photo
+(PIL bilinear, not antialiased: a zoom-out of up to 2x aliases a little): the output pixel centre u (relative
+to the frame centre) shows photo point c_t + k_t R(theta_t) u (`clip_camera`).
 
 `video_folder` (`VideoFolderSource`): `root/<split>/` holds clips, either directly or in class folders
 (`root/<split>/<class>/`, labels the sorted class names of the train split, as imagefolder's): a clip is a
@@ -51,7 +52,7 @@ class UndecodableVideoError(decode.UndecodableImageError):
 
 @dataclasses.dataclass(frozen=True)
 class ClipCamera:
-    """The camera of one sample clip, in the pixels of `photo` (the resized photograph it films).
+    """The camera of one sample clip, in the pixels of `photo` (the part of the resized photograph it films).
 
     Frame t's output pixel with centre u (relative to the frame centre, in output pixels) shows the point
     `centres[t] + scales[t] * R(angles[t]) u` of `photo`, continuous coordinates (pixel centres at i + 0.5).
@@ -62,6 +63,7 @@ class ClipCamera:
     centres: np.ndarray  # float [T, 2] as (x, y)
     scales: np.ndarray  # float [T]: photo pixels per output pixel
     angles: np.ndarray  # float [T], radians
+    photo_box: tuple[float, ...]  # (left, top, right, bottom) of `photo` in the original photograph
 
 
 def _window_corners(scale: float, angle: float, size: int) -> np.ndarray:
@@ -99,9 +101,14 @@ def sample_clip_camera(
     side = rng.uniform(min(size, largest), min(2 * size, largest))
     factor = size / side
     resized_size = (math.ceil(width * factor), math.ceil(height * factor))
-    resized = np.asarray(Image.fromarray(photo).resize(resized_size, Image.BILINEAR))
     start = np.array([rng.uniform(-low[i], resized_size[i] - high[i]) for i in range(2)])
-    return ClipCamera(motion, resized, start + offsets, scales, angles)
+    # Only the part of the resized photo that the path covers (plus the bilinear support) is resized.
+    first = np.maximum(np.floor(start + low).astype(int) - 2, 0)
+    last = np.minimum(np.ceil(start + high).astype(int) + 2, resized_size)
+    scale = np.array([width, height]) / np.array(resized_size)  # photo pixels per resized pixel, per axis
+    box = (*(first * scale), *(last * scale))
+    region = np.asarray(Image.fromarray(photo).resize(tuple(last - first), Image.BILINEAR, box=box))
+    return ClipCamera(motion, region, start - first + offsets, scales, angles, tuple(float(b) for b in box))
 
 
 def render_clip(camera: ClipCamera, size: int) -> np.ndarray:
