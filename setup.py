@@ -41,10 +41,14 @@ EXTRAS_REQUIRE = {
         "gcsfs>=2025.1",
         "gcp-storage-emulator>=2026.7",
         "PyWavelets>=1.4",  # tests/mixers/test_wavelet.py checks WaveMix's Haar DWT against pywt.dwt2 / wavedec2
+        "av>=12",  # tests/data/test_video.py writes and decodes a tiny mp4 (data.name="video_folder")
     ],
     # gs:// workdirs (mixtok/train/storage.py): gcsfs is what etils.epath, orbax's path type, uses for gs://
     # without TensorFlow.
     "gcs": ["gcsfs>=2025.1"],
+    # Video files in data.name="video_folder" (mixtok/data/videos.py): PyAV, the FFmpeg bindings (wheels bundle
+    # FFmpeg). Frame folders and sample_videos need nothing more.
+    "video": ["av>=12"],
     # Reading timm's pretrained checkpoints (.safetensors) without PyTorch.
     "weights": ["safetensors>=0.4"],
     # The PyTorch references that the parity tests compare against. timm needs torchvision,

@@ -81,6 +81,7 @@ def dataset_info_for_compile(data_config):
         image_size=options.image_size,
         mean=options.mean,
         std=options.std,
+        num_frames=options.num_frames or 1,
     )
 
 

@@ -94,12 +94,17 @@ class ReportSkippedIterator(grain.DatasetIterator):
         self._parent.set_state(state)
 
 
-def eval_example(example: dict[str, Any], image_size: int, sequence_length: int | None = None) -> dict[str, Any]:
-    """Adds the mask: 1 for a real example, 0 (and a zero image, or zero token ids [sequence_length]) otherwise."""
+def eval_example(
+    example: dict[str, Any], image_size: int, sequence_length: int | None = None, num_frames: int | None = None
+) -> dict[str, Any]:
+    """Adds the mask: 1 for a real example, 0 (and a zero image, zero clip [num_frames, S, S, 3], or zero token
+    ids [sequence_length]) otherwise."""
     if "image" in example and not decode.is_undecodable(example):
         return {"image": example["image"], "label": int(example["label"]), "mask": np.float32(1.0)}
     if sequence_length is not None:
         blank = np.zeros((sequence_length,), np.int32)
+    elif num_frames is not None:
+        blank = np.zeros((num_frames, image_size, image_size, 3), np.float32)
     else:
         blank = np.zeros((image_size, image_size, 3), np.float32)
     masked = {"image": blank, "label": 0, "mask": np.float32(0.0)}

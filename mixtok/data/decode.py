@@ -109,7 +109,7 @@ def report_skipped(paths: Iterable[str]) -> int:
             total = _num_skipped
         count += 1
         _log.warning(
-            "Skipped undecodable image %s (%d skipped so far in this process; data.skip_undecodable=True).",
+            "Skipped undecodable image or video %s (%d skipped so far in this process; data.skip_undecodable=True).",
             path,
             total,
         )

@@ -9,7 +9,8 @@ fails before any data is read.
 Fields of `config.data` (all but `name` optional):
 
   name               digits | synthetic | sample_photos | imagefolder | array_record | marked_majority
-  root               folder / file / glob of the data (imagefolder, array_record)
+                     | sample_videos | video_folder (the video sources, below)
+  root               folder / file / glob of the data (imagefolder, array_record, video_folder)
   train_split        default 'train'
   eval_split         default 'test' (in-memory sources) or 'val' (folders, records)
   image_size         output side S; default 32 (in-memory sources) or 224; for a sequence
@@ -17,17 +18,37 @@ Fields of `config.data` (all but `name` optional):
   sequence_length    sequence sources (marked_majority): tokens per example, default 256
   num_classes        synthetic: how many classes to draw (default 10); other
                      sources derive it (array_record may set it to avoid a scan)
-  num_examples       synthetic, sample_photos, marked_majority: training examples (default 512)
-  num_eval_examples  synthetic, sample_photos, marked_majority: evaluation examples (default 128)
+  num_examples       synthetic, sample_photos, sample_videos, marked_majority: training examples (default 512)
+  num_eval_examples  synthetic, sample_photos, sample_videos, marked_majority: evaluation examples (default 128)
   crop_scale         random-resized-crop area range, default (0.08, 1.0)
   crop_ratio         random-resized-crop aspect range, default (3/4, 4/3)
   hflip              True / False or a probability; default True (p = 0.5)
   crop_pct           eval centre-crop fraction, default 0.875
   mean, std          per-channel normalisation in 0..1 units (ImageNet defaults)
-  skip_undecodable   default False: an undecodable image stops the run
+  skip_undecodable   default False: an undecodable image (or video, or frame of a frame folder) stops
+                     the run naming the file; True: it is skipped, logged and counted
   read_threads       threads that read and transform examples in each process
                      (0 = in the calling thread); default 0 for the in-memory
-                     sources (digits, synthetic, sample_photos), 16 for files
+                     sources (digits, synthetic, sample_photos, sample_videos), 16 for files
+
+Video sources (`mixtok.data.videos`): examples are clips uint8 [T, H, W, 3], batches float32
+[B, T, S, S, 3] under the batch key "image", normalised per channel like images:
+
+  num_frames         T, frames per clip; default 17 (OmniTokenizer's 1 + 4k clips); video sources only
+  frame_stride       source frames between consecutive clip frames; default 1. sample_videos: the
+                     camera moves stride times as far between frames
+  clip_start         video_folder training clips: 'random' (default; uniform over the starts whose
+                     clip fits) or 'center'; evaluation always takes the centre clip
+  image_ratio        joint image-video training (OmniTokenizer's): the fraction of training steps whose
+                     batch is all images, as T = 1 clips [B_img, 1, S, S, 3]; the others are all video.
+                     Step t is an image step iff floor((t + 1) r) > floor(t r): an even, deterministic
+                     spread, the same on every process (r = 0.5 alternates video, image, as the official
+                     --force_alternation); default 0 (no image steps)
+  image_source       the image data of those steps: a data block of its own, e.g.
+                     dict(name='imagefolder', root=...) or dict(name='sample_photos'); image_size, mean
+                     and std are the video's (unset there, or equal); its train / eval options are its own
+  image_batch_size   global batch of the image steps; default the global batch (the official joint
+                     recipe uses 4 videos and 8 images per GPU)
 
 timm's training augmentations (names as timm's train.py flags; all off by default, so a config
 without them reads exactly what it did before they existed; see `mixtok.data.transforms`):
@@ -82,8 +103,21 @@ from mixtok.registry import close_matches_hint
 
 _log = logging.getLogger(__name__)
 
-SOURCE_NAMES = ("digits", "synthetic", "sample_photos", "imagefolder", "array_record", "marked_majority")
-IN_MEMORY_SOURCES = ("digits", "synthetic", "sample_photos", "marked_majority")
+SOURCE_NAMES = (
+    "digits",
+    "synthetic",
+    "sample_photos",
+    "imagefolder",
+    "array_record",
+    "marked_majority",
+    "sample_videos",
+    "video_folder",
+)
+IN_MEMORY_SOURCES = ("digits", "synthetic", "sample_photos", "marked_majority", "sample_videos")
+# Sources of clips uint8 [T, H, W, 3] (`mixtok.data.videos`); batches are [B, T, S, S, 3].
+VIDEO_SOURCES = ("sample_videos", "video_folder")
+CLIP_STARTS = ("random", "center")
+_VIDEO_FIELDS = ("num_frames", "frame_stride", "clip_start", "image_ratio", "image_source", "image_batch_size")
 # Sources of int32 token-id sequences [L] (`mixtok.data.sequences`), passed through the image transforms untouched.
 SEQUENCE_SOURCES = ("marked_majority",)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -115,6 +149,7 @@ _FIELDS = (
     "repeated_aug",
     "multi_scale",
     "sequence_length",
+    *_VIDEO_FIELDS,
 )
 
 
@@ -147,6 +182,12 @@ class DataOptions:
     repeated_aug: int = 0
     multi_scale: MultiScaleOptions | None = None
     sequence_length: int | None = None  # sequence sources only; image_size then equals it
+    num_frames: int | None = None  # video sources only: frames per clip (T)
+    frame_stride: int = 1
+    clip_start: str = "random"
+    image_ratio: float = 0.0  # joint image-video training: the fraction of image steps
+    image_source: DataOptions | None = None
+    image_batch_size: int | None = None
 
 
 def check_source_name(name: Any) -> str:
@@ -254,6 +295,72 @@ def _augmentations(fields: Mapping[str, Any], image_size: int, mean: tuple[float
     )
 
 
+def _video_fields(name: str, fields: Mapping[str, Any], image_size: int, mean, std) -> dict[str, Any]:
+    """The video options (`_VIDEO_FIELDS`), checked: only video sources take them."""
+    if name not in VIDEO_SOURCES:
+        present = [key for key in _VIDEO_FIELDS if fields.get(key) is not None]
+        if present:
+            raise ValueError(
+                f"data.{present[0]} applies to the video sources ({', '.join(VIDEO_SOURCES)}), not to "
+                f"data.name={name!r}; remove it or use a video source."
+            )
+        return {}
+    for key in ("train_interpolation", "auto_augment", "multi_scale"):
+        if fields.get(key):
+            raise ValueError(f"data.{key} is an image augmentation; the video source {name!r} does not support it.")
+    if fields.get("reprob", 0):
+        raise ValueError(f"data.reprob is an image augmentation; the video source {name!r} does not support it.")
+    clip_start = fields.get("clip_start", "random")
+    if clip_start not in CLIP_STARTS:
+        raise ValueError(
+            f"data.clip_start must be one of {', '.join(CLIP_STARTS)}, got {clip_start!r}."
+            f"{close_matches_hint(clip_start, CLIP_STARTS)}"
+        )
+    ratio = fields.get("image_ratio", 0.0)
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"data.image_ratio (the fraction of image steps) must be a number in [0, 1], got {ratio!r}.")
+    image_source = fields.get("image_source")
+    if image_source is not None:
+        image_source = _image_source(image_source, image_size, mean, std)
+    elif ratio > 0:
+        raise ValueError(
+            f"data.image_ratio={ratio} needs data.image_source, the image data of those steps, "
+            "e.g. dict(name='sample_photos') or dict(name='imagefolder', root=...)."
+        )
+    image_batch_size = fields.get("image_batch_size")
+    if image_batch_size is not None:
+        image_batch_size = _positive_int("image_batch_size", image_batch_size)
+    return dict(
+        num_frames=_positive_int("num_frames", fields.get("num_frames", 17)),
+        frame_stride=_positive_int("frame_stride", fields.get("frame_stride", 1)),
+        clip_start=clip_start,
+        image_ratio=float(ratio),
+        image_source=image_source,
+        image_batch_size=image_batch_size,
+    )
+
+
+def _image_source(value: Any, image_size: int, mean, std) -> DataOptions:
+    """data.image_source: an image data block whose size and normalisation are the video's."""
+    fields = _as_dict(value)
+    name = fields.get("name")
+    if name in VIDEO_SOURCES or name in SEQUENCE_SOURCES:
+        raise ValueError(f"data.image_source.name must name an image source, got {name!r}.")
+    shared = {"image_size": image_size, "mean": mean, "std": std}
+    for key, video_value in shared.items():
+        if key in fields and fields[key] is not None:
+            given = tuple(fields[key]) if key != "image_size" else fields[key]
+            if given != video_value:
+                raise ValueError(
+                    f"data.image_source.{key}={fields[key]!r} differs from the video's data.{key}={video_value!r}; "
+                    "images and clips of one tokenizer share it: remove it from image_source."
+                )
+    try:
+        return data_options({**fields, **shared})
+    except ValueError as error:
+        raise ValueError(f"data.image_source: {error}") from None
+
+
 def data_options(data_config: Any) -> DataOptions:
     """Validates `config.data` and fills in the defaults for its source."""
     fields = _as_dict(data_config)
@@ -287,6 +394,8 @@ def data_options(data_config: Any) -> DataOptions:
             )
     image_size = _positive_int("image_size", sequence_length or fields.get("image_size", 32 if in_memory else 224))
     mean = _triple("mean", fields.get("mean", IMAGENET_MEAN), positive=False)
+    std = _triple("std", fields.get("std", IMAGENET_STD), positive=True)
+    video = _video_fields(name, fields, image_size, mean, std)
     return DataOptions(
         name=name,
         root=None if root is None else os.path.expanduser(str(root)),
@@ -301,11 +410,12 @@ def data_options(data_config: Any) -> DataOptions:
         hflip=_flip_probability(fields.get("hflip", True)),
         crop_pct=float(crop_pct),
         mean=mean,
-        std=_triple("std", fields.get("std", IMAGENET_STD), positive=True),
+        std=std,
         skip_undecodable=bool(fields.get("skip_undecodable", False)),
         read_threads=_positive_int("read_threads", fields.get("read_threads", 0 if in_memory else 16), allow_zero=True),
         repeated_aug=_repeated_aug(fields.get("repeated_aug", 0)),
         multi_scale=multi_scale_options(fields.get("multi_scale")),
         sequence_length=sequence_length,
         **_augmentations(fields, image_size, mean),
+        **video,
     )

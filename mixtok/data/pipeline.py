@@ -5,6 +5,11 @@
     for batch in create_eval_iterator(config.data, global_batch_size=256):
       ...                    # plus 'mask': f32, 0 on padding
 
+A video source (`data.name` sample_videos or video_folder, `mixtok.data.videos`) gives clips
+{'image': f32 [b, T, S, S, 3]} through the same stream, sharding, eval padding and state; with
+`data.image_ratio` > 0 the train iterator interleaves whole image steps as T = 1 clips
+(`mixtok.data.mixing.ImageVideoSteps`).
+
 Training: one global stream, the same for any number of processes: the whole
 train split shuffled with `seed` anew each epoch, repeated forever, each
 example augmented (`transforms.TrainTransform`) with a key from its place in
@@ -98,6 +103,7 @@ import numpy as np
 from mixtok.data import batching, decode, multi_scale, sources
 from mixtok.data.options import DataOptions, data_options
 from mixtok.data.transforms import EvalTransform, TrainTransform
+from mixtok.data.video_transforms import VideoEvalTransform, VideoTrainTransform
 
 _PREFETCH_BUFFER = 256
 
@@ -118,6 +124,7 @@ class DatasetInfo:
     image_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    num_frames: int = 1  # T of the clips [B, T, S, S, 3] of a video source; 1 for images
 
 
 def dataset_info(data_config: Any) -> DatasetInfo:
@@ -131,6 +138,7 @@ def dataset_info(data_config: Any) -> DatasetInfo:
         image_size=options.image_size,
         mean=options.mean,
         std=options.std,
+        num_frames=options.num_frames or 1,
     )
 
 
@@ -212,12 +220,30 @@ def create_train_iterator(
     Returns:
       a `grain.DatasetIterator` of {'image': float32 [b, S, S, 3], 'label':
       int32 [b]}, b = global_batch_size // shard_count, with `get_state` /
-      `set_state` and a `num_skipped_undecodable` count.
+      `set_state` and a `num_skipped_undecodable` count. A video source gives
+      clips [b, T, S, S, 3]; with `data.image_ratio` > 0 some steps are images
+      as T = 1 clips (`mixtok.data.mixing`).
     """
     options = data_options(data_config)
     shard_index, shard_count, batch_size = _shard_and_batch(global_batch_size, shard_index, shard_count)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
         raise ValueError(f"seed must be an int in [0, 2**32), got {seed!r}.")
+    if options.image_ratio > 0:
+        from mixtok.data import mixing  # pylint: disable=g-import-not-at-top
+
+        image_batch = options.image_batch_size or global_batch_size
+        _, _, image_rows = _shard_and_batch(image_batch, shard_index, shard_count)
+        videos = _train_batches(options, batch_size, seed, shard_index, shard_count, worker_count)
+        images = _train_batches(options.image_source, image_rows, seed, shard_index, shard_count, worker_count)
+        return mixing.ImageVideoSteps(videos, images, options.image_ratio)
+    return _train_batches(options, batch_size, seed, shard_index, shard_count, worker_count)
+
+
+def _train_batches(
+    options: DataOptions, batch_size: int, seed: int, shard_index: int, shard_count: int, worker_count: int
+) -> batching.ReportSkippedIterator:
+    """The train iterator of one source: `batch_size` rows of each global batch for process `shard_index`."""
+    global_batch_size = batch_size * shard_count
     source = sources.create_source(options, options.train_split)
     if len(source) == 0:
         raise ValueError(f"The {options.train_split!r} split has no examples.")
@@ -228,7 +254,8 @@ def create_train_iterator(
         return _multi_scale_iterator(ds, options, global_batch_size, seed, shard_index, shard_count, worker_count)
     # random_map keys each example by its index in this global stream, so every
     # process count gives an example the same crop and flip.
-    ds = ds.random_map(TrainTransform(options), seed=augment_seed(seed))
+    transform = VideoTrainTransform(options) if options.num_frames is not None else TrainTransform(options)
+    ds = ds.random_map(transform, seed=augment_seed(seed))
     ds = ProcessRows(ds, rows=batch_size, index=shard_index, count=shard_count)
     batches = batching.SkipUndecodableBatchDataset(ds.to_iter_dataset(_read_options(options)), batch_size)
     batches = _multiprocess(batches, worker_count)
@@ -426,14 +453,13 @@ class _EvalExample(grain.transforms.Map):
     """Eval transform for real examples; a masked zero image for padding."""
 
     def __init__(self, options: DataOptions):
-        self._transform = EvalTransform(options)
-        self._image_size = options.image_size
-        self._sequence_length = options.sequence_length
+        self._transform = VideoEvalTransform(options) if options.num_frames is not None else EvalTransform(options)
+        self._shape = (options.image_size, options.sequence_length, options.num_frames)
 
     def map(self, element: dict[str, Any]) -> dict[str, Any]:
         if element.get("padding"):
-            return batching.eval_example({}, self._image_size, self._sequence_length)
-        return batching.eval_example(self._transform.map(element), self._image_size, self._sequence_length)
+            return batching.eval_example({}, *self._shape)
+        return batching.eval_example(self._transform.map(element), *self._shape)
 
 
 class EvalBatches:
@@ -451,8 +477,10 @@ class EvalBatches:
         num_examples: int,
         options: DataOptions,
         worker_count: int,
+        as_clips: bool = False,
     ):
         self._dataset = dataset
+        self._as_clips = as_clips  # images as T = 1 clips (the image part of a joint image-video config)
         self._num_batches = num_batches
         self.num_examples = num_examples  # real (unmasked) examples in this shard
         self._options = options
@@ -471,6 +499,8 @@ class EvalBatches:
                 skipped = batch.pop(batching.SKIPPED_KEY, ())
                 if skipped:
                     self.num_skipped_undecodable += decode.report_skipped(skipped)
+                if self._as_clips:
+                    batch["image"] = batch["image"][:, None]
                 yield batch
         finally:
             iterator.close()
@@ -483,15 +513,27 @@ def create_eval_iterator(
     shard_index: int | None = None,
     shard_count: int | None = None,
     worker_count: int = 0,
+    part: str = "main",
 ) -> EvalBatches:
     """One ordered, padded pass over the eval split; each example once overall.
 
+    `part="image"` reads the eval split of a joint image-video config's `data.image_source` instead, its
+    images as T = 1 clips [b, 1, S, S, 3]; the default is the config's own source (the clips of a video one).
+
     Returns:
-      an `EvalBatches` iterable of {'image': float32 [b, S, S, 3], 'label':
-      int32 [b], 'mask': float32 [b]}, b = global_batch_size // shard_count,
-      with mask 0 on padding; every process gets `len()` batches.
+      an `EvalBatches` iterable of {'image': float32 [b, S, S, 3] (a video
+      source: [b, T, S, S, 3]), 'label': int32 [b], 'mask': float32 [b]},
+      b = global_batch_size // shard_count, with mask 0 on padding; every
+      process gets `len()` batches.
     """
     options = data_options(data_config)
+    if part not in ("main", "image"):
+        raise ValueError(f"part must be 'main' or 'image', got {part!r}.")
+    as_clips = part == "image"
+    if as_clips:
+        if options.image_source is None:
+            raise ValueError(f"part='image' needs data.image_source; data.name={options.name!r} has none.")
+        options = options.image_source
     shard_index, shard_count, batch_size = _shard_and_batch(global_batch_size, shard_index, shard_count)
     source = sources.create_source(options, options.eval_split)
     total = len(source)
@@ -502,4 +544,4 @@ def create_eval_iterator(
     padded = _PaddedShard(source, start, stop, num_batches * batch_size)
     ds = grain.MapDataset.source(padded).map(_EvalExample(options))
     ds = ds.batch(batch_size, batch_fn=batching.stack_eval_batch)
-    return EvalBatches(ds, num_batches, stop - start, options, worker_count)
+    return EvalBatches(ds, num_batches, stop - start, options, worker_count, as_clips)

@@ -1,5 +1,7 @@
 """Random-access data sources: digits, synthetic, sample_photos, marked_majority, imagefolder, array_record.
 
+(The video sources, sample_videos and video_folder, are in `mixtok.data.videos`; `create_source` makes them too.)
+
 A source has `__len__` and `__getitem__(i) -> {"image": ..., "label": int}`,
 which is what grain's `MapDataset.source` needs. The in-memory sources
 (digits, synthetic, sample_photos) return uint8 [H, W, 3] arrays; the file sources return
@@ -13,6 +15,7 @@ marked_majority (`mixtok.data.sequences`) returns int32 token ids [L] under the 
 from __future__ import annotations
 
 import functools
+import os
 
 import numpy as np
 
@@ -239,6 +242,18 @@ def create_source(options: DataOptions, split: str):
         return sequences.MarkedMajoritySource(split, num_examples, options.sequence_length)
     if name == "imagefolder":
         return imagefolder.ImageFolderSource(options.root, split, classes=_imagefolder_classes(options))
+    if name in ("sample_videos", "video_folder"):
+        from mixtok.data import videos  # pylint: disable=g-import-not-at-top  (videos imports this module)
+
+        if name == "video_folder":
+            classes = None  # labels mean the same in every split: those of the train split's class folders
+            if split != options.train_split and os.path.isdir(os.path.join(options.root, options.train_split)):
+                classes = videos.VideoFolderSource(options.root, options.train_split).classes or None
+            return videos.VideoFolderSource(options.root, split, classes=classes)
+        num_examples = options.num_examples if split == "train" else options.num_eval_examples
+        return videos.SampleVideosSource(
+            split, num_examples, options.image_size, options.num_frames, options.frame_stride
+        )
     return array_record.ArrayRecordSource(options.root, split)
 
 
@@ -257,6 +272,12 @@ def num_classes(options: DataOptions, train_source=None) -> int:
         derived = len(SAMPLE_PHOTOS["train"])
     elif name == "marked_majority":
         derived = sequences.MARKED_MAJORITY_CLASSES
+    elif name == "sample_videos":
+        derived = len(SAMPLE_PHOTOS["train"])
+    elif name == "video_folder":
+        if train_source is None:
+            train_source = create_source(options, options.train_split)
+        derived = max(len(train_source.classes), 1)
     elif name == "imagefolder":
         if train_source is None:
             train_source = create_source(options, options.train_split)
