@@ -173,23 +173,33 @@ def main(argv=None) -> int:
             rows += measure(run.config.model.name, model, run.variables, images, schedules_for(model, args),
                             args.repeats, batches)  # fmt: skip
         else:
-            for name in args.models.split(","):
-                if name not in list_models("vit_*") + list_models("deit_*"):
-                    raise ValueError(f"{name!r} is not a ViT / DeiT; valid: {', '.join(list_models('*patch16*'))}.")
+            names = args.models.split(",")
+            bad = [n for n in names if n not in list_models("vit_*") + list_models("deit_*")]
+            if bad:
+                raise ValueError(f"{bad[0]!r} is not a ViT / DeiT; valid: {', '.join(list_models('*patch16*'))}.")
+            print_header(args, retained)
+            for name in names:  # one table per model, printed as soon as it is measured
                 model = create_model(name)
                 images = sample_images(args.batch, model.image_size)
                 variables = jax.jit(model.init)(jax.random.PRNGKey(0), images[:1])
-                rows += measure(name, model, variables, images, schedules_for(model, args), args.repeats)
+                model_rows = measure(name, model, variables, images, schedules_for(model, args), args.repeats)
+                print(render([cells(r) for r in model_rows], args.markdown), flush=True)
+            return 0
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    print_header(args, retained)
+    print(render([cells(r) for r in rows], args.markdown))
+    return 0
+
+
+def print_header(args, retained: bool) -> None:
     device = jax.devices()[0]
     print(
         f"token reduction, forward only, batch {args.batch}, float32, {device.platform} ({device.device_kind}, "
-        f"{platform.processor() or platform.machine()}), JAX {jax.__version__}; host memory retained: {retained}"
+        f"{platform.processor() or platform.machine()}), JAX {jax.__version__}; host memory retained: {retained}",
+        flush=True,
     )
-    print(render([cells(r) for r in rows], args.markdown))
-    return 0
 
 
 if __name__ == "__main__":
