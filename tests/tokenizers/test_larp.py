@@ -335,3 +335,13 @@ def test_training_step_is_jittable_and_the_prior_loss_reaches_the_encoder():
     a = losses(variables["params"], prior_variables["params"], jax.random.PRNGKey(3))
     b = losses(variables["params"], prior_variables["params"], jax.random.PRNGKey(3))
     assert float(a[0]) == float(b[0]) and float(a[1]) == float(b[1])  # the same keys draw the same codes
+
+
+def test_prior_predicts_each_code_from_the_codes_before_it_only():
+    prior = LARPPrior(**TINY_PRIOR)
+    latents, _, _ = _prior_inputs()
+    variables = prior.init(jax.random.PRNGKey(0), latents)
+    changed = latents.at[:, 5].set(-latents[:, 5])
+    before, after = (np.asarray(prior.apply(variables, x)) for x in (latents, changed))
+    np.testing.assert_array_equal(after[:, :6], before[:, :6])  # position j sees codes 0 .. j-1
+    assert np.abs(after[:, 6] - before[:, 6]).max() > 1e-3
