@@ -5,11 +5,14 @@ quantizer = make_quantizer("fsq", levels="fsq_64000")
 """
 
 from mixtok.tokenizers import (
+    larp_variants,  # noqa: F401  (registers the variants)
     titok_variants,  # noqa: F401  (registers the variants)
     vqgan_variants,  # noqa: F401  (registers the variants)
 )
 from mixtok.tokenizers.base import QUANTIZER_STATE, QuantizerOutput, TokenizerOutput
 from mixtok.tokenizers.flextok import FlexTok
+from mixtok.tokenizers.larp import LARP
+from mixtok.tokenizers.larp_prior import LARPPrior
 from mixtok.tokenizers.losses import (
     LogitPerceptualLoss,
     PatchGANDiscriminator,
@@ -46,6 +49,7 @@ from mixtok.tokenizers.registry import (
     register_tokenizer,
     tokenizer_spec,
 )
+from mixtok.tokenizers.stochastic_vq import StochasticVectorQuantizer
 from mixtok.tokenizers.titok import TiTok
 from mixtok.tokenizers.vqgan import VQGAN, VQGANDecoder, VQGANEncoder
 
@@ -55,6 +59,8 @@ __all__ = [
     "FSQ",
     "FSQ_PRESETS",
     "FlexTok",
+    "LARP",
+    "LARPPrior",
     "LFQ",
     "LogitPerceptualLoss",
     "PatchGANDiscriminator",
@@ -64,6 +70,7 @@ __all__ = [
     "QuantizerOutput",
     "ResidualQuantizer",
     "SmallFeatureNet",
+    "StochasticVectorQuantizer",
     "TOKENIZERS",
     "TiTok",
     "TiTokDiscriminator",

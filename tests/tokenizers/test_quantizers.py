@@ -382,6 +382,7 @@ CASES = {
     "bsq": dict(code_dim=4),
     "residual": dict(quantizer={"name": "vq", "codebook_size": 8, "code_dim": 4, "ema_decay": 0.9}, depth=2),
     "gaussian": dict(code_dim=4),
+    "stochastic_vq": dict(codebook_size=16, code_dim=4),  # LARP's (mixtok/tokenizers/stochastic_vq.py)
 }
 
 
