@@ -33,7 +33,7 @@ from timing import interleaved_median_seconds
 from mixtok import host_memory
 from mixtok.models import create_model, list_models
 from mixtok.reduction import TokenReduction, list_rules
-from mixtok.reduction.evaluate import default_schedules, describe, evaluate_schedules, forward_gflops
+from mixtok.reduction.evaluate import compile_forward, default_schedules, describe, evaluate_schedules
 
 DEFAULT_MODELS = ("deit_small_patch16_224", "vit_base_patch16_224")
 PAPER_SPEEDUP = {  # (model, schedule label): (ToMe README's img/s before -> after, V100)
@@ -80,10 +80,11 @@ def measure(name, model, variables, images, schedules, repeats, trained_batches=
     """One row per schedule (the unreduced model first) for `model` with `variables` on `images`."""
     all_schedules = [None, *schedules]
     steps, models = {}, {}
+    gflops = {}
     for schedule in all_schedules:
         reduced = model.clone(token_reduction=schedule)
-        apply = jax.jit(reduced.apply)
         label = describe(schedule)
+        apply, gflops[label] = compile_forward(reduced, variables, images)  # one compile: the function and its FLOPs
         models[label] = reduced
         steps[label] = lambda apply=apply: jax.block_until_ready(apply(variables, images))
     seconds = interleaved_median_seconds(steps, repeats)
@@ -104,7 +105,7 @@ def measure(name, model, variables, images, schedules, repeats, trained_batches=
                 first=counts[0],
                 last=counts[-1],
                 mean_tokens=float(np.mean(counts)),
-                gflops=forward_gflops(reduced, variables, images),
+                gflops=gflops[label],
                 images_per_second=images.shape[0] / seconds[label],
                 speedup=base / seconds[label],
                 accuracy=q.get("accuracy"),
