@@ -5,6 +5,7 @@ quantizer = make_quantizer("fsq", levels="fsq_64000")
 """
 
 from mixtok.tokenizers import (
+    omnitokenizer_variants,  # noqa: F401  (registers the variants)
     titok_variants,  # noqa: F401  (registers the variants)
     vqgan_variants,  # noqa: F401  (registers the variants)
 )
@@ -27,6 +28,7 @@ from mixtok.tokenizers.losses import (
     reconstruction_loss,
     update_lecam_ema,
 )
+from mixtok.tokenizers.omnitokenizer import OmniTokenizer
 from mixtok.tokenizers.quantizers import (
     BSQ,
     FSQ,
@@ -57,6 +59,7 @@ __all__ = [
     "FlexTok",
     "LFQ",
     "LogitPerceptualLoss",
+    "OmniTokenizer",
     "PatchGANDiscriminator",
     "PerceptualLoss",
     "QUANTIZERS",
