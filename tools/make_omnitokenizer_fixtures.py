@@ -246,6 +246,63 @@ def compare(repo: Path, kw: dict, size: int, seed: int) -> list[str]:
     return lines
 
 
+def compare_null_kv_attention(repo: Path, seed: int = 0) -> str:
+    """The official causal `Attention` with 2 null key / values (einsum path, ALiBi) against mixtok's OmniAttention."""
+    import jax
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+
+    from mixtok.tokenizers.omnitokenizer_layers import OmniAttention
+
+    attention, *_ = load_official(repo)
+    official = attention.Attention(dim=16, dim_head=8, heads=2, causal=True, num_null_kv=2)
+    randomize(official, seed)
+    x = np.random.default_rng(seed).normal(size=(3, 5, 16)).astype(np.float32)
+    sdpa = F.scaled_dot_product_attention
+    del F.scaled_dot_product_attention
+    try:
+        with torch.no_grad():
+            ref = official(torch.from_numpy(x), is_spatial=False).numpy()
+    finally:
+        F.scaled_dot_product_attention = sdpa
+    sd = {k: v.detach().numpy() for k, v in official.named_parameters()}
+    params = {
+        "norm": {"scale": sd["norm.gamma"]},
+        "context_norm_gamma": sd["context_norm.gamma"],
+        "to_q": {"kernel": sd["to_q.weight"].T},
+        "to_kv": {"kernel": sd["to_kv.weight"].T},
+        "to_out": {"kernel": sd["to_out.weight"].T},
+        "q_scale": sd["q_scale"],
+        "k_scale": sd["k_scale"],
+        "null_kv": sd["null_kv"],
+        "spatial_rel_pos_bias": {
+            f"net_{i}": {
+                "kernel": sd[f"spatial_rel_pos_bias.net.{key}.weight"].T,
+                "bias": sd[f"spatial_rel_pos_bias.net.{key}.bias"],
+            }
+            for i, key in enumerate(("0.0", "1.0", "2"))
+        },
+    }
+    layer = OmniAttention(16, 2, 8, causal=True, spatial=False, num_null_kv=2, position_biases=True)
+    out = np.asarray(jax.jit(lambda p, x: layer.apply({"params": p}, x, (3, 5, 1, 1)))(params, x))
+    return f"causal attention with 2 null key/values (einsum path): max-abs {np.max(np.abs(out - ref)):.2e}"
+
+
+def official_temporal_leak(repo: Path) -> str:
+    """How much the official encoder's first two latent frames change when pixel frame 3 (latent frame 2) does."""
+    import torch
+
+    model = build_official(repo, TINY["rope_vq"], 16)
+    randomize(model, 1)
+    model.eval()
+    x = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (1, 3, 5, 16, 16)).astype(np.float32))
+    y = x.clone()
+    y[:, :, 3] = -y[:, :, 3]
+    with torch.no_grad():
+        change = (model.encoder(x, False) - model.encoder(y, False))[:, :, :2].abs().max().item()
+    return f"official encoder, frame 3 changed: latent frames 0-1 change by up to {change:.2e} (0 if causal)"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--official-repo", type=Path, required=True)
@@ -264,6 +321,8 @@ def main(argv=None) -> int:
             detail = f"encoder {parts[0]:,} + decoder {parts[1]:,} + pre {parts[2]:,} + post {parts[3]:,}"
             print(f"{name}: {sum(parts):,} = {detail}")
     if args.parity:
+        print(compare_null_kv_attention(args.official_repo))
+        print(official_temporal_leak(args.official_repo))
         for name in ("omnitokenizer_vq", "omnitokenizer_vq_stage1", "omnitokenizer_kl"):
             for biases in (False, True):
                 kw = dict(tokenizer_spec(name).kwargs, position_biases=biases)

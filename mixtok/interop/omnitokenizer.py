@@ -90,6 +90,11 @@ PARITY = {
     "omnitokenizer_vq": "recon 7.4e-6 / 7.8e-6, features 6.4e-6 / 5.9e-6, indices equal",
     "omnitokenizer_vq_stage1": "recon 6.4e-6 / 6.5e-6, features 5.5e-6 / 5.7e-6, indices equal",
     "omnitokenizer_kl": "recon 1.1e-5 / 1.4e-5, features 6.3e-6 / 6.0e-6 (the posterior mean decoded)",
+    # the official causal `Attention` with num_null_kv=2 (einsum path, ALiBi), dim 16, against OmniAttention
+    "attention with 2 null key/values": "max-abs 6.0e-7",
+    # the official encoder (tiny, random) with pixel frame 3 negated: its latent frames 0-1 change (the temporal
+    # PEG's reshape, mixtok/tokenizers/omnitokenizer_layers.py `PEG`), i.e. the official encoder is not causal
+    "official temporal leak": "latent frames 0-1 change by up to 3.0",
 }
 
 

@@ -13,7 +13,7 @@ from mixtok.layers.attention import dot_product_attention
 from mixtok.models import count_params
 from mixtok.tokenizers import QUANTIZER_STATE, create_tokenizer, tokenizer_spec
 from mixtok.tokenizers.omnitokenizer import OmniTokenizer
-from mixtok.tokenizers.omnitokenizer_layers import WindowAttention, relative_position_index
+from mixtok.tokenizers.omnitokenizer_layers import OmniAttention, WindowAttention, relative_position_index
 from mixtok.tokenizers.quantizers import VectorQuantizer
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "omnitokenizer"
@@ -226,3 +226,40 @@ def test_training_step_updates_the_codebook_and_has_finite_gradients(tiny):
     assert all(np.isfinite(g).all() for g in jax.tree_util.tree_leaves(grads))
     old, new = (nn.meta.unbox(s[QUANTIZER_STATE])["quantize"]["cluster_size"] for s in (variables, state))
     assert not np.allclose(old, new)
+
+
+def test_attention_with_null_key_values_alibi_and_causal_mask_is_the_official_einsum_formula():
+    dim, heads, width, length, nulls = 8, 2, 4, 5, 2
+    layer = OmniAttention(dim, heads, width, causal=True, spatial=False, num_null_kv=nulls, position_biases=True)
+    x = jax.random.normal(jax.random.PRNGKey(0), (3, length, dim))
+    variables = layer.init(jax.random.PRNGKey(1), x, (3, length, 1, 1))
+    out = np.asarray(layer.apply(variables, x, (3, length, 1, 1)))
+
+    # OmniTokenizer/modules/attention.py `Attention.forward`, the path without scaled_dot_product_attention.
+    p = jax.tree_util.tree_map(np.asarray, nn.meta.unbox(variables["params"]))
+    x = np.asarray(x, np.float64)
+    normed = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5) * p["norm"]["scale"]
+    q = (normed @ p["to_q"]["kernel"]).reshape(3, length, heads, width).transpose(0, 2, 1, 3)
+    k, v = np.split(x @ p["to_kv"]["kernel"], 2, axis=-1)  # k, v from x before the norm
+    k, v = (t.reshape(3, length, heads, width).transpose(0, 2, 1, 3) for t in (k, v))
+    null = p["null_kv"].reshape(heads, nulls, 2, width)  # 'h (n r) d', r = 2: keys, values
+    k = np.concatenate([np.broadcast_to(null[:, :, 0], (3, heads, nulls, width)), k], axis=2)
+    v = np.concatenate([np.broadcast_to(null[:, :, 1], (3, heads, nulls, width)), v], axis=2)
+    q = q / np.linalg.norm(q, axis=-1, keepdims=True) * p["q_scale"]
+    k = k / np.linalg.norm(k, axis=-1, keepdims=True) * p["k_scale"]
+    sim = 8.0 * q @ k.transpose(0, 1, 3, 2)
+    i, j = length, length + nulls
+    slopes = np.array([2 ** (-8 / heads * (h + 1)) for h in range(heads)])  # ALiBi, heads a power of 2
+    sim = sim - slopes[:, None, None] * np.abs(np.arange(j)[None, :] - np.arange(j - i, j)[:, None])
+    sim = np.where(np.triu(np.ones((i, j), bool), j - i + 1), -np.finfo(np.float64).max, sim)
+    attn = np.exp(sim - sim.max(-1, keepdims=True))
+    attn = attn / attn.sum(-1, keepdims=True)
+    expected = (attn @ v).transpose(0, 2, 1, 3).reshape(3, length, heads * width) @ p["to_out"]["kernel"]
+    np.testing.assert_allclose(out, expected, atol=2e-5)
+
+
+def test_the_command_line_refuses_an_unknown_variant_with_exit_code_2(tmp_path, capsys):
+    from mixtok.interop.omnitokenizer import main
+
+    assert main(["omnitokenizer_vqq", str(tmp_path / "x.ckpt"), str(tmp_path / "out.msgpack")]) == 2
+    assert "omnitokenizer_vq" in capsys.readouterr().err
