@@ -14,6 +14,11 @@ arguments. The `VQGAN` state dict's discriminators and LPIPS network (`image_dis
 attention's `relative_position_index` (a constant) and `codebook.codebook_usage` (a logging EMA) are dropped;
 every other key must fit. The EMA codebook's buffers go to the `quantizer_state` collection.
 
+Released checkpoints (README.md: imagenet_only.ckpt, imagenet_k600.ckpt, imagenet_ucf_vae.ckpt, ... on Hugging Face
+`Daniel0724/OmniTokenizer`) are Lightning checkpoints whose `hyper_parameters` hold the training arguments:
+pick (or override) the variant whose temporal patch, spatial_pos and quantizer match them. None was downloaded
+here, so which release fits which variant is not checked; a mismatch is reported key by key.
+
 Keys (official <-> mixtok; {enc,dec}: `encoder.enc_spatial_transformer` <-> `encoder_spatial`, likewise
 `encoder.enc_temporal_transformer`, `decoder.dec_temporal_transformer`, `decoder.dec_spatial_transformer`):
 

@@ -19,8 +19,9 @@ is_causal=causal, scale=8)` and its relative biases are not applied (the continu
 fallback einsum path (older PyTorch) adds both: the continuous position bias (an MLP 2 -> dim -> dim -> heads,
 LeakyReLU 0.1, of the signed log distance between grid positions, Swin-v2's) to spatial logits, and ALiBi
 (-slope_h |i - j|) to temporal ones. `position_biases=False` is the first (what a PyTorch >= 2.1 model
-computes), True the second; the continuous-position-bias weights exist either way (they are parameters of
-every official 't' attention with spatial_pos "rel", temporal ones included, where they are never used).
+computes; the official README installs PyTorch 2.2.1, which takes this path), True the second. The
+continuous-position-bias weights exist either way: they are parameters of every official 't' attention with
+spatial_pos "rel", temporal ones included, where they are never used.
 
 Causal masks are aligned bottom-right (query i sees the null keys and keys <= i), as the einsum path's
 `triu(j - i + 1)`; PyTorch's `is_causal` aligns top-left, which differs only when null keys are added.
