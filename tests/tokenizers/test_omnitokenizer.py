@@ -99,6 +99,17 @@ def test_with_the_fixed_temporal_peg_tokens_never_depend_on_later_frames(changed
     np.testing.assert_allclose(before[:, 0], image[:, 0], atol=1e-5)
 
 
+def test_with_the_fixed_temporal_peg_decoded_frames_never_depend_on_later_tokens():
+    model = _model(fix_temporal_peg=True)
+    clip = _clip()
+    variables = model.init(jax.random.PRNGKey(1), clip)
+    quantized = model.apply(variables, clip, method=model.encode).quantized  # [2, 3, 4, 4, code_dim]
+    changed = quantized.at[:, 2].set(-quantized[:, 2])
+    before, after = (model.apply(variables, q, method=model.decode) for q in (quantized, changed))
+    np.testing.assert_array_equal(after[:, :3], before[:, :3])  # frame 0 <- latent 0, frames 1-2 <- latent 1
+    assert np.max(np.abs(after[:, 3:] - before[:, 3:])) > 1e-3
+
+
 def test_the_official_temporal_peg_reshape_lets_later_frames_reach_earlier_tokens():
     model = _model()  # fix_temporal_peg=False, as the official code
     clip = _clip()
