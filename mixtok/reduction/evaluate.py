@@ -64,6 +64,7 @@ def describe(schedule: TokenReduction | None) -> str:
         key = "r" if schedule.spec.amount_kind == "remove" else "keep"
         where = "" if len(layers) == len(schedule.amounts) else " @" + "/".join(map(str, layers))
         return f"{schedule.rule} {key}={amounts[0]}{where}{options}"
+
     def one(amount):
         return "+".join(map(str, amount)) if isinstance(amount, tuple | list) else str(amount)
 

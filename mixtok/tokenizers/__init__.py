@@ -6,6 +6,7 @@ quantizer = make_quantizer("fsq", levels="fsq_64000")
 
 from mixtok.tokenizers import (
     larp_variants,  # noqa: F401  (registers the variants)
+    omnitokenizer_variants,  # noqa: F401  (registers the variants)
     titok_variants,  # noqa: F401  (registers the variants)
     vqgan_variants,  # noqa: F401  (registers the variants)
 )
@@ -30,6 +31,7 @@ from mixtok.tokenizers.losses import (
     reconstruction_loss,
     update_lecam_ema,
 )
+from mixtok.tokenizers.omnitokenizer import OmniTokenizer
 from mixtok.tokenizers.quantizers import (
     BSQ,
     FSQ,
@@ -63,6 +65,7 @@ __all__ = [
     "LARPPrior",
     "LFQ",
     "LogitPerceptualLoss",
+    "OmniTokenizer",
     "PatchGANDiscriminator",
     "PerceptualLoss",
     "QUANTIZERS",

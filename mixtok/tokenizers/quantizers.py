@@ -151,6 +151,8 @@ class VectorQuantizer(Module):
       jittered batch vectors; here the usage EMA is separate from N and exists only when restarting.
     - with `l2_normalize` the EMA averages normalised z and the codebook is normalised at lookup
       (lucidrains normalises the EMA result; the nearest code and the quantized value are the same).
+      OmniTokenizer's `Codebook` normalises z only (its `--l2_code`: `F.normalize(z)` before the codebook)
+      and compares it with, and decodes, the raw EMA means; `normalize_codebook=False` does that.
     - the forward value of `quantized` is exactly the code (sg(q) + z - sg(z) rather than z + sg(q - z)).
     - stats also report "quantization_error" = mean((q - z)^2); under EMA "codebook_loss" is 0.
     """
@@ -163,6 +165,7 @@ class VectorQuantizer(Module):
     ema_decay: float | None = None
     ema_epsilon: float = 1e-5
     dead_code_threshold: float = 0.0
+    normalize_codebook: bool = True  # with l2_normalize: False compares z with the raw entries (OmniTokenizer)
 
     def __post_init__(self):
         if self.codebook_size < 1 or self.code_dim < 1:
@@ -230,7 +233,7 @@ class VectorQuantizer(Module):
     def codebook(self) -> jax.Array:
         """[K, d] float32: the entries z is compared to and the decoder receives."""
         codebook = self.raw_codebook()
-        return normalize_last_axis(codebook) if self.l2_normalize else codebook
+        return normalize_last_axis(codebook) if self.l2_normalize and self.normalize_codebook else codebook
 
     def decode_indices(self, indices: jax.Array) -> jax.Array:
         return jnp.take(self.codebook(), indices, axis=0)
