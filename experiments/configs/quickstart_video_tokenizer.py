@@ -6,7 +6,7 @@ The model is OmniTokenizer as mixtok builds it (`omnitokenizer_vq`: the first fr
 pt x p x p patches, per-frame spatial transformer, per-location causal temporal transformer, the l2-normalised EMA
 VQ codebook), shrunk: width 64, 2 heads of 32, spatial blocks "tt" in the encoder and the decoder (32-px frames
 in 4-px patches are an 8 x 8 grid, one 8 x 8 window: window layers would be global ones), 1 temporal layer each,
-patch 4, temporal patch 4, 1,024 codes of 8 numbers. A 9-frame clip [9, 32, 32, 3] is 3 x 8 x 8 = 192 tokens.
+patch 4, temporal patch 4, 512 codes of 8 numbers (dead codes restarted). A 9-frame clip [9, 32, 32, 3] is 3 x 8 x 8 = 192 tokens.
 Data: `sample_videos` (pans, zooms and rotations across 14 photographs; eval: clips of 3 photographs never
 trained on). Training: clips only (data.image_ratio 0), L2 loss, AdamW, cosine.
 
@@ -21,7 +21,7 @@ from mixtok.train.config import parse_config_arg
 
 
 def get_config(arg=None):
-    args = parse_config_arg(arg, steps=1000, width=64, frames=9, patch=4, codebook=1024, batch=4, lr=1e-3)
+    args = parse_config_arg(arg, steps=1000, width=64, frames=9, patch=4, codebook=512, batch=4, lr=1e-3)
     config = ConfigDict()
     config.seed = 0
     config.task = "tokenizer"
@@ -68,6 +68,9 @@ def get_config(arg=None):
                 ema_decay=0.99,
                 ema_epsilon=1e-7,
                 beta=0.25,
+                # Codes whose usage EMA falls below 0.05 picks a step are restarted from batch vectors: without it
+                # about 15 of 512 codes stay in use (the official codebook's restart: `restart_thres`).
+                dead_code_threshold=0.05,
             ),
         )
     )
