@@ -6,7 +6,8 @@ The model is OmniTokenizer as mixtok builds it (`omnitokenizer_vq`: the first fr
 pt x p x p patches, per-frame spatial transformer, per-location causal temporal transformer, the l2-normalised EMA
 VQ codebook), shrunk: width 64, 2 heads of 32, spatial blocks "tt" in the encoder and the decoder (32-px frames
 in 4-px patches are an 8 x 8 grid, one 8 x 8 window: window layers would be global ones), 1 temporal layer each,
-patch 4, temporal patch 4, 512 codes of 8 numbers (dead codes restarted). A 9-frame clip [9, 32, 32, 3] is 3 x 8 x 8 = 192 tokens.
+patch 4, temporal patch 4, 512 codes of 8 numbers (dead codes restarted). A 9-frame clip [9, 32, 32, 3] is
+3 x 8 x 8 = 192 tokens.
 Data: `sample_videos` (pans, zooms and rotations across 14 photographs; eval: clips of 3 photographs never
 trained on). Training: clips only (data.image_ratio 0), L2 loss, AdamW, cosine.
 
