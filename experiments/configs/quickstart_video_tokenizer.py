@@ -19,7 +19,10 @@ the eval PNG strips show reconstructions that are blurred, roughly uniform colou
 clip's content (the codebook is in use, so not a collapsed codebook). Not yet understood; tried on 120 steps only
 (per-batch train PSNR swings between 11 and 21 dB): lr 3e-4 (fixed-batch PSNR 14.0 -> 15.5), FSQ 8-8-8-8 instead
 of VQ (no better), 1,024 codes without dead-code restart (about 15 codes in use). Each step costs about 0.6 s
-here (patch 8 is about 3x cheaper, but 16 tokens a latent frame).
+here (patch 8 is about 3x cheaper, but 16 tokens a latent frame). A suspect, not tested: the patch embedding's
+LayerNorm over each raw patch (`PatchEmbed`, as the official model) makes a patch's embedding invariant to that
+patch's brightness offset and contrast, which at 4-px patches of 32-px frames leaves the decoder little context to
+recover them.
 
 Options after a colon (e.g. `:steps=3000,width=96`): steps, width, frames (1 + 4k), patch, codebook, batch, lr.
 """
