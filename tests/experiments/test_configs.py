@@ -42,7 +42,7 @@ GFNET_DROP_PATH = {
     "gfnet_h_s": 0.2,
     "gfnet_h_b": 0.4,
 }
-IN_MEMORY_SOURCES = ("digits", "synthetic", "sample_photos", "marked_majority")
+IN_MEMORY_SOURCES = ("digits", "synthetic", "sample_photos", "sample_videos", "marked_majority")
 # The config trained for real below: IdentityFormer has no token mixer, so it compiles and steps
 # fastest on a CPU (XLA's depthwise 7x7 convolution is slow there).
 SMOKE_CONFIG = CONFIG_DIR / "imagenet" / "identityformer_s12.py"

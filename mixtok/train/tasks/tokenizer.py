@@ -1,4 +1,4 @@
-"""Image tokenizer training: reconstruction, quantizer, perceptual and GAN losses; PSNR / SSIM / codebook eval.
+"""Image and video tokenizer training: reconstruction, quantizer, perceptual and GAN losses; PSNR, SSIM, codebook eval.
 
     config.task = "tokenizer"
     config.model.name = "titok_s128"          # a name from mixtok.tokenizers.list_tokenizers()
@@ -28,6 +28,19 @@ only for smoke tests) or "package.module:ClassName" of a linen module mapping [-
 sequence of feature maps, whose weights `perceptual_weights` (a flax msgpack file of its
 `{"params": ...}`) you supply: mixtok downloads nothing.
 
+Videos. Batches of clips [B, T, H, W, C] (a video source, `DatasetInfo.num_frames` = T > 1; images mixed in by
+`data.image_ratio` come as T = 1 clips) go to the tokenizer whole (OmniTokenizer takes both layouts); the model is
+initialised with a [1, T, S, S, 3] clip. Every loss that compares pixels works per frame, time folded into the
+batch ([B T, H, W, C]): L1 / L2 (a mean over every element, so the same either way), the perceptual distance and
+the 2-D discriminator (real and reconstructed frames), as OmniTokenizer's image losses apply per frame
+(FoundationVision/OmniTokenizer: OmniTokenizer/omnitokenizer.py `VQGAN.forward`, frames folded by
+`rearrange(x, "b c t h w -> (b t) c h w")` for the perceptual and 2-D GAN terms). Eval: PSNR, SSIM and MSE are
+per frame and averaged over the clip's frames (`mixtok.evaluate.frame_psnr` / `frame_ssim`), so eval/psnr is the
+mean over clips of the per-frame mean, the per-frame averages OmniTokenizer and LARP report; clips of T >= 2 add
+eval/temporal_psnr (`mixtok.evaluate.temporal_psnr`: PSNR of the frame differences). The PNG holds the first
+NUM_EVAL_CLIPS clips, frames left to right, each clip's original frames on one row and its reconstruction on the
+row below.
+
 Eval: PSNR and SSIM on [0, 1] pixels (the data's mean / std, from `DatasetInfo`, undone, reconstructions clipped), the
 mean squared error, and the codebook usage and perplexity over the whole eval set. Tokenizers with
 prefix decoding are also evaluated at each `eval_num_tokens` k (eval/psnr_k{k}). The first eval
@@ -50,7 +63,15 @@ import optax
 from ml_collections import ConfigDict
 
 from mixtok.data import DatasetInfo
-from mixtok.evaluate import perplexity_from_counts, psnr, ssim, usage_from_counts
+from mixtok.evaluate import (
+    frame_psnr,
+    frame_ssim,
+    perplexity_from_counts,
+    psnr,
+    ssim,
+    temporal_psnr,
+    usage_from_counts,
+)
 from mixtok.files import write_atomically
 from mixtok.registry import unknown_name_error
 from mixtok.tokenizers import create_tokenizer, losses
@@ -84,6 +105,7 @@ GAN_LOSSES = {
 }
 MAX_HISTOGRAM_CODES = 1 << 16  # eval keeps a code histogram up to this codebook size
 NUM_EVAL_IMAGES = 8  # originals / reconstructions in the eval PNG
+NUM_EVAL_CLIPS = 4  # clips in the eval PNG of a video run (two rows each)
 
 
 def loss_options(config: ConfigDict) -> ConfigDict:
@@ -120,8 +142,13 @@ def _feature_network(name: str, kwargs: Mapping[str, Any]) -> nn.Module:
         raise ValueError(f"config.loss.perceptual_network={name!r} cannot be imported: {error}") from None
 
 
+def frames(x):
+    """Clips [B, T, H, W, C] -> frames [B T, H, W, C] (time folded into the batch); images pass unchanged."""
+    return x.reshape((-1,) + tuple(x.shape[2:])) if x.ndim == 5 else x
+
+
 class TokenizerTask(Task):
-    """Loss and metrics for a tokenizer that maps images [B, H, W, 3] to reconstructions (module docstring)."""
+    """Loss and metrics for a tokenizer of images [B, H, W, 3] or clips [B, T, H, W, 3] (module docstring)."""
 
     CONFIG_FIELDS = ("loss", "discriminator_optimizer", "eval_num_tokens")
     UPDATED_COLLECTIONS = (QUANTIZER_STATE, "batch_stats")
@@ -138,9 +165,13 @@ class TokenizerTask(Task):
         discriminator_optimizer: ConfigDict = None,
         optimizer: ConfigDict = None,
         total_steps: int = 1,
+        num_frames: int = 1,
         dtype=jnp.float32,
     ):
         self.model = model
+        if not isinstance(num_frames, int) or num_frames < 1:
+            raise ValueError(f"num_frames={num_frames!r} must be an int >= 1 (1: images, T > 1: clips of T frames).")
+        self.num_frames = num_frames
         self.loss = loss
         self.mean = jnp.asarray(mean, jnp.float32)
         self.std = jnp.asarray(std, jnp.float32)
@@ -202,6 +233,7 @@ class TokenizerTask(Task):
             optimizer=config.optimizer,
             discriminator_optimizer=config.get("discriminator_optimizer", None),
             total_steps=config.total_steps,
+            num_frames=info.num_frames,
         )
 
     # ------------------------------------------------------------------------------------------- set-up
@@ -218,12 +250,19 @@ class TokenizerTask(Task):
             transforms["discriminator"], _ = create_optimizer(self.discriminator_optimizer_config, self.total_steps)
         return per_parameter_set(transforms), schedule
 
+    def dummy_batch(self, image_size: int, batch_size: int = 1) -> dict[str, jax.Array]:
+        """Zero images [b, S, S, 3], or clips [b, T, S, S, 3] when the data are clips of T = num_frames > 1."""
+        if self.num_frames == 1:
+            return super().dummy_batch(image_size, batch_size)
+        shape = (batch_size, self.num_frames, image_size, image_size, 3)
+        return {"image": jnp.zeros(shape, jnp.float32), "label": jnp.zeros((batch_size,), jnp.int32)}
+
     def init(self, rng: jax.Array, batch: Mapping[str, Any]):
         tok_rng, disc_rng, perc_rng = jax.random.split(rng, 3)
-        images = batch["image"]
         tokenizer = dict(
-            self.model.init({"params": tok_rng, "noise": tok_rng, "dropout": tok_rng}, images, train=False)
+            self.model.init({"params": tok_rng, "noise": tok_rng, "dropout": tok_rng}, batch["image"], train=False)
         )
+        images = frames(batch["image"])  # the discriminator and perceptual network see frames
         params = {"tokenizer": tokenizer.pop("params")}
         other: dict[str, Any] = {"tokenizer": tokenizer}
         if self.discriminator is not None:
@@ -268,7 +307,8 @@ class TokenizerTask(Task):
             mutable=mutable,
             rngs={"dropout": dropout_rng, "drop_path": drop_path_rng, "noise": noise_rng},
         )
-        recon = out.reconstruction.astype(jnp.float32)
+        # Pixel losses per frame: clips [B, T, H, W, C] are folded to frames [B T, H, W, C] (module docstring).
+        images, recon = frames(images), frames(out.reconstruction.astype(jnp.float32))
         loss = self.loss
         rec = losses.reconstruction_loss(images, recon, loss.reconstruction)
         total = loss.reconstruction_weight * rec + loss.quantizer_weight * out.quantizer.loss
@@ -342,18 +382,24 @@ class TokenizerTask(Task):
         return self.model.apply(variables, images, train=False, **kwargs)
 
     def eval_sums(self, params, other_variables, batch) -> dict[str, jax.Array]:
-        """Sums over the real (mask == 1) images of a padded eval batch."""
+        """Sums over the real (mask == 1) images or clips of a padded eval batch (a clip: its frames' mean)."""
         images = batch["image"].astype(jnp.float32)
         mask = batch["mask"].astype(jnp.float32)
         out = self._reconstruct(params, other_variables, images)
         x = self._pixels(images)
         y = jnp.clip(self._pixels(out.reconstruction), 0.0, 1.0)
-        sums = {
-            "psnr": jnp.sum(psnr(x, y) * mask),
-            "ssim": jnp.sum(ssim(x, y) * mask),
-            "mse": jnp.sum(jnp.mean(jnp.square(x - y), axis=(1, 2, 3)) * mask),
-            "count": jnp.sum(mask),
-        }
+        if images.ndim == 5:
+            per_example = {
+                "psnr": jnp.mean(frame_psnr(x, y), axis=1),
+                "ssim": jnp.mean(frame_ssim(x, y), axis=1),
+                "mse": jnp.mean(jnp.square(x - y), axis=(1, 2, 3, 4)),
+            }
+            if images.shape[1] >= 2:
+                per_example["temporal_psnr"] = temporal_psnr(x, y)
+        else:
+            per_example = {"psnr": psnr(x, y), "ssim": ssim(x, y), "mse": jnp.mean(jnp.square(x - y), axis=(1, 2, 3))}
+        sums = {key: jnp.sum(value * mask) for key, value in per_example.items()}
+        sums["count"] = jnp.sum(mask)
         codebook_size = self.codebook_size
         if out.quantizer.indices is not None and codebook_size and codebook_size <= MAX_HISTOGRAM_CODES:
             # A residual quantizer's [B, ..., depth] indices count every level's codes together.
@@ -364,7 +410,8 @@ class TokenizerTask(Task):
             )
         for k in self.eval_num_tokens:
             y_k = jnp.clip(self._pixels(self._reconstruct(params, other_variables, images, k).reconstruction), 0, 1)
-            sums[f"psnr_k{k}"] = jnp.sum(psnr(x, y_k) * mask)
+            value = jnp.mean(frame_psnr(x, y_k), axis=1) if images.ndim == 5 else psnr(x, y_k)
+            sums[f"psnr_k{k}"] = jnp.sum(value * mask)
         return sums
 
     def summarize_eval(self, sums: Mapping[str, Any]) -> dict[str, float]:
@@ -378,8 +425,9 @@ class TokenizerTask(Task):
         return out
 
     def eval_images(self, params, other_variables, batch) -> dict[str, jax.Array]:
-        """The first NUM_EVAL_IMAGES originals and reconstructions as [0, 1] pixels."""
-        images = batch["image"][:NUM_EVAL_IMAGES].astype(jnp.float32)
+        """The first NUM_EVAL_IMAGES originals and reconstructions (NUM_EVAL_CLIPS of clips) as [0, 1] pixels."""
+        count = NUM_EVAL_CLIPS if batch["image"].ndim == 5 else NUM_EVAL_IMAGES
+        images = batch["image"][:count].astype(jnp.float32)
         out = self._reconstruct(params, other_variables, images)
         return {
             "original": jnp.clip(self._pixels(images), 0.0, 1.0),
@@ -387,9 +435,14 @@ class TokenizerTask(Task):
         }
 
     def write_eval_images(self, images: Mapping[str, np.ndarray], directory: Path, step: int) -> Path:
-        """Writes originals (left) beside reconstructions (right), one pair per row, to step_<N>.png."""
+        """Writes step_<N>.png: images, originals (left) beside reconstructions (right), one pair per row; clips,
+        a strip per clip, its original frames left to right on one row and their reconstructions on the next."""
         path = storage.as_path(directory) / f"step_{step:07d}.png"
-        write_png(image_grid([images["original"], images["reconstruction"]]), path)
+        original, reconstruction = np.asarray(images["original"]), np.asarray(images["reconstruction"])
+        if original.ndim == 5:
+            write_png(image_grid(list(clip_rows(original, reconstruction).swapaxes(0, 1))), path)
+        else:
+            write_png(image_grid([original, reconstruction]), path)
         return path
 
 
@@ -438,6 +491,11 @@ def _load_weights(path: str, target: Mapping[str, Any]) -> dict[str, Any]:
             f"{got}, the network needs {want}."
         )
     return restored
+
+
+def clip_rows(original: np.ndarray, reconstruction: np.ndarray) -> np.ndarray:
+    """Clips [n, T, H, W, C] x 2 -> [2 n, T, H, W, C]: clip i's original frames (row 2 i), then its reconstruction."""
+    return np.stack([original, reconstruction], axis=1).reshape((-1,) + original.shape[1:])
 
 
 def image_grid(columns, padding: int = 2) -> np.ndarray:
