@@ -484,3 +484,54 @@ def one_d_tokenizer(
     if prefix_eval_tokens:
         config.eval_num_tokens = [1, 4] if arg.runlocal else list(prefix_eval_tokens)
     return config
+
+
+def deit_recipe(arg: ConfigDict, model_name: str) -> ConfigDict:
+    """facebookresearch/deit main.py's defaults for `model_name` (DeiT's own models, and the ViT-B-sized models
+    whose papers compare with DeiT on ImageNet-1k alone): `arg` from `parse_arg(..., batch_size=1024, epochs=300)`."""
+    config = classification_loop(arg)  # steps from epochs; eval and checkpoint once per epoch
+    # Augmentations: facebookresearch/deit main.py defaults: --aa, --reprob 0.25, --train-interpolation bicubic;
+    # eval resize bicubic.
+    config.data = imagenet_data(
+        arg,
+        image_size=224,
+        crop_pct=0.875,  # eval: resize 256, crop 224
+        train_interpolation="bicubic",
+        auto_augment="rand-m9-mstd0.5-inc1",
+        reprob=0.25,
+        remode="pixel",
+        recount=1,
+        eval_interpolation="bicubic",
+        repeated_aug=3,  # main.py --repeated-aug (on by default; its samplers.py RASampler, 3 copies)
+    )
+
+    config.model = ConfigDict(dict(name=model_name, dtype=compute_dtype(arg)))
+    config.model.kwargs = ConfigDict(dict(drop_path_rate=0.1))  # DeiT main.py --drop-path
+    if arg.runlocal:
+        config.model.kwargs.update(one_block_per_stage(model_name))  # the same layers, fewer
+        config.model.kwargs.image_size = RUNLOCAL_IMAGE_SIZE  # the position embedding's grid
+
+    # timm's cosine as facebookresearch/deit main.py steps it (once per epoch): warm-up from 1e-6 over 5 epochs,
+    # cosine to 1e-5; the script never runs timm's cool-down.
+    schedule = timm_cosine(config, arg, warmup_epochs=5, warmup_lr_init=1e-6, min_lr=1e-5, cooldown_epochs=0)
+    config.optimizer = ConfigDict(
+        dict(
+            name="adamw",
+            lr=5e-4 * config.batch_size / 512,  # main.py's linear_scaled_lr
+            **schedule,
+            epoch_lag=1,  # main.py steps timm's scheduler after each epoch
+            weight_decay=0.05,
+            b1=0.9,
+            b2=0.999,
+            eps=1e-8,
+            grad_clip=0.0,  # main.py --clip-grad None
+        )
+    )
+    config.label_smoothing = 0.1
+    # timm's Mixup / CutMix (facebookresearch/deit main.py): one draw a batch, CutMix half the time; soft targets
+    # smoothed by label_smoothing.
+    config.mixup = ConfigDict(dict(mixup_alpha=0.8, cutmix_alpha=1.0, prob=1.0, switch_prob=0.5, mode="batch"))
+    # timm's ModelEma (main.py --model-ema, on by default): a copy of the initial model, every entry averaged with
+    # decay 0.99996 from the first update.
+    config.model_ema = ConfigDict(dict(decay=0.99996, warmup=False, first_update_copies=False, buffers=True))
+    return config

@@ -37,8 +37,6 @@ Compute: 375,341 steps of 1,024 images (300 epochs). Time: not measured by mixto
 command with the same --workdir to resume.
 """
 
-from ml_collections import ConfigDict
-
 from mixtok.train.config_files import import_beside
 
 common = import_beside(__file__, "common")
@@ -46,49 +44,4 @@ common = import_beside(__file__, "common")
 
 def get_config(arg=None):
     arg = common.parse_arg(arg, batch_size=1024, epochs=300)  # DeiT-B's README: --batch-size 256 on 4 GPUs
-    config = common.classification_loop(arg)  # steps from epochs; eval and checkpoint once per epoch
-    # Augmentations: facebookresearch/deit main.py defaults: --aa, --reprob 0.25, --train-interpolation bicubic;
-    # eval resize bicubic.
-    config.data = common.imagenet_data(
-        arg,
-        image_size=224,
-        crop_pct=0.875,  # eval: resize 256, crop 224
-        train_interpolation="bicubic",
-        auto_augment="rand-m9-mstd0.5-inc1",
-        reprob=0.25,
-        remode="pixel",
-        recount=1,
-        eval_interpolation="bicubic",
-        repeated_aug=3,  # main.py --repeated-aug (on by default; its samplers.py RASampler, 3 copies)
-    )
-
-    config.model = ConfigDict(dict(name="hydra_vit_b", dtype=common.compute_dtype(arg)))
-    config.model.kwargs = ConfigDict(dict(drop_path_rate=0.1))  # DeiT main.py --drop-path
-    if arg.runlocal:
-        config.model.kwargs.update(common.one_block_per_stage("hydra_vit_b"))  # the same layers, fewer
-        config.model.kwargs.image_size = common.RUNLOCAL_IMAGE_SIZE  # the position embedding's grid
-
-    # timm's cosine as facebookresearch/deit main.py steps it (once per epoch): warm-up from 1e-6 over 5 epochs,
-    # cosine to 1e-5; the script never runs timm's cool-down.
-    schedule = common.timm_cosine(config, arg, warmup_epochs=5, warmup_lr_init=1e-6, min_lr=1e-5, cooldown_epochs=0)
-    config.optimizer = ConfigDict(
-        dict(
-            name="adamw",
-            lr=5e-4 * config.batch_size / 512,  # main.py's linear_scaled_lr
-            **schedule,
-            epoch_lag=1,  # main.py steps timm's scheduler after each epoch
-            weight_decay=0.05,
-            b1=0.9,
-            b2=0.999,
-            eps=1e-8,
-            grad_clip=0.0,  # main.py --clip-grad None
-        )
-    )
-    config.label_smoothing = 0.1
-    # timm's Mixup / CutMix (facebookresearch/deit main.py): one draw a batch, CutMix half the time; soft targets
-    # smoothed by label_smoothing.
-    config.mixup = ConfigDict(dict(mixup_alpha=0.8, cutmix_alpha=1.0, prob=1.0, switch_prob=0.5, mode="batch"))
-    # timm's ModelEma (main.py --model-ema, on by default): a copy of the initial model, every entry averaged with
-    # decay 0.99996 from the first update.
-    config.model_ema = ConfigDict(dict(decay=0.99996, warmup=False, first_update_copies=False, buffers=True))
-    return config
+    return common.deit_recipe(arg, "hydra_vit_b")  # facebookresearch/deit main.py's defaults (mixtok's choice)
